@@ -1,0 +1,46 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import LoginEvent, Seat, Team, UsageEvent, User
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+
+
+class SeatInline(admin.TabularInline):
+    model = Seat
+    extra = 0
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "first_name", "last_name", "role", "team", "is_active", "last_login"]
+    list_filter = ["role", "team", "is_active", "is_service_account"]
+    list_select_related = ["team"]
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        (_("CRM"), {"fields": ("role", "team", "language", "is_service_account", "deactivated_at")}),
+    )
+    inlines = [SeatInline]
+
+
+@admin.register(LoginEvent)
+class LoginEventAdmin(admin.ModelAdmin):
+    list_display = ["user", "at"]
+    list_select_related = ["user"]
+    date_hierarchy = "at"
+    raw_id_fields = ["user"]
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(admin.ModelAdmin):
+    list_display = ["user", "verb", "object_type", "object_id", "via", "at"]
+    list_filter = ["verb", "via", "object_type"]
+    list_select_related = ["user"]
+    date_hierarchy = "at"
+    raw_id_fields = ["user"]

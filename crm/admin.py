@@ -1,0 +1,145 @@
+from django.contrib import admin
+from simple_history.admin import SimpleHistoryAdmin
+
+from crm.models import (
+    Activity,
+    CompanySettings,
+    CrmCostItem,
+    Customer,
+    CustomerStatusChange,
+    Deal,
+    DealStageChange,
+    Pipeline,
+    PipelineStage,
+    SlaPolicy,
+    SpendEntry,
+    Ticket,
+    TicketMessage,
+    TicketStatusChange,
+)
+
+# The admin is for administrators fixing data; large tables use raw-id widgets and no full counts.
+
+
+@admin.register(CompanySettings)
+class CompanySettingsAdmin(admin.ModelAdmin):
+    list_display = ["company_name", "go_live_date", "gross_margin_percent", "auto_assign_tickets"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "status",
+        "owner",
+        "source",
+        "segment",
+        "became_customer_at",
+        "churned_at",
+    ]
+    list_filter = ["status", "kind", "source", "segment", "is_internal"]
+    list_select_related = ["owner"]
+    search_fields = ["name", "email", "phone"]
+    raw_id_fields = ["owner", "merged_into"]
+    show_full_result_count = False
+
+
+@admin.register(CustomerStatusChange)
+class CustomerStatusChangeAdmin(admin.ModelAdmin):
+    list_display = ["customer", "from_status", "to_status", "at", "by"]
+    list_filter = ["to_status"]
+    raw_id_fields = ["customer", "by"]
+    show_full_result_count = False
+
+
+class PipelineStageInline(admin.TabularInline):
+    model = PipelineStage
+    extra = 0
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_default"]
+    inlines = [PipelineStageInline]
+
+
+@admin.register(PipelineStage)
+class PipelineStageAdmin(admin.ModelAdmin):
+    list_display = ["name", "pipeline", "order", "probability", "kind"]
+    list_filter = ["pipeline", "kind"]
+
+
+@admin.register(Deal)
+class DealAdmin(SimpleHistoryAdmin):
+    list_display = ["title", "customer", "owner", "amount", "stage", "status", "created_at", "closed_at"]
+    list_filter = ["status", "kind", "source", "stage"]
+    list_select_related = ["customer", "owner", "stage"]
+    search_fields = ["title", "customer__name"]
+    raw_id_fields = ["customer", "owner", "renewal_of"]
+    show_full_result_count = False
+
+
+@admin.register(DealStageChange)
+class DealStageChangeAdmin(admin.ModelAdmin):
+    list_display = ["deal", "from_stage", "to_stage", "at", "by"]
+    raw_id_fields = ["deal", "by"]
+    show_full_result_count = False
+
+
+@admin.register(SlaPolicy)
+class SlaPolicyAdmin(admin.ModelAdmin):
+    list_display = ["priority", "first_response_hours", "resolution_hours"]
+
+
+@admin.register(Ticket)
+class TicketAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "subject",
+        "customer",
+        "assignee",
+        "priority",
+        "status",
+        "category",
+        "created_at",
+        "solved_at",
+    ]
+    list_filter = ["status", "priority", "category", "channel", "is_spam"]
+    list_select_related = ["customer", "assignee"]
+    search_fields = ["subject", "customer__name"]
+    raw_id_fields = ["customer", "assignee", "created_by"]
+    show_full_result_count = False
+
+
+@admin.register(TicketStatusChange)
+class TicketStatusChangeAdmin(admin.ModelAdmin):
+    list_display = ["ticket", "from_status", "to_status", "at", "by"]
+    raw_id_fields = ["ticket", "by"]
+    show_full_result_count = False
+
+
+@admin.register(TicketMessage)
+class TicketMessageAdmin(admin.ModelAdmin):
+    list_display = ["ticket", "author", "is_public", "created_at"]
+    raw_id_fields = ["ticket", "author"]
+    show_full_result_count = False
+
+
+@admin.register(Activity)
+class ActivityAdmin(admin.ModelAdmin):
+    list_display = ["subject", "kind", "user", "customer", "created_at", "due_at", "done_at"]
+    list_filter = ["kind"]
+    list_select_related = ["user", "customer"]
+    raw_id_fields = ["user", "customer", "deal", "ticket"]
+    show_full_result_count = False
+
+
+@admin.register(SpendEntry)
+class SpendEntryAdmin(admin.ModelAdmin):
+    list_display = ["month", "category", "channel", "amount"]
+    list_filter = ["category", "channel"]
+
+
+@admin.register(CrmCostItem)
+class CrmCostItemAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "amount", "start_month", "end_month"]

@@ -1,0 +1,698 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
+
+MONEY = {"max_digits": 14, "decimal_places": 2}
+
+
+class Source(models.TextChoices):
+    """Acquisition channel of a customer or deal."""
+
+    WEBSITE = "website", _("Website")
+    REFERRAL = "referral", _("Referral")
+    EVENT = "event", _("Event")
+    OUTBOUND = "outbound", _("Outbound")
+    PARTNER = "partner", _("Partner")
+    ADS = "ads", _("Paid ads")
+    OTHER = "other", _("Other")
+
+
+class CompanySettings(models.Model):
+    """The single row of company-wide inputs: name, go-live date and the CRM ROI assumptions."""
+
+    company_name = models.CharField(_("company name"), max_length=200, default="Mini CRM")
+    go_live_date = models.DateField(_("CRM go-live date"), null=True, blank=True)
+    gross_margin_percent = models.DecimalField(
+        _("gross margin %"),
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("60"),
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    hours_saved_per_user_month = models.DecimalField(
+        _("hours saved per user and month"), max_digits=6, decimal_places=2, default=Decimal("4")
+    )
+    loaded_hourly_rate = models.DecimalField(_("loaded hourly rate"), **MONEY, default=Decimal("45"))
+    auto_assign_tickets = models.BooleanField(_("assign new tickets automatically"), default=True)
+
+    class Meta:
+        verbose_name = _("company settings")
+        verbose_name_plural = _("company settings")
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="companysettings_singleton"),
+            models.CheckConstraint(
+                condition=Q(gross_margin_percent__gte=0, gross_margin_percent__lte=100),
+                name="companysettings_margin_percent",
+            ),
+            models.CheckConstraint(
+                condition=Q(hours_saved_per_user_month__gte=0, loaded_hourly_rate__gte=0),
+                name="companysettings_benefits_nonneg",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.company_name
+
+    @classmethod
+    def load(cls) -> "CompanySettings":
+        obj, _created = cls.objects.get_or_create(pk=1, defaults={"company_name": settings.CRM_COMPANY_NAME})
+        return obj
+
+
+class Customer(models.Model):
+    class Kind(models.TextChoices):
+        COMPANY = "company", _("Company")
+        PERSON = "person", _("Person")
+
+    class Status(models.TextChoices):
+        LEAD = "lead", _("Lead")
+        ACTIVE = "active", _("Active customer")
+        CHURNED = "churned", _("Churned")
+
+    class Segment(models.TextChoices):
+        SMB = "smb", _("Small business")
+        MID = "mid", _("Mid-market")
+        ENTERPRISE = "enterprise", _("Enterprise")
+
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.COMPANY)
+    email = models.EmailField(_("e-mail"), blank=True)
+    phone = models.CharField(_("phone"), max_length=40, blank=True)
+    industry = models.CharField(_("industry"), max_length=100, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    segment = models.CharField(_("segment"), max_length=12, choices=Segment.choices, blank=True)
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text=_("For surveys and e-mail."),
+    )
+    source = models.CharField(_("source"), max_length=12, choices=Source.choices, default=Source.OTHER)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="customers",
+    )
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.LEAD)
+    created_at = models.DateTimeField(_("created at"))
+    updated_at = models.DateTimeField(_("updated at"))
+    became_customer_at = models.DateTimeField(_("became a customer at"), null=True, blank=True)
+    churned_at = models.DateTimeField(_("churned at"), null=True, blank=True)
+    churn_reason = models.CharField(_("churn reason"), max_length=200, blank=True)
+    is_internal = models.BooleanField(_("internal or test"), default=False)
+    # Normalised match keys for duplicate detection, maintained by the services.
+    email_key = models.CharField(max_length=254, blank=True, editable=False)
+    phone_key = models.CharField(max_length=20, blank=True, editable=False)
+    name_key = models.CharField(max_length=200, blank=True, editable=False)
+    merged_into = models.ForeignKey(
+        "self",
+        verbose_name=_("merged into"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="merged_duplicates",
+    )
+
+    history = HistoricalRecords(excluded_fields=["email_key", "phone_key", "name_key", "updated_at"])
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="active") | Q(became_customer_at__isnull=False, churned_at__isnull=True),
+                name="customer_active_has_start",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="churned")
+                | Q(became_customer_at__isnull=False, churned_at__isnull=False),
+                name="customer_churned_has_dates",
+            ),
+            models.CheckConstraint(
+                condition=Q(churned_at__isnull=True) | Q(churned_at__gte=F("became_customer_at")),
+                name="customer_churn_after_start",
+            ),
+            models.CheckConstraint(
+                condition=Q(became_customer_at__isnull=True) | Q(became_customer_at__gte=F("created_at")),
+                name="customer_became_after_created",
+            ),
+            models.CheckConstraint(condition=~Q(merged_into=F("pk")), name="customer_not_merged_into_self"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "name"], name="customer_owner_name"),
+            models.Index(fields=["status"], name="customer_status"),
+            models.Index(fields=["became_customer_at"], name="customer_became_at"),
+            models.Index(fields=["churned_at"], name="customer_churned_at"),
+            BrinIndex(fields=["created_at"], name="customer_created_brin"),
+            models.Index(fields=["email_key"], condition=~Q(email_key=""), name="customer_email_key"),
+            models.Index(fields=["phone_key"], condition=~Q(phone_key=""), name="customer_phone_key"),
+            models.Index(fields=["name_key"], name="customer_name_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CustomerStatusChange(models.Model):
+    """Every status change of a customer: the history behind as-of counts, churn and retention."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=10, choices=Customer.Status.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=Customer.Status.choices)
+    at = models.DateTimeField()
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["customer", "at", "id"]
+        verbose_name = _("customer status change")
+        verbose_name_plural = _("customer status changes")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(from_status=F("to_status")), name="customerstatus_changes_status"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["customer", "at"], name="customerstatus_customer_at"),
+            models.Index(fields=["to_status", "at"], name="customerstatus_to_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.from_status or '∅'} → {self.to_status} @ {self.at:%Y-%m-%d}"
+
+
+class Pipeline(models.Model):
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    is_default = models.BooleanField(_("default"), default=False)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        verbose_name = _("pipeline")
+        verbose_name_plural = _("pipelines")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="pipeline_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PipelineStage(models.Model):
+    class Kind(models.TextChoices):
+        OPEN = "open", _("Open")
+        WON = "won", _("Won")
+        LOST = "lost", _("Lost")
+
+    pipeline = models.ForeignKey(
+        Pipeline, verbose_name=_("pipeline"), on_delete=models.PROTECT, related_name="stages"
+    )
+    name = models.CharField(_("name"), max_length=100)
+    order = models.PositiveSmallIntegerField(_("order"))
+    probability = models.PositiveSmallIntegerField(
+        _("probability %"), validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    kind = models.CharField(_("kind"), max_length=5, choices=Kind.choices, default=Kind.OPEN)
+
+    class Meta:
+        ordering = ["pipeline", "order"]
+        verbose_name = _("pipeline stage")
+        verbose_name_plural = _("pipeline stages")
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "order"], name="stage_unique_order"),
+            models.UniqueConstraint(fields=["pipeline", "name"], name="stage_unique_name"),
+            models.UniqueConstraint(
+                fields=["pipeline"], condition=Q(kind="won"), name="stage_one_won_per_pipeline"
+            ),
+            models.UniqueConstraint(
+                fields=["pipeline"], condition=Q(kind="lost"), name="stage_one_lost_per_pipeline"
+            ),
+            models.CheckConstraint(
+                condition=Q(probability__gte=0, probability__lte=100), name="stage_probability_0_100"
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="won") | Q(probability=100), name="stage_won_probability_100"
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="lost") | Q(probability=0), name="stage_lost_probability_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deal(models.Model):
+    class Kind(models.TextChoices):
+        NEW = "new", _("New business")
+        RENEWAL = "renewal", _("Renewal")
+        UPSELL = "upsell", _("Upsell")
+
+    class Status(models.TextChoices):
+        """Denormalised from the stage kind so KPI scans and partial indexes need no join."""
+
+        OPEN = "open", _("Open")
+        WON = "won", _("Won")
+        LOST = "lost", _("Lost")
+
+    customer = models.ForeignKey(
+        Customer, verbose_name=_("customer"), on_delete=models.PROTECT, related_name="deals"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="deals"
+    )
+    title = models.CharField(_("title"), max_length=200)
+    amount = models.DecimalField(
+        _("amount"), **MONEY, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.NEW)
+    stage = models.ForeignKey(
+        PipelineStage, verbose_name=_("stage"), on_delete=models.PROTECT, related_name="deals"
+    )
+    status = models.CharField(
+        _("status"), max_length=5, choices=Status.choices, default=Status.OPEN, editable=False
+    )
+    probability = models.PositiveSmallIntegerField(
+        _("probability override %"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    source = models.CharField(_("source"), max_length=12, choices=Source.choices, default=Source.OTHER)
+    expected_close_date = models.DateField(_("expected close date"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"))
+    updated_at = models.DateTimeField(_("updated at"))
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    lost_reason = models.CharField(_("lost reason"), max_length=200, blank=True)
+    # Subscription term bought by a won deal; a renewal deal points at the deal it renews.
+    term_start = models.DateField(_("term start"), null=True, blank=True)
+    term_end = models.DateField(_("term end"), null=True, blank=True)
+    renewal_of = models.ForeignKey(
+        "self",
+        verbose_name=_("renews"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="renewals",
+    )
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    history = HistoricalRecords(excluded_fields=["updated_at", "version"])
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("deal")
+        verbose_name_plural = _("deals")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__isnull=True) | Q(amount__gte=0), name="deal_amount_nonneg"
+            ),
+            models.CheckConstraint(
+                condition=Q(probability__isnull=True) | Q(probability__gte=0, probability__lte=100),
+                name="deal_probability_0_100",
+            ),
+            models.CheckConstraint(
+                condition=Q(closed_at__isnull=True) | Q(closed_at__gte=F("created_at")),
+                name="deal_close_after_open",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True)
+                | (~Q(status="open") & Q(closed_at__isnull=False)),
+                name="deal_closed_iff_has_date",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="lost") | ~Q(lost_reason=""), name="deal_lost_has_reason"
+            ),
+            models.CheckConstraint(
+                condition=Q(term_start__isnull=True)
+                | Q(term_end__isnull=True)
+                | Q(term_end__gt=F("term_start")),
+                name="deal_term_ends_after_start",
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="deal_version_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
+            models.Index(fields=["owner", "stage"], condition=Q(status="open"), name="deal_open_owner_stage"),
+            models.Index(fields=["stage"], condition=Q(status="open"), name="deal_open_stage"),
+            models.Index(fields=["customer"], name="deal_customer"),
+            models.Index(fields=["status", "closed_at"], name="deal_status_closed"),
+            models.Index(fields=["term_end"], condition=Q(status="won"), name="deal_won_term_end"),
+            BrinIndex(fields=["created_at"], name="deal_created_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def effective_probability(self) -> int:
+        if self.status == self.Status.WON:
+            return 100
+        if self.status == self.Status.LOST:
+            return 0
+        return self.probability if self.probability is not None else self.stage.probability
+
+
+class DealStageChange(models.Model):
+    deal = models.ForeignKey(Deal, on_delete=models.CASCADE, related_name="stage_changes")
+    from_stage = models.ForeignKey(
+        PipelineStage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_stage = models.ForeignKey(PipelineStage, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField()
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["deal", "at", "id"]
+        verbose_name = _("deal stage change")
+        verbose_name_plural = _("deal stage changes")
+        indexes = [
+            models.Index(fields=["deal", "at"], name="dealstage_deal_at"),
+            BrinIndex(fields=["at"], name="dealstage_at_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deal_id}: {self.from_stage_id} → {self.to_stage_id} @ {self.at:%Y-%m-%d}"
+
+
+class SlaPolicy(models.Model):
+    """Service-level targets for one ticket priority, in calendar hours."""
+
+    priority = models.CharField(_("priority"), max_length=10, unique=True)
+    first_response_hours = models.PositiveIntegerField(_("first response within (hours)"))
+    resolution_hours = models.PositiveIntegerField(_("resolution within (hours)"))
+
+    class Meta:
+        ordering = ["first_response_hours"]
+        verbose_name = _("SLA policy")
+        verbose_name_plural = _("SLA policies")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(first_response_hours__gt=0, resolution_hours__gte=F("first_response_hours")),
+                name="sla_hours_sensible",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.priority}: {self.first_response_hours} h / {self.resolution_hours} h"
+
+
+class Ticket(models.Model):
+    class Priority(models.TextChoices):
+        LOW = "low", _("Low")
+        NORMAL = "normal", _("Normal")
+        HIGH = "high", _("High")
+        URGENT = "urgent", _("Urgent")
+
+    class Status(models.TextChoices):
+        NEW = "new", _("New")
+        OPEN = "open", _("Open")
+        PENDING = "pending", _("Pending")
+        SOLVED = "solved", _("Solved")
+        CLOSED = "closed", _("Closed")
+
+    class Category(models.TextChoices):
+        QUESTION = "question", _("Question")
+        PROBLEM = "problem", _("Problem")
+        COMPLAINT = "complaint", _("Complaint")
+        REQUEST = "request", _("Request")
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", _("E-mail")
+        PHONE = "phone", _("Phone")
+        WEB = "web", _("Web form")
+        CHAT = "chat", _("Chat")
+
+    UNSOLVED = (Status.NEW, Status.OPEN, Status.PENDING)
+
+    customer = models.ForeignKey(
+        Customer, verbose_name=_("customer"), on_delete=models.PROTECT, related_name="tickets"
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("assignee"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="assigned_tickets",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    subject = models.CharField(_("subject"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    priority = models.CharField(
+        _("priority"), max_length=10, choices=Priority.choices, default=Priority.NORMAL
+    )
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.NEW)
+    category = models.CharField(
+        _("category"), max_length=10, choices=Category.choices, default=Category.QUESTION
+    )
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices, default=Channel.EMAIL)
+    is_spam = models.BooleanField(_("spam"), default=False)
+    created_at = models.DateTimeField(_("created at"))
+    updated_at = models.DateTimeField(_("updated at"))
+    first_response_at = models.DateTimeField(_("first response at"), null=True, blank=True)
+    first_solved_at = models.DateTimeField(_("first solved at"), null=True, blank=True)
+    solved_at = models.DateTimeField(_("solved at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    reopen_count = models.PositiveSmallIntegerField(_("reopened"), default=0)
+    first_response_due_at = models.DateTimeField(_("first response due"), null=True, blank=True)
+    resolution_due_at = models.DateTimeField(_("resolution due"), null=True, blank=True)
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("ticket")
+        verbose_name_plural = _("tickets")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(first_response_at__isnull=True) | Q(first_response_at__gte=F("created_at")),
+                name="ticket_response_after_created",
+            ),
+            models.CheckConstraint(
+                condition=Q(first_solved_at__isnull=True) | Q(first_solved_at__gte=F("created_at")),
+                name="ticket_first_solved_after_created",
+            ),
+            models.CheckConstraint(
+                condition=Q(solved_at__isnull=True) | Q(solved_at__gte=F("first_solved_at")),
+                name="ticket_solved_after_first_solved",
+            ),
+            models.CheckConstraint(
+                condition=Q(closed_at__isnull=True) | Q(closed_at__gte=F("created_at")),
+                name="ticket_closed_after_created",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["solved", "closed"]) | Q(solved_at__isnull=False) | Q(is_spam=True),
+                name="ticket_solved_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="closed") | Q(closed_at__isnull=False), name="ticket_closed_has_time"
+            ),
+            models.CheckConstraint(
+                condition=Q(solved_at__isnull=True) | Q(first_solved_at__isnull=False),
+                name="ticket_solved_implies_first_solved",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["assignee", "status"], name="ticket_assignee_status"),
+            models.Index(
+                fields=["status"], condition=Q(status__in=["new", "open", "pending"]), name="ticket_unsolved"
+            ),
+            models.Index(fields=["customer"], name="ticket_customer"),
+            models.Index(fields=["solved_at"], name="ticket_solved_at"),
+            models.Index(fields=["first_response_at"], name="ticket_first_response_at"),
+            BrinIndex(fields=["created_at"], name="ticket_created_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class TicketStatusChange(models.Model):
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=10, choices=Ticket.Status.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=Ticket.Status.choices)
+    at = models.DateTimeField()
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["ticket", "at", "id"]
+        verbose_name = _("ticket status change")
+        verbose_name_plural = _("ticket status changes")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(from_status=F("to_status")), name="ticketstatus_changes_status"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["ticket", "at"], name="ticketstatus_ticket_at"),
+            BrinIndex(fields=["at"], name="ticketstatus_at_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticket_id}: {self.from_status or '∅'} → {self.to_status} @ {self.at:%Y-%m-%d}"
+
+
+class TicketMessage(models.Model):
+    """A reply on a ticket: public replies reach the customer, internal notes do not."""
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = models.TextField(_("message"))
+    is_public = models.BooleanField(_("public reply"), default=True)
+    created_at = models.DateTimeField(_("created at"))
+
+    class Meta:
+        ordering = ["ticket", "created_at", "id"]
+        verbose_name = _("ticket message")
+        verbose_name_plural = _("ticket messages")
+        indexes = [models.Index(fields=["ticket", "created_at"], name="ticketmessage_ticket_at")]
+
+    def __str__(self) -> str:
+        return f"{self.ticket_id} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Activity(models.Model):
+    class Kind(models.TextChoices):
+        CALL = "call", _("Call")
+        EMAIL = "email", _("E-mail")
+        MEETING = "meeting", _("Meeting")
+        NOTE = "note", _("Note")
+        TASK = "task", _("Task")
+
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    subject = models.CharField(_("subject"), max_length=200)
+    notes = models.TextField(_("notes"), blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.PROTECT, related_name="activities"
+    )
+    customer = models.ForeignKey(
+        Customer, verbose_name=_("customer"), on_delete=models.CASCADE, related_name="activities"
+    )
+    deal = models.ForeignKey(
+        Deal,
+        verbose_name=_("deal"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="activities",
+    )
+    ticket = models.ForeignKey(
+        Ticket,
+        verbose_name=_("ticket"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="activities",
+    )
+    created_at = models.DateTimeField(_("created at"))
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("activity")
+        verbose_name_plural = _("activities")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="task") | Q(due_at__isnull=True), name="activity_only_tasks_due"
+            ),
+            models.CheckConstraint(
+                condition=Q(done_at__isnull=True) | Q(done_at__gte=F("created_at")),
+                name="activity_done_after_created",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="activity_customer_created"),
+            models.Index(
+                fields=["user", "due_at"],
+                condition=Q(kind="task", done_at__isnull=True),
+                name="activity_open_tasks",
+            ),
+            BrinIndex(fields=["created_at"], name="activity_created_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class SpendEntry(models.Model):
+    """Money spent in one month, by category and channel: the input to CAC and retention cost."""
+
+    class Category(models.TextChoices):
+        MARKETING = "marketing", _("Marketing")
+        SALES = "sales", _("Sales")
+        RETENTION = "retention", _("Retention")
+        CRM = "crm", _("CRM (licences, hosting, admin)")
+
+    month = models.DateField(_("month"), help_text=_("First day of the month."))
+    category = models.CharField(_("category"), max_length=10, choices=Category.choices)
+    channel = models.CharField(_("channel"), max_length=12, choices=Source.choices, blank=True)
+    amount = models.DecimalField(_("amount"), **MONEY, validators=[MinValueValidator(0)])
+    note = models.CharField(_("note"), max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-month", "category", "channel"]
+        verbose_name = _("spend entry")
+        verbose_name_plural = _("spend entries")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "category", "channel"], name="spend_unique_month_category_channel"
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="spend_amount_nonneg"),
+            models.CheckConstraint(condition=Q(month__day=1), name="spend_month_first_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.category} {self.channel} {self.amount}"
+
+
+class CrmCostItem(models.Model):
+    """A cost of running the CRM (implementation, training, licences): the cost side of CRM ROI."""
+
+    class Kind(models.TextChoices):
+        ONE_OFF = "one_off", _("One-off")
+        MONTHLY = "monthly", _("Monthly")
+
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    amount = models.DecimalField(_("amount"), **MONEY, validators=[MinValueValidator(0)])
+    start_month = models.DateField(_("from month"))
+    end_month = models.DateField(_("until month"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["start_month", "name"]
+        verbose_name = _("CRM cost item")
+        verbose_name_plural = _("CRM cost items")
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="crmcost_amount_nonneg"),
+            models.CheckConstraint(
+                condition=Q(end_month__isnull=True) | Q(end_month__gte=F("start_month")),
+                name="crmcost_end_after_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,566 @@
+"""Every write to the CRM's domain models. Each service validates, writes history and a usage event."""
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import Team, UsageEvent, User
+from accounts.services import usage_record
+from crm import normalize
+from crm.models import (
+    Activity,
+    CompanySettings,
+    Customer,
+    CustomerStatusChange,
+    Deal,
+    DealStageChange,
+    PipelineStage,
+    SlaPolicy,
+    SpendEntry,
+    Ticket,
+    TicketMessage,
+    TicketStatusChange,
+)
+
+CUSTOMER_FIELDS = (
+    "name",
+    "kind",
+    "email",
+    "phone",
+    "industry",
+    "city",
+    "segment",
+    "language",
+    "source",
+    "owner",
+    "is_internal",
+)
+DEAL_FIELDS = (
+    "customer",
+    "owner",
+    "title",
+    "amount",
+    "kind",
+    "probability",
+    "source",
+    "expected_close_date",
+    "term_start",
+    "term_end",
+    "renewal_of",
+)
+TICKET_FIELDS = ("customer", "subject", "description", "priority", "category", "channel")
+
+
+class ConcurrentEditError(Exception):
+    """Someone else saved the record since the form was loaded; nothing was written."""
+
+    def __init__(self, current: models.Model, changes: dict[str, tuple[Any, Any]]) -> None:
+        self.current = current
+        self.changes = changes
+        super().__init__(_("This record was changed by someone else while you were editing it."))
+
+
+def _save(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
+    """Validate, then save; a database constraint that still fires becomes a ValidationError, never a 500."""
+    obj.full_clean(exclude=list(exclude))
+    try:
+        with transaction.atomic():
+            obj.save()
+    except IntegrityError as exc:
+        raise ValidationError(
+            _("The record breaks a data rule: %(rule)s") % {"rule": _constraint_name(exc)}
+        ) from exc
+
+
+def _constraint_name(exc: IntegrityError) -> str:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) or str(exc).splitlines()[0]
+
+
+def _set_history_user(obj: models.Model, actor: User | None) -> None:
+    obj._history_user = actor  # read by django-simple-history when the row is saved
+
+
+def _refresh_match_keys(customer: Customer) -> None:
+    customer.email_key = normalize.email_key(customer.email)
+    customer.phone_key = normalize.phone_key(customer.phone)
+    customer.name_key = normalize.name_key(customer.name)
+
+
+def _ensure_owns_customer(actor: User, customer: Customer) -> None:
+    if actor.is_rep and customer.owner_id != actor.pk:
+        raise PermissionDenied(_("You can only work on your own customers."))
+
+
+# Customers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_create(
+    *,
+    actor: User,
+    via: str = UsageEvent.Via.WEB,
+    at: datetime | None = None,
+    status: str = Customer.Status.LEAD,
+    **fields: Any,
+) -> Customer:
+    """Create a customer (a lead unless ``status`` says otherwise) with its first status-history row."""
+    at = at or timezone.now()
+    unknown = set(fields) - set(CUSTOMER_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+    if actor.is_rep:
+        fields["owner"] = actor
+    customer = Customer(**fields, status=status, created_at=at, updated_at=at)
+    if status != Customer.Status.LEAD:
+        customer.became_customer_at = at
+    if status == Customer.Status.CHURNED:
+        customer.churned_at = at
+    _refresh_match_keys(customer)
+    _set_history_user(customer, actor)
+    _save(customer)
+    CustomerStatusChange.objects.create(customer=customer, from_status="", to_status=status, at=at, by=actor)
+    usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=customer, via=via, at=at)
+    return customer
+
+
+@transaction.atomic
+def customer_update(
+    *, customer: Customer, actor: User, data: dict[str, Any], via: str = UsageEvent.Via.WEB
+) -> Customer:
+    """Change a customer's fields (not its status: see ``customer_set_status``)."""
+    _ensure_owns_customer(actor, customer)
+    unknown = set(data) - set(CUSTOMER_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+    if actor.is_rep:
+        data = {k: v for k, v in data.items() if k != "owner"}
+    for name, value in data.items():
+        setattr(customer, name, value)
+    customer.updated_at = timezone.now()
+    _refresh_match_keys(customer)
+    _set_history_user(customer, actor)
+    _save(customer)
+    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via)
+    return customer
+
+
+@transaction.atomic
+def customer_set_status(
+    *,
+    customer: Customer,
+    status: str,
+    actor: User | None,
+    at: datetime | None = None,
+    reason: str = "",
+    via: str = UsageEvent.Via.WEB,
+) -> Customer:
+    """Move a customer between lead, active and churned; keeps the dates and the status history right.
+
+    Reactivating a churned customer keeps the original ``became_customer_at`` and clears ``churned_at``.
+    """
+    if actor is not None:
+        _ensure_owns_customer(actor, customer)
+    at = at or timezone.now()
+    previous = customer.status
+    if status == previous:
+        return customer
+    if status not in Customer.Status.values:
+        raise ValidationError({"status": _("Unknown status.")})
+    if status == Customer.Status.LEAD and previous != Customer.Status.LEAD:
+        raise ValidationError({"status": _("A customer cannot become a lead again.")})
+    if status == Customer.Status.ACTIVE:
+        customer.became_customer_at = customer.became_customer_at or at
+        customer.churned_at = None
+        customer.churn_reason = ""
+    elif status == Customer.Status.CHURNED:
+        customer.became_customer_at = customer.became_customer_at or at
+        customer.churned_at = at
+        customer.churn_reason = reason
+    customer.status = status
+    customer.updated_at = at
+    _set_history_user(customer, actor)
+    _save(customer)
+    CustomerStatusChange.objects.create(
+        customer=customer, from_status=previous, to_status=status, at=at, by=actor, reason=reason
+    )
+    if actor is not None:
+        usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via, at=at)
+    return customer
+
+
+# Deals
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _apply_stage(deal: Deal, stage: PipelineStage, *, at: datetime, lost_reason: str) -> None:
+    """Set the stage and the fields that follow from its kind (status, closed time, lost reason)."""
+    deal.stage = stage
+    deal.status = stage.kind
+    if stage.kind == PipelineStage.Kind.OPEN:
+        deal.closed_at = None
+        deal.lost_reason = ""
+    else:
+        deal.closed_at = at
+        deal.lost_reason = lost_reason.strip() if stage.kind == PipelineStage.Kind.LOST else ""
+        if stage.kind == PipelineStage.Kind.LOST and not deal.lost_reason:
+            raise ValidationError({"lost_reason": _("Say why the deal was lost.")})
+
+
+@transaction.atomic
+def deal_create(
+    *,
+    actor: User,
+    customer: Customer,
+    title: str,
+    stage: PipelineStage | None = None,
+    owner: User | None = None,
+    at: datetime | None = None,
+    lost_reason: str = "",
+    via: str = UsageEvent.Via.WEB,
+    **fields: Any,
+) -> Deal:
+    """Create a deal in ``stage`` (the first open stage of the default pipeline by default)."""
+    _ensure_owns_customer(actor, customer)
+    unknown = set(fields) - set(DEAL_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown deal fields: {sorted(unknown)}")
+    at = at or timezone.now()
+    stage = (
+        stage
+        or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").order_by("order").first()
+    )
+    owner = actor if actor.is_rep else (owner or customer.owner or actor)
+    deal = Deal(customer=customer, owner=owner, title=title, created_at=at, updated_at=at, **fields)
+    _apply_stage(deal, stage, at=at, lost_reason=lost_reason)
+    _set_history_user(deal, actor)
+    _save(deal)
+    DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
+    usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=deal, via=via, at=at)
+    return deal
+
+
+def _lock_current_version(deal: Deal, version: int | None) -> Deal:
+    """Lock the deal's row; refuse the write when ``version`` is not the stored one (optimistic locking)."""
+    current = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    if version is not None and current.version != version:
+        changes = {}
+        for field in (*DEAL_FIELDS, "stage", "lost_reason"):
+            old, new = getattr(deal, field), getattr(current, field)
+            if old != new:
+                changes[field] = (old, new)
+        raise ConcurrentEditError(current, changes)
+    return current
+
+
+@transaction.atomic
+def deal_update(
+    *, deal: Deal, actor: User, data: dict[str, Any], version: int | None, via: str = UsageEvent.Via.WEB
+) -> Deal:
+    """Change a deal's fields; a stale ``version`` (not the stored one) raises ConcurrentEditError.
+
+    ``deal`` holds the values the user started from, so the error can show what changed since.
+    """
+    _ensure_owns_customer(actor, deal.customer)
+    unknown = set(data) - set(DEAL_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown deal fields: {sorted(unknown)}")
+    current = _lock_current_version(deal, version)
+    if actor.is_rep:
+        data = {k: v for k, v in data.items() if k != "owner"}
+        if "customer" in data:
+            _ensure_owns_customer(actor, data["customer"])
+    for name, value in data.items():
+        setattr(current, name, value)
+    current.updated_at = timezone.now()
+    current.version += 1
+    _set_history_user(current, actor)
+    _save(current)
+    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
+    return current
+
+
+@transaction.atomic
+def deal_move_stage(
+    *,
+    deal: Deal,
+    stage: PipelineStage,
+    actor: User | None,
+    version: int | None = None,
+    lost_reason: str = "",
+    at: datetime | None = None,
+    via: str = UsageEvent.Via.WEB,
+) -> Deal:
+    """Move a deal to ``stage``: won and lost stages close it, an open stage (re)opens it; history is kept."""
+    if actor is not None:
+        _ensure_owns_customer(actor, deal.customer)
+    current = _lock_current_version(deal, version)
+    if stage.pipeline_id != current.stage.pipeline_id:
+        raise ValidationError({"stage": _("That stage belongs to another pipeline.")})
+    if stage.pk == current.stage_id:
+        return current
+    at = at or timezone.now()
+    previous = current.stage
+    _apply_stage(current, stage, at=at, lost_reason=lost_reason)
+    current.updated_at = at
+    current.version += 1
+    _set_history_user(current, actor)
+    _save(current)
+    DealStageChange.objects.create(deal=current, from_stage=previous, to_stage=stage, at=at, by=actor)
+    if actor is not None:
+        usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
+        if stage.kind == PipelineStage.Kind.WON and current.customer.status != Customer.Status.ACTIVE:
+            customer_set_status(
+                customer=current.customer, status=Customer.Status.ACTIVE, actor=actor, at=at, via=via
+            )
+    return current
+
+
+# Tickets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _sla_due_times(priority: str, created_at: datetime) -> tuple[datetime | None, datetime | None]:
+    policy = SlaPolicy.objects.filter(priority=priority).first()
+    if policy is None:
+        return None, None
+    return (
+        created_at + timedelta(hours=policy.first_response_hours),
+        created_at + timedelta(hours=policy.resolution_hours),
+    )
+
+
+def _least_loaded_agent() -> User | None:
+    """The active support agent with the fewest unsolved tickets, or None when there is none."""
+    agents = User.objects.filter(role=User.Role.AGENT, is_active=True, team__kind=Team.Kind.SUPPORT)
+    return (
+        agents.annotate(
+            load=models.Count(
+                "assigned_tickets", filter=models.Q(assigned_tickets__status__in=Ticket.UNSOLVED)
+            )
+        )
+        .order_by("load", "id")
+        .first()
+    )
+
+
+def _ticket_status_change(ticket: Ticket, to_status: str, *, actor: User | None, at: datetime) -> None:
+    previous = ticket.status
+    ticket.status = to_status
+    TicketStatusChange.objects.create(
+        ticket=ticket, from_status=previous, to_status=to_status, at=at, by=actor
+    )
+
+
+@transaction.atomic
+def ticket_create(
+    *,
+    actor: User,
+    customer: Customer,
+    subject: str,
+    assignee: User | None = None,
+    at: datetime | None = None,
+    via: str = UsageEvent.Via.WEB,
+    **fields: Any,
+) -> Ticket:
+    """Open a ticket on behalf of a customer, with SLA due times; auto-assigned when the company wants it."""
+    unknown = set(fields) - set(TICKET_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown ticket fields: {sorted(unknown)}")
+    _ensure_owns_customer(actor, customer)
+    at = at or timezone.now()
+    if assignee is None and CompanySettings.load().auto_assign_tickets:
+        assignee = _least_loaded_agent()
+    first_due, resolution_due = _sla_due_times(fields.get("priority", Ticket.Priority.NORMAL), at)
+    ticket = Ticket(
+        customer=customer,
+        subject=subject,
+        assignee=assignee,
+        created_by=actor,
+        created_at=at,
+        updated_at=at,
+        first_response_due_at=first_due,
+        resolution_due_at=resolution_due,
+        **fields,
+    )
+    _set_history_user(ticket, actor)
+    _save(ticket)
+    TicketStatusChange.objects.create(ticket=ticket, from_status="", to_status=ticket.status, at=at, by=actor)
+    usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=ticket, via=via, at=at)
+    return ticket
+
+
+@transaction.atomic
+def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Ticket:
+    """Give the ticket to ``assignee`` (None: back to the unassigned queue)."""
+    if assignee is not None and assignee.role not in (User.Role.AGENT, User.Role.MANAGER, User.Role.ADMIN):
+        raise ValidationError({"assignee": _("Tickets can only be assigned to support agents or managers.")})
+    ticket.assignee = assignee
+    ticket.updated_at = timezone.now()
+    _set_history_user(ticket, actor)
+    _save(ticket)
+    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=ticket)
+    return ticket
+
+
+@transaction.atomic
+def ticket_reply(
+    *,
+    ticket: Ticket,
+    actor: User,
+    body: str,
+    public: bool = True,
+    at: datetime | None = None,
+    via: str = UsageEvent.Via.WEB,
+) -> TicketMessage:
+    """Add a reply. The first public reply sets the first response time and opens a new ticket."""
+    if not body.strip():
+        raise ValidationError({"body": _("Write a message.")})
+    at = at or timezone.now()
+    message = TicketMessage(ticket=ticket, author=actor, body=body, is_public=public, created_at=at)
+    _save(message)
+    if public:
+        if ticket.first_response_at is None:
+            ticket.first_response_at = at
+        if ticket.status == Ticket.Status.NEW:
+            _ticket_status_change(ticket, Ticket.Status.OPEN, actor=actor, at=at)
+    if ticket.assignee_id is None and actor.is_agent:
+        ticket.assignee = actor
+    ticket.updated_at = at
+    _set_history_user(ticket, actor)
+    _save(ticket)
+    usage_record(user=actor, verb=UsageEvent.Verb.REPLY, obj=ticket, via=via, at=at)
+    return message
+
+
+TICKET_TRANSITIONS = {
+    Ticket.Status.NEW: {
+        Ticket.Status.OPEN,
+        Ticket.Status.PENDING,
+        Ticket.Status.SOLVED,
+        Ticket.Status.CLOSED,
+    },
+    Ticket.Status.OPEN: {Ticket.Status.PENDING, Ticket.Status.SOLVED, Ticket.Status.CLOSED},
+    Ticket.Status.PENDING: {Ticket.Status.OPEN, Ticket.Status.SOLVED, Ticket.Status.CLOSED},
+    Ticket.Status.SOLVED: {Ticket.Status.OPEN, Ticket.Status.CLOSED},
+    Ticket.Status.CLOSED: set(),
+}
+
+
+@transaction.atomic
+def ticket_set_status(
+    *,
+    ticket: Ticket,
+    status: str,
+    actor: User | None,
+    at: datetime | None = None,
+    via: str = UsageEvent.Via.WEB,
+) -> Ticket:
+    """Move a ticket through new → open ⇄ pending → solved (→ reopened) → closed, keeping solve times."""
+    current = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    if status == current.status:
+        return current
+    if status not in TICKET_TRANSITIONS.get(current.status, set()):
+        raise ValidationError(
+            {
+                "status": _("A %(from)s ticket cannot become %(to)s.")
+                % {"from": current.get_status_display(), "to": status}
+            }
+        )
+    at = at or timezone.now()
+    if status == Ticket.Status.SOLVED or (status == Ticket.Status.CLOSED and current.solved_at is None):
+        current.first_solved_at = current.first_solved_at or at
+        current.solved_at = at
+    if status == Ticket.Status.OPEN and current.status == Ticket.Status.SOLVED:
+        current.reopen_count += 1
+    if status == Ticket.Status.CLOSED:
+        current.closed_at = at
+    _ticket_status_change(current, status, actor=actor, at=at)
+    current.updated_at = at
+    _set_history_user(current, actor)
+    _save(current)
+    if actor is not None:
+        usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via, at=at)
+    return current
+
+
+# Activities and tasks
+# ---------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def activity_log(
+    *,
+    actor: User,
+    customer: Customer,
+    kind: str,
+    subject: str,
+    notes: str = "",
+    deal: Deal | None = None,
+    ticket: Ticket | None = None,
+    due_at: datetime | None = None,
+    at: datetime | None = None,
+    done: bool | None = None,
+    via: str = UsageEvent.Via.WEB,
+) -> Activity:
+    """Log a call, e-mail, meeting or note (done now), or schedule a task (open until completed)."""
+    _ensure_owns_customer(actor, customer)
+    if deal is not None and deal.customer_id != customer.pk:
+        raise ValidationError({"deal": _("The deal belongs to another customer.")})
+    if ticket is not None and ticket.customer_id != customer.pk:
+        raise ValidationError({"ticket": _("The ticket belongs to another customer.")})
+    at = at or timezone.now()
+    is_task = kind == Activity.Kind.TASK
+    done = (not is_task) if done is None else done
+    activity = Activity(
+        kind=kind,
+        subject=subject,
+        notes=notes,
+        user=actor,
+        customer=customer,
+        deal=deal,
+        ticket=ticket,
+        created_at=at,
+        due_at=due_at if is_task else None,
+        done_at=at if done else None,
+    )
+    _save(activity)
+    usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=activity, via=via, at=at)
+    return activity
+
+
+@transaction.atomic
+def activity_complete(*, activity: Activity, actor: User, at: datetime | None = None) -> Activity:
+    """Mark a task done (idempotent: a done task keeps its first completion time)."""
+    _ensure_owns_customer(actor, activity.customer)
+    if activity.done_at is None:
+        activity.done_at = at or timezone.now()
+        _save(activity)
+        usage_record(user=actor, verb=UsageEvent.Verb.COMPLETE, obj=activity)
+    return activity
+
+
+# Spend
+# ---------------------------------------------------------------------------------------------------------
+
+
+def spend_record(
+    *, month: date, category: str, amount: Decimal, channel: str = "", note: str = ""
+) -> SpendEntry:
+    """Set the spend for one month, category and channel (a second call replaces the amount)."""
+    entry, _created = SpendEntry.objects.get_or_create(
+        month=month.replace(day=1),
+        category=category,
+        channel=channel,
+        defaults={"amount": amount, "note": note},
+    )
+    entry.amount, entry.note = amount, note
+    _save(entry)
+    return entry
