@@ -1,0 +1,57 @@
+# Mini CRM — the two commands are `make demo` and `make test` (see README.md).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# The first Python >= 3.12 on PATH (.python-version makes pyenv pick 3.12 inside this checkout).
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+	&& { command -v $$p; break; }; done)
+
+.PHONY: help demo test lint check-python messages messages-update clean
+help:
+	@echo "make demo   run the demo: web + Celery worker + beat on embedded PostgreSQL/Redis (unless DATABASE_URL/REDIS_URL are set)"
+	@echo "make test   install dev dependencies and run ruff, the migrations check and pytest"
+	@echo "make clean  remove the virtualenv and var/ (embedded databases)"
+
+check-python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "Mini CRM needs Python 3.12 or newer (Django 6). None was found on PATH."; \
+		echo "Install it (e.g. 'pyenv install 3.12' or your OS package python3.12) and run make again,"; \
+		echo "or name it explicitly: make demo PYTHON=/path/to/python3.12"; \
+		exit 1; \
+	fi
+
+# One stamp per dependency set: reinstalled when pyproject.toml changes.
+$(VENV)/.stamp-demo: pyproject.toml | check-python
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[embedded,i18n]"
+	@touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | check-python
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[embedded,i18n,dev]"
+	@touch $@
+
+messages:
+	$(VENV)/bin/pybabel compile --use-fuzzy -d crm/locale -D django --statistics
+
+# Developers: re-extract the strings (needs GNU gettext), then translate crm/locale/zh_Hans/LC_MESSAGES/*.po.
+messages-update:
+	$(PY) manage.py makemessages -l zh_Hans --ignore='.venv/*' --ignore='var/*' --no-obsolete
+
+demo: $(VENV)/.stamp-demo
+	@$(MAKE) --no-print-directory messages
+	$(PY) -m crm.embedded demo
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.stamp-test
+	@$(MAKE) --no-print-directory messages lint
+	$(PY) -m crm.embedded run -- bash -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
+
+clean:
+	rm -rf $(VENV) var
