@@ -1,7 +1,9 @@
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import LoginEvent, Seat, Team, UsageEvent, User
 
@@ -76,8 +78,13 @@ def user_create(
 def user_deactivate(*, user: User, at: datetime | None = None) -> User:
     """Deactivate a user and end their seat; their records and history stay."""
     at = at or timezone.now()
+    open_seats = Seat.objects.select_for_update().filter(user=user, ended_at__isnull=True)
+    if at < user.date_joined or open_seats.filter(started_at__gte=at).exists():
+        raise ValidationError(
+            {"deactivated_at": _("A user cannot be deactivated before they joined or their seat started.")}
+        )
     user.is_active = False
     user.deactivated_at = at
     user.save(update_fields=["is_active", "deactivated_at"])
-    Seat.objects.filter(user=user, ended_at__isnull=True).update(ended_at=at)
+    open_seats.update(ended_at=at)
     return user

@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import Team, User
 from accounts.services import user_create
 from crm import services
-from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
+from crm.models import Activity, Customer, Deal, Pipeline, PipelineStage, Ticket
 
 _seq = itertools.count(1)
 
@@ -87,3 +87,22 @@ def make_task(customer: Customer | None = None, **overrides: Any) -> Activity:
     customer = customer or make_customer()
     fields = {"kind": Activity.Kind.TASK, "subject": "Call back", "due_at": timezone.now(), **overrides}
     return services.activity_log(actor=customer.owner, customer=customer, **fields)
+
+
+def make_admin(**overrides: Any) -> User:
+    return make_user(role=User.Role.ADMIN, **overrides)
+
+
+def make_pipeline(**overrides: Any) -> Pipeline:
+    """A second, non-default pipeline with one open, one won and one lost stage."""
+    n = next(_seq)
+    pipeline = Pipeline.objects.create(**{"name": f"Pipeline {n}", **overrides})
+    for name, order, probability, kind in (
+        ("Start", 10, 20, PipelineStage.Kind.OPEN),
+        ("Won", 90, 100, PipelineStage.Kind.WON),
+        ("Lost", 99, 0, PipelineStage.Kind.LOST),
+    ):
+        PipelineStage.objects.create(
+            pipeline=pipeline, name=name, order=order, probability=probability, kind=kind
+        )
+    return pipeline
