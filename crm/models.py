@@ -1,10 +1,12 @@
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.postgres.indexes import BrinIndex
+from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Upper
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -158,10 +160,16 @@ class Customer(models.Model):
             models.Index(fields=["email_key"], condition=~Q(email_key=""), name="customer_email_key"),
             models.Index(fields=["phone_key"], condition=~Q(phone_key=""), name="customer_phone_key"),
             models.Index(fields=["name_key"], name="customer_name_key"),
+            GinIndex(OpClass("name_key", "gin_trgm_ops"), name="customer_name_key_trgm"),
+            GinIndex(OpClass(Upper("name"), "gin_trgm_ops"), name="customer_name_upper_trgm"),
+            models.Index(fields=["name", "id"], name="customer_name_id"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:customer_detail", args=[self.pk])
 
 
 class CustomerStatusChange(models.Model):
@@ -311,7 +319,7 @@ class Deal(models.Model):
     )
     version = models.PositiveIntegerField(default=1, editable=False)
 
-    history = HistoricalRecords(excluded_fields=["updated_at", "version"])
+    history = HistoricalRecords(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -357,6 +365,9 @@ class Deal(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:deal_detail", args=[self.pk])
 
     @property
     def effective_probability(self) -> int:
@@ -524,6 +535,9 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return self.subject
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:ticket_detail", args=[self.pk])
 
 
 class TicketStatusChange(models.Model):

@@ -8,9 +8,14 @@ Views fetch single objects with ``get_object_or_404(<model>_list(user=...), pk=.
 user may not see is a 404.
 """
 
-from django.db.models import Q, QuerySet
+from itertools import pairwise
+
+from django.contrib.postgres.search import TrigramSimilarity
+from django.db.models import Count, F, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber
 
 from accounts.models import User
+from crm import normalize
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
 
@@ -87,3 +92,131 @@ def stage_list(*, pipeline_id: int | None = None) -> QuerySet[PipelineStage]:
 def assignable_user_list() -> QuerySet[User]:
     """Active staff who can own customers and deals."""
     return User.objects.filter(is_active=True, is_service_account=False).order_by("first_name", "username")
+
+
+# Searching, duplicates, timelines and history
+# ---------------------------------------------------------------------------------------------------------
+
+
+def customer_search(qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
+    """Filter customers by a free-text term: name (contains), e-mail or phone (normalised)."""
+    q = q.strip()
+    if not q:
+        return qs
+    condition = Q(name__icontains=q) | Q(email_key__startswith=normalize.email_key(q))
+    digits = "".join(ch for ch in q if ch.isdigit())
+    if len(digits) >= 4:
+        condition |= Q(phone_key__contains=digits.lstrip("0"))
+    return qs.filter(condition)
+
+
+def customer_duplicate_candidates(
+    *, name: str = "", email: str = "", phone: str = "", exclude_pk: int | None = None, limit: int = 5
+) -> list[Customer]:
+    """Existing customers that look like the one being entered: same e-mail or phone, or a very similar name.
+
+    Not scoped to the user: the caller shows only what the user may see and counts the rest.
+    """
+    condition = Q()
+    qs = Customer.objects.filter(merged_into__isnull=True).select_related("owner")
+    if email_key := normalize.email_key(email):
+        condition |= Q(email_key=email_key)
+    if phone_key := normalize.phone_key(phone):
+        condition |= Q(phone_key=phone_key)
+    if len(name_key := normalize.name_key(name)) >= 3:
+        # `%` (trigram_similar) narrows through the GIN index; the similarity bound makes it "very similar".
+        qs = qs.annotate(name_similarity=TrigramSimilarity("name_key", name_key))
+        condition |= Q(name_key=name_key) | Q(name_key__trigram_similar=name_key, name_similarity__gte=0.5)
+    if not condition:
+        return []
+    qs = qs.filter(condition)
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    return list(qs.order_by("name", "id")[:limit])
+
+
+def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> list[dict]:
+    """Deals, tickets and activities of one customer that ``user`` may see, newest first."""
+    entries = [
+        {"at": deal.created_at, "kind": "deal", "object": deal}
+        for deal in deal_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
+    ]
+    entries += [
+        {"at": ticket.created_at, "kind": "ticket", "object": ticket}
+        for ticket in ticket_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
+    ]
+    entries += [
+        {"at": activity.created_at, "kind": "activity", "object": activity}
+        for activity in activity_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
+    ]
+    return sorted(entries, key=lambda entry: entry["at"], reverse=True)[:limit]
+
+
+def record_history(*, obj: Customer | Deal | Ticket, limit: int = 30) -> list[dict]:
+    """The audit trail of one record: who changed which field from what to what, and when (newest first)."""
+    records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk")[: limit + 1])
+    fk_fields = {f.name: f.related_model for f in obj._meta.concrete_fields if f.is_relation}
+    entries = []
+    for newer, older in pairwise(records):
+        delta = newer.diff_against(older)
+        changes = [c for c in delta.changes if c.field in _displayed_fields(obj)]
+        if changes:
+            entries.append({"at": newer.history_date, "user": newer.history_user, "changes": changes})
+    if records and len(records) <= limit:
+        entries.append({"at": records[-1].history_date, "user": records[-1].history_user, "created": True})
+    _resolve_foreign_keys(entries, fk_fields)
+    return entries
+
+
+def _displayed_fields(obj) -> set[str]:
+    return {f.name for f in obj._meta.concrete_fields if f.editable and not f.name.endswith("_key")}
+
+
+def _resolve_foreign_keys(entries: list[dict], fk_fields: dict) -> None:
+    """Replace foreign-key ids in history changes by the objects' names, one query per related model."""
+    wanted: dict = {}
+    for entry in entries:
+        for change in entry.get("changes", []):
+            if change.field in fk_fields:
+                wanted.setdefault(fk_fields[change.field], set()).update({change.old, change.new} - {None})
+    names = {
+        model: {o.pk: str(o) for o in model._default_manager.filter(pk__in=ids)}
+        for model, ids in wanted.items()
+    }
+    for entry in entries:
+        for change in entry.get("changes", []):
+            if change.field in fk_fields:
+                lookup = names.get(fk_fields[change.field], {})
+                change.old = lookup.get(change.old, change.old)
+                change.new = lookup.get(change.new, change.new)
+
+
+def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) -> list[dict]:
+    """A column per open stage: count and sum of the user's open deals, and the top ``per_stage`` deals."""
+    deals = deal_list(user=user).filter(status=Deal.Status.OPEN, stage__in=stages)
+    totals = {
+        row["stage"]: row
+        for row in deals.order_by().values("stage").annotate(count=Count("id"), total=Sum("amount"))
+    }
+    ranked = deals.annotate(
+        rank=Window(
+            RowNumber(), partition_by=[F("stage")], order_by=[F("amount").desc(nulls_last=True), F("id")]
+        )
+    ).filter(rank__lte=per_stage)
+    cards: dict[int, list[Deal]] = {}
+    for deal in ranked.order_by("stage__order", "rank"):
+        cards.setdefault(deal.stage_id, []).append(deal)
+    return [
+        {
+            "stage": stage,
+            "count": totals.get(stage.pk, {}).get("count", 0),
+            "total": totals.get(stage.pk, {}).get("total") or 0,
+            "deals": cards.get(stage.pk, []),
+        }
+        for stage in stages
+    ]
+
+
+def customer_choice_list(*, user: User, limit: int = 100) -> QuerySet[Customer]:
+    """The user's most recently touched customers, for quick pickers (ids and names only)."""
+    return customer_list(user=user).select_related(None).order_by("-updated_at").only("id", "name")[:limit]

@@ -58,11 +58,18 @@ TICKET_FIELDS = ("customer", "subject", "description", "priority", "category", "
 
 
 class ConcurrentEditError(Exception):
-    """Someone else saved the record since the form was loaded; nothing was written."""
+    """Someone else saved the record since the form was loaded; nothing was written.
 
-    def __init__(self, current: models.Model, changes: dict[str, tuple[Any, Any]]) -> None:
+    ``changes`` maps each field changed since the user's version to ``(value then, value now)``;
+    ``changed_by`` names who saved in between (when the audit trail knows).
+    """
+
+    def __init__(
+        self, current: models.Model, changes: dict[str, tuple[Any, Any]], changed_by: list[User]
+    ) -> None:
         self.current = current
         self.changes = changes
+        self.changed_by = changed_by
         super().__init__(_("This record was changed by someone else while you were editing it."))
 
 
@@ -244,30 +251,47 @@ def deal_create(
     _save(deal)
     DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=deal, via=via, at=at)
+    _activate_customer_on_win(deal, actor=actor, at=at, via=via)
     return deal
+
+
+def _activate_customer_on_win(deal: Deal, *, actor: User | None, at: datetime, via: str) -> None:
+    """A won deal makes its customer an active customer (a churned one is reactivated)."""
+    if deal.status == Deal.Status.WON and deal.customer.status != Customer.Status.ACTIVE:
+        customer_set_status(
+            customer=deal.customer, status=Customer.Status.ACTIVE, actor=actor, at=at, via=via
+        )
 
 
 def _lock_current_version(deal: Deal, version: int | None) -> Deal:
     """Lock the deal's row; refuse the write when ``version`` is not the stored one (optimistic locking)."""
-    current = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+    current = Deal.objects.select_for_update().select_related("stage", "customer").get(pk=deal.pk)
     if version is not None and current.version != version:
-        changes = {}
-        for field in (*DEAL_FIELDS, "stage", "lost_reason"):
-            old, new = getattr(deal, field), getattr(current, field)
-            if old != new:
-                changes[field] = (old, new)
-        raise ConcurrentEditError(current, changes)
+        changes, changed_by = _deal_changes_since(current, version)
+        raise ConcurrentEditError(current, changes, changed_by)
     return current
+
+
+def _deal_changes_since(current: Deal, version: int) -> tuple[dict[str, tuple[Any, Any]], list[User]]:
+    """What the audit trail says changed between ``version`` and now, and who changed it."""
+    records = list(
+        current.history.filter(version__gte=version)
+        .select_related("history_user")
+        .order_by("history_date", "pk")
+    )
+    base = next((r for r in records if r.version == version), None)
+    if base is None or len(records) < 2:
+        return {}, []
+    delta = records[-1].diff_against(base)
+    changed_by = list(dict.fromkeys(r.history_user for r in records if r is not base and r.history_user))
+    return {change.field: (change.old, change.new) for change in delta.changes}, changed_by
 
 
 @transaction.atomic
 def deal_update(
     *, deal: Deal, actor: User, data: dict[str, Any], version: int | None, via: str = UsageEvent.Via.WEB
 ) -> Deal:
-    """Change a deal's fields; a stale ``version`` (not the stored one) raises ConcurrentEditError.
-
-    ``deal`` holds the values the user started from, so the error can show what changed since.
-    """
+    """Change a deal's fields; a stale ``version`` raises ConcurrentEditError listing what changed since."""
     _ensure_owns_customer(actor, deal.customer)
     unknown = set(data) - set(DEAL_FIELDS)
     if unknown:
@@ -316,10 +340,7 @@ def deal_move_stage(
     DealStageChange.objects.create(deal=current, from_stage=previous, to_stage=stage, at=at, by=actor)
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
-        if stage.kind == PipelineStage.Kind.WON and current.customer.status != Customer.Status.ACTIVE:
-            customer_set_status(
-                customer=current.customer, status=Customer.Status.ACTIVE, actor=actor, at=at, via=via
-            )
+    _activate_customer_on_win(current, actor=actor, at=at, via=via)
     return current
 
 
@@ -400,6 +421,7 @@ def ticket_create(
 @transaction.atomic
 def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Ticket:
     """Give the ticket to ``assignee`` (None: back to the unassigned queue)."""
+    _ensure_owns_customer(actor, ticket.customer)
     if assignee is not None and assignee.role not in (User.Role.AGENT, User.Role.MANAGER, User.Role.ADMIN):
         raise ValidationError({"assignee": _("Tickets can only be assigned to support agents or managers.")})
     ticket.assignee = assignee
@@ -421,6 +443,7 @@ def ticket_reply(
     via: str = UsageEvent.Via.WEB,
 ) -> TicketMessage:
     """Add a reply. The first public reply sets the first response time and opens a new ticket."""
+    _ensure_owns_customer(actor, ticket.customer)
     if not body.strip():
         raise ValidationError({"body": _("Write a message.")})
     at = at or timezone.now()
@@ -464,6 +487,8 @@ def ticket_set_status(
     via: str = UsageEvent.Via.WEB,
 ) -> Ticket:
     """Move a ticket through new → open ⇄ pending → solved (→ reopened) → closed, keeping solve times."""
+    if actor is not None:
+        _ensure_owns_customer(actor, ticket.customer)
     current = Ticket.objects.select_for_update().get(pk=ticket.pk)
     if status == current.status:
         return current
@@ -537,6 +562,33 @@ def activity_log(
 
 
 @transaction.atomic
+def activity_log_with_follow_up(
+    *,
+    actor: User,
+    customer: Customer,
+    follow_up: str = "",
+    follow_up_due_at: datetime | None = None,
+    deal: Deal | None = None,
+    ticket: Ticket | None = None,
+    **fields: Any,
+) -> tuple[Activity, Activity | None]:
+    """Log an activity and, when ``follow_up`` names one, schedule the follow-up task on the same record."""
+    activity = activity_log(actor=actor, customer=customer, deal=deal, ticket=ticket, **fields)
+    task = None
+    if follow_up.strip():
+        task = activity_log(
+            actor=actor,
+            customer=customer,
+            deal=deal,
+            ticket=ticket,
+            kind=Activity.Kind.TASK,
+            subject=follow_up.strip(),
+            due_at=follow_up_due_at or timezone.now() + timedelta(days=2),
+        )
+    return activity, task
+
+
+@transaction.atomic
 def activity_complete(*, activity: Activity, actor: User, at: datetime | None = None) -> Activity:
     """Mark a task done (idempotent: a done task keeps its first completion time)."""
     _ensure_owns_customer(actor, activity.customer)
@@ -551,16 +603,13 @@ def activity_complete(*, activity: Activity, actor: User, at: datetime | None = 
 # ---------------------------------------------------------------------------------------------------------
 
 
+@transaction.atomic
 def spend_record(
     *, month: date, category: str, amount: Decimal, channel: str = "", note: str = ""
 ) -> SpendEntry:
     """Set the spend for one month, category and channel (a second call replaces the amount)."""
-    entry, _created = SpendEntry.objects.get_or_create(
-        month=month.replace(day=1),
-        category=category,
-        channel=channel,
-        defaults={"amount": amount, "note": note},
-    )
+    key = {"month": month.replace(day=1), "category": category, "channel": channel}
+    entry = SpendEntry.objects.select_for_update().filter(**key).first() or SpendEntry(**key)
     entry.amount, entry.note = amount, note
     _save(entry)
     return entry

@@ -7,6 +7,26 @@ from crm import views
 
 crm_patterns = [
     path("", views.workspace_view, name="workspace"),
+    path("customers/", views.customer_list_view, name="customer_list"),
+    path("customers/new/", views.customer_create_view, name="customer_create"),
+    path("customers/duplicates/", views.customer_duplicates_view, name="customer_duplicates"),
+    path("customers/<int:pk>/", views.customer_detail_view, name="customer_detail"),
+    path("customers/<int:pk>/edit/", views.customer_update_view, name="customer_update"),
+    path("customers/<int:pk>/status/", views.customer_status_view, name="customer_status"),
+    path("deals/", views.deal_list_view, name="deal_list"),
+    path("deals/board/", views.deal_board_view, name="deal_board"),
+    path("deals/new/", views.deal_create_view, name="deal_create"),
+    path("deals/<int:pk>/", views.deal_detail_view, name="deal_detail"),
+    path("deals/<int:pk>/edit/", views.deal_update_view, name="deal_update"),
+    path("deals/<int:pk>/move/", views.deal_move_view, name="deal_move"),
+    path("tickets/", views.ticket_list_view, name="ticket_list"),
+    path("tickets/new/", views.ticket_create_view, name="ticket_create"),
+    path("tickets/<int:pk>/", views.ticket_detail_view, name="ticket_detail"),
+    path("tickets/<int:pk>/reply/", views.ticket_reply_view, name="ticket_reply"),
+    path("tickets/<int:pk>/status/", views.ticket_status_view, name="ticket_status"),
+    path("tickets/<int:pk>/assign/", views.ticket_assign_view, name="ticket_assign"),
+    path("activities/new/", views.activity_create_view, name="activity_create"),
+    path("tasks/<int:pk>/complete/", views.task_complete_view, name="task_complete"),
 ]
 
 urlpatterns = [

@@ -1,13 +1,55 @@
+"""The sales and service workspace. Each view parses, calls one selector or service, and renders.
+
+Every object is fetched through a scoped selector (``get_object_or_404(<model>_list(user=...), pk=...)``),
+so a record the user may not see is a 404 on pages, fragments and actions alike.
+"""
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from crm import selectors
-from crm.models import Deal, Ticket
+from accounts.models import User
+from crm import forms, selectors, services
+from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
+
+PAGE_SIZE = 25
+
+
+def _partial(request: HttpRequest, template: str, partial: str) -> str:
+    """The fragment for an htmx swap, the whole page otherwise (and for history restores)."""
+    if request.htmx and not request.htmx.history_restore_request:
+        return f"{template}#{partial}"
+    return template
+
+
+def _form_errors_from(exc: ValidationError, form) -> None:
+    """Put a service's ValidationError onto the form, field by field where it names one."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _require_staff_role(user: User, *roles: str) -> None:
+    if not (user.is_manager or user.role in roles):
+        raise Http404
 
 
 @require_GET
@@ -25,19 +67,24 @@ def health_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+# Workspace
+# ---------------------------------------------------------------------------------------------------------
+
+
 @login_required
 @require_GET
 def workspace_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     now = timezone.now()
-    open_deals = (
+    open_deals = list(
         selectors.deal_list(user=user)
-        .filter(status=Deal.Status.OPEN)
-        .values("stage__name", "stage__order")
+        .filter(status=Deal.Status.OPEN, **({"owner": user} if user.is_rep else {}))
+        .values("stage__name", "stage__order", "stage_id")
         .annotate(count=Count("id"), total=Sum("amount"))
         .order_by("stage__order")
     )
     tickets = selectors.ticket_list(user=user).filter(status__in=Ticket.UNSOLVED)
+    my_tickets = tickets if user.is_rep else tickets.filter(assignee=user)
     ticket_counts = tickets.aggregate(
         mine=Count("id", filter=Q(assignee=user)),
         unassigned=Count("id", filter=Q(assignee__isnull=True)),
@@ -46,11 +93,545 @@ def workspace_view(request: HttpRequest) -> HttpResponse:
     )
     tasks = selectors.task_list(user=user)
     context = {
-        "open_deals": list(open_deals),
+        "open_deals": open_deals,
+        "open_deals_total": sum((row["total"] or 0) for row in open_deals),
+        "open_deals_count": sum(row["count"] for row in open_deals),
         "ticket_counts": ticket_counts,
+        "my_tickets": my_tickets.order_by("resolution_due_at", "id")[:8],
         "tasks": tasks[:10],
         "overdue_tasks": tasks.filter(due_at__lt=now).count(),
+        "recent_activities": selectors.activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
+        "activity_form": forms.ActivityForm(),
+        "customer_choices": selectors.customer_choice_list(user=user),
         "customer_count": selectors.customer_list(user=user).count(),
         "now": now,
     }
     return render(request, "crm/workspace.html", context)
+
+
+# Customers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def customer_list_view(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    form = forms.CustomerFilterForm(request.GET, user=user)
+    customers = selectors.customer_list(user=user)
+    if form.is_valid():
+        data = form.cleaned_data
+        customers = selectors.customer_search(customers, data["q"])
+        filters = {f: data[f] for f in ("status", "source", "segment", "owner") if data.get(f)}
+        customers = customers.filter(**filters).order_by(*form.SORTS[data["sort"] or "name"])
+    else:
+        customers = customers.order_by("name", "id")
+    page = Paginator(customers, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "sort": request.GET.get("sort", "name"),
+    }
+    return render(request, _partial(request, "crm/customer_list.html", "customer-table"), context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def customer_create_view(request: HttpRequest) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    form = forms.CustomerForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            customer = services.customer_create(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, _("Customer %(name)s created.") % {"name": customer.name})
+            return _redirect(request, customer.get_absolute_url())
+    return render(request, _partial(request, "crm/customer_form.html", "customer-form"), {"form": form})
+
+
+@login_required
+@require_GET
+def customer_duplicates_view(request: HttpRequest) -> HttpResponse:
+    """While a customer is typed in: existing ones that look alike (only those the user may see are named)."""
+    _require_staff_role(request.user, User.Role.REP)
+    exclude = request.GET.get("exclude")
+    candidates = selectors.customer_duplicate_candidates(
+        name=request.GET.get("name", "")[:200],
+        email=request.GET.get("email", "")[:254],
+        phone=request.GET.get("phone", "")[:40],
+        exclude_pk=int(exclude) if exclude and exclude.isdigit() else None,
+    )
+    visible_ids = set(
+        selectors.customer_list(user=request.user)
+        .filter(pk__in=[c.pk for c in candidates])
+        .values_list("pk", flat=True)
+    )
+    context = {
+        "visible": [c for c in candidates if c.pk in visible_ids],
+        "hidden_count": sum(1 for c in candidates if c.pk not in visible_ids),
+    }
+    return render(request, "crm/customer_form.html#duplicate-warning", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
+    initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields}
+    form = forms.CustomerForm(request.POST or None, initial=initial, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.customer_update(customer=customer, actor=request.user, data=form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, _("Changes saved."))
+            return _redirect(request, customer.get_absolute_url())
+    context = {"form": form, "customer": customer}
+    return render(request, _partial(request, "crm/customer_form.html", "customer-form"), context)
+
+
+@login_required
+@require_POST
+def customer_status_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
+    form = forms.CustomerStatusForm(request.POST)
+    if form.is_valid():
+        try:
+            services.customer_set_status(
+                customer=customer,
+                status=form.cleaned_data["status"],
+                reason=form.cleaned_data["reason"],
+                actor=request.user,
+            )
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(
+                request, _("Status changed to %(status)s.") % {"status": customer.get_status_display()}
+            )
+            return _redirect(request, customer.get_absolute_url())
+    for error in form.errors.values():
+        messages.error(request, " ".join(error))
+    return _redirect(request, customer.get_absolute_url())
+
+
+@login_required
+@require_GET
+def customer_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
+    can_edit = request.user.is_manager or customer.owner_id == request.user.pk
+    context = {
+        "customer": customer,
+        "can_edit": can_edit,
+        "timeline": selectors.customer_timeline(customer=customer, user=request.user),
+        "history": selectors.record_history(obj=customer),
+        "activity_form": forms.ActivityForm(),
+        "customer_target": {"customer": customer},
+    }
+    return render(request, "crm/customer_detail.html", context)
+
+
+# Deals
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _open_stages() -> list[PipelineStage]:
+    return list(selectors.stage_list().filter(kind=PipelineStage.Kind.OPEN))
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def deal_list_view(request: HttpRequest) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    stages = selectors.stage_list()
+    form = forms.DealFilterForm(request.GET, user=request.user, stages=stages)
+    deals = selectors.deal_list(user=request.user)
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["q"]:
+            deals = deals.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
+        deals = deals.filter(**{f: data[f] for f in ("status", "stage", "owner") if data.get(f)})
+    page = Paginator(deals.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "query": query.urlencode()}
+    return render(request, _partial(request, "crm/deal_list.html", "deal-table"), context)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def deal_board_view(request: HttpRequest) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    return _render_board(request)
+
+
+def _render_board(request: HttpRequest) -> HttpResponse:
+    stages = list(selectors.stage_list())
+    columns = selectors.deal_board(user=request.user, stages=[s for s in stages if s.kind == "open"])
+    context = {"columns": columns, "stages": stages, "today": timezone.localdate()}
+    return render(request, _partial(request, "crm/deal_board.html", "deal-board"), context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deal_create_view(request: HttpRequest) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    customers = selectors.customer_list(user=request.user).exclude(status=Customer.Status.CHURNED)
+    initial = {"customer": request.GET.get("customer"), "stage": _open_stages()[0]}
+    form = forms.DealForm(
+        request.POST or None, initial=initial, customers=customers, stages=_open_stages_qs()
+    )
+    if request.method == "POST" and form.is_valid():
+        data = {k: v for k, v in form.cleaned_data.items() if k != "version"}
+        try:
+            deal = services.deal_create(actor=request.user, **data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, _("Deal %(title)s created.") % {"title": deal.title})
+            return _redirect(request, deal.get_absolute_url())
+    return render(request, _partial(request, "crm/deal_form.html", "deal-form"), {"form": form})
+
+
+def _open_stages_qs():
+    return selectors.stage_list().filter(kind=PipelineStage.Kind.OPEN)
+
+
+def _describe_changes(deal: Deal, changes: dict) -> list[dict]:
+    """Human labels for the fields another user changed (ids of related rows resolved to names)."""
+    described = []
+    for name, (old, new) in changes.items():
+        field = Deal._meta.get_field(name)
+        if field.is_relation:
+            names = {o.pk: str(o) for o in field.related_model._default_manager.filter(pk__in=[old, new])}
+            old, new = names.get(old, old), names.get(new, new)
+        elif field.choices:
+            labels = dict(field.choices)
+            old, new = labels.get(old, old), labels.get(new, new)
+        described.append({"label": field.verbose_name, "old": old, "new": new})
+    return described
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
+    customers = selectors.customer_list(user=request.user)
+    initial = {f: getattr(deal, f) for f in forms.DealForm.base_fields if f != "stage"}
+    form = forms.DealForm(
+        request.POST or None, initial=initial, customers=customers, stages=_open_stages_qs(), editing=True
+    )
+    conflict = None
+    if request.method == "POST" and form.is_valid():
+        data = {k: v for k, v in form.cleaned_data.items() if k != "version"}
+        try:
+            deal = services.deal_update(
+                deal=deal, actor=request.user, data=data, version=form.cleaned_data["version"]
+            )
+        except services.ConcurrentEditError as exc:
+            conflict = {"changes": _describe_changes(deal, exc.changes), "by": exc.changed_by}
+            # The user's input stays in the form; saving again deliberately applies it over the new version.
+            form.data = form.data.copy()
+            form.data["version"] = exc.current.version
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, _("Changes saved."))
+            return _redirect(request, deal.get_absolute_url())
+    context = {"form": form, "deal": deal, "conflict": conflict}
+    return render(request, _partial(request, "crm/deal_form.html", "deal-form"), context)
+
+
+@login_required
+@require_GET
+def deal_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_staff_role(request.user, User.Role.REP)
+    deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
+    context = {
+        "deal": deal,
+        "stages": selectors.stage_list(pipeline_id=deal.stage.pipeline_id),
+        "stage_changes": deal.stage_changes.select_related("from_stage", "to_stage", "by").order_by(
+            "-at", "-id"
+        )[:50],
+        "activities": selectors.activity_list(user=request.user)
+        .filter(deal=deal)
+        .order_by("-created_at")[:50],
+        "history": selectors.record_history(obj=deal),
+        "activity_form": forms.ActivityForm(),
+        "deal_target": {"customer": deal.customer, "deal": deal},
+    }
+    return render(request, "crm/deal_detail.html", context)
+
+
+@login_required
+@require_POST
+def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move a deal to another stage (board drag-and-drop, the card's menu, or won/lost on the detail page)."""
+    _require_staff_role(request.user, User.Role.REP)
+    deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
+    stages = selectors.stage_list(pipeline_id=deal.stage.pipeline_id)
+    form = forms.DealMoveForm(request.POST, stages=stages)
+    error = None
+    if form.is_valid():
+        try:
+            deal = services.deal_move_stage(
+                deal=deal,
+                stage=form.cleaned_data["stage"],
+                version=form.cleaned_data["version"],
+                lost_reason=form.cleaned_data["lost_reason"],
+                actor=request.user,
+            )
+        except services.ConcurrentEditError as exc:
+            deal = exc.current
+            error = _("Someone else changed this deal a moment ago; it is shown as it is now. Try again.")
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+    else:
+        error = " ".join(e for errors in form.errors.values() for e in errors)
+    if request.htmx and request.POST.get("from") == "board":
+        response = _render_board(request)
+    elif request.htmx:
+        response = HttpResponseClientRedirect(deal.get_absolute_url())
+    else:
+        response = redirect(deal.get_absolute_url())
+    if error:
+        messages.error(request, error)
+        return response
+    messages.success(request, _("%(title)s moved to %(stage)s.") % {"title": deal.title, "stage": deal.stage})
+    return trigger_client_event(response, "dealMoved", {"id": deal.pk, "stage": deal.stage_id})
+
+
+# Tickets
+# ---------------------------------------------------------------------------------------------------------
+
+QUEUES = {
+    "mine": (gettext_lazy("Mine"), lambda qs, user: qs.filter(assignee=user)),
+    "unassigned": (gettext_lazy("Unassigned"), lambda qs, user: qs.filter(assignee__isnull=True)),
+    "open": (gettext_lazy("All open"), lambda qs, user: qs.filter(status__in=Ticket.UNSOLVED)),
+    "all": (gettext_lazy("All"), lambda qs, user: qs),
+}
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def ticket_list_view(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    default = "open" if (user.is_manager or user.is_rep) else "mine"
+    queue = request.GET.get("queue") if request.GET.get("queue") in QUEUES else default
+    tickets = QUEUES[queue][1](selectors.ticket_list(user=user), user)
+    if queue in ("mine", "unassigned"):
+        tickets = tickets.filter(status__in=Ticket.UNSOLVED)
+    status = request.GET.get("status")
+    if status in Ticket.Status.values:
+        tickets = tickets.filter(status=status)
+    page = Paginator(tickets.order_by("resolution_due_at", "-id"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "queue": queue,
+        "queues": [(key, label) for key, (label, _f) in QUEUES.items()],
+        "status": status,
+        "query": query.urlencode(),
+        "now": timezone.now(),
+    }
+    return render(request, _partial(request, "crm/ticket_list.html", "ticket-table"), context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def ticket_create_view(request: HttpRequest) -> HttpResponse:
+    customers = selectors.customer_list(user=request.user)
+    form = forms.TicketForm(
+        request.POST or None, initial={"customer": request.GET.get("customer")}, customers=customers
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            ticket = services.ticket_create(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        except PermissionDenied:
+            raise Http404 from None
+        else:
+            messages.success(request, _("Ticket created."))
+            return _redirect(request, ticket.get_absolute_url())
+    return render(request, _partial(request, "crm/ticket_form.html", "ticket-form"), {"form": form})
+
+
+def _ticket_context(request: HttpRequest, ticket: Ticket, **extra) -> dict:
+    return {
+        "ticket": ticket,
+        "ticket_messages": ticket.messages.select_related("author").order_by("created_at", "id"),
+        "status_changes": ticket.status_changes.select_related("by").order_by("-at", "-id")[:50],
+        "history": selectors.record_history(obj=ticket),
+        "reply_form": forms.TicketReplyForm(),
+        "assign_form": forms.TicketAssignForm(initial={"assignee": ticket.assignee_id}),
+        "next_statuses": [
+            (s, Ticket.Status(s).label) for s in sorted(services.TICKET_TRANSITIONS.get(ticket.status, ()))
+        ],
+        "now": timezone.now(),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def ticket_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
+    return render(request, "crm/ticket_detail.html", _ticket_context(request, ticket))
+
+
+@login_required
+@require_POST
+def ticket_reply_view(request: HttpRequest, pk: int) -> HttpResponse:
+    ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
+    form = forms.TicketReplyForm(request.POST)
+    if form.is_valid():
+        try:
+            services.ticket_reply(ticket=ticket, actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, _("Reply sent.") if form.cleaned_data["public"] else _("Note added."))
+            return _redirect(request, ticket.get_absolute_url())
+    context = _ticket_context(request, ticket, reply_form=form)
+    return render(request, _partial(request, "crm/ticket_detail.html", "reply-form"), context)
+
+
+@login_required
+@require_POST
+def ticket_status_view(request: HttpRequest, pk: int) -> HttpResponse:
+    ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
+    form = forms.TicketStatusForm(request.POST)
+    if form.is_valid():
+        try:
+            ticket = services.ticket_set_status(
+                ticket=ticket, status=form.cleaned_data["status"], actor=request.user
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(
+                request, _("Ticket is now %(status)s.") % {"status": ticket.get_status_display()}
+            )
+    else:
+        messages.error(request, _("Choose a valid status."))
+    return _redirect(request, ticket.get_absolute_url())
+
+
+@login_required
+@require_POST
+def ticket_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
+    ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
+    _require_staff_role(request.user, User.Role.AGENT)
+    form = forms.TicketAssignForm(request.POST)
+    if form.is_valid():
+        try:
+            services.ticket_assign(ticket=ticket, assignee=form.cleaned_data["assignee"], actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, _("Assignment saved."))
+    else:
+        messages.error(request, _("Choose someone from the list."))
+    return _redirect(request, ticket.get_absolute_url())
+
+
+# Activities and tasks
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _activity_target(request: HttpRequest) -> tuple[Customer, Deal | None, Ticket | None]:
+    """The customer (and deal or ticket) an activity is logged on, each fetched via its scoped selector."""
+    user = request.user
+    deal = ticket = None
+    if deal_id := request.POST.get("deal"):
+        deal = get_object_or_404(selectors.deal_list(user=user), pk=_int_or_404(deal_id))
+        customer = deal.customer
+    elif ticket_id := request.POST.get("ticket"):
+        ticket = get_object_or_404(selectors.ticket_list(user=user), pk=_int_or_404(ticket_id))
+        customer = ticket.customer
+    else:
+        customer = get_object_or_404(
+            selectors.customer_list(user=user), pk=_int_or_404(request.POST.get("customer"))
+        )
+    return customer, deal, ticket
+
+
+def _int_or_404(value: str | None) -> int:
+    if not value or not value.isdigit() or len(value) > 18:
+        raise Http404
+    return int(value)
+
+
+@login_required
+@require_POST
+def activity_create_view(request: HttpRequest) -> HttpResponse:
+    customer, deal, ticket = _activity_target(request)
+    form = forms.ActivityForm(request.POST)
+    saved = False
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.activity_log_with_follow_up(
+                actor=request.user, customer=customer, deal=deal, ticket=ticket, kind=data["kind"],
+                subject=data["subject"], notes=data["notes"], due_at=data["due_at"],
+                follow_up=data["follow_up"], follow_up_due_at=data.get("follow_up_due_at"),
+            )  # fmt: skip
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        except PermissionDenied:
+            raise Http404 from None
+        else:
+            saved, form = True, forms.ActivityForm()
+    if request.POST.get("quick") == "1":
+        # The workspace's quick-log form: the user picks the customer each time.
+        target = None
+        choices = selectors.customer_choice_list(user=request.user)
+    else:
+        target, choices = {"customer": customer, "deal": deal, "ticket": ticket}, None
+    context = {"activity_form": form, "target": target, "customer_choices": choices, "saved": saved}
+    if not request.htmx:
+        if saved:
+            messages.success(request, _("Logged."))
+        else:
+            messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect((deal or ticket or customer).get_absolute_url())
+    response = render(request, "crm/_activity_form.html", context)
+    return trigger_client_event(response, "activityLogged") if saved else response
+
+
+@login_required
+@require_POST
+def task_complete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(
+        selectors.activity_list(user=request.user).filter(kind=Activity.Kind.TASK), pk=pk
+    )
+    try:
+        services.activity_complete(activity=task, actor=request.user)
+    except PermissionDenied:
+        raise Http404 from None
+    if request.htmx:
+        return trigger_client_event(HttpResponse(""), "taskCompleted", {"id": task.pk})
+    messages.success(request, _("Task completed."))
+    return redirect(request.POST.get("next") if _safe_next(request) else "crm:workspace")
+
+
+def _safe_next(request: HttpRequest) -> bool:
+    target = request.POST.get("next")
+    return bool(target) and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()})

@@ -1,0 +1,329 @@
+"""Forms parse and validate input; the views hand ``cleaned_data`` to a service. No form saves a model."""
+
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from crm import normalize
+from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket
+
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format="%Y-%m-%d", **kwargs)
+
+
+class DateTimeInput(forms.DateTimeInput):
+    input_type = "datetime-local"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
+
+
+def amount_field(**kwargs) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=_("Amount"),
+        min_value=Decimal("0"),
+        max_value=MAX_AMOUNT,
+        **MONEY,
+        localize=False,
+        widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "inputmode": "decimal"}),
+        error_messages={"invalid": _("Enter an amount such as 1250 or 1250.50.")},
+        **kwargs,
+    )
+
+
+# Customers
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CustomerForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200)
+    kind = forms.ChoiceField(label=_("Kind"), choices=Customer.Kind.choices, initial=Customer.Kind.COMPANY)
+    email = forms.EmailField(label=_("E-mail"), required=False, max_length=254)
+    phone = forms.CharField(label=_("Phone"), required=False, max_length=40)
+    industry = forms.CharField(label=_("Industry"), required=False, max_length=100)
+    city = forms.CharField(label=_("City"), required=False, max_length=100)
+    segment = forms.ChoiceField(
+        label=_("Segment"), choices=[("", "—"), *Customer.Segment.choices], required=False
+    )
+    source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
+    language = forms.ChoiceField(label=_("Language"), choices=User.Language.choices, initial=User.Language.EN)
+    owner = forms.ModelChoiceField(label=_("Owner"), queryset=User.objects.none(), required=False)
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user.is_manager:
+            self.fields["owner"].queryset = User.objects.filter(
+                is_active=True, role__in=[User.Role.REP, User.Role.MANAGER]
+            ).order_by("first_name", "username")
+        else:
+            del self.fields["owner"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise ValidationError(_("Enter a name."))
+        return name
+
+    def clean_phone(self) -> str:
+        phone = self.cleaned_data["phone"].strip()
+        if phone and not normalize.phone_key(phone):
+            raise ValidationError(
+                _("This is not a valid phone number. Include the country code, e.g. +49 30 1234567.")
+            )
+        return phone
+
+
+class CustomerFilterForm(forms.Form):
+    SORTS = {
+        "name": ("name", "id"),
+        "-name": ("-name", "-id"),
+        "created": ("created_at", "id"),
+        "-created": ("-created_at", "-id"),
+        "status": ("status", "name", "id"),
+    }
+    q = forms.CharField(label=_("Search"), required=False, max_length=100)
+    status = forms.ChoiceField(
+        label=_("Status"), choices=[("", _("All statuses")), *Customer.Status.choices], required=False
+    )
+    owner = forms.ModelChoiceField(
+        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
+    )
+    source = forms.ChoiceField(
+        label=_("Source"), choices=[("", _("All sources")), *Source.choices], required=False
+    )
+    segment = forms.ChoiceField(
+        label=_("Segment"), choices=[("", _("All segments")), *Customer.Segment.choices], required=False
+    )
+    sort = forms.ChoiceField(choices=[(key, key) for key in SORTS], required=False)
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user.is_manager:
+            self.fields["owner"].queryset = User.objects.filter(role__in=[User.Role.REP, User.Role.MANAGER])
+        else:
+            del self.fields["owner"]
+
+
+class CustomerStatusForm(forms.Form):
+    status = forms.ChoiceField(
+        label=_("Status"),
+        choices=[(Customer.Status.ACTIVE, _("Active customer")), (Customer.Status.CHURNED, _("Churned"))],
+    )
+    reason = forms.CharField(label=_("Churn reason"), max_length=200, required=False)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("status") == Customer.Status.CHURNED and not (data.get("reason") or "").strip():
+            self.add_error("reason", _("Say why the customer left."))
+        return data
+
+
+# Deals
+# ---------------------------------------------------------------------------------------------------------
+
+
+class DealForm(forms.Form):
+    customer = forms.ModelChoiceField(label=_("Customer"), queryset=Customer.objects.none())
+    title = forms.CharField(label=_("Title"), max_length=200)
+    amount = amount_field(required=False)
+    kind = forms.ChoiceField(label=_("Kind"), choices=Deal.Kind.choices, initial=Deal.Kind.NEW)
+    stage = forms.ModelChoiceField(label=_("Stage"), queryset=PipelineStage.objects.none())
+    probability = forms.IntegerField(
+        label=_("Probability override %"),
+        required=False,
+        min_value=0,
+        max_value=100,
+        help_text=_("Leave empty to use the stage's probability."),
+    )
+    source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
+    expected_close_date = forms.DateField(label=_("Expected close date"), required=False, widget=DateInput())
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+
+    def __init__(self, *args, customers, stages, editing: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["customer"].queryset = customers
+        self.fields["stage"].queryset = stages
+        if editing:
+            # Stage changes go through the board or the won/lost actions, which keep the stage history.
+            del self.fields["stage"]
+            self.fields["version"].required = True
+
+    def clean_title(self) -> str:
+        title = self.cleaned_data["title"].strip()
+        if not title:
+            raise ValidationError(_("Enter a title."))
+        return title
+
+    def clean_expected_close_date(self):
+        value = self.cleaned_data["expected_close_date"]
+        if value is not None and not (2000 <= value.year <= 2100):
+            raise ValidationError(_("Enter a date between 2000 and 2100."))
+        return value
+
+
+class DealMoveForm(forms.Form):
+    stage = forms.ModelChoiceField(label=_("Stage"), queryset=PipelineStage.objects.none())
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+    lost_reason = forms.CharField(label=_("Lost reason"), max_length=200, required=False)
+
+    def __init__(self, *args, stages, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].queryset = stages
+
+    def clean(self) -> dict:
+        data = super().clean()
+        stage = data.get("stage")
+        if (
+            stage is not None
+            and stage.kind == PipelineStage.Kind.LOST
+            and not (data.get("lost_reason") or "").strip()
+        ):
+            self.add_error("lost_reason", _("Say why the deal was lost."))
+        return data
+
+
+class DealFilterForm(forms.Form):
+    q = forms.CharField(label=_("Search"), required=False, max_length=100)
+    status = forms.ChoiceField(
+        label=_("Status"), choices=[("", _("All")), *Deal.Status.choices], required=False
+    )
+    stage = forms.ModelChoiceField(
+        label=_("Stage"), queryset=PipelineStage.objects.none(), required=False, empty_label=_("All stages")
+    )
+    owner = forms.ModelChoiceField(
+        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
+    )
+
+    def __init__(self, *args, user: User, stages, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].queryset = stages
+        if user.is_manager:
+            self.fields["owner"].queryset = User.objects.filter(role__in=[User.Role.REP, User.Role.MANAGER])
+        else:
+            del self.fields["owner"]
+
+
+# Tickets
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TicketForm(forms.Form):
+    customer = forms.ModelChoiceField(label=_("Customer"), queryset=Customer.objects.none())
+    subject = forms.CharField(label=_("Subject"), max_length=200)
+    description = forms.CharField(
+        label=_("Description"), required=False, max_length=20000, widget=forms.Textarea
+    )
+    priority = forms.ChoiceField(
+        label=_("Priority"), choices=Ticket.Priority.choices, initial=Ticket.Priority.NORMAL
+    )
+    category = forms.ChoiceField(label=_("Category"), choices=Ticket.Category.choices)
+    channel = forms.ChoiceField(label=_("Channel"), choices=Ticket.Channel.choices)
+    assignee = forms.ModelChoiceField(
+        label=_("Assignee"),
+        queryset=User.objects.none(),
+        required=False,
+        empty_label=_("Assign automatically"),
+    )
+
+    def __init__(self, *args, customers, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["customer"].queryset = customers
+        self.fields["assignee"].queryset = User.objects.filter(is_active=True, role=User.Role.AGENT)
+
+    def clean_subject(self) -> str:
+        subject = self.cleaned_data["subject"].strip()
+        if not subject:
+            raise ValidationError(_("Enter a subject."))
+        return subject
+
+
+class TicketReplyForm(forms.Form):
+    body = forms.CharField(label=_("Reply"), max_length=20000, widget=forms.Textarea(attrs={"rows": 4}))
+    public = forms.TypedChoiceField(
+        label=_("Visibility"),
+        choices=[("1", _("Public reply to the customer")), ("0", _("Internal note"))],
+        coerce=lambda v: v == "1",
+        initial="1",
+        widget=forms.RadioSelect,
+    )
+
+    def clean_body(self) -> str:
+        body = self.cleaned_data["body"].strip()
+        if not body:
+            raise ValidationError(_("Write a message."))
+        return body
+
+
+class TicketStatusForm(forms.Form):
+    status = forms.ChoiceField(label=_("Status"), choices=Ticket.Status.choices)
+
+
+class TicketAssignForm(forms.Form):
+    assignee = forms.ModelChoiceField(
+        label=_("Assignee"), queryset=User.objects.none(), required=False, empty_label=_("Unassigned")
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["assignee"].queryset = User.objects.filter(
+            is_active=True, role__in=[User.Role.AGENT, User.Role.MANAGER]
+        ).order_by("first_name", "username")
+
+
+# Activities and tasks
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and timezone.is_naive(value):
+        return timezone.make_aware(value)
+    return value
+
+
+class ActivityForm(forms.Form):
+    kind = forms.ChoiceField(label=_("Kind"), choices=Activity.Kind.choices, initial=Activity.Kind.CALL)
+    subject = forms.CharField(label=_("Subject"), max_length=200)
+    notes = forms.CharField(
+        label=_("Notes"), required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    due_at = forms.DateTimeField(label=_("Due"), required=False, widget=DateTimeInput())
+    follow_up = forms.CharField(
+        label=_("Follow-up task"),
+        required=False,
+        max_length=200,
+        help_text=_("Optional: schedule the next step in the same go."),
+    )
+    follow_up_due = forms.DateField(label=_("Follow-up due"), required=False, widget=DateInput())
+
+    def clean_subject(self) -> str:
+        subject = self.cleaned_data["subject"].strip()
+        if not subject:
+            raise ValidationError(_("Enter a subject."))
+        return subject
+
+    def clean_due_at(self):
+        return _aware(self.cleaned_data["due_at"])
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("kind") == Activity.Kind.TASK and not data.get("due_at"):
+            self.add_error("due_at", _("A task needs a due date."))
+        if data.get("kind") != Activity.Kind.TASK:
+            data["due_at"] = None
+        if data.get("follow_up_due") and not (data.get("follow_up") or "").strip():
+            self.add_error("follow_up", _("Name the follow-up task."))
+        if (data.get("follow_up") or "").strip():
+            due = data.get("follow_up_due") or (timezone.localdate() + timedelta(days=2))
+            data["follow_up_due_at"] = timezone.make_aware(datetime.combine(due, time(9, 0)))
+        return data

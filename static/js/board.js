@@ -1,0 +1,51 @@
+// Drag-and-drop on the pipeline board. Without it, each card's "Move to" form does the same.
+(function () {
+  "use strict";
+  var dragged = null;
+
+  function board() { return document.getElementById("deal-board"); }
+
+  document.addEventListener("dragstart", function (event) {
+    var card = event.target.closest && event.target.closest(".deal-card");
+    if (!card) return;
+    dragged = card;
+    card.classList.add("dragging");
+    event.dataTransfer.effectAllowed = "move";
+    event.dataTransfer.setData("text/plain", card.dataset.deal);
+  });
+
+  document.addEventListener("dragend", function () {
+    if (dragged) dragged.classList.remove("dragging");
+    dragged = null;
+    document.querySelectorAll(".drop-hover").forEach(function (el) { el.classList.remove("drop-hover"); });
+  });
+
+  document.addEventListener("dragover", function (event) {
+    var zone = dragged && event.target.closest && event.target.closest("[data-drop-stage]");
+    if (!zone || !board().contains(zone)) return;
+    event.preventDefault();
+    zone.classList.add("drop-hover");
+  });
+
+  document.addEventListener("dragleave", function (event) {
+    var zone = event.target.closest && event.target.closest("[data-drop-stage]");
+    if (zone && !zone.contains(event.relatedTarget)) zone.classList.remove("drop-hover");
+  });
+
+  document.addEventListener("drop", function (event) {
+    var zone = dragged && event.target.closest && event.target.closest("[data-drop-stage]");
+    if (!zone) return;
+    event.preventDefault();
+    var form = dragged.querySelector(".move-form");
+    var select = form.querySelector("select[name=stage]");
+    select.value = zone.dataset.dropStage;
+    if (zone.dataset.kind === "lost") {
+      // A lost deal needs a reason: reveal the field and let the user type it.
+      var reason = form.querySelector("input[name=lost_reason]");
+      reason.required = true;
+      reason.focus();
+      return;
+    }
+    form.requestSubmit();
+  });
+})();
