@@ -69,15 +69,9 @@ class CustomerForm(forms.Form):
         else:
             del self.fields["owner"]
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise ValidationError(_("Enter a name."))
-        return name
-
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"].strip()
-        if phone and not normalize.phone_key(phone):
+        if phone and not normalize.phone_is_valid(phone):
             raise ValidationError(
                 _("This is not a valid phone number. Include the country code, e.g. +49 30 1234567.")
             )
@@ -159,12 +153,6 @@ class DealForm(forms.Form):
             del self.fields["stage"]
             self.fields["version"].required = True
 
-    def clean_title(self) -> str:
-        title = self.cleaned_data["title"].strip()
-        if not title:
-            raise ValidationError(_("Enter a title."))
-        return title
-
     def clean_expected_close_date(self):
         value = self.cleaned_data["expected_close_date"]
         if value is not None and not (2000 <= value.year <= 2100):
@@ -241,15 +229,14 @@ class TicketForm(forms.Form):
         self.fields["customer"].queryset = customers
         self.fields["assignee"].queryset = User.objects.filter(is_active=True, role=User.Role.AGENT)
 
-    def clean_subject(self) -> str:
-        subject = self.cleaned_data["subject"].strip()
-        if not subject:
-            raise ValidationError(_("Enter a subject."))
-        return subject
-
 
 class TicketReplyForm(forms.Form):
-    body = forms.CharField(label=_("Reply"), max_length=20000, widget=forms.Textarea(attrs={"rows": 4}))
+    body = forms.CharField(
+        label=_("Reply"),
+        max_length=20000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        error_messages={"required": _("Write a message.")},
+    )
     public = forms.TypedChoiceField(
         label=_("Visibility"),
         choices=[("1", _("Public reply to the customer")), ("0", _("Internal note"))],
@@ -257,12 +244,6 @@ class TicketReplyForm(forms.Form):
         initial="1",
         widget=forms.RadioSelect,
     )
-
-    def clean_body(self) -> str:
-        body = self.cleaned_data["body"].strip()
-        if not body:
-            raise ValidationError(_("Write a message."))
-        return body
 
 
 class TicketStatusForm(forms.Form):
@@ -305,12 +286,6 @@ class ActivityForm(forms.Form):
         help_text=_("Optional: schedule the next step in the same go."),
     )
     follow_up_due = forms.DateField(label=_("Follow-up due"), required=False, widget=DateInput())
-
-    def clean_subject(self) -> str:
-        subject = self.cleaned_data["subject"].strip()
-        if not subject:
-            raise ValidationError(_("Enter a subject."))
-        return subject
 
     def clean_due_at(self):
         return _aware(self.cleaned_data["due_at"])

@@ -66,6 +66,15 @@ def phone_key(phone: str, region: str | None = None) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def phone_is_valid(phone: str, region: str | None = None) -> bool:
+    """True when the number is a real, assigned-range number (stricter than a match key)."""
+    try:
+        parsed = phonenumbers.parse(phone, region or settings.CRM_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(parsed)
+
+
 def name_key(name: str) -> str:
     text = unicodedata.normalize("NFKC", name).casefold()
     for suffix in ("股份有限公司", "有限公司", "集团"):

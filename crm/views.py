@@ -400,6 +400,12 @@ def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
             error = " ".join(exc.messages)
     else:
         error = " ".join(e for errors in form.errors.values() for e in errors)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(
+            request, _("%(title)s moved to %(stage)s.") % {"title": deal.title, "stage": deal.stage}
+        )
     if request.htmx and request.POST.get("from") == "board":
         response = _render_board(request)
     elif request.htmx:
@@ -407,9 +413,7 @@ def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         response = redirect(deal.get_absolute_url())
     if error:
-        messages.error(request, error)
         return response
-    messages.success(request, _("%(title)s moved to %(stage)s.") % {"title": deal.title, "stage": deal.stage})
     return trigger_client_event(response, "dealMoved", {"id": deal.pk, "stage": deal.stage_id})
 
 
@@ -589,10 +593,17 @@ def activity_create_view(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             services.activity_log_with_follow_up(
-                actor=request.user, customer=customer, deal=deal, ticket=ticket, kind=data["kind"],
-                subject=data["subject"], notes=data["notes"], due_at=data["due_at"],
-                follow_up=data["follow_up"], follow_up_due_at=data.get("follow_up_due_at"),
-            )  # fmt: skip
+                actor=request.user,
+                customer=customer,
+                deal=deal,
+                ticket=ticket,
+                kind=data["kind"],
+                subject=data["subject"],
+                notes=data["notes"],
+                due_at=data["due_at"],
+                follow_up=data["follow_up"],
+                follow_up_due_at=data.get("follow_up_due_at"),
+            )
         except ValidationError as exc:
             _form_errors_from(exc, form)
         except PermissionDenied:
