@@ -117,7 +117,6 @@ def demo(*, port: int, size: str) -> int:
         env = {
             **os.environ,
             **urls,
-            "DJANGO_SECURE": os.environ.get("DJANGO_SECURE", "false"),
             "PYTHONUNBUFFERED": "1",
         }
         _manage(env, "migrate", "--no-input", "-v", "0")

@@ -60,7 +60,7 @@ class CustomerForm(forms.Form):
     language = forms.ChoiceField(label=_("Language"), choices=User.Language.choices, initial=User.Language.EN)
     owner = forms.ModelChoiceField(label=_("Owner"), queryset=User.objects.none(), required=False)
 
-    def __init__(self, *args, user: User, **kwargs) -> None:
+    def __init__(self, *args, user: User, duplicate_check_url: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if user.is_manager:
             self.fields["owner"].queryset = User.objects.filter(
@@ -68,6 +68,20 @@ class CustomerForm(forms.Form):
             ).order_by("first_name", "username")
         else:
             del self.fields["owner"]
+        if duplicate_check_url:
+            # While typing, htmx asks whether this customer already exists (see customer_duplicates_view).
+            for name in ("name", "email", "phone"):
+                self.fields[name].widget.attrs.update(
+                    {
+                        "hx-get": duplicate_check_url,
+                        "hx-trigger": "input changed delay:400ms",
+                        "hx-include": "#customer-form [name=name], #customer-form [name=email], "
+                        "#customer-form [name=phone], #customer-form [name=exclude]",
+                        "hx-target": "#duplicate-warning",
+                        "hx-swap": "outerHTML",
+                        "hx-sync": "closest form:abort",
+                    }
+                )
 
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"].strip()
@@ -273,7 +287,9 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class ActivityForm(forms.Form):
-    kind = forms.ChoiceField(label=_("Kind"), choices=Activity.Kind.choices, initial=Activity.Kind.CALL)
+    kind = forms.ChoiceField(
+        label=_("Kind"), choices=Activity.Kind.choices, initial=Activity.Kind.CALL, widget=forms.RadioSelect
+    )
     subject = forms.CharField(label=_("Subject"), max_length=200)
     notes = forms.CharField(
         label=_("Notes"), required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 3})

@@ -153,18 +153,21 @@ def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> lis
 
 
 def record_history(*, obj: Customer | Deal | Ticket, limit: int = 30) -> list[dict]:
-    """The audit trail of one record: who changed which field from what to what, and when (newest first)."""
+    """The audit trail of one record, newest first: who changed which field from what to what, and when.
+
+    Each entry is ``{"at", "user", "changes": [{"field", "old", "new"}]}`` with display values (choice
+    labels, related rows' names); the oldest entry is ``{"created": True}`` when the record's start is shown.
+    """
     records = list(obj.history.select_related("history_user").order_by("-history_date", "-pk")[: limit + 1])
-    fk_fields = {f.name: f.related_model for f in obj._meta.concrete_fields if f.is_relation}
+    shown = _displayed_fields(obj)
     entries = []
     for newer, older in pairwise(records):
-        delta = newer.diff_against(older)
-        changes = [c for c in delta.changes if c.field in _displayed_fields(obj)]
+        changes = [c for c in newer.diff_against(older).changes if c.field in shown]
         if changes:
             entries.append({"at": newer.history_date, "user": newer.history_user, "changes": changes})
     if records and len(records) <= limit:
         entries.append({"at": records[-1].history_date, "user": records[-1].history_user, "created": True})
-    _resolve_foreign_keys(entries, fk_fields)
+    _display_changes(obj, entries)
     return entries
 
 
@@ -172,23 +175,37 @@ def _displayed_fields(obj) -> set[str]:
     return {f.name for f in obj._meta.concrete_fields if f.editable and not f.name.endswith("_key")}
 
 
-def _resolve_foreign_keys(entries: list[dict], fk_fields: dict) -> None:
-    """Replace foreign-key ids in history changes by the objects' names, one query per related model."""
+def _display_changes(obj, entries: list[dict]) -> None:
+    """Turn raw history changes into labelled display values; one query per related model."""
+    fields = {f.name: f for f in obj._meta.concrete_fields}
     wanted: dict = {}
     for entry in entries:
         for change in entry.get("changes", []):
-            if change.field in fk_fields:
-                wanted.setdefault(fk_fields[change.field], set()).update({change.old, change.new} - {None})
+            if fields[change.field].is_relation:
+                wanted.setdefault(fields[change.field].related_model, set()).update(
+                    {change.old, change.new} - {None}
+                )
     names = {
         model: {o.pk: str(o) for o in model._default_manager.filter(pk__in=ids)}
         for model, ids in wanted.items()
     }
+
+    def display(field, value):
+        if field.is_relation:
+            return names.get(field.related_model, {}).get(value, value)
+        if field.choices:
+            return dict(field.flatchoices).get(value, value)
+        return value
+
     for entry in entries:
-        for change in entry.get("changes", []):
-            if change.field in fk_fields:
-                lookup = names.get(fk_fields[change.field], {})
-                change.old = lookup.get(change.old, change.old)
-                change.new = lookup.get(change.new, change.new)
+        entry["changes"] = [
+            {
+                "field": fields[c.field].verbose_name,
+                "old": display(fields[c.field], c.old),
+                "new": display(fields[c.field], c.new),
+            }
+            for c in entry.get("changes", [])
+        ]
 
 
 def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) -> list[dict]:

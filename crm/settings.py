@@ -51,16 +51,14 @@ def _embedded_service_url(name: str) -> str | None:
 
 # GENERAL
 # ------------------------------------------------------------------------------
+# CRM_ENV=production (docker-compose sets it): HTTPS-only, a real secret key, hashed static files.
+# Without it (development, the demo, the tests) the app runs on plain HTTP.
+PRODUCTION = os.environ.get("CRM_ENV") == "production"
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if (
-        not DEBUG
-        and env_bool("DJANGO_REQUIRE_SECRET_KEY", True)
-        and os.environ.get("CRM_ENV") == "production"
-    ):
+    if PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production.")
-    # Development and test only: production sets CRM_ENV=production and a real key.
     SECRET_KEY = "dev-only-not-secret-" + "x" * 40
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -72,6 +70,7 @@ USE_I18N = True
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
 LOCALE_PATHS = [BASE_DIR / "crm" / "locale"]
+FORMAT_MODULE_PATH = ["crm.formats"]
 
 CRM_COMPANY_NAME = os.environ.get("CRM_COMPANY_NAME", "Mini CRM")
 CRM_CURRENCY = os.environ.get("CRM_CURRENCY", "EUR")
@@ -182,8 +181,7 @@ SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_MAX_AGE", 12 * 3600)
 
 # SECURITY (https://docs.djangoproject.com/en/6.1/howto/deployment/checklist/)
 # ------------------------------------------------------------------------------
-# DJANGO_SECURE=false only for plain-HTTP development servers (the demo, tests).
-SECURE = env_bool("DJANGO_SECURE", not DEBUG)
+SECURE = env_bool("DJANGO_SECURE", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000) if SECURE else 0
@@ -225,12 +223,12 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
-            if env_bool("DJANGO_MANIFEST_STATIC", not DEBUG and SECURE)
+            if PRODUCTION
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
 }
-WHITENOISE_USE_FINDERS = not env_bool("DJANGO_MANIFEST_STATIC", not DEBUG and SECURE)
+WHITENOISE_USE_FINDERS = not PRODUCTION
 MEDIA_ROOT = VAR_DIR / "media"
 
 # E-MAIL: the console by default; SMTP when DJANGO_EMAIL_HOST is set
@@ -281,6 +279,30 @@ CELERY_BEAT_SCHEDULE: dict = {
     "clear-expired-sessions": {
         "task": "accounts.tasks.clear_expired_sessions",
         "schedule": crontab(minute=17, hour=3),
+    },
+}
+# METRICS: KPI snapshots and RFM segments (metrics/tasks.py). Every run takes a PostgreSQL advisory lock,
+# so a run that would overlap the previous one is recorded as skipped instead of piling up.
+CELERY_BEAT_SCHEDULE |= {
+    # Every 5 minutes: the current and the three previous periods of each granularity, so the dashboard
+    # stays fresh and back-dated edits to recent periods show up; expires before the next tick.
+    "kpi-snapshots-recent": {
+        "task": "metrics.tasks.recompute_recent_kpi_snapshots",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
+    # Nightly at 02:30, a quiet hour: rebuild every period of the whole history (reconciles late edits
+    # to old periods and definition changes).
+    "kpi-snapshots-nightly-rebuild": {
+        "task": "metrics.tasks.rebuild_all_kpi_snapshots",
+        "schedule": crontab(minute=30, hour=2),
+        "options": {"expires": 3 * 3600},
+    },
+    # Nightly at 03:45, after the rebuild: re-score RFM as of today; quintiles move as others buy.
+    "rfm-segments-nightly": {
+        "task": "metrics.tasks.refresh_rfm_segments",
+        "schedule": crontab(minute=45, hour=3),
+        "options": {"expires": 3 * 3600},
     },
 }
 

@@ -32,6 +32,7 @@ crm_patterns = [
 urlpatterns = [
     path("", views.home_view, name="home"),
     path("healthz/", views.health_view, name="health"),
+    path("favicon.ico", views.favicon_view),
     path("accounts/", include("accounts.urls")),
     path("crm/", include((crm_patterns, "crm"))),
     path("i18n/setlang/", set_language, name="set_language"),

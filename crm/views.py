@@ -12,6 +12,8 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -57,6 +59,11 @@ def home_view(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect("accounts:login")
     return redirect("crm:workspace")
+
+
+@require_GET
+def favicon_view(request: HttpRequest) -> HttpResponse:
+    return redirect(static("img/favicon.svg"), permanent=True)
 
 
 @require_GET
@@ -143,7 +150,9 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def customer_create_view(request: HttpRequest) -> HttpResponse:
     _require_staff_role(request.user, User.Role.REP)
-    form = forms.CustomerForm(request.POST or None, user=request.user)
+    form = forms.CustomerForm(
+        request.POST or None, user=request.user, duplicate_check_url=reverse("crm:customer_duplicates")
+    )
     if request.method == "POST" and form.is_valid():
         try:
             customer = services.customer_create(actor=request.user, **form.cleaned_data)
@@ -185,7 +194,12 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_staff_role(request.user, User.Role.REP)
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
     initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields}
-    form = forms.CustomerForm(request.POST or None, initial=initial, user=request.user)
+    form = forms.CustomerForm(
+        request.POST or None,
+        initial=initial,
+        user=request.user,
+        duplicate_check_url=reverse("crm:customer_duplicates"),
+    )
     if request.method == "POST" and form.is_valid():
         try:
             services.customer_update(customer=customer, actor=request.user, data=form.cleaned_data)
@@ -244,10 +258,6 @@ def customer_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _open_stages() -> list[PipelineStage]:
-    return list(selectors.stage_list().filter(kind=PipelineStage.Kind.OPEN))
-
-
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
@@ -288,10 +298,9 @@ def _render_board(request: HttpRequest) -> HttpResponse:
 def deal_create_view(request: HttpRequest) -> HttpResponse:
     _require_staff_role(request.user, User.Role.REP)
     customers = selectors.customer_list(user=request.user).exclude(status=Customer.Status.CHURNED)
-    initial = {"customer": request.GET.get("customer"), "stage": _open_stages()[0]}
-    form = forms.DealForm(
-        request.POST or None, initial=initial, customers=customers, stages=_open_stages_qs()
-    )
+    stages = _open_stages_qs()
+    initial = {"customer": request.GET.get("customer"), "stage": stages.first()}
+    form = forms.DealForm(request.POST or None, initial=initial, customers=customers, stages=stages)
     if request.method == "POST" and form.is_valid():
         data = {k: v for k, v in form.cleaned_data.items() if k != "version"}
         try:

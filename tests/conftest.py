@@ -1,12 +1,32 @@
+import importlib
+
 import pytest
+
+
+def seed_defaults() -> None:
+    """The rows the data migrations create (default pipeline, SLA hours, company settings); idempotent."""
+    from django.apps import apps
+
+    importlib.import_module("crm.migrations.0002_default_pipeline_and_sla").seed(apps, None)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """A reused test database may have been emptied by browser tests (real transactions flush tables)."""
+    with django_db_blocker.unblock():
+        seed_defaults()
 
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
-    """Fast, local settings for every test: cheap hashing, in-memory mail, no HTTPS redirect."""
+    """Fast, local settings for every test: cheap hashing, in-memory mail, plain HTTP (the browser tests
+    talk to a live server on http://localhost; tests/test_deploy.py checks the production settings)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
     settings.SECURE_SSL_REDIRECT = False
+    settings.SECURE_HSTS_SECONDS = 0
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME = "sessionid", "csrftoken"
     settings.LANGUAGE_CODE = "en"
     # Pages render without a prior collectstatic: no manifest lookup, no STATIC_ROOT to scan.
     settings.STORAGES = {

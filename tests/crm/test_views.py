@@ -169,6 +169,14 @@ def test_customer_update_and_history_shows_the_change(client, rep):
     assert "Change history" in body
 
 
+def test_deal_history_names_stages_and_users(client, rep):
+    deal = make_deal(make_customer(rep), title="Trail")
+    services.deal_move_stage(deal=deal, stage=stage(order=30), actor=rep, version=1)
+    body = client.get(deal.get_absolute_url()).content.decode()
+    assert "<del>Lead in</del> → <ins>Proposal</ins>" in body
+    assert "<del>Open</del> → <ins>Open</ins>" not in body
+
+
 def test_customer_churn_needs_a_reason(client, rep):
     customer = make_customer(rep)
     client.post(reverse("crm:customer_status", args=[customer.pk]), {"status": "churned", "reason": ""})
