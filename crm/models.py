@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -261,7 +262,8 @@ class PipelineStage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name
+        # The seeded default stage names are in the translation catalogue; custom names come back unchanged.
+        return gettext(self.name)
 
 
 class Deal(models.Model):

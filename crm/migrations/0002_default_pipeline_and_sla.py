@@ -1,15 +1,17 @@
 """Seed the default sales pipeline, per-priority SLA hours and the company settings row."""
 
 from django.db import migrations
+from django.utils.translation import gettext_noop
 
+# Names are stored in English; PipelineStage.__str__ translates them (hence gettext_noop).
 DEFAULT_STAGES = [
     # name, order, probability %, kind
-    ("Lead in", 10, 10, "open"),
-    ("Qualified", 20, 25, "open"),
-    ("Proposal", 30, 50, "open"),
-    ("Negotiation", 40, 75, "open"),
-    ("Won", 90, 100, "won"),
-    ("Lost", 99, 0, "lost"),
+    (gettext_noop("Lead in"), 10, 10, "open"),
+    (gettext_noop("Qualified"), 20, 25, "open"),
+    (gettext_noop("Proposal"), 30, 50, "open"),
+    (gettext_noop("Negotiation"), 40, 75, "open"),
+    (gettext_noop("Won"), 90, 100, "won"),
+    (gettext_noop("Lost"), 99, 0, "lost"),
 ]
 
 SLA_HOURS = [

@@ -84,9 +84,9 @@ def shot():
 
 def sign_in(page, username: str, password: str = "correct horse battery") -> None:  # noqa: S107
     page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill(password)
+    page.locator("form button[type=submit]").click()
     page.wait_for_url("**/crm/")
 
 

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from crm.models import Customer, Deal, Ticket
 from tests.e2e.conftest import drag, sign_in
-from tests.factories import make_agent, make_customer, make_ticket, make_user
+from tests.factories import make_agent, make_customer, make_deal, make_ticket, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,3 +80,15 @@ def test_agent_replies_to_and_solves_a_ticket(page, shot):
     ticket.refresh_from_db()
     assert ticket.status == Ticket.Status.SOLVED
     assert ticket.first_response_at is not None
+
+
+def test_board_in_simplified_chinese(page, shot):
+    rep = make_user(username="li", first_name="李", language="zh-hans")
+    customer = make_customer(rep, name="北京星辰科技有限公司")
+    make_deal(customer, title="年度服务合同")
+    sign_in(page, "li")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("您好，李")
+    page.get_by_role("link", name="商机").first.click()
+    expect(page.locator(".deal-card")).to_contain_text("年度服务合同")
+    expect(page.locator(".board-column-header h2").first).to_contain_text("线索")
+    shot(page, "deal-board-zh")
