@@ -1,0 +1,208 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from crm.models import Customer
+
+KPI_VALUE = {"max_digits": 24, "decimal_places": 6}
+
+
+class Granularity(models.TextChoices):
+    """Reporting period lengths; weeks are ISO weeks starting on Monday (KPIS.md G1)."""
+
+    WEEK = "week", _("Week")
+    MONTH = "month", _("Month")
+    QUARTER = "quarter", _("Quarter")
+    YEAR = "year", _("Year")
+
+
+class Scope(models.TextChoices):
+    """Whose number a snapshot row is: the company's, a team's, a user's or an acquisition channel's."""
+
+    COMPANY = "company", _("Company")
+    TEAM = "team", _("Team")
+    USER = "user", _("User")
+    SOURCE = "source", _("Source")
+
+
+class KpiSnapshot(models.Model):
+    """One KPI value for one period and scope, written only by ``metrics.services.snapshots_recompute``.
+
+    ``scope_id`` is "" for the company, the team's or user's primary key as text, or the source code
+    (``crm.models.Source``). Percent KPIs hold 0–100. ``value`` is NULL when the denominator is empty.
+    """
+
+    kpi = models.CharField(_("KPI"), max_length=60)
+    granularity = models.CharField(_("granularity"), max_length=8, choices=Granularity.choices)
+    period_start = models.DateTimeField(_("period start"))
+    period_end = models.DateTimeField(_("period end"))
+    scope = models.CharField(_("scope"), max_length=8, choices=Scope.choices)
+    scope_id = models.CharField(_("scope id"), max_length=40, blank=True, default="")
+    value = models.DecimalField(_("value"), **KPI_VALUE, null=True, blank=True)
+    numerator = models.DecimalField(_("numerator"), **KPI_VALUE, null=True, blank=True)
+    denominator = models.DecimalField(_("denominator"), **KPI_VALUE, null=True, blank=True)
+    sample_size = models.PositiveIntegerField(_("sample size"), null=True, blank=True)
+    extra = models.JSONField(_("details"), default=dict, blank=True)
+    # A cohort or grace window that is still open: the value may still change (KPIS.md G5).
+    is_provisional = models.BooleanField(_("provisional"), default=False)
+    computed_at = models.DateTimeField(_("computed at"))
+    definition_version = models.PositiveSmallIntegerField(_("definition version"))
+
+    class Meta:
+        ordering = ["kpi", "granularity", "scope", "scope_id", "period_start"]
+        verbose_name = _("KPI snapshot")
+        verbose_name_plural = _("KPI snapshots")
+        constraints = [
+            # Column order serves the dashboard's series read (kpi, granularity, scope, scope_id, range).
+            models.UniqueConstraint(
+                fields=["kpi", "granularity", "scope", "scope_id", "period_start"],
+                name="kpisnapshot_unique_key",
+            ),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="kpisnapshot_period"),
+            models.CheckConstraint(
+                condition=Q(scope="company", scope_id="") | (~Q(scope="company") & ~Q(scope_id="")),
+                name="kpisnapshot_scope_id",
+            ),
+        ]
+        indexes = [models.Index(fields=["granularity", "period_start"], name="kpisnapshot_period_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kpi} {self.granularity} {self.period_start:%Y-%m-%d} {self.scope}:{self.scope_id}"
+
+
+class KpiTarget(models.Model):
+    """A manager's target for one KPI, period and scope."""
+
+    kpi = models.CharField(_("KPI"), max_length=60)
+    granularity = models.CharField(_("granularity"), max_length=8, choices=Granularity.choices)
+    period_start = models.DateTimeField(_("period start"))
+    scope = models.CharField(_("scope"), max_length=8, choices=Scope.choices, default=Scope.COMPANY)
+    scope_id = models.CharField(_("scope id"), max_length=40, blank=True, default="")
+    value = models.DecimalField(_("target"), **KPI_VALUE)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["kpi", "granularity", "scope", "scope_id", "period_start"]
+        verbose_name = _("KPI target")
+        verbose_name_plural = _("KPI targets")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kpi", "granularity", "scope", "scope_id", "period_start"],
+                name="kpitarget_unique_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(scope="company", scope_id="") | (~Q(scope="company") & ~Q(scope_id="")),
+                name="kpitarget_scope_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kpi} {self.granularity} {self.period_start:%Y-%m-%d} {self.scope}:{self.scope_id}"
+
+
+class SnapshotRun(models.Model):
+    """One run of the snapshot or RFM recompute: freshness ("data as of") and health of the engine."""
+
+    class Kind(models.TextChoices):
+        RECENT = "recent", _("Recent periods")
+        RANGE = "range", _("Range")
+        FULL = "full", _("Full rebuild")
+        RFM = "rfm", _("RFM segments")
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        OK = "ok", _("Finished")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped (another run was in progress)")
+
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RUNNING)
+    granularities = models.CharField(_("granularities"), max_length=40, blank=True)
+    range_start = models.DateTimeField(_("from"), null=True, blank=True)
+    range_end = models.DateTimeField(_("until"), null=True, blank=True)
+    kpis = models.JSONField(_("KPIs"), default=list, blank=True, help_text=_("Empty: all KPIs."))
+    started_at = models.DateTimeField(_("started at"))
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
+    rows = models.PositiveIntegerField(_("rows written"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name = _("snapshot run")
+        verbose_name_plural = _("snapshot runs")
+        indexes = [models.Index(fields=["kind", "status", "-started_at"], name="snapshotrun_kind_status")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class CustomerRfm(models.Model):
+    """A customer's RFM scores as of one date (KPIS.md §8); 5 is best. Kept per ``as_of`` for movement."""
+
+    class Segment(models.TextChoices):
+        CHAMPIONS = "champions", _("Champions")
+        LOYAL = "loyal", _("Loyal")
+        POTENTIAL = "potential", _("Potential loyalists")
+        AT_RISK = "at_risk", _("At risk")
+        LOST = "lost", _("Lost")
+        HIBERNATING = "hibernating", _("Hibernating")
+        NEEDS_ATTENTION = "attention", _("Needs attention")
+        NO_RECENT = "no_recent", _("No recent purchase")
+
+    customer = models.ForeignKey(
+        Customer, verbose_name=_("customer"), on_delete=models.CASCADE, related_name="rfm_scores"
+    )
+    as_of = models.DateField(_("as of"))
+    last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True)
+    recency_days = models.PositiveIntegerField(_("recency (days)"), null=True, blank=True)
+    frequency = models.PositiveIntegerField(_("frequency"), default=0)
+    monetary = models.DecimalField(_("monetary"), max_digits=16, decimal_places=2, default=0)
+    r = models.PositiveSmallIntegerField(_("R"), null=True, blank=True)
+    f = models.PositiveSmallIntegerField(_("F"), null=True, blank=True)
+    m = models.PositiveSmallIntegerField(_("M"), null=True, blank=True)
+    segment = models.CharField(_("segment"), max_length=12, choices=Segment.choices)
+
+    class Meta:
+        ordering = ["-as_of", "customer"]
+        verbose_name = _("customer RFM score")
+        verbose_name_plural = _("customer RFM scores")
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "as_of"], name="customerrfm_unique_customer_as_of"),
+            models.CheckConstraint(
+                condition=(Q(r__isnull=True) & Q(f__isnull=True) & Q(m__isnull=True))
+                | (Q(r__gte=1, r__lte=5) & Q(f__gte=1, f__lte=5) & Q(m__gte=1, m__lte=5)),
+                name="customerrfm_scores_1_5",
+            ),
+        ]
+        indexes = [models.Index(fields=["as_of", "segment"], name="customerrfm_as_of_segment")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.as_of}: {self.r}{self.f}{self.m} {self.segment}"
+
+    @property
+    def cell(self) -> str:
+        return f"{self.r}{self.f}{self.m}" if self.r else ""
+
+
+class ReportDelivery(models.Model):
+    """One weekly KPI report sent to one manager: makes the weekly send idempotent (no second copy)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    week_start = models.DateField(_("week"))
+    sent_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-week_start", "user"]
+        verbose_name = _("report delivery")
+        verbose_name_plural = _("report deliveries")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "week_start"], name="reportdelivery_once_per_week")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.week_start}"

@@ -1,0 +1,54 @@
+from django.contrib import admin
+
+from metrics.models import CustomerRfm, KpiSnapshot, KpiTarget, SnapshotRun
+
+
+@admin.register(KpiSnapshot)
+class KpiSnapshotAdmin(admin.ModelAdmin):
+    """Read-only: snapshots are written by the recompute service only."""
+
+    list_display = (
+        "kpi",
+        "granularity",
+        "period_start",
+        "scope",
+        "scope_id",
+        "value",
+        "numerator",
+        "denominator",
+    )
+    list_filter = ("granularity", "scope", "kpi")
+    search_fields = ("kpi", "scope_id")
+    date_hierarchy = "period_start"
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(KpiTarget)
+class KpiTargetAdmin(admin.ModelAdmin):
+    list_display = ("kpi", "granularity", "period_start", "scope", "scope_id", "value", "updated_at")
+    list_filter = ("granularity", "scope", "kpi")
+    raw_id_fields = ("updated_by",)
+
+
+@admin.register(SnapshotRun)
+class SnapshotRunAdmin(admin.ModelAdmin):
+    list_display = ("kind", "status", "started_at", "duration_seconds", "rows", "granularities")
+    list_filter = ("kind", "status")
+    readonly_fields = [f.name for f in SnapshotRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(CustomerRfm)
+class CustomerRfmAdmin(admin.ModelAdmin):
+    list_display = ("customer", "as_of", "r", "f", "m", "segment", "recency_days", "frequency", "monetary")
+    list_filter = ("as_of", "segment")
+    raw_id_fields = ("customer",)
+    show_full_result_count = False

@@ -1,0 +1,217 @@
+"""Staff adoption KPIs (KPIS.md §7), from seats, usage events and login events.
+
+Licensed users at a period's end hold a seat then that started at least 7 days before the end (newer
+seats are left out of the denominator); service accounts never count, and a user without a seat is
+in neither numerator nor denominator. Active = at least one action through the web UI or the API in
+the period (imports and system actions do not count); records created count web creations only.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import LoginEvent, Seat, UsageEvent, User
+from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.builders import HUNDRED, divide, grouping_sets_query, rows_from
+from metrics.models import Scope
+from metrics.periods import Period
+
+NEW_SEAT_GRACE = timedelta(days=7)
+ACTIVE_VIA = (UsageEvent.Via.WEB, UsageEvent.Via.API)
+ADOPTION_EXCLUSIONS = _("service accounts, users without a seat and seats younger than 7 days are excluded")
+NAMES = ("licensed", "active", "access", "creates", "days")
+
+
+def _usage_by_user(ctx: Context) -> dict[tuple[str, Any, str], dict[str, Any]]:
+    """Actions, web creations, active days and logins per user and period: one pass over the events."""
+    grans = ctx.granularities
+    lo, hi = ctx.bounds(grans)
+    buckets = ", ".join(f"date_trunc('{g}', day)::date AS k_b_{g}" for g in grans)
+    # Only generated identifiers go into the text; every value is a parameter.
+    inner = f"""
+        SELECT user_id, day, sum(actions) AS actions, sum(creates) AS creates, sum(logins) AS logins,
+               {buckets}
+        FROM (
+            SELECT user_id, (at AT TIME ZONE %s)::date AS day,
+                   count(*) FILTER (WHERE via IN (%s, %s)) AS actions,
+                   count(*) FILTER (WHERE via = %s AND verb = %s) AS creates, 0 AS logins
+            FROM accounts_usageevent WHERE at >= %s AND at < %s GROUP BY 1, 2
+            UNION ALL
+            SELECT user_id, (at AT TIME ZONE %s)::date, 0, 0, count(*)
+            FROM accounts_loginevent WHERE at >= %s AND at < %s GROUP BY 1, 2
+        ) AS e
+        GROUP BY user_id, day
+    """  # noqa: S608
+    tz = settings.TIME_ZONE
+    params = [tz, *ACTIVE_VIA, UsageEvent.Via.WEB, UsageEvent.Verb.CREATE, lo, hi, tz, lo, hi]
+    data = grouping_sets_query(
+        inner,
+        params,
+        buckets={g: f"k_b_{g}" for g in grans},
+        scopes={Scope.USER: "user_id"},
+        aggregates={
+            "actions": "sum(actions)",
+            "creates": "sum(creates)",
+            "days": "count(*) FILTER (WHERE actions > 0)",
+            "logins": "sum(logins)",
+        },
+    )
+    return {
+        (g, day, scope_id): values
+        for (g, day, scope, scope_id), values in data.items()
+        if scope == Scope.USER
+    }
+
+
+def adoption_counts(ctx: Context) -> dict[tuple[str, Any, str, str], dict[str, int]]:
+    """Licensed, active and login-active users, web creations and active days per period and scope."""
+
+    def build() -> dict[tuple[str, Any, str, str], dict[str, int]]:
+        usage = _usage_by_user(ctx)
+        staff = dict(User.objects.filter(is_service_account=False).values_list("id", "team_id"))
+        seats = defaultdict(list)
+        for user_id, started, ended in Seat.objects.filter(user_id__in=staff).values_list(
+            "user_id", "started_at", "ended_at"
+        ):
+            seats[user_id].append((started, ended))
+        out: dict[tuple[str, Any, str, str], dict[str, int]] = {}
+        for g in ctx.granularities:
+            for period in ctx.periods[g]:
+                end = period.end
+                for user_id, spans in seats.items():
+                    if not any(s < end - NEW_SEAT_GRACE and (e is None or e >= end) for s, e in spans):
+                        continue
+                    u = usage.get((g, period.first_day, str(user_id)), {})
+                    active = int(u.get("actions") or 0) > 0
+                    counts = (
+                        1,
+                        int(active),
+                        int(int(u.get("logins") or 0) > 0),
+                        int(u.get("creates") or 0) if active else 0,
+                        int(u.get("days") or 0),
+                    )
+                    keys = [(Scope.COMPANY, ""), (Scope.USER, str(user_id))]
+                    if staff[user_id] is not None:
+                        keys.append((Scope.TEAM, str(staff[user_id])))
+                    for scope, scope_id in keys:
+                        acc = out.setdefault((g, period.first_day, scope, scope_id), dict.fromkeys(NAMES, 0))
+                        for name, value in zip(NAMES, counts, strict=True):
+                            acc[name] += value
+        return out
+
+    return ctx.memo("adoption", build)
+
+
+def _ratio(numerator: str, denominator: str, percent: bool) -> Any:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            num, den = Decimal(values.get(numerator, 0)), Decimal(values.get(denominator, 0))
+            return divide(num, den, HUNDRED if percent else Decimal(1)), num, den, int(den), None
+
+        return rows_from(ctx, kpi, adoption_counts(ctx), fn)
+
+    return compute
+
+
+def _users_drill(numerator: Q | None) -> Any:
+    def drilldown(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+        """Licensed staff of the scope (denominator) or those matching the numerator; reps see themselves."""
+        seat = Seat.objects.filter(
+            Q(ended_at__isnull=True) | Q(ended_at__gte=period.end),
+            user=OuterRef("pk"),
+            started_at__lt=period.end - NEW_SEAT_GRACE,
+        )
+        qs = User.objects.filter(Exists(seat), is_service_account=False).select_related("team")
+        if scope == Scope.TEAM:
+            qs = qs.filter(team_id=scope_id)
+        elif scope == Scope.USER:
+            qs = qs.filter(pk=scope_id)
+        if not user.is_manager:
+            qs = qs.filter(pk=user.pk)
+        if part == "numerator" and numerator is not None:
+            qs = qs.filter(numerator)
+        return qs
+
+    return drilldown
+
+
+def _acted(period: Period, **filters: Any) -> Q:
+    events = UsageEvent.objects.filter(
+        user=OuterRef("pk"), at__gte=period.start, at__lt=period.end, **filters
+    )
+    return Q(Exists(events))
+
+
+def _active_users_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    qs = _users_drill(None)(user, period, scope, scope_id, part)
+    return qs.filter(_acted(period, via__in=ACTIVE_VIA)) if part == "numerator" else qs
+
+
+def _login_users_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    qs = _users_drill(None)(user, period, scope, scope_id, part)
+    if part == "numerator":
+        logins = LoginEvent.objects.filter(user=OuterRef("pk"), at__gte=period.start, at__lt=period.end)
+        qs = qs.filter(Exists(logins))
+    return qs
+
+
+ADOPTION_RATE = Kpi(
+    code="adoption_rate",
+    family=Family.ADOPTION,
+    label=_("CRM adoption rate"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "licensed users who did at least one thing in the CRM (web or API) in the period ÷ licensed users at "
+        "the end of the period"
+    ),
+    compute=_ratio("active", "licensed", percent=True),
+    exclusions=ADOPTION_EXCLUSIONS,
+    drilldown=_active_users_drill,
+)
+
+ACCESS_ADOPTION = Kpi(
+    code="access_adoption",
+    family=Family.ADOPTION,
+    label=_("Access adoption (logins)"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "licensed users who signed in at least once in the period ÷ licensed users at the end of the period"
+    ),
+    compute=_ratio("access", "licensed", percent=True),
+    exclusions=ADOPTION_EXCLUSIONS,
+    drilldown=_login_users_drill,
+)
+
+RECORDS_PER_ACTIVE_USER = Kpi(
+    code="records_per_active_user",
+    family=Family.ADOPTION,
+    label=_("Records created per active user"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_("records created in the web UI in the period by active licensed users ÷ active licensed users"),
+    compute=_ratio("creates", "active", percent=False),
+    exclusions=ADOPTION_EXCLUSIONS,
+    drilldown=_active_users_drill,
+)
+
+ACTIVE_DAYS_PER_USER = Kpi(
+    code="active_days_per_user",
+    family=Family.ADOPTION,
+    label=_("Active days per user"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_("days with at least one web or API action, summed over licensed users ÷ licensed users"),
+    compute=_ratio("days", "licensed", percent=False),
+    exclusions=ADOPTION_EXCLUSIONS,
+    drilldown=_active_users_drill,
+)
+
+KPIS = [ADOPTION_RATE, ACCESS_ADOPTION, RECORDS_PER_ACTIVE_USER, ACTIVE_DAYS_PER_USER]

@@ -1,0 +1,158 @@
+"""The declarative KPI definition, the compute context and the result row."""
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from django.db import models
+from django.db.models import QuerySet
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from metrics.models import Scope
+from metrics.periods import GRANULARITIES, Period, period_of
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+class Family(models.TextChoices):
+    SALES = "sales", _("Sales")
+    RETENTION = "retention", _("Retention")
+    SATISFACTION = "satisfaction", _("Satisfaction")
+    SERVICE = "service", _("Service")
+    ECONOMICS = "economics", _("Unit economics")
+    ADOPTION = "adoption", _("Adoption")
+    DATA_QUALITY = "data_quality", _("Data quality")
+
+
+class Unit(models.TextChoices):
+    COUNT = "count", _("count")
+    CURRENCY = "currency", _("amount")
+    PERCENT = "percent", _("%")
+    DAYS = "days", _("days")
+    HOURS = "hours", _("hours")
+    RATIO = "ratio", _("ratio")
+    NUMBER = "number", _("number")
+
+
+class Better(models.TextChoices):
+    UP = "up", _("Higher is better")
+    DOWN = "down", _("Lower is better")
+    NEUTRAL = "neutral", _("Neither")
+
+
+class Basis(models.TextChoices):
+    """How a KPI relates to its period (KPIS.md G2, G5)."""
+
+    PERIOD = "period", _("Events in the period")
+    COHORT = "cohort", _("Cohort created in the period, followed to its outcome")
+    STOCK = "stock", _("State at the end of the period")
+    CURRENT = "current", _("Current state (current period only)")
+
+
+ALL_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER)
+ACQUISITION_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER, Scope.SOURCE)
+COMPANY_ONLY = (Scope.COMPANY,)
+MONTHLY_AND_LONGER = ("month", "quarter", "year")
+DEFAULT_EXCLUSIONS = _("merged duplicates and internal/test customers are excluded")
+
+
+class Row(NamedTuple):
+    """One computed snapshot value; ``value`` is None when the denominator is empty."""
+
+    granularity: str
+    first_day: date
+    scope: str
+    scope_id: str
+    value: Decimal | None
+    numerator: Decimal | None = None
+    denominator: Decimal | None = None
+    sample_size: int | None = None
+    extra: dict[str, Any] | None = None
+    provisional: bool = False
+
+
+# (user, period, scope, scope_id, part) -> the records behind the number, already access-scoped.
+Drilldown = Callable[["User", Period, str, str, str], QuerySet]
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A KPI: what it means (shown to users) and how to compute all its periods and scopes at once."""
+
+    code: str
+    family: str
+    label: Promise
+    unit: str
+    better: str
+    formula: Promise
+    compute: Callable[["Context", "Kpi"], Iterable[Row]]
+    basis: str = Basis.PERIOD
+    scopes: tuple[str, ...] = ALL_SCOPES
+    granularities: tuple[str, ...] = GRANULARITIES
+    definition_version: int = 1
+    exclusions: Promise = DEFAULT_EXCLUSIONS
+    drilldown: Drilldown | None = None
+
+    @property
+    def current_only(self) -> bool:
+        return self.basis == Basis.CURRENT
+
+    @property
+    def is_percent(self) -> bool:
+        return self.unit == Unit.PERCENT
+
+
+@dataclass
+class Context:
+    """The periods a recompute answers, per granularity, and a memo so each base scan runs once."""
+
+    periods: dict[str, list[Period]]
+    now: datetime
+    _memo: dict[Any, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}
+        self._by_day = {g: {p.first_day: p for p in ps} for g, ps in self.periods.items()}
+
+    @property
+    def granularities(self) -> list[str]:
+        return [g for g in GRANULARITIES if g in self.periods]
+
+    def period(self, granularity: str, first_day: date) -> Period | None:
+        """The requested period of ``granularity`` starting on ``first_day``, or None if not requested."""
+        return self._by_day.get(granularity, {}).get(first_day)
+
+    def current(self, granularity: str) -> Period:
+        return period_of(self.now, granularity)
+
+    def bounds(
+        self, granularities: Iterable[str], lookback: Callable[[Period], Period] | None = None
+    ) -> tuple[datetime, datetime]:
+        """The instants that cover every requested period of ``granularities`` (and their lookback)."""
+        firsts, lasts = [], []
+        for g in granularities:
+            if g in self.periods:
+                first = self.periods[g][0]
+                firsts.append((lookback(first) if lookback else first).start)
+                lasts.append(self.periods[g][-1].end)
+        if not firsts:
+            return self.now, self.now
+        return min(firsts), max(lasts)
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
+        return period.end + grace <= self.now
+
+
+def iter_periods(ctx: Context, kpi: Kpi) -> Iterator[Period]:
+    for g in ctx.granularities:
+        if g in kpi.granularities:
+            yield from ctx.periods[g]

@@ -1,0 +1,336 @@
+"""Data-quality KPIs (KPIS.md §7). Field values have no history, so these describe the data as it is
+now: each run writes them for the current period only, and the rows of past periods keep what was
+measured while those periods were current.
+
+Checked records: customers that are not merged duplicates or internal, and their deals.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    BooleanField,
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+)
+from django.db.models.functions import Lower, Trim
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from crm.models import Activity, Customer, Deal, DealStageChange
+from crm.selectors import customer_list, deal_list
+from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter
+from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
+from metrics.models import Scope
+from metrics.periods import Period, local_date
+
+# Placeholders people type instead of leaving a field empty count as empty.
+EMPTY_VALUES = ["", "-", "n/a", "na", "none", "null", "unknown", "?"]
+CUSTOMER_FIELDS = ("industry", "city", "segment")
+EMAIL_SYNTAX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+STALE_DAYS = 30
+OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+DQ_EXCLUSIONS = _("merged duplicates and internal/test customers (and their deals) are not checked")
+
+
+def _filled(field: str) -> Q:
+    return ~Q(**{f"{field}_clean__in": EMPTY_VALUES})
+
+
+def _customer_rows(ctx: Context) -> QuerySet:
+    cleaned = {f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)}
+    return Customer.objects.filter(live()).annotate(
+        as_of=Value(ctx.now, output_field=DateTimeField()), **cleaned
+    )
+
+
+INVALID_CUSTOMER = (_filled("email") & ~Q(email__regex=EMAIL_SYNTAX)) | (_filled("phone") & Q(phone_key=""))
+
+DQ_CUSTOMERS = Dataset(
+    name="dq_customers",
+    rows=_customer_rows,
+    date="as_of",
+    scopes=OWNER_SCOPES,
+    measures={
+        "records": count(),
+        "filled_contact": count(_filled("email") | _filled("phone")),
+        **{f"filled_{f}": count(_filled(f)) for f in CUSTOMER_FIELDS},
+        "invalid": count(INVALID_CUSTOMER),
+    },
+)
+
+
+def _deal_rows(ctx: Context) -> QuerySet:
+    since = ctx.now - timedelta(days=STALE_DAYS)
+    touched = Activity.objects.filter(deal__isnull=False, created_at__gte=since).values("deal_id")
+    moved = DealStageChange.objects.filter(at__gte=since).values("deal_id")
+    return Deal.objects.filter(live("customer__")).annotate(
+        as_of=Value(ctx.now, output_field=DateTimeField()),
+        stale=ExpressionWrapper(
+            Q(status=OPEN, created_at__lt=since) & ~Q(pk__in=touched) & ~Q(pk__in=moved)
+            | Q(status=OPEN, expected_close_date__lt=local_date(ctx.now)),
+            output_field=BooleanField(),
+        ),
+    )
+
+
+INVALID_DEAL = (
+    Q(status=WON) & (Q(amount__isnull=True) | Q(amount=0))
+    | Q(amount__lt=0)
+    | Q(closed_at__lt=F("created_at"))
+    | Q(term_end__lte=F("term_start"))
+)
+
+DQ_DEALS = Dataset(
+    name="dq_deals",
+    rows=_deal_rows,
+    date="as_of",
+    scopes=DEAL_SCOPES,
+    measures={
+        "records": count(),
+        "open": count(Q(status=OPEN)),
+        "open_amount": count(Q(status=OPEN, amount__isnull=False)),
+        "open_close_date": count(Q(status=OPEN, expected_close_date__isnull=False)),
+        "invalid": count(INVALID_DEAL),
+        "stale": count(Q(stale=True)),
+    },
+)
+
+
+def _combined(ctx: Context, fn: Any) -> Any:
+    customers, deals = grouped(ctx, DQ_CUSTOMERS), grouped(ctx, DQ_DEALS)
+
+    def row(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        key = (period.granularity, period.first_day, scope, scope_id)
+        if period != ctx.current(period.granularity):
+            return None
+        return fn(customers.get(key, {}), deals.get(key, {}))
+
+    return {key: {} for key in {*customers, *deals}}, row
+
+
+def _completeness(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
+        filled = sum(c.get(f"filled_{f}", 0) for f in ("contact", *CUSTOMER_FIELDS))
+        filled += d.get("open_amount", 0) + d.get("open_close_date", 0)
+        slots = 4 * c.get("records", 0) + 2 * d.get("open", 0)
+        return divide(Decimal(filled), Decimal(slots), HUNDRED), Decimal(filled), Decimal(slots), slots, None
+
+    keys, row = _combined(ctx, fn)
+    return rows_from(ctx, kpi, keys, row)
+
+
+def _validation(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
+        invalid = c.get("invalid", 0) + d.get("invalid", 0)
+        checked = c.get("records", 0) + d.get("records", 0)
+        extra = {
+            "customers": [int(c.get("invalid", 0)), int(c.get("records", 0))],
+            "deals": [int(d.get("invalid", 0)), int(d.get("records", 0))],
+        }
+        return (
+            divide(Decimal(invalid), Decimal(checked), HUNDRED),
+            Decimal(invalid),
+            Decimal(checked),
+            checked,
+            extra,
+        )
+
+    keys, row = _combined(ctx, fn)
+    return rows_from(ctx, kpi, keys, row)
+
+
+def _stale(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
+        stale, open_deals = Decimal(d.get("stale", 0)), Decimal(d.get("open", 0))
+        return divide(stale, open_deals, HUNDRED), stale, open_deals, int(open_deals), None
+
+    keys, row = _combined(ctx, fn)
+    return rows_from(ctx, kpi, keys, row)
+
+
+def duplicate_clusters() -> list[list[tuple[int, int | None]]]:
+    """Clusters of live customers sharing an e-mail or phone key, oldest first: [(id, owner id), ...]."""
+    shared = Q(email_key__in=_shared("email_key")) | Q(phone_key__in=_shared("phone_key"))
+    candidates = list(
+        Customer.objects.filter(live())
+        .filter(shared)
+        .order_by("id")
+        .values_list("id", "owner_id", "email_key", "phone_key")
+    )
+    parent = {row[0]: row[0] for row in candidates}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_by_key: dict[tuple[str, str], int] = {}
+    for customer_id, _owner, email_key, phone_key in candidates:
+        for key in (("e", email_key), ("p", phone_key)):
+            if key[1]:
+                other = first_by_key.setdefault(key, customer_id)
+                a, b = find(customer_id), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    clusters: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
+    for customer_id, owner_id, _e, _p in candidates:
+        clusters[find(customer_id)].append((customer_id, owner_id))
+    return [members for members in clusters.values() if len(members) > 1]
+
+
+def _shared(field: str) -> QuerySet:
+    return (
+        Customer.objects.filter(live())
+        .exclude(**{field: ""})
+        .values(field)
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .values(field)
+    )
+
+
+def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    """Redundant records (all but the oldest of each cluster) ÷ live records, per owner scope."""
+    customers = grouped(ctx, DQ_CUSTOMERS)
+    team_of = dict(User.objects.values_list("id", "team_id"))
+    redundant: dict[tuple[str, str], int] = defaultdict(int)
+    for members in duplicate_clusters():
+        for _customer_id, owner_id in members[1:]:
+            redundant[(Scope.COMPANY, "")] += 1
+            if owner_id is not None:
+                redundant[(Scope.USER, str(owner_id))] += 1
+                if team_of.get(owner_id) is not None:
+                    redundant[(Scope.TEAM, str(team_of[owner_id]))] += 1
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        if period != ctx.current(period.granularity):
+            return None
+        extra_records, records = (
+            Decimal(redundant.get((scope, scope_id), 0)),
+            Decimal(values.get("records", 0)),
+        )
+        return divide(extra_records, records, HUNDRED), extra_records, records, int(records), None
+
+    return rows_from(ctx, kpi, customers, fn)
+
+
+def _duplicates_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    qs = customer_list(user=user).filter(live(), scope_filter(scope, scope_id, OWNER_SCOPES))
+    if part == "numerator":
+        redundant = [cid for members in duplicate_clusters() for cid, _owner in members[1:]]
+        qs = qs.filter(pk__in=redundant)
+    return qs
+
+
+def _customer_drill(condition: Q) -> Any:
+    def drilldown(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+        qs = customer_list(user=user).filter(live(), scope_filter(scope, scope_id, OWNER_SCOPES))
+        if part == "numerator":
+            qs = qs.annotate(**{f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)})
+            qs = qs.filter(condition)
+        return qs
+
+    return drilldown
+
+
+def _stale_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    now = timezone.now()
+    qs = deal_list(user=user).filter(
+        live("customer__"), status=OPEN, **({} if scope == Scope.COMPANY else {DEAL_SCOPES[scope]: scope_id})
+    )
+    if part == "numerator":
+        since = now - timedelta(days=STALE_DAYS)
+        recent = Activity.objects.filter(deal=OuterRef("pk"), created_at__gte=since)
+        moved = DealStageChange.objects.filter(deal=OuterRef("pk"), at__gte=since)
+        qs = qs.filter(
+            Q(created_at__lt=since) & ~Exists(recent) & ~Exists(moved)
+            | Q(expected_close_date__lt=local_date(now))
+        )
+    return qs
+
+
+DUPLICATE_RATE = Kpi(
+    code="duplicate_rate",
+    family=Family.DATA_QUALITY,
+    label=_("Duplicate rate"),
+    unit=Unit.PERCENT,
+    better=Better.DOWN,
+    formula=_(
+        "(customers in duplicate clusters − clusters) ÷ customers; a cluster is customers sharing a "
+        "normalised "
+        "e-mail or phone number (E.164), linked transitively; now, for the current period"
+    ),
+    compute=_duplicates,
+    basis=Basis.CURRENT,
+    exclusions=DQ_EXCLUSIONS,
+    drilldown=_duplicates_drill,
+)
+
+FIELD_COMPLETENESS = Kpi(
+    code="field_completeness",
+    family=Family.DATA_QUALITY,
+    label=_("Field completeness"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "filled required fields ÷ required fields; customers: e-mail or phone, industry, city, segment; open "
+        "deals: amount, expected close date; '', '-', 'n/a', 'unknown' count as empty; now"
+    ),
+    compute=_completeness,
+    basis=Basis.CURRENT,
+    exclusions=DQ_EXCLUSIONS,
+    drilldown=_customer_drill(
+        (_filled("email") | _filled("phone")) & _filled("industry") & _filled("city") & _filled("segment")
+    ),
+)
+
+VALIDATION_ERROR_RATE = Kpi(
+    code="validation_error_rate",
+    family=Family.DATA_QUALITY,
+    label=_("Validation error rate"),
+    unit=Unit.PERCENT,
+    better=Better.DOWN,
+    formula=_(
+        "records failing at least one rule ÷ records checked (customers and deals); rules: e-mail syntax, "
+        "phone "
+        "not a possible number, won deal without amount, negative amount, closed before created, term ending "
+        "before it starts; now"
+    ),
+    compute=_validation,
+    basis=Basis.CURRENT,
+    exclusions=DQ_EXCLUSIONS,
+    drilldown=_customer_drill(INVALID_CUSTOMER),
+)
+
+STALE_DEALS = Kpi(
+    code="stale_deals",
+    family=Family.DATA_QUALITY,
+    label=_("Stale open deals"),
+    unit=Unit.PERCENT,
+    better=Better.DOWN,
+    formula=_(
+        "open deals with no activity and no stage move in 30 days (and older than that), or past their "
+        "expected "
+        "close date ÷ open deals; now"
+    ),
+    compute=_stale,
+    basis=Basis.CURRENT,
+    exclusions=DQ_EXCLUSIONS,
+    drilldown=_stale_drill,
+)
+
+KPIS = [DUPLICATE_RATE, FIELD_COMPLETENESS, VALIDATION_ERROR_RATE, STALE_DEALS]

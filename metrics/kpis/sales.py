@@ -1,0 +1,557 @@
+"""Sales KPIs (KPIS.md §4): revenue, win rate, deal size, cycle, pipeline, forecast, growth, funnel."""
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Case, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from crm.models import Deal, DealStageChange, PipelineStage
+from crm.selectors import customer_list, deal_list
+from metrics.kpis.base import ACQUISITION_SCOPES, Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.builders import (
+    HUNDRED,
+    Dataset,
+    Grouped,
+    count,
+    dec,
+    divide,
+    drill,
+    grouped,
+    measure,
+    ratio,
+    rows_from,
+    scope_filter,
+    stock,
+)
+from metrics.kpis.datasets import (
+    CLOSED_DEALS,
+    CUSTOMER_SCOPES,
+    DEAL_ACQUISITION_SCOPES,
+    DEAL_SCOPES,
+    FORECAST_DELTAS,
+    INVALID_LOST,
+    LEAD_CONVERSION_DAYS,
+    LEADS,
+    LOST,
+    NEW_CUSTOMERS,
+    OPEN,
+    OPEN_BY_CLOSE_DATE,
+    PIPELINE_DELTAS,
+    WON,
+    WON_DEAL_STATS,
+    live,
+    rollup_by_owner,
+    year_before,
+)
+from metrics.models import Scope
+from metrics.periods import Period
+
+LIVE_DEAL = live("customer__")
+WON_REACHES_ALL = 32767  # above every stage order
+CLOSED = LIVE_DEAL & Q(status__in=[WON, LOST]) & ~INVALID_LOST
+
+
+def _deals(user: User) -> QuerySet:
+    return deal_list(user=user)
+
+
+def _customers(user: User) -> QuerySet:
+    return customer_list(user=user)
+
+
+WON_DRILL = drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=LIVE_DEAL & Q(status=WON))
+
+REVENUE_WON = Kpi(
+    code="revenue_won",
+    family=Family.SALES,
+    label=_("Revenue won"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_(
+        "Σ amount of the deals won in the period (by close date; a reopened deal counts when finally won)"
+    ),
+    compute=measure(CLOSED_DEALS, "won_amount", sample="won"),
+    drilldown=WON_DRILL,
+)
+
+DEALS_WON = Kpi(
+    code="deals_won",
+    family=Family.SALES,
+    label=_("Deals won"),
+    unit=Unit.COUNT,
+    better=Better.UP,
+    formula=_("number of deals won in the period (by close date)"),
+    compute=measure(CLOSED_DEALS, "won"),
+    drilldown=WON_DRILL,
+)
+
+NEW_CUSTOMERS_KPI = Kpi(
+    code="new_customers",
+    family=Family.SALES,
+    label=_("New customers"),
+    unit=Unit.COUNT,
+    better=Better.UP,
+    formula=_("customers who first became customers in the period (reactivations are not new)"),
+    compute=measure(NEW_CUSTOMERS, "new"),
+    scopes=ACQUISITION_SCOPES,
+    drilldown=drill(_customers, date="became_customer_at", scopes=CUSTOMER_SCOPES, base=live()),
+)
+
+WIN_RATE = Kpi(
+    code="win_rate",
+    family=Family.SALES,
+    label=_("Win rate"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_("deals won ÷ deals closed (won + lost) in the period; lost as duplicate/invalid is left out"),
+    compute=ratio(CLOSED_DEALS, "won", "closed"),
+    scopes=ACQUISITION_SCOPES,
+    drilldown=drill(
+        _deals, date="closed_at", scopes=DEAL_ACQUISITION_SCOPES, base=CLOSED, numerator=Q(status=WON)
+    ),
+)
+
+PRICED_WON = LIVE_DEAL & Q(status=WON, amount__gt=0)
+AVG_DEAL_SIZE = Kpi(
+    code="avg_deal_size",
+    family=Family.SALES,
+    label=_("Average deal size"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_("Σ amount of deals won in the period ÷ their number (deals without an amount are left out)"),
+    compute=ratio(CLOSED_DEALS, "won_priced_amount", "won_priced"),
+    drilldown=drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=PRICED_WON),
+)
+
+MEDIAN_DEAL_SIZE = Kpi(
+    code="median_deal_size",
+    family=Family.SALES,
+    label=_("Median deal size"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_("median amount of the deals won in the period (deals without an amount are left out)"),
+    compute=measure(WON_DEAL_STATS, "median_amount", sample="priced"),
+    drilldown=drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=PRICED_WON),
+)
+
+SALES_CYCLE_MEDIAN = Kpi(
+    code="sales_cycle_median",
+    family=Family.SALES,
+    label=_("Sales cycle (median)"),
+    unit=Unit.DAYS,
+    better=Better.DOWN,
+    formula=_("median of close − creation, in calendar days, over the deals won in the period"),
+    compute=measure(WON_DEAL_STATS, "cycle_median", sample="won", extra={"mean": "cycle_mean"}),
+    drilldown=WON_DRILL,
+)
+
+SALES_CYCLE_P90 = Kpi(
+    code="sales_cycle_p90",
+    family=Family.SALES,
+    label=_("Sales cycle (90th percentile)"),
+    unit=Unit.DAYS,
+    better=Better.DOWN,
+    formula=_("90th percentile of close − creation, in calendar days, over the deals won in the period"),
+    compute=measure(WON_DEAL_STATS, "cycle_p90", sample="won"),
+    drilldown=WON_DRILL,
+)
+
+
+def _pipeline(name: str) -> Any:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            return dec(values.get(name)), None, None, int(values.get("open") or 0), None
+
+        return rows_from(ctx, kpi, stock(ctx, PIPELINE_DELTAS), fn)
+
+    return compute
+
+
+def _open_at_end(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    """Deals that were open just before the period's end, by their stage history."""
+    last_kind = DealStageChange.objects.filter(deal=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
+    return (
+        _deals(user)
+        .filter(LIVE_DEAL, scope_filter(scope, scope_id, DEAL_SCOPES))
+        .annotate(kind_at_end=Subquery(last_kind.values("to_stage__kind")[:1]))
+        .filter(kind_at_end=PipelineStage.Kind.OPEN)
+    )
+
+
+PIPELINE_VALUE = Kpi(
+    code="pipeline_value",
+    family=Family.SALES,
+    label=_("Pipeline value"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_(
+        "Σ amount of the deals open at the end of the period, from the stage history "
+        "(amounts and owners as they are now)"
+    ),
+    compute=_pipeline("amount"),
+    basis=Basis.STOCK,
+    drilldown=_open_at_end,
+)
+
+WEIGHTED_PIPELINE = Kpi(
+    code="weighted_pipeline",
+    family=Family.SALES,
+    label=_("Weighted pipeline"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_(
+        "Σ amount × probability ÷ 100 of the deals open at the end of the period; probability is the deal's "
+        "override, else the default of the stage it was in then"
+    ),
+    compute=_pipeline("weighted"),
+    basis=Basis.STOCK,
+    drilldown=_open_at_end,
+)
+
+
+def _by_period(data: Grouped) -> dict[tuple[str, Any], dict[tuple[str, str], dict[str, Any]]]:
+    index: dict[tuple[str, Any], dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    for (g, first_day, scope, scope_id), values in data.items():
+        index[(g, first_day)][(scope, scope_id)] = values
+    return index
+
+
+def _forecast_weighted(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    won = _by_period(grouped(ctx, CLOSED_DEALS))
+    open_deals = _by_period(grouped(ctx, OPEN_BY_CLOSE_DATE))
+    for g in ctx.granularities:
+        period = ctx.current(g)
+        key = (g, period.first_day)
+        for scope, scope_id in {(Scope.COMPANY, ""), *won.get(key, {}), *open_deals.get(key, {})}:
+            won_to_date = dec(won.get(key, {}).get((scope, scope_id), {}).get("won_amount"))
+            open_values = open_deals.get(key, {}).get((scope, scope_id), {})
+            weighted = dec(open_values.get("weighted"))
+            extra = {"won_to_date": float(won_to_date), "open_weighted": float(weighted)}
+            yield Row(
+                g,
+                period.first_day,
+                scope,
+                scope_id,
+                won_to_date + weighted,
+                None,
+                None,
+                int(open_values.get("open") or 0),
+                extra,
+            )
+
+
+FORECAST_WEIGHTED = Kpi(
+    code="forecast_weighted",
+    family=Family.SALES,
+    label=_("Weighted forecast"),
+    unit=Unit.CURRENCY,
+    better=Better.UP,
+    formula=_(
+        "won so far in the current period + Σ amount × probability ÷ 100 of the open deals expected to "
+        "close in it"
+    ),
+    compute=_forecast_weighted,
+    basis=Basis.CURRENT,
+    drilldown=drill(
+        _deals, date="expected_close_date", day=True, scopes=DEAL_SCOPES, base=LIVE_DEAL & Q(status=OPEN)
+    ),
+)
+
+
+def _like_for_like(ctx: Context) -> dict[tuple[str, str, str, str], Decimal]:
+    """Revenue of the previous period and of the year-earlier period up to the current elapsed time."""
+
+    def build() -> dict[tuple[str, str, str, str], Decimal]:
+        ranges = {}
+        for g in ctx.granularities:
+            current = ctx.current(g)
+            if ctx.period(g, current.first_day) is None:
+                continue
+            elapsed = ctx.now - current.start
+            for kind, base in (("pop", current.previous()), ("yoy", year_before(current))):
+                ranges[(kind, g)] = (base.start, min(base.start + elapsed, base.end))
+        if not ranges:
+            return {}
+        sums = {
+            f"{kind}_{g}": Sum("amount", filter=Q(closed_at__gte=lo, closed_at__lt=hi))
+            for (kind, g), (lo, hi) in ranges.items()
+        }
+        lo = min(r[0] for r in ranges.values())
+        hi = max(r[1] for r in ranges.values())
+        rows = (
+            Deal.objects.filter(LIVE_DEAL, status=WON, closed_at__gte=lo, closed_at__lt=hi)
+            .order_by()
+            .values("owner_id")
+            .annotate(**sums)
+        )
+        names = list(sums)
+        team_of = dict(User.objects.values_list("id", "team_id"))
+        table = [(r["owner_id"], *(r[n] for n in names)) for r in rows]
+        out = {}
+        for (scope, scope_id), values in rollup_by_owner(table, team_of).items():
+            for name, value in zip(names, values, strict=True):
+                kind, g = name.split("_", 1)
+                out[(kind, g, scope, scope_id)] = dec(value)
+        return out
+
+    return ctx.memo("like_for_like", build)
+
+
+def _growth(kind: str) -> Any:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        revenue = _by_period(grouped(ctx, CLOSED_DEALS))
+        like_for_like = _like_for_like(ctx)
+        for g in ctx.granularities:
+            for period in ctx.periods[g]:
+                base = period.previous() if kind == "pop" else year_before(period)
+                now_values = revenue.get((g, period.first_day), {})
+                base_values = revenue.get((g, base.first_day), {})
+                partial = period.contains(ctx.now)
+                for scope, scope_id in {(Scope.COMPANY, ""), *now_values, *base_values}:
+                    if scope == Scope.SOURCE:
+                        continue
+                    current = dec(now_values.get((scope, scope_id), {}).get("won_amount"))
+                    if partial:
+                        previous = like_for_like.get((kind, g, scope, scope_id), Decimal(0))
+                    else:
+                        previous = dec(base_values.get((scope, scope_id), {}).get("won_amount"))
+                    extra = {"compared_with": base.first_day.isoformat(), "like_for_like": partial}
+                    yield Row(
+                        g,
+                        period.first_day,
+                        scope,
+                        scope_id,
+                        divide(current - previous, previous, HUNDRED),
+                        current,
+                        previous,
+                        None,
+                        extra,
+                        partial,
+                    )
+
+    return compute
+
+
+SALES_GROWTH_POP = Kpi(
+    code="sales_growth_pop",
+    family=Family.SALES,
+    label=_("Sales growth vs previous period"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "(revenue won in the period − in the previous period) ÷ revenue of the previous period; the current, "
+        "unfinished period is compared with the same elapsed time of the previous one"
+    ),
+    compute=_growth("pop"),
+    drilldown=WON_DRILL,
+)
+
+SALES_GROWTH_YOY = Kpi(
+    code="sales_growth_yoy",
+    family=Family.SALES,
+    label=_("Sales growth year over year"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "(revenue won in the period − in the same period a year earlier) ÷ that year-earlier revenue; an "
+        "unfinished period is compared like for like (same elapsed time)"
+    ),
+    compute=_growth("yoy"),
+    drilldown=WON_DRILL,
+)
+
+
+def _top_stage() -> Case:
+    """The highest stage order a deal ever reached (lost stages are no progress).
+
+    A won deal reached every stage; only the others need their history (one index lookup each).
+    """
+    history = (
+        DealStageChange.objects.filter(deal=OuterRef("pk"))
+        .exclude(to_stage__kind=PipelineStage.Kind.LOST)
+        .order_by()
+        .values("deal")
+        .annotate(top=Max("to_stage__order"))
+        .values("top")
+    )
+    return Case(
+        When(status=WON, then=Value(WON_REACHES_ALL)), default=Subquery(history), output_field=IntegerField()
+    )
+
+
+def _funnel_dataset() -> tuple[Dataset, list[PipelineStage]]:
+    stages = list(
+        PipelineStage.objects.filter(pipeline__is_default=True, kind=PipelineStage.Kind.OPEN).order_by(
+            "order"
+        )
+    )
+    measures = {"won": count(Q(status=WON))}
+    for s in stages:
+        measures[f"reached_{s.pk}"] = count(Q(top__gte=s.order))
+        measures[f"open_{s.pk}"] = count(Q(status=OPEN, stage_id=s.pk))
+    dataset = Dataset(
+        name="funnel",
+        rows=lambda ctx: Deal.objects.filter(LIVE_DEAL, stage__pipeline__is_default=True).annotate(
+            top=_top_stage()
+        ),
+        date="created_at",
+        scopes=DEAL_SCOPES,
+        measures=measures,
+    )
+    return dataset, stages
+
+
+def _funnel(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    dataset, stages = ctx.memo("funnel_dataset", _funnel_dataset)
+    if not stages:
+        return iter(())
+    first = f"reached_{stages[0].pk}"
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        entered, won = int(values.get(first) or 0), int(values.get("won") or 0)
+        steps = []
+        counts = [int(values.get(f"reached_{s.pk}") or 0) for s in stages] + [won]
+        names = [s.name for s in stages] + [str(_("Won"))]
+        for i, name in enumerate(names):
+            nxt = counts[i + 1] if i + 1 < len(counts) else None
+            steps.append(
+                {
+                    "stage": name,
+                    "reached": counts[i],
+                    "in_progress": int(values.get(f"open_{stages[i].pk}") or 0) if i < len(stages) else 0,
+                    "to_next": _pct(nxt, counts[i]) if nxt is not None else None,
+                    "cumulative": _pct(counts[i], entered),
+                }
+            )
+        provisional = not ctx.is_closed(period, _maturity())
+        return (
+            divide(Decimal(won), Decimal(entered), HUNDRED),
+            Decimal(won),
+            Decimal(entered),
+            entered,
+            {"stages": steps},
+            provisional,
+        )
+
+    return rows_from(ctx, kpi, grouped(ctx, dataset), fn)
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 4) if whole else None
+
+
+def _maturity() -> timedelta:
+    return timedelta(days=LEAD_CONVERSION_DAYS)
+
+
+FUNNEL_CONVERSION = Kpi(
+    code="funnel_conversion",
+    family=Family.SALES,
+    label=_("Funnel conversion"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "deals created in the period (default pipeline) that were won ÷ those that reached the first stage; "
+        "a "
+        "deal reaching a stage is taken to have passed every earlier one, and backward moves do not un-reach "
+        "a stage; per-stage step and cumulative conversion in the details"
+    ),
+    compute=_funnel,
+    basis=Basis.COHORT,
+    drilldown=drill(
+        _deals,
+        date="created_at",
+        scopes=DEAL_SCOPES,
+        base=LIVE_DEAL & Q(stage__pipeline__is_default=True),
+        numerator=Q(status=WON),
+    ),
+)
+
+LEAD_CONVERSION = Kpi(
+    code="lead_conversion",
+    family=Family.SALES,
+    label=_("Lead-to-customer conversion"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "leads created in the period that became customers within 90 days ÷ leads created in the period "
+        "(a lead is a customer record created with status lead)"
+    ),
+    compute=ratio(LEADS, "converted", "leads", provisional=lambda ctx, p: not ctx.is_closed(p, _maturity())),
+    basis=Basis.COHORT,
+    scopes=ACQUISITION_SCOPES,
+    drilldown=drill(
+        _customers,
+        date="created_at",
+        scopes=CUSTOMER_SCOPES,
+        base=~Q(became_customer_at=F("created_at")),
+        numerator=Q(became_customer_at__isnull=False),
+    ),
+)
+
+
+def _forecast_accuracy(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    forecast, won = grouped(ctx, FORECAST_DELTAS), grouped(ctx, CLOSED_DEALS)
+    for key in {*forecast, *(k for k in won if k[2] != Scope.SOURCE)} | {
+        (g, p.first_day, Scope.COMPANY, "") for g in ctx.granularities for p in ctx.periods[g]
+    }:
+        g, first_day, scope, scope_id = key
+        period = ctx.period(g, first_day)
+        if period is None or not ctx.is_closed(period):
+            continue
+        said = dec(forecast.get(key, {}).get("forecast"))
+        actual = dec(won.get(key, {}).get("won_amount"))
+        value = None if not actual else (1 - abs(actual - said) / actual) * HUNDRED
+        extra = {"forecast_at_start": float(said), "won": float(actual)}
+        yield Row(
+            g,
+            first_day,
+            scope,
+            scope_id,
+            value,
+            said,
+            actual,
+            int(forecast.get(key, {}).get("deals") or 0),
+            extra,
+        )
+
+
+FORECAST_ACCURACY = Kpi(
+    code="forecast_accuracy",
+    family=Family.SALES,
+    label=_("Forecast accuracy"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "1 − |won − forecast| ÷ won, for finished periods; forecast = Σ amount × probability of the deals "
+        "open "
+        "at the start of the period (stage history) and expected to close in it (expected close date as it "
+        "is now)"
+    ),
+    compute=_forecast_accuracy,
+    drilldown=WON_DRILL,
+)
+
+KPIS = [
+    REVENUE_WON,
+    DEALS_WON,
+    NEW_CUSTOMERS_KPI,
+    WIN_RATE,
+    AVG_DEAL_SIZE,
+    MEDIAN_DEAL_SIZE,
+    SALES_CYCLE_MEDIAN,
+    SALES_CYCLE_P90,
+    PIPELINE_VALUE,
+    WEIGHTED_PIPELINE,
+    FORECAST_WEIGHTED,
+    SALES_GROWTH_POP,
+    SALES_GROWTH_YOY,
+    FUNNEL_CONVERSION,
+    LEAD_CONVERSION,
+    FORECAST_ACCURACY,
+]

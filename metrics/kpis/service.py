@@ -1,0 +1,299 @@
+"""Service KPIs (KPIS.md §6): ticket volumes, response and resolution times, SLA, backlog, complaints.
+
+Times are calendar hours. Spam tickets and tickets of merged or internal customers are excluded; team
+and user scopes use the ticket's current assignee (complaints: the customer's account owner).
+"""
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from crm.models import Customer, CustomerStatusChange, Ticket, TicketStatusChange
+from crm.selectors import ticket_list
+from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.builders import (
+    HUNDRED,
+    dec,
+    divide,
+    drill,
+    grouped,
+    measure,
+    rows_from,
+    scope_filter,
+    stock,
+)
+from metrics.kpis.datasets import (
+    BACKLOG_DELTAS,
+    COMPLAINTS,
+    SLA_REPLY,
+    SLA_RESOLUTION,
+    TICKET_SCOPES,
+    TICKETS_CREATED,
+    TICKETS_REPLIED,
+    TICKETS_SOLVED,
+    UNSOLVED,
+    customer_activity,
+    live,
+)
+from metrics.kpis.retention import customers_at
+from metrics.models import Scope
+from metrics.periods import Period
+
+LIVE_TICKET = live("customer__") & Q(is_spam=False)
+SOLVED = LIVE_TICKET & Q(status__in=[Ticket.Status.SOLVED, Ticket.Status.CLOSED], solved_at__isnull=False)
+SERVICE_EXCLUSIONS = _(
+    "spam tickets and tickets of merged duplicates or internal/test customers are excluded"
+)
+
+
+def _tickets(user: User) -> QuerySet:
+    return ticket_list(user=user)
+
+
+CREATED_DRILL = drill(_tickets, date="created_at", scopes=TICKET_SCOPES, base=LIVE_TICKET)
+SOLVED_DRILL = drill(_tickets, date="solved_at", scopes=TICKET_SCOPES, base=SOLVED)
+REPLIED_DRILL = drill(
+    _tickets,
+    date="first_response_at",
+    scopes=TICKET_SCOPES,
+    base=LIVE_TICKET & Q(first_response_at__isnull=False),
+)
+
+TICKETS_CREATED_KPI = Kpi(
+    code="tickets_created",
+    family=Family.SERVICE,
+    label=_("Tickets created"),
+    unit=Unit.COUNT,
+    better=Better.NEUTRAL,
+    formula=_("tickets opened in the period; details: how many of them still have no reply"),
+    compute=measure(TICKETS_CREATED, "created", extra={"unreplied": "unreplied"}),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=CREATED_DRILL,
+)
+
+TICKETS_SOLVED_KPI = Kpi(
+    code="tickets_solved",
+    family=Family.SERVICE,
+    label=_("Tickets solved"),
+    unit=Unit.COUNT,
+    better=Better.UP,
+    formula=_("tickets whose latest solve falls in the period and that are still solved or closed"),
+    compute=measure(TICKETS_SOLVED, "solved", extra={"reopened": "reopened"}),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=SOLVED_DRILL,
+)
+
+FRT_MEDIAN = Kpi(
+    code="frt_median",
+    family=Family.SERVICE,
+    label=_("First response time (median)"),
+    unit=Unit.HOURS,
+    better=Better.DOWN,
+    formula=_(
+        "median of first public reply − creation, in calendar hours, over tickets first answered in the "
+        "period"
+    ),
+    compute=measure(TICKETS_REPLIED, "frt_median", sample="replied", extra={"mean": "frt_mean"}),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=REPLIED_DRILL,
+)
+
+FRT_P90 = Kpi(
+    code="frt_p90",
+    family=Family.SERVICE,
+    label=_("First response time (90th percentile)"),
+    unit=Unit.HOURS,
+    better=Better.DOWN,
+    formula=_(
+        "90th percentile of first public reply − creation, in calendar hours, over tickets first answered "
+        "in the period"
+    ),
+    compute=measure(TICKETS_REPLIED, "frt_p90", sample="replied"),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=REPLIED_DRILL,
+)
+
+RESOLUTION_MEDIAN = Kpi(
+    code="resolution_median",
+    family=Family.SERVICE,
+    label=_("Resolution time (median)"),
+    unit=Unit.HOURS,
+    better=Better.DOWN,
+    formula=_(
+        "median of latest solve − creation (full resolution), in calendar hours, over tickets solved in the "
+        "period; details: median first resolution"
+    ),
+    compute=measure(
+        TICKETS_SOLVED, "res_median", sample="solved", extra={"first_resolution_median": "first_res_median"}
+    ),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=SOLVED_DRILL,
+)
+
+RESOLUTION_P90 = Kpi(
+    code="resolution_p90",
+    family=Family.SERVICE,
+    label=_("Resolution time (90th percentile)"),
+    unit=Unit.HOURS,
+    better=Better.DOWN,
+    formula=_(
+        "90th percentile of latest solve − creation, in calendar hours, over tickets solved in the period"
+    ),
+    compute=measure(TICKETS_SOLVED, "res_p90", sample="solved"),
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=SOLVED_DRILL,
+)
+
+
+def _sla(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    reply, resolution = grouped(ctx, SLA_REPLY), grouped(ctx, SLA_RESOLUTION)
+    keys = {*reply, *resolution}
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        key = (period.granularity, period.first_day, scope, scope_id)
+        r, s = reply.get(key, {}), resolution.get(key, {})
+        met = dec(r.get("met")) + dec(s.get("met"))
+        targets = dec(r.get("targets")) + dec(s.get("targets"))
+        extra = {
+            "first_response": [int(r.get("met") or 0), int(r.get("targets") or 0)],
+            "resolution": [int(s.get("met") or 0), int(s.get("targets") or 0)],
+        }
+        return divide(met, targets, HUNDRED), met, targets, int(targets), extra
+
+    return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
+
+
+def _sla_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    """Tickets with a first-response or resolution target met or breached in the period."""
+
+    def window(done: str, due: str) -> Q:
+        met = Q(**{f"{done}__lte": F(due), f"{done}__gte": period.start, f"{done}__lt": period.end})
+        breached = Q(**{f"{due}__gte": period.start, f"{due}__lt": period.end}) & (
+            Q(**{f"{done}__isnull": True}) | Q(**{f"{done}__gt": F(due)})
+        )
+        return met if part == "numerator" else met | breached
+
+    qs = _tickets(user).filter(LIVE_TICKET, scope_filter(scope, scope_id, TICKET_SCOPES))
+    return qs.filter(
+        window("first_response_at", "first_response_due_at") | window("first_solved_at", "resolution_due_at")
+    )
+
+
+SLA_ATTAINMENT = Kpi(
+    code="sla_attainment",
+    family=Family.SERVICE,
+    label=_("SLA attainment"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "SLA targets (first response and resolution, per priority) met ÷ targets met or breached in the "
+        "period; "
+        "a met target counts when it is completed, a breached one when its due time passes; targets still "
+        "running are left out"
+    ),
+    compute=_sla,
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=_sla_drill,
+)
+
+
+def _backlog(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    created, solved = grouped(ctx, TICKETS_CREATED), grouped(ctx, TICKETS_SOLVED)
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        key = (period.granularity, period.first_day, scope, scope_id)
+        net = int(created.get(key, {}).get("created") or 0) - int(solved.get(key, {}).get("solved") or 0)
+        return dec(values.get("backlog")), None, None, None, {"net_change": net}
+
+    return rows_from(ctx, kpi, stock(ctx, BACKLOG_DELTAS), fn)
+
+
+def _backlog_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    last = TicketStatusChange.objects.filter(ticket=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
+    return (
+        _tickets(user)
+        .filter(LIVE_TICKET, scope_filter(scope, scope_id, TICKET_SCOPES))
+        .annotate(status_at_end=Subquery(last.values("to_status")[:1]))
+        .filter(status_at_end__in=UNSOLVED)
+    )
+
+
+BACKLOG = Kpi(
+    code="backlog",
+    family=Family.SERVICE,
+    label=_("Ticket backlog"),
+    unit=Unit.COUNT,
+    better=Better.DOWN,
+    formula=_(
+        "tickets unsolved (new, open or pending) at the end of the period, from the status history; details: "
+        "created − solved in the period"
+    ),
+    compute=_backlog,
+    basis=Basis.STOCK,
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=_backlog_drill,
+)
+
+
+def _complaint_rate(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    complaints, active = grouped(ctx, COMPLAINTS), customer_activity(ctx)
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        key = (period.granularity, period.first_day, scope, scope_id)
+        num = dec(complaints.get(key, {}).get("complaints"))
+        den = Decimal(active.get(key, {}).get("during", 0))
+        return divide(num, den, HUNDRED), num, den, int(den), None
+
+    return rows_from(ctx, kpi, {key: {} for key in {*complaints, *active}}, fn)
+
+
+COMPLAINT_TICKETS = drill(
+    _tickets,
+    date="created_at",
+    scopes={Scope.USER: "customer__owner_id", Scope.TEAM: "customer__owner__team_id"},
+    base=LIVE_TICKET & Q(category=Ticket.Category.COMPLAINT),
+)
+
+
+def _complaint_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+    """Numerator: the complaint tickets; denominator: the customers active at some time in the period."""
+    if part == "numerator":
+        return COMPLAINT_TICKETS(user, period, scope, scope_id, part)
+    activated = CustomerStatusChange.objects.filter(
+        customer=OuterRef("pk"), to_status=Customer.Status.ACTIVE, at__gte=period.start, at__lt=period.end
+    )
+    return customers_at(user, period, scope, scope_id).filter(
+        Q(status_at_start=Customer.Status.ACTIVE) | Q(Exists(activated))
+    )
+
+
+COMPLAINT_RATE = Kpi(
+    code="complaint_rate",
+    family=Family.SERVICE,
+    label=_("Complaint rate"),
+    unit=Unit.PERCENT,
+    better=Better.DOWN,
+    formula=_(
+        "complaint tickets opened in the period per 100 customers active at some time in the period "
+        "(by the customer's account owner)"
+    ),
+    compute=_complaint_rate,
+    exclusions=SERVICE_EXCLUSIONS,
+    drilldown=_complaint_drill,
+)
+
+KPIS = [
+    TICKETS_CREATED_KPI,
+    TICKETS_SOLVED_KPI,
+    FRT_MEDIAN,
+    FRT_P90,
+    RESOLUTION_MEDIAN,
+    RESOLUTION_P90,
+    SLA_ATTAINMENT,
+    BACKLOG,
+    COMPLAINT_RATE,
+]

@@ -1,0 +1,412 @@
+"""Every write of the metrics app: KPI snapshot recomputes, RFM refreshes and targets."""
+
+import json
+import logging
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Min
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from accounts.models import User
+from crm.models import Customer, Deal, SpendEntry
+from metrics.kpis import registry
+from metrics.kpis.base import Context, Kpi, Row
+from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
+from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock keys: one recompute (and one RFM refresh) at a time, released at commit.
+RECOMPUTE_LOCK = zlib.crc32(b"metrics.snapshots_recompute")
+RFM_LOCK = zlib.crc32(b"metrics.rfm_refresh")
+CACHE_GENERATION_KEY = "metrics:snapshot-generation"
+RECENT_PERIODS_BACK = 3
+SNAPSHOT_COLUMNS = (
+    "kpi",
+    "granularity",
+    "period_start",
+    "period_end",
+    "scope",
+    "scope_id",
+    "value",
+    "numerator",
+    "denominator",
+    "sample_size",
+    "extra",
+    "is_provisional",
+    "computed_at",
+    "definition_version",
+)
+UPDATED_COLUMNS = SNAPSHOT_COLUMNS[6:]
+KEY_COLUMNS = ("kpi", "granularity", "scope", "scope_id", "period_start")
+
+Progress = Callable[[str], None]
+
+# Built from the column names above only; every value travels through COPY or parameters.
+_COLUMNS = ", ".join(SNAPSHOT_COLUMNS)
+_CHANGED = " OR ".join(f"s.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
+UPSERT_SQL = f"""
+    INSERT INTO metrics_kpisnapshot AS s ({_COLUMNS})
+    SELECT {_COLUMNS} FROM kpi_stage
+    ON CONFLICT ({", ".join(KEY_COLUMNS)})
+    DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED_COLUMNS)}
+    WHERE {_CHANGED}
+"""  # noqa: S608
+DELETE_STALE_SQL = f"""
+    DELETE FROM metrics_kpisnapshot s USING kpi_cover c
+    WHERE s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
+      AND NOT EXISTS (SELECT 1 FROM kpi_stage t
+                      WHERE ({", ".join(f"t.{k}" for k in KEY_COLUMNS)})
+                          = ({", ".join(f"s.{k}" for k in KEY_COLUMNS)}))
+"""  # noqa: S608
+
+
+class RecomputeError(ValueError):
+    """The request itself is wrong (unknown KPI or granularity, empty range)."""
+
+
+def history_range(*, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """From the earliest customer, deal or spend entry to now: the span a full rebuild covers."""
+    now = now or timezone.now()
+    firsts = [
+        Customer.objects.aggregate(v=Min("created_at"))["v"],
+        Deal.objects.aggregate(v=Min("created_at"))["v"],
+    ]
+    spend = SpendEntry.objects.aggregate(v=Min("month"))["v"]
+    if spend:
+        firsts.append(local_midnight(spend))
+    starts = [f for f in firsts if f is not None]
+    return (min(starts) if starts else now), now
+
+
+def snapshots_recompute(
+    *,
+    start: datetime | date,
+    end: datetime | date,
+    granularities: Sequence[str] | None = None,
+    kpis: Sequence[str] | None = None,
+    kind: str = SnapshotRun.Kind.RANGE,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> SnapshotRun:
+    """Recompute every period of ``granularities`` (all by default) overlapping ``[start, end)``.
+
+    All selected KPIs and scopes are written with one upsert in one transaction; stale rows of the
+    recomputed periods are removed. A run that finds another one in progress is recorded as skipped.
+    """
+    grans = _granularities(granularities)
+    if end <= start:
+        raise RecomputeError("the range is empty: end must be after start")
+    periods = {g: periods_between(g, start, end) for g in grans}
+    return _recompute(periods, kpis=kpis, kind=kind, now=now, progress=progress)
+
+
+def snapshots_recompute_recent(
+    *, back: int = RECENT_PERIODS_BACK, kpis: Sequence[str] | None = None, now: datetime | None = None
+) -> SnapshotRun:
+    """Recompute the current period and the ``back`` previous ones of every granularity (KPIS.md G6)."""
+    now = now or timezone.now()
+    periods = {g: recent_periods(g, now, back) for g in GRANULARITIES}
+    return _recompute(periods, kpis=kpis, kind=SnapshotRun.Kind.RECENT, now=now)
+
+
+def snapshots_rebuild_all(*, now: datetime | None = None, progress: Progress | None = None) -> SnapshotRun:
+    """Recompute every KPI for every period of the data's whole history, at every granularity."""
+    start, end = history_range(now=now)
+    now = now or end
+    return snapshots_recompute(start=start, end=now, kind=SnapshotRun.Kind.FULL, now=now, progress=progress)
+
+
+def _granularities(granularities: Sequence[str] | None) -> list[str]:
+    grans = list(granularities or GRANULARITIES)
+    unknown = set(grans) - set(GRANULARITIES)
+    if unknown:
+        raise RecomputeError(f"unknown granularity: {', '.join(sorted(unknown))}")
+    return grans
+
+
+def _select_kpis(codes: Sequence[str] | None) -> list[Kpi]:
+    known = registry()
+    if not codes:
+        return list(known.values())
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise RecomputeError(f"unknown KPI: {', '.join(unknown)}")
+    return [known[c] for c in dict.fromkeys(codes)]
+
+
+def _recompute(
+    periods: dict[str, list[Period]],
+    *,
+    kpis: Sequence[str] | None,
+    kind: str,
+    now: datetime | None,
+    progress: Progress | None = None,
+) -> SnapshotRun:
+    selected = _select_kpis(kpis)
+    now = now or timezone.now()
+    starts = [p.start for ps in periods.values() for p in ps]
+    ends = [p.end for ps in periods.values() for p in ps]
+    run = SnapshotRun.objects.create(
+        kind=kind,
+        granularities=",".join(periods),
+        range_start=min(starts) if starts else None,
+        range_end=max(ends) if ends else None,
+        kpis=list(kpis or []),
+        started_at=timezone.now(),
+    )
+    clock = time.perf_counter()
+    try:
+        with transaction.atomic():
+            if not _try_lock(RECOMPUTE_LOCK):
+                _finish(run, SnapshotRun.Status.SKIPPED, clock)
+                return run
+            with connection.cursor() as cursor:
+                # Grouping-set hash tables and sorts of a full rebuild need more than the default 4 MB;
+                # JIT compilation costs seconds per query and gains nothing on these one-off scans.
+                cursor.execute("SET LOCAL work_mem = '256MB'")
+                cursor.execute("SET LOCAL jit = off")
+            run.rows = _write(
+                Context(periods=periods, now=now), selected, computed_at=timezone.now(), progress=progress
+            )
+    except Exception:
+        run.error = traceback.format_exc()
+        _finish(run, SnapshotRun.Status.FAILED, clock)
+        raise
+    _finish(run, SnapshotRun.Status.OK, clock)
+    _bump_generation()
+    return run
+
+
+def _try_lock(key: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        return bool(cursor.fetchone()[0])
+
+
+def _finish(run: SnapshotRun, status: str, clock: float) -> None:
+    run.status = status
+    run.finished_at = timezone.now()
+    run.duration_seconds = round(time.perf_counter() - clock, 3)
+    run.save(update_fields=["status", "finished_at", "duration_seconds", "rows", "error"])
+
+
+def _bump_generation() -> None:
+    """Tell cached dashboard fragments that the snapshots changed; a cache outage must not fail a run."""
+    try:
+        cache.set(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not bump the KPI cache generation: %s", exc)
+
+
+def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress: Progress | None) -> int:
+    """Stage every KPI's rows with COPY, then upsert them in one statement and drop stale rows."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover")
+        cursor.execute(
+            """
+            CREATE TEMP TABLE kpi_stage (
+                kpi varchar(60), granularity varchar(8), period_start timestamptz, period_end timestamptz,
+                scope varchar(8), scope_id varchar(40), value numeric(24, 6), numerator numeric(24, 6),
+                denominator numeric(24, 6), sample_size integer, extra jsonb, is_provisional boolean,
+                computed_at timestamptz, definition_version smallint
+            );
+            CREATE TEMP TABLE kpi_cover (kpi varchar(60), granularity varchar(8), period_start timestamptz);
+            """
+        )
+        staged = 0
+        for kpi in kpis:
+            rows, cover = kpi_rows(ctx, kpi)
+            with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
+                for row, period in rows:
+                    copy.write_row(_copy_tuple(kpi, row, period, computed_at))
+            staged += len(rows)
+            with cursor.cursor.copy("COPY kpi_cover (kpi, granularity, period_start) FROM STDIN") as copy:
+                for g, period in cover:
+                    copy.write_row((kpi.code, g, period.start))
+            if progress:
+                progress(kpi.code)
+        cursor.execute(UPSERT_SQL)
+        # Rows of a recomputed period that this run did not produce (a scope that no longer has data).
+        cursor.execute(DELETE_STALE_SQL)
+        cursor.execute("DROP TABLE kpi_stage, kpi_cover")
+    return staged
+
+
+def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tuple[str, Period]]]:
+    """One KPI's rows for the periods and scopes it answers, and every period it answered."""
+    wanted = {
+        g: {p.first_day: p for p in ctx.periods[g]} for g in ctx.granularities if g in kpi.granularities
+    }
+    if kpi.current_only:
+        wanted = {g: {d: p for d, p in ps.items() if p == ctx.current(g)} for g, ps in wanted.items()}
+    scopes = set(kpi.scopes)
+    out, seen = [], set()
+    for row in kpi.compute(ctx, kpi):
+        period = wanted.get(row.granularity, {}).get(row.first_day)
+        if period is None or row.scope not in scopes:
+            continue
+        key = (row.granularity, row.first_day, row.scope, row.scope_id)
+        if key in seen:
+            raise ValueError(f"{kpi.code} produced {key} twice")
+        seen.add(key)
+        out.append((row, period))
+    return out, [(g, p) for g, ps in wanted.items() for p in ps.values()]
+
+
+def _copy_tuple(kpi: Kpi, row: Row, period: Period, computed_at: datetime) -> tuple:
+    return (
+        kpi.code,
+        row.granularity,
+        period.start,
+        period.end,
+        row.scope,
+        row.scope_id,
+        # numeric(24, 6) columns round the values on the way in.
+        row.value,
+        row.numerator,
+        row.denominator,
+        row.sample_size,
+        json.dumps(row.extra) if row.extra else "{}",
+        row.provisional,
+        computed_at,
+        kpi.definition_version,
+    )
+
+
+# RFM
+# ---------------------------------------------------------------------------------------------------------
+
+RFM_WINDOW_MONTHS = 12
+# KPIS.md §8, evaluated top to bottom: the first match wins.
+RFM_SEGMENT_SQL = """
+    CASE
+        WHEN r >= 4 AND f >= 4 THEN 'champions'
+        WHEN r = 3 AND f >= 4 THEN 'loyal'
+        WHEN r >= 4 AND f <= 3 THEN 'potential'
+        WHEN r <= 2 AND f >= 3 THEN 'at_risk'
+        WHEN r = 1 AND f = 1 THEN 'lost'
+        WHEN r <= 2 AND f <= 2 THEN 'hibernating'
+        ELSE 'attention'
+    END
+"""
+
+
+_LIVE = "c.merged_into_id IS NULL AND NOT c.is_internal"
+RFM_SQL = f"""
+    WITH buys AS (
+        SELECT d.customer_id, max(d.closed_at) AS last_at, count(*) AS freq,
+               sum(COALESCE(d.amount, 0)) AS monetary
+        FROM crm_deal d JOIN crm_customer c ON c.id = d.customer_id
+        WHERE d.status = 'won' AND d.closed_at >= %(start)s AND d.closed_at < %(instant)s AND {_LIVE}
+        GROUP BY d.customer_id
+    ), scored AS (
+        SELECT *, NTILE(5) OVER (ORDER BY last_at, customer_id) AS r,
+                  NTILE(5) OVER (ORDER BY freq, customer_id) AS f,
+                  NTILE(5) OVER (ORDER BY monetary, customer_id) AS m
+        FROM buys
+    )
+    INSERT INTO metrics_customerrfm
+        (customer_id, as_of, last_purchase_at, recency_days, frequency, monetary, r, f, m, segment)
+    SELECT customer_id, %(as_of)s, last_at, floor(EXTRACT(EPOCH FROM %(instant)s - last_at) / 86400)::int,
+           freq, monetary, r, f, m, {RFM_SEGMENT_SQL}
+    FROM scored
+    UNION ALL
+    SELECT c.id, %(as_of)s, NULL, NULL, 0, 0, NULL, NULL, NULL, 'no_recent'
+    FROM crm_customer c
+    WHERE {_LIVE} AND c.became_customer_at < %(instant)s
+      AND NOT EXISTS (SELECT 1 FROM buys b WHERE b.customer_id = c.id)
+    ON CONFLICT (customer_id, as_of) DO UPDATE SET
+        last_purchase_at = EXCLUDED.last_purchase_at, recency_days = EXCLUDED.recency_days,
+        frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, r = EXCLUDED.r,
+        f = EXCLUDED.f, m = EXCLUDED.m, segment = EXCLUDED.segment
+"""  # noqa: S608
+
+
+def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:
+    """Score every customer's recency, frequency and monetary value as of the start of ``as_of``.
+
+    Quintiles (NTILE(5), 5 = best, ties broken by customer id) over customers with a won deal in the 12
+    months before ``as_of``; customers who bought before but not in the window get "no recent purchase".
+    The previous snapshot and the first-of-month snapshots are kept, so movement can be shown.
+    """
+    as_of = as_of or local_date(timezone.now())
+    instant = local_midnight(as_of)
+    window_start = local_midnight(_months_before(as_of, RFM_WINDOW_MONTHS))
+    run = SnapshotRun.objects.create(
+        kind=SnapshotRun.Kind.RFM, range_start=window_start, range_end=instant, started_at=timezone.now()
+    )
+    clock = time.perf_counter()
+    try:
+        with transaction.atomic():
+            if not _try_lock(RFM_LOCK):
+                _finish(run, SnapshotRun.Status.SKIPPED, clock)
+                return run
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    RFM_SQL,
+                    {"start": window_start, "instant": instant, "as_of": as_of},
+                )
+                run.rows = cursor.rowcount
+            previous = (
+                CustomerRfm.objects.filter(as_of__lt=as_of)
+                .order_by("-as_of")
+                .values_list("as_of", flat=True)
+                .first()
+            )
+            CustomerRfm.objects.filter(as_of__lt=as_of).exclude(as_of__day=1).exclude(as_of=previous).delete()
+    except Exception:
+        run.error = traceback.format_exc()
+        _finish(run, SnapshotRun.Status.FAILED, clock)
+        raise
+    _finish(run, SnapshotRun.Status.OK, clock)
+    return run
+
+
+def _months_before(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    for candidate in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, candidate)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+# Targets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def kpi_target_set(
+    *,
+    kpi: str,
+    granularity: str,
+    period_start: datetime,
+    value: Decimal,
+    scope: str = Scope.COMPANY,
+    scope_id: str = "",
+    actor: User | None = None,
+) -> KpiTarget:
+    """Set (or replace) the target of one KPI for one period and scope."""
+    if kpi not in registry():
+        raise RecomputeError(f"unknown KPI: {kpi}")
+    target, _created = KpiTarget.objects.update_or_create(
+        kpi=kpi,
+        granularity=granularity,
+        period_start=period_start,
+        scope=scope,
+        scope_id=scope_id,
+        defaults={"value": value, "updated_by": actor},
+    )
+    target.full_clean()
+    return target

@@ -1,0 +1,113 @@
+"""Celery tasks of the metrics app: thin wrappers that parse JSON-safe arguments and call one service.
+
+Every task is idempotent (the services upsert keyed rows) and guarded by a PostgreSQL advisory lock,
+so an overlapping or redelivered run is recorded as skipped. Only transient database errors retry.
+"""
+
+from datetime import date, datetime
+
+from celery import shared_task
+from django.db import OperationalError
+from django.utils.dateparse import parse_date, parse_datetime
+
+from metrics.periods import local_midnight
+
+RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "max_retries": 3,
+}
+
+
+def _instant(value: str) -> datetime:
+    """An ISO date (local midnight in the reporting time zone) or an aware ISO datetime."""
+    moment = parse_datetime(value)
+    if moment is not None and moment.tzinfo is not None:
+        return moment
+    day: date | None = parse_date(value)
+    if day is None:
+        raise ValueError(f"not an ISO date or aware datetime: {value!r}")
+    return local_midnight(day)
+
+
+@shared_task(
+    name="metrics.tasks.recompute_kpi_snapshots",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def recompute_kpi_snapshots(
+    granularity: str | None, start_iso: str, end_iso: str, kpis: list[str] | None = None
+) -> int:
+    """Recompute the snapshots of one granularity (None: all) for the periods overlapping [start, end)."""
+    from metrics.services import snapshots_recompute
+
+    run = snapshots_recompute(
+        start=_instant(start_iso),
+        end=_instant(end_iso),
+        granularities=[granularity] if granularity else None,
+        kpis=kpis,
+    )
+    return run.pk
+
+
+@shared_task(
+    name="metrics.tasks.recompute_recent_kpi_snapshots",
+    soft_time_limit=4 * 60,
+    time_limit=5 * 60,
+    expires=5 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def recompute_recent_kpi_snapshots() -> int:
+    """Recompute the current and the three previous periods of every granularity."""
+    from metrics.services import snapshots_recompute_recent
+
+    return snapshots_recompute_recent().pk
+
+
+@shared_task(
+    name="metrics.tasks.rebuild_all_kpi_snapshots",
+    soft_time_limit=30 * 60,
+    time_limit=35 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def rebuild_all_kpi_snapshots() -> int:
+    """Recompute every KPI over the whole history (the nightly reconciliation)."""
+    from metrics.services import snapshots_rebuild_all
+
+    return snapshots_rebuild_all().pk
+
+
+@shared_task(
+    name="metrics.tasks.refresh_rfm_segments",
+    soft_time_limit=10 * 60,
+    time_limit=12 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def refresh_rfm_segments(as_of_iso: str | None = None) -> int:
+    """Score every customer's RFM as of today (or ``as_of_iso``), keeping earlier snapshots for movement."""
+    from metrics.services import rfm_refresh
+
+    return rfm_refresh(as_of=parse_date(as_of_iso) if as_of_iso else None).pk
+
+
+@shared_task(
+    name="metrics.tasks.send_weekly_reports",
+    soft_time_limit=10 * 60,
+    time_limit=12 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def send_weekly_reports() -> int:
+    """E-mail last week's headline KPIs to the managers (once per manager and week)."""
+    from metrics.reports import weekly_report_send
+
+    return weekly_report_send()

@@ -1,0 +1,132 @@
+"""Service KPIs against hand-worked values (KPIS.md §6). Times are Europe/Berlin wall-clock times."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from crm import services
+from crm.models import Ticket
+from metrics.models import Scope
+from tests.factories import make_agent, make_customer, make_ticket, make_user
+from tests.metrics.kit import d, local, row, value
+
+pytestmark = pytest.mark.django_db
+
+APRIL = date(2026, 4, 1)
+
+
+def reply(ticket: Ticket, agent, at) -> None:
+    services.ticket_reply(ticket=ticket, actor=agent, body="On it.", at=at)
+
+
+def set_status(ticket: Ticket, status: str, at) -> Ticket:
+    return services.ticket_set_status(ticket=ticket, status=status, actor=None, at=at)
+
+
+@pytest.fixture
+def tickets(no_auto_assign):
+    """Normal-priority tickets (SLA: first reply in 8 h, resolution in 72 h) worked by one agent."""
+    agent = make_agent()
+    customer = make_customer(at=local(2025, 1, 1))
+
+    def ticket(at, **fields) -> Ticket:
+        return make_ticket(customer, at=at, assignee=agent, **fields)
+
+    t1 = ticket(local(2026, 3, 2, 9))
+    reply(t1, agent, local(2026, 3, 2, 11))  # 2 h
+    set_status(t1, "solved", local(2026, 3, 3, 9))  # 24 h
+    t2 = ticket(local(2026, 3, 9, 9))
+    reply(t2, agent, local(2026, 3, 9, 19))  # 10 h: first-reply SLA breached
+    set_status(t2, "solved", local(2026, 3, 11, 9))  # first resolution 48 h
+    set_status(t2, "open", local(2026, 3, 11, 12))
+    set_status(t2, "solved", local(2026, 3, 12, 9))  # full resolution 72 h
+    ticket(local(2026, 3, 16, 9))  # t3: never answered, both targets breach in March
+    t4 = ticket(local(2026, 3, 23, 9))
+    reply(t4, agent, local(2026, 3, 23, 13))  # 4 h; never solved: resolution breaches on the 26th
+    spam = ticket(local(2026, 3, 4, 9))
+    reply(spam, agent, local(2026, 3, 4, 9, 30))
+    Ticket.objects.filter(pk=spam.pk).update(is_spam=True)
+    # Created at 23:30 on 31 March (March), first answered at 00:30 on 1 April (April's response time).
+    t5 = ticket(local(2026, 3, 31, 23, 30))
+    reply(t5, agent, local(2026, 4, 1, 0, 30))
+    return {"agent": agent, "customer": customer, "t1": t1}
+
+
+def test_tickets_created_and_solved(tickets):
+    # Created in March: t1–t5 (spam excluded); solved in March: t1 and t2 (its latest solve).
+    assert value("tickets_created") == d("5")
+    assert row("tickets_created").extra == {"unreplied": 1}
+    assert value("tickets_solved") == d("2")
+    assert value("tickets_created", Scope.USER, tickets["agent"].pk) == d("5")
+    assert value("tickets_created", first_day=APRIL) == d("0")
+
+
+def test_first_response_time_median_and_p90(tickets):
+    # First replies in March: 2 h, 10 h, 4 h (t3 unanswered; spam excluded) → median 4 h;
+    # p90 of [2, 4, 10] = 4 + 0.8 × (10 − 4) = 8.8 h.
+    assert value("frt_median") == d("4")
+    assert value("frt_p90") == d("8.8")
+    assert row("frt_median").sample_size == 3
+    # t5's one-hour first response belongs to April, the month of the reply.
+    assert value("frt_median", first_day=APRIL) == d("1")
+    assert row("frt_median", first_day=date(2026, 5, 1)).value is None
+
+
+def test_resolution_time_full_and_first(tickets):
+    # Solved in March: t1 after 24 h and t2 after 72 h (reopened; first resolution 48 h) →
+    # median 48 h, p90 = 24 + 0.9 × 48 = 67.2 h; first-resolution median (24 + 48) / 2 = 36 h.
+    assert value("resolution_median") == d("48")
+    assert value("resolution_p90") == d("67.2")
+    assert row("resolution_median").extra == {"first_resolution_median": 36.0}
+    assert row("resolution_median", first_day=APRIL).value is None
+
+
+def test_sla_attainment(tickets):
+    now = local(2026, 3, 31, 23, 45)
+    # First reply: t1 and t4 met; t2 breached at 17:00; t3 breached at 17:00 on the 16th; t5 (due 07:30
+    # on 1 April) is still running and left out. Resolution: t1 and t2 met within 72 h; t3 and t4
+    # breached on the 19th and 26th; t5 running → met 4 of 8 = 50 %.
+    r = row("sla_attainment", now=now)
+    assert r.extra == {"first_response": [2, 4], "resolution": [2, 4]}
+    assert r.value == Decimal(50)
+    assert row("sla_attainment", first_day=date(2026, 2, 1), now=now).value is None
+
+
+def test_backlog_at_period_end_from_history(no_auto_assign):
+    customer = make_customer(at=local(2025, 1, 1))
+    b1 = make_ticket(customer, at=local(2026, 2, 20))
+    set_status(b1, "solved", local(2026, 3, 10))
+    set_status(b1, "open", local(2026, 3, 20))  # reopened: unsolved again at the end of March
+    b2 = make_ticket(customer, at=local(2026, 3, 5))
+    set_status(b2, "solved", local(2026, 3, 6))
+    make_ticket(customer, at=local(2026, 3, 31, 23))
+    b4 = make_ticket(customer, at=local(2026, 2, 1))
+    set_status(b4, "solved", local(2026, 2, 2))
+    b5 = make_ticket(customer, at=local(2026, 4, 3))
+    set_status(b5, "closed", local(2026, 4, 4))
+    # End of February: b1 → 1. End of March: b1 and the ticket of 31 March 23:00 → 2; created − solved in
+    # March = 2 − 1 (b1's solve was undone by its reopening, so only b2 counts as solved).
+    assert value("backlog", first_day=date(2026, 2, 1)) == d("1")
+    r = row("backlog")
+    assert r.value == 2
+    assert r.extra == {"net_change": 1}
+    assert value("backlog", first_day=APRIL) == d("2")
+
+
+def test_complaint_rate_per_active_customer(no_auto_assign):
+    rep = make_user()
+    customers = [make_customer(rep, at=local(2025, 1, 1)) for _ in range(4)]
+    make_ticket(customers[0], at=local(2026, 3, 3), category="complaint")
+    make_ticket(customers[1], at=local(2026, 3, 4), category="complaint")
+    make_ticket(customers[1], at=local(2026, 3, 5), category="question")
+    # 2 complaints for 4 customers active in March → 50 per 100 customers.
+    assert value("complaint_rate") == d("50")
+    assert value("complaint_rate", Scope.USER, rep.pk) == d("50")
+    assert value("complaint_rate", first_day=APRIL) == d("0")
+    assert row("complaint_rate", first_day=date(2024, 1, 1)).value is None
+
+
+def test_ticket_time_of_a_week_boundary(tickets):
+    # The ISO week of Monday 30 March holds t5 (created 23:30 on Tuesday 31 March), not t4 (23 March).
+    assert value("tickets_created", granularity="week", first_day=date(2026, 3, 30)) == d("1")

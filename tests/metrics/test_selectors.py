@@ -1,0 +1,121 @@
+"""Snapshot reads and drill-downs: the records behind a number, filtered by the CRM's access rules."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from metrics.kpis import registry
+from metrics.models import KpiSnapshot, Scope
+from metrics.selectors import (
+    DrilldownError,
+    kpi_breakdown,
+    kpi_drilldown,
+    kpi_period_values,
+    kpi_series,
+    snapshot_run_latest,
+)
+from metrics.services import snapshots_recompute
+from tests.factories import make_agent, make_closed_deal, make_customer, make_manager, make_ticket, make_user
+from tests.metrics.kit import local
+
+pytestmark = pytest.mark.django_db
+
+MARCH = date(2026, 3, 1)
+
+
+@pytest.fixture
+def two_reps(no_auto_assign):
+    rep_a, rep_b = make_user(), make_user()
+    deals = {}
+    for rep in (rep_a, rep_b):
+        customer = make_customer(rep, at=local(2025, 1, 1))
+        deals[rep.pk] = make_closed_deal(customer, created=local(2026, 3, 2), closed=local(2026, 3, 10))
+        make_closed_deal(customer, created=local(2026, 3, 2), closed=local(2026, 3, 11), won=False)
+        make_ticket(customer, at=local(2026, 3, 4), category="complaint")
+    return rep_a, rep_b, deals
+
+
+def drill(
+    user, code: str, part: str = "numerator", scope: str = Scope.COMPANY, scope_id: str = ""
+) -> set[int]:
+    qs = kpi_drilldown(
+        user=user,
+        kpi_code=code,
+        granularity="month",
+        period_start=MARCH,
+        scope=scope,
+        scope_id=scope_id,
+        part=part,
+    )
+    return set(qs.values_list("pk", flat=True))
+
+
+def test_drilldown_rep_sees_only_own_records(two_reps):
+    rep_a, rep_b, deals = two_reps
+    manager = make_manager()
+    assert drill(manager, "revenue_won") == {deals[rep_a.pk].pk, deals[rep_b.pk].pk}
+    assert drill(rep_a, "revenue_won") == {deals[rep_a.pk].pk}
+    # Asking for the other rep's scope shows nothing of theirs.
+    assert drill(rep_a, "revenue_won", scope=Scope.USER, scope_id=str(rep_b.pk)) == set()
+    # Denominator of the win rate: the rep's won and lost deals.
+    assert len(drill(rep_a, "win_rate", part="denominator")) == 2
+    assert len(drill(manager, "complaint_rate")) == 2
+    assert len(drill(rep_a, "complaint_rate")) == 1
+
+
+def test_every_kpi_drills_down_for_every_part(two_reps):
+    rep_a, _rep_b, _deals = two_reps
+    manager, agent = make_manager(), make_agent()
+    for code, kpi in registry().items():
+        if kpi.drilldown is None:
+            continue
+        for user in (manager, rep_a, agent):
+            for part in ("numerator", "denominator"):
+                qs = kpi_drilldown(
+                    user=user, kpi_code=code, granularity="month", period_start=MARCH, part=part
+                )
+                list(qs[:5])
+    assert drill(rep_a, "churn_rate", part="denominator") == set(rep_a.customers.values_list("pk", flat=True))
+
+
+def test_drilldown_rejects_unknown_requests(two_reps):
+    rep_a, _rep_b, _deals = two_reps
+    with pytest.raises(DrilldownError):
+        drill(rep_a, "happiness")
+    with pytest.raises(DrilldownError):
+        drill(rep_a, "win_rate", part="everything")
+    with pytest.raises(DrilldownError):
+        drill(rep_a, "crm_roi")
+    with pytest.raises(DrilldownError):
+        drill(rep_a, "cac", scope=Scope.USER, scope_id=str(rep_a.pk))
+
+
+def test_series_and_period_reads_touch_only_snapshots(two_reps, django_assert_num_queries):
+    rep_a, rep_b, _deals = two_reps
+    snapshots_recompute(
+        start=local(2026, 1, 1), end=local(2026, 5, 1), granularities=["month"], now=local(2026, 6, 15)
+    )
+    with django_assert_num_queries(1):
+        series = list(kpi_series(kpi="win_rate", granularity="month", since=local(2026, 1, 1)))
+    assert [s.period_start for s in series] == [local(2026, m, 1) for m in (1, 2, 3, 4)]
+    assert series[2].value == Decimal(50) and series[0].value is None
+    cards = kpi_period_values(granularity="month", period_start=local(2026, 3, 1))
+    assert cards["deals_won"].value == 2
+    manager = make_manager()
+    assert (
+        kpi_breakdown(
+            user=manager,
+            kpi="deals_won",
+            granularity="month",
+            period_start=local(2026, 3, 1),
+            scope=Scope.USER,
+        ).count()
+        == 2
+    )
+    own = kpi_breakdown(
+        user=rep_a, kpi="deals_won", granularity="month", period_start=local(2026, 3, 1), scope=Scope.USER
+    )
+    assert list(own.values_list("scope_id", flat=True)) == [str(rep_a.pk)]
+    assert snapshot_run_latest().rows == KpiSnapshot.objects.count()
+    assert rep_b.pk != rep_a.pk
