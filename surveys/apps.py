@@ -1,7 +1,20 @@
+import logging
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
+
+# Loggers that write request paths: a survey link's token must never reach the logs (KPIS.md §9.2 item 9).
+PATH_LOGGERS = ("django.request", "django.server", "django.security.csrf", "gunicorn.access")
 
 
 class SurveysConfig(AppConfig):
     name = "surveys"
     verbose_name = _("Surveys")
+
+    def ready(self) -> None:
+        from surveys.log_filters import RedactSurveyTokens
+
+        for name in PATH_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, RedactSurveyTokens) for f in logger.filters):
+                logger.addFilter(RedactSurveyTokens())

@@ -1,0 +1,413 @@
+"""Satisfaction KPIs (KPIS.md §2): NPS, CSAT, CES and the survey response rate.
+
+Answers count in the period of their ``score_submitted_at`` (a partial answer whose score was submitted
+counts; the comment is optional). Team and user scopes use the account owner *at the time of the
+answer* (stored on the response) and that owner's current team. Relationship and transactional NPS are
+separate KPIs, never pooled. Survey KPIs carry their sample size, a 95 % interval and ``low_sample``
+(KPIS.md G4). Response rates use invitations by send time and the customer's current owner.
+"""
+
+import math
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Max, Q, QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.builders import HUNDRED, Dataset, count, dec, drill, grouped, rows_from, total
+from metrics.kpis.datasets import live
+from metrics.models import Scope
+from metrics.periods import Period
+from surveys.models import Survey, SurveyInvitation, SurveyResponse
+from surveys.selectors import invitation_list, survey_response_list
+
+Z95 = 1.96
+ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+INVITATION_SCOPES = {Scope.USER: "customer__owner_id", Scope.TEAM: "customer__owner__team_id"}
+LIVE = live("customer__")
+SURVEY_EXCLUSIONS = _("answers and invitations of merged duplicates and internal/test customers are excluded")
+
+NPS_KINDS = {
+    "relationship": Q(survey__kind=Survey.Kind.NPS, survey__nps_type=Survey.NpsType.RELATIONSHIP),
+    "transactional": Q(survey__kind=Survey.Kind.NPS, survey__nps_type=Survey.NpsType.TRANSACTIONAL),
+}
+CSAT = Q(survey__kind=Survey.Kind.CSAT)
+CES = Q(survey__kind=Survey.Kind.CES)
+PROMOTER = Q(score__gte=9)
+DETRACTOR = Q(score__lte=6)
+# The survey's own top box: 4–5 on the 5-point CSAT (top-2-box), 5–7 on the 7-point CES ("easy").
+POSITIVE = Q(score__gte=F("survey__positive_min"))
+
+ANSWERS = Dataset(
+    name="survey_answers",
+    rows=lambda ctx: SurveyResponse.objects.filter(LIVE),
+    date="score_submitted_at",
+    scopes=ANSWER_SCOPES,
+    measures={
+        **{
+            name: measure
+            for kind, q in NPS_KINDS.items()
+            for name, measure in (
+                (f"{kind}_n", count(q)),
+                (f"{kind}_p", count(q & PROMOTER)),
+                (f"{kind}_d", count(q & DETRACTOR)),
+            )
+        },
+        "csat_n": count(CSAT),
+        "csat_top": count(CSAT & POSITIVE),
+        "csat_sum": total("score", CSAT),
+        "ces_n": count(CES),
+        "ces_easy": count(CES & POSITIVE),
+        "ces_sum": total("score", CES),
+        "ces_sumsq": total(F("score") * F("score"), CES),
+    },
+    # NPS compares each period with the one before it (significance of the change).
+    lookback=lambda p: p.previous(),
+)
+
+INVITATIONS = Dataset(
+    name="survey_invitations",
+    rows=lambda ctx: SurveyInvitation.objects.filter(LIVE, sent_at__isnull=False),
+    date="sent_at",
+    scopes=INVITATION_SCOPES,
+    measures={
+        "delivered": count(),
+        "opened": count(Q(opened_at__isnull=False)),
+        "started": count(Q(started_at__isnull=False)),
+        "completed": count(Q(status=SurveyInvitation.Status.COMPLETED)),
+    },
+)
+
+
+# Statistics (pure functions, checked against hand-worked values in the tests)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def nps_stats(n: int, promoters: int, detractors: int) -> dict[str, Any] | None:
+    """NPS, its standard error and 95 % margin of error (KPIS.md §2.5); None for n = 0.
+
+    Each answer is +1 / 0 / −1, so NPS/100 is a sample mean: Var(NPS) = 100² (p + d − (p − d)²) / n.
+    """
+    if n <= 0:
+        return None
+    p, d = promoters / n, detractors / n
+    se = 100 * math.sqrt(max(p + d - (p - d) ** 2, 0.0) / n)
+    nps = 100 * (p - d)
+    return {"nps": nps, "se": se, "moe95": Z95 * se}
+
+
+def nps_change_z(current: dict[str, Any] | None, previous: dict[str, Any] | None) -> float | None:
+    """z of the change from the previous period; None when either side is empty or has no variance."""
+    if current is None or previous is None:
+        return None
+    spread = math.sqrt(current["se"] ** 2 + previous["se"] ** 2)
+    if spread == 0:
+        return None
+    return (current["nps"] - previous["nps"]) / spread
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion, as fractions; None for n = 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    return (centre - spread) / denominator, (centre + spread) / denominator
+
+
+def mean_interval(n: int, total_: float, total_squares: float) -> dict[str, float | None]:
+    """Mean, sample standard deviation and 95 % margin of error (x̄ ± 1.96·s/√n) from sums."""
+    mean = total_ / n
+    if n < 2:
+        return {"mean": mean, "sd": None, "moe95": None}
+    variance = max((total_squares - total_ * total_ / n) / (n - 1), 0.0)
+    sd = math.sqrt(variance)
+    return {"mean": mean, "sd": sd, "moe95": Z95 * sd / math.sqrt(n)}
+
+
+def _round(value: float | None, places: int = 4) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def _low_sample(n: int) -> bool:
+    return n < settings.SURVEYS_LOW_SAMPLE
+
+
+# Computations
+# ---------------------------------------------------------------------------------------------------------
+
+Fn = Callable[[dict[str, Any], Period, str, str], tuple | None]
+
+
+def _answer_rows(ctx: Context, kpi: Kpi, fn: Fn) -> Iterator[Row]:
+    return rows_from(ctx, kpi, grouped(ctx, ANSWERS), fn)
+
+
+def _nps(kind: str) -> Callable[[Context, Kpi], Iterator[Row]]:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        data = grouped(ctx, ANSWERS)
+
+        def counts(values: dict[str, Any]) -> tuple[int, int, int]:
+            n, promoters, detractors = (int(values.get(f"{kind}_{part}") or 0) for part in ("n", "p", "d"))
+            return n, promoters, detractors
+
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+            n, promoters, detractors = counts(values)
+            if n == 0 and scope != Scope.COMPANY:
+                return None
+            before = data.get((period.granularity, period.previous().first_day, scope, scope_id), {})
+            prev_n, prev_p, prev_d = counts(before)
+            current, previous = nps_stats(n, promoters, detractors), nps_stats(prev_n, prev_p, prev_d)
+            z = nps_change_z(current, previous)
+            passives = n - promoters - detractors
+            extra = {
+                "nps_type": kind,
+                "promoters": promoters,
+                "passives": passives,
+                "detractors": detractors,
+                "promoters_pct": _round(100 * promoters / n) if n else None,
+                "passives_pct": _round(100 * passives / n) if n else None,
+                "detractors_pct": _round(100 * detractors / n) if n else None,
+                "se": _round(current["se"]) if current else None,
+                "moe95": _round(current["moe95"]) if current else None,
+                "low_sample": _low_sample(n),
+                "previous": _round(previous["nps"]) if previous else None,
+                "previous_n": prev_n,
+                "z": _round(z),
+                "significant": None if z is None else abs(z) > Z95,
+            }
+            value = Decimal(100 * (promoters - detractors)) / n if n else None
+            return value, Decimal(promoters - detractors), Decimal(n), n, extra
+
+        return rows_from(ctx, kpi, data, fn)
+
+    return compute
+
+
+def _csat_percent(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        n, top = int(values.get("csat_n") or 0), int(values.get("csat_top") or 0)
+        if n == 0:
+            return None if scope != Scope.COMPANY else (None, Decimal(0), Decimal(0), 0, {"low_sample": True})
+        low, high = wilson_interval(top, n)
+        extra = {
+            "wilson_low": _round(100 * low),
+            "wilson_high": _round(100 * high),
+            "mean": _round(float(dec(values.get("csat_sum"))) / n),
+            "low_sample": _low_sample(n),
+        }
+        return Decimal(top) * HUNDRED / n, Decimal(top), Decimal(n), n, extra
+
+    return _answer_rows(ctx, kpi, fn)
+
+
+def _mean(prefix: str, scale: tuple[int, int]) -> Callable[[Context, Kpi], Iterator[Row]]:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+            n = int(values.get(f"{prefix}_n") or 0)
+            extra: dict[str, Any] = {
+                "scale_min": scale[0],
+                "scale_max": scale[1],
+                "low_sample": _low_sample(n),
+            }
+            if n == 0:
+                return None if scope != Scope.COMPANY else (None, Decimal(0), Decimal(0), 0, extra)
+            sum_ = dec(values.get(f"{prefix}_sum"))
+            if prefix == "ces":
+                stats = mean_interval(n, float(sum_), float(dec(values.get("ces_sumsq"))))
+                extra |= {
+                    "sd": _round(stats["sd"]),
+                    "moe95": _round(stats["moe95"]),
+                    "easy_pct": _round(100 * int(values.get("ces_easy") or 0) / n),
+                }
+            return sum_ / n, sum_, Decimal(n), n, extra
+
+        return _answer_rows(ctx, kpi, fn)
+
+    return compute
+
+
+def _longest_window(ctx: Context) -> timedelta:
+    days = ctx.memo("survey_window", lambda: Survey.objects.aggregate(v=Max("response_window_days"))["v"])
+    return timedelta(days=days or 0)
+
+
+def _response_rate(numerator: str) -> Callable[[Context, Kpi], Iterator[Row]]:
+    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        window = _longest_window(ctx)
+
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            delivered = int(values.get("delivered") or 0)
+            started, completed = int(values.get("started") or 0), int(values.get("completed") or 0)
+            num = Decimal(completed if numerator == "completed" else started)
+            extra = {
+                "delivered": delivered,
+                "opened": int(values.get("opened") or 0),
+                "started": started,
+                "completed": completed,
+                "partial": started - completed,
+                "drop_off_pct": _round(100 * (started - completed) / started) if started else None,
+            }
+            value = num * HUNDRED / delivered if delivered else None
+            # Invitations still inside their response window may yet be answered (KPIS.md §2.4, G5).
+            provisional = not ctx.is_closed(period, window)
+            return value, num, Decimal(delivered), delivered, extra, provisional
+
+        return rows_from(ctx, kpi, grouped(ctx, INVITATIONS), fn)
+
+    return compute
+
+
+# Drill-downs: the live, access-scoped answers or invitations behind a number
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _answers(user: User) -> QuerySet:
+    return survey_response_list(user=user)
+
+
+def _invitations(user: User) -> QuerySet:
+    return invitation_list(user=user)
+
+
+def _answer_drill(kind: Q, numerator: Q) -> Any:
+    return drill(
+        _answers, date="score_submitted_at", scopes=ANSWER_SCOPES, base=LIVE & kind, numerator=numerator
+    )
+
+
+INVITATION_BASE = LIVE & Q(sent_at__isnull=False)
+
+NPS_RELATIONSHIP = Kpi(
+    code="nps_relationship",
+    family=Family.SATISFACTION,
+    label=_("NPS (relationship)"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_(
+        "share of promoters (9–10) − share of detractors (0–6) among the relationship NPS answers given in "
+        "the period, from −100 to +100; details: shares, n, the 95-percent margin of error and whether the "
+        "change from the previous period is significant (z-test, |z| > 1.96)"
+    ),
+    compute=_nps("relationship"),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=_answer_drill(NPS_KINDS["relationship"], PROMOTER | DETRACTOR),
+)
+
+NPS_TRANSACTIONAL = Kpi(
+    code="nps_transactional",
+    family=Family.SATISFACTION,
+    label=_("NPS (transactional)"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_(
+        "share of promoters (9–10) − share of detractors (0–6) among the NPS answers given after an event "
+        "(never pooled with "
+        "relationship NPS); details as for relationship NPS"
+    ),
+    compute=_nps("transactional"),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=_answer_drill(NPS_KINDS["transactional"], PROMOTER | DETRACTOR),
+)
+
+CSAT_PERCENT = Kpi(
+    code="csat",
+    family=Family.SATISFACTION,
+    label=_("CSAT"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "answers of 4 or 5 ÷ CSAT answers (1–5) given in the period (top-2-box); details: the Wilson "
+        "95-percent interval and the mean"
+    ),
+    compute=_csat_percent,
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=_answer_drill(CSAT, POSITIVE),
+)
+
+CSAT_MEAN = Kpi(
+    code="csat_mean",
+    family=Family.SATISFACTION,
+    label=_("CSAT (mean score)"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_("mean of the CSAT answers (1–5) given in the period"),
+    compute=_mean("csat", (1, 5)),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=_answer_drill(CSAT, Q()),
+)
+
+CES_MEAN = Kpi(
+    code="ces_mean",
+    family=Family.SATISFACTION,
+    label=_("CES (mean score)"),
+    unit=Unit.NUMBER,
+    better=Better.UP,
+    formula=_(
+        "mean of the CES answers (1 = strongly disagree … 7 = strongly agree that it was easy) given in the "
+        "period, reported out of 7; details: the 95-percent margin of error and the share of easy answers "
+        "(5–7)"
+    ),
+    compute=_mean("ces", (1, 7)),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=_answer_drill(CES, POSITIVE),
+)
+
+RESPONSE_RATE_RR1 = Kpi(
+    code="survey_response_rate",
+    family=Family.SATISFACTION,
+    label=_("Survey response rate (RR1)"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "invitations answered completely ÷ invitations delivered in the period (by send time, all surveys); "
+        "provisional while links sent in the period can still be answered"
+    ),
+    compute=_response_rate("completed"),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=drill(
+        _invitations,
+        date="sent_at",
+        scopes=INVITATION_SCOPES,
+        base=INVITATION_BASE,
+        numerator=Q(status=SurveyInvitation.Status.COMPLETED),
+    ),
+)
+
+RESPONSE_RATE_RR2 = Kpi(
+    code="survey_response_rate_rr2",
+    family=Family.SATISFACTION,
+    label=_("Survey response rate incl. partials (RR2)"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "invitations with a submitted score (complete or partial) ÷ invitations delivered in the period "
+        "(by send time, all surveys); provisional while links sent in the period can still be answered"
+    ),
+    compute=_response_rate("started"),
+    exclusions=SURVEY_EXCLUSIONS,
+    drilldown=drill(
+        _invitations,
+        date="sent_at",
+        scopes=INVITATION_SCOPES,
+        base=INVITATION_BASE,
+        numerator=Q(started_at__isnull=False),
+    ),
+)
+
+KPIS = [
+    NPS_RELATIONSHIP,
+    NPS_TRANSACTIONAL,
+    CSAT_PERCENT,
+    CSAT_MEAN,
+    CES_MEAN,
+    RESPONSE_RATE_RR1,
+    RESPONSE_RATE_RR2,
+]
