@@ -1,0 +1,40 @@
+"""Celery tasks of the crm app: thin wrappers that take JSON-safe arguments and call one service."""
+
+from celery import shared_task
+from django.db import OperationalError
+
+
+@shared_task(name="crm.tasks.run_import", soft_time_limit=45 * 60, time_limit=50 * 60, ignore_result=True)
+def run_import(job_id: int) -> None:
+    """Run one queued import. Idempotent: a finished job, or one another worker holds, is left alone;
+    the run is one transaction, so a lost worker leaves nothing written and the redelivery starts over."""
+    from crm.imports import import_job_run
+
+    import_job_run(job_id=job_id)
+
+
+@shared_task(name="crm.tasks.check_import", soft_time_limit=20 * 60, time_limit=25 * 60, ignore_result=True)
+def check_import(job_id: int) -> None:
+    """Check every row of a long import file into its preview. Idempotent: a job already checked (or
+    being checked by another worker) is left alone."""
+    from crm.imports import import_job_check
+
+    import_job_check(job_id=job_id)
+
+
+@shared_task(
+    name="crm.tasks.scan_duplicates",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def scan_duplicates() -> None:
+    """Find duplicate candidate pairs among all customers. Idempotent (upsert keyed by the pair); an
+    advisory lock makes an overlapping run return at once."""
+    from crm.dedupe import duplicate_scan
+
+    duplicate_scan()
