@@ -1,0 +1,291 @@
+"""Plotly figure builders: pure functions from snapshot data to a Plotly figure spec (``{"data", "layout"}``).
+
+The specs are plain JSON for plotly.js, built as dicts rather than through ``plotly.graph_objects`` (whose
+validation costs milliseconds per figure on every page view). Templates emit them with ``json_script`` and
+``static/js/charts.js`` draws them; no inline scripts. Labels are translated in the request's language.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+from metrics.dashboard import Snap
+from metrics.kpis.base import Kpi, Unit
+from metrics.models import KpiTarget
+from metrics.periods import Period
+
+PALETTE = ["#2f5bea", "#1f8a4c", "#d9822b", "#c8362f", "#6a42c2", "#0f8b8d", "#8a6d3b"]
+PROMOTER, PASSIVE, DETRACTOR = "#1f8a4c", "#c9ced8", "#c8362f"
+
+Spec = dict[str, Any]
+
+
+def period_label(period: Period) -> str:
+    day = period.first_day
+    if period.granularity == "week":
+        year, week, _weekday = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period.granularity == "quarter":
+        return f"{day.year} Q{(day.month - 1) // 3 + 1}"
+    if period.granularity == "year":
+        return str(day.year)
+    return f"{day:%Y-%m}"
+
+
+def _num(value: Decimal | float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _layout(title: str, *, y_title: str = "", y2_title: str = "", **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {
+            "text": title,
+            "x": 0.01,
+            "xanchor": "left",
+            "y": 0.98,
+            "yanchor": "top",
+            "yref": "container",
+            "font": {"size": 15},
+        },
+        "margin": {"l": 56, "r": 56 if y2_title else 16, "t": 78, "b": 48},
+        # The legend sits between the title and the plot, clear of the (rotated) period labels.
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
+        "hovermode": "x unified",
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "colorway": PALETTE,
+        "font": {
+            "family": "system-ui, -apple-system, 'Segoe UI', 'PingFang SC', 'Noto Sans CJK SC', sans-serif"
+        },
+        "yaxis": {"title": {"text": y_title}, "gridcolor": "#e3e6ec", "zerolinecolor": "#c9ced8"},
+        "xaxis": {"type": "category", "tickangle": -45, "automargin": True},
+    }
+    if y2_title:
+        layout["yaxis2"] = {
+            "title": {"text": y2_title},
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+        }
+    layout.update(extra)
+    return layout
+
+
+def _values(series: dict[date, Snap], periods: Sequence[Period]) -> list[float | None]:
+    return [_num(series[p.first_day].value) if p.first_day in series else None for p in periods]
+
+
+def _target_trace(targets: dict[date, KpiTarget], periods: Sequence[Period], axis: str = "y") -> dict | None:
+    values = [_num(targets[p.first_day].value) if p.first_day in targets else None for p in periods]
+    if not any(v is not None for v in values):
+        return None
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": _("Target"),
+        "x": [period_label(p) for p in periods],
+        "y": values,
+        "yaxis": axis,
+        "marker": {"symbol": "line-ew-open", "size": 22, "color": "#1d2433", "line": {"width": 3}},
+    }
+
+
+def revenue_chart(
+    *, periods: Sequence[Period], revenue: dict, deals_won: dict, forecast: dict, targets: dict, currency: str
+) -> Spec:
+    """Revenue won (bars) and deals won (line), with the weighted forecast for the current period."""
+    x = [period_label(p) for p in periods]
+    current = periods[-1].first_day if periods else None
+    data = [
+        {
+            "type": "bar",
+            "name": _("Revenue won"),
+            "x": x,
+            "y": _values(revenue, periods),
+            "marker": {"color": PALETTE[0]},
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": _("Deals won"),
+            "x": x,
+            "y": _values(deals_won, periods),
+            "yaxis": "y2",
+            "line": {"color": PALETTE[2]},
+        },
+    ]
+    if current in forecast and forecast[current].value is not None:
+        data.append(
+            {
+                "type": "bar",
+                "name": _("Forecast (weighted)"),
+                "x": [x[-1]],
+                "y": [_num(forecast[current].value)],
+                "marker": {"color": "rgba(47, 91, 234, .25)", "line": {"color": PALETTE[0], "width": 1.5}},
+                "width": 0.5,
+            }
+        )
+    if target := _target_trace(targets, periods):
+        data.append(target)
+    return {
+        "data": data,
+        "layout": _layout(
+            _("Revenue and won deals"), y_title=currency, y2_title=_("deals"), barmode="overlay"
+        ),
+    }
+
+
+def funnel_chart(snapshot: Snap | None) -> Spec | None:
+    """Stage-to-stage funnel of the deals created in the period (cohort, implied progression)."""
+    steps = ((snapshot.extra or {}).get("stages") if snapshot else None) or []
+    if not steps or not any(s.get("reached") for s in steps):
+        return None
+    return {
+        "data": [
+            {
+                "type": "funnel",
+                "y": [_(s["stage"]) for s in steps],
+                "x": [s["reached"] for s in steps],
+                "textinfo": "value+percent initial",
+                "marker": {"color": PALETTE[0]},
+            }
+        ],
+        "layout": _layout(
+            _("Funnel: deals created in the period"),
+            margin={"l": 120, "r": 16, "t": 44, "b": 24},
+            hovermode="closest",
+            xaxis={},
+        ),
+    }
+
+
+def by_user_chart(
+    *,
+    title: str,
+    names: Sequence[str],
+    bars: Sequence[float | None],
+    bar_name: str,
+    line: Sequence[float | None] | None = None,
+    line_name: str = "",
+    y_title: str = "",
+    y2_title: str = "",
+) -> Spec:
+    """One bar per person (sorted by the caller), optionally a second measure as dots on a right axis."""
+    data: list[dict] = [
+        {"type": "bar", "name": bar_name, "x": list(names), "y": list(bars), "marker": {"color": PALETTE[0]}}
+    ]
+    if line is not None:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": line_name,
+                "x": list(names),
+                "y": list(line),
+                "yaxis": "y2",
+                "marker": {"color": PALETTE[2], "size": 9},
+            }
+        )
+    layout = _layout(
+        title, y_title=y_title, y2_title=y2_title if line is not None else "", hovermode="closest"
+    )
+    layout["xaxis"] = {"type": "category", "tickangle": -35, "automargin": True}
+    return {"data": data, "layout": layout}
+
+
+def nps_chart(*, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
+    """Promoter / passive / detractor shares as stacked bars, NPS as a line with its 95 % margin of error."""
+    x = [period_label(p) for p in periods]
+    rows = [series.get(p.first_day) for p in periods]
+
+    def share(key: str) -> list[float | None]:
+        return [((r.extra or {}).get(key) if r else None) for r in rows]
+
+    nps = [_num(r.value) if r else None for r in rows]
+    moe = [((r.extra or {}).get("moe95") if r else None) for r in rows]
+    data = [
+        {
+            "type": "bar",
+            "name": _("Promoters %"),
+            "x": x,
+            "y": share("promoters_pct"),
+            "marker": {"color": PROMOTER},
+        },
+        {
+            "type": "bar",
+            "name": _("Passives %"),
+            "x": x,
+            "y": share("passives_pct"),
+            "marker": {"color": PASSIVE},
+        },
+        {
+            "type": "bar",
+            "name": _("Detractors %"),
+            "x": x,
+            "y": share("detractors_pct"),
+            "marker": {"color": DETRACTOR},
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": _("NPS ± 95 % margin"),
+            "x": x,
+            "y": nps,
+            "yaxis": "y2",
+            "line": {"color": "#1d2433", "width": 2},
+            "error_y": {"type": "data", "array": [m or 0 for m in moe], "visible": True, "color": "#667085"},
+        },
+    ]
+    layout = _layout(title, y_title=_("share of answers (%)"), y2_title="NPS", barmode="stack")
+    layout["yaxis"]["range"] = [0, 100]
+    layout["yaxis2"]["range"] = [-100, 100]
+    return {"data": data, "layout": layout}
+
+
+def lines_chart(
+    *,
+    title: str,
+    periods: Sequence[Period],
+    lines: Iterable[tuple[str, dict, str]],
+    y_title: str = "",
+    y2_title: str = "",
+    targets: dict | None = None,
+) -> Spec:
+    """Several KPI series as lines; each line is (name, series, axis "y" or "y2")."""
+    x = [period_label(p) for p in periods]
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": name,
+            "x": x,
+            "y": _values(series, periods),
+            "yaxis": axis,
+            "connectgaps": False,
+        }
+        for name, series, axis in lines
+    ]
+    if targets and (target := _target_trace(targets, periods)):
+        data.append(target)
+    return {"data": data, "layout": _layout(title, y_title=y_title, y2_title=y2_title)}
+
+
+def kpi_trend_chart(
+    *, kpi: Kpi, periods: Sequence[Period], series: dict, targets: dict, unit_label: str
+) -> Spec:
+    """One KPI over time (bars for flows and amounts, a line for rates), with its targets."""
+    as_bars = kpi.unit in (Unit.COUNT, Unit.CURRENCY)
+    x = [period_label(p) for p in periods]
+    trace: dict[str, Any] = {"name": str(kpi.label), "x": x, "y": _values(series, periods)}
+    trace |= (
+        {"type": "bar", "marker": {"color": PALETTE[0]}}
+        if as_bars
+        else {"type": "scatter", "mode": "lines+markers"}
+    )
+    data = [trace]
+    if target := _target_trace(targets, periods):
+        data.append(target)
+    return {"data": data, "layout": _layout(str(kpi.label), y_title=unit_label)}

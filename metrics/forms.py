@@ -1,0 +1,87 @@
+"""Dashboard filters and the target form: parsing and validation only."""
+
+from decimal import Decimal
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Team, User
+from metrics.dashboard import RANGES
+from metrics.models import Granularity, Scope
+
+
+class DashboardFilterForm(forms.Form):
+    granularity = forms.ChoiceField(
+        label=_("Period"), choices=Granularity.choices, required=False, initial="month"
+    )
+    count = forms.TypedChoiceField(
+        label=_("Show"),
+        coerce=int,
+        required=False,
+        choices=[("", _("default"))] + [(n, _("last %(n)s periods") % {"n": n}) for n in RANGES],
+    )
+    period = forms.DateField(label=_("Up to"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    team = forms.ModelChoiceField(
+        label=_("Team"), queryset=Team.objects.none(), required=False, empty_label=_("All teams")
+    )
+    rep = forms.ModelChoiceField(
+        label=_("Person"), queryset=User.objects.none(), required=False, empty_label=_("Everyone")
+    )
+
+    def __init__(self, *args, user: User, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user.is_manager:
+            self.fields["team"].queryset = Team.objects.order_by("name")
+            self.fields["rep"].queryset = User.objects.filter(
+                role__in=[User.Role.REP, User.Role.AGENT], is_service_account=False
+            ).order_by("first_name", "username")
+        else:
+            del self.fields["team"]
+            del self.fields["rep"]
+
+    def cleaned(self) -> dict:
+        """The cleaned values, or all defaults when the query string is invalid (a bad link never fails)."""
+        if self.is_valid():
+            return self.cleaned_data
+        return {"granularity": "", "count": None, "period": None, "team": None, "rep": None}
+
+
+class TargetForm(forms.Form):
+    value = forms.DecimalField(
+        label=_("Target"),
+        max_digits=18,
+        decimal_places=4,
+        min_value=Decimal("-1000000000000"),
+        max_value=Decimal("1000000000000"),
+    )
+    granularity = forms.ChoiceField(label=_("Period"), choices=Granularity.choices)
+    period = forms.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
+    scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] != Scope.SOURCE])
+    team = forms.ModelChoiceField(label=_("Team"), queryset=Team.objects.all(), required=False)
+    rep = forms.ModelChoiceField(
+        label=_("Person"), queryset=User.objects.filter(is_service_account=False), required=False
+    )
+
+    def __init__(self, *args, scopes: tuple[str, ...], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["scope"].choices = [c for c in self.fields["scope"].choices if c[0] in scopes]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        scope = data.get("scope")
+        if scope == Scope.TEAM and not data.get("team"):
+            self.add_error("team", _("Choose the team."))
+        if scope == Scope.USER and not data.get("rep"):
+            self.add_error("rep", _("Choose the person."))
+        if data.get("period") and not (2000 <= data["period"].year <= 2100):
+            self.add_error("period", _("Enter a date between 2000 and 2100."))
+        return data
+
+    @property
+    def scope_id(self) -> str:
+        scope = self.cleaned_data["scope"]
+        if scope == Scope.TEAM:
+            return str(self.cleaned_data["team"].pk)
+        if scope == Scope.USER:
+            return str(self.cleaned_data["rep"].pk)
+        return ""

@@ -1,0 +1,91 @@
+"""The weekly KPI report e-mail to managers: headline KPIs of last week with change and target."""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+
+from accounts.models import User
+from metrics import dashboard
+from metrics.kpis import registry
+from metrics.models import ReportDelivery, Scope
+from metrics.periods import period_of
+
+HEADLINE_KPIS = (
+    "revenue_won",
+    "deals_won",
+    "win_rate",
+    "new_customers",
+    "churn_rate",
+    "nps_relationship",
+    "csat",
+    "frt_median",
+    "sla_attainment",
+    "adoption_rate",
+)
+
+
+def weekly_report_cards(*, now: datetime | None = None) -> tuple[dashboard.Filters, list[dashboard.Card]]:
+    """Last complete week's headline KPIs for the whole company, with change and target (snapshots only)."""
+    week = period_of(now or timezone.now(), "week").previous()
+    filters = dashboard.Filters(granularity="week", period=week, count=2, scope=Scope.COMPANY)
+    kpis = [registry()[code] for code in HEADLINE_KPIS if code in registry()]
+    series, targets = dashboard.load_series(filters, kpis), dashboard.load_targets(filters, kpis)
+    cards = [
+        dashboard.Card(
+            kpi=kpi,
+            snapshot=series.get(kpi.code, {}).get(week.first_day),
+            previous=series.get(kpi.code, {}).get(week.previous().first_day),
+            target=targets.get(kpi.code, {}).get(week.first_day),
+        )
+        for kpi in kpis
+    ]
+    return filters, cards
+
+
+def weekly_report_send(*, now: datetime | None = None) -> int:
+    """E-mail last week's report to every active manager and admin with an address, once per week each.
+
+    Each recipient gets it in their own language; a delivery row is written before sending, so a retried
+    task never sends a second copy (a failed send rolls its row back and is retried next time).
+    """
+    filters, _cards = weekly_report_cards(now=now)
+    recipients = User.objects.filter(
+        role__in=[User.Role.MANAGER, User.Role.ADMIN], is_active=True, is_service_account=False
+    ).exclude(email="")
+    sent = 0
+    for user in recipients:
+        try:
+            with transaction.atomic():
+                ReportDelivery.objects.create(user=user, week_start=filters.period.first_day)
+                _send(user, now=now)
+        except IntegrityError:
+            continue
+        sent += 1
+    return sent
+
+
+def _send(user: User, *, now: datetime | None) -> None:
+    with translation.override(user.language):
+        filters, cards = weekly_report_cards(now=now)
+        context = {
+            "user": user,
+            "filters": filters,
+            "cards": cards,
+            "company_name": settings.CRM_COMPANY_NAME,
+            "dashboard_url": settings.CRM_BASE_URL.rstrip("/")
+            + reverse("metrics:dashboard")
+            + "?granularity=week",
+        }
+        subject = render_to_string("metrics/email/weekly_report_subject.txt", context).strip()
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=render_to_string("metrics/email/weekly_report.txt", context),
+            to=[user.email],
+        )
+        message.attach_alternative(render_to_string("metrics/email/weekly_report.html", context), "text/html")
+        message.send()

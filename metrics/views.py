@@ -1,0 +1,638 @@
+"""The KPI dashboard, KPI detail with drill-down, targets and the recompute button.
+
+Dashboard pages read snapshot rows only (see ``metrics.dashboard``); the drill-down lists live records,
+always through the CRM's access selectors. A rep sees the same pages for their own numbers only.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRefresh
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from accounts.models import StaffFeedback, Team, User
+from accounts.security import security_log
+from crm import quality
+from crm.exports import csv_response, xlsx_response
+from crm.views import CappedPaginator
+from metrics import charts, dashboard, pages, selectors
+from metrics.forms import DashboardFilterForm, TargetForm
+from metrics.kpis import registry
+from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
+from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
+from metrics.periods import local_midnight, period_of
+from metrics.services import RecomputeError, kpi_target_set
+
+DRILL_PAGE_SIZE = 25
+BY_REP_LIMIT = 30
+
+
+def _partial(request: HttpRequest, template: str, partial: str) -> str:
+    if request.htmx and not request.htmx.history_restore_request:
+        return f"{template}#{partial}"
+    return template
+
+
+def _filters(request: HttpRequest) -> tuple[DashboardFilterForm, dashboard.Filters]:
+    form = DashboardFilterForm({"granularity": "month", **request.GET.dict()}, user=request.user)
+    data = form.cleaned()
+    filters = dashboard.resolve_filters(
+        user=request.user,
+        granularity=data["granularity"],
+        period=data["period"].isoformat() if data["period"] else None,
+        count=data["count"],
+        team=data.get("team"),
+        rep=data.get("rep"),
+    )
+    return form, filters
+
+
+def _unit_label(kpi: Kpi) -> str:
+    return settings.CRM_CURRENCY if kpi.unit == Unit.CURRENCY else str(Unit(kpi.unit).label)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    form, filters = _filters(request)
+    families, series = dashboard.build_cards(filters)
+    context = {
+        "form": form,
+        "filters": filters,
+        "families": families,
+        "charts": _dashboard_charts(request, filters, series),
+        "freshness": dashboard.freshness(),
+        "query": request.GET.urlencode(),
+    }
+    return render(request, _partial(request, "metrics/dashboard.html", "dashboard-body"), context)
+
+
+def _dashboard_charts(request: HttpRequest, filters: dashboard.Filters, series: dict) -> list[dict]:
+    """The dashboard's charts: from the series already loaded, plus one breakdown query (by-rep chart)."""
+    periods = filters.periods
+
+    def s(code: str) -> dict:
+        return series.get(code, {})
+
+    found: list[dict] = [
+        {
+            "id": "chart-revenue",
+            "spec": charts.revenue_chart(
+                periods=periods,
+                revenue=s("revenue_won"),
+                deals_won=s("deals_won"),
+                forecast=s("forecast_weighted"),
+                targets={},
+                currency=settings.CRM_CURRENCY,
+            ),
+        },
+    ]
+    if funnel := charts.funnel_chart(s("funnel_conversion").get(filters.period.first_day)):
+        found.append({"id": "chart-funnel", "spec": funnel})
+    if request.user.is_manager and filters.scope != Scope.USER:
+        found.append({"id": "chart-reps", "spec": _by_rep_chart(request.user, filters)})
+    if s("nps_relationship"):
+        found.append(
+            {
+                "id": "chart-nps",
+                "spec": charts.nps_chart(
+                    periods=periods, series=s("nps_relationship"), title=_("Relationship NPS")
+                ),
+            }
+        )
+    if s("csat") or s("ces_mean"):
+        found.append(
+            {
+                "id": "chart-csat-ces",
+                "spec": charts.lines_chart(
+                    title=_("CSAT and CES"),
+                    periods=periods,
+                    y_title=_("CSAT %"),
+                    y2_title=_("CES (1–7)"),
+                    lines=[(_("CSAT %"), s("csat"), "y"), (_("CES mean"), s("ces_mean"), "y2")],
+                ),
+            }
+        )
+    if s("churn_rate") or s("retention_rate"):
+        found.append(
+            {
+                "id": "chart-retention",
+                "spec": charts.lines_chart(
+                    title=_("Churn and retention"),
+                    periods=periods,
+                    y_title="%",
+                    lines=[
+                        (_("Churn rate"), s("churn_rate"), "y"),
+                        (_("Retention rate"), s("retention_rate"), "y"),
+                    ],
+                ),
+            }
+        )
+    if s("frt_median") or s("resolution_median"):
+        found.append(
+            {
+                "id": "chart-service",
+                "spec": charts.lines_chart(
+                    title=_("Ticket times and SLA"),
+                    periods=periods,
+                    y_title=_("hours"),
+                    y2_title=_("SLA %"),
+                    lines=[
+                        (_("First response (median)"), s("frt_median"), "y"),
+                        (_("Resolution (median)"), s("resolution_median"), "y"),
+                        (_("SLA attainment"), s("sla_attainment"), "y2"),
+                    ],
+                ),
+            }
+        )
+    if s("adoption_rate"):
+        found.append(
+            {
+                "id": "chart-adoption",
+                "spec": charts.lines_chart(
+                    title=_("CRM adoption"),
+                    periods=periods,
+                    y_title="%",
+                    lines=[
+                        (_("Adoption (actions)"), s("adoption_rate"), "y"),
+                        (_("Access (logins)"), s("access_adoption"), "y"),
+                    ],
+                ),
+            }
+        )
+    if s("duplicate_rate") or s("field_completeness"):
+        found.append(
+            {
+                "id": "chart-quality",
+                "spec": charts.lines_chart(
+                    title=_("Data quality"),
+                    periods=periods,
+                    y_title="%",
+                    lines=[
+                        (_("Field completeness"), s("field_completeness"), "y"),
+                        (_("Duplicate rate"), s("duplicate_rate"), "y"),
+                        (_("Validation errors"), s("validation_error_rate"), "y"),
+                    ],
+                ),
+            }
+        )
+    return found
+
+
+def _by_rep_chart(user: User, filters: dashboard.Filters) -> dict:
+    """Win rate (bars) and median sales cycle (dots) per rep for the shown period: two small queries."""
+    rows = KpiSnapshot.objects.filter(
+        kpi__in=["win_rate", "sales_cycle_median"],
+        granularity=filters.granularity,
+        period_start=filters.period.start,
+        scope=Scope.USER,
+    ).values_list("kpi", "scope_id", "value")
+    people = User.objects.filter(role=User.Role.REP)
+    if filters.team is not None:
+        people = people.filter(team=filters.team)
+    names = {str(u.pk): str(u) for u in people}
+    values: dict[str, dict[str, float | None]] = {}
+    for kpi, scope_id, value in rows:
+        if scope_id in names:
+            values.setdefault(scope_id, {})[kpi] = float(value) if value is not None else None
+    # A readable chart: the best win rates first (the KPI detail page lists everyone).
+    order = sorted(values, key=lambda k: -(values[k].get("win_rate") or -1))[:BY_REP_LIMIT]
+    return charts.by_user_chart(
+        title=_("Win rate and sales cycle by rep (top %(n)s)") % {"n": BY_REP_LIMIT}
+        if len(values) > BY_REP_LIMIT
+        else _("Win rate and sales cycle by rep"),
+        names=[names[k] for k in order],
+        bars=[values[k].get("win_rate") for k in order],
+        bar_name=_("Win rate %"),
+        y_title="%",
+        line=[values[k].get("sales_cycle_median") for k in order],
+        line_name=_("Sales cycle (median days)"),
+        y2_title=_("days"),
+    )
+
+
+# KPI detail and drill-down
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _kpi_or_404(code: str) -> Kpi:
+    try:
+        return registry()[code]
+    except KeyError:
+        raise Http404 from None
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
+    kpi = _kpi_or_404(code)
+    form, filters = _filters(request)
+    if filters.scope not in kpi.scopes or filters.granularity not in kpi.granularities:
+        raise Http404
+    series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
+    targets = dashboard.load_targets(filters, [kpi]).get(kpi.code, {})
+    snapshot = series.get(filters.period.first_day)
+    part = request.GET.get("part") if request.GET.get("part") in selectors.DRILL_PARTS else "numerator"
+    drill, drill_error = None, None
+    if kpi.drilldown is not None:
+        try:
+            records = selectors.kpi_drilldown(
+                user=request.user,
+                kpi_code=kpi.code,
+                granularity=filters.granularity,
+                period_start=filters.period.start,
+                scope=filters.scope,
+                scope_id=filters.scope_id,
+                part=part,
+            )
+            drill = CappedPaginator(records, DRILL_PAGE_SIZE).get_page(request.GET.get("page"))
+        except selectors.DrilldownError as exc:
+            drill_error = str(exc)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "kpi": kpi,
+        "kpi_meta": {
+            "family": Family(kpi.family).label,
+            "basis": Basis(kpi.basis).label,
+            "better": Better(kpi.better).label,
+        },
+        "form": form,
+        "filters": filters,
+        "card": dashboard.Card(
+            kpi=kpi,
+            snapshot=snapshot,
+            previous=series.get(filters.period.previous().first_day),
+            target=targets.get(filters.period.first_day),
+        ),
+        "snapshot": snapshot,
+        "trend": charts.kpi_trend_chart(
+            kpi=kpi, periods=filters.periods, series=series, targets=targets, unit_label=_unit_label(kpi)
+        ),
+        "breakdowns": _breakdowns(request.user, kpi, filters),
+        "drill": drill,
+        "drill_error": drill_error,
+        "part": part,
+        "query": query.urlencode(),
+        "target_form": TargetForm(
+            initial={
+                "granularity": filters.granularity,
+                "period": filters.period.first_day,
+                "scope": filters.scope,
+            },
+            scopes=kpi.scopes,
+        )
+        if request.user.is_manager
+        else None,
+        "freshness": dashboard.freshness(),
+    }
+    return render(request, _partial(request, "metrics/kpi_detail.html", "drilldown"), context)
+
+
+def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
+    """The KPI for the shown period per team and per person (managers; a rep gets only their own row)."""
+    found = []
+    for scope, label in (
+        (Scope.TEAM, _("By team")),
+        (Scope.USER, _("By person")),
+        (Scope.SOURCE, _("By channel")),
+    ):
+        if scope not in kpi.scopes or (scope != Scope.USER and not user.is_manager):
+            continue
+        rows = list(
+            selectors.kpi_breakdown(
+                user=user,
+                kpi=kpi.code,
+                granularity=filters.granularity,
+                period_start=filters.period.start,
+                scope=scope,
+            )
+        )
+        if not rows:
+            continue
+        if scope == Scope.TEAM:
+            names = {str(t.pk): t.name for t in Team.objects.filter(pk__in=[r.scope_id for r in rows])}
+        elif scope == Scope.USER:
+            names = {str(u.pk): str(u) for u in User.objects.filter(pk__in=[r.scope_id for r in rows])}
+        else:
+            from crm.models import Source
+
+            names = dict(Source.choices)
+        table = sorted(
+            (
+                {
+                    "name": names.get(r.scope_id, r.scope_id),
+                    "snapshot": r,
+                    "display": dashboard.format_value(kpi, r.value),
+                }
+                for r in rows
+            ),
+            key=lambda row: (row["snapshot"].value is None, -(row["snapshot"].value or 0)),
+        )
+        chart = charts.by_user_chart(
+            title=f"{kpi.label} — {label}",
+            names=[t["name"] for t in table],
+            bars=[charts._num(t["snapshot"].value) for t in table],
+            bar_name=str(kpi.label),
+            y_title=_unit_label(kpi),
+        )
+        found.append({"scope": scope, "label": label, "rows": table, "chart": chart, "id": f"chart-{scope}"})
+    return found
+
+
+@login_required
+@require_POST
+def target_set_view(request: HttpRequest, code: str) -> HttpResponse:
+    if not request.user.is_manager:
+        raise Http404
+    kpi = _kpi_or_404(code)
+    form = TargetForm(request.POST, scopes=kpi.scopes)
+    if form.is_valid():
+        period = period_of(form.cleaned_data["period"], form.cleaned_data["granularity"])
+        try:
+            kpi_target_set(
+                kpi=kpi.code,
+                granularity=period.granularity,
+                period_start=period.start,
+                value=form.cleaned_data["value"],
+                scope=form.cleaned_data["scope"],
+                scope_id=form.scope_id,
+                actor=request.user,
+            )
+        except (ValidationError, RecomputeError) as exc:
+            messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        else:
+            messages.success(request, _("Target saved."))
+    else:
+        messages.error(
+            request,
+            " ".join(
+                f"{form.fields[f].label}: {' '.join(e)}" if f in form.fields else " ".join(e)
+                for f, e in form.errors.items()
+            ),
+        )
+    return redirect(
+        f"{reverse('metrics:kpi_detail', args=[kpi.code])}?{request.POST.get('return_query', '')}"
+    )
+
+
+# Freshness and recompute
+# ---------------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def recompute_view(request: HttpRequest) -> HttpResponse:
+    """Enqueue a recompute of the recent periods; the page then polls the progress fragment."""
+    if not request.user.is_manager:
+        raise Http404
+    from metrics.tasks import recompute_recent_kpi_snapshots
+
+    requested_at = timezone.now()
+    try:
+        recompute_recent_kpi_snapshots.delay()
+    except (BrokerError, RedisError, OSError):
+        queued = False
+    else:
+        queued = True
+    context = {"queued": queued, "requested_at": requested_at.isoformat(), "run": None, "done": False}
+    return render(request, "metrics/_recompute_progress.html", context)
+
+
+@login_required
+@require_GET
+def recompute_status_view(request: HttpRequest) -> HttpResponse:
+    """Progress of the recompute requested at ``since``: queued, running, done (then refresh) or failed."""
+    if not request.user.is_manager:
+        raise Http404
+    since_text = request.GET.get("since", "")
+    try:
+        since = timezone.datetime.fromisoformat(since_text)
+    except ValueError:
+        since = timezone.now() - timedelta(minutes=5)
+    if timezone.is_naive(since):
+        since = local_midnight(since.date())
+    run = (
+        SnapshotRun.objects.filter(started_at__gte=since - timedelta(seconds=2))
+        .exclude(kind=SnapshotRun.Kind.RFM)
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    if run is not None and run.status in (SnapshotRun.Status.OK, SnapshotRun.Status.SKIPPED):
+        return HttpResponseClientRefresh()
+    context = {
+        "queued": True,
+        "requested_at": since_text,
+        "run": run,
+        "progress": dashboard.recompute_progress(run),
+    }
+    return render(request, "metrics/_recompute_progress.html", context)
+
+
+# Adoption, segments and channels, before/after go-live
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _manager_only(request: HttpRequest) -> None:
+    if not request.user.is_manager:
+        raise Http404
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def adoption_view(request: HttpRequest) -> HttpResponse:
+    _manager_only(request)
+    form, filters = _filters(request)
+    sort = request.GET.get("sort", "name")
+    rows = pages.adoption_rows(period=filters.period, sort=sort)
+    series = dashboard.load_series(filters, [registry()[c] for c in ("adoption_rate", "access_adoption")])
+    query = request.GET.copy()
+    query.pop("sort", None)
+    context = {
+        "form": form,
+        "filters": filters,
+        "rows": rows,
+        "inactive": [r for r in rows if r["inactive"]],
+        "sort": sort,
+        "query": query.urlencode(),
+        "inactive_days": pages.INACTIVE_AFTER_DAYS,
+        "trend": charts.lines_chart(
+            title=_("Adoption rate"),
+            periods=filters.periods,
+            y_title="%",
+            lines=[
+                (_("Adoption (actions)"), series.get("adoption_rate", {}), "y"),
+                (_("Access (logins)"), series.get("access_adoption", {}), "y"),
+            ],
+        ),
+        "per_user": charts.by_user_chart(
+            title=_("Active days per person"),
+            names=[r["name"] for r in rows],
+            bars=[r["active_days"] for r in rows],
+            bar_name=_("Active days"),
+            y_title=_("days"),
+        ),
+        "feedback": StaffFeedback.objects.select_related("user").order_by("-created_at")[:50],
+    }
+    return render(request, _partial(request, "metrics/adoption.html", "adoption-table"), context)
+
+
+@login_required
+@require_GET
+def segments_view(request: HttpRequest) -> HttpResponse:
+    _manager_only(request)
+    form, filters = _filters(request)
+    dates = selectors.rfm_as_of_dates()
+    as_of = dates[0] if dates else None
+    previous = dates[1] if len(dates) > 1 else None
+    segment = request.GET.get("segment")
+    segment = segment if segment in CustomerRfm.Segment.values else None
+    members = None
+    if as_of is not None and segment:
+        members = CappedPaginator(
+            selectors.customer_rfm_list(user=request.user, as_of=as_of, segment=segment), DRILL_PAGE_SIZE
+        ).get_page(request.GET.get("page"))
+    movement = selectors.rfm_movement(user=request.user, before=previous, after=as_of) if previous else {}
+    labels = dict(CustomerRfm.Segment.choices)
+    context = {
+        "form": form,
+        "filters": filters,
+        "as_of": as_of,
+        "previous": previous,
+        "segments": pages.segment_summary(user=request.user, as_of=as_of, previous=previous),
+        "segment": segment,
+        "segment_label": labels.get(segment),
+        "members": members,
+        "movement": sorted(
+            (
+                (labels.get(a, a), labels.get(b, b) if b else _("(no longer scored)"), n)
+                for (a, b), n in movement.items()
+                if a != b
+            ),
+            key=lambda row: -row[2],
+        )[:15],
+        "sources": pages.source_rows(period=filters.period),
+        "query": request.GET.urlencode(),
+    }
+    return render(request, "metrics/segments.html", context)
+
+
+@login_required
+@require_GET
+def go_live_view(request: HttpRequest) -> HttpResponse:
+    _manager_only(request)
+    comparison = pages.go_live_comparison()
+    for row in comparison["rows"]:
+        row["before_display"] = dashboard.format_value(row["kpi"], row["before"])
+        row["after_display"] = dashboard.format_value(row["kpi"], row["after"])
+        card = dashboard.Card(kpi=row["kpi"], snapshot=None, previous=None, target=None)
+        row["change"] = _change(card, row["before"], row["after"])
+    return render(request, "metrics/go_live.html", {"comparison": comparison})
+
+
+def _change(card: dashboard.Card, before, after) -> dict | None:
+    """The before/after change, coloured like the dashboard's period-over-period change."""
+    if before is None or after is None:
+        return None
+    card.snapshot = KpiSnapshot(value=after)
+    card.previous = KpiSnapshot(value=before)
+    return card.change
+
+
+# Exports
+# ---------------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
+    """One KPI's series (``what=series``) or breakdown (``what=breakdown``) as CSV or XLSX, access-scoped."""
+    kpi = _kpi_or_404(code)
+    _form, filters = _filters(request)
+    if filters.scope not in kpi.scopes:
+        raise Http404
+    fmt = "xlsx" if request.GET.get("format") == "xlsx" else "csv"
+    header = [
+        _("Period"),
+        _("Scope"),
+        _("Who"),
+        str(kpi.label),
+        _("Numerator"),
+        _("Denominator"),
+        _("Sample size"),
+    ]
+    if request.GET.get("what") == "breakdown":
+        rows = []
+        for breakdown in _breakdowns(request.user, kpi, filters):
+            for row in breakdown["rows"]:
+                rows.append(_export_row(filters.period, breakdown["label"], row["name"], row["snapshot"]))
+        name = f"{kpi.code}-breakdown-{filters.period.first_day}"
+    else:
+        series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
+        who = str(filters.rep or filters.team or _("Company"))
+        rows = [_export_row(p, filters.scope, who, series.get(p.first_day)) for p in filters.periods]
+        name = f"{kpi.code}-{filters.granularity}-{filters.period.first_day}"
+    security_log(kind="export", request=request, what=f"kpi:{kpi.code}", format=fmt, rows=len(rows))
+    if fmt == "xlsx":
+        return xlsx_response([header, *rows], f"{name}.xlsx", title=kpi.code)
+    return csv_response([header, *rows], f"{name}.csv")
+
+
+def _export_row(period, scope: str, who: str, snapshot: KpiSnapshot | None) -> list:
+    def num(value):
+        return None if value is None else float(value)
+
+    return [
+        charts.period_label(period),
+        str(scope),
+        who,
+        num(snapshot.value) if snapshot else None,
+        num(snapshot.numerator) if snapshot else None,
+        num(snapshot.denominator) if snapshot else None,
+        snapshot.sample_size if snapshot else None,
+    ]
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def data_quality_view(request: HttpRequest) -> HttpResponse:
+    """Duplicate rate, completeness by field and the validation failures, each linked to its record."""
+    _manager_only(request)
+    form, filters = _filters(request)
+    codes = ("duplicate_rate", "field_completeness", "validation_error_rate", "stale_deals")
+    kpis = [registry()[c] for c in codes if c in registry()]
+    families, _series = dashboard.build_cards(
+        dashboard.Filters(granularity=filters.granularity, period=filters.period, count=filters.count)
+    )
+    cards = [card for _label, group in families for card in group if card.kpi in kpis]
+    rule = request.GET.get("rule") or None
+    page = CappedPaginator(
+        quality.quality_failure_list(user=request.user, rule=rule), DRILL_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "cards": cards,
+        "rules": quality.quality_failure_counts(user=request.user),
+        "rule": rule,
+        "page": page,
+        "failures": quality.failure_links(page.object_list),
+        "query": query.urlencode(),
+    }
+    return render(request, _partial(request, "metrics/data_quality.html", "failure-list"), context)

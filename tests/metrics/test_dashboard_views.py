@@ -1,0 +1,244 @@
+"""The dashboard and KPI detail pages: snapshot reads only, bounded queries, rep scope, targets, recompute."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import Customer
+from metrics.models import KpiSnapshot, KpiTarget, Scope, SnapshotRun
+from metrics.periods import period_of
+from tests.factories import make_customer, make_manager, make_team, make_user
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HX-Request": "true"}
+
+
+def current(granularity: str = "month"):
+    return period_of(timezone.now(), granularity)
+
+
+def snap(kpi: str, period, value, *, scope: str = Scope.COMPANY, scope_id: str = "", **extra) -> KpiSnapshot:
+    return KpiSnapshot.objects.create(
+        kpi=kpi,
+        granularity=period.granularity,
+        period_start=period.start,
+        period_end=period.end,
+        scope=scope,
+        scope_id=scope_id,
+        value=None if value is None else Decimal(str(value)),
+        computed_at=timezone.now(),
+        definition_version=1,
+        **extra,
+    )
+
+
+@pytest.fixture
+def manager(client):
+    user = make_manager(username="boss")
+    client.force_login(user)
+    return user
+
+
+def test_empty_dashboard_looks_intentional(client, manager):
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "No KPI numbers have been computed yet." in body
+    assert "Win rate" in body and "—" in body
+    assert "No data for this period" in body
+
+
+def test_cards_show_value_change_target_and_sparkline(client, manager):
+    now, before = current(), current().previous()
+    snap("win_rate", before, "20")
+    snap("win_rate", now, "25")
+    snap("sales_cycle_median", before, "30")
+    snap("sales_cycle_median", now, "36")
+    KpiTarget.objects.create(kpi="win_rate", granularity="month", period_start=now.start, value=Decimal("50"))
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "25.0 %" in body
+    assert 'class="kpi-change good"' in body and "+5.0 pp" in body  # win rate up: good
+    assert 'class="kpi-change bad"' in body and "+20 %" in body  # sales cycle longer: bad
+    assert '<progress class="target-progress" value="50"' in body
+    assert "<polyline points=" in body
+
+
+def test_filters_swap_the_body_with_htmx_and_bad_values_fall_back(client, manager):
+    response = client.get(
+        reverse("metrics:dashboard"), {"granularity": "quarter", "count": "6"}, headers=HTMX
+    )
+    assert response.status_code == 200
+    assert b"<html" not in response.content and b'id="dashboard-body"' in response.content
+    assert "HX-Request" in response["Vary"]
+    response = client.get(
+        reverse("metrics:dashboard"), {"granularity": "decade", "count": "x", "period": "2026-02-30"}
+    )
+    assert response.status_code == 200
+
+
+def test_team_and_rep_filters_read_their_scope(client, manager):
+    team = make_team(name="North")
+    rep = make_user(team=team)
+    snap("revenue_won", current(), "111", scope=Scope.TEAM, scope_id=str(team.pk))
+    snap("revenue_won", current(), "222", scope=Scope.USER, scope_id=str(rep.pk))
+    assert "111 EUR" in client.get(reverse("metrics:dashboard"), {"team": team.pk}).content.decode()
+    assert "222 EUR" in client.get(reverse("metrics:dashboard"), {"rep": rep.pk}).content.decode()
+
+
+def test_a_rep_sees_only_their_own_numbers(client):
+    rep, mate = make_user(), make_user()
+    snap("revenue_won", current(), "1000", scope=Scope.USER, scope_id=str(rep.pk))
+    snap("revenue_won", current(), "9999", scope=Scope.USER, scope_id=str(mate.pk))
+    snap("revenue_won", current(), "55555")
+    client.force_login(rep)
+    for params in ({}, {"rep": mate.pk}, {"team": "1"}):
+        body = client.get(reverse("metrics:dashboard"), params).content.decode()
+        assert "1,000 EUR" in body
+        assert "9,999" not in body and "55,555" not in body
+        assert "Win rate and sales cycle by rep" not in body
+    # Company-only KPIs (no per-person number) are not offered to a rep.
+    assert "CRM ROI" not in body
+    assert client.get(reverse("metrics:kpi_detail", args=["crm_roi"])).status_code == 404
+
+
+def test_dashboard_queries_do_not_grow_with_periods_or_reps(client, manager, django_assert_max_num_queries):
+    def fill(reps: int, periods: int) -> None:
+        for i in range(periods):
+            period = current().previous(i)
+            for code in ("revenue_won", "win_rate", "deals_won", "sales_cycle_median"):
+                snap(code, period, i + 1)
+            for r in range(reps):
+                snap("win_rate", period, r, scope=Scope.USER, scope_id=str(make_user().pk if i == 0 else r))
+
+    fill(reps=2, periods=3)
+    client.get(reverse("metrics:dashboard"))
+    with django_assert_max_num_queries(12) as small:
+        client.get(reverse("metrics:dashboard"), {"count": "36"})
+    KpiSnapshot.objects.all().delete()
+    fill(reps=20, periods=36)
+    with django_assert_max_num_queries(len(small.captured_queries)):
+        client.get(reverse("metrics:dashboard"), {"count": "36"})
+
+
+def test_charts_are_json_for_the_static_script_not_inline_code(client, manager):
+    snap("revenue_won", current(), "500")
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert '<script id="chart-revenue" type="application/json">' in body
+    assert 'data-plotly="chart-revenue"' in body
+    assert "Plotly.newPlot" not in body
+    assert "vendor/plotly-strict" in body
+
+
+def test_kpi_detail_shows_definition_numbers_breakdown_and_drilldown(client, manager):
+    rep = make_user(first_name="Rita")
+    customer = make_customer(rep, name="Drilled Customer AG")
+    Customer.objects.filter(pk=customer.pk).update(became_customer_at=timezone.now())
+    period = current()
+    snap("new_customers", period, "1", numerator=Decimal(1))
+    snap("new_customers", period, "1", scope=Scope.USER, scope_id=str(rep.pk))
+    response = client.get(reverse("metrics:kpi_detail", args=["new_customers"]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Definition" in body and "By person" in body and "Rita" in body
+    assert "Drilled Customer AG" in body
+
+
+def test_kpi_detail_drilldown_is_scoped_for_a_rep(client):
+    rep, mate = make_user(), make_user()
+    mine = make_customer(rep, name="Mine GmbH")
+    theirs = make_customer(mate, name="Theirs GmbH")
+    Customer.objects.filter(pk__in=[mine.pk, theirs.pk]).update(became_customer_at=timezone.now())
+    client.force_login(rep)
+    body = client.get(reverse("metrics:kpi_detail", args=["new_customers"])).content.decode()
+    assert "Mine GmbH" in body and "Theirs GmbH" not in body
+    fragment = client.get(
+        reverse("metrics:kpi_detail", args=["new_customers"]), {"part": "denominator"}, headers=HTMX
+    )
+    assert b"<html" not in fragment.content and b"Theirs GmbH" not in fragment.content
+
+
+def test_unknown_kpi_is_404(client, manager):
+    assert client.get(reverse("metrics:kpi_detail", args=["no_such_kpi"])).status_code == 404
+
+
+def test_manager_sets_a_target_and_sees_it(client, manager):
+    response = client.post(
+        reverse("metrics:target_set", args=["win_rate"]),
+        {
+            "value": "42.5",
+            "granularity": "month",
+            "period": timezone.localdate().isoformat(),
+            "scope": "company",
+        },
+    )
+    assert response.status_code == 302
+    target = KpiTarget.objects.get(kpi="win_rate")
+    assert target.value == Decimal("42.5") and target.period_start == current().start
+    assert "42.5 %" in client.get(reverse("metrics:kpi_detail", args=["win_rate"])).content.decode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"value": "abc"},
+        {"value": "1e40"},
+        {"scope": "team"},
+        {"period": "1800-01-01"},
+        {"granularity": "day"},
+    ],
+)
+def test_bad_target_input_is_a_message_not_a_500(client, manager, data):
+    payload = {"value": "10", "granularity": "month", "period": "2026-05-01", "scope": "company", **data}
+    response = client.post(reverse("metrics:target_set", args=["win_rate"]), payload, follow=True)
+    assert response.status_code == 200
+    assert not KpiTarget.objects.exists()
+    assert "message-error" in response.content.decode()
+
+
+def test_reps_cannot_set_targets_or_recompute(client):
+    client.force_login(make_user())
+    assert client.post(reverse("metrics:target_set", args=["win_rate"]), {"value": "1"}).status_code == 404
+    assert client.post(reverse("metrics:recompute")).status_code == 404
+    assert client.get(reverse("metrics:recompute_status")).status_code == 404
+
+
+def test_freshness_says_stale_and_failed(client, manager):
+    SnapshotRun.objects.create(
+        kind="recent",
+        status="ok",
+        started_at=timezone.now() - timedelta(hours=3),
+        finished_at=timezone.now() - timedelta(hours=3),
+    )
+    SnapshotRun.objects.create(kind="recent", status="failed", started_at=timezone.now(), error="boom")
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "Data as of" in body and "The last recompute failed" in body
+
+
+def test_recompute_status_polls_until_the_run_finishes(client, manager):
+    since = timezone.now()
+    run = SnapshotRun.objects.create(kind="recent", status="running", started_at=since + timedelta(seconds=1))
+    response = client.get(reverse("metrics:recompute_status"), {"since": since.isoformat()})
+    assert b"<progress" in response.content and b'hx-trigger="every 1s"' in response.content
+    SnapshotRun.objects.filter(pk=run.pk).update(status="ok", finished_at=timezone.now())
+    response = client.get(reverse("metrics:recompute_status"), {"since": since.isoformat()})
+    assert response["HX-Refresh"] == "true"
+
+
+def test_data_quality_page_links_failures_to_their_records(client, manager):
+    rep = make_user()
+    broken = make_customer(rep, name="No Contact Ltd", email="", phone="")
+    body = client.get(reverse("metrics:data_quality")).content.decode()
+    assert "Records to fix" in body
+    assert broken.get_absolute_url() in body
+    fragment = client.get(reverse("metrics:data_quality"), {"rule": "nonexistent"}, headers=HTMX)
+    assert fragment.status_code == 200 and b"<html" not in fragment.content
+    assert b"Nothing to fix here." in fragment.content
+
+
+def test_manager_pages_are_404_for_reps_and_render_for_managers(client, manager):
+    for name in ("metrics:adoption", "metrics:segments", "metrics:go_live", "metrics:data_quality"):
+        assert client.get(reverse(name)).status_code == 200, name
+    client.force_login(make_user())
+    for name in ("metrics:adoption", "metrics:segments", "metrics:go_live", "metrics:data_quality"):
+        assert client.get(reverse(name)).status_code == 404, name
