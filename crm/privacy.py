@@ -1,0 +1,153 @@
+"""Personal data of one customer: everything held about them as JSON, and erasure on request.
+
+Erasure anonymises in place: ids, amounts, dates and statuses stay, so every count, sum and KPI stays the
+same; the name, contact details and free text about the person go, in the audit history too.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import models, transaction
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Replace
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import UsageEvent, User
+from accounts.services import usage_record
+from crm.models import Activity, Customer, CustomerMerge, Deal, Ticket, TicketMessage
+
+# Customer fields that identify the person; erased (blanked, or the name replaced).
+PERSONAL_FIELDS = ("name", "email", "phone", "city", "industry")
+MATCH_KEYS = ("email_key", "phone_key", "name_key")
+# Never part of an export: secrets and internal match keys.
+_NEVER_EXPORTED = {"token_hash", "reminder_token_hash", *MATCH_KEYS}
+
+
+def erased_name(customer: Customer) -> str:
+    """The name an erased customer is shown under."""
+    return f"Erased customer #{customer.pk}"
+
+
+def _row(obj: models.Model) -> dict[str, Any]:
+    """One row's stored values (foreign keys as ids), without secrets."""
+    return {
+        field.attname: getattr(obj, field.attname)
+        for field in obj._meta.concrete_fields
+        if field.attname not in _NEVER_EXPORTED
+    }
+
+
+def _rows(queryset: QuerySet) -> list[dict[str, Any]]:
+    return [_row(obj) for obj in queryset]
+
+
+def _history(queryset: QuerySet) -> list[dict[str, Any]]:
+    """Audit-history rows (django-simple-history) in the order they were written."""
+    return [_row(record) for record in queryset.order_by("history_date", "history_id")]
+
+
+def customer_personal_data(*, customer: Customer) -> dict[str, Any]:
+    """Everything held about one customer, as JSON-ready data (dates as datetimes, amounts as Decimals)."""
+    from surveys.models import SurveyInvitation, SurveyResponse
+
+    deals = Deal.objects.filter(customer=customer).order_by("created_at", "id")
+    tickets = Ticket.objects.filter(customer=customer).order_by("created_at", "id")
+    return {
+        "exported_at": timezone.now(),
+        "customer": _row(customer),
+        "status_history": _rows(customer.status_changes.order_by("at", "id")),
+        "deals": [
+            {**_row(deal), "stage_changes": _rows(deal.stage_changes.order_by("at", "id"))} for deal in deals
+        ],
+        "tickets": [
+            {
+                **_row(ticket),
+                "messages": _rows(ticket.messages.order_by("created_at", "id")),
+                "status_history": _rows(ticket.status_changes.order_by("at", "id")),
+            }
+            for ticket in tickets
+        ],
+        "activities": _rows(Activity.objects.filter(customer=customer).order_by("created_at", "id")),
+        "survey_invitations": _rows(
+            SurveyInvitation.objects.filter(customer=customer).order_by("created_at")
+        ),
+        "survey_responses": _rows(
+            SurveyResponse.objects.filter(customer=customer).order_by("score_submitted_at")
+        ),
+        "merges": _rows(
+            CustomerMerge.objects.filter(Q(survivor=customer) | Q(merged=customer)).order_by("at")
+        ),
+        "audit_history": {
+            "customer": _history(customer.history.all()),
+            "deals": _history(Deal.history.filter(customer_id=customer.pk)),
+            "tickets": _history(Ticket.history.filter(customer_id=customer.pk)),
+        },
+    }
+
+
+def _replace_name(field: str, old: str, new: str) -> Replace:
+    return Replace(F(field), Value(old), Value(new))
+
+
+def _erase_one(customer: Customer) -> None:
+    """Anonymise one customer row, its history and the free text about them (no new history rows)."""
+    from surveys.models import SurveyInvitation, SurveyResponse
+
+    old_name, new_name = customer.name, erased_name(customer)
+    blank = {field: "" for field in PERSONAL_FIELDS if field != "name"}
+    Customer.objects.filter(pk=customer.pk).update(
+        name=new_name, **blank, **dict.fromkeys(MATCH_KEYS, ""), updated_at=timezone.now()
+    )
+    Customer.history.filter(id=customer.pk).update(name=new_name, **blank)
+    tickets = Ticket.objects.filter(customer=customer)
+    TicketMessage.objects.filter(ticket__in=tickets).update(body="")
+    Activity.objects.filter(customer=customer).update(notes="")
+    SurveyResponse.objects.filter(customer=customer).update(comment="")
+    SurveyInvitation.objects.filter(customer=customer).update(email="")
+    if old_name:
+        # Merges write the other customer's name into the change reason, on either side.
+        Customer.history.filter(history_change_reason__contains=old_name).update(
+            history_change_reason=_replace_name("history_change_reason", old_name, new_name)
+        )
+        # Subjects and titles stay (they say what the record is about), without the person's name.
+        tickets.update(subject=_replace_name("subject", old_name, new_name), description="")
+        Ticket.history.filter(customer_id=customer.pk).update(
+            subject=_replace_name("subject", old_name, new_name), description=""
+        )
+        Activity.objects.filter(customer=customer).update(
+            subject=_replace_name("subject", old_name, new_name)
+        )
+        Deal.objects.filter(customer=customer).update(title=_replace_name("title", old_name, new_name))
+        Deal.history.filter(customer_id=customer.pk).update(title=_replace_name("title", old_name, new_name))
+    for record in CustomerMerge.objects.filter(Q(survivor=customer) | Q(merged=customer)):
+        # The values kept or dropped in a merge may be this person's: keep which side won, not the values.
+        record.chosen = {
+            field: {"kept": choice.get("kept")} if field in PERSONAL_FIELDS else choice
+            for field, choice in record.chosen.items()
+        }
+        if record.merged_id == customer.pk:
+            record.merged_snapshot = {}
+        record.save(update_fields=["chosen", "merged_snapshot"])
+
+
+@transaction.atomic
+def customer_erase_personal_data(*, customer: Customer, actor: User) -> Customer:
+    """Erase one customer's personal data on request (managers only), with the duplicates merged into them.
+
+    Ids, amounts, dates and statuses stay, so aggregates and KPIs do not change.
+    """
+    if not actor.is_manager:
+        raise PermissionDenied(_("Only managers erase personal data."))
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    erased = [customer]
+    pending = [customer.pk]
+    while pending:  # the same person's duplicates, merged into this customer (at any depth)
+        found = list(Customer.objects.filter(merged_into_id__in=pending))
+        erased += found
+        pending = [c.pk for c in found]
+    for one in sorted(erased, key=lambda c: len(c.name), reverse=True):  # "ACME Ltd" before "ACME"
+        _erase_one(one)
+    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer)
+    customer.refresh_from_db()
+    return customer
