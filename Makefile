@@ -9,10 +9,12 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
 
-.PHONY: help demo test lint check-python messages messages-update clean
+.PHONY: help demo test lint check-python messages messages-update clean backup restore
 help:
 	@echo "make demo   run the demo: web + Celery worker + beat on embedded PostgreSQL/Redis (unless DATABASE_URL/REDIS_URL are set)"
 	@echo "make test   install dev dependencies and run ruff, the migrations check and pytest"
+	@echo "make backup               pg_dump the database (DATABASE_URL, else the embedded one) into var/backups/"
+	@echo "make restore FILE=<dump>  restore a backup into the database (replaces its tables)"
 	@echo "make clean  remove the virtualenv and var/ (embedded databases)"
 
 check-python:
@@ -52,6 +54,21 @@ lint: $(VENV)/.stamp-test
 test: $(VENV)/.stamp-test
 	@$(MAKE) --no-print-directory messages lint
 	$(PY) -m crm.embedded run -- bash -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
+
+# Backups (README "Backups"): crm/backup.py picks pg_dump/pg_restore matching the server's version.
+# Without DATABASE_URL the embedded server is started for the command.
+ifdef DATABASE_URL
+DB_RUN :=
+else
+DB_RUN := $(PY) -m crm.embedded run --
+endif
+
+backup: $(VENV)/.stamp-demo
+	$(DB_RUN) $(PY) -m crm.backup backup
+
+restore: $(VENV)/.stamp-demo
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=var/backups/<timestamp>.dump"; exit 1; }
+	$(DB_RUN) $(PY) -m crm.backup restore "$(FILE)"
 
 clean:
 	rm -rf $(VENV) var

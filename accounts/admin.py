@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import LoginEvent, Seat, Team, UsageEvent, User
+from accounts.models import LoginEvent, Seat, SecurityEvent, Team, UsageEvent, User
 
 
 @admin.register(Team)
@@ -44,3 +44,23 @@ class UsageEventAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     date_hierarchy = "at"
     raw_id_fields = ["user"]
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    """Read-only: the security log is written by the application only."""
+
+    list_display = ["at", "kind", "user", "username", "ip", "path"]
+    list_filter = ["kind"]
+    list_select_related = ["user"]
+    search_fields = ["username", "user__username", "path"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

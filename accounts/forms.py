@@ -9,3 +9,32 @@ class LoginForm(AuthenticationForm):
         max_length=150,
         widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}),
     )
+
+
+class FeedbackForm(forms.Form):
+    rating = forms.TypedChoiceField(
+        label=_("How useful is the CRM for your work?"),
+        choices=[(n, str(n)) for n in range(1, 6)],
+        coerce=int,
+        widget=forms.RadioSelect,
+        error_messages={"required": _("Pick a rating from 1 to 5.")},
+    )
+    comment = forms.CharField(
+        label=_("What would make it better?"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    page = forms.CharField(required=False, max_length=300, widget=forms.HiddenInput)
+
+
+class SecurityEventFilterForm(forms.Form):
+    kind = forms.ChoiceField(label=_("Kind"), required=False)
+    user = forms.ModelChoiceField(label=_("User"), queryset=None, required=False, empty_label=_("Everyone"))
+
+    def __init__(self, *args, **kwargs) -> None:
+        from accounts.models import SecurityEvent, User
+
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [("", _("All kinds")), *SecurityEvent.Kind.choices]
+        self.fields["user"].queryset = User.objects.order_by("username")

@@ -21,3 +21,24 @@ class UserLanguageMiddleware:
             translation.activate(user.language)
             request.LANGUAGE_CODE = translation.get_language()
         return self.get_response(request)
+
+
+class RefusedAccessLogMiddleware:
+    """Log refused access of signed-in users: every 403, and 404s on record URLs (a forbidden record is a
+    404 by design, so an auditor sees who probed which ids). Path and status only, never the query."""
+
+    LOGGED_404_PREFIXES = ("/crm/", "/metrics/", "/surveys/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        status = response.status_code
+        if status == 403 or (status == 404 and request.path.startswith(self.LOGGED_404_PREFIXES)):
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                from accounts.security import security_log
+
+                security_log(kind="access_refused", request=request, status=status, method=request.method)
+        return response

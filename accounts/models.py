@@ -153,3 +153,71 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.verb} {self.object_type}#{self.object_id}"
+
+
+class StaffFeedback(models.Model):
+    """What a staff member thinks of the CRM, sent from any page; managers read it on the adoption page."""
+
+    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="feedback")
+    rating = models.PositiveSmallIntegerField(_("rating"))
+    comment = models.TextField(_("comment"), blank=True, max_length=2000)
+    page = models.CharField(_("page"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("staff feedback")
+        verbose_name_plural = _("staff feedback")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rating__gte=1, rating__lte=5), name="staff_feedback_rating_1_5"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.rating}/5 @ {self.created_at:%Y-%m-%d}"
+
+
+class SecurityEvent(models.Model):
+    """One security-relevant event (sign-in, refused access, export, merge, personal data request).
+
+    Never holds secrets: no passwords, no survey tokens, no query strings (see ``accounts.security``).
+    """
+
+    class Kind(models.TextChoices):
+        SIGN_IN = "sign_in", _("signed in")
+        SIGN_IN_FAILED = "sign_in_failed", _("sign-in failed")
+        LOCKED_OUT = "locked_out", _("locked out")
+        ACCESS_REFUSED = "access_refused", _("access refused")
+        EXPORT = "export", _("export")
+        MERGE = "merge", _("merge")
+        PERSONAL_DATA_EXPORT = "personal_data_export", _("personal data export")
+        PERSONAL_DATA_ERASE = "personal_data_erase", _("personal data erased")
+
+    at = models.DateTimeField(_("at"), db_index=False)
+    kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)
+    user = models.ForeignKey(
+        User,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="security_events",
+    )
+    username = models.CharField(_("username tried"), max_length=150, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    path = models.CharField(_("path"), max_length=300, blank=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("security event")
+        verbose_name_plural = _("security events")
+        indexes = [
+            models.Index(fields=["kind", "-at"], name="securityevent_kind_at"),
+            models.Index(fields=["user", "-at"], name="securityevent_user_at"),
+            BrinIndex(fields=["at"], name="securityevent_at_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.user or self.username} @ {self.at:%Y-%m-%d %H:%M}"

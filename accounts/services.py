@@ -5,7 +5,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import LoginEvent, Seat, Team, UsageEvent, User
+from accounts.models import LoginEvent, Seat, StaffFeedback, Team, UsageEvent, User
 
 
 def usage_record(
@@ -88,3 +88,11 @@ def user_deactivate(*, user: User, at: datetime | None = None) -> User:
     user.save(update_fields=["is_active", "deactivated_at"])
     open_seats.update(ended_at=at)
     return user
+
+
+def feedback_send(*, user: User, rating: int, comment: str = "", page: str = "") -> StaffFeedback:
+    """Store one piece of staff feedback on the CRM (rating 1–5, optional comment, the page it came from)."""
+    feedback = StaffFeedback(user=user, rating=rating, comment=comment.strip(), page=page[:300])
+    feedback.full_clean()
+    feedback.save()
+    return feedback

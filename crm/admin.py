@@ -6,9 +6,12 @@ from crm.models import (
     CompanySettings,
     CrmCostItem,
     Customer,
+    CustomerMerge,
     CustomerStatusChange,
     Deal,
     DealStageChange,
+    DuplicateCandidate,
+    ImportJob,
     Pipeline,
     PipelineStage,
     SlaPolicy,
@@ -143,3 +146,31 @@ class SpendEntryAdmin(admin.ModelAdmin):
 @admin.register(CrmCostItem)
 class CrmCostItemAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "amount", "start_month", "end_month"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ["file_name", "kind", "created_by", "status", "row_count", "created_count", "failed_count"]
+    list_filter = ["kind", "status"]
+    raw_id_fields = ["created_by"]
+    exclude = ["content"]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("content")
+
+
+@admin.register(DuplicateCandidate)
+class DuplicateCandidateAdmin(admin.ModelAdmin):
+    list_display = ["customer_a", "customer_b", "score", "reason", "status", "found_at"]
+    list_filter = ["status"]
+    list_select_related = ["customer_a", "customer_b"]
+    raw_id_fields = ["customer_a", "customer_b", "decided_by"]
+    show_full_result_count = False
+
+
+@admin.register(CustomerMerge)
+class CustomerMergeAdmin(admin.ModelAdmin):
+    list_display = ["merged", "survivor", "by", "at"]
+    list_select_related = ["merged", "survivor", "by"]
+    raw_id_fields = ["survivor", "merged", "candidate", "by"]

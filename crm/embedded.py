@@ -121,6 +121,8 @@ def demo(*, port: int, size: str) -> int:
         }
         _manage(env, "migrate", "--no-input", "-v", "0")
         _manage(env, "seed_demo", "--if-empty", "--size", size)
+        # The first start computes the numbers at once; afterwards beat keeps them fresh.
+        _manage(env, "recompute_kpis", "--if-empty", "--rfm", "--no-progress")
         processes = {
             "web": [sys.executable, "-m", "gunicorn", "crm.wsgi", "--bind", f"127.0.0.1:{port}",
                     "--workers", "2", "--threads", "4", "--access-logfile", "-"],

@@ -318,3 +318,19 @@ class ActivityForm(forms.Form):
             due = data.get("follow_up_due") or (timezone.localdate() + timedelta(days=2))
             data["follow_up_due_at"] = timezone.make_aware(datetime.combine(due, time(9, 0)))
         return data
+
+
+class ErasePersonalDataForm(forms.Form):
+    """Confirms an erasure: the manager types the customer's name exactly."""
+
+    confirm_name = forms.CharField(label=_("Type the customer's name to confirm"), max_length=200)
+
+    def __init__(self, *args, customer, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.customer = customer
+
+    def clean_confirm_name(self) -> str:
+        value = self.cleaned_data["confirm_name"].strip()
+        if value != self.customer.name.strip():
+            raise ValidationError(_("This is not the customer's name."))
+        return value

@@ -164,6 +164,7 @@ class Customer(models.Model):
             GinIndex(OpClass("name_key", "gin_trgm_ops"), name="customer_name_key_trgm"),
             GinIndex(OpClass(Upper("name"), "gin_trgm_ops"), name="customer_name_upper_trgm"),
             models.Index(fields=["name", "id"], name="customer_name_id"),
+            models.Index(fields=["-updated_at"], name="customer_updated"),
         ]
 
     def __str__(self) -> str:
@@ -358,7 +359,26 @@ class Deal(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
             models.Index(fields=["owner", "stage"], condition=Q(status="open"), name="deal_open_owner_stage"),
-            models.Index(fields=["stage"], condition=Q(status="open"), name="deal_open_stage"),
+            # The board: per-stage sums read from the index alone, and each stage's largest deals.
+            models.Index(
+                fields=["stage"], include=["amount"], condition=Q(status="open"), name="deal_open_stage"
+            ),
+            models.Index(
+                F("stage"),
+                F("amount").desc(nulls_last=True),
+                F("id"),
+                condition=Q(status="open"),
+                name="deal_open_stage_amount",
+            ),
+            # A rep's open deals are found through their customers: stage and amount ride along so the
+            # board's sums are an index-only scan.
+            models.Index(
+                fields=["customer"],
+                include=["stage", "amount"],
+                condition=Q(status="open"),
+                name="deal_open_customer",
+            ),
+            models.Index(fields=["-created_at", "-id"], name="deal_created_id"),
             models.Index(fields=["customer"], name="deal_customer"),
             models.Index(fields=["status", "closed_at"], name="deal_status_closed"),
             models.Index(fields=["term_end"], condition=Q(status="won"), name="deal_won_term_end"),
@@ -642,6 +662,7 @@ class Activity(models.Model):
         ]
         indexes = [
             models.Index(fields=["customer", "-created_at"], name="activity_customer_created"),
+            models.Index(fields=["user", "-created_at"], name="activity_user_created"),
             models.Index(
                 fields=["user", "due_at"],
                 condition=Q(kind="task", done_at__isnull=True),
@@ -712,3 +733,229 @@ class CrmCostItem(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# Data quality: imports, duplicates and merges (issue 7)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ImportJobQuerySet(models.QuerySet):
+    def without_content(self) -> "ImportJobQuerySet":
+        return self.defer("content")
+
+
+class ImportJob(models.Model):
+    """One uploaded CSV/XLSX file on its way into the CRM: mapping, preview, run and report.
+
+    The file itself is kept in the database (``content``), so a Celery worker on another host can read
+    it; it is emptied once the job has finished. Pages load jobs ``without_content()``.
+    """
+
+    class Kind(models.TextChoices):
+        CUSTOMERS = "customers", _("Customers")
+        DEALS = "deals", _("Deals")
+        TICKETS = "tickets", _("Tickets")
+
+    class Mode(models.TextChoices):
+        CREATE = "create", _("Create new records only")
+        UPDATE = "update", _("Update existing records only")
+        BOTH = "both", _("Create new and update existing records")
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", _("Uploaded")
+        QUEUED = "queued", _("Queued")
+        DONE = "done", _("Finished")
+        FAILED = "failed", _("Failed")
+
+    class DateOrder(models.TextChoices):
+        DMY = "dmy", _("Day before month (31.12.2026, 31/12/2026)")
+        MDY = "mdy", _("Month before day (12/31/2026)")
+
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("uploaded by"), on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(_("uploaded at"))
+    file_name = models.CharField(_("file name"), max_length=255)
+    file_format = models.CharField(_("format"), max_length=5)
+    file_size = models.PositiveBigIntegerField(_("size in bytes"), default=0)
+    encoding = models.CharField(_("encoding"), max_length=20, blank=True)
+    delimiter = models.CharField(_("delimiter"), max_length=1, blank=True)
+    content = models.BinaryField(editable=False)
+    headers = models.JSONField(_("columns"), default=list)
+    row_count = models.PositiveIntegerField(_("rows"), default=0)
+    mapping = models.JSONField(_("column mapping"), default=dict, blank=True)
+    # What the preview found: counts, the first rows and the first problems (see crm.imports).
+    preview = models.JSONField(_("preview"), default=dict, blank=True)
+    date_order = models.CharField(
+        _("date order"), max_length=3, choices=DateOrder.choices, default=DateOrder.DMY
+    )
+    mode = models.CharField(_("mode"), max_length=6, choices=Mode.choices, default=Mode.BOTH)
+    all_or_nothing = models.BooleanField(_("all or nothing"), default=True)
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.UPLOADED)
+    processed_rows = models.PositiveIntegerField(_("processed rows"), default=0)
+    created_count = models.PositiveIntegerField(_("created"), default=0)
+    updated_count = models.PositiveIntegerField(_("updated"), default=0)
+    skipped_count = models.PositiveIntegerField(_("skipped"), default=0)
+    failed_count = models.PositiveIntegerField(_("failed"), default=0)
+    # [{"row": 7, "outcome": "failed" | "skipped", "messages": ["…"]}, …] in row order.
+    report = models.JSONField(_("report"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    queued_at = models.DateTimeField(_("queued at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    objects = ImportJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("import")
+        verbose_name_plural = _("imports")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True) | Q(status__in=["done", "failed"]),
+                name="importjob_finished_has_outcome",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_by", "-created_at"], name="importjob_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.file_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:import_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def is_checked(self) -> bool:
+        """Every row has been checked against a mapping (the preview step)."""
+        return "counts" in self.preview
+
+
+class ImportMapping(models.Model):
+    """The column mapping a user chose last time for one kind of import, keyed by normalised header."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=ImportJob.Kind.choices)
+    mapping = models.JSONField(default=dict)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("import mapping")
+        verbose_name_plural = _("import mappings")
+        constraints = [models.UniqueConstraint(fields=["user", "kind"], name="importmapping_one_per_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind}"
+
+
+class DuplicateCandidate(models.Model):
+    """Two live customers that look like the same one, found by the duplicate scan.
+
+    The pair is stored once, lower id first (``customer_a_id < customer_b_id``), so the unordered pair is
+    unique. A "not a duplicate" decision stays, and the scan never proposes that pair again.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        MERGED = "merged", _("Merged")
+        NOT_DUPLICATE = "not_duplicate", _("Not a duplicate")
+
+    class Reason(models.TextChoices):
+        EMAIL = "email", _("same e-mail")
+        PHONE = "phone", _("same phone")
+        NAME = "name", _("same name")
+        SIMILAR_NAME = "similar_name", _("similar name")
+        DOMAIN = "domain", _("same e-mail domain")
+
+    customer_a = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    customer_b = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    score = models.DecimalField(_("score"), max_digits=4, decimal_places=3)
+    # Comma-separated Reason values, strongest first.
+    reason = models.CharField(_("reason"), max_length=100)
+    name_similarity = models.DecimalField(max_digits=4, decimal_places=3, null=True, blank=True)
+    status = models.CharField(_("status"), max_length=14, choices=Status.choices, default=Status.OPEN)
+    found_at = models.DateTimeField(_("found at"))
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-score", "id"]
+        verbose_name = _("duplicate candidate")
+        verbose_name_plural = _("duplicate candidates")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(customer_a__lt=F("customer_b")), name="duplicate_pair_ordered"
+            ),
+            models.UniqueConstraint(fields=["customer_a", "customer_b"], name="duplicate_pair_unique"),
+            models.CheckConstraint(condition=Q(score__gte=0, score__lte=1), name="duplicate_score_0_1"),
+        ]
+        indexes = [
+            models.Index(fields=["-score", "id"], condition=Q(status="open"), name="duplicate_open_score"),
+            models.Index(fields=["customer_b"], name="duplicate_customer_b"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_a_id} ~ {self.customer_b_id} ({self.score})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:duplicate_detail", args=[self.pk])
+
+    @property
+    def reasons(self) -> list[str]:
+        return [r for r in self.reason.split(",") if r]
+
+    def get_reason_display(self) -> str:
+        """E.g. "similar name 0.87 + same e-mail domain"."""
+        parts = []
+        for code in self.reasons:
+            label = str(self.Reason(code).label) if code in self.Reason.values else code
+            if code == self.Reason.SIMILAR_NAME and self.name_similarity is not None:
+                label = f"{label} {self.name_similarity:.2f}"
+            parts.append(label)
+        return " + ".join(parts)
+
+
+class CustomerMerge(models.Model):
+    """The record of one merge, for explaining it later: who merged which customer into which, when,
+    which values were kept, and how many related rows moved to the survivor."""
+
+    survivor = models.ForeignKey(
+        Customer, verbose_name=_("survivor"), on_delete=models.PROTECT, related_name="merges"
+    )
+    merged = models.ForeignKey(
+        Customer, verbose_name=_("merged customer"), on_delete=models.PROTECT, related_name="merged_by"
+    )
+    candidate = models.ForeignKey(
+        DuplicateCandidate, null=True, blank=True, on_delete=models.SET_NULL, related_name="merges"
+    )
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("merged by"),
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    at = models.DateTimeField(_("merged at"))
+    # {field: {"kept": "survivor" | "merged", "value": …, "survivor": …, "merged": …}} as display strings.
+    chosen = models.JSONField(_("chosen values"), default=dict)
+    # {"deal": 3, "ticket": 1, …}: rows per related model moved to the survivor.
+    moved = models.JSONField(_("moved records"), default=dict)
+    # The merged customer's values at the time of the merge.
+    merged_snapshot = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("customer merge")
+        verbose_name_plural = _("customer merges")
+        constraints = [
+            models.CheckConstraint(condition=~Q(survivor=F("merged")), name="merge_two_customers"),
+            models.UniqueConstraint(fields=["merged"], name="merge_once_per_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merged_id} → {self.survivor_id} @ {self.at:%Y-%m-%d}"

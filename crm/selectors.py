@@ -11,12 +11,12 @@ user may not see is a 404.
 from itertools import pairwise
 
 from django.contrib.postgres.search import TrigramSimilarity
-from django.db.models import Count, F, Q, QuerySet, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Count, F, Q, QuerySet, Sum
 
 from accounts.models import User
 from crm import normalize
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
+from surveys.selectors import survey_response_list
 
 
 def _agent_ticket_filter(user: User, prefix: str = "") -> Q:
@@ -136,7 +136,7 @@ def customer_duplicate_candidates(
 
 
 def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> list[dict]:
-    """Deals, tickets and activities of one customer that ``user`` may see, newest first."""
+    """Deals, tickets, activities and survey answers of one customer that ``user`` may see, newest first."""
     entries = [
         {"at": deal.created_at, "kind": "deal", "object": deal}
         for deal in deal_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
@@ -148,6 +148,12 @@ def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> lis
     entries += [
         {"at": activity.created_at, "kind": "activity", "object": activity}
         for activity in activity_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
+    ]
+    entries += [
+        {"at": answer.score_submitted_at, "kind": "survey", "object": answer}
+        for answer in survey_response_list(user=user)
+        .filter(customer=customer)
+        .order_by("-score_submitted_at")[:limit]
     ]
     return sorted(entries, key=lambda entry: entry["at"], reverse=True)[:limit]
 
@@ -209,20 +215,25 @@ def _display_changes(obj, entries: list[dict]) -> None:
 
 
 def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) -> list[dict]:
-    """A column per open stage: count and sum of the user's open deals, and the top ``per_stage`` deals."""
-    deals = deal_list(user=user).filter(status=Deal.Status.OPEN, stage__in=stages)
+    """A column per open stage: count and sum of the user's open deals, and the top ``per_stage`` deals.
+
+    The sums come from the open-deals index alone; the cards from one index scan per stage.
+    """
+    deals = deal_list(user=user).filter(status=Deal.Status.OPEN)
     totals = {
         row["stage"]: row
-        for row in deals.order_by().values("stage").annotate(count=Count("id"), total=Sum("amount"))
+        for row in deals.filter(stage__in=stages)
+        .order_by()
+        .values("stage")
+        .annotate(count=Count("*"), total=Sum("amount"))
     }
-    ranked = deals.annotate(
-        rank=Window(
-            RowNumber(), partition_by=[F("stage")], order_by=[F("amount").desc(nulls_last=True), F("id")]
+    # One small query per stage (the number of stages, not of deals, bounds them), each an index scan.
+    cards = {
+        stage.pk: list(
+            deals.filter(stage=stage).order_by(F("amount").desc(nulls_last=True), "id")[:per_stage]
         )
-    ).filter(rank__lte=per_stage)
-    cards: dict[int, list[Deal]] = {}
-    for deal in ranked.order_by("stage__order", "rank"):
-        cards.setdefault(deal.stage_id, []).append(deal)
+        for stage in stages
+    }
     return [
         {
             "stage": stage,
@@ -234,6 +245,63 @@ def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) 
     ]
 
 
+def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, dict]:
+    """Count and sum of open deals per stage id (the user's own with ``mine_only``), from the index alone."""
+    deals = deal_list(user=user).filter(status=Deal.Status.OPEN)
+    if mine_only:
+        deals = deals.filter(owner=user)
+    return {
+        row["stage"]: row
+        for row in deals.order_by().values("stage").annotate(count=Count("*"), total=Sum("amount"))
+    }
+
+
 def customer_choice_list(*, user: User, limit: int = 100) -> QuerySet[Customer]:
     """The user's most recently touched customers, for quick pickers (ids and names only)."""
     return customer_list(user=user).select_related(None).order_by("-updated_at").only("id", "name")[:limit]
+
+
+# List filters, shared by the list pages and their exports
+# ---------------------------------------------------------------------------------------------------------
+
+
+def customer_filter(qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]:
+    """The customer list's search, filters and sort (``CustomerFilterForm.cleaned_data``)."""
+    from crm.forms import CustomerFilterForm
+
+    qs = customer_search(qs, data.get("q") or "")
+    filters = {f: data[f] for f in ("status", "source", "segment", "owner") if data.get(f)}
+    return qs.filter(**filters).order_by(*CustomerFilterForm.SORTS[data.get("sort") or "name"])
+
+
+def deal_filter(qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
+    """The deal list's search and filters (``DealFilterForm.cleaned_data``), newest first."""
+    if data.get("q"):
+        qs = qs.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
+    qs = qs.filter(**{f: data[f] for f in ("status", "stage", "owner") if data.get(f)})
+    return qs.order_by("-created_at", "-id")
+
+
+TICKET_QUEUES = ("mine", "unassigned", "open", "all")
+
+
+def ticket_queue(
+    qs: QuerySet[Ticket], *, user: User, queue: str, status: str | None = None
+) -> QuerySet[Ticket]:
+    """One ticket queue (mine, unassigned, all open, all), optionally one status; soonest due first.
+
+    "mine" and "unassigned" hold unsolved tickets only; an unknown queue or status is ignored.
+    """
+    if queue == "mine":
+        qs = qs.filter(assignee=user, status__in=Ticket.UNSOLVED)
+    elif queue == "unassigned":
+        qs = qs.filter(assignee__isnull=True, status__in=Ticket.UNSOLVED)
+    elif queue == "open":
+        qs = qs.filter(status__in=Ticket.UNSOLVED)
+    if status in Ticket.Status.values:
+        qs = qs.filter(status=status)
+    return qs.order_by("resolution_due_at", "-id")
+
+
+def ticket_default_queue(user: User) -> str:
+    return "open" if (user.is_manager or user.is_rep) else "mine"

@@ -1,6 +1,6 @@
 """Every write to the CRM's domain models. Each service validates, writes history and a usage event."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from accounts.models import Team, UsageEvent, User
 from accounts.services import usage_record
@@ -75,7 +76,9 @@ class ConcurrentEditError(Exception):
 
 def _save(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
     """Validate, then save; a database constraint that still fires becomes a ValidationError, never a 500."""
-    obj.full_clean(exclude=list(exclude))
+    # Check constraints are left to PostgreSQL (saves a round trip per constraint); a violation that gets
+    # past the forms comes back below as a ValidationError naming the rule.
+    obj.full_clean(exclude=list(exclude), validate_constraints=False)
     try:
         with transaction.atomic():
             obj.save()
@@ -613,3 +616,140 @@ def spend_record(
     entry.amount, entry.note = amount, note
     _save(entry)
     return entry
+
+
+# Bulk writes (imports)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _customer_status_dates(customer: Customer, status: str, at: datetime) -> None:
+    """The dates that go with a status, as ``customer_set_status`` keeps them."""
+    if status == Customer.Status.ACTIVE:
+        customer.became_customer_at = customer.became_customer_at or at
+        customer.churned_at = None
+        customer.churn_reason = ""
+    elif status == Customer.Status.CHURNED:
+        customer.became_customer_at = customer.became_customer_at or at
+        customer.churned_at = customer.churned_at or at
+    customer.status = status
+
+
+def _bulk_integrity(exc: IntegrityError) -> ValidationError:
+    return ValidationError(_("The record breaks a data rule: %(rule)s") % {"rule": _constraint_name(exc)})
+
+
+@transaction.atomic
+def customer_bulk_create(
+    *,
+    actor: User,
+    rows: Sequence[Mapping[str, Any]],
+    via: str = UsageEvent.Via.IMPORT,
+    at: datetime | None = None,
+    batch_size: int = 1000,
+) -> list[Customer]:
+    """Create many customers in a few queries: the same fields, status dates, match keys, status history,
+    audit trail and usage events as ``customer_create`` row by row.
+
+    The rows hold CUSTOMER_FIELDS (and ``status``) already checked by the caller (choices, formats,
+    lengths). A database rule that still fires raises ValidationError and none of the rows is written.
+    """
+    at = at or timezone.now()
+    customers = []
+    for row in rows:
+        fields = dict(row)
+        status = fields.pop("status", None) or Customer.Status.LEAD
+        unknown = set(fields) - set(CUSTOMER_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+        if actor.is_rep:
+            fields["owner"] = actor
+        customer = Customer(**fields, created_at=at, updated_at=at)
+        _customer_status_dates(customer, status, at)
+        _refresh_match_keys(customer)
+        customers.append(customer)
+    try:
+        with transaction.atomic():
+            customers = bulk_create_with_history(
+                customers, Customer, batch_size=batch_size, default_user=actor, default_date=at
+            )
+    except IntegrityError as exc:
+        raise _bulk_integrity(exc) from exc
+    CustomerStatusChange.objects.bulk_create(
+        [
+            CustomerStatusChange(customer=c, from_status="", to_status=c.status, at=at, by=actor)
+            for c in customers
+        ],
+        batch_size=batch_size,
+    )
+    _bulk_usage(actor, UsageEvent.Verb.CREATE, customers, via=via, at=at, batch_size=batch_size)
+    return customers
+
+
+@transaction.atomic
+def customer_bulk_update(
+    *,
+    actor: User,
+    changes: Sequence[tuple[Customer, Mapping[str, Any]]],
+    via: str = UsageEvent.Via.IMPORT,
+    at: datetime | None = None,
+    batch_size: int = 1000,
+) -> list[Customer]:
+    """Change many customers at once, each with its own field values (CUSTOMER_FIELDS and ``status``).
+
+    The rows are locked and re-read first (in id order, so two imports never deadlock); a status change
+    keeps the dates and writes the status history as ``customer_set_status`` does. Reps cannot change
+    owners, and only their own customers. A database rule that fires raises ValidationError, nothing written.
+    """
+    at = at or timezone.now()
+    wanted = {customer.pk: data for customer, data in changes}
+    locked = list(Customer.objects.select_for_update().filter(pk__in=wanted).order_by("pk"))
+    fields: set[str] = {"updated_at", "email_key", "phone_key", "name_key"}
+    status_changes = []
+    for customer in locked:
+        _ensure_owns_customer(actor, customer)
+        data = dict(wanted[customer.pk])
+        if actor.is_rep:
+            data.pop("owner", None)
+        status = data.pop("status", None)
+        unknown = set(data) - set(CUSTOMER_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+        for name, value in data.items():
+            setattr(customer, name, value)
+            fields.add(name)
+        if status and status != customer.status:
+            if status == Customer.Status.LEAD:
+                raise ValidationError({"status": _("A customer cannot become a lead again.")})
+            status_changes.append(
+                CustomerStatusChange(
+                    customer=customer, from_status=customer.status, to_status=status, at=at, by=actor
+                )
+            )
+            _customer_status_dates(customer, status, at)
+            fields |= {"status", "became_customer_at", "churned_at", "churn_reason"}
+        customer.updated_at = at
+        _refresh_match_keys(customer)
+    try:
+        with transaction.atomic():
+            bulk_update_with_history(
+                locked, Customer, sorted(fields), batch_size=batch_size, default_user=actor, default_date=at
+            )
+    except IntegrityError as exc:
+        raise _bulk_integrity(exc) from exc
+    CustomerStatusChange.objects.bulk_create(status_changes, batch_size=batch_size)
+    _bulk_usage(actor, UsageEvent.Verb.UPDATE, locked, via=via, at=at, batch_size=batch_size)
+    return locked
+
+
+def _bulk_usage(
+    actor: User, verb: str, objs: Sequence[models.Model], *, via: str, at: datetime, batch_size: int
+) -> None:
+    UsageEvent.objects.bulk_create(
+        [
+            UsageEvent(
+                user=actor, verb=verb, object_type=obj._meta.model_name, object_id=obj.pk, via=via, at=at
+            )
+            for obj in objs
+        ],
+        batch_size=batch_size,
+    )

@@ -6,6 +6,7 @@ https://docs.djangoproject.com/en/6.1/ref/settings/
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -73,6 +74,8 @@ LOCALE_PATHS = [BASE_DIR / "crm" / "locale"]
 FORMAT_MODULE_PATH = ["crm.formats"]
 
 CRM_COMPANY_NAME = os.environ.get("CRM_COMPANY_NAME", "Mini CRM")
+# Absolute base of links in e-mails sent by tasks (no request to build them from).
+CRM_BASE_URL = os.environ.get("CRM_BASE_URL", "http://localhost:8000")
 CRM_CURRENCY = os.environ.get("CRM_CURRENCY", "EUR")
 # Region used to put phone numbers without a country code into E.164 form.
 CRM_PHONE_REGION = os.environ.get("CRM_PHONE_REGION", "DE")
@@ -91,6 +94,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_htmx",
     "simple_history",
+    "axes",
     "accounts",
     "crm",
     "surveys",
@@ -111,6 +115,10 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Records refused access (403, and 404 on record URLs) of signed-in users in the security log.
+    "accounts.middleware.RefusedAccessLogMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "crm.urls"
@@ -178,6 +186,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_MAX_AGE", 12 * 3600)
+# Axes first: it refuses a locked-out sign-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# SIGN-IN PROTECTION (django-axes, https://django-axes.readthedocs.io/en/latest/4_configuration.html)
+# ------------------------------------------------------------------------------
+# Lock the pair (username, address): an attacker elsewhere cannot lock a colleague out, and an office
+# behind one NAT address is not locked out as a whole. The lock lifts by itself after the cool-off, so
+# nobody can be locked out for ever; a successful sign-in clears the failures.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_RESET_ON_SUCCESS = True
+# A friendly page (templates/accounts/locked_out.html) with status 429 Too Many Requests.
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out_response"
+# The client's address the same way as the survey rate limit (SURVEYS_CLIENT_IP_HEADER behind a proxy).
+AXES_CLIENT_IP_CALLABLE = "accounts.security.client_ip"
 
 # SECURITY (https://docs.djangoproject.com/en/6.1/howto/deployment/checklist/)
 # ------------------------------------------------------------------------------
@@ -298,11 +326,83 @@ CELERY_BEAT_SCHEDULE |= {
         "schedule": crontab(minute=30, hour=2),
         "options": {"expires": 3 * 3600},
     },
+    # Mondays at 07:00, before the managers' day starts: last week's headline KPIs by e-mail.
+    "kpi-weekly-report": {
+        "task": "metrics.tasks.send_weekly_reports",
+        "schedule": crontab(minute=0, hour=7, day_of_week="mon"),
+        "options": {"expires": 6 * 3600},
+    },
     # Nightly at 03:45, after the rebuild: re-score RFM as of today; quintiles move as others buy.
     "rfm-segments-nightly": {
         "task": "metrics.tasks.refresh_rfm_segments",
         "schedule": crontab(minute=45, hour=3),
         "options": {"expires": 3 * 3600},
+    },
+}
+
+# SURVEYS: NPS / CES / CSAT links (surveys/; KPIS.md §9.2). Throttling is checked at send time.
+# ------------------------------------------------------------------------------
+# Absolute base of the links in survey e-mails (tasks have no request to build them from).
+SURVEYS_PUBLIC_URL = os.environ.get("SURVEYS_PUBLIC_URL", "http://localhost:8000")
+# No survey of any kind to the same customer within this many days (Formbricks' default cooldown).
+SURVEYS_COOLDOWN_DAYS = env_int("SURVEYS_COOLDOWN_DAYS", 7)
+# The one reminder goes out this many days after the invitation, to those who have not completed.
+SURVEYS_REMINDER_AFTER_DAYS = 3
+SURVEYS_REMINDER_UNTIL_DAYS = 5
+# Relationship NPS asks customers who have been customers for at least this long.
+SURVEYS_NPS_MIN_TENURE_DAYS = 60
+# Tickets solved longer ago than delay + this many days are never surveyed (no backlog after an outage).
+SURVEYS_TICKET_SCAN_DAYS = 3
+# E-mail domains of our own staff and test accounts: never surveyed (as internal customers).
+SURVEYS_INTERNAL_DOMAINS = env_list("SURVEYS_INTERNAL_DOMAINS", [])
+# Requests per client address on the public survey pages ("N/s", "N/m" or "N/h"; empty: no limit).
+SURVEYS_RATE_LIMIT = os.environ.get("SURVEYS_RATE_LIMIT", "60/m")
+# Behind a reverse proxy: the META key of the header carrying the client's address, e.g. HTTP_X_REAL_IP
+# (or HTTP_X_FORWARDED_FOR, whose last entry is used). Empty: REMOTE_ADDR.
+SURVEYS_CLIENT_IP_HEADER = os.environ.get("SURVEYS_CLIENT_IP_HEADER", "")
+# Satisfaction KPIs from fewer answers than this are flagged as a low sample (KPIS.md G4).
+SURVEYS_LOW_SAMPLE = 30
+CELERY_BEAT_SCHEDULE |= {
+    # Every 15 minutes: tickets solved >= 24 h ago (and still solved) get their CES/CSAT invitation within
+    # a quarter of an hour of becoming due; everything else that is due is sent too.
+    "survey-ticket-trigger": {
+        "task": "surveys.tasks.send_ticket_surveys",
+        "schedule": crontab(minute="*/15"),
+        "options": {"expires": 14 * 60},
+    },
+    # Daily at 10:00 local, office hours for the customer: today's 1/90 share of the relationship NPS.
+    "survey-nps-trickle": {
+        "task": "surveys.tasks.send_nps_trickle",
+        "schedule": crontab(minute=0, hour=10),
+        "options": {"expires": 6 * 3600},
+    },
+    # Hourly at :20: the one reminder (3–5 days after sending), checked hourly so it is never late by much.
+    "survey-reminders": {
+        "task": "surveys.tasks.send_survey_reminders",
+        "schedule": crontab(minute=20),
+        "options": {"expires": 55 * 60},
+    },
+    # Hourly at :40: unanswered links past their window become "expired" for the funnel.
+    "survey-expiry": {
+        "task": "surveys.tasks.expire_survey_invitations",
+        "schedule": crontab(minute=40),
+        "options": {"expires": 55 * 60},
+    },
+}
+
+# DATA QUALITY: imports, duplicate scan (crm/imports.py, crm/dedupe.py)
+# ------------------------------------------------------------------------------
+# Largest CSV/XLSX file accepted for import; the file is kept in the database until the import has run.
+CRM_IMPORT_MAX_BYTES = env_int("CRM_IMPORT_MAX_MB", 50) * 1024 * 1024
+# Files up to this many rows are checked while the user waits (≈ 3 s); longer ones by a Celery task.
+CRM_IMPORT_SYNC_CHECK_ROWS = env_int("CRM_IMPORT_SYNC_CHECK_ROWS", 20_000)
+CELERY_BEAT_SCHEDULE |= {
+    # Nightly at 01:40, before the KPI rebuild (02:30) so the duplicate rate and the review list agree:
+    # find duplicate candidates among all customers (blocking keys + trigram index, ~1 min at 100 000).
+    "duplicate-scan-nightly": {
+        "task": "crm.tasks.scan_duplicates",
+        "schedule": crontab(minute=40, hour=1),
+        "options": {"expires": 6 * 3600},
     },
 }
 

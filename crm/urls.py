@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from crm import views
+from crm import data_urls, privacy_views, views
 
 crm_patterns = [
     path("", views.workspace_view, name="workspace"),
@@ -28,6 +28,15 @@ crm_patterns = [
     path("activities/new/", views.activity_create_view, name="activity_create"),
     path("tasks/<int:pk>/complete/", views.task_complete_view, name="task_complete"),
 ]
+crm_patterns += data_urls.urlpatterns  # imports, exports, duplicates, merges
+crm_patterns += [  # personal data of one customer (managers only)
+    path(
+        "customers/<int:pk>/personal-data/",
+        privacy_views.customer_personal_data_view,
+        name="customer_personal_data",
+    ),
+    path("customers/<int:pk>/erase/", privacy_views.customer_erase_view, name="customer_erase"),
+]
 
 urlpatterns = [
     path("", views.home_view, name="home"),
@@ -35,6 +44,9 @@ urlpatterns = [
     path("favicon.ico", views.favicon_view),
     path("accounts/", include("accounts.urls")),
     path("crm/", include((crm_patterns, "crm"))),
+    path("metrics/", include("metrics.urls")),
+    path("surveys/", include("surveys.urls")),
+    path("s/", include("surveys.public_urls")),
     path("i18n/setlang/", set_language, name="set_language"),
     path(f"{settings.ADMIN_URL}", admin.site.urls),
 ]

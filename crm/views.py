@@ -9,12 +9,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -27,6 +28,23 @@ from crm import forms, selectors, services
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
 PAGE_SIZE = 25
+
+
+class CappedPaginator(Paginator):
+    """Counts at most ``COUNT_CAP`` rows, so a list over a million deals costs the same as over a thousand.
+
+    Beyond the cap the page shows "10,000+" and asks for a narrower filter instead of an exact total.
+    """
+
+    COUNT_CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+
+    @property
+    def is_capped(self) -> bool:
+        return self.count > self.COUNT_CAP
 
 
 def _partial(request: HttpRequest, template: str, partial: str) -> str:
@@ -83,13 +101,10 @@ def health_view(request: HttpRequest) -> JsonResponse:
 def workspace_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     now = timezone.now()
-    open_deals = list(
-        selectors.deal_list(user=user)
-        .filter(status=Deal.Status.OPEN, **({"owner": user} if user.is_rep else {}))
-        .values("stage__name", "stage__order", "stage_id")
-        .annotate(count=Count("id"), total=Sum("amount"))
-        .order_by("stage__order")
-    )
+    totals = selectors.open_deal_totals(user=user, mine_only=user.is_rep)
+    open_deals = [
+        {**totals[stage.pk], "stage": stage} for stage in selectors.stage_list() if stage.pk in totals
+    ]
     tickets = selectors.ticket_list(user=user).filter(status__in=Ticket.UNSOLVED)
     my_tickets = tickets if user.is_rep else tickets.filter(assignee=user)
     ticket_counts = tickets.aggregate(
@@ -128,13 +143,10 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
     form = forms.CustomerFilterForm(request.GET, user=user)
     customers = selectors.customer_list(user=user)
     if form.is_valid():
-        data = form.cleaned_data
-        customers = selectors.customer_search(customers, data["q"])
-        filters = {f: data[f] for f in ("status", "source", "segment", "owner") if data.get(f)}
-        customers = customers.filter(**filters).order_by(*form.SORTS[data["sort"] or "name"])
+        customers = selectors.customer_filter(customers, form.cleaned_data)
     else:
         customers = customers.order_by("name", "id")
-    page = Paginator(customers, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CappedPaginator(customers, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
@@ -267,11 +279,8 @@ def deal_list_view(request: HttpRequest) -> HttpResponse:
     form = forms.DealFilterForm(request.GET, user=request.user, stages=stages)
     deals = selectors.deal_list(user=request.user)
     if form.is_valid():
-        data = form.cleaned_data
-        if data["q"]:
-            deals = deals.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
-        deals = deals.filter(**{f: data[f] for f in ("status", "stage", "owner") if data.get(f)})
-    page = Paginator(deals.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
+        deals = selectors.deal_filter(deals, form.cleaned_data)
+    page = CappedPaginator(deals.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {"form": form, "page": page, "query": query.urlencode()}
@@ -430,10 +439,10 @@ def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------------------
 
 QUEUES = {
-    "mine": (gettext_lazy("Mine"), lambda qs, user: qs.filter(assignee=user)),
-    "unassigned": (gettext_lazy("Unassigned"), lambda qs, user: qs.filter(assignee__isnull=True)),
-    "open": (gettext_lazy("All open"), lambda qs, user: qs.filter(status__in=Ticket.UNSOLVED)),
-    "all": (gettext_lazy("All"), lambda qs, user: qs),
+    "mine": gettext_lazy("Mine"),
+    "unassigned": gettext_lazy("Unassigned"),
+    "open": gettext_lazy("All open"),
+    "all": gettext_lazy("All"),
 }
 
 
@@ -442,23 +451,17 @@ QUEUES = {
 @vary_on_headers("HX-Request")
 def ticket_list_view(request: HttpRequest) -> HttpResponse:
     user = request.user
-    default = "open" if (user.is_manager or user.is_rep) else "mine"
+    default = selectors.ticket_default_queue(user)
     queue = request.GET.get("queue") if request.GET.get("queue") in QUEUES else default
-    tickets = QUEUES[queue][1](selectors.ticket_list(user=user), user)
-    if queue in ("mine", "unassigned"):
-        tickets = tickets.filter(status__in=Ticket.UNSOLVED)
     status = request.GET.get("status")
-    if status in Ticket.Status.values:
-        tickets = tickets.filter(status=status)
-    page = Paginator(tickets.order_by("resolution_due_at", "-id"), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    tickets = selectors.ticket_queue(selectors.ticket_list(user=user), user=user, queue=queue, status=status)
+    page = CappedPaginator(tickets, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "page": page,
         "queue": queue,
-        "queues": [(key, label) for key, (label, _f) in QUEUES.items()],
+        "queues": list(QUEUES.items()),
         "status": status,
         "query": query.urlencode(),
         "now": timezone.now(),
@@ -653,5 +656,8 @@ def task_complete_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _safe_next(request: HttpRequest) -> bool:
-    target = request.POST.get("next")
-    return bool(target) and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()})
+    """Whether ``next`` is a path on this site; a bare word would reach ``redirect()`` as a URL name (500)."""
+    target = request.POST.get("next", "")
+    return target.startswith("/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}
+    )

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -75,7 +76,8 @@ def test_team_create_rejects_duplicate_name():
 
 def test_login_with_test_client_records_login_event(client):
     user = make_user()
-    assert client.login(username=user.username, password="correct horse battery")
+    # django-axes needs the request to authenticate (its documented way to use client.login in tests).
+    assert client.login(request=HttpRequest(), username=user.username, password="correct horse battery")
     [event] = LoginEvent.objects.filter(user=user)
     assert timezone.now() - event.at < timedelta(minutes=1)
 

@@ -12,6 +12,8 @@ from tests.factories import (
     make_agent,
     make_customer,
     make_deal,
+    make_duplicate_pair,
+    make_import_job,
     make_manager,
     make_task,
     make_ticket,
@@ -21,7 +23,14 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 # Route prefix -> which forbidden record a ``<pk>`` in it names.
-FORBIDDEN_OBJECT = {"customers": "customer", "deals": "deal", "tickets": "ticket", "tasks": "task"}
+FORBIDDEN_OBJECT = {
+    "customers": "customer",
+    "deals": "deal",
+    "tickets": "ticket",
+    "tasks": "task",
+    "imports": "import_job",
+    "duplicates": "duplicate",
+}
 
 
 def _crm_routes() -> list[tuple[str, str]]:
@@ -48,6 +57,8 @@ def world():
             "deal": make_deal(secret, title="Secret deal"),
             "ticket": ticket,
             "task": make_task(secret, subject="Secret task"),
+            "import_job": make_import_job(other_rep, "name\nSecret Import Row\n"),
+            "duplicate": make_duplicate_pair(secret, make_customer(other_rep, name="Secret Twin")),
         },
     }
 
@@ -83,7 +94,7 @@ def test_collection_urls_never_show_another_reps_records(client, world, role):
             continue
         response = client.get(reverse(name))
         assert response.status_code in (200, 404, 405), f"{name} as {role}: {response.status_code}"
-        body = response.content.decode()
+        body = (b"".join(response.streaming_content) if response.streaming else response.content).decode()
         if role != "manager":
             for secret in ("Secret Holdings", "Secret deal", "Secret ticket", "Secret task"):
                 assert secret not in body, f"{name} shows {secret!r} to a {role}"

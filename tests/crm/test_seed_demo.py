@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import Count, F, Max, Min, Q, Sum
+from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
@@ -217,7 +218,7 @@ def test_seed_demo_usage_differs_per_person_and_seats_end(seeded):
 
 
 def test_seed_demo_demo_login_works(seeded, client):
-    assert client.login(username="rep1", password="minicrm-demo")
+    assert client.login(request=HttpRequest(), username="rep1", password="minicrm-demo")
 
 
 def test_seed_demo_is_deterministic():

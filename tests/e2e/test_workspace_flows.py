@@ -71,7 +71,9 @@ def test_agent_replies_to_and_solves_a_ticket(page, shot):
     sign_in(page, "alex")
     page.get_by_role("link", name="Tickets").first.click()
     page.get_by_role("link", name="Invoice shows wrong VAT").click()
-    page.get_by_label("Reply", exact=True).fill("Thanks for the report — we are correcting the invoice today.")
+    page.get_by_label("Reply", exact=True).fill(
+        "Thanks for the report — we are correcting the invoice today."
+    )
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".ticket-message")).to_contain_text("correcting the invoice")
     page.get_by_role("button", name=re.compile("Mark Solved")).click()
