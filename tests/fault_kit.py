@@ -88,13 +88,18 @@ def celery_broker(url: str) -> Iterator[None]:
         app.conf.broker_url = old
 
 
-def child_database_url() -> str:
-    """The URL of the database the tests use (pytest-django's test database), for child processes."""
+def child_database_url(name: str | None = None) -> str:
+    """A libpq URL of the test server (its test database unless ``name`` is given), for child processes.
+
+    A socket directory as host (the embedded server) is percent-encoded, as libpq and dj-database-url expect.
+    """
+    from urllib.parse import quote
+
     from django.db import connection
 
     params = connection.settings_dict
     user = params.get("USER") or "postgres"
     password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    host = params.get("HOST") or "127.0.0.1"
+    host = quote(params.get("HOST") or "127.0.0.1", safe="")
     port = params.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
+    return f"postgres://{user}{password}@{host}:{port}/{name or params['NAME']}"

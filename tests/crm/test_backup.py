@@ -11,6 +11,7 @@ from psycopg import sql
 from crm import backup
 from tests.conftest import seed_defaults
 from tests.factories import make_answer, make_closed_deal, make_customer, make_survey, make_ticket, make_user
+from tests.fault_kit import child_database_url
 
 MAIN_TABLES = [
     "accounts_user",
@@ -30,9 +31,7 @@ MAIN_TABLES = [
 
 def url_for(name: str) -> str:
     """A libpq URL for database ``name`` on the test server."""
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgresql://{auth}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{name}"
+    return child_database_url(name)
 
 
 def row_counts(url: str) -> dict[str, int]:
