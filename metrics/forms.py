@@ -39,6 +39,17 @@ class DashboardFilterForm(forms.Form):
             del self.fields["team"]
             del self.fields["rep"]
 
+    def person_options(self) -> list[tuple[int, str]]:
+        """(id, name) of the people the filter offers, rendered without a widget template per option."""
+        if "rep" not in self.fields:
+            return []
+        return [
+            (pk, f"{first} {last}".strip() or username)
+            for pk, first, last, username in self.fields["rep"].queryset.values_list(
+                "pk", "first_name", "last_name", "username"
+            )
+        ]
+
     def cleaned(self) -> dict:
         """The cleaned values, or all defaults when the query string is invalid (a bad link never fails)."""
         if self.is_valid():

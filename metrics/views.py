@@ -202,7 +202,10 @@ def _by_rep_chart(user: User, filters: dashboard.Filters) -> dict:
     people = User.objects.filter(role=User.Role.REP)
     if filters.team is not None:
         people = people.filter(team=filters.team)
-    names = {str(u.pk): str(u) for u in people}
+    names = {
+        str(pk): f"{first} {last}".strip() or username
+        for pk, first, last, username in people.values_list("pk", "first_name", "last_name", "username")
+    }
     values: dict[str, dict[str, float | None]] = {}
     for kpi, scope_id, value in rows:
         if scope_id in names:
