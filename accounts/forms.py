@@ -38,3 +38,15 @@ class SecurityEventFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [("", _("All kinds")), *SecurityEvent.Kind.choices]
         self.fields["user"].queryset = User.objects.order_by("username")
+
+
+class TotpCodeForm(forms.Form):
+    """One 6-digit code from the authenticator app."""
+
+    code = forms.CharField(
+        label=_("6-digit code"),
+        max_length=10,
+        widget=forms.TextInput(
+            attrs={"autofocus": True, "autocomplete": "one-time-code", "inputmode": "numeric"}
+        ),
+    )

@@ -2,6 +2,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.utils import translation
 
 
@@ -42,3 +43,27 @@ class RefusedAccessLogMiddleware:
 
                 security_log(kind="access_refused", request=request, status=status, method=request.method)
         return response
+
+
+class TwoFactorRequiredMiddleware:
+    """When the company requires 2FA of managers and admins, send one without a confirmed device to the
+    setup page on every request (sign-out, the 2FA pages, static files and language switch still work)."""
+
+    EXEMPT_PREFIXES = ("/accounts/2fa/", "/accounts/logout/", "/i18n/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if (
+            user is not None
+            and user.is_authenticated
+            and user.is_manager
+            and not request.path.startswith((*self.EXEMPT_PREFIXES, settings.STATIC_URL or "/static/"))
+        ):
+            from accounts import totp
+
+            if totp.two_factor_required(user) and totp.confirmed_device(user) is None:
+                return redirect("accounts:totp_setup")
+        return self.get_response(request)

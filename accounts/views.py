@@ -1,7 +1,11 @@
+import time
+
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.signals import user_login_failed
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -9,14 +13,107 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accounts import selectors
-from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm
+from accounts import selectors, totp
+from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm, TotpCodeForm
+from accounts.models import User
+from accounts.security import security_log
 from accounts.services import feedback_send
 from crm.views import PAGE_SIZE, CappedPaginator, _partial
 
-login_view = auth_views.LoginView.as_view(
+
+class TwoFactorLoginView(auth_views.LoginView):
+    """Django's sign-in; a user with a confirmed authenticator device must also give a code."""
+
+    def form_valid(self, form: LoginForm) -> HttpResponse:
+        user = form.get_user()
+        if totp.confirmed_device(user) is None:
+            return super().form_valid(form)
+        session = self.request.session
+        session.cycle_key()
+        session[totp.PENDING_USER_KEY] = user.pk
+        session[totp.PENDING_AT_KEY] = time.time()
+        session[totp.PENDING_BACKEND_KEY] = user.backend
+        session[totp.PENDING_NEXT_KEY] = self.get_success_url()
+        session[totp.PENDING_ATTEMPTS_KEY] = 0
+        return redirect("accounts:totp_verify")
+
+
+login_view = TwoFactorLoginView.as_view(
     template_name="accounts/login.html", authentication_form=LoginForm, redirect_authenticated_user=True
 )
+
+
+def _pending_clear(request: HttpRequest) -> None:
+    for key in totp.PENDING_KEYS:
+        request.session.pop(key, None)
+
+
+def totp_verify_view(request: HttpRequest) -> HttpResponse:
+    """Second step of a sign-in: the code from the authenticator app (5 tries, 5 minutes)."""
+    session = request.session
+    user_id = session.get(totp.PENDING_USER_KEY)
+    started = session.get(totp.PENDING_AT_KEY)
+    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
+    device = totp.confirmed_device(user) if user is not None else None
+    if device is None or started is None or time.time() - float(started) > totp.PENDING_MAX_AGE:
+        _pending_clear(request)
+        if user_id:
+            messages.error(request, _("Your sign-in expired. Please sign in again."))
+        return redirect("accounts:login")
+    form = TotpCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if totp.code_verify(device=device, code=form.cleaned_data["code"]):
+            backend = session.get(totp.PENDING_BACKEND_KEY)
+            next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
+            _pending_clear(request)
+            auth_login(request, user, backend=backend)
+            return redirect(next_url)
+        attempts = int(session.get(totp.PENDING_ATTEMPTS_KEY, 0)) + 1
+        session[totp.PENDING_ATTEMPTS_KEY] = attempts
+        security_log(
+            kind="two_factor_failed", request=request, user=user, username=user.username, attempt=attempts
+        )
+        if attempts >= totp.MAX_ATTEMPTS:
+            _pending_clear(request)
+            # One failed sign-in for django-axes per exhausted round, so password + code rounds cannot be
+            # repeated without end: after AXES_FAILURE_LIMIT rounds the username and address are locked.
+            user_login_failed.send(sender=__name__, credentials={"username": user.username}, request=request)
+            messages.error(request, _("Too many wrong codes. Please sign in again."))
+            return redirect("accounts:login")
+        form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
+    return render(request, "accounts/totp_verify.html", {"form": form})
+
+
+@login_required
+def totp_setup_view(request: HttpRequest) -> HttpResponse:
+    """Turn two-factor sign-in on (confirm a code from the app) or off (a current code, unless required)."""
+    user = request.user
+    required = totp.two_factor_required(user)
+    device = totp.device_get_or_create(user=user)
+    form = TotpCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        code = form.cleaned_data["code"]
+        action = request.POST.get("action", "confirm")
+        if action == "disable" and device.is_confirmed and not required:
+            if totp.code_verify(device=device, code=code):
+                totp.device_delete(device=device)
+                messages.success(request, _("Two-factor sign-in is off."))
+                return redirect("accounts:totp_setup")
+        elif (
+            action == "confirm" and not device.is_confirmed and totp.device_confirm(device=device, code=code)
+        ):
+            messages.success(request, _("Two-factor sign-in is on."))
+            return redirect(settings.LOGIN_REDIRECT_URL if required else "accounts:totp_setup")
+        security_log(kind="two_factor_failed", request=request, action=action)
+        form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
+    context = {
+        "form": form,
+        "device": device,
+        "required": required,
+        "secret": device.secret,
+        "uri": totp.provisioning_uri(device),
+    }
+    return render(request, "accounts/totp_setup.html", context)
 
 
 def locked_out_response(

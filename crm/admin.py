@@ -26,7 +26,13 @@ from crm.models import (
 
 @admin.register(CompanySettings)
 class CompanySettingsAdmin(admin.ModelAdmin):
-    list_display = ["company_name", "go_live_date", "gross_margin_percent", "auto_assign_tickets"]
+    list_display = [
+        "company_name",
+        "go_live_date",
+        "gross_margin_percent",
+        "auto_assign_tickets",
+        "require_2fa_for_managers",
+    ]
 
 
 @admin.register(Customer)

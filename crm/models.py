@@ -43,6 +43,9 @@ class CompanySettings(models.Model):
     )
     loaded_hourly_rate = models.DecimalField(_("loaded hourly rate"), **MONEY, default=Decimal("45"))
     auto_assign_tickets = models.BooleanField(_("assign new tickets automatically"), default=True)
+    require_2fa_for_managers = models.BooleanField(
+        _("require two-factor sign-in for managers and admins"), default=False
+    )
 
     class Meta:
         verbose_name = _("company settings")

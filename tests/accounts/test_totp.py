@@ -1,0 +1,189 @@
+"""Optional TOTP two-factor sign-in: setup, the second sign-in step, replay, and the role requirement."""
+
+import pyotp
+import pytest
+from django.urls import reverse
+
+from accounts import totp
+from accounts.models import SecurityEvent, TotpDevice, User
+from crm.models import CompanySettings
+from tests.factories import make_manager, make_user
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct horse battery"
+
+
+def enrol(user: User) -> TotpDevice:
+    """A confirmed device for ``user`` (no code used yet)."""
+    device = totp.device_get_or_create(user=user)
+    device.confirmed_at = device.created_at
+    device.save(update_fields=["confirmed_at"])
+    return device
+
+
+def code_for(device: TotpDevice) -> str:
+    return pyotp.TOTP(device.secret).now()
+
+
+def sign_in(client, user: User):
+    return client.post(reverse("accounts:login"), {"username": user.username, "password": PASSWORD})
+
+
+def test_setup_shows_secret_and_confirming_turns_2fa_on(client):
+    user = make_user()
+    client.force_login(user)
+    response = client.get(reverse("accounts:totp_setup"))
+    assert response.status_code == 200
+    device = TotpDevice.objects.get(user=user)
+    assert device.secret in response.text
+    assert "otpauth://totp/" in response.text
+    assert device.confirmed_at is None
+
+    response = client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": "000000"})
+    assert response.status_code == 200
+    assert "That code is not right" in response.text
+    device.refresh_from_db()
+    assert device.confirmed_at is None
+
+    response = client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": code_for(device)})
+    assert response.status_code == 302
+    assert totp.confirmed_device(user) is not None
+
+
+def test_turning_off_needs_a_current_code(client):
+    user = make_user()
+    device = enrol(user)
+    client.force_login(user)
+    response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": "000000"})
+    assert response.status_code == 200
+    assert TotpDevice.objects.filter(pk=device.pk).exists()
+    response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": code_for(device)})
+    assert response.status_code == 302
+    assert not TotpDevice.objects.filter(user=user).exists()
+
+
+def test_login_without_2fa_is_unchanged(client):
+    user = make_user()
+    response = sign_in(client, user)
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(user.pk)
+
+
+def test_login_with_2fa_requires_the_code(client):
+    user = make_user()
+    device = enrol(user)
+    response = sign_in(client, user)
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:totp_verify")
+    assert "_auth_user_id" not in client.session
+
+    response = client.post(reverse("accounts:totp_verify"), {"code": "000000"})
+    assert response.status_code == 200
+    assert "That code is not right" in response.text
+    assert "_auth_user_id" not in client.session
+    assert SecurityEvent.objects.filter(kind="two_factor_failed", user=user).count() == 1
+
+    response = client.post(reverse("accounts:totp_verify"), {"code": code_for(device)}, follow=True)
+    assert response.redirect_chain[-1] == (reverse("crm:workspace"), 302)
+    assert client.session["_auth_user_id"] == str(user.pk)
+    assert response.context["user"] == user
+
+
+def test_verify_without_pending_sign_in_goes_to_login(client):
+    response = client.get(reverse("accounts:totp_verify"))
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:login")
+
+
+def test_five_wrong_codes_send_back_to_login(client):
+    user = make_user()
+    enrol(user)
+    sign_in(client, user)
+    for _ in range(4):
+        assert client.post(reverse("accounts:totp_verify"), {"code": "000000"}).status_code == 200
+    response = client.post(reverse("accounts:totp_verify"), {"code": "000000"})
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:login")
+    assert client.get(reverse("accounts:totp_verify")).url == reverse("accounts:login")
+
+
+def test_expired_pending_sign_in_goes_back_to_login(client):
+    user = make_user()
+    device = enrol(user)
+    sign_in(client, user)
+    session = client.session
+    session[totp.PENDING_AT_KEY] -= totp.PENDING_MAX_AGE + 1
+    session.save()
+    response = client.post(reverse("accounts:totp_verify"), {"code": code_for(device)})
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:login")
+    assert "_auth_user_id" not in client.session
+
+
+def test_code_replay_is_refused(client):
+    user = make_user()
+    device = enrol(user)
+    code = code_for(device)
+    assert totp.code_verify(device=device, code=code)
+    assert not totp.code_verify(device=device, code=code)
+
+    sign_in(client, user)
+    response = client.post(reverse("accounts:totp_verify"), {"code": code})
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+
+
+def test_required_for_managers_redirects_unenrolled_manager_to_setup(client):
+    CompanySettings.objects.filter(pk=CompanySettings.load().pk).update(require_2fa_for_managers=True)
+    manager = make_manager()
+    client.force_login(manager)
+    response = client.get(reverse("crm:workspace"))
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:totp_setup")
+    response = client.get(reverse("accounts:totp_setup"))
+    assert response.status_code == 200
+    assert "requires two-factor sign-in for your role" in response.text
+
+    device = TotpDevice.objects.get(user=manager)
+    client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": code_for(device)})
+    assert client.get(reverse("crm:workspace")).status_code == 200
+    # Required: it cannot be turned off.
+    client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": code_for(device)})
+    assert totp.confirmed_device(manager) is not None
+
+
+def test_required_for_managers_does_not_touch_reps(client):
+    CompanySettings.objects.filter(pk=CompanySettings.load().pk).update(require_2fa_for_managers=True)
+    rep = make_user()
+    client.force_login(rep)
+    assert client.get(reverse("crm:workspace")).status_code == 200
+
+
+def test_not_required_leaves_managers_alone(client):
+    client.force_login(make_manager())
+    assert client.get(reverse("crm:workspace")).status_code == 200
+
+
+def test_setup_page_renders_in_simplified_chinese(client):
+    user = make_user(language=User.Language.ZH_HANS)
+    client.force_login(user)
+    response = client.get(reverse("accounts:totp_setup"))
+    assert response.status_code == 200
+    assert "<h1>两步验证登录</h1>" in response.text
+    assert "密钥" in response.text
+    assert "Two-factor sign-in" not in response.text
+
+
+def test_repeated_rounds_of_wrong_codes_lock_the_user_out_with_axes(client):
+    user = make_user()
+    enrol(user)
+    statuses = []
+    for _round in range(5):
+        assert sign_in(client, user).status_code == 302
+        for _ in range(totp.MAX_ATTEMPTS):
+            response = client.post(reverse("accounts:totp_verify"), {"code": "000000"})
+        statuses.append(response.status_code)
+    assert statuses == [302, 302, 302, 302, 429]
+    # Locked: even the right password is refused now.
+    assert sign_in(client, user).status_code == 429
