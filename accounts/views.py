@@ -18,7 +18,8 @@ from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm, Tot
 from accounts.models import User
 from accounts.security import security_log
 from accounts.services import feedback_send
-from crm.views import PAGE_SIZE, CappedPaginator, _partial
+from crm.htmx import partial_template
+from crm.views import PAGE_SIZE, CappedPaginator
 
 
 class TwoFactorLoginView(auth_views.LoginView):
@@ -161,4 +162,6 @@ def security_event_list_view(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     context = {"form": form, "page": page, "query": query.urlencode()}
-    return render(request, _partial(request, "accounts/security_event_list.html", "security-events"), context)
+    return render(
+        request, partial_template(request, "accounts/security_event_list.html", "security-events"), context
+    )

@@ -23,9 +23,10 @@ from django_htmx.http import HttpResponseClientRefresh
 from accounts.models import User
 from accounts.security import security_log
 from crm import data_forms, dedupe, exports, forms, imports, merge, selectors
+from crm.htmx import partial_template
 from crm.models import Activity, Customer, CustomerMerge, Deal, DuplicateCandidate, ImportJob, Ticket
 from crm.tasks import scan_duplicates
-from crm.views import _form_errors_from, _partial, _redirect
+from crm.views import _form_errors_from, _redirect
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 25
@@ -81,7 +82,7 @@ def import_upload_view(request: HttpRequest) -> HttpResponse:
         else:
             return _redirect(request, reverse("crm:import_map", args=[job.pk]))
     context = {"form": form, "kind": kind, "kinds": ImportJob.Kind.choices}
-    return render(request, _partial(request, "crm/import_upload.html", "upload-form"), context)
+    return render(request, partial_template(request, "crm/import_upload.html", "upload-form"), context)
 
 
 @login_required
@@ -120,7 +121,7 @@ def import_map_view(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             return _redirect(request, reverse("crm:import_preview", args=[job.pk]))
     context = {"job": job, "form": form}
-    return render(request, _partial(request, "crm/import_map.html", "map-form"), context)
+    return render(request, partial_template(request, "crm/import_map.html", "map-form"), context)
 
 
 @login_required
@@ -163,7 +164,7 @@ def import_preview_view(request: HttpRequest, pk: int) -> HttpResponse:
         "issues": job.preview["issues"],
         "more_issues": job.preview["counts"]["fail"] - len(job.preview["issues"]),
     }
-    return render(request, _partial(request, "crm/import_preview.html", "start-form"), context)
+    return render(request, partial_template(request, "crm/import_preview.html", "start-form"), context)
 
 
 def _render_checking(request: HttpRequest, job: ImportJob) -> HttpResponse:
@@ -176,7 +177,7 @@ def _render_checking(request: HttpRequest, job: ImportJob) -> HttpResponse:
         "processed": processed,
         "percent": min(99, processed * 100 // max(job.row_count, 1)),
     }
-    return render(request, _partial(request, "crm/import_check.html", "check-progress"), context)
+    return render(request, partial_template(request, "crm/import_check.html", "check-progress"), context)
 
 
 @login_required
@@ -194,7 +195,7 @@ def import_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "more_report": max(0, len(job.report) - 200),
         "can_retry": job.status == ImportJob.Status.FAILED and job.is_checked,
     }
-    return render(request, _partial(request, "crm/import_detail.html", "import-progress"), context)
+    return render(request, partial_template(request, "crm/import_detail.html", "import-progress"), context)
 
 
 @login_required
@@ -294,7 +295,7 @@ def duplicate_list_view(request: HttpRequest) -> HttpResponse:
         "query": f"status={status}",
         "last_scan": dedupe.last_scan(),
     }
-    return render(request, _partial(request, "crm/duplicate_list.html", "duplicate-table"), context)
+    return render(request, partial_template(request, "crm/duplicate_list.html", "duplicate-table"), context)
 
 
 @login_required
@@ -349,7 +350,7 @@ def duplicate_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "decided": candidate.status != DuplicateCandidate.Status.OPEN,
     }
-    return render(request, _partial(request, "crm/duplicate_detail.html", "merge-form"), context)
+    return render(request, partial_template(request, "crm/duplicate_detail.html", "merge-form"), context)
 
 
 def _record_counts(customers: list[Customer]) -> dict[int, dict[str, int]]:

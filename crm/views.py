@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from accounts.models import User
 from crm import forms, selectors, services
+from crm.htmx import partial_template
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
 PAGE_SIZE = 25
@@ -45,13 +46,6 @@ class CappedPaginator(Paginator):
     @property
     def is_capped(self) -> bool:
         return self.count > self.COUNT_CAP
-
-
-def _partial(request: HttpRequest, template: str, partial: str) -> str:
-    """The fragment for an htmx swap, the whole page otherwise (and for history restores)."""
-    if request.htmx and not request.htmx.history_restore_request:
-        return f"{template}#{partial}"
-    return template
 
 
 def _form_errors_from(exc: ValidationError, form) -> None:
@@ -155,7 +149,7 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "sort": request.GET.get("sort", "name"),
     }
-    return render(request, _partial(request, "crm/customer_list.html", "customer-table"), context)
+    return render(request, partial_template(request, "crm/customer_list.html", "customer-table"), context)
 
 
 @login_required
@@ -173,7 +167,9 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Customer %(name)s created.") % {"name": customer.name})
             return _redirect(request, customer.get_absolute_url())
-    return render(request, _partial(request, "crm/customer_form.html", "customer-form"), {"form": form})
+    return render(
+        request, partial_template(request, "crm/customer_form.html", "customer-form"), {"form": form}
+    )
 
 
 @login_required
@@ -221,7 +217,7 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Changes saved."))
             return _redirect(request, customer.get_absolute_url())
     context = {"form": form, "customer": customer}
-    return render(request, _partial(request, "crm/customer_form.html", "customer-form"), context)
+    return render(request, partial_template(request, "crm/customer_form.html", "customer-form"), context)
 
 
 @login_required
@@ -284,7 +280,7 @@ def deal_list_view(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     context = {"form": form, "page": page, "query": query.urlencode()}
-    return render(request, _partial(request, "crm/deal_list.html", "deal-table"), context)
+    return render(request, partial_template(request, "crm/deal_list.html", "deal-table"), context)
 
 
 @login_required
@@ -299,7 +295,7 @@ def _render_board(request: HttpRequest) -> HttpResponse:
     stages = list(selectors.stage_list())
     columns = selectors.deal_board(user=request.user, stages=[s for s in stages if s.kind == "open"])
     context = {"columns": columns, "stages": stages, "today": timezone.localdate()}
-    return render(request, _partial(request, "crm/deal_board.html", "deal-board"), context)
+    return render(request, partial_template(request, "crm/deal_board.html", "deal-board"), context)
 
 
 @login_required
@@ -319,7 +315,7 @@ def deal_create_view(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Deal %(title)s created.") % {"title": deal.title})
             return _redirect(request, deal.get_absolute_url())
-    return render(request, _partial(request, "crm/deal_form.html", "deal-form"), {"form": form})
+    return render(request, partial_template(request, "crm/deal_form.html", "deal-form"), {"form": form})
 
 
 def _open_stages_qs():
@@ -369,7 +365,7 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Changes saved."))
             return _redirect(request, deal.get_absolute_url())
     context = {"form": form, "deal": deal, "conflict": conflict}
-    return render(request, _partial(request, "crm/deal_form.html", "deal-form"), context)
+    return render(request, partial_template(request, "crm/deal_form.html", "deal-form"), context)
 
 
 @login_required
@@ -466,7 +462,7 @@ def ticket_list_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "now": timezone.now(),
     }
-    return render(request, _partial(request, "crm/ticket_list.html", "ticket-table"), context)
+    return render(request, partial_template(request, "crm/ticket_list.html", "ticket-table"), context)
 
 
 @login_required
@@ -486,7 +482,7 @@ def ticket_create_view(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Ticket created."))
             return _redirect(request, ticket.get_absolute_url())
-    return render(request, _partial(request, "crm/ticket_form.html", "ticket-form"), {"form": form})
+    return render(request, partial_template(request, "crm/ticket_form.html", "ticket-form"), {"form": form})
 
 
 def _ticket_context(request: HttpRequest, ticket: Ticket, **extra) -> dict:
@@ -526,7 +522,7 @@ def ticket_reply_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Reply sent.") if form.cleaned_data["public"] else _("Note added."))
             return _redirect(request, ticket.get_absolute_url())
     context = _ticket_context(request, ticket, reply_form=form)
-    return render(request, _partial(request, "crm/ticket_detail.html", "reply-form"), context)
+    return render(request, partial_template(request, "crm/ticket_detail.html", "reply-form"), context)
 
 
 @login_required

@@ -276,14 +276,12 @@ def freshness() -> dict[str, Any]:
     as_of = last_ok.finished_at if last_ok else None
     stale = as_of is None or (timezone.now() - as_of).total_seconds() > STALE_AFTER_MINUTES * 60
     failed = latest if latest and latest.status == SnapshotRun.Status.FAILED else None
-    running = latest if latest and latest.status == SnapshotRun.Status.RUNNING else None
     # Redis carries the task queue: while it is down no scheduled recompute runs, so nothing is fresh.
     queue_down = not queue_reachable()
     return {
         "as_of": as_of,
         "stale": stale or queue_down,
         "failed": failed,
-        "running": running,
         "queue_down": queue_down,
     }
 

@@ -25,6 +25,7 @@ from accounts.models import StaffFeedback, Team, User
 from accounts.security import security_log
 from crm import quality
 from crm.exports import csv_response, xlsx_response
+from crm.htmx import partial_template
 from crm.views import CappedPaginator
 from metrics import charts, dashboard, pages, selectors
 from metrics.forms import DashboardFilterForm, TargetForm
@@ -36,12 +37,6 @@ from metrics.services import RecomputeError, kpi_target_set
 
 DRILL_PAGE_SIZE = 25
 BY_REP_LIMIT = 30
-
-
-def _partial(request: HttpRequest, template: str, partial: str) -> str:
-    if request.htmx and not request.htmx.history_restore_request:
-        return f"{template}#{partial}"
-    return template
 
 
 def _filters(request: HttpRequest) -> tuple[DashboardFilterForm, dashboard.Filters]:
@@ -76,7 +71,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "freshness": dashboard.freshness(),
         "query": request.GET.urlencode(),
     }
-    return render(request, _partial(request, "metrics/dashboard.html", "dashboard-body"), context)
+    return render(request, partial_template(request, "metrics/dashboard.html", "dashboard-body"), context)
 
 
 def _dashboard_charts(request: HttpRequest, filters: dashboard.Filters, series: dict) -> list[dict]:
@@ -302,7 +297,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         else None,
         "freshness": dashboard.freshness(),
     }
-    return render(request, _partial(request, "metrics/kpi_detail.html", "drilldown"), context)
+    return render(request, partial_template(request, "metrics/kpi_detail.html", "drilldown"), context)
 
 
 def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
@@ -491,7 +486,7 @@ def adoption_view(request: HttpRequest) -> HttpResponse:
         ),
         "feedback": StaffFeedback.objects.select_related("user").order_by("-created_at")[:50],
     }
-    return render(request, _partial(request, "metrics/adoption.html", "adoption-table"), context)
+    return render(request, partial_template(request, "metrics/adoption.html", "adoption-table"), context)
 
 
 @login_required
@@ -638,4 +633,4 @@ def data_quality_view(request: HttpRequest) -> HttpResponse:
         "failures": quality.failure_links(page.object_list),
         "query": query.urlencode(),
     }
-    return render(request, _partial(request, "metrics/data_quality.html", "failure-list"), context)
+    return render(request, partial_template(request, "metrics/data_quality.html", "failure-list"), context)

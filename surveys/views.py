@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
+from crm.htmx import partial_template
 from surveys import selectors, services
 from surveys.forms import CampaignForm, InvitationFilterForm, ResponseFilterForm, SurveyForm
 from surveys.models import Survey
@@ -27,13 +28,6 @@ PAGE_SIZE = 25
 def _require_manager(request: HttpRequest) -> None:
     if not request.user.is_manager:
         raise Http404
-
-
-def _partial(request: HttpRequest, template: str, partial: str) -> str:
-    """The fragment for an htmx swap, the whole page otherwise (and for history restores)."""
-    if request.htmx and not request.htmx.history_restore_request:
-        return f"{template}#{partial}"
-    return template
 
 
 def _query(request: HttpRequest) -> str:
@@ -85,7 +79,7 @@ def survey_update_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Survey %(name)s saved.") % {"name": survey.name})
             return _redirect(request, reverse("surveys:home"))
     context = {"form": form, "survey": survey}
-    return render(request, _partial(request, "surveys/survey_form.html", "survey-form"), context)
+    return render(request, partial_template(request, "surveys/survey_form.html", "survey-form"), context)
 
 
 @login_required
@@ -109,7 +103,9 @@ def invitation_list_view(request: HttpRequest) -> HttpResponse:
         "query": _query(request),
         "now": timezone.now(),
     }
-    return render(request, _partial(request, "surveys/invitation_list.html", "invitation-table"), context)
+    return render(
+        request, partial_template(request, "surveys/invitation_list.html", "invitation-table"), context
+    )
 
 
 @login_required
@@ -152,7 +148,7 @@ def response_list_view(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     context = {"form": form, "page": page, "query": _query(request)}
-    return render(request, _partial(request, "surveys/response_list.html", "response-table"), context)
+    return render(request, partial_template(request, "surveys/response_list.html", "response-table"), context)
 
 
 @login_required
@@ -178,7 +174,7 @@ def campaign_view(request: HttpRequest) -> HttpResponse:
             )
             return _redirect(request, reverse("surveys:campaigns"))
     context = {"form": form, "campaigns": selectors.campaign_list()[:20], "preview": None}
-    return render(request, _partial(request, "surveys/campaign_list.html", "campaign-form"), context)
+    return render(request, partial_template(request, "surveys/campaign_list.html", "campaign-form"), context)
 
 
 @login_required
