@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -139,6 +140,59 @@ class SnapshotRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class KpiFact(models.Model):
+    """Totals of one KPI dataset's additive measures for one day or month and one user or source.
+
+    The KPI engine's intermediate layer (``metrics.kpis.facts``): a full rebuild writes them from the
+    records, the every-few-minutes run rewrites only the days whose records changed, and every period's
+    counts and sums are added up from them (weeks from days, longer periods from months). ``values``
+    holds the dataset's measures in declaration order as integers (sums of money in cents).
+    ``scope`` is "user" (``scope_id`` the user's id, "" for no user), "source" or "" (neither).
+    """
+
+    class Grain(models.TextChoices):
+        DAY = "day", _("Day")
+        MONTH = "month", _("Month")
+
+    dataset = models.CharField(_("dataset"), max_length=40)
+    grain = models.CharField(_("grain"), max_length=5, choices=Grain.choices)
+    day = models.DateField(_("day"), help_text=_("The day, or the first day of the month."))
+    scope = models.CharField(_("scope"), max_length=8, blank=True)
+    scope_id = models.CharField(_("scope id"), max_length=40, blank=True)
+    values = ArrayField(models.BigIntegerField(), verbose_name=_("values"))
+
+    class Meta:
+        verbose_name = _("KPI fact")
+        verbose_name_plural = _("KPI facts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "grain", "day", "scope", "scope_id"], name="kpifact_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} {self.grain} {self.day} {self.scope}:{self.scope_id}"
+
+
+class KpiFactState(models.Model):
+    """How far one dataset's facts are complete: its definition when built and the refresh watermark."""
+
+    dataset = models.CharField(_("dataset"), max_length=40, unique=True)
+    signature = models.CharField(_("definition signature"), max_length=64)
+    built_at = models.DateTimeField(_("rebuilt from all records at"))
+    refreshed_at = models.DateTimeField(
+        _("refreshed at"), help_text=_("Changes made before this instant are in the facts.")
+    )
+    teams = models.CharField(_("team membership signature"), max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = _("KPI fact state")
+        verbose_name_plural = _("KPI fact states")
+
+    def __str__(self) -> str:
+        return f"{self.dataset} @ {self.refreshed_at:%Y-%m-%d %H:%M}"
 
 
 class CustomerRfm(models.Model):

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
-from metrics.kpis import registry
+from metrics.kpis import facts, registry
 from metrics.kpis.base import Context, Kpi, Row
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
@@ -99,30 +99,47 @@ def snapshots_recompute(
 ) -> SnapshotRun:
     """Recompute every period of ``granularities`` (all by default) overlapping ``[start, end)``.
 
-    All selected KPIs and scopes are written with one upsert in one transaction; stale rows of the
-    recomputed periods are removed. A run that finds another one in progress is recorded as skipped.
+    All selected KPIs and scopes are computed from the records (the facts of the range are rewritten on
+    the way) and written with one upsert in one transaction; stale rows of the recomputed periods are
+    removed. A run that finds another one in progress is recorded as skipped.
     """
     grans = _granularities(granularities)
     if end <= start:
         raise RecomputeError("the range is empty: end must be after start")
     periods = {g: periods_between(g, start, end) for g in grans}
-    return _recompute(periods, kpis=kpis, kind=kind, now=now, progress=progress)
+    ctx = Context(periods=periods, now=now or timezone.now())
+    return _recompute(ctx, kpis=kpis, kind=kind, progress=progress)
 
 
 def snapshots_recompute_recent(
     *, back: int = RECENT_PERIODS_BACK, kpis: Sequence[str] | None = None, now: datetime | None = None
 ) -> SnapshotRun:
-    """Recompute the current period and the ``back`` previous ones of every granularity (KPIS.md G6)."""
+    """Bring the current period and the ``back`` previous ones of every granularity up to date.
+
+    Incremental (KPIS.md G6 with facts): the facts of the days whose records changed since the last run
+    are rewritten, and the periods those days count for are recomputed from the facts. Without facts
+    of the current definitions (first run, a changed KPI definition) it rebuilds everything instead.
+    """
     now = now or timezone.now()
     periods = {g: recent_periods(g, now, back) for g in GRANULARITIES}
-    return _recompute(periods, kpis=kpis, kind=SnapshotRun.Kind.RECENT, now=now)
+    ctx = Context(periods=periods, now=now, incremental=True)
+    try:
+        return _recompute(ctx, kpis=kpis, kind=SnapshotRun.Kind.RECENT)
+    except facts.FactsMissing as missing:
+        logger.info("KPI facts of %s are missing or outdated: rebuilding everything", missing)
+        return snapshots_rebuild_all(now=now)
 
 
 def snapshots_rebuild_all(*, now: datetime | None = None, progress: Progress | None = None) -> SnapshotRun:
-    """Recompute every KPI for every period of the data's whole history, at every granularity."""
+    """Recompute every KPI for every period of the data's whole history, at every granularity, and
+    rebuild every fact from the records (the nightly reconciliation)."""
     start, end = history_range(now=now)
     now = now or end
-    return snapshots_recompute(start=start, end=now, kind=SnapshotRun.Kind.FULL, now=now, progress=progress)
+    # At least the periods the every-few-minutes run keeps up to date, so either run leaves the same rows.
+    start = min(start, *(recent_periods(g, now, RECENT_PERIODS_BACK)[0].start for g in GRANULARITIES))
+    periods = {g: periods_between(g, start, now) for g in GRANULARITIES}
+    ctx = Context(periods=periods, now=now)
+    return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.FULL, progress=progress)
 
 
 def _granularities(granularities: Sequence[str] | None) -> list[str]:
@@ -144,24 +161,19 @@ def _select_kpis(codes: Sequence[str] | None) -> list[Kpi]:
 
 
 def _recompute(
-    periods: dict[str, list[Period]],
-    *,
-    kpis: Sequence[str] | None,
-    kind: str,
-    now: datetime | None,
-    progress: Progress | None = None,
+    ctx: Context, *, kpis: Sequence[str] | None, kind: str, progress: Progress | None = None
 ) -> SnapshotRun:
     selected = _select_kpis(kpis)
-    now = now or timezone.now()
-    starts = [p.start for ps in periods.values() for p in ps]
-    ends = [p.end for ps in periods.values() for p in ps]
+    starts = [p.start for ps in ctx.periods.values() for p in ps]
+    ends = [p.end for ps in ctx.periods.values() for p in ps]
+    started = timezone.now()
     run = SnapshotRun.objects.create(
         kind=kind,
-        granularities=",".join(periods),
+        granularities=",".join(ctx.periods),
         range_start=min(starts) if starts else None,
         range_end=max(ends) if ends else None,
         kpis=list(kpis or []),
-        started_at=timezone.now(),
+        started_at=started,
     )
     clock = time.perf_counter()
     try:
@@ -174,9 +186,14 @@ def _recompute(
                 # JIT compilation costs seconds per query and gains nothing on these one-off scans.
                 cursor.execute("SET LOCAL work_mem = '256MB'")
                 cursor.execute("SET LOCAL jit = off")
-            run.rows = _write(
-                Context(periods=periods, now=now), selected, computed_at=timezone.now(), progress=progress
-            )
+            if ctx.incremental:
+                ctx.everything = facts.staff_changed()
+            run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
+            if kind == SnapshotRun.Kind.FULL or ctx.incremental:
+                facts.mark(ctx, ctx.tracked.values(), at=started, rebuilt=kind == SnapshotRun.Kind.FULL)
+    except facts.FactsMissing:
+        run.delete()
+        raise
     except Exception:
         run.error = traceback.format_exc()
         _finish(run, SnapshotRun.Status.FAILED, clock)
@@ -242,7 +259,10 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
 
 
 def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tuple[str, Period]]]:
-    """One KPI's rows for the periods and scopes it answers, and every period it answered."""
+    """One KPI's rows for the periods and scopes it answers, and every period it answered.
+
+    An incremental run answers only the periods that the changes since the last run count for.
+    """
     wanted = {
         g: {p.first_day: p for p in ctx.periods[g]} for g in ctx.granularities if g in kpi.granularities
     }
@@ -250,16 +270,18 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
         wanted = {g: {d: p for d, p in ps.items() if p == ctx.current(g)} for g, ps in wanted.items()}
     scopes = set(kpi.scopes)
     out, seen = [], set()
+    ctx.start_kpi()
     for row in kpi.compute(ctx, kpi):
         period = wanted.get(row.granularity, {}).get(row.first_day)
-        if period is None or row.scope not in scopes:
+        if period is None or row.scope not in scopes or not ctx.answers(period):
             continue
         key = (row.granularity, row.first_day, row.scope, row.scope_id)
         if key in seen:
             raise ValueError(f"{kpi.code} produced {key} twice")
         seen.add(key)
         out.append((row, period))
-    return out, [(g, p) for g, ps in wanted.items() for p in ps.values()]
+    cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
+    return out, cover
 
 
 def _copy_tuple(kpi: Kpi, row: Row, period: Period, computed_at: datetime) -> tuple:

@@ -7,8 +7,8 @@ the period (imports and system actions do not count); records created count web 
 """
 
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,9 +18,9 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
 from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
-from metrics.kpis.builders import HUNDRED, divide, grouping_sets_query, rows_from
+from metrics.kpis.builders import HUNDRED, Dataset, divide, grouped, rows_from, total
 from metrics.models import Scope
-from metrics.periods import Period
+from metrics.periods import Period, local_midnight
 
 NEW_SEAT_GRACE = timedelta(days=7)
 ACTIVE_VIA = (UsageEvent.Via.WEB, UsageEvent.Via.API)
@@ -28,52 +28,57 @@ ADOPTION_EXCLUSIONS = _("service accounts, users without a seat and seats younge
 NAMES = ("licensed", "active", "access", "creates", "days")
 
 
-def _usage_by_user(ctx: Context) -> dict[tuple[str, Any, str], dict[str, Any]]:
-    """Actions, web creations, active days and logins per user and period: one pass over the events."""
-    grans = ctx.granularities
-    lo, hi = ctx.bounds(grans)
-    buckets = ", ".join(f"date_trunc('{g}', day)::date AS k_b_{g}" for g in grans)
+def _usage_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
+    """Per user and local day: actions (web or API), web creations, logins, and whether it was active."""
+    tz = settings.TIME_ZONE
+    ranges = " OR ".join("(at >= %s AND at < %s)" for _ in spans)
+    bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
     # Only generated identifiers go into the text; every value is a parameter.
-    inner = f"""
-        SELECT user_id, day, sum(actions) AS actions, sum(creates) AS creates, sum(logins) AS logins,
-               {buckets}
+    sql = f"""
+        SELECT day AS k_day, 'user' AS scope, user_id::text AS scope_id,
+               sum(actions)::bigint AS k_p0, sum(creates)::bigint AS k_p1, sum(logins)::bigint AS k_p2,
+               (sum(actions) > 0)::int::bigint AS k_p3
         FROM (
             SELECT user_id, (at AT TIME ZONE %s)::date AS day,
                    count(*) FILTER (WHERE via IN (%s, %s)) AS actions,
                    count(*) FILTER (WHERE via = %s AND verb = %s) AS creates, 0 AS logins
-            FROM accounts_usageevent WHERE at >= %s AND at < %s GROUP BY 1, 2
+            FROM accounts_usageevent WHERE {ranges} GROUP BY 1, 2
             UNION ALL
             SELECT user_id, (at AT TIME ZONE %s)::date, 0, 0, count(*)
-            FROM accounts_loginevent WHERE at >= %s AND at < %s GROUP BY 1, 2
+            FROM accounts_loginevent WHERE {ranges} GROUP BY 1, 2
         ) AS e
         GROUP BY user_id, day
     """  # noqa: S608
-    tz = settings.TIME_ZONE
-    params = [tz, *ACTIVE_VIA, UsageEvent.Via.WEB, UsageEvent.Verb.CREATE, lo, hi, tz, lo, hi]
-    data = grouping_sets_query(
-        inner,
-        params,
-        buckets={g: f"k_b_{g}" for g in grans},
-        scopes={Scope.USER: "user_id"},
-        aggregates={
-            "actions": "sum(actions)",
-            "creates": "sum(creates)",
-            "days": "count(*) FILTER (WHERE actions > 0)",
-            "logins": "sum(logins)",
-        },
-    )
-    return {
-        (g, day, scope_id): values
-        for (g, day, scope, scope_id), values in data.items()
-        if scope == Scope.USER
-    }
+    params = [tz, *ACTIVE_VIA, UsageEvent.Via.WEB, UsageEvent.Verb.CREATE, *bounds, tz, *bounds]
+    return sql, params
+
+
+# Usage and logins per user and day (users only: licences decide who counts, see adoption_counts).
+USAGE = Dataset(
+    name="usage",
+    rows=lambda ctx: UsageEvent.objects.none(),
+    date="at",
+    scopes={Scope.USER: "user_id"},
+    measures={
+        "actions": total("actions"),
+        "creates": total("creates"),
+        "logins": total("logins"),
+        "days": total("active_day"),
+    },
+    changed=(),
+    day_sql=_usage_day_sql,
+)
 
 
 def adoption_counts(ctx: Context) -> dict[tuple[str, Any, str, str], dict[str, int]]:
     """Licensed, active and login-active users, web creations and active days per period and scope."""
 
     def build() -> dict[tuple[str, Any, str, str], dict[str, int]]:
-        usage = _usage_by_user(ctx)
+        usage = {
+            (g, day, scope_id): values
+            for (g, day, scope, scope_id), values in grouped(ctx, USAGE).items()
+            if scope == Scope.USER
+        }
         staff = dict(User.objects.filter(is_service_account=False).values_list("id", "team_id"))
         seats = defaultdict(list)
         for user_id, started, ended in Seat.objects.filter(user_id__in=staff).values_list(
@@ -105,7 +110,7 @@ def adoption_counts(ctx: Context) -> dict[tuple[str, Any, str, str], dict[str, i
                             acc[name] += value
         return out
 
-    return ctx.memo("adoption", build)
+    return ctx.memo("adoption", build, reads=(USAGE.name,))
 
 
 def _ratio(numerator: str, denominator: str, percent: bool) -> Any:

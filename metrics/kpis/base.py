@@ -108,11 +108,27 @@ class Kpi:
 
 @dataclass
 class Context:
-    """The periods a recompute answers, per granularity, and a memo so each base scan runs once."""
+    """The periods a recompute answers, per granularity, and a memo so each base scan runs once.
+
+    A full context computes every dataset from the records (and stores the facts it built); an
+    incremental one (``since`` set) first rewrites the facts of the days whose records changed since
+    each dataset's watermark, reads periods from the facts, and answers only the periods those changes
+    touched (``answers``).
+    """
 
     periods: dict[str, list[Period]]
     now: datetime
+    incremental: bool = False
+    # Every period of every KPI is touched (e.g. a user changed team): nothing may be skipped.
+    everything: bool = False
     _memo: dict[Any, Any] = field(default_factory=dict)
+    # Dataset name -> the days whose facts this run rewrote (incremental runs).
+    dirty: dict[str, "Dirty"] = field(default_factory=dict)
+    # What the KPI being computed has read: dataset names, or "*" for inputs without facts.
+    reads: set[str] = field(default_factory=set)
+    # Every dataset kept as facts or tracked by a watermark that this run computed.
+    tracked: dict[str, Any] = field(default_factory=dict)
+    _answers: dict[Period, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}
@@ -143,13 +159,64 @@ class Context:
             return self.now, self.now
         return min(firsts), max(lasts)
 
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+    def memo(self, key: Any, compute: Callable[[], Any], *, reads: Iterable[str] = ()) -> Any:
+        """``compute()`` once per recompute; ``reads``: what it depends on, noted for every caller."""
+        for name in reads:
+            self.read(name)
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def forget(self, key: Any) -> None:
+        """Drop a memoised result that no later KPI needs (keeps a full rebuild's memory flat)."""
+        self._memo.pop(key, None)
+
     def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
         return period.end + grace <= self.now
+
+    def start_kpi(self) -> None:
+        """Forget what the previous KPI read."""
+        self.reads = set()
+        self._answers = {}
+
+    def read(self, name: str) -> None:
+        """Note that the KPI being computed depends on dataset ``name`` ("*": on an input without facts)."""
+        if name not in self.reads:
+            self.reads.add(name)
+            self._answers = {}
+
+    def answers(self, period: Period) -> bool:
+        """Whether the KPI being computed is recomputed for ``period`` in this run.
+
+        A full run answers every period. An incremental run answers a period when one of the datasets
+        the KPI read changed on a day that counts for it, or when the KPI read an input without facts.
+        """
+        if not self.incremental or self.everything or "*" in self.reads:
+            return True
+        if period not in self._answers:
+            self._answers[period] = any(
+                self.dirty[name].touches(period) for name in self.reads if name in self.dirty
+            )
+        return self._answers[period]
+
+
+@dataclass(frozen=True)
+class Dirty:
+    """The days whose facts an incremental run rewrote for one dataset, and how far a period looks back."""
+
+    days: frozenset[date]
+    lookback: Callable[[Period], Period] | None = None
+    # A stock: a change on any earlier day moves the level at every later period end.
+    cumulative: bool = False
+
+    def touches(self, period: Period) -> bool:
+        if not self.days:
+            return False
+        end = period.next().first_day
+        if self.cumulative:
+            return min(self.days) < end
+        start = (self.lookback(period) if self.lookback else period).first_day
+        return any(start <= day < end for day in self.days)
 
 
 def iter_periods(ctx: Context, kpi: Kpi) -> Iterator[Period]:

@@ -31,7 +31,7 @@ from accounts.models import User
 from crm.models import Activity, Customer, Deal, DealStageChange
 from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
-from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter
+from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
 from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
 from metrics.models import Scope
 from metrics.periods import Period, local_date
@@ -51,17 +51,18 @@ def _filled(field: str) -> Q:
 
 def _customer_rows(ctx: Context) -> QuerySet:
     cleaned = {f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)}
-    return Customer.objects.filter(live()).annotate(
-        as_of=Value(ctx.now, output_field=DateTimeField()), **cleaned
-    )
+    return Customer.objects.filter(live()).annotate(**cleaned)
 
 
 INVALID_CUSTOMER = (_filled("email") & ~Q(email__regex=EMAIL_SYNTAX)) | (_filled("phone") & Q(phone_key=""))
 
+# The checks describe the records as they are now: counted on each record's creation day and added up
+# over all days (a stock), so an edit rewrites the facts of one day only.
 DQ_CUSTOMERS = Dataset(
     name="dq_customers",
     rows=_customer_rows,
-    date="as_of",
+    date="created_at",
+    opening_balance=True,
     scopes=OWNER_SCOPES,
     measures={
         "records": count(),
@@ -72,15 +73,15 @@ DQ_CUSTOMERS = Dataset(
 )
 
 
-def _deal_rows(ctx: Context) -> QuerySet:
+def _open_deal_rows(ctx: Context) -> QuerySet:
     since = ctx.now - timedelta(days=STALE_DAYS)
     touched = Activity.objects.filter(deal__isnull=False, created_at__gte=since).values("deal_id")
     moved = DealStageChange.objects.filter(at__gte=since).values("deal_id")
-    return Deal.objects.filter(live("customer__")).annotate(
+    return Deal.objects.filter(live("customer__"), status=OPEN).annotate(
         as_of=Value(ctx.now, output_field=DateTimeField()),
         stale=ExpressionWrapper(
-            Q(status=OPEN, created_at__lt=since) & ~Q(pk__in=touched) & ~Q(pk__in=moved)
-            | Q(status=OPEN, expected_close_date__lt=local_date(ctx.now)),
+            Q(created_at__lt=since) & ~Q(pk__in=touched) & ~Q(pk__in=moved)
+            | Q(expected_close_date__lt=local_date(ctx.now)),
             output_field=BooleanField(),
         ),
     )
@@ -95,8 +96,9 @@ INVALID_DEAL = (
 
 DQ_DEALS = Dataset(
     name="dq_deals",
-    rows=_deal_rows,
-    date="as_of",
+    rows=lambda ctx: Deal.objects.filter(live("customer__")),
+    date="created_at",
+    opening_balance=True,
     scopes=DEAL_SCOPES,
     measures={
         "records": count(),
@@ -104,13 +106,22 @@ DQ_DEALS = Dataset(
         "open_amount": count(Q(status=OPEN, amount__isnull=False)),
         "open_close_date": count(Q(status=OPEN, expected_close_date__isnull=False)),
         "invalid": count(INVALID_DEAL),
-        "stale": count(Q(stale=True)),
     },
+)
+
+# Staleness moves with the clock, not with the records: the open deals are checked on every run.
+STALE = Dataset(
+    name="dq_stale",
+    rows=_open_deal_rows,
+    date="as_of",
+    scopes=DEAL_SCOPES,
+    measures={"open": count(), "stale": count(Q(stale=True))},
+    always=True,
 )
 
 
 def _combined(ctx: Context, fn: Any) -> Any:
-    customers, deals = grouped(ctx, DQ_CUSTOMERS), grouped(ctx, DQ_DEALS)
+    customers, deals = stock(ctx, DQ_CUSTOMERS), stock(ctx, DQ_DEALS)
 
     def row(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         key = (period.granularity, period.first_day, scope, scope_id)
@@ -153,12 +164,15 @@ def _validation(ctx: Context, kpi: Kpi) -> Iterator[Row]:
 
 
 def _stale(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
-        stale, open_deals = Decimal(d.get("stale", 0)), Decimal(d.get("open", 0))
+    data = grouped(ctx, STALE)
+
+    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        if period != ctx.current(period.granularity):
+            return None
+        stale, open_deals = Decimal(values.get("stale") or 0), Decimal(values.get("open") or 0)
         return divide(stale, open_deals, HUNDRED), stale, open_deals, int(open_deals), None
 
-    keys, row = _combined(ctx, fn)
-    return rows_from(ctx, kpi, keys, row)
+    return rows_from(ctx, kpi, data, fn)
 
 
 def duplicate_clusters() -> list[list[tuple[int, int | None]]]:
@@ -205,7 +219,8 @@ def _shared(field: str) -> QuerySet:
 
 def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     """Redundant records (all but the oldest of each cluster) ÷ live records, per owner scope."""
-    customers = grouped(ctx, DQ_CUSTOMERS)
+    ctx.read("*")
+    customers = stock(ctx, DQ_CUSTOMERS)
     team_of = dict(User.objects.values_list("id", "team_id"))
     redundant: dict[tuple[str, str], int] = defaultdict(int)
     for members in duplicate_clusters():

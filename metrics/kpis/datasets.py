@@ -7,8 +7,8 @@ scopes use the record's *current* owner (or assignee) and that user's current te
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,14 +26,15 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Value,
     When,
-    Window,
 )
-from django.db.models.functions import Cast, Coalesce, Round, RowNumber, Trunc, TruncDate
+from django.db.models.functions import Cast, Coalesce, Round, Trunc, TruncDate
 
 from crm.models import (
     Customer,
+    CustomerStatusChange,
     Deal,
     DealStageChange,
     PipelineStage,
@@ -47,15 +48,16 @@ from metrics.kpis.builders import (
     Dataset,
     Grouped,
     count,
-    count_distinct,
     days_between,
+    grouped,
     hours_between,
     mean,
     percentile,
     total,
 )
+from metrics.kpis.sql import Spans
 from metrics.models import Scope
-from metrics.periods import Period, local_date, period_index, reporting_tz
+from metrics.periods import Period, local_midnight, period_index, reporting_tz
 
 WON, LOST, OPEN = Deal.Status.WON, Deal.Status.LOST, Deal.Status.OPEN
 LEAD_CONVERSION_DAYS = 90
@@ -78,6 +80,33 @@ def live(prefix: str = "") -> Q:
 def year_before(period: Period) -> Period:
     """The same period one year earlier (52 weeks earlier for a week)."""
     return period.previous(YEAR_STEPS[period.granularity])
+
+
+def local_days(qs: QuerySet, field: str) -> set[date]:
+    """The distinct local days of the instants in ``field`` over ``qs``."""
+    day = Trunc(field, "day", output_field=DateField(), tzinfo=reporting_tz())
+    return {d for d in qs.order_by().annotate(k_day=day).values_list("k_day", flat=True).distinct() if d}
+
+
+CLOSED_KINDS = [PipelineStage.Kind.WON, PipelineStage.Kind.LOST]
+
+
+def reopened_deals(since: datetime) -> QuerySet:
+    """Deals moved out of a won or lost stage since ``since`` (reopened, or lost → won)."""
+    return DealStageChange.objects.filter(at__gte=since, from_stage__kind__in=CLOSED_KINDS).values("deal_id")
+
+
+def reopened_deal_days(ctx: Context, since: datetime) -> set[date]:
+    """A reopened deal leaves the day it was closed on, which is one of the days it changed stage."""
+    return local_days(DealStageChange.objects.filter(deal_id__in=reopened_deals(since)), "at")
+
+
+def reopened_ticket_days(ctx: Context, since: datetime) -> set[date]:
+    """A reopened ticket leaves the day it was solved on, which is one of the days its status changed."""
+    reopened = TicketStatusChange.objects.filter(
+        at__gte=since, from_status__in=[Ticket.Status.SOLVED, Ticket.Status.CLOSED]
+    ).values("ticket_id")
+    return local_days(TicketStatusChange.objects.filter(ticket_id__in=reopened), "at")
 
 
 DEAL_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
@@ -105,6 +134,7 @@ CLOSED_DEALS = Dataset(
     },
     # Growth compares with the previous period and the same period a year earlier.
     lookback=lambda p: year_before(p).previous(),
+    touches=(reopened_deal_days,),
 )
 
 WON_DEAL_STATS = Dataset(
@@ -122,6 +152,7 @@ WON_DEAL_STATS = Dataset(
         "cycle_p90": percentile("cycle_days", 0.9, Q(cycle_days__gte=0)),
         "cycle_mean": mean("cycle_days", Q(cycle_days__gte=0)),
     },
+    touches=(reopened_deal_days,),
 )
 
 
@@ -166,6 +197,35 @@ PIPELINE_DELTAS = Dataset(
 )
 
 
+def _weighted_cents() -> Any:
+    """The weighted amount × 10 000 of an open deal: cents × its probability (override, else the stage's)."""
+    return Cast(
+        Round(Coalesce("amount", Value(Decimal(0))) * Value(Decimal(100)))
+        * Coalesce("probability", "stage__probability"),
+        BigIntegerField(),
+    )
+
+
+# The open pipeline now: the level of the current period (amounts or probabilities edited since the
+# stage moves are in it at once; earlier periods take such edits at the nightly rebuild).
+OPEN_PIPELINE_NOW = Dataset(
+    name="open_pipeline_now",
+    rows=lambda ctx: Deal.objects.filter(live("customer__"), status=OPEN).annotate(
+        as_of=Value(ctx.now, output_field=DateTimeField()),
+        cents=_cents("amount"),
+        weighted_cents=_weighted_cents(),
+    ),
+    date="as_of",
+    scopes=DEAL_SCOPES,
+    measures={
+        "open": count(),
+        "amount": total("cents", scale=CENTS, prescaled=True),
+        "weighted": total("weighted_cents", scale=WEIGHTED_CENTS, prescaled=True),
+    },
+    always=True,
+)
+
+
 def period_start_of(date_path: str, granularity: str) -> Func:
     """The instant (local midnight) at which the period of ``granularity`` containing a date starts."""
     tz = settings.TIME_ZONE
@@ -205,6 +265,9 @@ FORECAST_DELTAS = Dataset(
         ),
         "deals": total("open_delta", where_by_granularity=_before_close_period),
     },
+    # A period's forecast is settled when the period starts (later moves do not count for it), and
+    # only finished periods are reported: the nightly rebuild keeps these facts.
+    refresh=False,
 )
 
 OPEN_BY_CLOSE_DATE = Dataset(
@@ -224,6 +287,8 @@ OPEN_BY_CLOSE_DATE = Dataset(
         "weighted": total("weighted", scale=WEIGHTED_CENTS),
         "amount": total("amount", scale=CENTS),
     },
+    # The open deals as they are now: only read for the current period.
+    always=True,
 )
 
 
@@ -244,28 +309,71 @@ RENEWALS = Dataset(
     date_is_day=True,
     scopes=DEAL_SCOPES,
     measures={"due": count(), "renewed": count(Q(renewed=True)), "due_amount": total("amount", scale=CENTS)},
+    touches=(lambda ctx, since: _renewed_term_days(since),),
 )
 
 
-def _repeat_rows(ctx: Context) -> QuerySet:
-    return Deal.objects.filter(live("customer__"), status=WON).annotate(
-        nth=Window(
-            RowNumber(), partition_by=[F("customer_id")], order_by=[F("closed_at").asc(), F("id").asc()]
-        )
+def _renewed_term_days(since: datetime) -> set[date]:
+    """A renewal won (or reopened) changes the renewed deal's row, on its term end."""
+    renewals = Deal.objects.filter(updated_at__gte=since, renewal_of__isnull=False).values("renewal_of_id")
+    return set(
+        Deal.objects.filter(pk__in=renewals, term_end__isnull=False).values_list("term_end", flat=True)
     )
 
 
-# A buyer of the period is a repeat buyer when the won deal of the period is at least their second.
+def _repeat_rows(ctx: Context) -> QuerySet:
+    """Won deals with the close time of the customer's previous won deal and whether it was their third+."""
+    won = Deal.objects.filter(live("customer__"), status=WON)
+    earlier = (
+        won.filter(customer_id=OuterRef("customer_id"))
+        .filter(
+            Q(closed_at__lt=OuterRef("closed_at")) | Q(closed_at=OuterRef("closed_at"), pk__lt=OuterRef("pk"))
+        )
+        .order_by("-closed_at", "-pk")
+    )
+    tz = reporting_tz()
+    return won.annotate(
+        previous_at=Subquery(earlier.values("closed_at")[:1]),
+        third_or_later=Exists(earlier.values("pk")[1:2]),
+        **{f"this_{g}": Trunc("closed_at", g, tzinfo=tz) for g in YEAR_STEPS},
+        **{f"previous_{g}": Trunc("previous_at", g, tzinfo=tz) for g in YEAR_STEPS},
+    )
+
+
+def _first_in_period(g: str) -> Q:
+    """The customer's first won deal of this deal's period: none before it, or the one before in an
+    earlier period."""
+    return Q(previous_at__isnull=True) | Q(**{f"previous_{g}__lt": F(f"this_{g}")})
+
+
+def _makes_repeat(g: str) -> Q:
+    """Counts the customer as a repeat buyer of the period, once: their first deal of the period when they
+    had bought before it, or their second deal ever when the first is in the same period."""
+    return Q(previous_at__isnull=False) & (
+        Q(**{f"previous_{g}__lt": F(f"this_{g}")})
+        | Q(third_or_later=False, **{f"previous_{g}": F(f"this_{g}")})
+    )
+
+
+def _repeat_touch(ctx: Context, since: datetime) -> set[date]:
+    """A won deal reopened changes which deal comes first or second for its customer's later deals."""
+    customers = Deal.objects.filter(pk__in=reopened_deals(since)).values("customer_id")
+    return local_days(Deal.objects.filter(customer_id__in=customers, status=WON), "closed_at")
+
+
+# Buyers of a period are customers with a won deal in it; repeat buyers those for whom it was at least
+# their second. Both are counted on one deal per customer and period, decided by that deal and the one
+# before it, so the counts add up over days (and a deal won later never changes an earlier day).
 REPEAT_BUYERS = Dataset(
     name="repeat_buyers",
     rows=_repeat_rows,
     date="closed_at",
     scopes={Scope.USER: "customer__owner_id", Scope.TEAM: "customer__owner__team_id"},
     measures={
-        "buyers": count_distinct("customer_id"),
-        "repeat": count_distinct("customer_id", Q(nth__gte=2)),
+        "buyers": count(where_by_granularity=_first_in_period),
+        "repeat": count(where_by_granularity=_makes_repeat),
     },
-    window=True,
+    touches=(reopened_deal_days, _repeat_touch),
 )
 
 
@@ -293,114 +401,159 @@ LEADS = Dataset(
 )
 
 
+ACTIVITY_GRANULARITIES = ("week", "month", "quarter", "year")
+
+
+def _status_history(spans: Spans) -> Iterator[tuple[int, int | None, list[tuple[date, str]]]]:
+    """(customer, owner, [(local day, to_status), …] in order) of every live customer with a status
+    change on a day in ``spans``, with its whole history."""
+    ranges = " OR ".join("(at >= %s AND at < %s)" for _ in spans)
+    bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
+    sql = f"""
+        SELECT x.customer_id, c.owner_id, (x.at AT TIME ZONE %s)::date, x.to_status
+        FROM crm_customerstatuschange x JOIN crm_customer c ON c.id = x.customer_id
+        WHERE c.merged_into_id IS NULL AND NOT c.is_internal
+          AND x.customer_id IN (SELECT customer_id FROM crm_customerstatuschange WHERE {ranges})
+        ORDER BY x.customer_id, x.at, x.id
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [settings.TIME_ZONE, *bounds])
+        current: tuple[int, int | None] | None = None
+        events: list[tuple[date, str]] = []
+        for customer_id, owner_id, day, status in cursor:
+            if current is not None and current[0] != customer_id:
+                yield current[0], current[1], events
+                events = []
+            current = (customer_id, owner_id)
+            events.append((day, status))
+        if current is not None:
+            yield current[0], current[1], events
+
+
+def _activity_day_rows(ctx: Context, spans: Spans) -> Iterator[tuple]:
+    """Day rows of the active-customer counts (see ``customer_activity``), per account owner.
+
+    Per customer, an *interval* runs from a change to active until the next change; intervals that
+    meet within one period form a *chain* (active throughout the period but for a gap inside it).
+    Measures, on the day of the change they belong to: ``level`` +1 when an interval starts and −1
+    when it ends (a stock: active just before any instant); per granularity, ``churned`` (an interval
+    that began in an earlier period ends), ``chain_start`` (a chain begins) and ``chain_lost`` (a
+    chain that began in an earlier period ends in this one).
+    """
+    in_spans = [(lo, hi) for lo, hi in spans]
+    wanted = lambda day: any(lo <= day < hi for lo, hi in in_spans)  # noqa: E731
+    grans = ACTIVITY_GRANULARITIES
+    n = 1 + 3 * len(grans)
+    cells: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * n)
+    for _customer, owner_id, events in _status_history(spans):
+        scope_id = "" if owner_id is None else str(owner_id)
+        intervals = [
+            (day, events[i + 1][0] if i + 1 < len(events) else None)
+            for i, (day, status) in enumerate(events)
+            if status == Customer.Status.ACTIVE
+        ]
+        for s_day, e_day in intervals:
+            if wanted(s_day):
+                cells[(s_day, scope_id)][0] += 1
+            if e_day is not None and wanted(e_day):
+                cells[(e_day, scope_id)][0] -= 1
+        for gi, g in enumerate(grans):
+            base = 1 + 3 * gi
+            chain_start: tuple[date, int] | None = None  # (first day, period index) of the open chain
+            previous_end: int | None = None
+            for i, (s_day, e_day) in enumerate(intervals):
+                s = period_index(s_day, g)
+                e = period_index(e_day, g) if e_day is not None else None
+                if e is not None and s < e and wanted(e_day):
+                    cells[(e_day, scope_id)][base] += 1  # churned
+                if chain_start is None or previous_end != s:
+                    chain_start = (s_day, s)
+                    if wanted(s_day):
+                        cells[(s_day, scope_id)][base + 1] += 1  # chain_start
+                previous_end = e
+                following = intervals[i + 1][0] if i + 1 < len(intervals) else None
+                ends_chain = e is not None and (following is None or period_index(following, g) != e)
+                if ends_chain and chain_start[1] < e and wanted(e_day):
+                    cells[(e_day, scope_id)][base + 2] += 1  # chain_lost
+    for (day, scope_id), values in cells.items():
+        yield (day, Scope.USER, scope_id, *values)
+
+
+def _activity_touch(ctx: Context, since: datetime) -> set[date]:
+    """A change can alter the flags of the customer's earlier changes (a reactivation continues a chain),
+    and an edit of the customer (owner, merge) moves all of them: every day of those customers' changes."""
+    customers = (
+        CustomerStatusChange.objects.filter(at__gte=since)
+        .values("customer_id")
+        .union(Customer.objects.filter(updated_at__gte=since).values("id"))
+    )
+    return local_days(CustomerStatusChange.objects.filter(customer_id__in=customers), "at")
+
+
+ACTIVITY = Dataset(
+    name="customer_activity",
+    rows=lambda ctx: CustomerStatusChange.objects.none(),
+    date="at",
+    scopes={Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"},
+    measures={
+        "level": total("level"),
+        **{
+            f"{name}_{g}": total(name)
+            for g in ACTIVITY_GRANULARITIES
+            for name in ("churned", "chain_start", "chain_lost")
+        },
+    },
+    opening_balance=True,
+    changed=(),
+    touches=(_activity_touch,),
+    day_rows=_activity_day_rows,
+)
+
+
 def customer_activity(ctx: Context) -> Grouped:
     """Active-customer counts per period and owner scope, from the status history (KPIS.md §3).
 
     Per period P = [a, b): ``start`` = customers active just before a (S), ``end`` = active just before
     b (E), ``during`` = active at some time in P, ``churned`` = members of S who churned in P (counted
     once; a customer who joined and churned inside P is not in S), ``retained`` = active at a and at b.
-    One query reads the active intervals; the counting is linear in the number of intervals.
     """
+    ctx.read(ACTIVITY.name)
     return ctx.memo("customer_activity", lambda: _customer_activity(ctx))
 
 
-def _active_intervals() -> list[tuple[int, int | None, int | None, Any, Any]]:
-    sql = """
-        SELECT x.customer_id, c.owner_id, u.team_id, x.at, x.next_at
-        FROM (
-            SELECT customer_id, to_status, at,
-                   LEAD(at) OVER (PARTITION BY customer_id ORDER BY at, id) AS next_at
-            FROM crm_customerstatuschange
-        ) AS x
-        JOIN crm_customer c ON c.id = x.customer_id
-        LEFT JOIN accounts_user u ON u.id = c.owner_id
-        WHERE x.to_status = %s AND c.merged_into_id IS NULL AND NOT c.is_internal
-        ORDER BY x.customer_id, x.at
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [Customer.Status.ACTIVE])
-        return cursor.fetchall()
-
-
-class _RangeCounts:
-    """Counts over a run of consecutive period indexes, added range by range (difference arrays)."""
-
-    NAMES = ("start", "end", "during", "churned", "retained")
-
-    def __init__(self, base: int, top: int) -> None:
-        self.base, self.top = base, top
-        self.diffs: dict[tuple[str, str], dict[str, list[int]]] = {}
-
-    def scope(self, scope: str, scope_id: str) -> dict[str, list[int]]:
-        key = (scope, scope_id)
-        if key not in self.diffs:
-            self.diffs[key] = {name: [0] * (self.top - self.base + 2) for name in self.NAMES}
-        return self.diffs[key]
-
-    def add(self, targets: list[dict[str, list[int]]], name: str, lo: int, hi: int) -> None:
-        """Count one for every period index in [lo, hi] (clipped to the requested ones)."""
-        lo, hi = max(lo, self.base), min(hi, self.top)
-        if lo > hi:
-            return
-        for arrays in targets:
-            arrays[name][lo - self.base] += 1
-            arrays[name][hi - self.base + 1] -= 1
-
-    def totals(self) -> Iterator[tuple[tuple[str, str], dict[int, dict[str, int]]]]:
-        for key, arrays in self.diffs.items():
-            running = dict.fromkeys(self.NAMES, 0)
-            by_index = {}
-            for offset in range(self.top - self.base + 1):
-                for name in self.NAMES:
-                    running[name] += arrays[name][offset]
-                by_index[self.base + offset] = dict(running)
-            yield key, by_index
-
-
 def _customer_activity(ctx: Context) -> Grouped:
-    intervals = [
-        (c, o, t, local_date(s), local_date(e) if e else None) for c, o, t, s, e in _active_intervals()
-    ]
-    out: Grouped = {}
+    flows = grouped(ctx, ACTIVITY)
+    series: dict[tuple[str, str, str], list[tuple[date, dict[str, Any]]]] = defaultdict(list)
+    for (g, first_day, scope, scope_id), values in flows.items():
+        series[(g, scope, scope_id)].append((first_day, values))
     for g in ctx.granularities:
-        periods = ctx.periods[g]
-        counts = _RangeCounts(periods[0].index, periods[-1].index)
-        never = counts.top + 1
-        chain: list[Any] = []  # [customer, scope arrays, first start, last end] of touching intervals
-        for customer_id, owner_id, team_id, s_day, e_day in intervals:
-            targets = [counts.scope(Scope.COMPANY, "")]
-            if team_id is not None:
-                targets.append(counts.scope(Scope.TEAM, str(team_id)))
-            if owner_id is not None:
-                targets.append(counts.scope(Scope.USER, str(owner_id)))
-            s = period_index(s_day, g)
-            e = period_index(e_day, g) if e_day else never
-            counts.add(targets, "start", s + 1, e)  # active just before a period's start
-            counts.add(targets, "end", s, e - 1)  # active just before its end
-            if e_day and s < e:
-                counts.add(targets, "churned", e, e)  # churned in a period it started active
-            # Intervals of one customer that touch within a period form one chain: the customer was
-            # active throughout, apart from a gap inside that period.
-            if chain and chain[0] == customer_id and chain[3] == s:
-                chain[3] = e
-                continue
-            if chain:
-                _close_chain(counts, chain)
-            chain = [customer_id, targets, s, e]
-        if chain:
-            _close_chain(counts, chain)
-        for (scope, scope_id), by_index in counts.totals():
-            for period in periods:
-                values = by_index[period.index]
-                if scope == Scope.COMPANY or any(values.values()):
-                    out[(g, period.first_day, scope, scope_id)] = values
+        series.setdefault((g, Scope.COMPANY, ""), [])
+    out: Grouped = {}
+    for (g, scope, scope_id), points in series.items():
+        points.sort(key=lambda item: item[0])
+        level, i = 0, 0
+        for period in ctx.periods[g]:
+            while i < len(points) and points[i][0] < period.first_day:
+                level += int(points[i][1].get("level") or 0)
+                i += 1
+            start, moved = level, {}
+            if i < len(points) and points[i][0] == period.first_day:
+                moved = points[i][1]
+                level += int(moved.get("level") or 0)
+                i += 1
+            churned, chain_start, chain_lost = (
+                int(moved.get(f"{name}_{g}") or 0) for name in ("churned", "chain_start", "chain_lost")
+            )
+            values = {
+                "start": start,
+                "end": level,
+                "during": start + chain_start,
+                "churned": churned,
+                "retained": start - chain_lost,
+            }
+            if scope == Scope.COMPANY or any(values.values()):
+                out[(g, period.first_day, scope, scope_id)] = values
     return out
-
-
-def _close_chain(counts: _RangeCounts, chain: list[Any]) -> None:
-    _customer, targets, s, e = chain
-    counts.add(targets, "during", s, e)
-    counts.add(targets, "retained", s + 1, e - 1)
 
 
 # Tickets
@@ -428,15 +581,28 @@ COMPLAINTS = Dataset(
     measures={"complaints": count()},
 )
 
+
+def solved_tickets(ctx: Context) -> QuerySet:
+    """Tickets whose latest solve counts: still solved or closed."""
+    return live_tickets().filter(
+        status__in=[Ticket.Status.SOLVED, Ticket.Status.CLOSED], solved_at__isnull=False
+    )
+
+
 TICKETS_SOLVED = Dataset(
     name="tickets_solved",
-    rows=lambda ctx: (
-        live_tickets()
-        .filter(status__in=[Ticket.Status.SOLVED, Ticket.Status.CLOSED], solved_at__isnull=False)
-        .annotate(
-            full_hours=hours_between("created_at", "solved_at"),
-            first_hours=hours_between("created_at", "first_solved_at"),
-        )
+    rows=solved_tickets,
+    date="solved_at",
+    scopes=TICKET_SCOPES,
+    measures={"solved": count(), "reopened": count(Q(reopen_count__gt=0))},
+    touches=(reopened_ticket_days,),
+)
+
+SOLVE_TIMES = Dataset(
+    name="solve_times",
+    rows=lambda ctx: solved_tickets(ctx).annotate(
+        full_hours=hours_between("created_at", "solved_at"),
+        first_hours=hours_between("created_at", "first_solved_at"),
     ),
     date="solved_at",
     scopes=TICKET_SCOPES,
@@ -445,8 +611,8 @@ TICKETS_SOLVED = Dataset(
         "res_median": percentile("full_hours", 0.5),
         "res_p90": percentile("full_hours", 0.9),
         "first_res_median": percentile("first_hours", 0.5),
-        "reopened": count(Q(reopen_count__gt=0)),
     },
+    touches=(reopened_ticket_days,),
 )
 
 TICKETS_REPLIED = Dataset(
@@ -467,34 +633,38 @@ TICKETS_REPLIED = Dataset(
 )
 
 
-def _sla_rows(ctx: Context, done: str, due: str) -> QuerySet:
-    """SLA targets that were met (at completion) or breached (at the due time) before now."""
-    return (
-        live_tickets()
-        .filter(**{f"{due}__isnull": False})
-        .annotate(
-            sla_at=Case(When(**{f"{done}__lte": F(due)}, then=F(done)), default=F(due)),
-            sla_met=Case(When(**{f"{done}__lte": F(due)}, then=Value(True)), default=Value(False)),
-        )
-        .filter(sla_at__lte=ctx.now)
+# An SLA target counts once: met on the day it was completed in time, breached on the day it fell due
+# without being completed in time (targets still running are left out).
+def _sla_met(done: str, due: str) -> Callable[[Context], QuerySet]:
+    return lambda ctx: live_tickets().filter(**{f"{due}__isnull": False, f"{done}__lte": F(due)})
+
+
+def _sla_breached(done: str, due: str) -> Callable[[Context], QuerySet]:
+    return lambda ctx: live_tickets().filter(
+        Q(**{f"{done}__isnull": True}) | Q(**{f"{done}__gt": F(due)}), **{f"{due}__lte": ctx.now}
     )
 
 
-SLA_REPLY = Dataset(
-    name="sla_reply",
-    rows=lambda ctx: _sla_rows(ctx, "first_response_at", "first_response_due_at"),
-    date="sla_at",
-    scopes=TICKET_SCOPES,
-    measures={"targets": count(), "met": count(Q(sla_met=True))},
-)
+def _sla_datasets(target: str, done: str, due: str) -> tuple[Dataset, Dataset]:
+    met = Dataset(
+        name=f"sla_{target}_met",
+        rows=_sla_met(done, due),
+        date=done,
+        scopes=TICKET_SCOPES,
+        measures={"met": count()},
+    )
+    breached = Dataset(
+        name=f"sla_{target}_breached",
+        rows=_sla_breached(done, due),
+        date=due,
+        scopes=TICKET_SCOPES,
+        measures={"breached": count()},
+    )
+    return met, breached
 
-SLA_RESOLUTION = Dataset(
-    name="sla_resolution",
-    rows=lambda ctx: _sla_rows(ctx, "first_solved_at", "resolution_due_at"),
-    date="sla_at",
-    scopes=TICKET_SCOPES,
-    measures={"targets": count(), "met": count(Q(sla_met=True))},
-)
+
+SLA_REPLY = _sla_datasets("reply", "first_response_at", "first_response_due_at")
+SLA_RESOLUTION = _sla_datasets("resolution", "first_solved_at", "resolution_due_at")
 
 UNSOLVED = list(Ticket.UNSOLVED)
 BACKLOG_DELTAS = Dataset(
@@ -509,6 +679,21 @@ BACKLOG_DELTAS = Dataset(
     scopes={Scope.USER: "ticket__assignee_id", Scope.TEAM: "ticket__assignee__team_id"},
     measures={"backlog": total("delta")},
     opening_balance=True,
+)
+
+# Unsolved tickets now: the backlog of the current period (a reassignment counts at once; earlier
+# periods take it at the nightly rebuild).
+BACKLOG_NOW = Dataset(
+    name="backlog_now",
+    rows=lambda ctx: (
+        live_tickets()
+        .filter(status__in=UNSOLVED)
+        .annotate(as_of=Value(ctx.now, output_field=DateTimeField()))
+    ),
+    date="as_of",
+    scopes=TICKET_SCOPES,
+    measures={"backlog": count()},
+    always=True,
 )
 
 
@@ -529,6 +714,8 @@ SPEND = Dataset(
         "retention": total("amount", Q(category=SpendEntry.Category.RETENTION), scale=CENTS),
         "retention_entries": count(Q(category=SpendEntry.Category.RETENTION)),
     },
+    # A few hundred rows, entered by hand: read in full every time.
+    always=True,
 )
 
 

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Seat
 from crm.models import CompanySettings, CrmCostItem, Deal
 from crm.selectors import customer_list, deal_list
+from metrics.kpis import facts
 from metrics.kpis.base import COMPANY_ONLY, MONTHLY_AND_LONGER, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, dec, divide, drill, grouped, rows_from
 from metrics.kpis.datasets import (
@@ -53,7 +54,7 @@ def _cac_values(ctx: Context) -> dict[tuple[str, Any, str, str], tuple[Decimal |
             out[key] = (divide(cost, customers) if s.get("acquisition_entries") else None, cost, customers)
         return out
 
-    return ctx.memo("cac", build)
+    return ctx.memo("cac", build, reads=("*",))
 
 
 def _cac(ctx: Context, kpi: Kpi) -> Iterator[Row]:
@@ -149,7 +150,7 @@ def _clv_values(
                 )
         return out
 
-    return ctx.memo("clv", build)
+    return ctx.memo("clv", build, reads=("*",))
 
 
 def _clv(ctx: Context, kpi: Kpi) -> Iterator[Row]:
@@ -220,17 +221,6 @@ def _month_list(first: date, last: date) -> list[date]:
 def _roi_inputs(ctx: Context, go_live: date) -> dict[str, Any]:
     """Monthly closed deals since a year before go-live, licensed users per month end, CRM cost items."""
     baseline_start = shift_date(go_live.replace(day=1), "month", -12)
-    closed = (
-        Deal.objects.filter(
-            live("customer__"), status__in=[WON, LOST], closed_at__gte=local_midnight(baseline_start)
-        )
-        .exclude(INVALID_LOST)
-        .annotate(month=TruncMonth("closed_at", tzinfo=reporting_tz()))
-        .order_by()
-        .values("month")
-        .annotate(won=Count("id", filter=Q(status=WON)), closed=Count("id"), amount=Sum("amount"))
-    )
-    by_month = {row["month"].date(): row for row in closed}
     seats = list(Seat.objects.filter(user__is_service_account=False).values_list("started_at", "ended_at"))
     last = ctx.now.astimezone(reporting_tz()).date()
     licensed = {}
@@ -239,9 +229,43 @@ def _roi_inputs(ctx: Context, go_live: date) -> dict[str, Any]:
         licensed[month] = sum(1 for s, e in seats if s < end and (e is None or e >= end))
     return {
         "baseline_start": baseline_start,
-        "closed": by_month,
+        "closed": _closed_by_month(ctx, baseline_start, shift_date(last.replace(day=1), "month", 1)),
         "licensed": licensed,
         "costs": list(CrmCostItem.objects.all()),
+    }
+
+
+def _closed_by_month(ctx: Context, first: date, after: date) -> dict[date, dict[str, Any]]:
+    """Won and closed deals and the closed amount per month in [first, after).
+
+    Read from the revenue dataset: its periods when this run has every month, its month facts in an
+    incremental run, else (a partial range) straight from the deals.
+    """
+    months = _month_list(first, shift_date(after, "month", -1))
+    if all(ctx.period("month", m) for m in months):
+        data = grouped(ctx, CLOSED_DEALS)
+        values = {m: data.get(("month", m, Scope.COMPANY, ""), {}) for m in months}
+    elif ctx.incremental:
+        grouped(ctx, CLOSED_DEALS)  # brings the facts up to date first
+        values = facts.month_totals(CLOSED_DEALS, first, after)
+    else:
+        rows = (
+            Deal.objects.filter(
+                live("customer__"),
+                status__in=[WON, LOST],
+                closed_at__gte=local_midnight(first),
+                closed_at__lt=local_midnight(after),
+            )
+            .exclude(INVALID_LOST)
+            .annotate(month=TruncMonth("closed_at", tzinfo=reporting_tz()))
+            .order_by()
+            .values("month")
+            .annotate(won=Count("id", filter=Q(status=WON)), closed=Count("id"), closed_amount=Sum("amount"))
+        )
+        values = {row["month"].date(): row for row in rows}
+    return {
+        month: {"won": v.get("won") or 0, "closed": v.get("closed") or 0, "amount": v.get("closed_amount")}
+        for month, v in values.items()
     }
 
 
@@ -260,9 +284,15 @@ def _cost_until(items: list[CrmCostItem], end_month: date) -> Decimal:
 
 
 def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+    # The settings and cost items are small and entered by hand: every run takes them as they are.
+    ctx.read("*")
     company = CompanySettings.load()
     go_live = company.go_live_date
-    inputs = ctx.memo("roi_inputs", lambda: _roi_inputs(ctx, go_live)) if go_live else None
+    inputs = (
+        ctx.memo("roi_inputs", lambda: _roi_inputs(ctx, go_live), reads=(CLOSED_DEALS.name,))
+        if go_live
+        else None
+    )
     today = ctx.now.astimezone(reporting_tz()).date()
 
     def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:

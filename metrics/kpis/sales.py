@@ -2,7 +2,7 @@
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from crm.models import Deal, DealStageChange, PipelineStage
 from crm.selectors import customer_list, deal_list
+from metrics.kpis import facts
 from metrics.kpis.base import ACQUISITION_SCOPES, Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import (
     HUNDRED,
@@ -27,6 +28,7 @@ from metrics.kpis.builders import (
     rows_from,
     scope_filter,
     stock,
+    with_current,
 )
 from metrics.kpis.datasets import (
     CLOSED_DEALS,
@@ -41,6 +43,7 @@ from metrics.kpis.datasets import (
     NEW_CUSTOMERS,
     OPEN,
     OPEN_BY_CLOSE_DATE,
+    OPEN_PIPELINE_NOW,
     PIPELINE_DELTAS,
     WON,
     WON_DEAL_STATS,
@@ -49,7 +52,7 @@ from metrics.kpis.datasets import (
     year_before,
 )
 from metrics.models import Scope
-from metrics.periods import Period
+from metrics.periods import Period, local_date, local_midnight
 
 LIVE_DEAL = live("customer__")
 WON_REACHES_ALL = 32767  # above every stage order
@@ -167,7 +170,7 @@ def _pipeline(name: str) -> Any:
         def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             return dec(values.get(name)), None, None, int(values.get("open") or 0), None
 
-        return rows_from(ctx, kpi, stock(ctx, PIPELINE_DELTAS), fn)
+        return rows_from(ctx, kpi, with_current(ctx, stock(ctx, PIPELINE_DELTAS), OPEN_PIPELINE_NOW), fn)
 
     return compute
 
@@ -264,42 +267,48 @@ FORECAST_WEIGHTED = Kpi(
 
 
 def _like_for_like(ctx: Context) -> dict[tuple[str, str, str, str], Decimal]:
-    """Revenue of the previous period and of the year-earlier period up to the current elapsed time."""
+    """Revenue of the previous period and of the year-earlier period up to the current elapsed time.
+
+    Whole days come from the facts of the revenue dataset, the part of a day from the deals.
+    """
 
     def build() -> dict[tuple[str, str, str, str], Decimal]:
-        ranges = {}
+        grouped(ctx, CLOSED_DEALS)  # brings the facts up to date first
+        team_of = dict(User.objects.values_list("id", "team_id"))
+        out = {}
         for g in ctx.granularities:
             current = ctx.current(g)
             if ctx.period(g, current.first_day) is None:
                 continue
             elapsed = ctx.now - current.start
             for kind, base in (("pop", current.previous()), ("yoy", year_before(current))):
-                ranges[(kind, g)] = (base.start, min(base.start + elapsed, base.end))
-        if not ranges:
-            return {}
-        sums = {
-            f"{kind}_{g}": Sum("amount", filter=Q(closed_at__gte=lo, closed_at__lt=hi))
-            for (kind, g), (lo, hi) in ranges.items()
-        }
-        lo = min(r[0] for r in ranges.values())
-        hi = max(r[1] for r in ranges.values())
-        rows = (
-            Deal.objects.filter(LIVE_DEAL, status=WON, closed_at__gte=lo, closed_at__lt=hi)
-            .order_by()
-            .values("owner_id")
-            .annotate(**sums)
-        )
-        names = list(sums)
-        team_of = dict(User.objects.values_list("id", "team_id"))
-        table = [(r["owner_id"], *(r[n] for n in names)) for r in rows]
-        out = {}
-        for (scope, scope_id), values in rollup_by_owner(table, team_of).items():
-            for name, value in zip(names, values, strict=True):
-                kind, g = name.split("_", 1)
-                out[(kind, g, scope, scope_id)] = dec(value)
+                lo, hi = base.start, min(base.start + elapsed, base.end)
+                table = [(owner, amount) for owner, amount in _won_between(ctx, lo, hi).items()]
+                for (scope, scope_id), (amount,) in rollup_by_owner(table, team_of).items():
+                    out[(kind, g, scope, scope_id)] = dec(amount)
         return out
 
-    return ctx.memo("like_for_like", build)
+    return ctx.memo("like_for_like", build, reads=(CLOSED_DEALS.name,))
+
+
+def _won_between(ctx: Context, lo: datetime, hi: datetime) -> dict[int | None, Decimal]:
+    """Revenue won in [lo, hi) per owner (``lo`` a local midnight)."""
+    by_owner: dict[int | None, Decimal] = defaultdict(Decimal)
+    first, whole_days_end = local_date(lo), local_date(hi)
+    if whole_days_end > first:
+        for scope_id, values in facts.day_totals(ctx, CLOSED_DEALS, first, whole_days_end).items():
+            by_owner[int(scope_id) if scope_id else None] += values["won_amount"]
+    rest = (
+        Deal.objects.filter(
+            LIVE_DEAL, status=WON, closed_at__gte=local_midnight(whole_days_end), closed_at__lt=hi
+        )
+        .order_by()
+        .values_list("owner_id")
+        .annotate(amount=Sum("amount"))
+    )
+    for owner_id, amount in rest:
+        by_owner[owner_id] += amount or 0
+    return by_owner
 
 
 def _growth(kind: str) -> Any:

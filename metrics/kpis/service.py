@@ -25,12 +25,15 @@ from metrics.kpis.builders import (
     rows_from,
     scope_filter,
     stock,
+    with_current,
 )
 from metrics.kpis.datasets import (
     BACKLOG_DELTAS,
+    BACKLOG_NOW,
     COMPLAINTS,
     SLA_REPLY,
     SLA_RESOLUTION,
+    SOLVE_TIMES,
     TICKET_SCOPES,
     TICKETS_CREATED,
     TICKETS_REPLIED,
@@ -128,7 +131,7 @@ RESOLUTION_MEDIAN = Kpi(
         "period; details: median first resolution"
     ),
     compute=measure(
-        TICKETS_SOLVED, "res_median", sample="solved", extra={"first_resolution_median": "first_res_median"}
+        SOLVE_TIMES, "res_median", sample="solved", extra={"first_resolution_median": "first_res_median"}
     ),
     exclusions=SERVICE_EXCLUSIONS,
     drilldown=SOLVED_DRILL,
@@ -143,25 +146,27 @@ RESOLUTION_P90 = Kpi(
     formula=_(
         "90th percentile of latest solve − creation, in calendar hours, over tickets solved in the period"
     ),
-    compute=measure(TICKETS_SOLVED, "res_p90", sample="solved"),
+    compute=measure(SOLVE_TIMES, "res_p90", sample="solved"),
     exclusions=SERVICE_EXCLUSIONS,
     drilldown=SOLVED_DRILL,
 )
 
 
 def _sla(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    reply, resolution = grouped(ctx, SLA_REPLY), grouped(ctx, SLA_RESOLUTION)
-    keys = {*reply, *resolution}
+    (reply_met, reply_breached), (res_met, res_breached) = (
+        tuple(grouped(ctx, ds) for ds in pair) for pair in (SLA_REPLY, SLA_RESOLUTION)
+    )
+    keys = {*reply_met, *reply_breached, *res_met, *res_breached}
 
     def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         key = (period.granularity, period.first_day, scope, scope_id)
-        r, s = reply.get(key, {}), resolution.get(key, {})
-        met = dec(r.get("met")) + dec(s.get("met"))
-        targets = dec(r.get("targets")) + dec(s.get("targets"))
-        extra = {
-            "first_response": [int(r.get("met") or 0), int(r.get("targets") or 0)],
-            "resolution": [int(s.get("met") or 0), int(s.get("targets") or 0)],
-        }
+        reply = (
+            int(reply_met.get(key, {}).get("met") or 0),
+            int(reply_breached.get(key, {}).get("breached") or 0),
+        )
+        res = int(res_met.get(key, {}).get("met") or 0), int(res_breached.get(key, {}).get("breached") or 0)
+        met, targets = Decimal(reply[0] + res[0]), Decimal(sum(reply) + sum(res))
+        extra = {"first_response": [reply[0], sum(reply)], "resolution": [res[0], sum(res)]}
         return divide(met, targets, HUNDRED), met, targets, int(targets), extra
 
     return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
@@ -209,7 +214,7 @@ def _backlog(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         net = int(created.get(key, {}).get("created") or 0) - int(solved.get(key, {}).get("solved") or 0)
         return dec(values.get("backlog")), None, None, None, {"net_change": net}
 
-    return rows_from(ctx, kpi, stock(ctx, BACKLOG_DELTAS), fn)
+    return rows_from(ctx, kpi, with_current(ctx, stock(ctx, BACKLOG_DELTAS), BACKLOG_NOW), fn)
 
 
 def _backlog_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:

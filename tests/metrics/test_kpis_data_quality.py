@@ -14,6 +14,8 @@ from tests.metrics.kit import NOW, d, row, value
 pytestmark = pytest.mark.django_db
 
 JUNE = date(2026, 6, 1)
+# The checks describe the records that exist at the computation's "now": these are created before it.
+BEFORE = NOW - timedelta(days=30)
 
 
 def current(code: str, scope: str = Scope.COMPANY, scope_id: object = "") -> Decimal | None:
@@ -22,15 +24,15 @@ def current(code: str, scope: str = Scope.COMPANY, scope_id: object = "") -> Dec
 
 def test_duplicate_rate_clusters_by_email_and_phone():
     rep = make_user()
-    make_customer(rep, email="a@x.com")
-    make_customer(rep, email="A@X.com")
-    make_customer(rep, email="a@x.com", phone="+49 30 1234567")
-    make_customer(rep, email="", phone="030 1234567")  # same number in national form: joins via c3
-    make_customer(rep)
-    make_customer(rep)
-    merged = make_customer(rep, email="a@x.com")
+    make_customer(rep, at=BEFORE, email="a@x.com")
+    make_customer(rep, at=BEFORE, email="A@X.com")
+    make_customer(rep, at=BEFORE, email="a@x.com", phone="+49 30 1234567")
+    make_customer(rep, at=BEFORE, email="", phone="030 1234567")  # same number in national form: joins via c3
+    make_customer(rep, at=BEFORE)
+    make_customer(rep, at=BEFORE)
+    merged = make_customer(rep, at=BEFORE, email="a@x.com")
     Customer.objects.filter(pk=merged.pk).update(merged_into=Customer.objects.exclude(pk=merged.pk).first())
-    make_customer(rep, email="a@x.com", is_internal=True)
+    make_customer(rep, at=BEFORE, email="a@x.com", is_internal=True)
     # One cluster of 4 live customers → 3 redundant of 6 live customers = 50 %.
     r = row("duplicate_rate", first_day=JUNE, now=NOW)
     assert (r.numerator, r.denominator) == (3, 6)
@@ -43,14 +45,16 @@ def test_duplicate_rate_clusters_by_email_and_phone():
 @pytest.fixture
 def records():
     rep = make_user()
-    c1 = make_customer(rep, industry="Retail", city="Berlin", segment="smb")
-    c2 = make_customer(rep, email="", phone="+49 30 7654321", industry="n/a", city="", segment="smb")
-    c3 = make_customer(rep)
+    c1 = make_customer(rep, at=BEFORE, industry="Retail", city="Berlin", segment="smb")
+    c2 = make_customer(
+        rep, at=BEFORE, email="", phone="+49 30 7654321", industry="n/a", city="", segment="smb"
+    )
+    c3 = make_customer(rep, at=BEFORE)
     Customer.objects.filter(pk=c3.pk).update(email="not-an-email")
-    make_customer(rep, email="", phone="call me")  # c4: phone not a possible number
-    make_deal(c1, amount=Decimal(1000), expected_close_date=date(2026, 7, 1))
-    make_deal(c2, amount=None)
-    make_closed_deal(c1, amount=None)  # won without an amount
+    make_customer(rep, at=BEFORE, email="", phone="call me")  # c4: phone not a possible number
+    make_deal(c1, at=BEFORE, amount=Decimal(1000), expected_close_date=date(2026, 7, 1))
+    make_deal(c2, at=BEFORE, amount=None)
+    make_closed_deal(c1, amount=None, created=BEFORE, closed=BEFORE)  # won without an amount
     return rep
 
 

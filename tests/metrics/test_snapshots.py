@@ -148,7 +148,7 @@ def test_query_count_does_not_grow_with_periods_or_scopes():
         )
     many = queries(local(2023, 1, 1), local(2026, 6, 15), None)
     assert many <= one + 2 * len(registry())  # a few KPIs only query when their periods exist
-    assert many < 150
+    assert many < 250  # a few statements per dataset (scan, store facts, add up periods), none per period
 
 
 def test_query_budget_of_one_kpi_is_fixed(django_assert_max_num_queries):

@@ -1,0 +1,423 @@
+"""KPI facts: each additive dataset's totals per day, ISO week and month, per user or source.
+
+A full rebuild scans each dataset's records once into a temporary day table, stores its facts (days
+from the *horizon* on, every week and every month) and sums the periods from the day table. An
+incremental run finds the days whose records changed since the dataset's watermark
+(:func:`dirty_days`), scans only those days again (whole weeks or months from the records where they
+start before the horizon), rewrites their facts, re-adds the weeks and months that contain them from
+the day facts, and reads every period from the week and month facts: a few thousand rows per dataset
+instead of the records. Facts hold integers: counts, and sums of money in cents.
+
+Correctness does not rest on the incremental run alone: the nightly rebuild recomputes every fact
+from the records, which also takes in what the incremental run does not see (an edit of a record's
+amount or owner reaches earlier days' facts then; see ``Dataset``).
+"""
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import DateField, F, QuerySet
+from django.db.models.functions import Trunc
+
+from accounts.models import Seat, User
+from metrics.kpis.base import Context, Dirty
+from metrics.kpis.dataset import Dataset
+from metrics.kpis.sql import Grouped, create_day_table, fact_columns, inner_query, periods_from_days
+from metrics.models import KpiFact, KpiFactState, Scope
+from metrics.periods import floor_date, local_date, reporting_tz, shift_date
+
+TABLE = KpiFact._meta.db_table
+# Changes committed up to this long after they were stamped are still seen by the next run (a
+# transaction that stamped updated_at and committed while the previous run was reading).
+WATERMARK_MARGIN = timedelta(minutes=5)
+DAY, WEEK, MONTH = "day", "week", "month"
+
+
+def horizon(now: datetime) -> date:
+    """The first day kept as day facts: the Monday on or before the first day of the previous month.
+
+    Every week and month that can hold today or yesterday then starts on or after it, so they are
+    re-added from day facts; older days are rescanned from the records by whole week and month.
+    """
+    previous_month = shift_date(local_date(now).replace(day=1), "month", -1)
+    return floor_date(previous_month, "week")
+
+
+def _next(day: date, grain: str) -> date:
+    return day + timedelta(days=1) if grain == DAY else shift_date(day, grain, 1)
+
+
+def _merge(spans: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
+    merged: list[tuple[date, date]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _values_sql(n: int) -> str:
+    return f"ARRAY[{', '.join(f'COALESCE(k_p{i}, 0)' for i in range(n))}]::bigint[]"
+
+
+def _sums_sql(n: int, source: str | None = None) -> str:
+    """Σ of each fact value: of a fact array column ``source``, or of the day table's ``k_p`` columns."""
+    terms = (f"sum({source}[{i + 1}])" if source else f"sum(k_p{i})" for i in range(n))
+    return f"ARRAY[{', '.join(f'COALESCE({t}, 0)' for t in terms)}]::bigint[]"
+
+
+# Building and storing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
+    """Every requested period of ``grans`` × scope of an additive dataset.
+
+    Full contexts build the facts from the records (and store them); incremental ones refresh what
+    changed and read the stored facts.
+    """
+    ctx.tracked[ds.name] = ds
+    if ctx.incremental:
+        since = watermark(ctx, ds)
+        if ds.refresh:
+            refresh(ctx, ds, since)
+        else:
+            ctx.dirty[ds.name] = Dirty(frozenset(), ds.lookback, ds.opening_balance)
+        return read(ctx, ds, grans)
+    return build(ctx, ds, grans)
+
+
+def _covering(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, date]:
+    """Whole weeks and months around the requested periods (and their lookback)."""
+    lo, hi = ctx.bounds(grans, ds.lookback)
+    first, last = local_date(lo), local_date(hi - timedelta(microseconds=1))
+    start = min(floor_date(first, WEEK), floor_date(first, MONTH))
+    after = max(_next(floor_date(last, WEEK), WEEK), _next(floor_date(last, MONTH), MONTH))
+    return start, after
+
+
+def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True) -> Grouped:
+    """Scan the records of the requested range once, store their facts, sum the periods."""
+    start, after = _covering(ctx, ds, grans)
+    table = f"kpi_day_{ds.name}"
+    create_day_table(
+        ctx, ds, table, spans=[(start, after)], opening_before=start if ds.opening_balance else None
+    )
+    try:
+        if store:
+            _store(ds, table, start, after, horizon(ctx.now))
+        return periods_from_days(ctx, ds, f"SELECT * FROM {table}", [], grans=grans)  # noqa: S608
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE {table}")
+
+
+def build_unstored(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
+    """An additive dataset computed from its records every time (``always``): no facts kept."""
+    return build(ctx, ds, grans, store=False)
+
+
+def _store(ds: Dataset, table: str, start: date, after: date, first_day: date) -> None:
+    """Replace the dataset's facts with the day table's: days in [max(first_day, start), after), and
+    every week and month lying wholly in [start, after)."""
+    n = len(fact_columns(ds))
+    first_day = max(first_day, start)
+    whole = "day >= %(start)s AND (day + ('1 ' || grain)::interval)::date <= %(after)s"
+    params = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
+    periods = " UNION ALL ".join(
+        f"SELECT %(name)s, '{grain}', day, scope, scope_id, {_sums_sql(n)} "  # noqa: S608
+        f"FROM (SELECT date_trunc('{grain}', k_day)::date AS day, '{grain}' AS grain, * FROM {table}) AS t "
+        f"WHERE {whole} GROUP BY day, scope, scope_id"
+        for grain in (WEEK, MONTH)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {TABLE} WHERE dataset = %(name)s AND ("  # noqa: S608
+            f"(grain = 'day' AND day >= %(first_day)s AND day < %(after)s) OR (grain <> 'day' AND {whole}))",
+            params,
+        )
+        cursor.execute(
+            f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+            f"SELECT %(name)s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {table} "
+            f"WHERE k_day >= %(first_day)s AND k_day < %(after)s UNION ALL {periods}",
+            params,
+        )
+
+
+# Incremental refresh
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _day_range(first: date, last: date) -> Iterator[date]:
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def key_day(ds: Dataset) -> Any:
+    """The local day of a dataset row's date, as an ORM expression."""
+    if ds.date_is_day:
+        return F(ds.date) if isinstance(ds.date, str) else ds.date
+    return Trunc(ds.date, "day", output_field=DateField(), tzinfo=reporting_tz())
+
+
+def days_of(qs: QuerySet, ds: Dataset) -> set[date]:
+    """The distinct local days of ``ds``'s date over the rows of ``qs`` (a ``ds.rows`` queryset)."""
+    return {
+        d for d in qs.order_by().annotate(k_key=key_day(ds)).values_list("k_key", flat=True).distinct() if d
+    }
+
+
+def changed_paths(ctx: Context, ds: Dataset) -> tuple[str, ...]:
+    if ds.changed is not None:
+        return ds.changed
+    model = ds.rows(ctx).model
+    return ("updated_at",) if any(f.name == "updated_at" for f in model._meta.concrete_fields) else ()
+
+
+def dirty_days(ctx: Context, ds: Dataset, since: datetime) -> set[date]:
+    """The days whose rows may have changed since ``since``: every day from then to now, the days of
+    rows stamped as changed since then, and the days the dataset's ``touches`` name."""
+    days = set(_day_range(local_date(since), local_date(ctx.now)))
+    for path in changed_paths(ctx, ds):
+        days |= days_of(ds.rows(ctx).filter(**{f"{path}__gte": since}), ds)
+    for touch in ds.touches:
+        days |= set(touch(ctx, since))
+    return days
+
+
+def watermark(ctx: Context, ds: Dataset) -> datetime:
+    """Changes stamped from this instant on may be missing from the dataset's facts.
+
+    Raises FactsMissing when the dataset has no facts, or facts of another definition.
+    """
+    state = KpiFactState.objects.filter(dataset=ds.name).values_list("signature", "refreshed_at").first()
+    if state is None or state[0] != signature(ctx, ds):
+        raise FactsMissing(ds.name)
+    return state[1] - WATERMARK_MARGIN
+
+
+def refresh(ctx: Context, ds: Dataset, since: datetime) -> None:
+    """Rewrite the facts of the days whose records changed since ``since`` (the dataset's watermark)."""
+    days = dirty_days(ctx, ds, since)
+    ctx.dirty[ds.name] = Dirty(frozenset(days), ds.lookback, ds.opening_balance)
+    if days:
+        rewrite(ctx, ds, days)
+
+
+def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
+    """Recompute the facts of ``days`` from the records and re-add their weeks and months."""
+    hz = horizon(ctx.now)
+    recent = sorted({d for d in days if d >= hz})
+    spans: list[tuple[date, date]] = [(d, _next(d, DAY)) for d in recent]
+    from_days: dict[str, set[date]] = {WEEK: set(), MONTH: set()}
+    from_records: dict[str, set[date]] = {WEEK: set(), MONTH: set()}
+    for d in days:
+        for grain in (WEEK, MONTH):
+            first = floor_date(d, grain)
+            # A week or month that starts before the horizon has no complete day facts to add up.
+            if first >= hz:
+                from_days[grain].add(first)
+            else:
+                from_records[grain].add(first)
+                spans.append((first, _next(first, grain)))
+    table = f"kpi_day_{ds.name}"
+    create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
+    n = len(fact_columns(ds))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {TABLE} WHERE dataset = %s AND grain = 'day' AND day = ANY(%s)",  # noqa: S608
+            [ds.name, recent],
+        )
+        cursor.execute(
+            f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+            f"SELECT %s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {table} WHERE k_day = ANY(%s)",
+            [ds.name, recent],
+        )
+        record_sums = _sums_sql(n)
+        for grain in (WEEK, MONTH):
+            firsts = sorted(from_days[grain] | from_records[grain])
+            cursor.execute(
+                f"DELETE FROM {TABLE} WHERE dataset = %s AND grain = %s AND day = ANY(%s)",  # noqa: S608
+                [ds.name, grain, firsts],
+            )
+            if from_records[grain]:
+                cursor.execute(
+                    f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+                    f"SELECT %s, %s, date_trunc(%s, k_day)::date AS first, scope, scope_id, {record_sums} "
+                    f"FROM {table} WHERE date_trunc(%s, k_day)::date = ANY(%s) GROUP BY 3, 4, 5",
+                    [ds.name, grain, grain, grain, sorted(from_records[grain])],
+                )
+            if from_days[grain]:
+                fact_sums = _sums_sql(n, "values")
+                cursor.execute(
+                    f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+                    f"SELECT dataset, %s, date_trunc(%s, day)::date, scope, scope_id, {fact_sums} "
+                    f"FROM {TABLE} WHERE dataset = %s AND grain = 'day' "
+                    "AND date_trunc(%s, day)::date = ANY(%s) GROUP BY 1, 3, 4, 5",
+                    [grain, grain, ds.name, grain, sorted(from_days[grain])],
+                )
+        cursor.execute(f"DROP TABLE {table}")
+
+
+def read(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
+    """Sum the requested periods from the stored facts: weeks from week facts, the rest from months."""
+    out: Grouped = {}
+    n = len(fact_columns(ds))
+    columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+    for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
+        if not wanted:
+            continue
+        lo, hi = ctx.bounds(wanted, ds.lookback)
+        first, after = local_date(lo), local_date(hi - timedelta(microseconds=1)) + timedelta(days=1)
+        source = (
+            f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} "  # noqa: S608
+            "WHERE dataset = %s AND grain = %s AND day < %s"
+        )
+        params: list = [ds.name, grain, after]
+        if not ds.opening_balance:
+            source += " AND day >= %s"
+            params.append(floor_date(first, grain))
+        out.update(
+            periods_from_days(
+                ctx, ds, source, params, grans=wanted, opening_day=first if ds.opening_balance else None
+            )
+        )
+    return out
+
+
+class FactsMissing(LookupError):
+    """A dataset has no facts yet (or they were built by another definition): rebuild them in full."""
+
+
+# State: which definition built the facts, and how far they are refreshed
+# ---------------------------------------------------------------------------------------------------------
+
+
+def signature(ctx: Context, ds: Dataset) -> str:
+    """A hash of everything that shapes a dataset's facts: its SQL, scopes and measure columns."""
+    spans = [(date(2000, 1, 1), date(2000, 1, 2))]
+    if ds.day_sql is not None:
+        sql, where = ds.day_sql(ctx, spans)[0], ""
+    elif ds.day_rows is not None:
+        sql, where = f"{ds.day_rows.__module__}.{ds.day_rows.__qualname__}", ""
+    else:
+        sql, _params, where = inner_query(ctx, ds, day=True, spans=spans)
+    parts = [ds.name, sql, where, repr(sorted(ds.scopes.items())), *(c.sql for c in fact_columns(ds))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def staff_signature() -> str:
+    """A hash of who is in which team and who holds a seat: team figures and licences depend on it."""
+    users = User.objects.order_by("pk").values_list("pk", "team_id", "is_service_account")
+    seats = Seat.objects.order_by("pk").values_list("pk", "user_id", "started_at", "ended_at")
+    return hashlib.sha256(repr((list(users), list(seats))).encode()).hexdigest()
+
+
+def staff_changed() -> bool:
+    """Whether teams or seats changed since snapshots were last written from the facts."""
+    return KpiFactState.objects.exclude(teams=staff_signature()).exists()
+
+
+def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bool) -> None:
+    """Record that the facts are complete up to ``at`` (and, after a full build, by which definition)."""
+    staff = staff_signature()
+    for ds in datasets:
+        if rebuilt:
+            KpiFactState.objects.update_or_create(
+                dataset=ds.name,
+                defaults={
+                    "signature": signature(ctx, ds),
+                    "built_at": at,
+                    "refreshed_at": at,
+                    "teams": staff,
+                },
+            )
+        else:
+            KpiFactState.objects.filter(dataset=ds.name).update(refreshed_at=at, teams=staff)
+
+
+# Totals over arbitrary ranges
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _company_values(n: int) -> str:
+    return ", ".join(f"COALESCE(sum(values[{i + 1}]), 0)" for i in range(n))
+
+
+def _named(ds: Dataset, values: Sequence[Any]) -> dict[str, Decimal]:
+    """Fact values by measure name (per-granularity measures left out), money back in its unit."""
+    out = {}
+    for column, value in zip(fact_columns(ds), values, strict=True):
+        if column.granularity is None:
+            scale = ds.measures[column.measure].scale
+            out[column.measure] = Decimal(value) / scale if scale else Decimal(value)
+    return out
+
+
+def _total_scope(ds: Dataset) -> str:
+    """The facts' scope whose rows add up to the company: users, or the company's own rows."""
+    return "user" if Scope.USER in ds.scopes else ""
+
+
+def month_totals(ds: Dataset, first: date, after: date) -> dict[date, dict[str, Decimal]]:
+    """The company's totals of each month in [first, after), from the month facts."""
+    n = len(fact_columns(ds))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT day, {_company_values(n)} FROM {TABLE} "  # noqa: S608
+            "WHERE dataset = %s AND grain = 'month' AND scope = %s AND day >= %s AND day < %s GROUP BY day",
+            [ds.name, _total_scope(ds), first, after],
+        )
+        return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
+
+
+def day_totals(ctx: Context, ds: Dataset, first: date, after: date) -> dict[str, dict[str, Decimal]]:
+    """Per user (or the company's own rows under ""), the totals of the records dated in [first, after):
+    whole months from the month facts, other days from the day facts, or from the records before the
+    horizon."""
+    months = []
+    month = floor_date(first, MONTH)
+    month = month if month == first else _next(month, MONTH)
+    while _next(month, MONTH) <= after:
+        months.append(month)
+        month = _next(month, MONTH)
+    hz = horizon(ctx.now)
+    rest = [
+        d
+        for d in _day_range(first, after - timedelta(days=1))
+        if not months or not months[0] <= d < _next(months[-1], MONTH)
+    ]
+    n = len(fact_columns(ds))
+    sums: dict[str, list[int]] = {}
+
+    def add(rows: Iterable[tuple]) -> None:
+        for scope_id, *values in rows:
+            acc = sums.setdefault(scope_id, [0] * n)
+            for i, v in enumerate(values):
+                acc[i] += int(v or 0)
+
+    scope = _total_scope(ds)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT scope_id, {_company_values(n)} FROM {TABLE} WHERE dataset = %s AND scope = %s AND ("  # noqa: S608
+            "(grain = 'month' AND day = ANY(%s)) OR (grain = 'day' AND day = ANY(%s))) GROUP BY scope_id",
+            [ds.name, scope, months, [d for d in rest if d >= hz]],
+        )
+        add(cursor.fetchall())
+        old = [(d, _next(d, DAY)) for d in rest if d < hz]
+        if old:
+            table = f"kpi_range_{ds.name}"
+            create_day_table(ctx, ds, table, spans=_merge(old), opening_before=None)
+            partials = ", ".join(f"sum(k_p{i})" for i in range(n))
+            sql = f"SELECT scope_id, {partials} FROM {table} WHERE scope = %s GROUP BY scope_id"  # noqa: S608
+            cursor.execute(sql, [scope])
+            add(cursor.fetchall())
+            cursor.execute(f"DROP TABLE {table}")
+    return {scope_id: _named(ds, values) for scope_id, values in sums.items()}

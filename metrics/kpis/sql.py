@@ -1,0 +1,377 @@
+"""The SQL behind the datasets: one grouped scan of the records, and periods from day rows.
+
+A dataset's queryset is compiled by the ORM (``Trunc*`` in the reporting time zone, conditions as
+boolean columns) and wrapped in hand-written grouping SQL:
+
+* additive datasets are first added up per local day and scope into a *day table* (temporary), whose
+  shape is the facts' shape: ``k_day, scope, scope_id, k_p0 … k_pn``; periods are then summed from
+  such day-shaped rows (:func:`periods_from_days`), whether they come from the day table or from the
+  stored facts;
+* other datasets (percentiles, means, distinct counts) are grouped straight from the records with
+  ``GROUP BY GROUPING SETS`` over every granularity × scope (:func:`grouping_sets_query`).
+
+Only generated identifiers and the SQL Django compiled go into the text; every value is a parameter.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    DateField,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Q,
+    QuerySet,
+    Value,
+)
+from django.db.models.functions import Greatest, Trunc
+
+from metrics.kpis.base import Context
+from metrics.kpis.dataset import Dataset
+from metrics.models import Scope
+from metrics.periods import local_midnight, reporting_tz
+
+# (granularity, first day of the period, scope, scope id) -> measure name -> value
+Key = tuple[str, date, str, str]
+Grouped = dict[Key, dict[str, Any]]
+
+_AGG_SQL = {
+    "count": "count(*)",
+    "count_distinct": "count(DISTINCT {v})",
+    "sum": "sum({v})",
+    "avg": "avg({v})",
+    "percentile": "percentile_cont({f}) WITHIN GROUP (ORDER BY {v})",
+}
+# Half-open ranges of local days, [first, after).
+Spans = Sequence[tuple[date, date]]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One aggregate column: a measure, or one granularity's variant of a per-granularity measure."""
+
+    measure: str
+    granularity: str | None
+    sql: str
+
+
+def fact_columns(ds: Dataset) -> list[Column]:
+    """The aggregate columns of a dataset, in the fixed order its facts store them.
+
+    Per-granularity measures get one column per granularity of the dataset, so the facts do not
+    depend on which granularities a run asks for.
+    """
+    columns = []
+    for i, (name, m) in enumerate(ds.measures.items()):
+        v, w = (f"k_v{i}" if m.value is not None else ""), (f"k_w{i}" if m.where is not None else "")
+        if m.scale and m.prescaled:
+            sql = f"sum({v})"
+        elif m.scale:
+            sql = f"sum(round({v} * {int(m.scale)})::bigint)"
+        else:
+            sql = _AGG_SQL[m.agg].format(v=v, f=float(m.fraction))
+        if m.where_by_granularity is not None:
+            for g in ds.granularities:
+                conditions = " AND ".join(c for c in (w, f"k_w{i}_{g}") if c)
+                columns.append(Column(name, g, f"{sql} FILTER (WHERE {conditions})"))
+        else:
+            columns.append(Column(name, None, f"{sql} FILTER (WHERE {w})" if w else sql))
+    return columns
+
+
+def _annotations(ds: Dataset, *, bucket: Any, day: bool, grans: Sequence[str]) -> dict[str, Any]:
+    """The ORM expressions of the inner query: event time, day or period buckets, scopes, measures."""
+    tz = reporting_tz()
+    date_expr = F(ds.date) if isinstance(ds.date, str) else ds.date
+    annotations: dict[str, Any] = {"k_at": date_expr}
+    if day:
+        annotations["k_day"] = (
+            bucket if ds.date_is_day else Trunc(bucket, "day", output_field=DateTimeField(), tzinfo=tz)
+        )
+    else:
+        for g in grans:
+            field = DateField() if ds.date_is_day else DateTimeField()
+            annotations[f"k_b_{g}"] = Trunc(
+                bucket, g, output_field=field, **({} if ds.date_is_day else {"tzinfo": tz})
+            )
+    for scope, path in ds.scopes.items():
+        annotations[f"k_s_{scope}"] = F(path)
+    wanted_grans = ds.granularities if day else grans
+    for i, m in enumerate(ds.measures.values()):
+        if m.value is not None:
+            annotations[f"k_v{i}"] = F(m.value) if isinstance(m.value, str) else m.value
+        if m.where is not None:
+            annotations[f"k_w{i}"] = ExpressionWrapper(m.where, output_field=BooleanField())
+        if m.where_by_granularity is not None:
+            for g in wanted_grans:
+                annotations[f"k_w{i}_{g}"] = ExpressionWrapper(
+                    m.where_by_granularity(g), output_field=BooleanField()
+                )
+    return annotations
+
+
+def _instant(ds: Dataset, day: date) -> date | datetime:
+    return day if ds.date_is_day else local_midnight(day)
+
+
+def inner_query(
+    ctx: Context,
+    ds: Dataset,
+    *,
+    day: bool,
+    grans: Sequence[str] = (),
+    spans: Spans = (),
+    opening_before: date | None = None,
+) -> tuple[str, list[Any], str]:
+    """The compiled inner SQL over the rows dated in ``spans``, its parameters and the outer WHERE.
+
+    With ``opening_before`` (a stock's opening balance), every row dated before that day is also
+    included and bucketed on the day before it.
+    """
+    date_expr = F(ds.date) if isinstance(ds.date, str) else ds.date
+    bucket = date_expr
+    if opening_before is not None:
+        floor = _instant(ds, opening_before)
+        if ds.date_is_day:
+            bucket = Greatest(date_expr, Value(floor - timedelta(days=1), output_field=DateField()))
+        else:
+            bucket = Greatest(
+                date_expr, Value(floor - timedelta(microseconds=1), output_field=DateTimeField())
+            )
+    annotations = _annotations(ds, bucket=bucket, day=day, grans=grans)
+    qs: QuerySet = ds.rows(ctx).order_by().annotate(**annotations)
+    ranges = [(_instant(ds, a), _instant(ds, b)) for a, b in spans]
+    if opening_before is not None:
+        ranges = [(None, _instant(ds, opening_before)), *ranges]
+    where, where_params = "", []
+    if ds.window:
+        parts = []
+        for lo, hi in ranges:
+            parts.append("(k_at < %s)" if lo is None else "(k_at >= %s AND k_at < %s)")
+            where_params += [hi] if lo is None else [lo, hi]
+        where = f"WHERE {' OR '.join(parts)}" if parts else "WHERE false"
+    else:
+        condition = Q(pk__in=[])
+        for lo, hi in ranges:
+            condition |= Q(k_at__lt=hi) if lo is None else Q(k_at__gte=lo, k_at__lt=hi)
+        qs = qs.filter(condition)
+    sql, params = qs.values(*annotations).query.sql_with_params()
+    return sql, [*params, *where_params], where
+
+
+def scope_sets(ds: Dataset) -> list[str | None]:
+    """The scopes a dataset's day rows are kept for: users (teams and the company are sums of users),
+    sources, and the company itself when there is no user scope (None)."""
+    sets: list[str | None] = [s for s in ds.scopes if s != Scope.TEAM]
+    if Scope.TEAM in ds.scopes and Scope.USER not in ds.scopes:
+        raise ValueError(f"{ds.name}: a team scope needs the user scope (teams are sums of users)")
+    if Scope.USER not in ds.scopes:
+        sets.append(None)
+    return sets
+
+
+def create_day_table(
+    ctx: Context, ds: Dataset, table: str, *, spans: Spans, opening_before: date | None
+) -> None:
+    """One scan of the records into a temporary day table ``k_day, scope, scope_id, k_p0 …``."""
+    if ds.day_sql is not None or ds.day_rows is not None:
+        _create_custom_day_table(ctx, ds, table, spans=spans, opening_before=opening_before)
+        return
+    inner_sql, params, where = inner_query(ctx, ds, day=True, spans=spans, opening_before=opening_before)
+    sets = scope_sets(ds)
+    scoped = [s for s in sets if s is not None]
+    columns = [f"k_s_{s}" for s in scoped]
+    grouping = f"GROUPING({', '.join(columns)})" if columns else "0"
+    # GROUPING() sets a bit for every scope column left out of the set: the set of scope s is the
+    # mask with every bit but s's set.
+    masks = {
+        s: sum(1 << (len(scoped) - 1 - i) for i, other in enumerate(scoped) if other != s) for s in scoped
+    }
+    scope_case = "CASE " + " ".join(f"WHEN {grouping} = {mask} THEN '{s}'" for s, mask in masks.items())
+    scope_case += " ELSE '' END" if scoped else ""
+    scope_sql = scope_case if scoped else "''"
+    id_sql = f"COALESCE({' , '.join(f'{c}::text' for c in columns)}, '')" if columns else "''"
+    sets_sql = ", ".join(f"(k_day{', ' + f'k_s_{s}' if s else ''})" for s in sets)
+    partials = ", ".join(f"({c.sql})::bigint AS k_p{i}" for i, c in enumerate(fact_columns(ds)))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute(
+            f"CREATE TEMP TABLE {table} AS SELECT k_day::date AS k_day, {scope_sql} AS scope, "  # noqa: S608
+            f"{id_sql} AS scope_id, {partials} "
+            f"FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({sets_sql})",
+            params,
+        )
+
+
+EARLIEST = date(1970, 1, 1)
+
+
+def _create_custom_day_table(
+    ctx: Context, ds: Dataset, table: str, *, spans: Spans, opening_before: date | None
+) -> None:
+    """The day table of a dataset with hand-written day rows (``day_sql`` or ``day_rows``)."""
+    if opening_before is not None:
+        spans = [(EARLIEST, opening_before), *spans]
+    n = len(fact_columns(ds))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        if ds.day_sql is not None:
+            sql, params = ds.day_sql(ctx, spans)
+            cursor.execute(f"CREATE TEMP TABLE {table} AS {sql}", params)
+        else:
+            # Computed before the COPY starts: computing them reads from the same connection.
+            rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
+            partials = ", ".join(f"k_p{i} bigint" for i in range(n))
+            cursor.execute(f"CREATE TEMP TABLE {table} (k_day date, scope text, scope_id text, {partials})")
+            with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        if opening_before is not None:
+            # Everything before the range is the opening balance, on the day before it.
+            cursor.execute(
+                f"UPDATE {table} SET k_day = %s WHERE k_day < %s",  # noqa: S608
+                [opening_before - timedelta(days=1), opening_before],
+            )
+
+
+def periods_from_days(
+    ctx: Context,
+    ds: Dataset,
+    source: str,
+    params: Sequence[Any],
+    *,
+    grans: Sequence[str],
+    opening_day: date | None = None,
+) -> Grouped:
+    """Every period of ``grans`` × scope summed from day-shaped rows (``source`` SQL).
+
+    ``opening_day``: rows dated before it count on the day before it (a stock's opening balance).
+    Team and company figures of user-scoped datasets are the sums of their users (see ``roll_up``).
+    """
+    columns = fact_columns(ds)
+    sums: dict[str, str | dict[str, str]] = {}
+    for i, c in enumerate(columns):
+        if c.granularity is None:
+            sums[c.measure] = f"sum(k_p{i})"
+        elif c.granularity in grans:
+            sums.setdefault(c.measure, {})[c.granularity] = f"sum(k_p{i})"  # type: ignore[index]
+    day_expr = "k_day" if opening_day is None else "GREATEST(k_day, %s::date)"
+    day_params = [] if opening_day is None else [opening_day - timedelta(days=1)] * len(grans)
+    buckets = ", ".join(f"date_trunc('{g}', {day_expr})::date AS k_b_{g}" for g in grans)
+    partials = ", ".join(f"k_p{i}" for i in range(len(columns)))
+    out: Grouped = {}
+    for scope in scope_sets(ds):
+        scope_col = f", scope_id AS k_s_{scope}" if scope else ""
+        rows = (
+            f"SELECT {buckets}{scope_col}, {partials} FROM ({source}) AS src "  # noqa: S608
+            f"WHERE scope = '{scope or ''}'"
+        )
+        out.update(
+            grouping_sets_query(
+                rows,
+                [*day_params, *params],
+                buckets={g: f"k_b_{g}" for g in grans},
+                scopes={scope: f"k_s_{scope}"} if scope else {},
+                aggregates=sums,
+                company=scope is None,
+                keep_null=scope == Scope.USER,
+            )
+        )
+    return out
+
+
+def grouping_sets_query(
+    inner_sql: str,
+    params: Sequence[Any],
+    *,
+    buckets: Mapping[str, str],
+    scopes: Mapping[str, str],
+    aggregates: Mapping[str, str | Mapping[str, str]],
+    where: str = "",
+    company: bool = True,
+    keep_null: bool = False,
+) -> Grouped:
+    """Run ``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once.
+
+    ``buckets`` maps a granularity to the inner column holding the period start (local, truncated);
+    ``scopes`` maps a scope to the column holding its id. An aggregate given per granularity
+    (a mapping) is computed once per granularity and read only for that granularity's rows.
+    Without ``company`` the (bucket) sets are left out; with ``keep_null`` rows whose scope id is
+    NULL or "" are kept (scope id None) so a caller can roll them up.
+    """
+    columns = [*buckets.values(), *scopes.values()]
+    sets, masks = [], {}
+    full = (1 << len(columns)) - 1
+    for gi, (g, bucket) in enumerate(buckets.items()):
+        bit_g = 1 << (len(columns) - 1 - gi)
+        if company or not scopes:
+            sets.append(f"({bucket})")
+            masks[full ^ bit_g] = (g, Scope.COMPANY, None)
+        for si, (scope, col) in enumerate(scopes.items()):
+            bit_s = 1 << (len(columns) - 1 - len(buckets) - si)
+            sets.append(f"({bucket}, {col})")
+            masks[full ^ bit_g ^ bit_s] = (g, scope, len(buckets) + si)
+    agg_cols: list[str] = []
+    agg_index: dict[str, int | dict[str, int]] = {}
+    for name, sql in aggregates.items():
+        if isinstance(sql, str):
+            agg_index[name] = len(agg_cols)
+            agg_cols.append(sql)
+        else:
+            agg_index[name] = {}
+            for g, g_sql in sql.items():
+                agg_index[name][g] = len(agg_cols)  # type: ignore[index]
+                agg_cols.append(g_sql)
+    grouping = f"GROUPING({', '.join(columns)})"
+    select = ", ".join([grouping, *columns, *agg_cols])
+    sql = f"SELECT {select} FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({', '.join(sets)})"  # noqa: S608
+    bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
+    first_agg = 1 + len(columns)
+    out: Grouped = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            g, scope, scope_pos = masks[row[0]]
+            bucket = row[bucket_pos[g]]
+            if bucket is None:
+                continue
+            scope_id = ""
+            if scope_pos is not None:
+                raw = row[1 + scope_pos]
+                if raw is None or raw == "":
+                    if not keep_null:
+                        continue
+                    scope_id = None
+                else:
+                    scope_id = str(raw)
+            first_day = bucket.date() if isinstance(bucket, datetime) else bucket
+            values = {}
+            for name, idx in agg_index.items():
+                values[name] = row[first_agg + (idx if isinstance(idx, int) else idx[g])]
+            out[(g, first_day, scope, scope_id)] = values
+    return out
+
+
+def grouped_from_records(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans) -> Grouped:
+    """Non-additive measures (percentiles, means, distinct counts) straight from the records dated in
+    ``spans``, for every period of ``grans`` × scope, in one grouped query."""
+    inner_sql, params, where = inner_query(ctx, ds, day=False, grans=grans, spans=spans)
+    aggregates: dict[str, str | dict[str, str]] = {}
+    for c in fact_columns(ds):
+        if c.granularity is None:
+            aggregates[c.measure] = c.sql
+        elif c.granularity in grans:
+            aggregates.setdefault(c.measure, {})[c.granularity] = c.sql  # type: ignore[index]
+    return grouping_sets_query(
+        inner_sql,
+        params,
+        buckets={g: f"k_b_{g}" for g in grans},
+        scopes={s: f"k_s_{s}" for s in ds.scopes},
+        aggregates=aggregates,
+        where=where,
+    )
