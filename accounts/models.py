@@ -108,7 +108,7 @@ class LoginEvent(models.Model):
         verbose_name_plural = _("login events")
         indexes = [
             models.Index(fields=["user", "at"], name="loginevent_user_at"),
-            BrinIndex(fields=["at"], name="loginevent_at_brin"),
+            models.Index(fields=["at"], name="loginevent_at"),
         ]
 
     def __str__(self) -> str:
@@ -148,7 +148,7 @@ class UsageEvent(models.Model):
         verbose_name_plural = _("usage events")
         indexes = [
             models.Index(fields=["user", "at"], name="usageevent_user_at"),
-            BrinIndex(fields=["at"], name="usageevent_at_brin"),
+            models.Index(fields=["at"], name="usageevent_at"),
         ]
 
     def __str__(self) -> str:

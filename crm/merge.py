@@ -233,18 +233,26 @@ def _repoint(
     *,
     actor: User,
 ) -> int:
-    """Move rows; audited models (simple-history) get a history row each (and a version bump if versioned)."""
+    """Move rows; audited models (simple-history) get a history row each (and a version bump if versioned).
+
+    Rows with an ``updated_at`` get it set to now: the KPI facts re-read records changed since their last
+    run by it.
+    """
+    names = {f.name for f in model._meta.concrete_fields}
+    stamp = {"updated_at": timezone.now()} if "updated_at" in names else {}
     try:
         get_history_manager_for_model(model)
     except NotHistoricalModelError:
-        return rows.update(**{fk.name: survivor})
+        return rows.update(**{fk.name: survivor}, **stamp)
     objs = list(rows)
-    has_version = any(f.name == "version" for f in model._meta.concrete_fields)
+    has_version = "version" in names
     for obj in objs:
         setattr(obj, fk.name, survivor)
+        for name, value in stamp.items():
+            setattr(obj, name, value)
         if has_version:
             obj.version += 1
-    fields = [fk.name, "version"] if has_version else [fk.name]
+    fields = [fk.name, *stamp, *(["version"] if has_version else [])]
     if objs:
         bulk_update_with_history(
             objs,

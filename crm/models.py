@@ -201,6 +201,7 @@ class CustomerStatusChange(models.Model):
         indexes = [
             models.Index(fields=["customer", "at"], name="customerstatus_customer_at"),
             models.Index(fields=["to_status", "at"], name="customerstatus_to_at"),
+            models.Index(fields=["at"], name="customerstatus_at"),
         ]
 
     def __str__(self) -> str:
@@ -385,6 +386,8 @@ class Deal(models.Model):
             models.Index(fields=["customer"], name="deal_customer"),
             models.Index(fields=["status", "closed_at"], name="deal_status_closed"),
             models.Index(fields=["term_end"], condition=Q(status="won"), name="deal_won_term_end"),
+            # Deals changed since the last KPI run (metrics.kpis.facts).
+            models.Index(fields=["updated_at"], name="deal_updated_at"),
             BrinIndex(fields=["created_at"], name="deal_created_brin"),
         ]
 
@@ -420,7 +423,7 @@ class DealStageChange(models.Model):
         verbose_name_plural = _("deal stage changes")
         indexes = [
             models.Index(fields=["deal", "at"], name="dealstage_deal_at"),
-            BrinIndex(fields=["at"], name="dealstage_at_brin"),
+            models.Index(fields=["at"], name="dealstage_at"),
         ]
 
     def __str__(self) -> str:
@@ -555,7 +558,12 @@ class Ticket(models.Model):
             models.Index(fields=["customer"], name="ticket_customer"),
             models.Index(fields=["solved_at"], name="ticket_solved_at"),
             models.Index(fields=["first_response_at"], name="ticket_first_response_at"),
-            BrinIndex(fields=["created_at"], name="ticket_created_brin"),
+            # The KPI facts re-read tickets by each of their times (metrics.kpis.facts).
+            models.Index(fields=["created_at"], name="ticket_created_at"),
+            models.Index(fields=["updated_at"], name="ticket_updated_at"),
+            models.Index(fields=["first_solved_at"], name="ticket_first_solved_at"),
+            models.Index(fields=["first_response_due_at"], name="ticket_first_response_due"),
+            models.Index(fields=["resolution_due_at"], name="ticket_resolution_due"),
         ]
 
     def __str__(self) -> str:
@@ -585,7 +593,7 @@ class TicketStatusChange(models.Model):
         ]
         indexes = [
             models.Index(fields=["ticket", "at"], name="ticketstatus_ticket_at"),
-            BrinIndex(fields=["at"], name="ticketstatus_at_brin"),
+            models.Index(fields=["at"], name="ticketstatus_at"),
         ]
 
     def __str__(self) -> str:

@@ -128,7 +128,7 @@ def customer_create(
         raise TypeError(f"unknown customer fields: {sorted(unknown)}")
     if actor.is_rep:
         fields["owner"] = actor
-    customer = Customer(**fields, status=status, created_at=at, updated_at=at)
+    customer = Customer(**fields, status=status, created_at=at, updated_at=timezone.now())
     if status != Customer.Status.LEAD:
         customer.became_customer_at = at
     if status == Customer.Status.CHURNED:
@@ -195,7 +195,7 @@ def customer_set_status(
         customer.churned_at = at
         customer.churn_reason = reason
     customer.status = status
-    customer.updated_at = at
+    customer.updated_at = timezone.now()
     _set_history_user(customer, actor)
     _save(customer)
     CustomerStatusChange.objects.create(
@@ -248,7 +248,9 @@ def deal_create(
         or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").order_by("order").first()
     )
     owner = actor if actor.is_rep else (owner or customer.owner or actor)
-    deal = Deal(customer=customer, owner=owner, title=title, created_at=at, updated_at=at, **fields)
+    deal = Deal(
+        customer=customer, owner=owner, title=title, created_at=at, updated_at=timezone.now(), **fields
+    )
     _apply_stage(deal, stage, at=at, lost_reason=lost_reason)
     _set_history_user(deal, actor)
     _save(deal)
@@ -336,7 +338,7 @@ def deal_move_stage(
     at = at or timezone.now()
     previous = current.stage
     _apply_stage(current, stage, at=at, lost_reason=lost_reason)
-    current.updated_at = at
+    current.updated_at = timezone.now()
     current.version += 1
     _set_history_user(current, actor)
     _save(current)
@@ -409,7 +411,7 @@ def ticket_create(
         assignee=assignee,
         created_by=actor,
         created_at=at,
-        updated_at=at,
+        updated_at=timezone.now(),
         first_response_due_at=first_due,
         resolution_due_at=resolution_due,
         **fields,
@@ -459,7 +461,7 @@ def ticket_reply(
             _ticket_status_change(ticket, Ticket.Status.OPEN, actor=actor, at=at)
     if ticket.assignee_id is None and actor.is_agent:
         ticket.assignee = actor
-    ticket.updated_at = at
+    ticket.updated_at = timezone.now()
     _set_history_user(ticket, actor)
     _save(ticket)
     usage_record(user=actor, verb=UsageEvent.Verb.REPLY, obj=ticket, via=via, at=at)
@@ -511,7 +513,7 @@ def ticket_set_status(
     if status == Ticket.Status.CLOSED:
         current.closed_at = at
     _ticket_status_change(current, status, actor=actor, at=at)
-    current.updated_at = at
+    current.updated_at = timezone.now()
     _set_history_user(current, actor)
     _save(current)
     if actor is not None:
@@ -663,7 +665,7 @@ def customer_bulk_create(
             raise TypeError(f"unknown customer fields: {sorted(unknown)}")
         if actor.is_rep:
             fields["owner"] = actor
-        customer = Customer(**fields, created_at=at, updated_at=at)
+        customer = Customer(**fields, created_at=at, updated_at=timezone.now())
         _customer_status_dates(customer, status, at)
         _refresh_match_keys(customer)
         customers.append(customer)
@@ -727,7 +729,7 @@ def customer_bulk_update(
             )
             _customer_status_dates(customer, status, at)
             fields |= {"status", "became_customer_at", "churned_at", "churn_reason"}
-        customer.updated_at = at
+        customer.updated_at = timezone.now()
         _refresh_match_keys(customer)
     try:
         with transaction.atomic():

@@ -314,15 +314,23 @@ CELERY_BEAT_SCHEDULE: dict = {
 # METRICS: KPI snapshots and RFM segments (metrics/tasks.py). Every run takes a PostgreSQL advisory lock,
 # so a run that would overlap the previous one is recorded as skipped instead of piling up.
 CELERY_BEAT_SCHEDULE |= {
-    # Every 5 minutes: the current and the three previous periods of each granularity, so the dashboard
-    # stays fresh and back-dated edits to recent periods show up; expires before the next tick.
+    # Every 5 minutes: the current and the three previous periods of each granularity, incrementally
+    # (the KPI facts of the days whose records changed since the last run), so the dashboard stays
+    # fresh and back-dated edits show up; expires before the next tick.
     "kpi-snapshots-recent": {
         "task": "metrics.tasks.recompute_recent_kpi_snapshots",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
-    # Nightly at 02:30, a quiet hour: rebuild every period of the whole history (reconciles late edits
-    # to old periods and definition changes).
+    # Hourly at :07: medians and percentiles of the recent quarters and years, which need every record
+    # of the period and are left out of the 5-minute run; expires before the next hour.
+    "kpi-long-period-statistics": {
+        "task": "metrics.tasks.recompute_long_period_statistics",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 55 * 60},
+    },
+    # Nightly at 02:30, a quiet hour: rebuild every period and every KPI fact from the records
+    # (reconciles edits the incremental runs do not see, and definition changes).
     "kpi-snapshots-nightly-rebuild": {
         "task": "metrics.tasks.rebuild_all_kpi_snapshots",
         "schedule": crontab(minute=30, hour=2),

@@ -110,6 +110,7 @@ class SnapshotRun(models.Model):
 
     class Kind(models.TextChoices):
         RECENT = "recent", _("Recent periods")
+        LONG = "long", _("Medians of quarters and years")
         RANGE = "range", _("Range")
         FULL = "full", _("Full rebuild")
         RFM = "rfm", _("RFM segments")
@@ -185,7 +186,21 @@ class KpiFactState(models.Model):
     refreshed_at = models.DateTimeField(
         _("refreshed at"), help_text=_("Changes made before this instant are in the facts.")
     )
-    teams = models.CharField(_("team membership signature"), max_length=64, blank=True)
+    long_refreshed_at = models.DateTimeField(
+        _("quarters and years refreshed at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Statistics (medians, percentiles) of quarters and years include changes made before this."
+        ),
+    )
+    inputs = models.CharField(
+        _("inputs signature"),
+        max_length=64,
+        blank=True,
+        help_text=_("Teams, seats, spend, costs, settings, stages and surveys when snapshots were written."),
+    )
+    long_inputs = models.CharField(_("inputs signature of quarters and years"), max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("KPI fact state")

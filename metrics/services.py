@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
-from metrics.kpis import facts, registry
+from metrics.kpis import datasets, facts, registry
 from metrics.kpis.base import Context, Kpi, Row
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
@@ -130,6 +130,24 @@ def snapshots_recompute_recent(
         return snapshots_rebuild_all(now=now)
 
 
+def snapshots_recompute_long_statistics(
+    *, back: int = RECENT_PERIODS_BACK, now: datetime | None = None
+) -> SnapshotRun:
+    """Bring the medians and percentiles of the current and ``back`` previous quarters and years up to date.
+
+    They need every record of a quarter or a year (a second or more at a million deals), so the
+    every-few-minutes run leaves them out and this runs hourly, with a watermark of its own.
+    """
+    now = now or timezone.now()
+    periods = {g: recent_periods(g, now, back) for g in facts.LONG_PERIODS}
+    ctx = Context(periods=periods, now=now, incremental=True, long_statistics=True)
+    try:
+        return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.LONG)
+    except facts.FactsMissing as missing:
+        logger.info("KPI facts of %s are missing or outdated: rebuilding everything", missing)
+        return snapshots_rebuild_all(now=now)
+
+
 def snapshots_rebuild_all(*, now: datetime | None = None, progress: Progress | None = None) -> SnapshotRun:
     """Recompute every KPI for every period of the data's whole history, at every granularity, and
     rebuild every fact from the records (the nightly reconciliation)."""
@@ -187,7 +205,9 @@ def _recompute(
                 cursor.execute("SET LOCAL work_mem = '256MB'")
                 cursor.execute("SET LOCAL jit = off")
             if ctx.incremental:
-                ctx.everything = facts.staff_changed()
+                # Teams, seats, spend or settings changed: every recent period is recomputed.
+                ctx.everything = facts.inputs_changed(ctx)
+                facts.prepare(ctx, datasets(ctx))
             run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
             if kind == SnapshotRun.Kind.FULL or ctx.incremental:
                 facts.mark(ctx, ctx.tracked.values(), at=started, rebuilt=kind == SnapshotRun.Kind.FULL)

@@ -62,10 +62,25 @@ def recompute_kpi_snapshots(
     **RETRY,
 )
 def recompute_recent_kpi_snapshots() -> int:
-    """Recompute the current and the three previous periods of every granularity."""
+    """Bring the current and the three previous periods of every granularity up to date (incremental)."""
     from metrics.services import snapshots_recompute_recent
 
     return snapshots_recompute_recent().pk
+
+
+@shared_task(
+    name="metrics.tasks.recompute_long_period_statistics",
+    soft_time_limit=10 * 60,
+    time_limit=12 * 60,
+    expires=55 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def recompute_long_period_statistics() -> int:
+    """Bring the medians and percentiles of the recent quarters and years up to date (incremental)."""
+    from metrics.services import snapshots_recompute_long_statistics
+
+    return snapshots_recompute_long_statistics().pk
 
 
 @shared_task(

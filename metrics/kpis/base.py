@@ -110,10 +110,10 @@ class Kpi:
 class Context:
     """The periods a recompute answers, per granularity, and a memo so each base scan runs once.
 
-    A full context computes every dataset from the records (and stores the facts it built); an
-    incremental one (``since`` set) first rewrites the facts of the days whose records changed since
-    each dataset's watermark, reads periods from the facts, and answers only the periods those changes
-    touched (``answers``).
+    A full context computes every dataset from the records (and stores the facts it built). An
+    incremental one first rewrites, for every dataset, the facts of the days whose records changed since
+    its watermark (``facts.prepare``), then answers only the periods those days count for
+    (``touched``), read from the facts.
     """
 
     periods: dict[str, list[Period]]
@@ -121,14 +121,22 @@ class Context:
     incremental: bool = False
     # Every period of every KPI is touched (e.g. a user changed team): nothing may be skipped.
     everything: bool = False
+    # The hourly run of the statistics (medians, percentiles) of quarters and years, which the
+    # every-few-minutes run leaves out: only KPIs reading them are answered.
+    long_statistics: bool = False
     _memo: dict[Any, Any] = field(default_factory=dict)
-    # Dataset name -> the days whose facts this run rewrote (incremental runs).
+    # Dataset name -> the days whose records changed (incremental runs).
     dirty: dict[str, "Dirty"] = field(default_factory=dict)
-    # What the KPI being computed has read: dataset names, or "*" for inputs without facts.
+    # Granularity -> the requested periods an incremental run recomputes (None: all of them).
+    touched: dict[str, set[Period]] | None = None
+    # Dataset name -> touched periods it left out (statistics of quarters and years, hourly).
+    skipped: dict[str, set[Period]] = field(default_factory=dict)
+    # Names of the datasets of statistics (not additive: computed from the records, not from facts).
+    statistics: set[str] = field(default_factory=set)
+    # What the KPI being computed has read (dataset names).
     reads: set[str] = field(default_factory=set)
     # Every dataset kept as facts or tracked by a watermark that this run computed.
     tracked: dict[str, Any] = field(default_factory=dict)
-    _answers: dict[Period, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}
@@ -146,14 +154,14 @@ class Context:
         return period_of(self.now, granularity)
 
     def bounds(
-        self, granularities: Iterable[str], lookback: Callable[[Period], Period] | None = None
+        self, granularities: Iterable[str], compare: Callable[[Period], Iterable[Period]] | None = None
     ) -> tuple[datetime, datetime]:
-        """The instants that cover every requested period of ``granularities`` (and their lookback)."""
+        """The instants that cover every requested period of ``granularities`` (and those compared with)."""
         firsts, lasts = [], []
         for g in granularities:
             if g in self.periods:
                 first = self.periods[g][0]
-                firsts.append((lookback(first) if lookback else first).start)
+                firsts.append(min(p.start for p in (first, *(compare(first) if compare else ()))))
                 lasts.append(self.periods[g][-1].end)
         if not firsts:
             return self.now, self.now
@@ -177,35 +185,38 @@ class Context:
     def start_kpi(self) -> None:
         """Forget what the previous KPI read."""
         self.reads = set()
-        self._answers = {}
 
     def read(self, name: str) -> None:
-        """Note that the KPI being computed depends on dataset ``name`` ("*": on an input without facts)."""
-        if name not in self.reads:
-            self.reads.add(name)
-            self._answers = {}
+        """Note that the KPI being computed depends on dataset ``name``."""
+        self.reads.add(name)
 
     def answers(self, period: Period) -> bool:
-        """Whether the KPI being computed is recomputed for ``period`` in this run.
-
-        A full run answers every period. An incremental run answers a period when one of the datasets
-        the KPI read changed on a day that counts for it, or when the KPI read an input without facts.
-        """
-        if not self.incremental or self.everything or "*" in self.reads:
+        """Whether the KPI being computed is recomputed for ``period`` in this run: every period in a full
+        run; in an incremental one the touched periods, but for those a dataset it read left out."""
+        if self.touched is None:
             return True
-        if period not in self._answers:
-            self._answers[period] = any(
-                self.dirty[name].touches(period) for name in self.reads if name in self.dirty
-            )
-        return self._answers[period]
+        if period not in self.touched.get(period.granularity, ()):
+            return False
+        if self.long_statistics and not self.reads & self.statistics:
+            return False
+        return not any(period in self.skipped.get(name, ()) for name in self.reads)
+
+    def needed(self, granularity: str, compare: Callable[[Period], Iterable[Period]] | None) -> list[Period]:
+        """The periods of ``granularity`` a dataset computes: the requested ones (in an incremental run
+        the touched ones) and those they are compared with."""
+        periods = self.periods.get(granularity, [])
+        if self.touched is not None:
+            periods = [p for p in periods if p in self.touched.get(granularity, ())]
+        extra = [c for p in periods for c in (compare(p) if compare else ())]
+        return sorted({*periods, *extra})
 
 
 @dataclass(frozen=True)
 class Dirty:
-    """The days whose facts an incremental run rewrote for one dataset, and how far a period looks back."""
+    """The days whose records changed for one dataset in an incremental run, and the periods that touches."""
 
     days: frozenset[date]
-    lookback: Callable[[Period], Period] | None = None
+    compare: Callable[[Period], Iterable[Period]] | None = None
     # A stock: a change on any earlier day moves the level at every later period end.
     cumulative: bool = False
 
@@ -215,8 +226,11 @@ class Dirty:
         end = period.next().first_day
         if self.cumulative:
             return min(self.days) < end
-        start = (self.lookback(period) if self.lookback else period).first_day
-        return any(start <= day < end for day in self.days)
+        ranges = [
+            (p.first_day, p.next().first_day)
+            for p in (period, *(self.compare(period) if self.compare else ()))
+        ]
+        return any(lo <= day < hi for day in self.days for lo, hi in ranges)
 
 
 def iter_periods(ctx: Context, kpi: Kpi) -> Iterator[Period]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q, QuerySet
 
 from metrics.kpis import facts
-from metrics.kpis.base import Context, Dirty, Drilldown, Kpi, Row
+from metrics.kpis.base import Context, Drilldown, Kpi, Row
 from metrics.kpis.dataset import (
     Dataset,
     Measure,
@@ -85,19 +85,16 @@ def _compute(ctx: Context, ds: Dataset) -> Grouped:
 
 def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
     """Non-additive measures from the records: every requested period in a full run; in an incremental
-    one only the periods the changed days fall in, one granularity at a time."""
+    one the touched periods (and those they are compared with), one granularity at a time."""
     ctx.tracked[ds.name] = ds
     if not ctx.incremental:
-        lo, hi = ctx.bounds(grans, ds.lookback)
+        lo, hi = ctx.bounds(grans, ds.compare)
         return grouped_from_records(ctx, ds, grans, [(_day(lo), _day(hi))])
-    since = facts.watermark(ctx, ds)
-    dirty = Dirty(frozenset(facts.dirty_days(ctx, ds, since)), ds.lookback)
-    ctx.dirty[ds.name] = dirty
     out: Grouped = {}
     for g in grans:
-        touched = [p for p in ctx.periods[g] if dirty.touches(p)]
-        if touched:
-            spans = [(p.first_day, p.next().first_day) for p in touched]
+        needed = [p for p in ctx.needed(g, ds.compare) if p not in ctx.skipped.get(ds.name, ())]
+        if needed:
+            spans = [(p.first_day, p.next().first_day) for p in needed]
             out.update(grouped_from_records(ctx, ds, [g], spans))
     return out
 

@@ -101,8 +101,10 @@ DayRows = Callable[["Context", Sequence[tuple[date, date]]], Iterable[tuple]]
 class Dataset:
     """A base queryset bucketed into periods by one date; its measures come from one grouped query.
 
-    ``opening_balance``: rows before the first requested period fall into the period before it (a
-    stock's opening balance), so :func:`builders.stock` can accumulate deltas. ``date_is_day``: the
+    ``compare``: the periods each period is compared with; they are computed too, and a change in them
+    counts as a change of the period. ``opening_balance``: rows before the first requested period fall
+    into the period before it (a stock's opening balance), so :func:`builders.stock` can accumulate
+    deltas. ``date_is_day``: the
     date is a local calendar date (``DateField``), not an instant. ``window``: the queryset uses window
     functions, so the period range is applied outside it (after the window is computed).
 
@@ -120,7 +122,8 @@ class Dataset:
     measures: Mapping[str, Measure]
     scopes: Mapping[str, str] = field(default_factory=dict)
     granularities: tuple[str, ...] = ("week", "month", "quarter", "year")
-    lookback: Callable[[Period], Period] | None = None
+    # The earlier periods a period's figures are compared with (growth: the previous one, a year before).
+    compare: Callable[[Period], Iterable[Period]] | None = None
     opening_balance: bool = False
     date_is_day: bool = False
     window: bool = False

@@ -133,7 +133,7 @@ CLOSED_DEALS = Dataset(
         "won_priced_amount": total("amount", Q(status=WON) & PRICED, scale=CENTS),
     },
     # Growth compares with the previous period and the same period a year earlier.
-    lookback=lambda p: year_before(p).previous(),
+    compare=lambda p: (p.previous(), year_before(p)),
     touches=(reopened_deal_days,),
 )
 

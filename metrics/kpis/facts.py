@@ -28,7 +28,7 @@ from metrics.kpis.base import Context, Dirty
 from metrics.kpis.dataset import Dataset
 from metrics.kpis.sql import Grouped, create_day_table, fact_columns, inner_query, periods_from_days
 from metrics.models import KpiFact, KpiFactState, Scope
-from metrics.periods import floor_date, local_date, reporting_tz, shift_date
+from metrics.periods import Period, floor_date, local_date, reporting_tz, shift_date
 
 TABLE = KpiFact._meta.db_table
 # Changes committed up to this long after they were stamped are still seen by the next run (a
@@ -83,18 +83,54 @@ def grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     """
     ctx.tracked[ds.name] = ds
     if ctx.incremental:
-        since = watermark(ctx, ds)
-        if ds.refresh:
-            refresh(ctx, ds, since)
-        else:
-            ctx.dirty[ds.name] = Dirty(frozenset(), ds.lookback, ds.opening_balance)
+        if ds.name not in ctx.dirty:
+            raise LookupError(
+                f"dataset {ds.name!r} was not prepared: list it where metrics.kpis.datasets finds it"
+            )
         return read(ctx, ds, grans)
     return build(ctx, ds, grans)
 
 
+LONG_PERIODS = ("quarter", "year")
+
+
+def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
+    """The first step of an incremental run: for every dataset, find the days whose records changed
+    since its watermark and rewrite their facts; then mark the periods those days count for as touched.
+
+    Statistics (medians, percentiles) of quarters and years need every record of the period, a second
+    or more at a million deals: the every-few-minutes run leaves them out, an hourly run
+    (``long_statistics``) computes just them, with a watermark of its own.
+    Raises FactsMissing when a dataset has no facts of its current definition.
+    """
+    columns = ("dataset", "signature", "long_refreshed_at" if ctx.long_statistics else "refreshed_at")
+    states = {name: state for name, *state in KpiFactState.objects.values_list(*columns)}
+    for ds in datasets:
+        if ds.always:
+            continue
+        ctx.tracked[ds.name] = ds
+        if not ds.additive:
+            ctx.statistics.add(ds.name)
+        elif ctx.long_statistics:
+            ctx.dirty[ds.name] = Dirty(frozenset(), ds.compare, ds.opening_balance)
+            continue
+        since = watermark(ctx, ds, states.get(ds.name))
+        days = dirty_days(ctx, ds, since) if ds.refresh else set()
+        ctx.dirty[ds.name] = Dirty(frozenset(days), ds.compare, ds.opening_balance)
+        if ds.uses_facts and days:
+            rewrite(ctx, ds, days)
+    ctx.touched = {
+        g: {p for p in periods if ctx.everything or any(d.touches(p) for d in ctx.dirty.values())}
+        for g, periods in ctx.periods.items()
+    }
+    if not ctx.long_statistics:
+        for name in ctx.statistics:
+            ctx.skipped[name] = {p for g in LONG_PERIODS for p in ctx.touched.get(g, ())}
+
+
 def _covering(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, date]:
-    """Whole weeks and months around the requested periods (and their lookback)."""
-    lo, hi = ctx.bounds(grans, ds.lookback)
+    """Whole weeks and months around the requested periods (and those compared with)."""
+    lo, hi = ctx.bounds(grans, ds.compare)
     first, last = local_date(lo), local_date(hi - timedelta(microseconds=1))
     start = min(floor_date(first, WEEK), floor_date(first, MONTH))
     after = max(_next(floor_date(last, WEEK), WEEK), _next(floor_date(last, MONTH), MONTH))
@@ -192,27 +228,24 @@ def dirty_days(ctx: Context, ds: Dataset, since: datetime) -> set[date]:
     return days
 
 
-def watermark(ctx: Context, ds: Dataset) -> datetime:
-    """Changes stamped from this instant on may be missing from the dataset's facts.
+def watermark(ctx: Context, ds: Dataset, state: Sequence[Any] | None) -> datetime:
+    """Changes stamped from this instant on may be missing from the dataset's facts (``state``: its
+    stored signature and refresh time).
 
     Raises FactsMissing when the dataset has no facts, or facts of another definition.
     """
-    state = KpiFactState.objects.filter(dataset=ds.name).values_list("signature", "refreshed_at").first()
-    if state is None or state[0] != signature(ctx, ds):
+    if state is None or state[0] != signature(ctx, ds) or state[1] is None:
         raise FactsMissing(ds.name)
     return state[1] - WATERMARK_MARGIN
 
 
-def refresh(ctx: Context, ds: Dataset, since: datetime) -> None:
-    """Rewrite the facts of the days whose records changed since ``since`` (the dataset's watermark)."""
-    days = dirty_days(ctx, ds, since)
-    ctx.dirty[ds.name] = Dirty(frozenset(days), ds.lookback, ds.opening_balance)
-    if days:
-        rewrite(ctx, ds, days)
-
-
 def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
-    """Recompute the facts of ``days`` from the records and re-add their weeks and months."""
+    """Recompute the facts of ``days`` from the records and re-add their weeks and months.
+
+    Two statements after the scan: one delete, one insert of the new day facts and of the weeks and
+    months around them (from the day facts where the week or month starts on or after the horizon,
+    else from the records, scanned for the whole week or month).
+    """
     hz = horizon(ctx.now)
     recent = sorted({d for d in days if d >= hz})
     spans: list[tuple[date, date]] = [(d, _next(d, DAY)) for d in recent]
@@ -230,66 +263,93 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     table = f"kpi_day_{ds.name}"
     create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
+    columns = ", ".join(f"k_p{i}" for i in range(n))
+    unpacked = ", ".join(f"values[{i + 1}]" for i in range(n))
+    # The day rows of a week or month re-added from days: the stored day facts of its other days, and
+    # the new ones of the rewritten days.
+    other_days = (
+        f"SELECT day AS k_day, scope, scope_id, {unpacked} FROM {TABLE} "  # noqa: S608
+        "WHERE dataset = %(name)s AND grain = 'day' AND day >= %(lo)s AND day < %(hi)s "
+        "AND NOT day = ANY(%(recent)s)"
+    )
+    params = {"name": ds.name, "recent": recent}
+    new_days = f"SELECT k_day, scope, scope_id, {columns} FROM {table} WHERE k_day = ANY(%(recent)s)"  # noqa: S608
+    parts = [f"SELECT 'day' AS grain, k_day AS day, scope, scope_id, {columns} FROM ({new_days}) AS d"]  # noqa: S608
+    for grain in (WEEK, MONTH):
+        for source, firsts in (("days", from_days[grain]), ("records", from_records[grain])):
+            if not firsts:
+                continue
+            key = f"{grain}_{source}"
+            params[key] = sorted(firsts)
+            lo, hi = min(firsts), _next(max(firsts), grain)
+            rows = f"SELECT k_day, scope, scope_id, {columns} FROM {table}"  # noqa: S608
+            if source == "days":
+                params[f"{key}_lo"], params[f"{key}_hi"] = lo, hi
+                stored = other_days.replace("%(lo)s", f"%({key}_lo)s").replace("%(hi)s", f"%({key}_hi)s")
+                rows = f"{new_days} UNION ALL {stored}"
+            first = f"date_trunc('{grain}', k_day)::date"
+            sums = ", ".join(f"sum(k_p{i})" for i in range(n))
+            parts.append(
+                f"SELECT '{grain}', {first}, scope, scope_id, {sums} FROM ({rows}) AS r "  # noqa: S608
+                f"WHERE {first} = ANY(%({key})s) GROUP BY 2, 3, 4"
+            )
+    weeks, months = (
+        sorted(from_days[WEEK] | from_records[WEEK]),
+        sorted(from_days[MONTH] | from_records[MONTH]),
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {TABLE} WHERE dataset = %s AND grain = 'day' AND day = ANY(%s)",  # noqa: S608
-            [ds.name, recent],
+            f"DELETE FROM {TABLE} WHERE dataset = %(name)s AND ((grain = 'day' AND day = ANY(%(recent)s)) "  # noqa: S608
+            "OR (grain = 'week' AND day = ANY(%(weeks)s)) OR (grain = 'month' AND day = ANY(%(months)s)))",
+            {**params, "weeks": weeks, "months": months},
         )
         cursor.execute(
             f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-            f"SELECT %s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {table} WHERE k_day = ANY(%s)",
-            [ds.name, recent],
+            f"SELECT %(name)s, grain, day, scope, scope_id, {_values_sql(n)} FROM ("
+            + " UNION ALL ".join(parts)
+            + ") AS f",
+            params,
         )
-        record_sums = _sums_sql(n)
-        for grain in (WEEK, MONTH):
-            firsts = sorted(from_days[grain] | from_records[grain])
-            cursor.execute(
-                f"DELETE FROM {TABLE} WHERE dataset = %s AND grain = %s AND day = ANY(%s)",  # noqa: S608
-                [ds.name, grain, firsts],
-            )
-            if from_records[grain]:
-                cursor.execute(
-                    f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-                    f"SELECT %s, %s, date_trunc(%s, k_day)::date AS first, scope, scope_id, {record_sums} "
-                    f"FROM {table} WHERE date_trunc(%s, k_day)::date = ANY(%s) GROUP BY 3, 4, 5",
-                    [ds.name, grain, grain, grain, sorted(from_records[grain])],
-                )
-            if from_days[grain]:
-                fact_sums = _sums_sql(n, "values")
-                cursor.execute(
-                    f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-                    f"SELECT dataset, %s, date_trunc(%s, day)::date, scope, scope_id, {fact_sums} "
-                    f"FROM {TABLE} WHERE dataset = %s AND grain = 'day' "
-                    "AND date_trunc(%s, day)::date = ANY(%s) GROUP BY 1, 3, 4, 5",
-                    [grain, grain, ds.name, grain, sorted(from_days[grain])],
-                )
         cursor.execute(f"DROP TABLE {table}")
 
 
 def read(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
-    """Sum the requested periods from the stored facts: weeks from week facts, the rest from months."""
+    """Sum the periods an incremental run needs from the stored facts: weeks from week facts, the rest
+    from month facts. A stock reads every fact before them, added up into its opening balance."""
     out: Grouped = {}
     n = len(fact_columns(ds))
     columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
-        if not wanted:
+        needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
+        if not needed:
             continue
-        lo, hi = ctx.bounds(wanted, ds.lookback)
-        first, after = local_date(lo), local_date(hi - timedelta(microseconds=1)) + timedelta(days=1)
+        first = min(p.first_day for p in needed)
         source = (
             f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = %s AND grain = %s AND day < %s"
+            "WHERE dataset = %s AND grain = %s"
         )
-        params: list = [ds.name, grain, after]
-        if not ds.opening_balance:
-            source += " AND day >= %s"
-            params.append(floor_date(first, grain))
+        params: list = [ds.name, grain]
+        if ds.opening_balance:
+            source += " AND day < %s"
+            params.append(max(p.next().first_day for p in needed))
+        else:
+            firsts = sorted({d for p in needed for d in _firsts(p, grain)})
+            source += " AND day = ANY(%s)"
+            params.append(firsts)
         out.update(
             periods_from_days(
                 ctx, ds, source, params, grans=wanted, opening_day=first if ds.opening_balance else None
             )
         )
     return out
+
+
+def _firsts(period: Period, grain: str) -> Iterator[date]:
+    """The first days of the facts of ``grain`` that make up ``period``."""
+    day, end = period.first_day, period.next().first_day
+    while day < end:
+        yield day
+        day = _next(day, grain)
 
 
 class FactsMissing(LookupError):
@@ -300,8 +360,21 @@ class FactsMissing(LookupError):
 # ---------------------------------------------------------------------------------------------------------
 
 
+_SIGNATURES: dict[int, tuple[Dataset, str]] = {}
+
+
 def signature(ctx: Context, ds: Dataset) -> str:
     """A hash of everything that shapes a dataset's facts: its SQL, scopes and measure columns."""
+    cached = _SIGNATURES.get(id(ds))
+    if cached is not None and cached[0] is ds:
+        return cached[1]
+    if len(_SIGNATURES) > 500:  # datasets built per run (the funnel) must not pile up
+        _SIGNATURES.clear()
+    _SIGNATURES[id(ds)] = (ds, _signature(ctx, ds))
+    return _SIGNATURES[id(ds)][1]
+
+
+def _signature(ctx: Context, ds: Dataset) -> str:
     spans = [(date(2000, 1, 1), date(2000, 1, 2))]
     if ds.day_sql is not None:
         sql, where = ds.day_sql(ctx, spans)[0], ""
@@ -313,21 +386,36 @@ def signature(ctx: Context, ds: Dataset) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def staff_signature() -> str:
-    """A hash of who is in which team and who holds a seat: team figures and licences depend on it."""
-    users = User.objects.order_by("pk").values_list("pk", "team_id", "is_service_account")
-    seats = Seat.objects.order_by("pk").values_list("pk", "user_id", "started_at", "ended_at")
-    return hashlib.sha256(repr((list(users), list(seats))).encode()).hexdigest()
+def inputs_signature() -> str:
+    """A hash of the small tables every period's figures depend on besides the records: who is in which
+    team and holds a seat (team figures, licences), spend, CRM costs and company settings (unit
+    economics), pipeline stages (weighted pipeline, funnel) and surveys (satisfaction)."""
+    from crm.models import CompanySettings, CrmCostItem, PipelineStage, SpendEntry
+    from surveys.models import Survey
+
+    tables = [
+        User.objects.values_list("pk", "team_id", "is_service_account"),
+        Seat.objects.values_list("pk", "user_id", "started_at", "ended_at"),
+        SpendEntry.objects.values_list("pk", "month", "category", "channel", "amount"),
+        CrmCostItem.objects.values_list(),
+        CompanySettings.objects.values_list(),
+        PipelineStage.objects.values_list("pk", "pipeline_id", "order", "probability", "kind"),
+        Survey.objects.values_list("pk", "kind", "nps_type", "positive_min", "is_active"),
+    ]
+    return hashlib.sha256(repr([list(t.order_by("pk")) for t in tables]).encode()).hexdigest()
 
 
-def staff_changed() -> bool:
-    """Whether teams or seats changed since snapshots were last written from the facts."""
-    return KpiFactState.objects.exclude(teams=staff_signature()).exists()
+def inputs_changed(ctx: Context) -> bool:
+    """Whether those tables changed since snapshots were last written from the facts (by a run like
+    this one: the hourly run of the statistics of quarters and years keeps a signature of its own)."""
+    field = "long_inputs" if ctx.long_statistics else "inputs"
+    return KpiFactState.objects.exclude(**{field: inputs_signature()}).exists()
 
 
 def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bool) -> None:
-    """Record that the facts are complete up to ``at`` (and, after a full build, by which definition)."""
-    staff = staff_signature()
+    """Record that the facts are complete up to ``at`` (and, after a full build, by which definition);
+    after an hourly run of the statistics of quarters and years, that those are."""
+    inputs = inputs_signature()
     for ds in datasets:
         if rebuilt:
             KpiFactState.objects.update_or_create(
@@ -336,11 +424,16 @@ def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bo
                     "signature": signature(ctx, ds),
                     "built_at": at,
                     "refreshed_at": at,
-                    "teams": staff,
+                    "long_refreshed_at": at,
+                    "inputs": inputs,
+                    "long_inputs": inputs,
                 },
             )
+        elif ctx.long_statistics:
+            stamp = {"long_refreshed_at": at} if ds.name in ctx.statistics else {}
+            KpiFactState.objects.filter(dataset=ds.name).update(long_inputs=inputs, **stamp)
         else:
-            KpiFactState.objects.filter(dataset=ds.name).update(refreshed_at=at, teams=staff)
+            KpiFactState.objects.filter(dataset=ds.name).update(refreshed_at=at, inputs=inputs)
 
 
 # Totals over arbitrary ranges

@@ -415,6 +415,14 @@ def _funnel_dataset() -> tuple[Dataset, list[PipelineStage]]:
     return dataset, stages
 
 
+def _funnel_of_run(ctx: Context) -> Dataset:
+    return ctx.memo("funnel_dataset", _funnel_dataset)[0]
+
+
+# The funnel's measures depend on the pipeline's stages: built per run.
+DATASET_FACTORIES = [_funnel_of_run]
+
+
 def _funnel(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     dataset, stages = ctx.memo("funnel_dataset", _funnel_dataset)
     if not stages:

@@ -9,7 +9,7 @@ separate KPIs, never pooled. Survey KPIs carry their sample size, a 95 % interva
 
 import math
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, dec, drill, grouped, rows_from, total
-from metrics.kpis.datasets import live
+from metrics.kpis.datasets import live, local_days
 from metrics.models import Scope
 from metrics.periods import Period
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
@@ -67,8 +67,24 @@ ANSWERS = Dataset(
         "ces_sumsq": total(F("score") * F("score"), CES),
     },
     # NPS compares each period with the one before it (significance of the change).
-    lookback=lambda p: p.previous(),
+    compare=lambda p: (p.previous(),),
+    # An answer is counted when its score is submitted; editing the comment later changes nothing here.
+    changed=(),
 )
+
+
+def _answered_invitation_days(ctx: Context, since: datetime) -> set[date]:
+    """Opening, answering or completing a link changes its invitation's row, on the day it was sent.
+
+    Links can only be used inside their response window, so only invitations sent within the longest
+    window before ``since`` can have changed.
+    """
+    sent_since = since - _longest_window(ctx) - timedelta(days=1)
+    changed = SurveyInvitation.objects.filter(sent_at__gte=sent_since).filter(
+        Q(opened_at__gte=since) | Q(started_at__gte=since) | Q(completed_at__gte=since)
+    )
+    return local_days(changed, "sent_at")
+
 
 INVITATIONS = Dataset(
     name="survey_invitations",
@@ -81,6 +97,7 @@ INVITATIONS = Dataset(
         "started": count(Q(started_at__isnull=False)),
         "completed": count(Q(status=SurveyInvitation.Status.COMPLETED)),
     },
+    touches=(_answered_invitation_days,),
 )
 
 

@@ -1,0 +1,201 @@
+"""The incremental KPI runs against full rebuilds: after ordinary work, both leave the same numbers.
+
+The every-few-minutes run rewrites only the facts of the days whose records changed since the last
+run and recomputes the periods those days count for; the hourly run does the same for the medians and
+percentiles of quarters and years. Whatever they skip must be what a full rebuild would leave as is.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from crm import services
+from crm.models import Customer, Deal
+from metrics.kpis import facts
+from metrics.models import KpiFact, KpiFactState, KpiSnapshot, SnapshotRun
+from metrics.periods import GRANULARITIES, recent_periods
+from metrics.services import (
+    snapshots_rebuild_all,
+    snapshots_recompute_long_statistics,
+    snapshots_recompute_recent,
+)
+from surveys import services as survey_services
+from tests.factories import (
+    make_agent,
+    make_answer,
+    make_closed_deal,
+    make_customer,
+    make_deal,
+    make_invitation,
+    make_login,
+    make_survey,
+    make_team,
+    make_ticket,
+    make_usage_event,
+    make_user,
+    stage,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_margin(monkeypatch):
+    """Rows written before a run are not "changed since" it (the margin covers slow commits in production)."""
+    monkeypatch.setattr(facts, "WATERMARK_MARGIN", timedelta(0))
+
+
+def recent_table() -> list[tuple]:
+    """The snapshot rows of the recent periods, without ids and computation times, in key order."""
+    starts = {(g, p.start) for g in GRANULARITIES for p in recent_periods(g, timezone.now(), 3)}
+    fields = [f.name for f in KpiSnapshot._meta.fields if f.name not in ("id", "computed_at")]
+    rows = KpiSnapshot.objects.order_by("kpi", "granularity", "scope", "scope_id", "period_start")
+    return [row for row in rows.values_list(*fields) if (row[1], row[2]) in starts]
+
+
+def facts_table() -> list[tuple]:
+    return list(
+        KpiFact.objects.order_by("dataset", "grain", "day", "scope", "scope_id").values_list(
+            "dataset", "grain", "day", "scope", "scope_id", "values"
+        )
+    )
+
+
+@pytest.fixture
+def company(no_auto_assign):
+    """A little company with history in the recent weeks, months and years."""
+    now = timezone.now()
+    ago = lambda **kw: now - timedelta(**kw)  # noqa: E731
+    r1, r2 = make_user(team=make_team()), make_user(team=make_team())
+    agent = make_agent()
+    c1 = make_customer(r1, at=ago(days=400))
+    c2 = make_customer(r1, at=ago(days=60))
+    c3 = make_customer(r2, at=ago(days=10))
+    lead = make_customer(r2, status=Customer.Status.LEAD, at=ago(days=30))
+    churned = make_customer(r2, at=ago(days=200))
+    services.customer_set_status(
+        customer=churned, status=Customer.Status.CHURNED, actor=r2, at=ago(days=40), reason="price"
+    )
+    won_earlier = make_closed_deal(c1, created=ago(days=50), closed=ago(days=20), amount=Decimal(800))
+    make_closed_deal(c1, created=ago(days=30), closed=ago(days=3), amount=Decimal(300))
+    make_closed_deal(c2, created=ago(days=30), closed=ago(days=5), won=False)
+    make_closed_deal(c2, created=ago(days=300), closed=ago(days=100), amount=Decimal(1200))
+    open_deal = make_deal(c3, at=ago(days=9), amount=Decimal(500))
+    services.deal_move_stage(deal=open_deal, stage=stage("open", 20), actor=r2, at=ago(days=6))
+    other_open = make_deal(c2, at=ago(days=12), amount=Decimal(700))
+    solved = make_ticket(c1, at=ago(days=10), assignee=agent)
+    services.ticket_reply(ticket=solved, actor=agent, body="On it", at=ago(days=9))
+    services.ticket_set_status(ticket=solved, status="solved", actor=agent, at=ago(days=8))
+    waiting = make_ticket(c2, at=ago(days=2), assignee=agent, priority="high")
+    for days in (1, 4, 15):
+        make_usage_event(r1, ago(days=days))
+        make_login(r2, ago(days=days))
+    survey = make_survey("nps")
+    make_answer(survey, c1, 9, ago(days=12))
+    invitation = make_invitation(survey, c3, sent_at=ago(days=5))
+    return {
+        "reps": (r1, r2),
+        "agent": agent,
+        "lead": lead,
+        "churned": churned,
+        "c2": c2,
+        "won_earlier": won_earlier,
+        "open_deal": open_deal,
+        "other_open": other_open,
+        "solved": solved,
+        "waiting": waiting,
+        "invitation": invitation,
+    }
+
+
+def work_now(company) -> None:
+    """A few minutes of ordinary work, through the services, after the last run."""
+    r1, r2 = company["reps"]
+    agent = company["agent"]
+    services.deal_move_stage(deal=company["open_deal"], stage=stage("won"), actor=r2)
+    # Reopened: leaves the day it was won, 20 days ago.
+    services.deal_move_stage(deal=company["won_earlier"], stage=stage("open", 20), actor=r1)
+    services.deal_move_stage(
+        deal=company["other_open"], stage=stage("lost"), actor=r1, lost_reason="Went elsewhere"
+    )
+    # A lead created a month ago converts: counts for the month it was created in.
+    services.customer_set_status(customer=company["lead"], status=Customer.Status.ACTIVE, actor=r2)
+    services.customer_set_status(customer=company["c2"], status=Customer.Status.CHURNED, actor=r1, reason="x")
+    services.customer_set_status(customer=company["churned"], status=Customer.Status.ACTIVE, actor=r2)
+    make_customer(r2)
+    services.ticket_reply(ticket=company["waiting"], actor=agent, body="Answer")
+    services.ticket_set_status(ticket=company["waiting"], status="solved", actor=agent)
+    # Reopened: leaves the day it was solved on, 8 days ago.
+    services.ticket_set_status(ticket=company["solved"], status="open", actor=agent)
+    make_usage_event(r2, timezone.now())
+    make_login(r1, timezone.now())
+    survey_services.invitation_mark_opened(invitation=company["invitation"])
+    survey_services.response_submit_score(invitation_id=company["invitation"].pk, score=3)
+
+
+def test_incremental_runs_leave_what_a_full_rebuild_leaves(company):
+    snapshots_rebuild_all()
+    work_now(company)
+    recent = snapshots_recompute_recent()
+    long = snapshots_recompute_long_statistics()
+    assert (recent.kind, recent.status, long.kind, long.status) == ("recent", "ok", "long", "ok")
+    incremental, incremental_facts = recent_table(), facts_table()
+    assert len(incremental) > 500
+
+    snapshots_rebuild_all()
+    assert recent_table() == incremental
+    assert facts_table() == incremental_facts
+
+
+def test_recent_run_recomputes_only_the_periods_changes_count_for(company):
+    snapshots_rebuild_all()
+    quiet = snapshots_recompute_recent()
+    # Nothing changed: only the current periods (the day since the last run) are rewritten.
+    current = {(g, recent_periods(g, timezone.now(), 0)[0].start) for g in GRANULARITIES}
+    touched = set(
+        KpiSnapshot.objects.filter(computed_at__gte=quiet.started_at).values_list(
+            "granularity", "period_start"
+        )
+    )
+    assert touched <= current
+    # Statistics of quarters and years wait for the hourly run.
+    assert not KpiSnapshot.objects.filter(
+        computed_at__gte=quiet.started_at, kpi="median_deal_size", granularity__in=["quarter", "year"]
+    ).exists()
+
+
+def test_recent_run_without_facts_rebuilds_everything(company):
+    run = snapshots_recompute_recent()
+    assert run.kind == SnapshotRun.Kind.FULL and run.status == SnapshotRun.Status.OK
+    assert KpiFactState.objects.filter(dataset="closed_deals").exists()
+    # A changed definition (here: a stored signature that no longer matches) also rebuilds.
+    KpiFactState.objects.filter(dataset="closed_deals").update(signature="old")
+    assert snapshots_recompute_recent().kind == SnapshotRun.Kind.FULL
+    assert snapshots_recompute_recent().kind == SnapshotRun.Kind.RECENT
+
+
+def test_team_change_recomputes_every_recent_period(company):
+    snapshots_rebuild_all()
+    r1, _r2 = company["reps"]
+    new_team = make_team()
+    type(r1).objects.filter(pk=r1.pk).update(team=new_team)
+    snapshots_recompute_recent()
+    snapshots_recompute_long_statistics()
+    team_rows = recent_table()
+    assert any(row[4:6] == ("team", str(new_team.pk)) for row in team_rows)
+    snapshots_rebuild_all()
+    assert recent_table() == team_rows
+
+
+def test_current_pipeline_takes_amount_edits_at_once(company):
+    snapshots_rebuild_all()
+    deal = Deal.objects.get(pk=company["open_deal"].pk)
+    services.deal_update(deal=deal, actor=deal.owner, data={"amount": Decimal(5000)}, version=deal.version)
+    snapshots_recompute_recent()
+    current = recent_periods("month", timezone.now(), 0)[0]
+    pipeline = KpiSnapshot.objects.get(
+        kpi="pipeline_value", granularity="month", scope="company", period_start=current.start
+    )
+    assert pipeline.value == Decimal(5700)
