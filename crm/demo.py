@@ -49,7 +49,7 @@ COLUMNS = {
     "crm_customerstatuschange": "id, customer_id, from_status, to_status, at, by_id, reason",
     "crm_deal": "id, customer_id, owner_id, title, amount, kind, stage_id, status, probability, source, "
     "expected_close_date, created_at, updated_at, closed_at, lost_reason, term_start, term_end, "
-    "renewal_of_id, version",
+    "renewal_of_id, version, last_activity_at",
     "crm_dealstagechange": "id, deal_id, from_stage_id, to_stage_id, at, by_id",
     "crm_ticket": "id, customer_id, assignee_id, created_by_id, subject, description, priority, status, "
     "category, channel, is_spam, created_at, updated_at, first_response_at, first_solved_at, solved_at, "
@@ -1048,7 +1048,9 @@ class History:
             f"{status}\t"
             f"{probability}\t{acc.source}\t{cal.isodates[expected] if expected else NULL}\t{ts(created)}\t"
             f"{ts(last)}\t{ts(last) if status != 'open' else NULL}\t{reason if status == 'lost' else ''}\t"
-            f"{term}\t{_n(renewal_of)}\t{len(path)}\n"
+            # Every activity of a generated deal is logged at one of its stage moves: the last move is
+            # its last activity.
+            f"{term}\t{_n(renewal_of)}\t{len(path)}\t{ts(last)}\n"
         )
         if imported is not None:  # one stage change, straight to won; the usage event is the import's
             importer, at = imported

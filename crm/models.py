@@ -167,6 +167,12 @@ class Customer(models.Model):
             GinIndex(OpClass("name_key", "gin_trgm_ops"), name="customer_name_key_trgm"),
             GinIndex(OpClass(Upper("name"), "gin_trgm_ops"), name="customer_name_upper_trgm"),
             models.Index(fields=["name", "id"], name="customer_name_id"),
+            # The few customers every KPI leaves out (metrics.kpis.datasets.live).
+            models.Index(
+                fields=["id"],
+                condition=Q(merged_into__isnull=False) | Q(is_internal=True),
+                name="customer_excluded",
+            ),
             models.Index(fields=["-updated_at"], name="customer_updated"),
         ]
 
@@ -325,8 +331,10 @@ class Deal(models.Model):
         related_name="renewals",
     )
     version = models.PositiveIntegerField(default=1, editable=False)
+    # The latest stage move or activity logged on the deal (services keep it): staleness at a glance.
+    last_activity_at = models.DateTimeField(_("last activity"), null=True, blank=True, editable=False)
 
-    history = HistoricalRecords(excluded_fields=["updated_at"])
+    history = HistoricalRecords(excluded_fields=["updated_at", "last_activity_at"])
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
@@ -249,7 +251,13 @@ def deal_create(
     )
     owner = actor if actor.is_rep else (owner or customer.owner or actor)
     deal = Deal(
-        customer=customer, owner=owner, title=title, created_at=at, updated_at=timezone.now(), **fields
+        customer=customer,
+        owner=owner,
+        title=title,
+        created_at=at,
+        updated_at=timezone.now(),
+        last_activity_at=at,
+        **fields,
     )
     _apply_stage(deal, stage, at=at, lost_reason=lost_reason)
     _set_history_user(deal, actor)
@@ -339,6 +347,7 @@ def deal_move_stage(
     previous = current.stage
     _apply_stage(current, stage, at=at, lost_reason=lost_reason)
     current.updated_at = timezone.now()
+    current.last_activity_at = max(filter(None, (current.last_activity_at, at)))
     current.version += 1
     _set_history_user(current, actor)
     _save(current)
@@ -562,6 +571,11 @@ def activity_log(
         done_at=at if done else None,
     )
     _save(activity)
+    if deal is not None:
+        # A plain column update: no new deal version, no history row for a logged call.
+        Deal.objects.filter(pk=deal.pk).update(
+            last_activity_at=Greatest(Coalesce("last_activity_at", Value(at)), Value(at))
+        )
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=activity, via=via, at=at)
     return activity
 

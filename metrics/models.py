@@ -66,7 +66,11 @@ class KpiSnapshot(models.Model):
                 name="kpisnapshot_scope_id",
             ),
         ]
-        indexes = [models.Index(fields=["granularity", "period_start"], name="kpisnapshot_period_idx")]
+        indexes = [
+            models.Index(fields=["granularity", "period_start"], name="kpisnapshot_period_idx"),
+            # The periods a recompute covers, per KPI: its stale rows are found through this.
+            models.Index(fields=["kpi", "granularity", "period_start"], name="kpisnapshot_kpi_period"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kpi} {self.granularity} {self.period_start:%Y-%m-%d} {self.scope}:{self.scope_id}"

@@ -52,13 +52,16 @@ Progress = Callable[[str], None]
 
 # Built from the column names above only; every value travels through COPY or parameters.
 _COLUMNS = ", ".join(SNAPSHOT_COLUMNS)
-_CHANGED = " OR ".join(f"s.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
+_CHANGED = " OR ".join(f"s.{c} IS DISTINCT FROM t.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
+# MERGE joins the staged rows to the table in bulk (a hash join) instead of probing the unique index row by
+# row as INSERT … ON CONFLICT does; unchanged rows are left alone (no new row versions).
 UPSERT_SQL = f"""
-    INSERT INTO metrics_kpisnapshot AS s ({_COLUMNS})
-    SELECT {_COLUMNS} FROM kpi_stage
-    ON CONFLICT ({", ".join(KEY_COLUMNS)})
-    DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED_COLUMNS)}
-    WHERE {_CHANGED}
+    MERGE INTO metrics_kpisnapshot AS s USING kpi_stage AS t
+    ON {" AND ".join(f"s.{k} = t.{k}" for k in KEY_COLUMNS)}
+    WHEN MATCHED AND ({_CHANGED}) THEN
+        UPDATE SET {", ".join(f"{c} = t.{c}" for c in UPDATED_COLUMNS)}
+    WHEN NOT MATCHED THEN
+        INSERT ({_COLUMNS}) VALUES ({", ".join(f"t.{c}" for c in SNAPSHOT_COLUMNS)})
 """  # noqa: S608
 DELETE_STALE_SQL = f"""
     DELETE FROM metrics_kpisnapshot s USING kpi_cover c
@@ -260,20 +263,27 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
             """
         )
         staged = 0
+        text = _CopyText(computed_at)
         for kpi in kpis:
             rows, cover = kpi_rows(ctx, kpi)
             with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
-                for row, period in rows:
-                    copy.write_row(_copy_tuple(kpi, row, period, computed_at))
+                for start in range(0, len(rows), 5000):
+                    copy.write(
+                        "".join(text.line(kpi, row, period) for row, period in rows[start : start + 5000])
+                    )
             staged += len(rows)
             with cursor.cursor.copy("COPY kpi_cover (kpi, granularity, period_start) FROM STDIN") as copy:
                 for g, period in cover:
                     copy.write_row((kpi.code, g, period.start))
             if progress:
                 progress(kpi.code)
+        cursor.execute("ANALYZE kpi_stage, kpi_cover")
         cursor.execute(UPSERT_SQL)
         # Rows of a recomputed period that this run did not produce (a scope that no longer has data).
+        # A merge join would sort both sides on their text keys: hash the staged rows instead.
+        cursor.execute("SET LOCAL enable_mergejoin = off")
         cursor.execute(DELETE_STALE_SQL)
+        cursor.execute("SET LOCAL enable_mergejoin = on")
         cursor.execute("DROP TABLE kpi_stage, kpi_cover")
     return staged
 
@@ -304,24 +314,41 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
     return out, cover
 
 
-def _copy_tuple(kpi: Kpi, row: Row, period: Period, computed_at: datetime) -> tuple:
-    return (
-        kpi.code,
-        row.granularity,
-        period.start,
-        period.end,
-        row.scope,
-        row.scope_id,
-        # numeric(24, 6) columns round the values on the way in.
-        row.value,
-        row.numerator,
-        row.denominator,
-        row.sample_size,
-        json.dumps(row.extra) if row.extra else "{}",
-        row.provisional,
-        computed_at,
-        kpi.definition_version,
-    )
+class _CopyText:
+    """Snapshot rows as lines of PostgreSQL's COPY text format, built directly: a million rows a full
+    rebuild writes cost seconds less than one ``write_row`` per row. Codes, scopes and ids hold no tabs,
+    newlines or backslashes; the JSON details get their backslashes doubled."""
+
+    def __init__(self, computed_at: datetime) -> None:
+        self.computed_at = computed_at.isoformat()
+        self.bounds: dict[Period, str] = {}
+
+    def line(self, kpi: Kpi, row: Row, period: Period) -> str:
+        bounds = self.bounds.get(period)
+        if bounds is None:
+            bounds = self.bounds[period] = f"{period.start.isoformat()}\t{period.end.isoformat()}"
+        extra = json.dumps(row.extra).replace("\\", "\\\\") if row.extra else "{}"
+        values = (
+            kpi.code,
+            row.granularity,
+            bounds,
+            row.scope,
+            row.scope_id,
+            # numeric(24, 6) columns round the values on the way in.
+            _copy_value(row.value),
+            _copy_value(row.numerator),
+            _copy_value(row.denominator),
+            _copy_value(row.sample_size),
+            extra,
+            "t" if row.provisional else "f",
+            self.computed_at,
+            str(kpi.definition_version),
+        )
+        return "\t".join(values) + "\n"
+
+
+def _copy_value(value: object) -> str:
+    return "\\N" if value is None else str(value)
 
 
 # RFM

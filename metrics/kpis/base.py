@@ -137,6 +137,8 @@ class Context:
     reads: set[str] = field(default_factory=set)
     # Every dataset kept as facts or tracked by a watermark that this run computed.
     tracked: dict[str, Any] = field(default_factory=dict)
+    # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
+    scan: list[tuple[Any, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}

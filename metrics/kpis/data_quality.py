@@ -7,7 +7,7 @@ Checked records: customers that are not merged duplicates or internal, and their
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +15,8 @@ from django.db.models import (
     BooleanField,
     Count,
     DateTimeField,
-    Exists,
     ExpressionWrapper,
     F,
-    OuterRef,
     Q,
     QuerySet,
     Value,
@@ -28,7 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from crm.models import Activity, Customer, Deal, DealStageChange
+from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
@@ -73,17 +71,17 @@ DQ_CUSTOMERS = Dataset(
 )
 
 
+def _is_stale(now: datetime) -> Q:
+    """Open and untouched for 30 days (no stage move, no activity logged), or past its expected close."""
+    since = now - timedelta(days=STALE_DAYS)
+    untouched = Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=since)
+    return Q(created_at__lt=since) & untouched | Q(expected_close_date__lt=local_date(now))
+
+
 def _open_deal_rows(ctx: Context) -> QuerySet:
-    since = ctx.now - timedelta(days=STALE_DAYS)
-    touched = Activity.objects.filter(deal__isnull=False, created_at__gte=since).values("deal_id")
-    moved = DealStageChange.objects.filter(at__gte=since).values("deal_id")
     return Deal.objects.filter(live("customer__"), status=OPEN).annotate(
         as_of=Value(ctx.now, output_field=DateTimeField()),
-        stale=ExpressionWrapper(
-            Q(created_at__lt=since) & ~Q(pk__in=touched) & ~Q(pk__in=moved)
-            | Q(expected_close_date__lt=local_date(ctx.now)),
-            output_field=BooleanField(),
-        ),
+        stale=ExpressionWrapper(_is_stale(ctx.now), output_field=BooleanField()),
     )
 
 
@@ -263,19 +261,10 @@ def _customer_drill(condition: Q) -> Any:
 
 
 def _stale_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    now = timezone.now()
     qs = deal_list(user=user).filter(
         live("customer__"), status=OPEN, **({} if scope == Scope.COMPANY else {DEAL_SCOPES[scope]: scope_id})
     )
-    if part == "numerator":
-        since = now - timedelta(days=STALE_DAYS)
-        recent = Activity.objects.filter(deal=OuterRef("pk"), created_at__gte=since)
-        moved = DealStageChange.objects.filter(deal=OuterRef("pk"), at__gte=since)
-        qs = qs.filter(
-            Q(created_at__lt=since) & ~Exists(recent) & ~Exists(moved)
-            | Q(expected_close_date__lt=local_date(now))
-        )
-    return qs
+    return qs.filter(_is_stale(timezone.now())) if part == "numerator" else qs
 
 
 DUPLICATE_RATE = Kpi(

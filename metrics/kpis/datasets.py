@@ -16,21 +16,23 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import (
     BigIntegerField,
+    BooleanField,
     Case,
     DateField,
     DateTimeField,
     Exists,
+    ExpressionWrapper,
     F,
     Func,
     IntegerField,
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Value,
     When,
+    Window,
 )
-from django.db.models.functions import Cast, Coalesce, Round, Trunc, TruncDate
+from django.db.models.functions import Cast, Coalesce, Lag, Round, RowNumber, Trunc, TruncDate
 
 from crm.models import (
     Customer,
@@ -73,8 +75,16 @@ YEAR_STEPS = {"week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
 def live(prefix: str = "") -> Q:
-    """Not a merged duplicate, not an internal or test customer."""
-    return Q(**{f"{prefix}merged_into__isnull": True, f"{prefix}is_internal": False})
+    """Not a merged duplicate, not an internal or test customer; ``prefix`` is the path to the customer
+    (e.g. ``customer__``) for other records.
+
+    For other records it is a condition on the few excluded customers (a small indexed set), so a scan
+    of deals or tickets needs no join of the customer table.
+    """
+    if not prefix:
+        return Q(merged_into__isnull=True, is_internal=False)
+    excluded = Customer.objects.filter(Q(merged_into__isnull=False) | Q(is_internal=True)).values("pk")
+    return ~Q(**{f"{prefix.removesuffix('__')}__in": excluded})
 
 
 def year_before(period: Period) -> Period:
@@ -156,24 +166,35 @@ WON_DEAL_STATS = Dataset(
 )
 
 
-def _open_weight(stage: str) -> Case:
-    """Probability (0–100) that an open stage gives the deal: its override, else the stage's default."""
+def _stages(ctx: Context) -> list[tuple[int, str, int]]:
+    """(id, kind, default probability) of every pipeline stage, read once per run."""
+    return ctx.memo("stages", lambda: list(PipelineStage.objects.values_list("pk", "kind", "probability")))
+
+
+def _open_weight(ctx: Context, stage: str) -> Case:
+    """Probability (0–100) that an open stage gives the deal: its override, else the stage's default.
+
+    The stages are few: spelled out by id, so a scan of the stage changes needs no join of the stages
+    (and a stage edit changes the facts' definition, which rebuilds them).
+    """
+    open_ids = [pk for pk, kind, _p in _stages(ctx) if kind == PipelineStage.Kind.OPEN]
+    default = Case(
+        *(When(**{stage: pk}, then=Value(p)) for pk, _k, p in _stages(ctx)), output_field=IntegerField()
+    )
     return Case(
-        When(
-            **{f"{stage}__kind": PipelineStage.Kind.OPEN},
-            then=Coalesce("deal__probability", f"{stage}__probability"),
-        ),
+        When(**{f"{stage}__in": open_ids}, then=Coalesce("deal__probability", default)),
         default=Value(0),
         output_field=IntegerField(),
     )
 
 
 def _cents(path: str) -> Cast:
-    return Cast(Round(Coalesce(path, Value(Decimal(0))) * Value(Decimal(100))), BigIntegerField())
+    return Cast(Coalesce(path, Value(Decimal(0))) * Value(Decimal(100)), BigIntegerField())
 
 
-def _is_open(stage: str) -> Case:
-    return Case(When(**{f"{stage}__kind": PipelineStage.Kind.OPEN}, then=Value(1)), default=Value(0))
+def _is_open(ctx: Context, stage: str) -> Case:
+    open_ids = [pk for pk, kind, _p in _stages(ctx) if kind == PipelineStage.Kind.OPEN]
+    return Case(When(**{f"{stage}__in": open_ids}, then=Value(1)), default=Value(0))
 
 
 # Each stage change moves the deal's amount out of the old stage and into the new one; summed up to an
@@ -181,8 +202,8 @@ def _is_open(stage: str) -> Case:
 PIPELINE_DELTAS = Dataset(
     name="pipeline_deltas",
     rows=lambda ctx: DealStageChange.objects.filter(live("deal__customer__")).annotate(
-        open_delta=_is_open("to_stage") - _is_open("from_stage"),
-        weight_delta=_open_weight("to_stage") - _open_weight("from_stage"),
+        open_delta=_is_open(ctx, "to_stage_id") - _is_open(ctx, "from_stage_id"),
+        weight_delta=_open_weight(ctx, "to_stage_id") - _open_weight(ctx, "from_stage_id"),
         cents=_cents("deal__amount"),
     ),
     date="at",
@@ -249,8 +270,8 @@ FORECAST_DELTAS = Dataset(
     rows=lambda ctx: DealStageChange.objects.filter(
         live("deal__customer__"), deal__expected_close_date__isnull=False
     ).annotate(
-        open_delta=_is_open("to_stage") - _is_open("from_stage"),
-        weight_delta=_open_weight("to_stage") - _open_weight("from_stage"),
+        open_delta=_is_open(ctx, "to_stage_id") - _is_open(ctx, "from_stage_id"),
+        weight_delta=_open_weight(ctx, "to_stage_id") - _open_weight(ctx, "from_stage_id"),
         cents=_cents("deal__amount"),
     ),
     date="deal__expected_close_date",
@@ -322,19 +343,24 @@ def _renewed_term_days(since: datetime) -> set[date]:
 
 
 def _repeat_rows(ctx: Context) -> QuerySet:
-    """Won deals with the close time of the customer's previous won deal and whether it was their third+."""
+    """Won deals with the close time of the customer's previous won deal and whether it was their third+.
+
+    Window functions over each customer's won deals, of the customers with a won deal in the scanned
+    ranges only (a day's rescan reads a few customers' histories, not every won deal).
+    """
     won = Deal.objects.filter(live("customer__"), status=WON)
-    earlier = (
-        won.filter(customer_id=OuterRef("customer_id"))
-        .filter(
-            Q(closed_at__lt=OuterRef("closed_at")) | Q(closed_at=OuterRef("closed_at"), pk__lt=OuterRef("pk"))
-        )
-        .order_by("-closed_at", "-pk")
-    )
+    deals = won
+    if ctx.scan:
+        scanned = Q(pk__in=[])
+        for lo, hi in ctx.scan:
+            scanned |= Q(closed_at__lt=hi) if lo is None else Q(closed_at__gte=lo, closed_at__lt=hi)
+        deals = won.filter(customer_id__in=won.filter(scanned).values("customer_id"))
+    order = {"partition_by": [F("customer_id")], "order_by": [F("closed_at").asc(), F("id").asc()]}
     tz = reporting_tz()
-    return won.annotate(
-        previous_at=Subquery(earlier.values("closed_at")[:1]),
-        third_or_later=Exists(earlier.values("pk")[1:2]),
+    return deals.annotate(
+        previous_at=Window(Lag("closed_at"), **order),
+        nth=Window(RowNumber(), **order),
+        third_or_later=ExpressionWrapper(Q(nth__gte=3), output_field=BooleanField()),
         **{f"this_{g}": Trunc("closed_at", g, tzinfo=tz) for g in YEAR_STEPS},
         **{f"previous_{g}": Trunc("previous_at", g, tzinfo=tz) for g in YEAR_STEPS},
     )
@@ -374,6 +400,7 @@ REPEAT_BUYERS = Dataset(
         "repeat": count(where_by_granularity=_makes_repeat),
     },
     touches=(reopened_deal_days, _repeat_touch),
+    window=True,
 )
 
 

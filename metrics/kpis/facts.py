@@ -377,12 +377,19 @@ def signature(ctx: Context, ds: Dataset) -> str:
 def _signature(ctx: Context, ds: Dataset) -> str:
     spans = [(date(2000, 1, 1), date(2000, 1, 2))]
     if ds.day_sql is not None:
-        sql, where = ds.day_sql(ctx, spans)[0], ""
+        sql, params = ds.day_sql(ctx, spans)
+        sql, where = f"{sql} {params!r}", ""
     elif ds.day_rows is not None:
         sql, where = f"{ds.day_rows.__module__}.{ds.day_rows.__qualname__}", ""
     else:
         sql, _params, where = inner_query(ctx, ds, day=True, spans=spans)
-    parts = [ds.name, sql, where, repr(sorted(ds.scopes.items())), *(c.sql for c in fact_columns(ds))]
+    parts = [
+        ds.name,
+        sql,
+        where,
+        repr(sorted(ds.scopes.items())),
+        *(f"{c.measure} {c.sql}" for c in fact_columns(ds)),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -471,46 +478,24 @@ def month_totals(ds: Dataset, first: date, after: date) -> dict[date, dict[str, 
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
 
 
-def day_totals(ctx: Context, ds: Dataset, first: date, after: date) -> dict[str, dict[str, Decimal]]:
-    """Per user (or the company's own rows under ""), the totals of the records dated in [first, after):
-    whole months from the month facts, other days from the day facts, or from the records before the
-    horizon."""
-    months = []
+def whole_months(first: date, after: date) -> list[date]:
+    """The first days of the months lying wholly in [first, after)."""
     month = floor_date(first, MONTH)
     month = month if month == first else _next(month, MONTH)
+    months = []
     while _next(month, MONTH) <= after:
         months.append(month)
         month = _next(month, MONTH)
-    hz = horizon(ctx.now)
-    rest = [
-        d
-        for d in _day_range(first, after - timedelta(days=1))
-        if not months or not months[0] <= d < _next(months[-1], MONTH)
-    ]
+    return months
+
+
+def month_totals_by_user(ds: Dataset, months: Sequence[date]) -> dict[str, dict[str, Decimal]]:
+    """Per user ("" for none), the totals of ``months`` from the month facts of a user-scoped dataset."""
     n = len(fact_columns(ds))
-    sums: dict[str, list[int]] = {}
-
-    def add(rows: Iterable[tuple]) -> None:
-        for scope_id, *values in rows:
-            acc = sums.setdefault(scope_id, [0] * n)
-            for i, v in enumerate(values):
-                acc[i] += int(v or 0)
-
-    scope = _total_scope(ds)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT scope_id, {_company_values(n)} FROM {TABLE} WHERE dataset = %s AND scope = %s AND ("  # noqa: S608
-            "(grain = 'month' AND day = ANY(%s)) OR (grain = 'day' AND day = ANY(%s))) GROUP BY scope_id",
-            [ds.name, scope, months, [d for d in rest if d >= hz]],
+            f"SELECT scope_id, {_company_values(n)} FROM {TABLE} "  # noqa: S608
+            "WHERE dataset = %s AND grain = 'month' AND scope = 'user' AND day = ANY(%s) GROUP BY scope_id",
+            [ds.name, list(months)],
         )
-        add(cursor.fetchall())
-        old = [(d, _next(d, DAY)) for d in rest if d < hz]
-        if old:
-            table = f"kpi_range_{ds.name}"
-            create_day_table(ctx, ds, table, spans=_merge(old), opening_before=None)
-            partials = ", ".join(f"sum(k_p{i})" for i in range(n))
-            sql = f"SELECT scope_id, {partials} FROM {table} WHERE scope = %s GROUP BY scope_id"  # noqa: S608
-            cursor.execute(sql, [scope])
-            add(cursor.fetchall())
-            cursor.execute(f"DROP TABLE {table}")
-    return {scope_id: _named(ds, values) for scope_id, values in sums.items()}
+        return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}

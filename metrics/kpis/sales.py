@@ -1,12 +1,13 @@
 """Sales KPIs (KPIS.md §4): revenue, win rate, deal size, cycle, pipeline, forecast, growth, funnel."""
 
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.conf import settings
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -52,7 +53,7 @@ from metrics.kpis.datasets import (
     year_before,
 )
 from metrics.models import Scope
-from metrics.periods import Period, local_date, local_midnight
+from metrics.periods import Period, local_date, local_midnight, shift_date
 
 LIVE_DEAL = live("customer__")
 WON_REACHES_ALL = 32767  # above every stage order
@@ -292,16 +293,17 @@ def _like_for_like(ctx: Context) -> dict[tuple[str, str, str, str], Decimal]:
 
 
 def _won_between(ctx: Context, lo: datetime, hi: datetime) -> dict[int | None, Decimal]:
-    """Revenue won in [lo, hi) per owner (``lo`` a local midnight)."""
+    """Revenue won in [lo, hi) per owner: whole months from the revenue facts, the rest from the deals."""
     by_owner: dict[int | None, Decimal] = defaultdict(Decimal)
-    first, whole_days_end = local_date(lo), local_date(hi)
-    if whole_days_end > first:
-        for scope_id, values in facts.day_totals(ctx, CLOSED_DEALS, first, whole_days_end).items():
+    months = facts.whole_months(local_date(lo), local_date(hi))
+    outside = Q(closed_at__gte=lo, closed_at__lt=hi)
+    if months:
+        first, after = local_midnight(months[0]), local_midnight(shift_date(months[-1], "month", 1))
+        outside = Q(closed_at__gte=lo, closed_at__lt=first) | Q(closed_at__gte=after, closed_at__lt=hi)
+        for scope_id, values in facts.month_totals_by_user(CLOSED_DEALS, months).items():
             by_owner[int(scope_id) if scope_id else None] += values["won_amount"]
     rest = (
-        Deal.objects.filter(
-            LIVE_DEAL, status=WON, closed_at__gte=local_midnight(whole_days_end), closed_at__lt=hi
-        )
+        Deal.objects.filter(outside, LIVE_DEAL, status=WON)
         .order_by()
         .values_list("owner_id")
         .annotate(amount=Sum("amount"))
@@ -375,22 +377,44 @@ SALES_GROWTH_YOY = Kpi(
 )
 
 
-def _top_stage() -> Case:
-    """The highest stage order a deal ever reached (lost stages are no progress).
+def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
+    """Day rows of the funnel: per day of creation and owner, deals won, deals that reached each open
+    stage (or a later one: the highest non-lost stage order in their history; a won deal reached all)
+    and deals still open in each stage.
 
-    A won deal reached every stage; only the others need their history (one index lookup each).
+    Hand-written so the furthest stage of every deal comes from one grouped pass over the stage
+    history (an index lookup per deal for a few days' rescan), not from a query per deal.
     """
-    history = (
-        DealStageChange.objects.filter(deal=OuterRef("pk"))
-        .exclude(to_stage__kind=PipelineStage.Kind.LOST)
-        .order_by()
-        .values("deal")
-        .annotate(top=Max("to_stage__order"))
-        .values("top")
-    )
-    return Case(
-        When(status=WON, then=Value(WON_REACHES_ALL)), default=Subquery(history), output_field=IntegerField()
-    )
+
+    def day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
+        ranges = " OR ".join("(d.created_at >= %s AND d.created_at < %s)" for _ in spans)
+        bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
+        measures = ["count(*) FILTER (WHERE d.status = %s)"]
+        params: list[Any] = [WON]
+        for s in stages:
+            measures.append("count(*) FILTER (WHERE d.status = %s OR r.top >= %s)")
+            measures.append("count(*) FILTER (WHERE d.status = %s AND d.stage_id = %s)")
+            params += [WON, s.order, OPEN, s.pk]
+        columns = ", ".join(f"{m}::bigint AS k_p{i}" for i, m in enumerate(measures))
+        excluded = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+        sql = f"""
+            SELECT (d.created_at AT TIME ZONE %s)::date AS k_day, 'user' AS scope,
+                   COALESCE(d.owner_id::text, '') AS scope_id, {columns}
+            FROM crm_deal d
+            JOIN crm_pipelinestage st ON st.id = d.stage_id
+            JOIN crm_pipeline p ON p.id = st.pipeline_id AND p.is_default
+            LEFT JOIN (
+                SELECT c.deal_id, max(s."order") AS top
+                FROM crm_dealstagechange c JOIN crm_pipelinestage s ON s.id = c.to_stage_id
+                WHERE s.kind <> %s AND c.deal_id IN (SELECT d.id FROM crm_deal d WHERE {ranges})
+                GROUP BY c.deal_id
+            ) AS r ON r.deal_id = d.id
+            WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
+            GROUP BY 1, 3
+        """  # noqa: S608
+        return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *bounds, *bounds]
+
+    return day_sql
 
 
 def _funnel_dataset() -> tuple[Dataset, list[PipelineStage]]:
@@ -399,18 +423,17 @@ def _funnel_dataset() -> tuple[Dataset, list[PipelineStage]]:
             "order"
         )
     )
-    measures = {"won": count(Q(status=WON))}
+    measures = {"won": count()}
     for s in stages:
-        measures[f"reached_{s.pk}"] = count(Q(top__gte=s.order))
-        measures[f"open_{s.pk}"] = count(Q(status=OPEN, stage_id=s.pk))
+        measures[f"reached_{s.pk}"] = count()
+        measures[f"open_{s.pk}"] = count()
     dataset = Dataset(
         name="funnel",
-        rows=lambda ctx: Deal.objects.filter(LIVE_DEAL, stage__pipeline__is_default=True).annotate(
-            top=_top_stage()
-        ),
+        rows=lambda ctx: Deal.objects.filter(LIVE_DEAL, stage__pipeline__is_default=True),
         date="created_at",
         scopes=DEAL_SCOPES,
         measures=measures,
+        day_sql=_funnel_day_sql(stages),
     )
     return dataset, stages
 
