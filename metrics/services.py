@@ -301,9 +301,10 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
     scopes = set(kpi.scopes)
     out, seen = [], set()
     ctx.start_kpi()
+    selective = ctx.touched is not None
     for row in kpi.compute(ctx, kpi):
         period = wanted.get(row.granularity, {}).get(row.first_day)
-        if period is None or row.scope not in scopes or not ctx.answers(period):
+        if period is None or row.scope not in scopes or (selective and not ctx.answers(period)):
             continue
         key = (row.granularity, row.first_day, row.scope, row.scope_id)
         if key in seen:

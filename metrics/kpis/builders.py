@@ -78,8 +78,6 @@ def _compute(ctx: Context, ds: Dataset) -> Grouped:
             for name, scale in scaled.items():
                 if values.get(name) is not None:
                     values[name] = Decimal(values[name]) / scale
-    if Scope.USER in ds.scopes and ds.additive:
-        return _roll_up_users(ctx, data, team=Scope.TEAM in ds.scopes)
     return data
 
 
@@ -101,43 +99,6 @@ def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
 
 def _day(moment: datetime) -> date:
     return local_date(moment)
-
-
-def team_of_users(ctx: Context) -> dict[str, str]:
-    """Each user's current team (as scope ids); users without a team are absent."""
-    from accounts.models import User
-
-    return ctx.memo(
-        "team_of_users",
-        lambda: {
-            str(u): str(t) for u, t in User.objects.filter(team__isnull=False).values_list("id", "team_id")
-        },
-    )
-
-
-def _roll_up_users(ctx: Context, data: Grouped, *, team: bool) -> Grouped:
-    """Add the user rows (and the no-user row) of each period into team and company rows."""
-    teams = team_of_users(ctx) if team else {}
-    out: Grouped = {}
-    for (g, first_day, scope, scope_id), values in data.items():
-        if scope != Scope.USER:
-            if scope_id is not None:
-                out[(g, first_day, scope, scope_id)] = values
-            continue
-        targets = [(g, first_day, Scope.COMPANY, "")]
-        if scope_id is not None:
-            out[(g, first_day, scope, scope_id)] = values
-            if scope_id in teams:
-                targets.append((g, first_day, Scope.TEAM, teams[scope_id]))
-        for key in targets:
-            acc = out.get(key)
-            if acc is None:
-                out[key] = dict(values)
-            else:
-                for name, v in values.items():
-                    if v is not None:
-                        acc[name] = v if acc[name] is None else acc[name] + v
-    return out
 
 
 # Turning measures into rows
@@ -175,11 +136,12 @@ def rows_from(
     The company gets a row for every requested period even without data, so an empty period reads
     as 0 or "no data" rather than missing.
     """
+    selective = ctx.touched is not None
     for (g, first_day, scope, scope_id), values in data.items():
         period = ctx.period(g, first_day)
         if period is None or scope not in kpi.scopes or g not in kpi.granularities:
             continue
-        if not ctx.answers(period):
+        if selective and not ctx.answers(period):
             continue
         result = fn(values, period, scope, scope_id)
         if result is not None:

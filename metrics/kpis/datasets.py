@@ -5,9 +5,8 @@ spam tickets never count, lost deals marked as duplicate or invalid leave the wi
 scopes use the record's *current* owner (or assignee) and that user's current team.
 """
 
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +22,6 @@ from django.db.models import (
     Exists,
     ExpressionWrapper,
     F,
-    Func,
     IntegerField,
     OuterRef,
     Q,
@@ -57,7 +55,7 @@ from metrics.kpis.builders import (
     percentile,
     total,
 )
-from metrics.kpis.sql import Spans
+from metrics.kpis.sql import LocalDay, Spans
 from metrics.models import Scope
 from metrics.periods import Period, local_midnight, period_index, reporting_tz
 
@@ -70,7 +68,6 @@ SUBSCRIPTION_KINDS = [Deal.Kind.NEW, Deal.Kind.RENEWAL]
 INVALID_LOST = Q(status=LOST, lost_reason__iregex=r"^\s*(duplicate|invalid)")
 # Money has 2 decimals; × a 0–100 probability ÷ 100 it has 4.
 CENTS, WEIGHTED_CENTS = 100, 10_000
-TZ_NAME = re.compile(r"^[A-Za-z0-9_+\-/]+$")
 YEAR_STEPS = {"week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
@@ -247,48 +244,88 @@ OPEN_PIPELINE_NOW = Dataset(
 )
 
 
-def period_start_of(date_path: str, granularity: str) -> Func:
-    """The instant (local midnight) at which the period of ``granularity`` containing a date starts."""
-    tz = settings.TIME_ZONE
-    if not TZ_NAME.match(tz):
-        raise ValueError(f"unexpected time zone name {tz!r}")
-    return Func(
-        Trunc(date_path, granularity, output_field=DateField()),
-        template=f"((%(expressions)s)::timestamp AT TIME ZONE '{tz}')",
-        output_field=DateTimeField(),
+FORECAST_GRANULARITIES = ("week", "month", "quarter", "year")
+
+
+def _stage_case(ctx: Context, column: str, *, weight: bool) -> tuple[str, list[Any]]:
+    """SQL: 1 (or the probability: the deal's override, else the stage's) when ``column`` is an open
+    stage, else 0; the stages spelled out by id."""
+    stages = _stages(ctx)
+    open_ids = [pk for pk, kind, _p in stages if kind == PipelineStage.Kind.OPEN]
+    if not open_ids:
+        return "0", []
+    if not weight:
+        return f"(CASE WHEN c.{column} = ANY(%s) THEN 1 ELSE 0 END)", [open_ids]
+    whens = " ".join(f"WHEN c.{column} = %s THEN %s" for _ in stages)
+    params: list[Any] = [open_ids, *(v for pk, _k, p in stages for v in (pk, p))]
+    return (
+        f"(CASE WHEN c.{column} = ANY(%s) THEN COALESCE(d.probability, CASE {whens} END) ELSE 0 END)",
+        params,
     )
 
 
-def _before_close_period(granularity: str) -> Q:
-    return Q(at__lt=period_start_of("deal__expected_close_date", granularity))
+def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
+    """Day rows of the forecast at the start of each period (per expected close day and owner).
+
+    Each deal's period starts are worked out once per deal (not per stage change), then every stage
+    change counts for the periods that began after it.
+    """
+    ranges = " OR ".join("(expected_close_date >= %s AND expected_close_date < %s)" for _ in spans)
+    bounds = [d for span in spans for d in span]
+    starts = ", ".join(
+        f"(date_trunc('{g}', expected_close_date)::timestamp AT TIME ZONE %s) AS start_{g}"
+        for g in FORECAST_GRANULARITIES
+    )
+    to_open, to_open_params = _stage_case(ctx, "to_stage_id", weight=False)
+    from_open, from_open_params = _stage_case(ctx, "from_stage_id", weight=False)
+    to_weight, to_weight_params = _stage_case(ctx, "to_stage_id", weight=True)
+    from_weight, from_weight_params = _stage_case(ctx, "from_stage_id", weight=True)
+    weighted = f"(({to_weight} - {from_weight}) * d.cents)"
+    opened = f"({to_open} - {from_open})"
+    columns, column_params = [], []
+    for expression, expression_params in (
+        (weighted, [*to_weight_params, *from_weight_params]),
+        (opened, [*to_open_params, *from_open_params]),
+    ):
+        for g in FORECAST_GRANULARITIES:
+            columns.append(f"COALESCE(sum({expression}) FILTER (WHERE c.at < d.start_{g}), 0)::bigint")
+            column_params += expression_params
+    values = ", ".join(f"{c} AS k_p{i}" for i, c in enumerate(columns))
+    excluded = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+    sql = f"""
+        WITH d AS MATERIALIZED (
+            SELECT id, owner_id, probability, expected_close_date,
+                   (COALESCE(amount, 0) * 100)::bigint AS cents, {starts}
+            FROM crm_deal
+            WHERE expected_close_date IS NOT NULL AND ({ranges}) AND customer_id NOT IN ({excluded})
+        )
+        SELECT d.expected_close_date AS k_day, 'user'::text AS scope,
+               COALESCE(d.owner_id::text, '') AS scope_id, {values}
+        FROM crm_dealstagechange c JOIN d ON d.id = c.deal_id
+        GROUP BY d.expected_close_date, d.owner_id
+    """  # noqa: S608
+    tz = [settings.TIME_ZONE] * len(FORECAST_GRANULARITIES)
+    return sql, [*tz, *bounds, *column_params]
 
 
 # What the weighted forecast of a period said at its start: the stage-change deltas, dated before that
 # start, of the deals expected to close in the period (their weighted value just before it began).
 FORECAST_DELTAS = Dataset(
     name="forecast_deltas",
-    rows=lambda ctx: DealStageChange.objects.filter(
-        live("deal__customer__"), deal__expected_close_date__isnull=False
-    ).annotate(
-        open_delta=_is_open(ctx, "to_stage_id") - _is_open(ctx, "from_stage_id"),
-        weight_delta=_open_weight(ctx, "to_stage_id") - _open_weight(ctx, "from_stage_id"),
-        cents=_cents("deal__amount"),
-    ),
-    date="deal__expected_close_date",
+    rows=lambda ctx: Deal.objects.filter(live("customer__"), expected_close_date__isnull=False),
+    date="expected_close_date",
     date_is_day=True,
-    scopes={Scope.USER: "deal__owner_id", Scope.TEAM: "deal__owner__team_id"},
+    scopes={Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"},
     measures={
         "forecast": total(
-            F("weight_delta") * F("cents"),
-            scale=WEIGHTED_CENTS,
-            prescaled=True,
-            where_by_granularity=_before_close_period,
+            "forecast", scale=WEIGHTED_CENTS, prescaled=True, where_by_granularity=lambda g: Q()
         ),
-        "deals": total("open_delta", where_by_granularity=_before_close_period),
+        "deals": total("deals", where_by_granularity=lambda g: Q()),
     },
     # A period's forecast is settled when the period starts (later moves do not count for it), and
     # only finished periods are reported: the nightly rebuild keeps these facts.
     refresh=False,
+    day_sql=_forecast_day_sql,
 )
 
 OPEN_BY_CLOSE_DATE = Dataset(
@@ -356,13 +393,15 @@ def _repeat_rows(ctx: Context) -> QuerySet:
             scanned |= Q(closed_at__lt=hi) if lo is None else Q(closed_at__gte=lo, closed_at__lt=hi)
         deals = won.filter(customer_id__in=won.filter(scanned).values("customer_id"))
     order = {"partition_by": [F("customer_id")], "order_by": [F("closed_at").asc(), F("id").asc()]}
-    tz = reporting_tz()
+    # Periods compared as local days (a period begins at local midnight): no time zone per granularity.
     return deals.annotate(
         previous_at=Window(Lag("closed_at"), **order),
         nth=Window(RowNumber(), **order),
         third_or_later=ExpressionWrapper(Q(nth__gte=3), output_field=BooleanField()),
-        **{f"this_{g}": Trunc("closed_at", g, tzinfo=tz) for g in YEAR_STEPS},
-        **{f"previous_{g}": Trunc("previous_at", g, tzinfo=tz) for g in YEAR_STEPS},
+        this_day=LocalDay("closed_at"),
+        previous_day=LocalDay("previous_at"),
+        **{f"this_{g}": Trunc("this_day", g, output_field=DateField()) for g in YEAR_STEPS},
+        **{f"previous_{g}": Trunc("previous_day", g, output_field=DateField()) for g in YEAR_STEPS},
     )
 
 

@@ -138,19 +138,32 @@ def _covering(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, da
 
 
 def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True) -> Grouped:
-    """Scan the records of the requested range once, store their facts, sum the periods."""
+    """Scan the records of the requested range once, store their facts, sum the periods.
+
+    The day table is added up once into weeks and months (a table a fifth of its size); those feed
+    both the stored facts and the periods, which are read as an incremental run reads the facts.
+    """
     start, after = _covering(ctx, ds, grans)
-    table = f"kpi_day_{ds.name}"
+    days, periods = f"kpi_day_{ds.name}", f"kpi_wm_{ds.name}"
     create_day_table(
-        ctx, ds, table, spans=[(start, after)], opening_before=start if ds.opening_balance else None
+        ctx, ds, days, spans=[(start, after)], opening_before=start if ds.opening_balance else None
+    )
+    n = len(fact_columns(ds))
+    sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
+    grouped_by = " UNION ALL ".join(
+        f"SELECT '{grain}'::text AS grain, date_trunc('{grain}', k_day)::date AS k_day, scope, scope_id, "  # noqa: S608
+        f"{sums} FROM {days} GROUP BY 2, 3, 4"
+        for grain in (WEEK, MONTH)
     )
     try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMP TABLE {periods} AS {grouped_by}")
         if store:
-            _store(ds, table, start, after, horizon(ctx.now))
-        return periods_from_days(ctx, ds, f"SELECT * FROM {table}", [], grans=grans)  # noqa: S608
+            _store(ds, days, periods, start, after, horizon(ctx.now))
+        return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {table}")
+            cursor.execute(f"DROP TABLE {days}, {periods}")
 
 
 def build_unstored(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
@@ -158,31 +171,32 @@ def build_unstored(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     return build(ctx, ds, grans, store=False)
 
 
-def _store(ds: Dataset, table: str, start: date, after: date, first_day: date) -> None:
-    """Replace the dataset's facts with the day table's: days in [max(first_day, start), after), and
-    every week and month lying wholly in [start, after)."""
+def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:
+    """Replace the dataset's facts with those of the day table ``days`` and its weeks and months
+    (``periods``): days in [max(first_day, start), after), weeks and months lying wholly in it."""
     n = len(fact_columns(ds))
     first_day = max(first_day, start)
-    whole = "day >= %(start)s AND (day + ('1 ' || grain)::interval)::date <= %(after)s"
     params = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
-    periods = " UNION ALL ".join(
-        f"SELECT %(name)s, '{grain}', day, scope, scope_id, {_sums_sql(n)} "  # noqa: S608
-        f"FROM (SELECT date_trunc('{grain}', k_day)::date AS day, '{grain}' AS grain, * FROM {table}) AS t "
-        f"WHERE {whole} GROUP BY day, scope, scope_id"
-        for grain in (WEEK, MONTH)
-    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {TABLE} WHERE dataset = %(name)s AND ("  # noqa: S608
-            f"(grain = 'day' AND day >= %(first_day)s AND day < %(after)s) OR (grain <> 'day' AND {whole}))",
+            "(grain = 'day' AND day >= %(first_day)s AND day < %(after)s) "
+            f"OR (grain <> 'day' AND {_whole('day')}))",
             params,
         )
         cursor.execute(
             f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-            f"SELECT %(name)s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {table} "
-            f"WHERE k_day >= %(first_day)s AND k_day < %(after)s UNION ALL {periods}",
+            f"SELECT %(name)s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {days} "
+            "WHERE k_day >= %(first_day)s AND k_day < %(after)s "
+            f"UNION ALL SELECT %(name)s, grain, k_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
+            f"WHERE {_whole('k_day')}",
             params,
         )
+
+
+def _whole(column: str) -> str:
+    """SQL: the week or month (``grain``) starting on ``column`` lies wholly in [start, after)."""
+    return f"{column} >= %(start)s AND ({column} + ('1 ' || grain)::interval)::date <= %(after)s"
 
 
 # Incremental refresh
@@ -313,32 +327,39 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
         cursor.execute(f"DROP TABLE {table}")
 
 
-def read(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
-    """Sum the periods an incremental run needs from the stored facts: weeks from week facts, the rest
-    from month facts. A stock reads every fact before them, added up into its opening balance."""
+def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE) -> Grouped:
+    """Sum the periods a run needs from week and month facts: weeks from week facts, the rest from
+    month facts. A stock reads every fact before them, added up into its opening balance.
+
+    ``source``: the stored facts, or a build's table of the same shape (``grain, k_day, scope,
+    scope_id, k_p0 …``).
+    """
     out: Grouped = {}
     n = len(fact_columns(ds))
-    columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+    if source == TABLE:
+        columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+        rows = (
+            f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
+        )
+        key: list[Any] = [ds.name]
+    else:
+        rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
+        key = []
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if not needed:
             continue
         first = min(p.first_day for p in needed)
-        source = (
-            f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = %s AND grain = %s"
-        )
-        params: list = [ds.name, grain]
+        params: list = [*key, grain]
         if ds.opening_balance:
-            source += " AND day < %s"
+            filtered = f"SELECT * FROM ({rows}) AS f WHERE k_day < %s"  # noqa: S608
             params.append(max(p.next().first_day for p in needed))
         else:
-            firsts = sorted({d for p in needed for d in _firsts(p, grain)})
-            source += " AND day = ANY(%s)"
-            params.append(firsts)
+            filtered = f"SELECT * FROM ({rows}) AS f WHERE k_day = ANY(%s)"  # noqa: S608
+            params.append(sorted({d for p in needed for d in _firsts(p, grain)}))
         out.update(
             periods_from_days(
-                ctx, ds, source, params, grans=wanted, opening_day=first if ds.opening_balance else None
+                ctx, ds, filtered, params, grans=wanted, opening_day=first if ds.opening_balance else None
             )
         )
     return out

@@ -224,26 +224,38 @@ def create_day_table(
     sets = scope_sets(ds)
     scoped = [s for s in sets if s is not None]
     columns = [f"k_s_{s}" for s in scoped]
-    grouping = f"GROUPING({', '.join(columns)})" if columns else "0"
-    # GROUPING() sets a bit for every scope column left out of the set: the set of scope s is the
-    # mask with every bit but s's set.
-    masks = {
-        s: sum(1 << (len(scoped) - 1 - i) for i, other in enumerate(scoped) if other != s) for s in scoped
-    }
-    scope_case = "CASE " + " ".join(f"WHEN {grouping} = {mask} THEN '{s}'" for s, mask in masks.items())
-    scope_case += " ELSE '' END" if scoped else ""
-    scope_sql = scope_case if scoped else "''"
-    id_sql = f"COALESCE({' , '.join(f'{c}::text' for c in columns)}, '')" if columns else "''"
-    sets_sql = ", ".join(f"(k_day{', ' + f'k_s_{s}' if s else ''})" for s in sets)
+    columns_list = "".join(f", {c}" for c in columns)
+    n = len(fact_columns(ds))
     partials = ", ".join(f"({c.sql})::bigint AS k_p{i}" for i, c in enumerate(fact_columns(ds)))
+    # A plain GROUP BY (PostgreSQL can run it in parallel, grouping sets it cannot) of the records by
+    # day and every scope column, then the scope sets from that much smaller table.
+    group_by = ", ".join(str(i + 1) for i in range(1 + len(columns)))
+    first = (
+        f"SELECT k_day::date AS k_day{columns_list}, {partials} "  # noqa: S608
+        f"FROM ({inner_sql}) AS t {where} GROUP BY {group_by}"
+    )
+    values = ", ".join(f"k_p{i}" for i in range(n))
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        cursor.execute(
-            f"CREATE TEMP TABLE {table} AS SELECT k_day::date AS k_day, {scope_sql} AS scope, "  # noqa: S608
-            f"{id_sql} AS scope_id, {partials} "
-            f"FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({sets_sql})",
-            params,
-        )
+        cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_all")
+        if len(sets) == 1:
+            scope = sets[0] or ""
+            scope_id = f"COALESCE({columns[0]}::text, '')" if columns else "''"
+            select = f"SELECT k_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
+            cursor.execute(f"CREATE TEMP TABLE {table} AS {select} FROM ({first}) AS g", params)
+            return
+        cursor.execute(f"CREATE TEMP TABLE {table}_all AS {first}", params)
+        sums = ", ".join(f"sum(k_p{i})::bigint AS k_p{i}" for i in range(n))
+        parts = []
+        for scope in sets:
+            scope_id, group = (
+                (f"COALESCE(k_s_{scope}::text, '')", f"k_day, k_s_{scope}") if scope else ("''", "k_day")
+            )
+            parts.append(
+                f"SELECT k_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
+                f"FROM {table}_all GROUP BY {group}"
+            )
+        cursor.execute(f"CREATE TEMP TABLE {table} AS {' UNION ALL '.join(parts)}")
+        cursor.execute(f"DROP TABLE {table}_all")
 
 
 EARLIEST = date(1970, 1, 1)
@@ -289,7 +301,8 @@ def periods_from_days(
     """Every period of ``grans`` × scope summed from day-shaped rows (``source`` SQL).
 
     ``opening_day``: rows dated before it count on the day before it (a stock's opening balance).
-    Team and company figures of user-scoped datasets are the sums of their users (see ``roll_up``).
+    Team and company figures of user-scoped datasets are the sums of their users (and of the rows
+    without a user, for the company), teams by each user's current team.
     """
     columns = fact_columns(ds)
     sums: dict[str, str | dict[str, str]] = {}
@@ -304,9 +317,14 @@ def periods_from_days(
     partials = ", ".join(f"k_p{i}" for i in range(len(columns)))
     out: Grouped = {}
     for scope in scope_sets(ds):
-        scope_col = f", scope_id AS k_s_{scope}" if scope else ""
+        scopes = {scope: f"k_s_{scope}"} if scope else {}
+        scope_cols, join = (f", scope_id AS k_s_{scope}" if scope else ""), ""
+        if scope == Scope.USER and Scope.TEAM in ds.scopes:
+            scope_cols += ", u.team_id AS k_s_team"
+            join = "LEFT JOIN accounts_user u ON u.id = NULLIF(src.scope_id, '')::bigint"
+            scopes[Scope.TEAM] = "k_s_team"
         rows = (
-            f"SELECT {buckets}{scope_col}, {partials} FROM ({source}) AS src "  # noqa: S608
+            f"SELECT {buckets}{scope_cols}, {partials} FROM ({source}) AS src {join} "  # noqa: S608
             f"WHERE scope = '{scope or ''}'"
         )
         out.update(
@@ -314,10 +332,9 @@ def periods_from_days(
                 rows,
                 [*day_params, *params],
                 buckets={g: f"k_b_{g}" for g in grans},
-                scopes={scope: f"k_s_{scope}"} if scope else {},
+                scopes=scopes,
                 aggregates=sums,
-                company=scope is None,
-                keep_null=scope == Scope.USER,
+                company=scope in (None, Scope.USER),
             )
         )
     return out
@@ -332,15 +349,14 @@ def grouping_sets_query(
     aggregates: Mapping[str, str | Mapping[str, str]],
     where: str = "",
     company: bool = True,
-    keep_null: bool = False,
 ) -> Grouped:
     """Run ``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once.
 
     ``buckets`` maps a granularity to the inner column holding the period start (local, truncated);
     ``scopes`` maps a scope to the column holding its id. An aggregate given per granularity
     (a mapping) is computed once per granularity and read only for that granularity's rows.
-    Without ``company`` the (bucket) sets are left out; with ``keep_null`` rows whose scope id is
-    NULL or "" are kept (scope id None) so a caller can roll them up.
+    Without ``company`` the (bucket) sets are left out. Rows whose scope id is NULL or "" count for the
+    company only.
     """
     columns = [*buckets.values(), *scopes.values()]
     sets, masks = [], {}
@@ -370,6 +386,12 @@ def grouping_sets_query(
     sql = f"SELECT {select} FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({', '.join(sets)})"  # noqa: S608
     bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
     first_agg = 1 + len(columns)
+    names = list(agg_index)
+    # Per granularity, where each measure's value sits in a row.
+    positions = {
+        g: [first_agg + (idx if isinstance(idx, int) else idx[g]) for idx in agg_index.values()]
+        for g in buckets
+    }
     out: Grouped = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -382,16 +404,12 @@ def grouping_sets_query(
             if scope_pos is not None:
                 raw = row[1 + scope_pos]
                 if raw is None or raw == "":
-                    if not keep_null:
-                        continue
-                    scope_id = None
-                else:
-                    scope_id = str(raw)
+                    continue
+                scope_id = str(raw)
             first_day = bucket.date() if isinstance(bucket, datetime) else bucket
-            values = {}
-            for name, idx in agg_index.items():
-                values[name] = row[first_agg + (idx if isinstance(idx, int) else idx[g])]
-            out[(g, first_day, scope, scope_id)] = values
+            out[(g, first_day, scope, scope_id)] = dict(
+                zip(names, [row[i] for i in positions[g]], strict=True)
+            )
     return out
 
 
