@@ -267,45 +267,50 @@ def _stage_case(ctx: Context, column: str, *, weight: bool) -> tuple[str, list[A
 def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
     """Day rows of the forecast at the start of each period (per expected close day and owner).
 
-    Each deal's period starts are worked out once per deal (not per stage change), then every stage
-    change counts for the periods that began after it.
+    When each period began is worked out once per day of the range (not per deal or stage change);
+    every stage change then counts for the periods of its deal's close date that began after it.
     """
-    ranges = " OR ".join("(expected_close_date >= %s AND expected_close_date < %s)" for _ in spans)
+    ranges = " OR ".join("(d.expected_close_date >= %s AND d.expected_close_date < %s)" for _ in spans)
     bounds = [d for span in spans for d in span]
     starts = ", ".join(
-        f"(date_trunc('{g}', expected_close_date)::timestamp AT TIME ZONE %s) AS start_{g}"
-        for g in FORECAST_GRANULARITIES
+        f"(date_trunc('{g}', day)::timestamp AT TIME ZONE %s) AS start_{g}" for g in FORECAST_GRANULARITIES
     )
     to_open, to_open_params = _stage_case(ctx, "to_stage_id", weight=False)
     from_open, from_open_params = _stage_case(ctx, "from_stage_id", weight=False)
     to_weight, to_weight_params = _stage_case(ctx, "to_stage_id", weight=True)
     from_weight, from_weight_params = _stage_case(ctx, "from_stage_id", weight=True)
-    weighted = f"(({to_weight} - {from_weight}) * d.cents)"
+    weighted = f"(({to_weight} - {from_weight}) * (COALESCE(d.amount, 0) * 100)::bigint)"
     opened = f"({to_open} - {from_open})"
-    columns, column_params = [], []
-    for expression, expression_params in (
-        (weighted, [*to_weight_params, *from_weight_params]),
-        (opened, [*to_open_params, *from_open_params]),
-    ):
-        for g in FORECAST_GRANULARITIES:
-            columns.append(f"COALESCE(sum({expression}) FILTER (WHERE c.at < d.start_{g}), 0)::bigint")
-            column_params += expression_params
+    columns = [
+        f"COALESCE(sum({name}) FILTER (WHERE at < start_{g}), 0)::bigint"
+        for name in ("weighted", "opened")
+        for g in FORECAST_GRANULARITIES
+    ]
     values = ", ".join(f"{c} AS k_p{i}" for i, c in enumerate(columns))
+    column_params = [*to_weight_params, *from_weight_params, *to_open_params, *from_open_params]
     excluded = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+    period_starts = ", ".join(f"s.start_{g}" for g in FORECAST_GRANULARITIES)
+    # OFFSET 0 keeps the inner query apart, so each change's deltas are worked out once, not per sum.
     sql = f"""
-        WITH d AS MATERIALIZED (
-            SELECT id, owner_id, probability, expected_close_date,
-                   (COALESCE(amount, 0) * 100)::bigint AS cents, {starts}
-            FROM crm_deal
-            WHERE expected_close_date IS NOT NULL AND ({ranges}) AND customer_id NOT IN ({excluded})
+        WITH s AS MATERIALIZED (
+            SELECT day::date AS day, {starts}
+            FROM generate_series(%s::date, %s::date, interval '1 day') AS day
         )
-        SELECT d.expected_close_date AS k_day, 'user'::text AS scope,
-               COALESCE(d.owner_id::text, '') AS scope_id, {values}
-        FROM crm_dealstagechange c JOIN d ON d.id = c.deal_id
-        GROUP BY d.expected_close_date, d.owner_id
+        SELECT k_day, 'user'::text AS scope, COALESCE(owner_id::text, '') AS scope_id, {values}
+        FROM (
+            SELECT d.expected_close_date AS k_day, d.owner_id, c.at, {period_starts},
+                   {weighted} AS weighted, {opened} AS opened
+            FROM crm_dealstagechange c
+            JOIN crm_deal d ON d.id = c.deal_id
+            JOIN s ON s.day = d.expected_close_date
+            WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
+            OFFSET 0
+        ) AS x
+        GROUP BY k_day, owner_id
     """  # noqa: S608
     tz = [settings.TIME_ZONE] * len(FORECAST_GRANULARITIES)
-    return sql, [*tz, *bounds, *column_params]
+    first, last = min(lo for lo, _hi in spans), max(hi for _lo, hi in spans)
+    return sql, [*tz, first, last, *column_params, *bounds]
 
 
 # What the weighted forecast of a period said at its start: the stage-change deltas, dated before that
