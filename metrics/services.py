@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Min
@@ -207,11 +208,24 @@ def _recompute(
                 # JIT compilation costs seconds per query and gains nothing on these one-off scans.
                 cursor.execute("SET LOCAL work_mem = '256MB'")
                 cursor.execute("SET LOCAL jit = off")
+                if not ctx.incremental:
+                    # Scans of millions of rows: let PostgreSQL's parallel workers join and scan them (its
+                    # default costs keep them out of most of these plans); small runs start none.
+                    cursor.execute("SET LOCAL parallel_setup_cost = 10")
+                    cursor.execute("SET LOCAL parallel_tuple_cost = 0.001")
             if ctx.incremental:
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, datasets(ctx))
-            run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
+            elif settings.KPI_PREFETCH_SCANS:
+                ctx.prefetch = facts.Prefetch(ctx, datasets(ctx))
+            try:
+                run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
+            finally:
+                if ctx.prefetch is not None:
+                    ctx.prefetch.executor.shutdown(wait=True, cancel_futures=True)
+            if ctx.prefetch is not None:
+                ctx.prefetch.close()
             if kind == SnapshotRun.Kind.FULL or ctx.incremental:
                 facts.mark(ctx, ctx.tracked.values(), at=started, rebuilt=kind == SnapshotRun.Kind.FULL)
     except facts.FactsMissing:

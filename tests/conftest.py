@@ -35,6 +35,9 @@ def _test_settings(settings):
     }
     settings.STATIC_ROOT = None
     settings.WHITENOISE_USE_FINDERS = True
+    # A second connection cannot see a test's uncommitted rows: KPI rebuilds scan on the test's own
+    # (tests/metrics/test_incremental.py runs the second connection on committed data).
+    settings.KPI_PREFETCH_SCANS = False
 
 
 @pytest.fixture

@@ -137,6 +137,8 @@ class Context:
     reads: set[str] = field(default_factory=set)
     # Every dataset kept as facts or tracked by a watermark that this run computed.
     tracked: dict[str, Any] = field(default_factory=dict)
+    # Full builds: the scans running ahead on a second connection (facts.Prefetch), if any.
+    prefetch: Any = None
     # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
     scan: list[tuple[Any, Any]] = field(default_factory=list)
 

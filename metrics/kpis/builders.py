@@ -27,7 +27,7 @@ from metrics.kpis.dataset import (
     percentile,
     total,
 )
-from metrics.kpis.sql import Grouped, grouped_from_records, grouping_sets_query
+from metrics.kpis.sql import Grouped, grouping_sets_query, records_query
 from metrics.models import Scope
 from metrics.periods import Period, local_date
 
@@ -87,13 +87,13 @@ def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
     ctx.tracked[ds.name] = ds
     if not ctx.incremental:
         lo, hi = ctx.bounds(grans, ds.compare)
-        return grouped_from_records(ctx, ds, grans, [(_day(lo), _day(hi))])
+        return facts.run_records_query(ctx, ds, records_query(ctx, ds, grans, [(_day(lo), _day(hi))]))
     out: Grouped = {}
     for g in grans:
         needed = [p for p in ctx.needed(g, ds.compare) if p not in ctx.skipped.get(ds.name, ())]
         if needed:
             spans = [(p.first_day, p.next().first_day) for p in needed]
-            out.update(grouped_from_records(ctx, ds, [g], spans))
+            out.update(records_query(ctx, ds, [g], spans).run())
     return out
 
 

@@ -14,19 +14,31 @@ amount or owner reaches earlier days' facts then; see ``Dataset``).
 """
 
 import hashlib
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import DateField, F, QuerySet
 from django.db.models.functions import Trunc
 
 from accounts.models import Seat, User
 from metrics.kpis.base import Context, Dirty
 from metrics.kpis.dataset import Dataset
-from metrics.kpis.sql import Grouped, create_day_table, fact_columns, inner_query, periods_from_days
+from metrics.kpis.sql import (
+    Grouped,
+    Query,
+    Statements,
+    create_day_table,
+    day_table_statements,
+    fact_columns,
+    inner_query,
+    periods_from_days,
+    records_query,
+)
 from metrics.models import KpiFact, KpiFactState, Scope
 from metrics.periods import Period, floor_date, local_date, reporting_tz, shift_date
 
@@ -145,9 +157,13 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True
     """
     start, after = _covering(ctx, ds, grans)
     days, periods = f"kpi_day_{ds.name}", f"kpi_wm_{ds.name}"
-    create_day_table(
-        ctx, ds, days, spans=[(start, after)], opening_before=start if ds.opening_balance else None
-    )
+    prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None and store else None
+    if prefetched is not None:
+        days = prefetched[0]
+    else:
+        create_day_table(
+            ctx, ds, days, spans=[(start, after)], opening_before=start if ds.opening_balance else None
+        )
     n = len(fact_columns(ds))
     sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
     grouped_by = " UNION ALL ".join(
@@ -163,7 +179,7 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {days}, {periods}")
+            cursor.execute(f"DROP TABLE {periods}" if prefetched else f"DROP TABLE {days}, {periods}")
 
 
 def build_unstored(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
@@ -520,3 +536,104 @@ def month_totals_by_user(ds: Dataset, months: Sequence[date]) -> dict[str, dict[
             [ds.name, list(months)],
         )
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
+
+
+# Scanning ahead on a second connection (full builds)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Prefetch:
+    """Scans the records of a full build's datasets on a second database connection while the first one
+    works through the KPIs (adding up periods, writing facts, building rows in Python): each dataset's
+    day rows (or, for statistics, its grouped rows) land in an unlogged table that the build then reads
+    instead of scanning. Two cores, both busy.
+
+    The tables are named per run and dropped by the run's own transaction once read; a crashed run's
+    leftovers are dropped when the next one starts. Only committed records are read, as by any full run.
+    """
+
+    PREFIX = "kpi_prefetch_"
+
+    def __init__(self, ctx: Context, datasets: Iterable[Dataset]) -> None:
+        self.token = secrets.token_hex(4)
+        self.jobs: dict[str, tuple[Future, str, Query | None]] = {}
+        self.taken: list[str] = []
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-prefetch")
+        self.executor.submit(_drop_leftovers, f"{self.PREFIX}{self.token}_")
+        for ds in datasets:
+            grans = [g for g in ctx.granularities if g in ds.granularities]
+            if not grans or ds.always or ds.day_rows is not None:
+                continue
+            table = f"{self.PREFIX}{self.token}_{ds.name}"
+            query = None
+            if ds.uses_facts:
+                start, after = _covering(ctx, ds, grans)
+                opening = start if ds.opening_balance else None
+                statements = day_table_statements(
+                    ctx, ds, table, spans=[(start, after)], opening_before=opening, kind="UNLOGGED"
+                )
+            else:
+                lo, hi = ctx.bounds(grans, ds.compare)
+                query = records_query(ctx, ds, grans, [(local_date(lo), local_date(hi))])
+                statements = [(f"CREATE UNLOGGED TABLE {table} AS {query.sql}", query.params)]
+            self.jobs[ds.name] = (self.executor.submit(_run_statements, statements), table, query)
+
+    def take(self, ds: Dataset) -> tuple[str, Query | None] | None:
+        """The table holding ``ds``'s scan, once done; None if the dataset was not scanned ahead (or its
+        scan had not started yet: the caller scans it itself)."""
+        job = self.jobs.pop(ds.name, None)
+        if job is None:
+            return None
+        future, table, query = job
+        if future.cancel():
+            return None
+        future.result()  # the scan's error, if any, is this run's
+        self.taken.append(table)
+        return table, query
+
+    def close(self) -> None:
+        """Stop scanning ahead and drop the tables this run read (any other is the next run's to drop)."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.taken:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {', '.join(self.taken)}")
+
+
+def _drop_leftovers(own_prefix: str) -> None:
+    """Drop the scan tables a crashed run left behind (runs are one at a time: they are not in use)."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename LIKE %s AND tablename NOT LIKE %s",
+                [f"{Prefetch.PREFIX}%", f"{own_prefix}%"],
+            )
+            for (table,) in cursor.fetchall():
+                cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        conn.close()
+
+
+def _run_statements(statements: Statements) -> None:
+    """Run ``statements`` on this thread's own connection (autocommit), then close it."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SET work_mem = '256MB'")
+            cursor.execute("SET jit = off")
+            for sql, params in statements:
+                cursor.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def run_records_query(ctx: Context, ds: Dataset, query: Query) -> Grouped:
+    """A statistics dataset's grouped rows: from its table scanned ahead, if any, else by ``query``."""
+    prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None else None
+    if prefetched is None:
+        return query.run()
+    table, prefetched_query = prefetched
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {table}")  # noqa: S608
+        return (prefetched_query or query).read(cursor.fetchall())

@@ -13,7 +13,7 @@ boolean columns) and wrapped in hand-written grouping SQL:
 Only generated identifiers and the SQL Django compiled go into the text; every value is a parameter.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -213,13 +213,45 @@ def scope_sets(ds: Dataset) -> list[str | None]:
     return sets
 
 
+Statements = list[tuple[str, list[Any]]]
+
+
 def create_day_table(
     ctx: Context, ds: Dataset, table: str, *, spans: Spans, opening_before: date | None
 ) -> None:
     """One scan of the records into a temporary day table ``k_day, scope, scope_id, k_p0 …``."""
-    if ds.day_sql is not None or ds.day_rows is not None:
-        _create_custom_day_table(ctx, ds, table, spans=spans, opening_before=opening_before)
-        return
+    with connection.cursor() as cursor:
+        if ds.day_rows is not None:
+            _create_python_day_table(ctx, ds, table, cursor, spans=spans, opening_before=opening_before)
+            return
+        for sql, params in day_table_statements(ctx, ds, table, spans=spans, opening_before=opening_before):
+            cursor.execute(sql, params)
+
+
+def day_table_statements(
+    ctx: Context,
+    ds: Dataset,
+    table: str,
+    *,
+    spans: Spans,
+    opening_before: date | None,
+    kind: str = "TEMP",
+) -> Statements:
+    """The SQL that scans a dataset's records into a day table (``kind``: TEMP, or UNLOGGED for a table
+    another connection fills, see ``facts.Prefetch``)."""
+    if ds.day_rows is not None:
+        raise ValueError(f"{ds.name}: its day rows are computed in Python")
+    if ds.day_sql is not None:
+        if opening_before is not None:
+            spans = [(EARLIEST, opening_before), *spans]
+        sql, params = ds.day_sql(ctx, spans)
+        statements: Statements = [
+            (f"DROP TABLE IF EXISTS {table}", []),
+            (f"CREATE {kind} TABLE {table} AS {sql}", params),
+        ]
+        if opening_before is not None:
+            statements.append(_opening_update(table, opening_before))
+        return statements
     inner_sql, params, where = inner_query(ctx, ds, day=True, spans=spans, opening_before=opening_before)
     sets = scope_sets(ds)
     scoped = [s for s in sets if s is not None]
@@ -235,58 +267,54 @@ def create_day_table(
         f"FROM ({inner_sql}) AS t {where} GROUP BY {group_by}"
     )
     values = ", ".join(f"k_p{i}" for i in range(n))
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_all")
-        if len(sets) == 1:
-            scope = sets[0] or ""
-            scope_id = f"COALESCE({columns[0]}::text, '')" if columns else "''"
-            select = f"SELECT k_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
-            cursor.execute(f"CREATE TEMP TABLE {table} AS {select} FROM ({first}) AS g", params)
-            return
-        cursor.execute(f"CREATE TEMP TABLE {table}_all AS {first}", params)
-        sums = ", ".join(f"sum(k_p{i})::bigint AS k_p{i}" for i in range(n))
-        parts = []
-        for scope in sets:
-            scope_id, group = (
-                (f"COALESCE(k_s_{scope}::text, '')", f"k_day, k_s_{scope}") if scope else ("''", "k_day")
-            )
-            parts.append(
-                f"SELECT k_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
-                f"FROM {table}_all GROUP BY {group}"
-            )
-        cursor.execute(f"CREATE TEMP TABLE {table} AS {' UNION ALL '.join(parts)}")
-        cursor.execute(f"DROP TABLE {table}_all")
+    statements = [(f"DROP TABLE IF EXISTS {table}, {table}_all", [])]
+    if len(sets) == 1:
+        scope = sets[0] or ""
+        scope_id = f"COALESCE({columns[0]}::text, '')" if columns else "''"
+        select = f"SELECT k_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
+        return [*statements, (f"CREATE {kind} TABLE {table} AS {select} FROM ({first}) AS g", params)]
+    statements.append((f"CREATE {kind} TABLE {table}_all AS {first}", params))
+    sums = ", ".join(f"sum(k_p{i})::bigint AS k_p{i}" for i in range(n))
+    parts = []
+    for scope in sets:
+        scope_id, group = (
+            (f"COALESCE(k_s_{scope}::text, '')", f"k_day, k_s_{scope}") if scope else ("''", "k_day")
+        )
+        parts.append(
+            f"SELECT k_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
+            f"FROM {table}_all GROUP BY {group}"
+        )
+    statements.append((f"CREATE {kind} TABLE {table} AS {' UNION ALL '.join(parts)}", []))
+    statements.append((f"DROP TABLE {table}_all", []))
+    return statements
 
 
 EARLIEST = date(1970, 1, 1)
 
 
-def _create_custom_day_table(
-    ctx: Context, ds: Dataset, table: str, *, spans: Spans, opening_before: date | None
+def _opening_update(table: str, opening_before: date) -> tuple[str, list[Any]]:
+    """Everything before the range is the opening balance, on the day before it."""
+    sql = f"UPDATE {table} SET k_day = %s WHERE k_day < %s"  # noqa: S608
+    return sql, [opening_before - timedelta(days=1), opening_before]
+
+
+def _create_python_day_table(
+    ctx: Context, ds: Dataset, table: str, cursor: Any, *, spans: Spans, opening_before: date | None
 ) -> None:
-    """The day table of a dataset with hand-written day rows (``day_sql`` or ``day_rows``)."""
+    """The day table of a dataset whose day rows Python computes (``day_rows``)."""
     if opening_before is not None:
         spans = [(EARLIEST, opening_before), *spans]
     n = len(fact_columns(ds))
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        if ds.day_sql is not None:
-            sql, params = ds.day_sql(ctx, spans)
-            cursor.execute(f"CREATE TEMP TABLE {table} AS {sql}", params)
-        else:
-            # Computed before the COPY starts: computing them reads from the same connection.
-            rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
-            partials = ", ".join(f"k_p{i} bigint" for i in range(n))
-            cursor.execute(f"CREATE TEMP TABLE {table} (k_day date, scope text, scope_id text, {partials})")
-            with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        if opening_before is not None:
-            # Everything before the range is the opening balance, on the day before it.
-            cursor.execute(
-                f"UPDATE {table} SET k_day = %s WHERE k_day < %s",  # noqa: S608
-                [opening_before - timedelta(days=1), opening_before],
-            )
+    # Computed before the COPY starts: computing them reads from the same connection.
+    rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
+    partials = ", ".join(f"k_p{i} bigint" for i in range(n))
+    cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    cursor.execute(f"CREATE TEMP TABLE {table} (k_day date, scope text, scope_id text, {partials})")
+    with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    if opening_before is not None:
+        cursor.execute(*_opening_update(table, opening_before))
 
 
 def periods_from_days(
@@ -340,6 +368,20 @@ def periods_from_days(
     return out
 
 
+@dataclass(frozen=True)
+class Query:
+    """A grouping-sets query: its SQL and parameters, and how to read its result rows."""
+
+    sql: str
+    params: list[Any]
+    read: Callable[[Iterable[Sequence[Any]]], Grouped]
+
+    def run(self) -> Grouped:
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            return self.read(cursor.fetchall())
+
+
 def grouping_sets_query(
     inner_sql: str,
     params: Sequence[Any],
@@ -350,7 +392,24 @@ def grouping_sets_query(
     where: str = "",
     company: bool = True,
 ) -> Grouped:
-    """Run ``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once.
+    """Run ``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once
+    (see ``grouping_sets``)."""
+    return grouping_sets(
+        inner_sql, params, buckets=buckets, scopes=scopes, aggregates=aggregates, where=where, company=company
+    ).run()
+
+
+def grouping_sets(
+    inner_sql: str,
+    params: Sequence[Any],
+    *,
+    buckets: Mapping[str, str],
+    scopes: Mapping[str, str],
+    aggregates: Mapping[str, str | Mapping[str, str]],
+    where: str = "",
+    company: bool = True,
+) -> Query:
+    """``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once.
 
     ``buckets`` maps a granularity to the inner column holding the period start (local, truncated);
     ``scopes`` maps a scope to the column holding its id. An aggregate given per granularity
@@ -382,7 +441,8 @@ def grouping_sets_query(
                 agg_index[name][g] = len(agg_cols)  # type: ignore[index]
                 agg_cols.append(g_sql)
     grouping = f"GROUPING({', '.join(columns)})"
-    select = ", ".join([grouping, *columns, *agg_cols])
+    # Named, so the result can also be kept as a table (see facts.Prefetch).
+    select = ", ".join(f"{c} AS k_c{i}" for i, c in enumerate([grouping, *columns, *agg_cols]))
     sql = f"SELECT {select} FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({', '.join(sets)})"  # noqa: S608
     bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
     first_agg = 1 + len(columns)
@@ -392,10 +452,10 @@ def grouping_sets_query(
         g: [first_agg + (idx if isinstance(idx, int) else idx[g]) for idx in agg_index.values()]
         for g in buckets
     }
-    out: Grouped = {}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        for row in cursor.fetchall():
+
+    def read(rows: Iterable[Sequence[Any]]) -> Grouped:
+        out: Grouped = {}
+        for row in rows:
             g, scope, scope_pos = masks[row[0]]
             bucket = row[bucket_pos[g]]
             if bucket is None:
@@ -410,10 +470,12 @@ def grouping_sets_query(
             out[(g, first_day, scope, scope_id)] = dict(
                 zip(names, [row[i] for i in positions[g]], strict=True)
             )
-    return out
+        return out
+
+    return Query(sql, list(params), read)
 
 
-def grouped_from_records(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans) -> Grouped:
+def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans) -> Query:
     """Non-additive measures (percentiles, means, distinct counts) straight from the records dated in
     ``spans``, for every period of ``grans`` × scope, in one grouped query."""
     inner_sql, params, where = inner_query(ctx, ds, day=False, grans=grans, spans=spans)
@@ -423,7 +485,7 @@ def grouped_from_records(ctx: Context, ds: Dataset, grans: Sequence[str], spans:
             aggregates[c.measure] = c.sql
         elif c.granularity in grans:
             aggregates.setdefault(c.measure, {})[c.granularity] = c.sql  # type: ignore[index]
-    return grouping_sets_query(
+    return grouping_sets(
         inner_sql,
         params,
         buckets={g: f"k_b_{g}" for g in grans},

@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from crm import services
@@ -199,3 +200,25 @@ def test_current_pipeline_takes_amount_edits_at_once(company):
         kpi="pipeline_value", granularity="month", scope="company", period_start=current.start
     )
     assert pipeline.value == Decimal(5700)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_full_rebuild_scanning_on_a_second_connection_gives_the_same_numbers(settings, no_auto_assign):
+    """The records are committed here, so the second connection sees them as the first one does."""
+    now = timezone.now()
+    rep = make_user(team=make_team())
+    customer = make_customer(rep, at=now - timedelta(days=90))
+    make_closed_deal(customer, created=now - timedelta(days=40), closed=now - timedelta(days=9))
+    make_closed_deal(customer, created=now - timedelta(days=30), closed=now - timedelta(days=2), won=False)
+    make_ticket(customer, at=now - timedelta(days=3), assignee=make_agent())
+    make_usage_event(rep, now - timedelta(days=1))
+    settings.KPI_PREFETCH_SCANS = False
+    snapshots_rebuild_all()
+    alone = recent_table(), facts_table()
+    settings.KPI_PREFETCH_SCANS = True
+    run = snapshots_rebuild_all()
+    assert run.status == SnapshotRun.Status.OK
+    assert (recent_table(), facts_table()) == alone
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'kpi_prefetch_%%'")
+        assert cursor.fetchone()[0] == 0
