@@ -278,7 +278,8 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         )
         staged = 0
         text = _CopyText(computed_at)
-        for kpi in kpis:
+        kpis = list(kpis)
+        for i, kpi in enumerate(kpis):
             rows, cover = kpi_rows(ctx, kpi)
             with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
                 for start in range(0, len(rows), 5000):
@@ -291,6 +292,9 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
                     copy.write_row((kpi.code, g, period.start))
             if progress:
                 progress(kpi.code)
+            later = {k.family for k in kpis[i + 1 :]}
+            if kpi.family not in later:
+                ctx.release(keep={ds.name for ds in datasets(ctx, later)})
         cursor.execute("ANALYZE kpi_stage, kpi_cover")
         cursor.execute(UPSERT_SQL)
         # Rows of a recomputed period that this run did not produce (a scope that no longer has data).

@@ -14,6 +14,7 @@ Adding a family (e.g. ``satisfaction`` for NPS, CES, CSAT and survey response ra
 The snapshot service, tasks, command, selectors and drill-downs pick it up from the registry.
 """
 
+from collections.abc import Iterable
 from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -44,25 +45,18 @@ def get_kpi(code: str) -> Kpi:
     return registry()[code]
 
 
-def datasets(ctx: "Context") -> list["Dataset"]:
-    """Every dataset the KPIs read: those defined in the family modules and ``datasets``, and those a
-    module builds per run (``DATASET_FACTORIES``, e.g. the funnel of the current pipeline stages).
+def datasets(ctx: "Context", families: Iterable[str] = FAMILY_MODULES) -> list["Dataset"]:
+    """Every dataset the KPIs of ``families`` read: each family module lists its own (``DATASETS``,
+    and ``DATASET_FACTORIES`` for those built per run, e.g. the funnel of the current stages).
 
-    An incremental run brings all of them up to date before computing any KPI.
+    An incremental run brings all of them up to date before computing any KPI; a full one releases a
+    dataset's periods once no family still to compute reads it.
     """
-    from metrics.kpis.dataset import Dataset
-
     found: dict[str, Dataset] = {}
-    for name in ("datasets", *FAMILY_MODULES):
+    for name in families:
         module = import_module(f"metrics.kpis.{name}")
-        candidates = []
-        for value in vars(module).values():
-            if isinstance(value, Dataset):
-                candidates.append(value)
-            elif isinstance(value, tuple | list) and value and all(isinstance(v, Dataset) for v in value):
-                candidates.extend(value)
-        candidates += [factory(ctx) for factory in getattr(module, "DATASET_FACTORIES", ())]
-        for ds in candidates:
+        declared = [*module.DATASETS, *(factory(ctx) for factory in getattr(module, "DATASET_FACTORIES", ()))]
+        for ds in declared:
             if found.setdefault(ds.name, ds) is not ds:
                 raise ValueError(f"two datasets are named {ds.name!r}")
     return list(found.values())

@@ -219,4 +219,7 @@ ACTIVE_DAYS_PER_USER = Kpi(
     drilldown=_active_users_drill,
 )
 
+# The datasets these KPIs read.
+DATASETS = [USAGE]
+
 KPIS = [ADOPTION_RATE, ACCESS_ADOPTION, RECORDS_PER_ACTIVE_USER, ACTIVE_DAYS_PER_USER]

@@ -125,6 +125,8 @@ class Context:
     # every-few-minutes run leaves out: only KPIs reading them are answered.
     long_statistics: bool = False
     _memo: dict[Any, Any] = field(default_factory=dict)
+    _memo_deps: dict[Any, set[str]] = field(default_factory=dict)
+    _computing: list[set[str]] = field(default_factory=list)
     # Dataset name -> the days whose records changed (incremental runs).
     dirty: dict[str, "Dirty"] = field(default_factory=dict)
     # Granularity -> the requested periods an incremental run recomputes (None: all of them).
@@ -172,16 +174,29 @@ class Context:
         return min(firsts), max(lasts)
 
     def memo(self, key: Any, compute: Callable[[], Any], *, reads: Iterable[str] = ()) -> Any:
-        """``compute()`` once per recompute; ``reads``: what it depends on, noted for every caller."""
+        """``compute()`` once per recompute; ``reads``: what it depends on, noted for every caller.
+
+        The datasets it reads are remembered, so ``release`` can drop it when none is needed any more.
+        """
         for name in reads:
             self.read(name)
         if key not in self._memo:
-            self._memo[key] = compute()
+            deps = set(reads)
+            self._computing.append(deps)
+            try:
+                self._memo[key] = compute()
+            finally:
+                self._computing.pop()
+            self._memo_deps[key] = deps
         return self._memo[key]
 
-    def forget(self, key: Any) -> None:
-        """Drop a memoised result that no later KPI needs (keeps a full rebuild's memory flat)."""
-        self._memo.pop(key, None)
+    def release(self, keep: set[str]) -> None:
+        """Drop every memoised result that depends only on datasets outside ``keep`` (the datasets the
+        KPIs still to compute read): a full rebuild's memory stays flat instead of holding every
+        dataset's periods to the end."""
+        for key, deps in list(self._memo_deps.items()):
+            if deps and not deps & keep:
+                del self._memo[key], self._memo_deps[key]
 
     def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
         return period.end + grace <= self.now
@@ -191,8 +206,10 @@ class Context:
         self.reads = set()
 
     def read(self, name: str) -> None:
-        """Note that the KPI being computed depends on dataset ``name``."""
+        """Note that the KPI being computed (and any result being memoised) depends on dataset ``name``."""
         self.reads.add(name)
+        for deps in self._computing:
+            deps.add(name)
 
     def answers(self, period: Period) -> bool:
         """Whether the KPI being computed is recomputed for ``period`` in this run: every period in a full

@@ -58,8 +58,7 @@ def grouped(ctx: Context, dataset: Dataset) -> Grouped:
     Incremental contexts answer only what changed: datasets without facts then compute just the
     periods that changed records fall in; ``always`` datasets are computed in full every time.
     """
-    ctx.read("*" if dataset.always else dataset.name)
-    return ctx.memo(("dataset", dataset.name), lambda: _compute(ctx, dataset))
+    return ctx.memo(("dataset", dataset.name), lambda: _compute(ctx, dataset), reads=(dataset.name,))
 
 
 def _compute(ctx: Context, ds: Dataset) -> Grouped:
@@ -247,8 +246,7 @@ def stock(ctx: Context, dataset: Dataset) -> Grouped:
                     out[(g, period.first_day, scope, scope_id)] = dict(level)
         return out
 
-    ctx.read(dataset.name)
-    return ctx.memo(("stock", dataset.name), build)
+    return ctx.memo(("stock", dataset.name), build, reads=(dataset.name,))
 
 
 def with_current(ctx: Context, levels: Grouped, now: Dataset) -> Grouped:

@@ -61,6 +61,7 @@ DQ_CUSTOMERS = Dataset(
     rows=_customer_rows,
     date="created_at",
     opening_balance=True,
+    current_only=True,
     scopes=OWNER_SCOPES,
     measures={
         "records": count(),
@@ -97,6 +98,7 @@ DQ_DEALS = Dataset(
     rows=lambda ctx: Deal.objects.filter(live("customer__")),
     date="created_at",
     opening_balance=True,
+    current_only=True,
     scopes=DEAL_SCOPES,
     measures={
         "records": count(),
@@ -217,7 +219,6 @@ def _shared(field: str) -> QuerySet:
 
 def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     """Redundant records (all but the oldest of each cluster) ÷ live records, per owner scope."""
-    ctx.read("*")
     customers = stock(ctx, DQ_CUSTOMERS)
     team_of = dict(User.objects.values_list("id", "team_id"))
     redundant: dict[tuple[str, str], int] = defaultdict(int)
@@ -266,6 +267,9 @@ def _stale_drill(user: User, period: Period, scope: str, scope_id: str, part: st
     )
     return qs.filter(_is_stale(timezone.now())) if part == "numerator" else qs
 
+
+# The datasets these KPIs read.
+DATASETS = [DQ_CUSTOMERS, DQ_DEALS, STALE]
 
 DUPLICATE_RATE = Kpi(
     code="duplicate_rate",

@@ -135,6 +135,8 @@ class Dataset:
     # or Python computing them (in the same shape, as tuples).
     day_sql: DaySql | None = None
     day_rows: DayRows | None = None
+    # Read only for the current period (the data-quality checks describe the records as they are now).
+    current_only: bool = False
 
     @property
     def additive(self) -> bool:

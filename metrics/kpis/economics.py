@@ -19,6 +19,7 @@ from metrics.kpis import facts
 from metrics.kpis.base import COMPANY_ONLY, MONTHLY_AND_LONGER, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, dec, divide, drill, grouped, rows_from
 from metrics.kpis.datasets import (
+    ACTIVITY,
     CLOSED_DEALS,
     CUSTOMER_SCOPES,
     INVALID_LOST,
@@ -54,7 +55,7 @@ def _cac_values(ctx: Context) -> dict[tuple[str, Any, str, str], tuple[Decimal |
             out[key] = (divide(cost, customers) if s.get("acquisition_entries") else None, cost, customers)
         return out
 
-    return ctx.memo("cac", build, reads=("*",))
+    return ctx.memo("cac", build)
 
 
 def _cac(ctx: Context, kpi: Kpi) -> Iterator[Row]:
@@ -150,7 +151,7 @@ def _clv_values(
                 )
         return out
 
-    return ctx.memo("clv", build, reads=("*",))
+    return ctx.memo("clv", build)
 
 
 def _clv(ctx: Context, kpi: Kpi) -> Iterator[Row]:
@@ -284,8 +285,6 @@ def _cost_until(items: list[CrmCostItem], end_month: date) -> Decimal:
 
 
 def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    # The settings and cost items are small and entered by hand: every run takes them as they are.
-    ctx.read("*")
     company = CompanySettings.load()
     go_live = company.go_live_date
     inputs = (
@@ -358,5 +357,8 @@ CRM_ROI = Kpi(
     scopes=COMPANY_ONLY,
     granularities=MONTHLY_AND_LONGER,
 )
+
+# The datasets these KPIs read.
+DATASETS = [SPEND, CLOSED_DEALS, NEW_CUSTOMERS, ACTIVITY]
 
 KPIS = [CAC, RETENTION_COST, CLV, CLV_CAC, CRM_ROI]

@@ -363,6 +363,8 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
         key = []
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
+        if ds.current_only:
+            needed = [p for p in needed if p == ctx.current(p.granularity)]
         if not needed:
             continue
         first = min(p.first_day for p in needed)

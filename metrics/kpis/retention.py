@@ -15,6 +15,7 @@ from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, dec, divide, drill, grouped, ratio, rows_from, scope_filter
 from metrics.kpis.datasets import (
+    ACTIVITY,
     CUSTOMER_SCOPES,
     DEAL_SCOPES,
     NEW_CUSTOMERS,
@@ -235,6 +236,9 @@ REFERRAL_SHARE = Kpi(
         numerator=Q(source=Source.REFERRAL),
     ),
 )
+
+# The datasets these KPIs read.
+DATASETS = [ACTIVITY, NEW_CUSTOMERS, RENEWALS, REPEAT_BUYERS]
 
 KPIS = [
     CHURN_RATE,

@@ -577,6 +577,18 @@ FORECAST_ACCURACY = Kpi(
     drilldown=WON_DRILL,
 )
 
+# The datasets these KPIs read (the funnel's is built per run, see DATASET_FACTORIES).
+DATASETS = [
+    CLOSED_DEALS,
+    WON_DEAL_STATS,
+    NEW_CUSTOMERS,
+    PIPELINE_DELTAS,
+    OPEN_PIPELINE_NOW,
+    OPEN_BY_CLOSE_DATE,
+    FORECAST_DELTAS,
+    LEADS,
+]
+
 KPIS = [
     REVENUE_WON,
     DEALS_WON,

@@ -302,6 +302,9 @@ def _answer_drill(kind: Q, numerator: Q) -> Any:
 
 INVITATION_BASE = LIVE & Q(sent_at__isnull=False)
 
+# The datasets these KPIs read.
+DATASETS = [ANSWERS, INVITATIONS]
+
 NPS_RELATIONSHIP = Kpi(
     code="nps_relationship",
     family=Family.SATISFACTION,

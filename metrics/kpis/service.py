@@ -28,6 +28,7 @@ from metrics.kpis.builders import (
     with_current,
 )
 from metrics.kpis.datasets import (
+    ACTIVITY,
     BACKLOG_DELTAS,
     BACKLOG_NOW,
     COMPLAINTS,
@@ -290,6 +291,20 @@ COMPLAINT_RATE = Kpi(
     exclusions=SERVICE_EXCLUSIONS,
     drilldown=_complaint_drill,
 )
+
+# The datasets these KPIs read.
+DATASETS = [
+    TICKETS_CREATED,
+    COMPLAINTS,
+    TICKETS_SOLVED,
+    SOLVE_TIMES,
+    TICKETS_REPLIED,
+    *SLA_REPLY,
+    *SLA_RESOLUTION,
+    BACKLOG_DELTAS,
+    BACKLOG_NOW,
+    ACTIVITY,
+]
 
 KPIS = [
     TICKETS_CREATED_KPI,

@@ -14,10 +14,12 @@ from django.utils import timezone
 
 from crm import services
 from crm.models import Customer, Deal
-from metrics.kpis import facts
+from metrics.kpis import datasets, facts, registry
+from metrics.kpis.base import Context
 from metrics.models import KpiFact, KpiFactState, KpiSnapshot, SnapshotRun
 from metrics.periods import GRANULARITIES, recent_periods
 from metrics.services import (
+    kpi_rows,
     snapshots_rebuild_all,
     snapshots_recompute_long_statistics,
     snapshots_recompute_recent,
@@ -222,3 +224,14 @@ def test_full_rebuild_scanning_on_a_second_connection_gives_the_same_numbers(set
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'kpi_prefetch_%%'")
         assert cursor.fetchone()[0] == 0
+
+
+def test_every_family_declares_the_datasets_its_kpis_read(company):
+    """The incremental run prepares, and a full one releases, the datasets the families declare."""
+    ctx = Context(
+        periods={g: recent_periods(g, timezone.now(), 3) for g in GRANULARITIES}, now=timezone.now()
+    )
+    for kpi in registry().values():
+        kpi_rows(ctx, kpi)
+        declared = {ds.name for ds in datasets(ctx, [kpi.family])}
+        assert ctx.reads <= declared, f"{kpi.code} reads {sorted(ctx.reads - declared)} undeclared"
