@@ -167,6 +167,17 @@ class Customer(models.Model):
             GinIndex(OpClass("name_key", "gin_trgm_ops"), name="customer_name_key_trgm"),
             GinIndex(OpClass(Upper("name"), "gin_trgm_ops"), name="customer_name_upper_trgm"),
             models.Index(fields=["name", "id"], name="customer_name_id"),
+            # The duplicate rate's shared keys among live customers (metrics.kpis.data_quality).
+            models.Index(
+                fields=["email_key"],
+                condition=~Q(email_key="") & Q(merged_into__isnull=True, is_internal=False),
+                name="customer_live_email_key",
+            ),
+            models.Index(
+                fields=["phone_key"],
+                condition=~Q(phone_key="") & Q(merged_into__isnull=True, is_internal=False),
+                name="customer_live_phone_key",
+            ),
             # The few customers every KPI leaves out (metrics.kpis.datasets.live).
             models.Index(
                 fields=["id"],

@@ -27,7 +27,7 @@ from metrics.kpis.dataset import (
     percentile,
     total,
 )
-from metrics.kpis.sql import Grouped, grouping_sets_query, records_query
+from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, records_query
 from metrics.models import Scope
 from metrics.periods import Period, local_date
 
@@ -67,8 +67,8 @@ def _compute(ctx: Context, ds: Dataset) -> Grouped:
         return {}
     if ds.uses_facts:
         data = facts.grouped(ctx, ds, grans)
-    elif ds.additive:
-        data = facts.build_unstored(ctx, ds, grans)
+    elif ds.always:
+        data = _every_time(ctx, ds, grans)
     else:
         data = _from_records(ctx, ds, grans)
     scaled = {name: Decimal(m.scale) for name, m in ds.measures.items() if m.scale}
@@ -78,6 +78,18 @@ def _compute(ctx: Context, ds: Dataset) -> Grouped:
                 if values.get(name) is not None:
                     values[name] = Decimal(values[name]) / scale
     return data
+
+
+def _every_time(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
+    """A dataset computed from its records in every run (a current state, a tiny table): one grouped
+    query over the periods the run needs."""
+    if ds.current_only:
+        return current_grouped(ctx, ds, grans)
+    needed = [p for g in grans for p in ctx.needed(g, ds.compare)]
+    if not needed:
+        return {}
+    spans = [(min(p.first_day for p in needed), max(p.next().first_day for p in needed))]
+    return records_query(ctx, ds, grans, spans).run()
 
 
 def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:

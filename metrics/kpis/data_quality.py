@@ -117,6 +117,7 @@ STALE = Dataset(
     scopes=DEAL_SCOPES,
     measures={"open": count(), "stale": count(Q(stale=True))},
     always=True,
+    current_only=True,
 )
 
 
@@ -177,13 +178,14 @@ def _stale(ctx: Context, kpi: Kpi) -> Iterator[Row]:
 
 def duplicate_clusters() -> list[list[tuple[int, int | None]]]:
     """Clusters of live customers sharing an e-mail or phone key, oldest first: [(id, owner id), ...]."""
-    shared = Q(email_key__in=_shared("email_key")) | Q(phone_key__in=_shared("phone_key"))
-    candidates = list(
-        Customer.objects.filter(live())
-        .filter(shared)
-        .order_by("id")
+    # One indexed lookup per key kind (a union), not a test of every customer against both key lists.
+    by_key = [
+        Customer.objects.filter(live(), **{f"{field}__in": _shared(field)})
+        .order_by()
         .values_list("id", "owner_id", "email_key", "phone_key")
-    )
+        for field in ("email_key", "phone_key")
+    ]
+    candidates = sorted(by_key[0].union(by_key[1]).order_by())
     parent = {row[0]: row[0] for row in candidates}
 
     def find(x: int) -> int:
@@ -210,6 +212,7 @@ def _shared(field: str) -> QuerySet:
     return (
         Customer.objects.filter(live())
         .exclude(**{field: ""})
+        .order_by()
         .values(field)
         .annotate(n=Count("id"))
         .filter(n__gt=1)

@@ -241,6 +241,7 @@ OPEN_PIPELINE_NOW = Dataset(
         "weighted": total("weighted_cents", scale=WEIGHTED_CENTS, prescaled=True),
     },
     always=True,
+    current_only=True,
 )
 
 
@@ -352,6 +353,7 @@ OPEN_BY_CLOSE_DATE = Dataset(
     },
     # The open deals as they are now: only read for the current period.
     always=True,
+    current_only=True,
 )
 
 
@@ -765,6 +767,7 @@ BACKLOG_NOW = Dataset(
     scopes=TICKET_SCOPES,
     measures={"backlog": count()},
     always=True,
+    current_only=True,
 )
 
 

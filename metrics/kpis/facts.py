@@ -149,7 +149,7 @@ def _covering(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, da
     return start, after
 
 
-def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True) -> Grouped:
+def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     """Scan the records of the requested range once, store their facts, sum the periods.
 
     The day table is added up once into weeks and months (a table a fifth of its size); those feed
@@ -157,7 +157,7 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True
     """
     start, after = _covering(ctx, ds, grans)
     days, periods = f"kpi_day_{ds.name}", f"kpi_wm_{ds.name}"
-    prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None and store else None
+    prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None else None
     if prefetched is not None:
         days = prefetched[0]
     else:
@@ -174,17 +174,11 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str], *, store: bool = True
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE TEMP TABLE {periods} AS {grouped_by}")
-        if store:
-            _store(ds, days, periods, start, after, horizon(ctx.now))
+        _store(ds, days, periods, start, after, horizon(ctx.now))
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {periods}" if prefetched else f"DROP TABLE {days}, {periods}")
-
-
-def build_unstored(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
-    """An additive dataset computed from its records every time (``always``): no facts kept."""
-    return build(ctx, ds, grans, store=False)
 
 
 def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:

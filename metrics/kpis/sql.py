@@ -493,3 +493,60 @@ def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans)
         aggregates=aggregates,
         where=where,
     )
+
+
+def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
+    """A dataset read for the current periods only (``current_only``), every granularity at once.
+
+    One pass over the records of the widest current period: each measure is summed per granularity
+    with a FILTER on that granularity's current period, grouped by scope only (no period buckets).
+    """
+    periods = {g: ctx.current(g) for g in grans if ctx.period(g, ctx.current(g).first_day) is not None}
+    if ctx.touched is not None:
+        periods = {g: p for g, p in periods.items() if p in ctx.touched.get(g, ())}
+    if not periods:
+        return {}
+    first = min(p.first_day for p in periods.values())
+    after = max(p.next().first_day for p in periods.values())
+    inner_sql, params, where = inner_query(ctx, ds, day=False, grans=(), spans=[(first, after)])
+    # Each current period as a boolean column of the inner query (its bounds as parameters).
+    in_period, in_params = [], []
+    for g, p in periods.items():
+        lo, hi = (p.first_day, p.next().first_day) if ds.date_is_day else (p.start, p.end)
+        in_period.append(f"(k_at >= %s AND k_at < %s) AS k_in_{g}")
+        in_params += [lo, hi]
+    columns = fact_columns(ds)
+    aggregates, slots = [], []
+    for g in periods:
+        for c in columns:
+            if c.granularity not in (None, g):
+                continue
+            sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE k_in_{g} AND ", 1)
+            aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE k_in_{g})")
+            slots.append((g, c.measure))
+    scopes = list(ds.scopes)
+    scope_columns = [f"k_s_{s}" for s in scopes]
+    sets = ", ".join([*(f"({c})" for c in scope_columns), "()"])
+    grouping = f"GROUPING({', '.join(scope_columns)})" if scope_columns else "0"
+    sql = (
+        f"SELECT {grouping}, {', '.join([*scope_columns, *aggregates])} "  # noqa: S608
+        f"FROM (SELECT *, {', '.join(in_period)} FROM ({inner_sql}) AS i) AS t {where} "
+        f"GROUP BY GROUPING SETS ({sets})"
+    )
+    full = (1 << len(scopes)) - 1
+    masks = {full: None, **{full ^ (1 << (len(scopes) - 1 - i)): i for i in range(len(scopes))}}
+    out: Grouped = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*in_params, *params])
+        for row in cursor.fetchall():
+            position = masks[row[0]]
+            scope, scope_id = Scope.COMPANY, ""
+            if position is not None:
+                raw = row[1 + position]
+                if raw is None or raw == "":
+                    continue
+                scope, scope_id = scopes[position], str(raw)
+            values = row[1 + len(scopes) :]
+            for (g, measure), value in zip(slots, values, strict=True):
+                out.setdefault((g, periods[g].first_day, scope, scope_id), {})[measure] = value
+    return out
