@@ -381,7 +381,21 @@ class Deal(models.Model):
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
-            models.Index(fields=["owner", "stage"], condition=Q(status="open"), name="deal_open_owner_stage"),
+            # A rep's open deals by stage; what the KPI engine reads of every open deal on each run (the
+            # pipeline, forecast and staleness of the current period) rides along for index-only scans.
+            models.Index(
+                fields=["owner", "stage"],
+                include=[
+                    "customer",
+                    "amount",
+                    "probability",
+                    "expected_close_date",
+                    "created_at",
+                    "last_activity_at",
+                ],
+                condition=Q(status="open"),
+                name="deal_open_owner",
+            ),
             # The board: per-stage sums read from the index alone, and each stage's largest deals.
             models.Index(
                 fields=["stage"], include=["amount"], condition=Q(status="open"), name="deal_open_stage"

@@ -147,12 +147,19 @@ def rows_from(
     The company gets a row for every requested period even without data, so an empty period reads
     as 0 or "no data" rather than missing.
     """
-    selective = ctx.touched is not None
+    # Per (granularity, first day): the period if this run answers it for the KPI, else None.
+    answered: dict[tuple[str, date], Period | None] = {}
     for (g, first_day, scope, scope_id), values in data.items():
-        period = ctx.period(g, first_day)
-        if period is None or scope not in kpi.scopes or g not in kpi.granularities:
+        if scope not in kpi.scopes:
             continue
-        if selective and not ctx.answers(period):
+        try:
+            period = answered[(g, first_day)]
+        except KeyError:
+            period = ctx.period(g, first_day)
+            if period is not None and (g not in kpi.granularities or not ctx.answers(period)):
+                period = None
+            answered[(g, first_day)] = period
+        if period is None:
             continue
         result = fn(values, period, scope, scope_id)
         if result is not None:

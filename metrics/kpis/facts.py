@@ -38,6 +38,7 @@ from metrics.kpis.sql import (
     inner_query,
     periods_from_days,
     records_query,
+    trunc_day,
 )
 from metrics.models import KpiFact, KpiFactState, Scope
 from metrics.periods import Period, floor_date, local_date, reporting_tz, shift_date
@@ -167,7 +168,7 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     n = len(fact_columns(ds))
     sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
     grouped_by = " UNION ALL ".join(
-        f"SELECT '{grain}'::text AS grain, date_trunc('{grain}', k_day)::date AS k_day, scope, scope_id, "  # noqa: S608
+        f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'k_day')} AS k_day, scope, scope_id, "  # noqa: S608
         f"{sums} FROM {days} GROUP BY 2, 3, 4"
         for grain in (WEEK, MONTH)
     )
@@ -311,7 +312,7 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
                 params[f"{key}_lo"], params[f"{key}_hi"] = lo, hi
                 stored = other_days.replace("%(lo)s", f"%({key}_lo)s").replace("%(hi)s", f"%({key}_hi)s")
                 rows = f"{new_days} UNION ALL {stored}"
-            first = f"date_trunc('{grain}', k_day)::date"
+            first = trunc_day(grain, "k_day")
             sums = ", ".join(f"sum(k_p{i})" for i in range(n))
             parts.append(
                 f"SELECT '{grain}', {first}, scope, scope_id, {sums} FROM ({rows}) AS r "  # noqa: S608
@@ -346,8 +347,8 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     """
     out: Grouped = {}
     n = len(fact_columns(ds))
+    columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
     if source == TABLE:
-        columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
         rows = (
             f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
         )
@@ -363,7 +364,17 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
             continue
         first = min(p.first_day for p in needed)
         params: list = [*key, grain]
-        if ds.opening_balance:
+        cut = floor_date(first, MONTH)
+        if ds.opening_balance and source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
+            # The opening balance of the weeks from month facts and the days of the month before the
+            # first week (a few dozen rows per scope instead of every week since the first record).
+            filtered = (
+                f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
+                "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s) "
+                "OR (grain = 'week' AND day >= %s AND day < %s))"
+            )
+            params = [ds.name, cut, cut, first, first, max(p.next().first_day for p in needed)]
+        elif ds.opening_balance:
             filtered = f"SELECT * FROM ({rows}) AS f WHERE k_day < %s"  # noqa: S608
             params.append(max(p.next().first_day for p in needed))
         else:
@@ -371,10 +382,26 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
             params.append(sorted({d for p in needed for d in _firsts(p, grain)}))
         out.update(
             periods_from_days(
-                ctx, ds, filtered, params, grans=wanted, opening_day=first if ds.opening_balance else None
+                ctx,
+                ds,
+                filtered,
+                params,
+                grans=wanted,
+                opening_day=first if ds.opening_balance else None,
+                only=_only(ctx, ds, needed, wanted),
             )
         )
     return out
+
+
+def _only(
+    ctx: Context, ds: Dataset, needed: Sequence[Period], grans: Sequence[str]
+) -> dict[str, list[date]] | None:
+    """The periods to sum: an incremental run needs a few of the weeks or months it reads. A stock's
+    deltas are accumulated period after period, so it gets them all."""
+    if ctx.touched is None or ds.opening_balance:
+        return None
+    return {g: [p.first_day for p in needed if p.granularity == g] for g in grans}
 
 
 def _firsts(period: Period, grain: str) -> Iterator[date]:

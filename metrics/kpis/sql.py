@@ -110,6 +110,12 @@ def fact_columns(ds: Dataset) -> list[Column]:
     return columns
 
 
+def trunc_day(grain: str, day: str) -> str:
+    """SQL: the first day of the ``grain`` period holding the date ``day`` (a calendar truncation: as a
+    timestamp without time zone, twice as fast as the session-zone one a bare date gets)."""
+    return f"date_trunc('{grain}', ({day})::timestamp)::date"
+
+
 class LocalDay(Func):
     """The calendar day of an instant in the reporting time zone."""
 
@@ -325,10 +331,12 @@ def periods_from_days(
     *,
     grans: Sequence[str],
     opening_day: date | None = None,
+    only: Mapping[str, Iterable[date]] | None = None,
 ) -> Grouped:
     """Every period of ``grans`` × scope summed from day-shaped rows (``source`` SQL).
 
     ``opening_day``: rows dated before it count on the day before it (a stock's opening balance).
+    ``only``: per granularity, the first days of the periods wanted (the others are not returned).
     Team and company figures of user-scoped datasets are the sums of their users (and of the rows
     without a user, for the company), teams by each user's current team.
     """
@@ -339,9 +347,18 @@ def periods_from_days(
             sums[c.measure] = f"sum(k_p{i})"
         elif c.granularity in grans:
             sums.setdefault(c.measure, {})[c.granularity] = f"sum(k_p{i})"  # type: ignore[index]
-    day_expr = "k_day" if opening_day is None else "GREATEST(k_day, %s::date)"
-    day_params = [] if opening_day is None else [opening_day - timedelta(days=1)] * len(grans)
-    buckets = ", ".join(f"date_trunc('{g}', {day_expr})::date AS k_b_{g}" for g in grans)
+    day_expr, day_params = "k_day", []
+    if opening_day is not None:
+        day_expr, day_params = "GREATEST(k_day, %s::date)", [opening_day - timedelta(days=1)]
+    buckets, bucket_params = [], []
+    for g in grans:
+        first = trunc_day(g, "k_d")
+        if only is None:
+            buckets.append(f"{first} AS k_b_{g}")
+        else:
+            # Rows of the periods not wanted fall into one NULL bucket per scope, which is not read.
+            buckets.append(f"CASE WHEN {first} = ANY(%s::date[]) THEN {first} END AS k_b_{g}")
+            bucket_params.append(sorted(set(only.get(g, ()))))
     partials = ", ".join(f"k_p{i}" for i in range(len(columns)))
     out: Grouped = {}
     for scope in scope_sets(ds):
@@ -352,13 +369,14 @@ def periods_from_days(
             join = "LEFT JOIN accounts_user u ON u.id = NULLIF(src.scope_id, '')::bigint"
             scopes[Scope.TEAM] = "k_s_team"
         rows = (
-            f"SELECT {buckets}{scope_cols}, {partials} FROM ({source}) AS src {join} "  # noqa: S608
+            f"SELECT {', '.join(buckets)}{scope_cols}, {partials} "  # noqa: S608
+            f"FROM (SELECT {day_expr} AS k_d, * FROM ({source}) AS s) AS src {join} "
             f"WHERE scope = '{scope or ''}'"
         )
         out.update(
             grouping_sets_query(
                 rows,
-                [*day_params, *params],
+                [*bucket_params, *day_params, *params],
                 buckets={g: f"k_b_{g}" for g in grans},
                 scopes=scopes,
                 aggregates=sums,
