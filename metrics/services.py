@@ -53,23 +53,34 @@ Progress = Callable[[str], None]
 
 # Built from the column names above only; every value travels through COPY or parameters.
 _COLUMNS = ", ".join(SNAPSHOT_COLUMNS)
-_CHANGED = " OR ".join(f"s.{c} IS DISTINCT FROM t.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
-# MERGE joins the staged rows to the table in bulk (a hash join) instead of probing the unique index row by
-# row as INSERT … ON CONFLICT does; unchanged rows are left alone (no new row versions).
+_CHANGED = " OR ".join(f"e.{c} IS DISTINCT FROM t.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
+_SAME_KEY = " AND ".join(f"e.{k} = t.{k}" for k in KEY_COLUMNS)
+# The stored rows of the periods this run recomputed (``kpi_cover``), found through the (kpi,
+# granularity, period) index: a few hundred range scans instead of an index probe per staged row.
+_EXISTING = """
+    SELECT s.* FROM kpi_cover c JOIN metrics_kpisnapshot s
+    ON s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
+"""
+# Only new and changed rows reach the MERGE (joined on the primary key); unchanged rows are left alone
+# (no new row versions).
 UPSERT_SQL = f"""
-    MERGE INTO metrics_kpisnapshot AS s USING kpi_stage AS t
-    ON {" AND ".join(f"s.{k} = t.{k}" for k in KEY_COLUMNS)}
-    WHEN MATCHED AND ({_CHANGED}) THEN
+    MERGE INTO metrics_kpisnapshot AS s
+    USING (
+        SELECT t.*, e.id AS existing_id FROM kpi_stage t LEFT JOIN ({_EXISTING}) AS e ON {_SAME_KEY}
+        WHERE e.id IS NULL OR {_CHANGED}
+        OFFSET 0  -- Filter first: then only the changed rows are looked up in the table.
+    ) AS t ON s.id = t.existing_id
+    WHEN MATCHED THEN
         UPDATE SET {", ".join(f"{c} = t.{c}" for c in UPDATED_COLUMNS)}
     WHEN NOT MATCHED THEN
         INSERT ({_COLUMNS}) VALUES ({", ".join(f"t.{c}" for c in SNAPSHOT_COLUMNS)})
 """  # noqa: S608
+# Rows of a recomputed period that this run did not produce (a scope that no longer has data).
 DELETE_STALE_SQL = f"""
-    DELETE FROM metrics_kpisnapshot s USING kpi_cover c
-    WHERE s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
-      AND NOT EXISTS (SELECT 1 FROM kpi_stage t
-                      WHERE ({", ".join(f"t.{k}" for k in KEY_COLUMNS)})
-                          = ({", ".join(f"s.{k}" for k in KEY_COLUMNS)}))
+    DELETE FROM metrics_kpisnapshot WHERE id IN (
+        SELECT e.id FROM ({_EXISTING}) AS e
+        WHERE NOT EXISTS (SELECT 1 FROM kpi_stage t WHERE {_SAME_KEY})
+    )
 """  # noqa: S608
 
 
@@ -295,11 +306,12 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
             later = {k.family for k in kpis[i + 1 :]}
             if kpi.family not in later:
                 ctx.release(keep={ds.name for ds in datasets(ctx, later)})
+        # Row counts and rough distributions are all the upsert's plan needs: a small sample will do.
+        cursor.execute("SET LOCAL default_statistics_target = 10")
         cursor.execute("ANALYZE kpi_stage, kpi_cover")
-        cursor.execute(UPSERT_SQL)
-        # Rows of a recomputed period that this run did not produce (a scope that no longer has data).
         # A merge join would sort both sides on their text keys: hash the staged rows instead.
         cursor.execute("SET LOCAL enable_mergejoin = off")
+        cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
         cursor.execute("SET LOCAL enable_mergejoin = on")
         cursor.execute("DROP TABLE kpi_stage, kpi_cover")
