@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
-from metrics.kpis import datasets, facts, registry
+from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
@@ -227,9 +227,9 @@ def _recompute(
             if ctx.incremental:
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
-                facts.prepare(ctx, datasets(ctx))
+                facts.prepare(ctx, family_datasets(ctx))
             elif settings.KPI_PREFETCH_SCANS:
-                ctx.prefetch = facts.Prefetch(ctx, datasets(ctx))
+                ctx.prefetch = facts.Prefetch(ctx, family_datasets(ctx))
             try:
                 run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
             finally:
@@ -305,7 +305,7 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
                 progress(kpi.code)
             later = {k.family for k in kpis[i + 1 :]}
             if kpi.family not in later:
-                ctx.release(keep={ds.name for ds in datasets(ctx, later)})
+                ctx.release(keep={ds.name for ds in family_datasets(ctx, later)})
         # Row counts and rough distributions are all the upsert's plan needs: a small sample will do.
         cursor.execute("SET LOCAL default_statistics_target = 10")
         cursor.execute("ANALYZE kpi_stage, kpi_cover")
@@ -331,15 +331,21 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
     scopes = set(kpi.scopes)
     out, seen = [], set()
     ctx.start_kpi()
-    selective = ctx.touched is not None
+    # Whether the run answers a period, per period and what the KPI has read so far (it only grows).
+    answered: dict[tuple[Period, int], bool] = {}
     for row in kpi.compute(ctx, kpi):
         period = wanted.get(row.granularity, {}).get(row.first_day)
-        if period is None or row.scope not in scopes or (selective and not ctx.answers(period)):
+        if period is None or row.scope not in scopes:
             continue
-        key = (row.granularity, row.first_day, row.scope, row.scope_id)
-        if key in seen:
-            raise ValueError(f"{kpi.code} produced {key} twice")
-        seen.add(key)
+        key = (period, len(ctx.reads))
+        if key not in answered:
+            answered[key] = ctx.answers(period)
+        if not answered[key]:
+            continue
+        row_key = (row.granularity, row.first_day, row.scope, row.scope_id)
+        if row_key in seen:
+            raise ValueError(f"{kpi.code} produced {row_key} twice")
+        seen.add(row_key)
         out.append((row, period))
     cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
     return out, cover

@@ -45,7 +45,7 @@ def get_kpi(code: str) -> Kpi:
     return registry()[code]
 
 
-def datasets(ctx: "Context", families: Iterable[str] = FAMILY_MODULES) -> list["Dataset"]:
+def family_datasets(ctx: "Context", families: Iterable[str] = FAMILY_MODULES) -> list["Dataset"]:
     """Every dataset the KPIs of ``families`` read: each family module lists its own (``DATASETS``,
     and ``DATASET_FACTORIES`` for those built per run, e.g. the funnel of the current stages).
 

@@ -147,18 +147,19 @@ def rows_from(
     The company gets a row for every requested period even without data, so an empty period reads
     as 0 or "no data" rather than missing.
     """
-    # Per (granularity, first day): the period if this run answers it for the KPI, else None.
-    answered: dict[tuple[str, date], Period | None] = {}
+    # Per period and what the KPI has read so far (it only grows): the period if this run answers it.
+    answered: dict[tuple[str, date, int], Period | None] = {}
     for (g, first_day, scope, scope_id), values in data.items():
         if scope not in kpi.scopes:
             continue
+        key = (g, first_day, len(ctx.reads))
         try:
-            period = answered[(g, first_day)]
+            period = answered[key]
         except KeyError:
             period = ctx.period(g, first_day)
             if period is not None and (g not in kpi.granularities or not ctx.answers(period)):
                 period = None
-            answered[(g, first_day)] = period
+            answered[key] = period
         if period is None:
             continue
         result = fn(values, period, scope, scope_id)

@@ -5,18 +5,21 @@ measured while those periods were current.
 Checked records: customers that are not merged duplicates or internal, and their deals.
 """
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import (
     BooleanField,
     Count,
     DateTimeField,
     ExpressionWrapper,
     F,
+    Max,
     Q,
     QuerySet,
     Value,
@@ -24,6 +27,7 @@ from django.db.models import (
 from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.models import Customer, Deal
@@ -33,6 +37,10 @@ from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows
 from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
 from metrics.models import Scope
 from metrics.periods import Period, local_date
+
+logger = logging.getLogger(__name__)
+# Long enough to outlive any quiet spell between changes; a change makes a new key anyway.
+DUPLICATES_CACHE_SECONDS = 24 * 3600
 
 # Placeholders people type instead of leaving a field empty count as empty.
 EMPTY_VALUES = ["", "-", "n/a", "na", "none", "null", "unknown", "?"]
@@ -176,8 +184,32 @@ def _stale(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     return rows_from(ctx, kpi, data, fn)
 
 
-def duplicate_clusters() -> list[list[tuple[int, int | None]]]:
-    """Clusters of live customers sharing an e-mail or phone key, oldest first: [(id, owner id), ...]."""
+def duplicate_clusters(*, fresh: bool = False) -> list[list[tuple[int, int | None]]]:
+    """Clusters of live customers sharing an e-mail or phone key, oldest first: [(id, owner id), ...].
+
+    Finding them groups every customer by both keys; the result is cached under a fingerprint of the
+    customer table (every write stamps ``updated_at``; a delete lowers the count), so a run with no
+    customer changed since the last one reads it back. ``fresh``: compute it anyway (the nightly rebuild).
+    """
+    stats = Customer.objects.aggregate(n=Count("id"), last_id=Max("id"), last_change=Max("updated_at"))
+    last_change = stats["last_change"].timestamp() if stats["last_change"] else None
+    key = f"metrics:duplicate-clusters:{stats['n']}:{stats['last_id']}:{last_change}"
+    if not fresh:
+        try:
+            cached = cache.get(key)
+        except (RedisError, OSError):
+            cached = None
+        if cached is not None:
+            return cached
+    clusters = _duplicate_clusters()
+    try:
+        cache.set(key, clusters, timeout=DUPLICATES_CACHE_SECONDS)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not cache the duplicate clusters: %s", exc)
+    return clusters
+
+
+def _duplicate_clusters() -> list[list[tuple[int, int | None]]]:
     # One indexed lookup per key kind (a union), not a test of every customer against both key lists.
     by_key = [
         Customer.objects.filter(live(), **{f"{field}__in": _shared(field)})
@@ -225,7 +257,7 @@ def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     customers = stock(ctx, DQ_CUSTOMERS)
     team_of = dict(User.objects.values_list("id", "team_id"))
     redundant: dict[tuple[str, str], int] = defaultdict(int)
-    for members in duplicate_clusters():
+    for members in duplicate_clusters(fresh=not ctx.incremental):
         for _customer_id, owner_id in members[1:]:
             redundant[(Scope.COMPANY, "")] += 1
             if owner_id is not None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from crm import services
 from crm.models import Customer, Deal
-from metrics.kpis import datasets, facts, registry
+from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context
 from metrics.models import KpiFact, KpiFactState, KpiSnapshot, SnapshotRun
 from metrics.periods import GRANULARITIES, recent_periods
@@ -233,5 +233,5 @@ def test_every_family_declares_the_datasets_its_kpis_read(company):
     )
     for kpi in registry().values():
         kpi_rows(ctx, kpi)
-        declared = {ds.name for ds in datasets(ctx, [kpi.family])}
+        declared = {ds.name for ds in family_datasets(ctx, [kpi.family])}
         assert ctx.reads <= declared, f"{kpi.code} reads {sorted(ctx.reads - declared)} undeclared"

@@ -7,6 +7,7 @@ import pytest
 
 from crm import services
 from crm.models import Customer
+from metrics.kpis.data_quality import duplicate_clusters
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_customer, make_deal, make_user, stage
 from tests.metrics.kit import NOW, d, row, value
@@ -95,3 +96,18 @@ def test_stale_open_deals():
 def test_no_records_means_no_value():
     assert row("field_completeness", first_day=JUNE, now=NOW).value is None
     assert row("stale_deals", first_day=JUNE, now=NOW).value is None
+
+
+def test_duplicate_clusters_are_reused_until_a_customer_changes():
+    rep = make_user()
+    first = make_customer(rep, at=BEFORE, email="a@x.com")
+    second = make_customer(rep, at=BEFORE, email="b@x.com")
+    assert duplicate_clusters() == []
+    # An edit through the service stamps the customer: the cached answer no longer applies.
+    services.customer_update(customer=second, actor=rep, data={"email": "A@x.com"})
+    assert duplicate_clusters() == [[(first.pk, rep.pk), (second.pk, rep.pk)]]
+    # A delete lowers the count; a new customer raises the last id.
+    second.delete()
+    assert duplicate_clusters() == []
+    make_customer(rep, at=BEFORE, email="a@x.com")
+    assert len(duplicate_clusters()) == 1
