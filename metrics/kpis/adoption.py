@@ -88,6 +88,8 @@ def adoption_counts(ctx: Context) -> dict[tuple[str, Any, str, str], dict[str, i
         out: dict[tuple[str, Any, str, str], dict[str, int]] = {}
         for g in ctx.granularities:
             for period in ctx.periods[g]:
+                if not ctx.touches(period):
+                    continue
                 end = period.end
                 for user_id, spans in seats.items():
                     if not any(s < end - NEW_SEAT_GRACE and (e is None or e >= end) for s, e in spans):

@@ -211,6 +211,10 @@ class Context:
         for deps in self._computing:
             deps.add(name)
 
+    def touches(self, period: Period) -> bool:
+        """Whether this run recomputes ``period`` for any KPI (every period in a full run)."""
+        return self.touched is None or period in self.touched.get(period.granularity, ())
+
     def answers(self, period: Period) -> bool:
         """Whether the KPI being computed is recomputed for ``period`` in this run: every period in a full
         run; in an incremental one the touched periods, but for those a dataset it read left out."""

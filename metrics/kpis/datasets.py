@@ -338,18 +338,14 @@ OPEN_BY_CLOSE_DATE = Dataset(
     name="open_by_close_date",
     rows=lambda ctx: Deal.objects.filter(
         live("customer__"), status=OPEN, expected_close_date__isnull=False
-    ).annotate(
-        weighted=Coalesce("amount", Value(Decimal(0)))
-        * Coalesce("probability", "stage__probability")
-        / Value(Decimal(100))
-    ),
+    ).annotate(cents=_cents("amount"), weighted_cents=_weighted_cents()),
     date="expected_close_date",
     date_is_day=True,
     scopes=DEAL_SCOPES,
     measures={
         "open": count(),
-        "weighted": total("weighted", scale=WEIGHTED_CENTS),
-        "amount": total("amount", scale=CENTS),
+        "weighted": total("weighted_cents", scale=WEIGHTED_CENTS, prescaled=True),
+        "amount": total("cents", scale=CENTS, prescaled=True),
     },
     # The open deals as they are now: only read for the current period.
     always=True,

@@ -319,6 +319,8 @@ def _growth(kind: str) -> Any:
         like_for_like = _like_for_like(ctx)
         for g in ctx.granularities:
             for period in ctx.periods[g]:
+                if not ctx.answers(period):
+                    continue
                 base = period.previous() if kind == "pop" else year_before(period)
                 now_values = revenue.get((g, period.first_day), {})
                 base_values = revenue.get((g, base.first_day), {})
