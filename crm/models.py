@@ -419,6 +419,13 @@ class Deal(models.Model):
             models.Index(fields=["customer"], name="deal_customer"),
             models.Index(fields=["status", "closed_at"], name="deal_status_closed"),
             models.Index(fields=["term_end"], condition=Q(status="won"), name="deal_won_term_end"),
+            # Revenue won per owner over a span of time, read from the index alone.
+            models.Index(
+                fields=["closed_at"],
+                include=["owner", "amount", "customer"],
+                condition=Q(status="won"),
+                name="deal_won_closed",
+            ),
             # Deals changed since the last KPI run (metrics.kpis.facts).
             models.Index(fields=["updated_at"], name="deal_updated_at"),
             BrinIndex(fields=["created_at"], name="deal_created_brin"),

@@ -71,6 +71,10 @@ CENTS, WEIGHTED_CENTS = 100, 10_000
 YEAR_STEPS = {"week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
+# The customers whose records no KPI counts (merged duplicates, internal or test customers), in raw SQL.
+EXCLUDED_CUSTOMERS_SQL = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+
+
 def live(prefix: str = "") -> Q:
     """Not a merged duplicate, not an internal or test customer; ``prefix`` is the path to the customer
     (e.g. ``customer__``) for other records.
@@ -289,7 +293,7 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
     ]
     values = ", ".join(f"{c} AS k_p{i}" for i, c in enumerate(columns))
     column_params = [*to_weight_params, *from_weight_params, *to_open_params, *from_open_params]
-    excluded = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+    excluded = EXCLUDED_CUSTOMERS_SQL
     period_starts = ", ".join(f"s.start_{g}" for g in FORECAST_GRANULARITIES)
     # OFFSET 0 keeps the inner query apart, so each change's deltas are worked out once, not per sum.
     sql = f"""

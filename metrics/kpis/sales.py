@@ -7,7 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db import connection
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -36,6 +37,7 @@ from metrics.kpis.datasets import (
     CUSTOMER_SCOPES,
     DEAL_ACQUISITION_SCOPES,
     DEAL_SCOPES,
+    EXCLUDED_CUSTOMERS_SQL,
     FORECAST_DELTAS,
     INVALID_LOST,
     LEAD_CONVERSION_DAYS,
@@ -270,47 +272,58 @@ FORECAST_WEIGHTED = Kpi(
 def _like_for_like(ctx: Context) -> dict[tuple[str, str, str, str], Decimal]:
     """Revenue of the previous period and of the year-earlier period up to the current elapsed time.
 
-    Whole days come from the facts of the revenue dataset, the part of a day from the deals.
+    Whole months come from the facts of the revenue dataset, the rest from the deals (one query).
     """
 
     def build() -> dict[tuple[str, str, str, str], Decimal]:
         grouped(ctx, CLOSED_DEALS)  # brings the facts up to date first
         team_of = dict(User.objects.values_list("id", "team_id"))
-        out = {}
+        spans = {}
         for g in ctx.granularities:
             current = ctx.current(g)
             if ctx.period(g, current.first_day) is None:
                 continue
             elapsed = ctx.now - current.start
             for kind, base in (("pop", current.previous()), ("yoy", year_before(current))):
-                lo, hi = base.start, min(base.start + elapsed, base.end)
-                table = [(owner, amount) for owner, amount in _won_between(ctx, lo, hi).items()]
-                for (scope, scope_id), (amount,) in rollup_by_owner(table, team_of).items():
-                    out[(kind, g, scope, scope_id)] = dec(amount)
+                spans[(kind, g)] = (base.start, min(base.start + elapsed, base.end))
+        out = {}
+        for (kind, g), by_owner in _won_between(spans).items():
+            for (scope, scope_id), (amount,) in rollup_by_owner(list(by_owner.items()), team_of).items():
+                out[(kind, g, scope, scope_id)] = dec(amount)
         return out
 
     return ctx.memo("like_for_like", build, reads=(CLOSED_DEALS.name,))
 
 
-def _won_between(ctx: Context, lo: datetime, hi: datetime) -> dict[int | None, Decimal]:
-    """Revenue won in [lo, hi) per owner: whole months from the revenue facts, the rest from the deals."""
-    by_owner: dict[int | None, Decimal] = defaultdict(Decimal)
-    months = facts.whole_months(local_date(lo), local_date(hi))
-    outside = Q(closed_at__gte=lo, closed_at__lt=hi)
-    if months:
+def _won_between(spans: dict[Any, tuple[datetime, datetime]]) -> dict[Any, dict[int | None, Decimal]]:
+    """Revenue won in each span [lo, hi) per owner: whole months from the revenue facts, the rest from
+    the deals, every span's rest summed in one query (an index-only range scan per span)."""
+    keys = list(spans)
+    by_span: dict[Any, dict[int | None, Decimal]] = {key: defaultdict(Decimal) for key in keys}
+    ranges: list[tuple[int, datetime, datetime]] = []
+    for i, (lo, hi) in enumerate(spans.values()):
+        months = facts.whole_months(local_date(lo), local_date(hi))
+        if not months:
+            ranges.append((i, lo, hi))
+            continue
         first, after = local_midnight(months[0]), local_midnight(shift_date(months[-1], "month", 1))
-        outside = Q(closed_at__gte=lo, closed_at__lt=first) | Q(closed_at__gte=after, closed_at__lt=hi)
+        ranges += [(i, lo, first), (i, after, hi)]
         for scope_id, values in facts.month_totals_by_user(CLOSED_DEALS, months).items():
-            by_owner[int(scope_id) if scope_id else None] += values["won_amount"]
-    rest = (
-        Deal.objects.filter(outside, LIVE_DEAL, status=WON)
-        .order_by()
-        .values_list("owner_id")
-        .annotate(amount=Sum("amount"))
-    )
-    for owner_id, amount in rest:
-        by_owner[owner_id] += amount or 0
-    return by_owner
+            by_span[keys[i]][int(scope_id) if scope_id else None] += values["won_amount"]
+    ranges = [(i, lo, hi) for i, lo, hi in ranges if lo < hi]
+    if not ranges:
+        return by_span
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.i, d.owner_id, sum(d.amount) "  # noqa: S608
+            "FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) AS r(i, lo, hi) "
+            "JOIN crm_deal d ON d.status = %s AND d.closed_at >= r.lo AND d.closed_at < r.hi "
+            f"WHERE d.customer_id NOT IN ({EXCLUDED_CUSTOMERS_SQL}) GROUP BY 1, 2",
+            [[r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], WON],
+        )
+        for i, owner_id, amount in cursor.fetchall():
+            by_span[keys[i]][owner_id] += amount or 0
+    return by_span
 
 
 def _growth(kind: str) -> Any:
@@ -398,7 +411,7 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
             measures.append("count(*) FILTER (WHERE d.status = %s AND d.stage_id = %s)")
             params += [WON, s.order, OPEN, s.pk]
         columns = ", ".join(f"{m}::bigint AS k_p{i}" for i, m in enumerate(measures))
-        excluded = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+        excluded = EXCLUDED_CUSTOMERS_SQL
         sql = f"""
             SELECT (d.created_at AT TIME ZONE %s)::date AS k_day, 'user' AS scope,
                    COALESCE(d.owner_id::text, '') AS scope_id, {columns}

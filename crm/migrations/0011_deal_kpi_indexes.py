@@ -6,8 +6,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # The open deals' covering index replaces the plain one, built before the old one goes and
-    # without blocking writes on deals.
+    # Covering indexes for the KPI engine's reads of deals, built without blocking writes on deals: the
+    # open deals' one replaces the plain one (built before the old one goes), and won deals by close time.
     atomic = False
 
     dependencies = [
@@ -23,5 +23,9 @@ class Migration(migrations.Migration):
         RemoveIndexConcurrently(
             model_name='deal',
             name='deal_open_owner_stage',
+        ),
+        AddIndexConcurrently(
+            model_name='deal',
+            index=models.Index(condition=models.Q(('status', 'won')), fields=['closed_at'], include=('owner', 'amount', 'customer'), name='deal_won_closed'),
         ),
     ]
