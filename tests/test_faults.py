@@ -47,7 +47,7 @@ SNAPSHOT_FINGERPRINT_SQL = """
 BLOCKED_UPSERT_SQL = """
     SELECT pid FROM pg_stat_activity
     WHERE datname = current_database() AND wait_event_type = 'Lock'
-      AND query LIKE '%INSERT INTO metrics_kpisnapshot%'
+      AND query ~ '(INSERT|MERGE) INTO metrics_kpisnapshot'
 """
 
 

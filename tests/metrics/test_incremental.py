@@ -25,6 +25,7 @@ from metrics.services import (
     snapshots_recompute_recent,
 )
 from surveys import services as survey_services
+from tests.conftest import seed_defaults
 from tests.factories import (
     make_agent,
     make_answer,
@@ -207,6 +208,7 @@ def test_current_pipeline_takes_amount_edits_at_once(company):
 @pytest.mark.django_db(transaction=True)
 def test_full_rebuild_scanning_on_a_second_connection_gives_the_same_numbers(settings, no_auto_assign):
     """The records are committed here, so the second connection sees them as the first one does."""
+    seed_defaults()  # an earlier transactional test may have flushed the migrations' pipeline stages
     now = timezone.now()
     rep = make_user(team=make_team())
     customer = make_customer(rep, at=now - timedelta(days=90))
