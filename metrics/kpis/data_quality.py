@@ -126,6 +126,7 @@ STALE = Dataset(
     measures={"open": count(), "stale": count(Q(stale=True))},
     always=True,
     current_only=True,
+    as_of_run=True,
 )
 
 

@@ -137,6 +137,8 @@ class Dataset:
     day_rows: DayRows | None = None
     # Read only for the current period (the data-quality checks describe the records as they are now).
     current_only: bool = False
+    # A state as of the run (``date`` is the run's instant): every record counts in every current period.
+    as_of_run: bool = False
 
     @property
     def additive(self) -> bool:

@@ -246,6 +246,7 @@ OPEN_PIPELINE_NOW = Dataset(
     },
     always=True,
     current_only=True,
+    as_of_run=True,
 )
 
 
@@ -768,6 +769,7 @@ BACKLOG_NOW = Dataset(
     measures={"backlog": count()},
     always=True,
     current_only=True,
+    as_of_run=True,
 )
 
 

@@ -356,42 +356,52 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     else:
         rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
         key = []
+    values = ", ".join(f"k_p{i}" for i in range(n))
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if ds.current_only:
             needed = [p for p in needed if p == ctx.current(p.granularity)]
         if not needed:
             continue
-        first = min(p.first_day for p in needed)
-        params: list = [*key, grain]
-        cut = floor_date(first, MONTH)
-        if ds.opening_balance and source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
-            # The opening balance of the weeks from month facts and the days of the month before the
-            # first week (a few dozen rows per scope instead of every week since the first record).
-            filtered = (
-                f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
-                "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s) "
-                "OR (grain = 'week' AND day >= %s AND day < %s))"
-            )
-            params = [ds.name, cut, cut, first, first, max(p.next().first_day for p in needed)]
-        elif ds.opening_balance:
-            filtered = f"SELECT * FROM ({rows}) AS f WHERE k_day < %s"  # noqa: S608
-            params.append(max(p.next().first_day for p in needed))
+        if ds.opening_balance:
+            filtered, params = _with_opening(ctx, ds, grain, needed, rows, [*key, grain], source=source)
         else:
-            filtered = f"SELECT * FROM ({rows}) AS f WHERE k_day = ANY(%s)"  # noqa: S608
-            params.append(sorted({d for p in needed for d in _firsts(p, grain)}))
+            filtered = f"SELECT k_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day = ANY(%s)"  # noqa: S608
+            params = [*key, grain, sorted({d for p in needed for d in _firsts(p, grain)})]
         out.update(
-            periods_from_days(
-                ctx,
-                ds,
-                filtered,
-                params,
-                grans=wanted,
-                opening_day=first if ds.opening_balance else None,
-                only=_only(ctx, ds, needed, wanted),
-            )
+            periods_from_days(ctx, ds, filtered, params, grans=wanted, only=_only(ctx, ds, needed, wanted))
         )
     return out
+
+
+def _with_opening(
+    ctx: Context, ds: Dataset, grain: str, needed: Sequence[Period], rows: str, params: list, *, source: str
+) -> tuple[str, list]:
+    """SQL of a stock's facts of ``grain`` from the first needed period to the last, and one row per
+    scope dated the day before the first: the sum of every fact before it (its opening balance)."""
+    n = len(fact_columns(ds))
+    values = ", ".join(f"k_p{i}" for i in range(n))
+    sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
+    first = min(p.first_day for p in needed)
+    end = max(p.next().first_day for p in needed)
+    cut = floor_date(first, MONTH)
+    if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
+        # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
+        # scope instead of every week since the first record).
+        unpacked = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+        before = (
+            f"SELECT scope, scope_id, {unpacked} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
+            "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s))"
+        )
+        before_params = [ds.name, cut, cut, first]
+    else:
+        before = f"SELECT scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day < %s"  # noqa: S608
+        before_params = [*params, first]
+    sql = (
+        f"SELECT k_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day >= %s AND k_day < %s "  # noqa: S608
+        f"UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
+    )
+    return sql, [*params, first, end, first - timedelta(days=1), *before_params]
 
 
 def _only(

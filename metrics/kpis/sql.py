@@ -330,12 +330,10 @@ def periods_from_days(
     params: Sequence[Any],
     *,
     grans: Sequence[str],
-    opening_day: date | None = None,
     only: Mapping[str, Iterable[date]] | None = None,
 ) -> Grouped:
     """Every period of ``grans`` × scope summed from day-shaped rows (``source`` SQL).
 
-    ``opening_day``: rows dated before it count on the day before it (a stock's opening balance).
     ``only``: per granularity, the first days of the periods wanted (the others are not returned).
     Team and company figures of user-scoped datasets are the sums of their users (and of the rows
     without a user, for the company), teams by each user's current team.
@@ -347,12 +345,9 @@ def periods_from_days(
             sums[c.measure] = f"sum(k_p{i})"
         elif c.granularity in grans:
             sums.setdefault(c.measure, {})[c.granularity] = f"sum(k_p{i})"  # type: ignore[index]
-    day_expr, day_params = "k_day", []
-    if opening_day is not None:
-        day_expr, day_params = "GREATEST(k_day, %s::date)", [opening_day - timedelta(days=1)]
     buckets, bucket_params = [], []
     for g in grans:
-        first = trunc_day(g, "k_d")
+        first = trunc_day(g, "k_day")
         if only is None:
             buckets.append(f"{first} AS k_b_{g}")
         else:
@@ -370,13 +365,13 @@ def periods_from_days(
             scopes[Scope.TEAM] = "k_s_team"
         rows = (
             f"SELECT {', '.join(buckets)}{scope_cols}, {partials} "  # noqa: S608
-            f"FROM (SELECT {day_expr} AS k_d, * FROM ({source}) AS s) AS src {join} "
+            f"FROM ({source}) AS src {join} "
             f"WHERE scope = '{scope or ''}'"
         )
         out.update(
             grouping_sets_query(
                 rows,
-                [*bucket_params, *day_params, *params],
+                [*bucket_params, *params],
                 buckets={g: f"k_b_{g}" for g in grans},
                 scopes=scopes,
                 aggregates=sums,
@@ -518,6 +513,7 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
 
     One pass over the records of the widest current period: each measure is summed per granularity
     with a FILTER on that granularity's current period, grouped by scope only (no period buckets).
+    An ``as_of_run`` dataset needs no filter: each measure is summed once and given to every period.
     """
     periods = {g: ctx.current(g) for g in grans if ctx.period(g, ctx.current(g).first_day) is not None}
     if ctx.touched is not None:
@@ -527,28 +523,32 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     first = min(p.first_day for p in periods.values())
     after = max(p.next().first_day for p in periods.values())
     inner_sql, params, where = inner_query(ctx, ds, day=False, grans=(), spans=[(first, after)])
-    # Each current period as a boolean column of the inner query (its bounds as parameters).
-    in_period, in_params = [], []
-    for g, p in periods.items():
-        lo, hi = (p.first_day, p.next().first_day) if ds.date_is_day else (p.start, p.end)
-        in_period.append(f"(k_at >= %s AND k_at < %s) AS k_in_{g}")
-        in_params += [lo, hi]
     columns = fact_columns(ds)
-    aggregates, slots = [], []
-    for g in periods:
+    in_period, in_params, aggregates, slots = [], [], [], []
+    if ds.as_of_run:
+        # Every record counts in every current period: each measure once, copied to every granularity.
         for c in columns:
-            if c.granularity not in (None, g):
-                continue
-            sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE k_in_{g} AND ", 1)
-            aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE k_in_{g})")
-            slots.append((g, c.measure))
+            aggregates.append(c.sql)
+            slots.append(([g for g in periods if c.granularity in (None, g)], c.measure))
+    else:
+        for g, p in periods.items():
+            # The current period as a boolean column of the inner query (its bounds as parameters).
+            lo, hi = (p.first_day, p.next().first_day) if ds.date_is_day else (p.start, p.end)
+            in_period.append(f"(k_at >= %s AND k_at < %s) AS k_in_{g}")
+            in_params += [lo, hi]
+            for c in columns:
+                if c.granularity not in (None, g):
+                    continue
+                sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE k_in_{g} AND ", 1)
+                aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE k_in_{g})")
+                slots.append(([g], c.measure))
     scopes = list(ds.scopes)
     scope_columns = [f"k_s_{s}" for s in scopes]
     sets = ", ".join([*(f"({c})" for c in scope_columns), "()"])
     grouping = f"GROUPING({', '.join(scope_columns)})" if scope_columns else "0"
     sql = (
         f"SELECT {grouping}, {', '.join([*scope_columns, *aggregates])} "  # noqa: S608
-        f"FROM (SELECT *, {', '.join(in_period)} FROM ({inner_sql}) AS i) AS t {where} "
+        f"FROM (SELECT {', '.join(['*', *in_period])} FROM ({inner_sql}) AS i) AS t {where} "
         f"GROUP BY GROUPING SETS ({sets})"
     )
     full = (1 << len(scopes)) - 1
@@ -565,6 +565,7 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
                     continue
                 scope, scope_id = scopes[position], str(raw)
             values = row[1 + len(scopes) :]
-            for (g, measure), value in zip(slots, values, strict=True):
-                out.setdefault((g, periods[g].first_day, scope, scope_id), {})[measure] = value
+            for (slot_grans, measure), value in zip(slots, values, strict=True):
+                for g in slot_grans:
+                    out.setdefault((g, periods[g].first_day, scope, scope_id), {})[measure] = value
     return out
