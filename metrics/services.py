@@ -224,6 +224,11 @@ def _recompute(
                     # default costs keep them out of most of these plans); small runs start none.
                     cursor.execute("SET LOCAL parallel_setup_cost = 10")
                     cursor.execute("SET LOCAL parallel_tuple_cost = 0.001")
+                else:
+                    # The recent run's index reads hit cached pages: at the default cost of a random page
+                    # PostgreSQL reads the open deals through the heap (16 000 pages) rather than from
+                    # the covering index alone (1 000), twice as slow.
+                    cursor.execute("SET LOCAL random_page_cost = 1.1")
             if ctx.incremental:
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
