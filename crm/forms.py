@@ -22,6 +22,19 @@ class DateInput(forms.DateInput):
         super().__init__(format="%Y-%m-%d", **kwargs)
 
 
+class CustomerChoiceField(forms.ModelChoiceField):
+    """A customer among ``queryset``: only the id and name are read to list them (a rep may have a
+    thousand customers)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(queryset=Customer.objects.none(), label=_("Customer"), **kwargs)
+
+    def _set_queryset(self, queryset) -> None:
+        super()._set_queryset(queryset.select_related(None).only("id", "name"))
+
+    queryset = property(forms.ModelChoiceField._get_queryset, _set_queryset)
+
+
 class DateTimeInput(forms.DateTimeInput):
     input_type = "datetime-local"
 
@@ -142,7 +155,7 @@ class CustomerStatusForm(forms.Form):
 
 
 class DealForm(forms.Form):
-    customer = forms.ModelChoiceField(label=_("Customer"), queryset=Customer.objects.none())
+    customer = CustomerChoiceField()
     title = forms.CharField(label=_("Title"), max_length=200)
     amount = amount_field(required=False)
     kind = forms.ChoiceField(label=_("Kind"), choices=Deal.Kind.choices, initial=Deal.Kind.NEW)
@@ -221,7 +234,7 @@ class DealFilterForm(forms.Form):
 
 
 class TicketForm(forms.Form):
-    customer = forms.ModelChoiceField(label=_("Customer"), queryset=Customer.objects.none())
+    customer = CustomerChoiceField()
     subject = forms.CharField(label=_("Subject"), max_length=200)
     description = forms.CharField(
         label=_("Description"), required=False, max_length=20000, widget=forms.Textarea

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django.contrib.postgres",
+    "django.forms",
     "django_htmx",
     "simple_history",
     "axes",
@@ -131,6 +132,9 @@ LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Widgets render through TEMPLATES: templates/django/forms/widgets/select.html replaces Django's (faster).
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 
 TEMPLATES = [
     {

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -179,13 +180,18 @@ def _pipeline(name: str) -> Any:
 
 
 def _open_at_end(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    """Deals that were open just before the period's end, by their stage history."""
+    """Deals that were open just before the period's end, by their stage history; in the current
+    period the deals open now (the value shown is the pipeline as it is now)."""
+    deals = _deals(user).filter(LIVE_DEAL, scope_filter(scope, scope_id, DEAL_SCOPES))
+    if period.end > timezone.now():
+        return deals.filter(status=Deal.Status.OPEN)
+    # Only a deal created before the end and not closed before it (closed_at is its latest close, or
+    # empty while open) can have been open then: the stage history is read for those alone.
+    not_closed_before = Q(closed_at__isnull=True) | Q(closed_at__gte=period.end)
+    candidates = deals.filter(not_closed_before, created_at__lt=period.end)
     last_kind = DealStageChange.objects.filter(deal=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
-    return (
-        _deals(user)
-        .filter(LIVE_DEAL, scope_filter(scope, scope_id, DEAL_SCOPES))
-        .annotate(kind_at_end=Subquery(last_kind.values("to_stage__kind")[:1]))
-        .filter(kind_at_end=PipelineStage.Kind.OPEN)
+    return candidates.annotate(kind_at_end=Subquery(last_kind.values("to_stage__kind")[:1])).filter(
+        kind_at_end=PipelineStage.Kind.OPEN
     )
 
 

@@ -4,7 +4,10 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
+from crm import services
+from crm.models import Deal
 from metrics.kpis import registry
 from metrics.models import KpiSnapshot, Scope
 from metrics.selectors import (
@@ -16,7 +19,16 @@ from metrics.selectors import (
     snapshot_run_latest,
 )
 from metrics.services import snapshots_recompute
-from tests.factories import make_agent, make_closed_deal, make_customer, make_manager, make_ticket, make_user
+from tests.factories import (
+    make_agent,
+    make_closed_deal,
+    make_customer,
+    make_deal,
+    make_manager,
+    make_ticket,
+    make_user,
+    stage,
+)
 from tests.metrics.kit import local
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +89,29 @@ def test_every_kpi_drills_down_for_every_part(two_reps):
                 )
                 list(qs[:5])
     assert drill(rep_a, "churn_rate", part="denominator") == set(rep_a.customers.values_list("pk", flat=True))
+
+
+def test_pipeline_drilldown_lists_the_deals_open_at_the_end_of_the_period(no_auto_assign):
+    rep = make_user()
+    customer = make_customer(rep, at=local(2025, 1, 1))
+    make_closed_deal(customer, created=local(2026, 2, 1), closed=local(2026, 2, 20))  # closed before
+    still_open = make_deal(customer, at=local(2026, 3, 2))
+    won_later = make_closed_deal(customer, created=local(2026, 3, 3), closed=local(2026, 4, 5))
+    reopened = make_closed_deal(customer, created=local(2026, 3, 1), closed=local(2026, 3, 10))
+    reopened = services.deal_move_stage(deal=reopened, stage=stage("open"), actor=rep, at=local(2026, 3, 15))
+    services.deal_move_stage(
+        deal=reopened, stage=stage("lost"), actor=rep, at=local(2026, 4, 10), lost_reason="Budget"
+    )
+    make_deal(customer, at=local(2026, 4, 2))  # created after March
+
+    assert drill(rep, "pipeline_value") == {still_open.pk, won_later.pk, reopened.pk}
+    assert drill(rep, "weighted_pipeline", part="denominator") == {still_open.pk, won_later.pk, reopened.pk}
+    # The current period shows the pipeline as it is now: the deals open now.
+    now = timezone.now()
+    current = kpi_drilldown(user=rep, kpi_code="pipeline_value", granularity="month", period_start=now)
+    open_now = set(Deal.objects.filter(status="open").values_list("pk", flat=True))
+    assert set(current.values_list("pk", flat=True)) == open_now
+    assert still_open.pk in open_now and won_later.pk not in open_now
 
 
 def test_drilldown_rejects_unknown_requests(two_reps):
