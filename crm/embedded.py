@@ -125,7 +125,7 @@ def demo(*, port: int, size: str) -> int:
         _manage(env, "recompute_kpis", "--if-empty", "--rfm", "--no-progress")
         processes = {
             "web": [sys.executable, "-m", "gunicorn", "crm.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-"],
+                    "--workers", "3", "--threads", "1", "--access-logfile", "-"],
             "worker": [sys.executable, "-m", "celery", "-A", "crm", "worker", "-l", "info",
                        "--concurrency", "2", "-n", "demo@%h"],
             "beat": [sys.executable, "-m", "celery", "-A", "crm", "beat", "-l", "info",

@@ -1,14 +1,16 @@
 """Load run: 50 concurrent users for 60 s against gunicorn on 127.0.0.1 (not collected by pytest).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/minicrm_kpi REDIS_URL=redis://127.0.0.1:6379/10 \\
-    CRM_CACHE_PREFIX=fault python tests/bench/bench_load.py [--users 50] [--seconds 60] [--port N]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/minicrm_bench REDIS_URL=redis://127.0.0.1:6379/3 \\
+    .venv/bin/python tests/bench/bench_load.py [--users 50] [--seconds 60] [--think 1,4] [--port N]
 
 Mix: 60 % reps (deal list, workspace, open a deal and save it unchanged), 20 % managers (dashboard and
-KPI drill-downs), 20 % customers answering surveys through their public links. Sessions are created
-directly in the database for existing users (no passwords needed); a few survey invitations with known
-tokens are created at the start and removed, with their answers, at the end. Deal saves touch only
-``--deals`` deals (their version goes up; the values are posted unchanged). The survey rate limit is
-switched off for the server, as every simulated customer comes from 127.0.0.1.
+KPI drill-downs), 20 % customers answering surveys through their public links. Every user thinks
+between two pages, a random ``--think`` seconds (default 1 to 4, as a person reading a page; locust's
+``between(1, 4)``); ``--think 0,0`` makes every user fire requests back to back (a stress test).
+Sessions are created directly in the database for existing users (no passwords needed); a few survey
+invitations with known tokens are created at the start and removed, with their answers, at the end.
+Deal saves touch only ``--deals`` deals (their version goes up; the values are posted unchanged). The
+survey rate limit is switched off for the server, as every simulated customer comes from 127.0.0.1.
 
 Bounded: at most ``--max-requests`` requests and ``--seconds`` seconds; traffic only to 127.0.0.1.
 Prints requests/s, p50/p95 per page, errors, and the load average before and after.
@@ -71,8 +73,8 @@ class Stats:
 class Browser:
     """One user: a cookie jar with a session cookie, requests to the local server only."""
 
-    def __init__(self, base: str, session_key: str | None, stats: Stats) -> None:
-        self.base, self.stats = base, stats
+    def __init__(self, base: str, session_key: str | None, stats: Stats, think: tuple[float, float]) -> None:
+        self.base, self.stats, self.think = base, stats, think
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect())
         if session_key:
@@ -106,6 +108,7 @@ class Browser:
         if error is None and status not in ok:
             error = f"HTTP {status}"
         self.stats.record(label, time.perf_counter() - started, error)
+        time.sleep(random.uniform(*self.think))  # the user reads the page
         return status, content
 
 
@@ -217,7 +220,6 @@ def rep_user(browser: Browser, deal_pk: int, form: dict, stats: Stats, stop: flo
             if status == 200 and b"Someone else saved" in body:
                 with stats.lock:
                     stats.conflicts += 1
-        time.sleep(random.uniform(0.2, 1.0))
 
 
 def manager_user(browser: Browser, kpis: list[str], stop: float) -> None:
@@ -225,7 +227,6 @@ def manager_user(browser: Browser, kpis: list[str], stop: float) -> None:
         browser.request("manager: dashboard", "/metrics/?granularity=month&count=12")
         code = random.choice(kpis)
         browser.request("manager: KPI drill-down", f"/metrics/kpi/{code}/", ok=(200, 404))
-        time.sleep(random.uniform(0.2, 1.0))
 
 
 def customer_user(browser: Browser, tokens: list[str], lock: threading.Lock, stop: float) -> None:
@@ -236,7 +237,6 @@ def customer_user(browser: Browser, tokens: list[str], lock: threading.Lock, sto
             return
         browser.request("customer: survey (GET)", f"/s/{token}/")
         browser.request("customer: survey answer (POST)", f"/s/{token}/", {"score": random.randint(0, 10)})
-        time.sleep(random.uniform(0.5, 2.0))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -244,12 +244,13 @@ def run(args: argparse.Namespace) -> None:
     plan = prepare(args)
     env = {**os.environ, "DATABASE_URL": args.database_url, "SURVEYS_RATE_LIMIT": "", "DJANGO_DEBUG": "false"}
     command = [sys.executable, "-m", "gunicorn", "crm.wsgi", "--bind", f"127.0.0.1:{args.port}",
-               "--workers", str(args.workers), "--threads", "4", "--worker-class", "gthread",
+               "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
                "--timeout", "60", "--log-level", "warning"]  # fmt: skip
     web = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         wait_for_port(args.port, web)
         base = f"http://127.0.0.1:{args.port}"
+        warm_up(base, plan, args)
         stats = Stats(max_requests=args.max_requests)
         load_before = os.getloadavg()
         n_reps = round(args.users * 0.6)
@@ -258,21 +259,27 @@ def run(args: argparse.Namespace) -> None:
         tokens, token_lock = list(plan["tokens"]), threading.Lock()
         started = time.monotonic()
         stop = started + args.seconds
+
+        def arrival() -> float:
+            return random.uniform(0, args.think[1])
+
         threads = []
         for i in range(n_reps):
             session, deal_pk = plan["reps"][i % len(plan["reps"])]
-            browser = Browser(base, session, stats)
+            browser = Browser(base, session, stats, args.think)
             target = (rep_user, (browser, deal_pk, plan["deal_form"][deal_pk], stats, stop))
-            threads.append(threading.Thread(target=guarded, args=target))
+            threads.append(threading.Thread(target=guarded, args=(*target, arrival())))
         for i in range(n_managers):
-            browser = Browser(base, plan["managers"][i % len(plan["managers"])], stats)
+            browser = Browser(base, plan["managers"][i % len(plan["managers"])], stats, args.think)
             threads.append(
-                threading.Thread(target=guarded, args=(manager_user, (browser, plan["kpis"], stop)))
+                threading.Thread(
+                    target=guarded, args=(manager_user, (browser, plan["kpis"], stop), arrival())
+                )
             )
         for _ in range(n_customers):
-            browser = Browser(base, None, stats)
+            browser = Browser(base, None, stats, args.think)
             target = (customer_user, (browser, tokens, token_lock, stop))
-            threads.append(threading.Thread(target=guarded, args=target))
+            threads.append(threading.Thread(target=guarded, args=(*target, arrival())))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -288,7 +295,27 @@ def run(args: argparse.Namespace) -> None:
         print(cleanup(plan))
 
 
-def guarded(function, args: tuple) -> None:
+def warm_up(base: str, plan: dict, args: argparse.Namespace) -> None:
+    """Every page a few times per gunicorn thread before the clock starts (templates, translations and
+    database connections are loaded on first use); these requests are not counted."""
+    stats = Stats(max_requests=10**6)
+    rep_session, deal_pk = plan["reps"][0]
+    rep, manager = (
+        Browser(base, rep_session, stats, (0, 0)),
+        Browser(base, plan["managers"][0], stats, (0, 0)),
+    )
+    customer = Browser(base, None, stats, (0, 0))
+    for _ in range(args.workers * args.threads * 2):
+        rep.request("warm", "/crm/deals/")
+        rep.request("warm", "/crm/")
+        rep.request("warm", f"/crm/deals/{deal_pk}/edit/")
+        manager.request("warm", "/metrics/?granularity=month&count=12")
+        manager.request("warm", f"/metrics/kpi/{plan['kpis'][0]}/")
+        customer.request("warm", "/s/not-a-token/", ok=(404,))
+
+
+def guarded(function, args: tuple, delay: float) -> None:
+    time.sleep(delay)  # users arrive one by one, not all in the same millisecond
     try:
         function(*args)
     except Budget:
@@ -311,7 +338,9 @@ def wait_for_port(port: int, web: subprocess.Popen, timeout: float = 60) -> None
 def report(stats: Stats, elapsed: float, before: tuple, after: tuple, args: argparse.Namespace) -> None:
     total = sum(len(t) for t in stats.timings.values())
     errors = sum(stats.errors.values())
-    print(f"\n{args.users} users, {elapsed:.1f} s, {args.workers} gunicorn workers x 4 threads")
+    think = f"{args.think[0]:g}-{args.think[1]:g} s"
+    workers = f"{args.workers} gunicorn workers × {args.threads} threads"
+    print(f"\n{args.users} users thinking {think}, {elapsed:.1f} s, {workers}")
     print(f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; "
           f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}; {os.cpu_count()} CPUs")  # fmt: skip
     print(f"{total} requests, {total / elapsed:.1f} req/s, {errors} errors, {stats.conflicts} save conflicts")
@@ -327,16 +356,29 @@ def report(stats: Stats, elapsed: float, before: tuple, after: tuple, args: argp
         print("  error:", sample)
 
 
+def think_range(text: str) -> tuple[float, float]:
+    low, high = (float(part) for part in text.split(","))
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError("MIN,MAX with 0 <= MIN <= MAX")
+    return low, high
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--max-requests", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=3)
+    # As docker-compose.yml runs it: one thread per process, so a page's Python never waits for another
+    # request's on the same interpreter lock (four threads per worker doubled p95 here).
+    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--deals", type=int, default=10)
     parser.add_argument("--invitations", type=int, default=300)
+    parser.add_argument(
+        "--think", type=think_range, default=(1.0, 4.0), help="seconds between pages: MIN,MAX (default 1,4)"
+    )
     args = parser.parse_args()
     if not args.database_url:
         raise SystemExit("set DATABASE_URL (or --database-url)")
