@@ -5,3 +5,13 @@ from django.utils.translation import gettext_lazy as _
 class MetricsConfig(AppConfig):
     name = "metrics"
     verbose_name = _("Metrics")
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from metrics.models import KpiTarget
+        from metrics.services import bump_generation
+
+        # A target set anywhere (the KPI page, the admin) shows on the cached dashboard at once.
+        for signal in (post_save, post_delete):
+            signal.connect(lambda **_kwargs: bump_generation(), sender=KpiTarget, weak=False)

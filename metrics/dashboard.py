@@ -5,6 +5,8 @@ turns them into cards (value, change, target, sparkline) and chart series. Nothi
 tables, so the page costs the same with a thousand deals or a million.
 """
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -14,6 +16,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.formats import number_format
+from django.utils.safestring import SafeString
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
@@ -28,6 +32,8 @@ RANGES = (6, 12, 24, 36)
 DEFAULT_RANGE = {"week": 12, "month": 12, "quarter": 8, "year": 3}
 # Data older than this is called stale on the dashboard (the beat schedule refreshes every few minutes).
 STALE_AFTER_MINUTES = 30
+# Rendered snapshot fragments are dropped by the next recompute or target change, or after this anyway.
+FRAGMENT_CACHE_SECONDS = 600
 
 
 @dataclass
@@ -284,6 +290,32 @@ def freshness() -> dict[str, Any]:
         "failed": failed,
         "queue_down": queue_down,
     }
+
+
+def cached_fragment(request: Any, name: str, as_of: datetime | None, render: Callable[[], str]) -> str:
+    """HTML derived from snapshots and targets only, rendered once per recompute for this user, language
+    and query (RELIABILITY.md §5: cache the dashboard fragment per manager and period).
+
+    The key holds the last run's finish time and the generation that every recompute and target change
+    bumps, so a change shows at once; without Redis or before the first run the fragment is rendered.
+    """
+    try:
+        generation = cache.get(CACHE_GENERATION_KEY)
+    except (RedisError, OSError):
+        generation = None
+    if generation is None or as_of is None:
+        return render()
+    query = hashlib.sha256(request.get_full_path().encode()).hexdigest()[:32]
+    parts = (name, as_of.timestamp(), generation, request.user.pk, get_language(), query)
+    key = "metrics:fragment:" + ":".join(map(str, parts))
+    try:
+        html = cache.get(key)
+        if html is None:
+            html = render()
+            cache.set(key, str(html), FRAGMENT_CACHE_SECONDS)
+    except (RedisError, OSError):
+        html = render()
+    return SafeString(html)
 
 
 def queue_reachable() -> bool:

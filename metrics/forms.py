@@ -69,8 +69,11 @@ class TargetForm(forms.Form):
     period = forms.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
     scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] != Scope.SOURCE])
     team = forms.ModelChoiceField(label=_("Team"), queryset=Team.objects.all(), required=False)
+    # Only what the option labels need: the list holds every person of the company.
     rep = forms.ModelChoiceField(
-        label=_("Person"), queryset=User.objects.filter(is_service_account=False), required=False
+        label=_("Person"),
+        queryset=User.objects.filter(is_service_account=False).only("first_name", "last_name", "username"),
+        required=False,
     )
 
     def __init__(self, *args, scopes: tuple[str, ...], **kwargs) -> None:

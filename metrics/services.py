@@ -252,7 +252,7 @@ def _recompute(
         _finish(run, SnapshotRun.Status.FAILED, clock)
         raise
     _finish(run, SnapshotRun.Status.OK, clock)
-    _bump_generation()
+    bump_generation()
     return run
 
 
@@ -269,8 +269,9 @@ def _finish(run: SnapshotRun, status: str, clock: float) -> None:
     run.save(update_fields=["status", "finished_at", "duration_seconds", "rows", "error"])
 
 
-def _bump_generation() -> None:
-    """Tell cached dashboard fragments that the snapshots changed; a cache outage must not fail a run."""
+def bump_generation() -> None:
+    """Tell cached dashboard fragments that the snapshots or targets changed; a cache outage must not
+    fail a run or a save."""
     try:
         cache.set(CACHE_GENERATION_KEY, time.time_ns(), timeout=None)
     except (RedisError, OSError) as exc:

@@ -12,10 +12,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRefresh
 from kombu.exceptions import OperationalError as BrokerError
@@ -62,14 +63,21 @@ def _unit_label(kpi: Kpi) -> str:
 @vary_on_headers("HX-Request")
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     form, filters = _filters(request)
-    families, series = dashboard.build_cards(filters)
+    freshness = dashboard.freshness()
+    query = request.GET.urlencode()
+
+    def panels() -> str:
+        families, series = dashboard.build_cards(filters)
+        charts = _dashboard_charts(request, filters, series)
+        context = {"families": families, "charts": charts, "query": query}
+        return render_to_string("metrics/_dashboard_panels.html", context, request=request)
+
     context = {
         "form": form,
         "filters": filters,
-        "families": families,
-        "charts": _dashboard_charts(request, filters, series),
-        "freshness": dashboard.freshness(),
-        "query": request.GET.urlencode(),
+        "panels": dashboard.cached_fragment(request, "dashboard", freshness["as_of"], panels),
+        "freshness": freshness,
+        "query": query,
     }
     return render(request, partial_template(request, "metrics/dashboard.html", "dashboard-body"), context)
 
@@ -244,6 +252,12 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
     targets = dashboard.load_targets(filters, [kpi]).get(kpi.code, {})
     snapshot = series.get(filters.period.first_day)
     part = request.GET.get("part") if request.GET.get("part") in selectors.DRILL_PARTS else "numerator"
+    freshness = dashboard.freshness()
+
+    def breakdowns() -> str:
+        context = {"kpi": kpi, "breakdowns": _breakdowns(request.user, kpi, filters)}
+        return render_to_string("metrics/_kpi_breakdowns.html", context, request=request).strip()
+
     drill, drill_error = None, None
     if kpi.drilldown is not None:
         try:
@@ -280,22 +294,15 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         "trend": charts.kpi_trend_chart(
             kpi=kpi, periods=filters.periods, series=series, targets=targets, unit_label=_unit_label(kpi)
         ),
-        "breakdowns": _breakdowns(request.user, kpi, filters),
+        "breakdowns": dashboard.cached_fragment(
+            request, f"breakdown:{kpi.code}", freshness["as_of"], breakdowns
+        ),
         "drill": drill,
         "drill_error": drill_error,
         "part": part,
         "query": query.urlencode(),
-        "target_form": TargetForm(
-            initial={
-                "granularity": filters.granularity,
-                "period": filters.period.first_day,
-                "scope": filters.scope,
-            },
-            scopes=kpi.scopes,
-        )
-        if request.user.is_manager
-        else None,
-        "freshness": dashboard.freshness(),
+        "can_set_target": request.user.is_manager,
+        "freshness": freshness,
     }
     return render(request, partial_template(request, "metrics/kpi_detail.html", "drilldown"), context)
 
@@ -352,11 +359,23 @@ def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def target_set_view(request: HttpRequest, code: str) -> HttpResponse:
+    """GET: the target form for the period and scope shown (loaded when asked for, not with every KPI
+    page); POST: save the target and go back to the KPI page."""
     if not request.user.is_manager:
         raise Http404
     kpi = _kpi_or_404(code)
+    if request.method == "GET":
+        _form, filters = _filters(request)
+        period, granularity = filters.period.first_day, filters.granularity
+        initial = {"granularity": granularity, "period": period, "scope": filters.scope}
+        context = {
+            "kpi": kpi,
+            "target_form": TargetForm(initial=initial, scopes=kpi.scopes),
+            "query": request.GET.urlencode(),
+        }
+        return render(request, partial_template(request, "metrics/target_form.html", "target-form"), context)
     form = TargetForm(request.POST, scopes=kpi.scopes)
     if form.is_valid():
         period = period_of(form.cleaned_data["period"], form.cleaned_data["granularity"])

@@ -10,6 +10,7 @@ from django.utils import timezone
 from crm.models import Customer
 from metrics.models import KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import period_of
+from metrics.services import bump_generation
 from tests.factories import make_customer, make_manager, make_team, make_user
 
 pytestmark = pytest.mark.django_db
@@ -178,6 +179,18 @@ def test_manager_sets_a_target_and_sees_it(client, manager):
     assert "42.5 %" in client.get(reverse("metrics:kpi_detail", args=["win_rate"])).content.decode()
 
 
+def test_the_target_form_comes_when_asked_for_the_period_shown(client, manager):
+    url = reverse("metrics:target_set", args=["win_rate"])
+    page = client.get(reverse("metrics:kpi_detail", args=["win_rate"]), {"granularity": "quarter"}).content
+    assert b"Save target" not in page and f'hx-get="{url}?granularity=quarter"'.encode() in page
+    fragment = client.get(url, {"granularity": "quarter"}, headers=HTMX).content.decode()
+    assert "<html" not in fragment and 'id="target-card"' in fragment and "Save target" in fragment
+    assert '<option value="quarter" selected>' in fragment
+    assert 'name="return_query" value="granularity=quarter"' in fragment
+    # Without JavaScript the link opens the form as a page of its own.
+    assert "<html" in client.get(url).content.decode()
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -199,6 +212,7 @@ def test_bad_target_input_is_a_message_not_a_500(client, manager, data):
 def test_reps_cannot_set_targets_or_recompute(client):
     client.force_login(make_user())
     assert client.post(reverse("metrics:target_set", args=["win_rate"]), {"value": "1"}).status_code == 404
+    assert client.get(reverse("metrics:target_set", args=["win_rate"])).status_code == 404
     assert client.post(reverse("metrics:recompute")).status_code == 404
     assert client.get(reverse("metrics:recompute_status")).status_code == 404
 
@@ -242,3 +256,33 @@ def test_manager_pages_are_404_for_reps_and_render_for_managers(client, manager)
     client.force_login(make_user())
     for name in ("metrics:adoption", "metrics:segments", "metrics:go_live", "metrics:data_quality"):
         assert client.get(reverse(name)).status_code == 404, name
+
+
+def test_cards_are_rendered_once_per_recompute_and_target_change(
+    client, manager, django_assert_max_num_queries
+):
+    def finished_run() -> None:
+        now = timezone.now()
+        SnapshotRun.objects.create(kind="recent", status="ok", started_at=now, finished_at=now)
+        bump_generation()
+
+    snap("win_rate", current(), "25")
+    finished_run()
+    with django_assert_max_num_queries(20) as rendered:
+        assert "25.0 %" in client.get(reverse("metrics:dashboard")).content.decode()
+    KpiSnapshot.objects.filter(kpi="win_rate").update(value=Decimal("30"))
+    with django_assert_max_num_queries(len(rendered.captured_queries) - 3):
+        body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "25.0 %" in body  # the cards of the last recompute, from the cache
+    # Another person's page is rendered for them, never taken from someone else's cache.
+    client.force_login(make_manager())
+    assert "30.0 %" in client.get(reverse("metrics:dashboard")).content.decode()
+    client.force_login(manager)
+    KpiTarget.objects.create(
+        kpi="win_rate", granularity="month", period_start=current().start, value=Decimal("60")
+    )
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "30.0 %" in body and '<progress class="target-progress" value="50"' in body
+    KpiSnapshot.objects.filter(kpi="win_rate").update(value=Decimal("45"))
+    finished_run()
+    assert "45.0 %" in client.get(reverse("metrics:dashboard")).content.decode()
