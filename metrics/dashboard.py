@@ -7,6 +7,7 @@ tables, so the page costs the same with a thousand deals or a million.
 
 import hashlib
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -282,27 +283,30 @@ def freshness() -> dict[str, Any]:
     as_of = last_ok.finished_at if last_ok else None
     stale = as_of is None or (timezone.now() - as_of).total_seconds() > STALE_AFTER_MINUTES * 60
     failed = latest if latest and latest.status == SnapshotRun.Status.FAILED else None
-    # Redis carries the task queue: while it is down no scheduled recompute runs, so nothing is fresh.
-    queue_down = not queue_reachable()
+    # Redis carries the task queue (while it is down no scheduled recompute runs, so nothing is fresh) and
+    # the generation of the cached fragments: one read answers both (short socket timeouts: it fails fast).
+    try:
+        generation, queue_down = cache.get(CACHE_GENERATION_KEY), False
+    except (RedisError, OSError):
+        generation, queue_down = None, True
     return {
         "as_of": as_of,
         "stale": stale or queue_down,
         "failed": failed,
         "queue_down": queue_down,
+        "generation": generation,
     }
 
 
-def cached_fragment(request: Any, name: str, as_of: datetime | None, render: Callable[[], str]) -> str:
+def cached_fragment(request: Any, name: str, freshness: dict[str, Any], render: Callable[[], str]) -> str:
     """HTML derived from snapshots and targets only, rendered once per recompute for this user, language
     and query (RELIABILITY.md §5: cache the dashboard fragment per manager and period).
 
     The key holds the last run's finish time and the generation that every recompute and target change
-    bumps, so a change shows at once; without Redis or before the first run the fragment is rendered.
+    bumps (both from ``freshness()``), so a change shows at once; without Redis or before the first run
+    the fragment is rendered.
     """
-    try:
-        generation = cache.get(CACHE_GENERATION_KEY)
-    except (RedisError, OSError):
-        generation = None
+    as_of, generation = freshness["as_of"], freshness["generation"]
     if generation is None or as_of is None:
         return render()
     query = hashlib.sha256(request.get_full_path().encode()).hexdigest()[:32]
@@ -310,21 +314,14 @@ def cached_fragment(request: Any, name: str, as_of: datetime | None, render: Cal
     key = "metrics:fragment:" + ":".join(map(str, parts))
     try:
         html = cache.get(key)
-        if html is None:
-            html = render()
-            cache.set(key, str(html), FRAGMENT_CACHE_SECONDS)
     except (RedisError, OSError):
+        html = None
+    if html is None:
         html = render()
+        # Redis may have gone away since freshness(): the page is whole without the cache.
+        with suppress(RedisError, OSError):
+            cache.set(key, str(html), FRAGMENT_CACHE_SECONDS)
     return SafeString(html)
-
-
-def queue_reachable() -> bool:
-    """Whether Redis (the cache and the Celery broker) answers; fails fast (short socket timeouts)."""
-    try:
-        cache.get(CACHE_GENERATION_KEY)
-    except (RedisError, OSError):
-        return False
-    return True
 
 
 def recompute_progress(run: SnapshotRun | None) -> int:

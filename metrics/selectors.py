@@ -4,9 +4,7 @@ access-scoped records through the CRM selectors (``customer_list``, ``deal_list`
 
 from datetime import date, datetime
 
-from django.core.cache import cache
 from django.db.models import Count, QuerySet
-from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.selectors import customer_list
@@ -14,7 +12,6 @@ from metrics.kpis import get_kpi, registry
 from metrics.kpis.base import Kpi
 from metrics.models import CustomerRfm, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import period_of
-from metrics.services import CACHE_GENERATION_KEY
 
 DRILL_PARTS = ("numerator", "denominator")
 
@@ -96,14 +93,6 @@ def snapshot_run_latest(*, kind: str | None = None, finished: bool = True) -> Sn
     if finished:
         qs = qs.filter(status=SnapshotRun.Status.OK)
     return qs.order_by("-started_at", "-id").first()
-
-
-def snapshot_generation() -> int | None:
-    """The cache generation bumped after every recompute (None when Redis is unreachable or unset)."""
-    try:
-        return cache.get(CACHE_GENERATION_KEY)
-    except (RedisError, OSError):
-        return None
 
 
 def kpi_drilldown(

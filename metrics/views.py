@@ -75,7 +75,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "filters": filters,
-        "panels": dashboard.cached_fragment(request, "dashboard", freshness["as_of"], panels),
+        "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
         "freshness": freshness,
         "query": query,
     }
@@ -294,9 +294,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         "trend": charts.kpi_trend_chart(
             kpi=kpi, periods=filters.periods, series=series, targets=targets, unit_label=_unit_label(kpi)
         ),
-        "breakdowns": dashboard.cached_fragment(
-            request, f"breakdown:{kpi.code}", freshness["as_of"], breakdowns
-        ),
+        "breakdowns": dashboard.cached_fragment(request, f"breakdown:{kpi.code}", freshness, breakdowns),
         "drill": drill,
         "drill_error": drill_error,
         "part": part,

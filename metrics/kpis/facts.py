@@ -166,7 +166,7 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
             ctx, ds, days, spans=[(start, after)], opening_before=start if ds.opening_balance else None
         )
     n = len(fact_columns(ds))
-    sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
+    sums = _each(n, "sum(k_p{i}) AS k_p{i}")
     grouped_by = " UNION ALL ".join(
         f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'k_day')} AS k_day, scope, scope_id, "  # noqa: S608
         f"{sums} FROM {days} GROUP BY 2, 3, 4"
@@ -288,8 +288,8 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     table = f"kpi_day_{ds.name}"
     create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
-    columns = ", ".join(f"k_p{i}" for i in range(n))
-    unpacked = ", ".join(f"values[{i + 1}]" for i in range(n))
+    columns = _each(n, "k_p{i}")
+    unpacked = _each(n, "values[{j}]")
     # The day rows of a week or month re-added from days: the stored day facts of its other days, and
     # the new ones of the rewritten days.
     other_days = (
@@ -347,7 +347,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     """
     out: Grouped = {}
     n = len(fact_columns(ds))
-    columns = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+    columns = _each(n, "values[{j}] AS k_p{i}")
     if source == TABLE:
         rows = (
             f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
@@ -356,7 +356,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     else:
         rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
         key = []
-    values = ", ".join(f"k_p{i}" for i in range(n))
+    values = _each(n, "k_p{i}")
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if ds.current_only:
@@ -380,15 +380,15 @@ def _with_opening(
     """SQL of a stock's facts of ``grain`` from the first needed period to the last, and one row per
     scope dated the day before the first: the sum of every fact before it (its opening balance)."""
     n = len(fact_columns(ds))
-    values = ", ".join(f"k_p{i}" for i in range(n))
-    sums = ", ".join(f"sum(k_p{i}) AS k_p{i}" for i in range(n))
+    values = _each(n, "k_p{i}")
+    sums = _each(n, "sum(k_p{i}) AS k_p{i}")
     first = min(p.first_day for p in needed)
     end = max(p.next().first_day for p in needed)
     cut = floor_date(first, MONTH)
     if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
         # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
         # scope instead of every week since the first record).
-        unpacked = ", ".join(f"values[{i + 1}] AS k_p{i}" for i in range(n))
+        unpacked = _each(n, "values[{j}] AS k_p{i}")
         before = (
             f"SELECT scope, scope_id, {unpacked} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
             "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s))"
@@ -402,6 +402,12 @@ def _with_opening(
         f"UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
     )
     return sql, [*params, first, end, first - timedelta(days=1), *before_params]
+
+
+def _each(n: int, column: str) -> str:
+    """``column`` for each of a dataset's ``n`` fact values: ``{i}`` is 0-based (``k_p{i}``), ``{j}``
+    1-based (the ``values`` array)."""
+    return ", ".join(column.format(i=i, j=i + 1) for i in range(n))
 
 
 def _only(
