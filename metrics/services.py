@@ -61,27 +61,25 @@ _EXISTING = """
     SELECT s.* FROM kpi_cover c JOIN metrics_kpisnapshot s
     ON s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
 """
-# Only new and changed rows reach the MERGE (joined on the primary key); unchanged rows are left alone
-# (no new row versions).
+# One pass over the stored rows: what the run changes. Staged rows that are new or differ (with the id of
+# the row they replace) and stored rows of the recomputed periods that the run did not produce (``kpi``
+# empty: a scope that no longer has data). Unchanged rows are left alone (no new row versions).
+DIFF_SQL = f"""
+    CREATE TEMP TABLE kpi_diff AS
+    SELECT t.*, e.id AS existing_id FROM kpi_stage t FULL JOIN ({_EXISTING}) AS e ON {_SAME_KEY}
+    WHERE e.id IS NULL OR t.kpi IS NULL OR {_CHANGED}
+"""  # noqa: S608
 UPSERT_SQL = f"""
     MERGE INTO metrics_kpisnapshot AS s
-    USING (
-        SELECT t.*, e.id AS existing_id FROM kpi_stage t LEFT JOIN ({_EXISTING}) AS e ON {_SAME_KEY}
-        WHERE e.id IS NULL OR {_CHANGED}
-        OFFSET 0  -- Filter first: then only the changed rows are looked up in the table.
-    ) AS t ON s.id = t.existing_id
+    USING (SELECT * FROM kpi_diff WHERE kpi IS NOT NULL) AS t ON s.id = t.existing_id
     WHEN MATCHED THEN
         UPDATE SET {", ".join(f"{c} = t.{c}" for c in UPDATED_COLUMNS)}
     WHEN NOT MATCHED THEN
         INSERT ({_COLUMNS}) VALUES ({", ".join(f"t.{c}" for c in SNAPSHOT_COLUMNS)})
 """  # noqa: S608
-# Rows of a recomputed period that this run did not produce (a scope that no longer has data).
-DELETE_STALE_SQL = f"""
-    DELETE FROM metrics_kpisnapshot WHERE id IN (
-        SELECT e.id FROM ({_EXISTING}) AS e
-        WHERE NOT EXISTS (SELECT 1 FROM kpi_stage t WHERE {_SAME_KEY})
-    )
-"""  # noqa: S608
+DELETE_STALE_SQL = (
+    "DELETE FROM metrics_kpisnapshot WHERE id IN (SELECT existing_id FROM kpi_diff WHERE kpi IS NULL)"
+)
 
 
 class RecomputeError(ValueError):
@@ -281,7 +279,7 @@ def bump_generation() -> None:
 def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress: Progress | None) -> int:
     """Stage every KPI's rows with COPY, then upsert them in one statement and drop stale rows."""
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover")
+        cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover, kpi_diff")
         cursor.execute(
             """
             CREATE TEMP TABLE kpi_stage (
@@ -316,11 +314,10 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         cursor.execute("SET LOCAL default_statistics_target = 10")
         cursor.execute("ANALYZE kpi_stage, kpi_cover")
         # A merge join would sort both sides on their text keys: hash the staged rows instead.
-        cursor.execute("SET LOCAL enable_mergejoin = off")
+        cursor.execute(f"SET LOCAL enable_mergejoin = off; {DIFF_SQL}; SET LOCAL enable_mergejoin = on")
         cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
-        cursor.execute("SET LOCAL enable_mergejoin = on")
-        cursor.execute("DROP TABLE kpi_stage, kpi_cover")
+        cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
     return staged
 
 
