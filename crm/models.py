@@ -416,7 +416,6 @@ class Deal(models.Model):
                 name="deal_open_customer",
             ),
             models.Index(fields=["-created_at", "-id"], name="deal_created_id"),
-            models.Index(fields=["customer"], name="deal_customer"),
             models.Index(fields=["status", "closed_at"], name="deal_status_closed"),
             models.Index(fields=["term_end"], condition=Q(status="won"), name="deal_won_term_end"),
             # Revenue won per owner over a span of time, read from the index alone.
