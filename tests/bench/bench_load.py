@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{args.port}"
         warm_up(base, plan, args)
         stats = Stats(max_requests=args.max_requests)
-        load_before = os.getloadavg()
+        load_before, cpu = os.getloadavg(), cpu_check()
         n_reps = round(args.users * 0.6)
         n_managers = round(args.users * 0.2)
         n_customers = args.users - n_reps - n_managers
@@ -286,6 +286,7 @@ def run(args: argparse.Namespace) -> None:
             thread.join(timeout=args.seconds + 60)
         elapsed = time.monotonic() - started
         report(stats, elapsed, load_before, os.getloadavg(), args)
+        print(f"CPU check before the run: 10 million additions in {cpu:.2f} s")
     finally:
         web.send_signal(signal.SIGTERM)
         try:
@@ -333,6 +334,15 @@ def wait_for_port(port: int, web: subprocess.Popen, timeout: float = 60) -> None
                 return
         time.sleep(0.2)
     raise SystemExit(f"gunicorn did not open port {port}")
+
+
+def cpu_check() -> float:
+    """Seconds for ten million additions in this Python: the machine's speed at the time of the run
+    (this shared VM's varied by 1.6× between runs), to read the latencies against."""
+    started, total = time.perf_counter(), 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
 
 
 def report(stats: Stats, elapsed: float, before: tuple, after: tuple, args: argparse.Namespace) -> None:
