@@ -5,9 +5,10 @@ import logging
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import islice
 
 from django.conf import settings
 from django.core.cache import cache
@@ -48,6 +49,8 @@ SNAPSHOT_COLUMNS = (
 )
 UPDATED_COLUMNS = SNAPSHOT_COLUMNS[6:]
 KEY_COLUMNS = ("kpi", "granularity", "scope", "scope_id", "period_start")
+# Above this many recomputed (KPI, period) pairs the stored rows are read in one pass, not period by period.
+WHOLE_TABLE = 2000
 
 Progress = Callable[[str], None]
 
@@ -291,20 +294,20 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
             CREATE TEMP TABLE kpi_cover (kpi varchar(60), granularity varchar(8), period_start timestamptz);
             """
         )
-        staged = 0
+        staged = covered = 0
         text = _CopyText(computed_at)
         kpis = list(kpis)
         for i, kpi in enumerate(kpis):
             rows, cover = kpi_rows(ctx, kpi)
             with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
-                for start in range(0, len(rows), 5000):
-                    copy.write(
-                        "".join(text.line(kpi, row, period) for row, period in rows[start : start + 5000])
-                    )
+                lines = text.lines(kpi, rows)
+                for _chunk in range(0, len(rows), 5000):
+                    copy.write("".join(islice(lines, 5000)))
             staged += len(rows)
             with cursor.cursor.copy("COPY kpi_cover (kpi, granularity, period_start) FROM STDIN") as copy:
                 for g, period in cover:
                     copy.write_row((kpi.code, g, period.start))
+            covered += len(cover)
             if progress:
                 progress(kpi.code)
             later = {k.family for k in kpis[i + 1 :]}
@@ -313,8 +316,23 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         # Row counts and rough distributions are all the upsert's plan needs: a small sample will do.
         cursor.execute("SET LOCAL default_statistics_target = 10")
         cursor.execute("ANALYZE kpi_stage, kpi_cover")
-        # A merge join would sort both sides on their text keys: hash the staged rows instead.
-        cursor.execute(f"SET LOCAL enable_mergejoin = off; {DIFF_SQL}; SET LOCAL enable_mergejoin = on")
+        # A merge join would sort both sides on their text keys: hash the staged rows instead. Each
+        # recomputed period is looked up once, so memoising the lookups only costs memory; where most
+        # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
+        planner = [
+            "enable_mergejoin",
+            "enable_memoize",
+            *(["enable_nestloop"] if covered > WHOLE_TABLE else []),
+        ]
+        cursor.execute(
+            "; ".join(
+                [
+                    *(f"SET LOCAL {p} = off" for p in planner),
+                    DIFF_SQL,
+                    *(f"SET LOCAL {p} = on" for p in planner),
+                ]
+            )
+        )
         cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
         cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
@@ -332,23 +350,27 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
     if kpi.current_only:
         wanted = {g: {d: p for d, p in ps.items() if p == ctx.current(g)} for g, ps in wanted.items()}
     scopes = set(kpi.scopes)
-    out, seen = [], set()
+    out: list[tuple[Row, Period]] = []
+    seen: set[tuple] = set()
     ctx.start_kpi()
+    every = ctx.touched is None  # a full run answers every period
     # Whether the run answers a period, per period and what the KPI has read so far (it only grows).
-    answered: dict[tuple[Period, int], bool] = {}
+    answered: dict[tuple[str, date, int], bool] = {}
     for row in kpi.compute(ctx, kpi):
         period = wanted.get(row.granularity, {}).get(row.first_day)
         if period is None or row.scope not in scopes:
             continue
-        key = (period, len(ctx.reads))
-        if key not in answered:
-            answered[key] = ctx.answers(period)
-        if not answered[key]:
-            continue
-        row_key = (row.granularity, row.first_day, row.scope, row.scope_id)
-        if row_key in seen:
-            raise ValueError(f"{kpi.code} produced {row_key} twice")
+        if not every:
+            key = (row.granularity, row.first_day, len(ctx.reads))
+            if key not in answered:
+                answered[key] = ctx.answers(period)
+            if not answered[key]:
+                continue
+        row_key = row[:4]  # granularity, first day, scope, scope id
+        size = len(seen)
         seen.add(row_key)
+        if len(seen) == size:
+            raise ValueError(f"{kpi.code} produced {row_key} twice")
         out.append((row, period))
     cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
     return out, cover
@@ -361,34 +383,33 @@ class _CopyText:
 
     def __init__(self, computed_at: datetime) -> None:
         self.computed_at = computed_at.isoformat()
-        self.bounds: dict[Period, str] = {}
 
-    def line(self, kpi: Kpi, row: Row, period: Period) -> str:
-        bounds = self.bounds.get(period)
-        if bounds is None:
-            bounds = self.bounds[period] = f"{period.start.isoformat()}\t{period.end.isoformat()}"
-        extra = json.dumps(row.extra).replace("\\", "\\\\") if row.extra else "{}"
-        values = (
-            kpi.code,
-            row.granularity,
-            bounds,
-            row.scope,
-            row.scope_id,
+    def lines(self, kpi: Kpi, rows: Iterable[tuple[Row, Period]]) -> Iterator[str]:
+        """One line per row of ``kpi``; what every row of a period shares is built once per period."""
+        heads: dict[int, str] = {}  # by id(period): the periods outlive this generator
+        tail = f"\t{self.computed_at}\t{kpi.definition_version}\n"
+        for row, period in rows:
+            head = heads.get(id(period))
+            if head is None:
+                bounds = f"{period.start.isoformat()}\t{period.end.isoformat()}"
+                head = heads[id(period)] = f"{kpi.code}\t{row.granularity}\t{bounds}\t"
+            _g, _day, scope, scope_id, value, numerator, denominator, sample_size, extra, provisional = row
             # numeric(24, 6) columns round the values on the way in.
-            _copy_value(row.value),
-            _copy_value(row.numerator),
-            _copy_value(row.denominator),
-            _copy_value(row.sample_size),
-            extra,
-            "t" if row.provisional else "f",
-            self.computed_at,
-            str(kpi.definition_version),
-        )
-        return "\t".join(values) + "\n"
+            yield (
+                f"{head}{scope}\t{scope_id}\t{_NULL if value is None else value}"
+                f"\t{_NULL if numerator is None else numerator}"
+                f"\t{_NULL if denominator is None else denominator}"
+                f"\t{_NULL if sample_size is None else sample_size}"
+                f"\t{_copy_json(extra) if extra else '{}'}"
+                f"\t{'t' if provisional else 'f'}{tail}"
+            )
 
 
-def _copy_value(value: object) -> str:
-    return "\\N" if value is None else str(value)
+_NULL = "\\N"
+
+
+def _copy_json(value: dict) -> str:
+    return json.dumps(value).replace("\\", "\\\\")
 
 
 # RFM

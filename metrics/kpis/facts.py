@@ -184,30 +184,45 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
 
 def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:
     """Replace the dataset's facts with those of the day table ``days`` and its weeks and months
-    (``periods``): days in [max(first_day, start), after), weeks and months lying wholly in it."""
+    (``periods``): days in [max(first_day, start), after), weeks and months lying wholly in it.
+
+    Only what differs is written: a nightly rebuild finds almost every fact as it left it, and
+    rewriting them all (hundreds of thousands of rows and their index entries) cost seconds.
+    """
     n = len(fact_columns(ds))
     first_day = max(first_day, start)
     params = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
+    stored = (
+        f"FROM {TABLE} f WHERE f.dataset = %(name)s AND ("
+        "(f.grain = 'day' AND f.day >= %(first_day)s AND f.day < %(after)s) "
+        f"OR (f.grain <> 'day' AND {_whole('f.day', 'f.grain')}))"
+    )
+    same = "n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id"
+    new = (
+        f"SELECT 'day'::text AS grain, k_day AS day, scope, scope_id, {_values_sql(n)} AS values "  # noqa: S608
+        f"FROM {days} WHERE k_day >= %(first_day)s AND k_day < %(after)s "
+        f"UNION ALL SELECT grain, k_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
+        f"WHERE {_whole('k_day')}"
+    )
+    # Stored facts that are gone or differ are deleted, then the new ones not stored as they are
+    # inserted: by hash anti-joins (a merge join would sort both sides on their text keys, 3× slower).
+    statements = [
+        f"CREATE TEMP TABLE kpi_fact_new AS {new}",
+        "SET LOCAL enable_mergejoin = off",
+        f"DELETE {stored} AND NOT EXISTS (SELECT 1 FROM kpi_fact_new n WHERE {same} AND n.values = f.values)",  # noqa: S608
+        f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+        "SELECT %(name)s, n.grain, n.day, n.scope, n.scope_id, n.values FROM kpi_fact_new n "
+        f"WHERE NOT EXISTS (SELECT 1 {stored} AND {same})",
+        "SET LOCAL enable_mergejoin = on",
+        "DROP TABLE kpi_fact_new",
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {TABLE} WHERE dataset = %(name)s AND ("  # noqa: S608
-            "(grain = 'day' AND day >= %(first_day)s AND day < %(after)s) "
-            f"OR (grain <> 'day' AND {_whole('day')}))",
-            params,
-        )
-        cursor.execute(
-            f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-            f"SELECT %(name)s, 'day', k_day, scope, scope_id, {_values_sql(n)} FROM {days} "
-            "WHERE k_day >= %(first_day)s AND k_day < %(after)s "
-            f"UNION ALL SELECT %(name)s, grain, k_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
-            f"WHERE {_whole('k_day')}",
-            params,
-        )
+        cursor.execute("; ".join(statements), params)
 
 
-def _whole(column: str) -> str:
+def _whole(column: str, grain: str = "grain") -> str:
     """SQL: the week or month (``grain``) starting on ``column`` lies wholly in [start, after)."""
-    return f"{column} >= %(start)s AND ({column} + ('1 ' || grain)::interval)::date <= %(after)s"
+    return f"{column} >= %(start)s AND ({column} + ('1 ' || {grain})::interval)::date <= %(after)s"
 
 
 # Incremental refresh
@@ -587,6 +602,11 @@ class Prefetch:
     day rows (or, for statistics, its grouped rows) land in an unlogged table that the build then reads
     instead of scanning. Two cores, both busy.
 
+    The second connection starts from the last dataset the KPIs read and works backwards, while the
+    first scans the early ones itself (a dataset whose scan has not started is taken back, see
+    ``take``): the two meet once, somewhere in the middle, instead of the first connection waiting at
+    the start for a scan that the second has only just begun.
+
     The tables are named per run and dropped by the run's own transaction once read; a crashed run's
     leftovers are dropped when the next one starts. Only committed records are read, as by any full run.
     """
@@ -599,7 +619,7 @@ class Prefetch:
         self.taken: list[str] = []
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-prefetch")
         self.executor.submit(_drop_leftovers, f"{self.PREFIX}{self.token}_")
-        for ds in datasets:
+        for ds in list(datasets)[1:]:
             grans = [g for g in ctx.granularities if g in ds.granularities]
             if not grans or ds.always or ds.day_rows is not None:
                 continue
