@@ -602,10 +602,9 @@ class Prefetch:
     day rows (or, for statistics, its grouped rows) land in an unlogged table that the build then reads
     instead of scanning. Two cores, both busy.
 
-    The second connection starts from the last dataset the KPIs read and works backwards, while the
-    first scans the early ones itself (a dataset whose scan has not started is taken back, see
-    ``take``): the two meet once, somewhere in the middle, instead of the first connection waiting at
-    the start for a scan that the second has only just begun.
+    The second connection starts with the second dataset the KPIs read: the first connection scans the
+    first one itself rather than wait, at the start, for a scan the second has only just begun (and
+    any dataset whose scan has not started when it is needed, see ``take``).
 
     The tables are named per run and dropped by the run's own transaction once read; a crashed run's
     leftovers are dropped when the next one starts. Only committed records are read, as by any full run.
