@@ -16,6 +16,7 @@ Only generated identifiers and the SQL Django compiled go into the text; every v
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -460,32 +461,43 @@ def grouping_sets(
     bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
     first_agg = 1 + len(columns)
     names = list(agg_index)
-    # Per granularity, where each measure's value sits in a row.
-    positions = {
-        g: [first_agg + (idx if isinstance(idx, int) else idx[g]) for idx in agg_index.values()]
+    # Per granularity, the measures' values of a row, in the order of ``names``.
+    values_of = {
+        g: _getter([first_agg + (idx if isinstance(idx, int) else idx[g]) for idx in agg_index.values()])
         for g in buckets
+    }
+    # Per GROUPING() mask: the granularity and scope, where the bucket and the scope id sit, the values.
+    shapes = {
+        mask: (g, scope, bucket_pos[g], None if pos is None else 1 + pos, values_of[g])
+        for mask, (g, scope, pos) in masks.items()
     }
 
     def read(rows: Iterable[Sequence[Any]]) -> Grouped:
         out: Grouped = {}
         for row in rows:
-            g, scope, scope_pos = masks[row[0]]
-            bucket = row[bucket_pos[g]]
+            g, scope, at_bucket, at_scope, values = shapes[row[0]]
+            bucket = row[at_bucket]
             if bucket is None:
                 continue
             scope_id = ""
-            if scope_pos is not None:
-                raw = row[1 + scope_pos]
+            if at_scope is not None:
+                raw = row[at_scope]
                 if raw is None or raw == "":
                     continue
                 scope_id = str(raw)
             first_day = bucket.date() if isinstance(bucket, datetime) else bucket
-            out[(g, first_day, scope, scope_id)] = dict(
-                zip(names, [row[i] for i in positions[g]], strict=True)
-            )
+            out[(g, first_day, scope, scope_id)] = dict(zip(names, values(row), strict=True))
         return out
 
     return Query(sql, list(params), read)
+
+
+def _getter(positions: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """The items of a row at ``positions``, as a sequence (also for a single one)."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda row: (row[only],)
+    return itemgetter(*positions)
 
 
 def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans) -> Query:

@@ -244,6 +244,13 @@ def test_funnel_conversion_of_a_creation_cohort():
     assert steps["Proposal"]["to_next"] == pytest.approx(33.3333, abs=1e-3)
     assert steps["Qualified"]["in_progress"] == 1
     assert row("funnel_conversion", first_day=FEBRUARY).value is None
+    # Computed with a period two years earlier, the scan covers years: it reads the whole stage history
+    # instead of that of the range's deals first (sales.FUNNEL_FILTER_DAYS), with the same result.
+    long = row("funnel_conversion", also=(date(2024, 3, 1),))
+    assert (long.value, long.extra) == (r.value, r.extra)
+    year = row("funnel_conversion", granularity="year", first_day=date(2026, 1, 1))
+    assert [s["reached"] for s in year.extra["stages"]] == [5, 4, 3, 1, 1]  # with the April deal
+    assert year.value == Decimal(20)
 
 
 def test_lead_conversion_within_90_days():
