@@ -39,6 +39,7 @@ from metrics.services import (  # noqa: E402
     snapshots_recompute_long_statistics,
     snapshots_recompute_recent,
 )
+from tests.bench.machine import cpu_check  # noqa: E402
 
 # (table, timestamp column): the base tables the KPIs read in full, each bucketed by its event time.
 BASE_SCANS = [
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12, help="incremental runs to time (default 12)")
     options = parser.parse_args()
     deals = Deal.objects.count()
-    print(f"data: {deals:,} deals")
+    print(f"data: {deals:,} deals; CPU check (10 M Python additions): {cpu_check():.2f} s")
     if deals < 900_000:
         print("  (run `manage.py seed_demo --size large --reset` for the 1 000 000-deal benchmark)")
     print(f"VACUUM ANALYZE of the database: {vacuum():.1f} s")

@@ -38,6 +38,10 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.machine import cpu_check  # noqa: E402
+
 VERSION_RE = re.compile(rb'name="version" value="(\d+)"')
 CSRF_RE = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -127,7 +131,6 @@ class Budget(Exception):
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -334,15 +337,6 @@ def wait_for_port(port: int, web: subprocess.Popen, timeout: float = 60) -> None
                 return
         time.sleep(0.2)
     raise SystemExit(f"gunicorn did not open port {port}")
-
-
-def cpu_check() -> float:
-    """Seconds for ten million additions in this Python: the machine's speed at the time of the run
-    (this shared VM's varied by 1.6× between runs), to read the latencies against."""
-    started, total = time.perf_counter(), 0
-    for i in range(10_000_000):
-        total += i
-    return time.perf_counter() - started
 
 
 def report(stats: Stats, elapsed: float, before: tuple, after: tuple, args: argparse.Namespace) -> None:
