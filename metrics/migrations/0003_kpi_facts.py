@@ -49,10 +49,6 @@ class Migration(migrations.Migration):
             name='kind',
             field=models.CharField(choices=[('recent', 'Recent periods'), ('long', 'Medians of quarters and years'), ('range', 'Range'), ('full', 'Full rebuild'), ('rfm', 'RFM segments')], max_length=8, verbose_name='kind'),
         ),
-        migrations.AddIndex(
-            model_name='kpisnapshot',
-            index=models.Index(fields=['kpi', 'granularity', 'period_start'], name='kpisnapshot_kpi_period'),
-        ),
         migrations.AddConstraint(
             model_name='kpifact',
             constraint=models.UniqueConstraint(fields=('dataset', 'grain', 'day', 'scope', 'scope_id'), name='kpifact_unique_key'),
