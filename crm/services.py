@@ -213,9 +213,11 @@ def customer_set_status(
 
 
 def _apply_stage(deal: Deal, stage: PipelineStage, *, at: datetime, lost_reason: str) -> None:
-    """Set the stage and the fields that follow from its kind (status, closed time, lost reason)."""
+    """Set the stage and the fields that follow from its kind (status, closed time, lost reason); a
+    stage move is activity on the deal."""
     deal.stage = stage
     deal.status = stage.kind
+    deal.last_activity_at = max(filter(None, (deal.last_activity_at, at)))
     if stage.kind == PipelineStage.Kind.OPEN:
         deal.closed_at = None
         deal.lost_reason = ""
@@ -256,7 +258,6 @@ def deal_create(
         title=title,
         created_at=at,
         updated_at=timezone.now(),
-        last_activity_at=at,
         **fields,
     )
     _apply_stage(deal, stage, at=at, lost_reason=lost_reason)
@@ -347,7 +348,6 @@ def deal_move_stage(
     previous = current.stage
     _apply_stage(current, stage, at=at, lost_reason=lost_reason)
     current.updated_at = timezone.now()
-    current.last_activity_at = max(filter(None, (current.last_activity_at, at)))
     current.version += 1
     _set_history_user(current, actor)
     _save(current)
