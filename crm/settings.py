@@ -318,9 +318,6 @@ CELERY_BEAT_SCHEDULE: dict = {
 # METRICS: KPI snapshots and RFM segments (metrics/tasks.py). Every run takes a PostgreSQL advisory lock,
 # so a run that would overlap the previous one is recorded as skipped instead of piling up.
 # ------------------------------------------------------------------------------
-# Full rebuilds scan the records on a second database connection ahead of the first (metrics.kpis.facts.
-# Prefetch): both cores work. Off, a rebuild scans them one by one on its own connection.
-KPI_PREFETCH_SCANS = env_bool("KPI_PREFETCH_SCANS", True)
 CELERY_BEAT_SCHEDULE |= {
     # Every 5 minutes: the current and the three previous periods of each granularity, incrementally
     # (the KPI facts of the days whose records changed since the last run), so the dashboard stays
@@ -357,6 +354,9 @@ CELERY_BEAT_SCHEDULE |= {
         "options": {"expires": 3 * 3600},
     },
 }
+# Full rebuilds scan the records on a second database connection ahead of the first (metrics.kpis.facts.
+# Prefetch): both cores work. Off, a rebuild scans them one by one on its own connection.
+KPI_PREFETCH_SCANS = env_bool("KPI_PREFETCH_SCANS", True)
 
 # SURVEYS: NPS / CES / CSAT links (surveys/; KPIS.md §9.2). Throttling is checked at send time.
 # ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import islice
+from itertools import batched
 
 from django.conf import settings
 from django.core.cache import cache
@@ -21,6 +21,7 @@ from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row
+from metrics.kpis.sql import with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -58,8 +59,9 @@ Progress = Callable[[str], None]
 _COLUMNS = ", ".join(SNAPSHOT_COLUMNS)
 _CHANGED = " OR ".join(f"e.{c} IS DISTINCT FROM t.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
 _SAME_KEY = " AND ".join(f"e.{k} = t.{k}" for k in KEY_COLUMNS)
-# The stored rows of the periods this run recomputed (``kpi_cover``), found through the (kpi,
-# granularity, period) index: a few hundred range scans instead of an index probe per staged row.
+# The stored rows of the periods this run recomputed (``kpi_cover``): through the (kpi, granularity,
+# period) index, a range scan per period instead of a probe per staged row; in one pass over the table
+# when most periods are recomputed (``WHOLE_TABLE``).
 _EXISTING = """
     SELECT s.* FROM kpi_cover c JOIN metrics_kpisnapshot s
     ON s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
@@ -240,7 +242,7 @@ def _recompute(
                 run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
             finally:
                 if ctx.prefetch is not None:
-                    ctx.prefetch.executor.shutdown(wait=True, cancel_futures=True)
+                    ctx.prefetch.stop()
             if ctx.prefetch is not None:
                 ctx.prefetch.close()
             if kind == SnapshotRun.Kind.FULL or ctx.incremental:
@@ -295,14 +297,12 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
             """
         )
         staged = covered = 0
-        text = _CopyText(computed_at)
         kpis = list(kpis)
         for i, kpi in enumerate(kpis):
             rows, cover = kpi_rows(ctx, kpi)
             with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
-                lines = text.lines(kpi, rows)
-                for _chunk in range(0, len(rows), 5000):
-                    copy.write("".join(islice(lines, 5000)))
+                for lines in batched(_copy_lines(kpi, rows, computed_at.isoformat()), 5000):
+                    copy.write("".join(lines))
             staged += len(rows)
             with cursor.cursor.copy("COPY kpi_cover (kpi, granularity, period_start) FROM STDIN") as copy:
                 for g, period in cover:
@@ -319,20 +319,8 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         # A merge join would sort both sides on their text keys: hash the staged rows instead. Each
         # recomputed period is looked up once, so memoising the lookups only costs memory; where most
         # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
-        planner = [
-            "enable_mergejoin",
-            "enable_memoize",
-            *(["enable_nestloop"] if covered > WHOLE_TABLE else []),
-        ]
-        cursor.execute(
-            "; ".join(
-                [
-                    *(f"SET LOCAL {p} = off" for p in planner),
-                    DIFF_SQL,
-                    *(f"SET LOCAL {p} = on" for p in planner),
-                ]
-            )
-        )
+        plans = ["mergejoin", "memoize", *(["nestloop"] if covered > WHOLE_TABLE else [])]
+        cursor.execute(with_plans_off(plans, DIFF_SQL))
         cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
         cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
@@ -344,65 +332,48 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
 
     An incremental run answers only the periods that the changes since the last run count for.
     """
-    wanted = {
-        g: {p.first_day: p for p in ctx.periods[g]} for g in ctx.granularities if g in kpi.granularities
-    }
+    wanted = {g: {p.first_day: p for p in ctx.periods[g]} for g in ctx.requested(kpi.granularities)}
     if kpi.current_only:
         wanted = {g: {d: p for d, p in ps.items() if p == ctx.current(g)} for g, ps in wanted.items()}
     scopes = set(kpi.scopes)
     out: list[tuple[Row, Period]] = []
     seen: set[tuple] = set()
     ctx.start_kpi()
-    every = ctx.touched is None  # a full run answers every period
-    # Whether the run answers a period, per period and what the KPI has read so far (it only grows).
-    answered: dict[tuple[str, date, int], bool] = {}
     for row in kpi.compute(ctx, kpi):
         period = wanted.get(row.granularity, {}).get(row.first_day)
-        if period is None or row.scope not in scopes:
+        if period is None or row.scope not in scopes or not ctx.answers(period):
             continue
-        if not every:
-            key = (row.granularity, row.first_day, len(ctx.reads))
-            if key not in answered:
-                answered[key] = ctx.answers(period)
-            if not answered[key]:
-                continue
         row_key = row[:4]  # granularity, first day, scope, scope id
-        size = len(seen)
-        seen.add(row_key)
-        if len(seen) == size:
+        if row_key in seen:
             raise ValueError(f"{kpi.code} produced {row_key} twice")
+        seen.add(row_key)
         out.append((row, period))
     cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
     return out, cover
 
 
-class _CopyText:
-    """Snapshot rows as lines of PostgreSQL's COPY text format, built directly: a million rows a full
-    rebuild writes cost seconds less than one ``write_row`` per row. Codes, scopes and ids hold no tabs,
-    newlines or backslashes; the JSON details get their backslashes doubled."""
-
-    def __init__(self, computed_at: datetime) -> None:
-        self.computed_at = computed_at.isoformat()
-
-    def lines(self, kpi: Kpi, rows: Iterable[tuple[Row, Period]]) -> Iterator[str]:
-        """One line per row of ``kpi``; what every row of a period shares is built once per period."""
-        heads: dict[int, str] = {}  # by id(period): the periods outlive this generator
-        tail = f"\t{self.computed_at}\t{kpi.definition_version}\n"
-        for row, period in rows:
-            head = heads.get(id(period))
-            if head is None:
-                bounds = f"{period.start.isoformat()}\t{period.end.isoformat()}"
-                head = heads[id(period)] = f"{kpi.code}\t{row.granularity}\t{bounds}\t"
-            _g, _day, scope, scope_id, value, numerator, denominator, sample_size, extra, provisional = row
-            # numeric(24, 6) columns round the values on the way in.
-            yield (
-                f"{head}{scope}\t{scope_id}\t{_NULL if value is None else value}"
-                f"\t{_NULL if numerator is None else numerator}"
-                f"\t{_NULL if denominator is None else denominator}"
-                f"\t{_NULL if sample_size is None else sample_size}"
-                f"\t{_copy_json(extra) if extra else '{}'}"
-                f"\t{'t' if provisional else 'f'}{tail}"
-            )
+def _copy_lines(kpi: Kpi, rows: Iterable[tuple[Row, Period]], computed_at: str) -> Iterator[str]:
+    """``kpi``'s rows as lines of PostgreSQL's COPY text format, built directly: a million rows a full
+    rebuild writes cost seconds less than one ``write_row`` per row. What every row of a period shares is
+    built once per period. Codes, scopes and ids hold no tabs, newlines or backslashes; the JSON details
+    get their backslashes doubled."""
+    heads: dict[int, str] = {}  # by id(period): the periods outlive this generator
+    tail = f"\t{computed_at}\t{kpi.definition_version}\n"
+    for row, period in rows:
+        head = heads.get(id(period))
+        if head is None:
+            bounds = f"{period.start.isoformat()}\t{period.end.isoformat()}"
+            head = heads[id(period)] = f"{kpi.code}\t{row.granularity}\t{bounds}\t"
+        _g, _day, scope, scope_id, value, numerator, denominator, sample_size, extra, provisional = row
+        # numeric(24, 6) columns round the values on the way in.
+        yield (
+            f"{head}{scope}\t{scope_id}\t{_NULL if value is None else value}"
+            f"\t{_NULL if numerator is None else numerator}"
+            f"\t{_NULL if denominator is None else denominator}"
+            f"\t{_NULL if sample_size is None else sample_size}"
+            f"\t{_copy_json(extra) if extra else '{}'}"
+            f"\t{'t' if provisional else 'f'}{tail}"
+        )
 
 
 _NULL = "\\N"

@@ -8,7 +8,8 @@ Adding a family (e.g. ``satisfaction`` for NPS, CES, CSAT and survey response ra
 
 1. write ``metrics/kpis/satisfaction.py`` with ``KPIS = [Kpi(code=..., family=Family.SATISFACTION, ...)]``
    — most KPIs are a :class:`~metrics.kpis.builders.Dataset` (queryset, date, scopes, measures) plus
-   ``compute=ratio(...)`` or ``compute=measure(...)``;
+   ``compute=ratio(...)`` or ``compute=measure(...)`` — and ``DATASETS``, every dataset its KPIs read
+   (see :func:`family_datasets`);
 2. add ``"satisfaction"`` to ``FAMILY_MODULES`` below.
 
 The snapshot service, tasks, command, selectors and drill-downs pick it up from the registry.

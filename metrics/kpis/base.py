@@ -143,6 +143,8 @@ class Context:
     prefetch: Any = None
     # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
     scan: list[tuple[Any, Any]] = field(default_factory=list)
+    # ``answers`` of the KPI being computed, by (period, number of datasets it had read).
+    _answered: dict[tuple[Period, int], bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}
@@ -151,6 +153,10 @@ class Context:
     @property
     def granularities(self) -> list[str]:
         return [g for g in GRANULARITIES if g in self.periods]
+
+    def requested(self, granularities: Iterable[str]) -> list[str]:
+        """Those of ``granularities`` this run recomputes, in the usual order."""
+        return [g for g in self.granularities if g in granularities]
 
     def period(self, granularity: str, first_day: date) -> Period | None:
         """The requested period of ``granularity`` starting on ``first_day``, or None if not requested."""
@@ -178,7 +184,7 @@ class Context:
 
         The datasets it reads are remembered, so ``release`` can drop it when none is needed any more.
         """
-        for name in reads:
+        for name in (*reads, *self._memo_deps.get(key, ())):
             self.read(name)
         if key not in self._memo:
             deps = set(reads)
@@ -204,6 +210,7 @@ class Context:
     def start_kpi(self) -> None:
         """Forget what the previous KPI read."""
         self.reads = set()
+        self._answered = {}
 
     def read(self, name: str) -> None:
         """Note that the KPI being computed (and any result being memoised) depends on dataset ``name``."""
@@ -220,18 +227,21 @@ class Context:
         run; in an incremental one the touched periods, but for those a dataset it read left out."""
         if self.touched is None:
             return True
-        if period not in self.touched.get(period.granularity, ()):
-            return False
-        if self.long_statistics and not self.reads & self.statistics:
-            return False
-        return not any(period in self.skipped.get(name, ()) for name in self.reads)
+        # Per period and what the KPI has read so far (it only grows): asked once per row otherwise.
+        key = (period, len(self.reads))
+        answer = self._answered.get(key)
+        if answer is None:
+            answer = self._answered[key] = (
+                self.touches(period)
+                and not (self.long_statistics and not self.reads & self.statistics)
+                and not any(period in self.skipped.get(name, ()) for name in self.reads)
+            )
+        return answer
 
     def needed(self, granularity: str, compare: Callable[[Period], Iterable[Period]] | None) -> list[Period]:
         """The periods of ``granularity`` a dataset computes: the requested ones (in an incremental run
         the touched ones) and those they are compared with."""
-        periods = self.periods.get(granularity, [])
-        if self.touched is not None:
-            periods = [p for p in periods if p in self.touched.get(granularity, ())]
+        periods = [p for p in self.periods.get(granularity, []) if self.touches(p)]
         extra = [c for p in periods for c in (compare(p) if compare else ())]
         return sorted({*periods, *extra})
 
@@ -259,6 +269,5 @@ class Dirty:
 
 
 def iter_periods(ctx: Context, kpi: Kpi) -> Iterator[Period]:
-    for g in ctx.granularities:
-        if g in kpi.granularities:
-            yield from ctx.periods[g]
+    for g in ctx.requested(kpi.granularities):
+        yield from ctx.periods[g]

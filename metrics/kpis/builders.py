@@ -8,7 +8,7 @@ from their facts (``facts``), the others straight from the records (``sql``). :f
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from metrics.kpis.dataset import (
 )
 from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, records_query
 from metrics.models import Scope
-from metrics.periods import Period, local_date
+from metrics.periods import Period
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -56,13 +56,14 @@ def grouped(ctx: Context, dataset: Dataset) -> Grouped:
     """The dataset's measures for every requested period × scope (memoised: computed once per recompute).
 
     Incremental contexts answer only what changed: datasets without facts then compute just the
-    periods that changed records fall in; ``always`` datasets are computed in full every time.
+    periods that changed records fall in; ``always`` datasets are read from the records in every run,
+    for the periods it needs (or the current ones).
     """
     return ctx.memo(("dataset", dataset.name), lambda: _compute(ctx, dataset), reads=(dataset.name,))
 
 
 def _compute(ctx: Context, ds: Dataset) -> Grouped:
-    grans = [g for g in ctx.granularities if g in ds.granularities]
+    grans = ctx.requested(ds.granularities)
     if not grans:
         return {}
     if ds.uses_facts:
@@ -97,8 +98,7 @@ def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
     one the touched periods (and those they are compared with), one granularity at a time."""
     ctx.tracked[ds.name] = ds
     if not ctx.incremental:
-        lo, hi = ctx.bounds(grans, ds.compare)
-        return facts.run_records_query(ctx, ds, records_query(ctx, ds, grans, [(_day(lo), _day(hi))]))
+        return facts.run_records_query(ctx, ds, grans)
     out: Grouped = {}
     for g in grans:
         needed = [p for p in ctx.needed(g, ds.compare) if p not in ctx.skipped.get(ds.name, ())]
@@ -106,10 +106,6 @@ def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
             spans = [(p.first_day, p.next().first_day) for p in needed]
             out.update(records_query(ctx, ds, [g], spans).run())
     return out
-
-
-def _day(moment: datetime) -> date:
-    return local_date(moment)
 
 
 # Turning measures into rows
@@ -147,28 +143,17 @@ def rows_from(
     The company gets a row for every requested period even without data, so an empty period reads
     as 0 or "no data" rather than missing.
     """
-    # Per period and what the KPI has read so far (it only grows): the period if this run answers it.
-    answered: dict[tuple[str, date, int], Period | None] = {}
     for (g, first_day, scope, scope_id), values in data.items():
-        if scope not in kpi.scopes:
+        if scope not in kpi.scopes or g not in kpi.granularities:
             continue
-        key = (g, first_day, len(ctx.reads))
-        try:
-            period = answered[key]
-        except KeyError:
-            period = ctx.period(g, first_day)
-            if period is not None and (g not in kpi.granularities or not ctx.answers(period)):
-                period = None
-            answered[key] = period
-        if period is None:
+        period = ctx.period(g, first_day)
+        if period is None or not ctx.answers(period):
             continue
         result = fn(values, period, scope, scope_id)
         if result is not None:
             yield Row(g, first_day, scope, scope_id, *result)
     if dense_company and Scope.COMPANY in kpi.scopes:
-        for g in ctx.granularities:
-            if g not in kpi.granularities:
-                continue
+        for g in ctx.requested(kpi.granularities):
             for period in ctx.periods[g]:
                 if (g, period.first_day, Scope.COMPANY, "") not in data and ctx.answers(period):
                     result = fn({}, period, Scope.COMPANY, "")
@@ -246,9 +231,8 @@ def stock(ctx: Context, dataset: Dataset) -> Grouped:
         series: dict[tuple[str, str, str], list[tuple[date, dict[str, Any]]]] = defaultdict(list)
         for (g, first_day, scope, scope_id), values in deltas.items():
             series[(g, scope, scope_id)].append((first_day, values))
-        for g in ctx.granularities:
-            if g in dataset.granularities:
-                series.setdefault((g, Scope.COMPANY, ""), [])
+        for g in ctx.requested(dataset.granularities):
+            series.setdefault((g, Scope.COMPANY, ""), [])
         out: Grouped = {}
         names = list(dataset.measures)
         for (g, scope, scope_id), points in series.items():

@@ -57,7 +57,7 @@ from metrics.kpis.builders import (
 )
 from metrics.kpis.sql import LocalDay, Spans
 from metrics.models import Scope
-from metrics.periods import Period, local_midnight, period_index, reporting_tz
+from metrics.periods import GRANULARITIES, Period, local_midnight, period_index, reporting_tz
 
 WON, LOST, OPEN = Deal.Status.WON, Deal.Status.LOST, Deal.Status.OPEN
 LEAD_CONVERSION_DAYS = 90
@@ -172,13 +172,17 @@ def _stages(ctx: Context) -> list[tuple[int, str, int]]:
     return ctx.memo("stages", lambda: list(PipelineStage.objects.values_list("pk", "kind", "probability")))
 
 
+def _open_stage_ids(ctx: Context) -> list[int]:
+    return [pk for pk, kind, _p in _stages(ctx) if kind == PipelineStage.Kind.OPEN]
+
+
 def _open_weight(ctx: Context, stage: str) -> Case:
     """Probability (0–100) that an open stage gives the deal: its override, else the stage's default.
 
     The stages are few: spelled out by id, so a scan of the stage changes needs no join of the stages
     (and a stage edit changes the facts' definition, which rebuilds them).
     """
-    open_ids = [pk for pk, kind, _p in _stages(ctx) if kind == PipelineStage.Kind.OPEN]
+    open_ids = _open_stage_ids(ctx)
     default = Case(
         *(When(**{stage: pk}, then=Value(p)) for pk, _k, p in _stages(ctx)), output_field=IntegerField()
     )
@@ -194,8 +198,7 @@ def _cents(path: str) -> Cast:
 
 
 def _is_open(ctx: Context, stage: str) -> Case:
-    open_ids = [pk for pk, kind, _p in _stages(ctx) if kind == PipelineStage.Kind.OPEN]
-    return Case(When(**{f"{stage}__in": open_ids}, then=Value(1)), default=Value(0))
+    return Case(When(**{f"{stage}__in": _open_stage_ids(ctx)}, then=Value(1)), default=Value(0))
 
 
 # Each stage change moves the deal's amount out of the old stage and into the new one; summed up to an
@@ -250,14 +253,11 @@ OPEN_PIPELINE_NOW = Dataset(
 )
 
 
-FORECAST_GRANULARITIES = ("week", "month", "quarter", "year")
-
-
 def _stage_case(ctx: Context, column: str, *, weight: bool) -> tuple[str, list[Any]]:
     """SQL: 1 (or the probability: the deal's override, else the stage's) when ``column`` is an open
     stage, else 0; the stages spelled out by id."""
     stages = _stages(ctx)
-    open_ids = [pk for pk, kind, _p in stages if kind == PipelineStage.Kind.OPEN]
+    open_ids = _open_stage_ids(ctx)
     if not open_ids:
         return "0", []
     if not weight:
@@ -279,7 +279,7 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
     ranges = " OR ".join("(d.expected_close_date >= %s AND d.expected_close_date < %s)" for _ in spans)
     bounds = [d for span in spans for d in span]
     starts = ", ".join(
-        f"(date_trunc('{g}', day)::timestamp AT TIME ZONE %s) AS start_{g}" for g in FORECAST_GRANULARITIES
+        f"(date_trunc('{g}', day)::timestamp AT TIME ZONE %s) AS start_{g}" for g in GRANULARITIES
     )
     to_open, to_open_params = _stage_case(ctx, "to_stage_id", weight=False)
     from_open, from_open_params = _stage_case(ctx, "from_stage_id", weight=False)
@@ -290,12 +290,12 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
     columns = [
         f"COALESCE(sum({name}) FILTER (WHERE at < start_{g}), 0)::bigint"
         for name in ("weighted", "opened")
-        for g in FORECAST_GRANULARITIES
+        for g in GRANULARITIES
     ]
     values = ", ".join(f"{c} AS k_p{i}" for i, c in enumerate(columns))
     column_params = [*to_weight_params, *from_weight_params, *to_open_params, *from_open_params]
     excluded = EXCLUDED_CUSTOMERS_SQL
-    period_starts = ", ".join(f"s.start_{g}" for g in FORECAST_GRANULARITIES)
+    period_starts = ", ".join(f"s.start_{g}" for g in GRANULARITIES)
     # OFFSET 0 keeps the inner query apart, so each change's deltas are worked out once, not per sum.
     sql = f"""
         WITH s AS MATERIALIZED (
@@ -314,7 +314,7 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
         ) AS x
         GROUP BY k_day, owner_id
     """  # noqa: S608
-    tz = [settings.TIME_ZONE] * len(FORECAST_GRANULARITIES)
+    tz = [settings.TIME_ZONE] * len(GRANULARITIES)
     first, last = min(lo for lo, _hi in spans), max(hi for _lo, hi in spans)
     return sql, [*tz, first, last, *column_params, *bounds]
 

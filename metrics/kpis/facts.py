@@ -34,11 +34,13 @@ from metrics.kpis.sql import (
     Statements,
     create_day_table,
     day_table_statements,
+    each_value,
     fact_columns,
     inner_query,
     periods_from_days,
     records_query,
     trunc_day,
+    with_plans_off,
 )
 from metrics.models import KpiFact, KpiFactState, Scope
 from metrics.periods import Period, floor_date, local_date, reporting_tz, shift_date
@@ -75,13 +77,7 @@ def _merge(spans: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
 
 
 def _values_sql(n: int) -> str:
-    return f"ARRAY[{', '.join(f'COALESCE(k_p{i}, 0)' for i in range(n))}]::bigint[]"
-
-
-def _sums_sql(n: int, source: str | None = None) -> str:
-    """Σ of each fact value: of a fact array column ``source``, or of the day table's ``k_p`` columns."""
-    terms = (f"sum({source}[{i + 1}])" if source else f"sum(k_p{i})" for i in range(n))
-    return f"ARRAY[{', '.join(f'COALESCE({t}, 0)' for t in terms)}]::bigint[]"
+    return f"ARRAY[{each_value(n, 'COALESCE(k_p{i}, 0)')}]::bigint[]"
 
 
 # Building and storing
@@ -98,7 +94,7 @@ def grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     if ctx.incremental:
         if ds.name not in ctx.dirty:
             raise LookupError(
-                f"dataset {ds.name!r} was not prepared: list it where metrics.kpis.datasets finds it"
+                f"dataset {ds.name!r} was not prepared: list it in its family module's DATASETS"
             )
         return read(ctx, ds, grans)
     return build(ctx, ds, grans)
@@ -150,23 +146,28 @@ def _covering(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, da
     return start, after
 
 
+def _scan_range(ctx: Context, ds: Dataset, grans: Sequence[str]) -> tuple[date, date, date | None]:
+    """The days a full build scans (whole weeks and months) and, for a stock, the first of them: every
+    record before it counts as the opening balance."""
+    start, after = _covering(ctx, ds, grans)
+    return start, after, start if ds.opening_balance else None
+
+
 def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     """Scan the records of the requested range once, store their facts, sum the periods.
 
     The day table is added up once into weeks and months (a table a fifth of its size); those feed
     both the stored facts and the periods, which are read as an incremental run reads the facts.
     """
-    start, after = _covering(ctx, ds, grans)
+    start, after, opening = _scan_range(ctx, ds, grans)
     days, periods = f"kpi_day_{ds.name}", f"kpi_wm_{ds.name}"
     prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None else None
     if prefetched is not None:
         days = prefetched[0]
     else:
-        create_day_table(
-            ctx, ds, days, spans=[(start, after)], opening_before=start if ds.opening_balance else None
-        )
+        create_day_table(ctx, ds, days, spans=[(start, after)], opening_before=opening)
     n = len(fact_columns(ds))
-    sums = _each(n, "sum(k_p{i}) AS k_p{i}")
+    sums = each_value(n, "sum(k_p{i}) AS k_p{i}")
     grouped_by = " UNION ALL ".join(
         f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'k_day')} AS k_day, scope, scope_id, "  # noqa: S608
         f"{sums} FROM {days} GROUP BY 2, 3, 4"
@@ -206,18 +207,19 @@ def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first
     )
     # Stored facts that are gone or differ are deleted, then the new ones not stored as they are
     # inserted: by hash anti-joins (a merge join would sort both sides on their text keys, 3× slower).
-    statements = [
-        f"CREATE TEMP TABLE kpi_fact_new AS {new}",
-        "SET LOCAL enable_mergejoin = off",
-        f"DELETE {stored} AND NOT EXISTS (SELECT 1 FROM kpi_fact_new n WHERE {same} AND n.values = f.values)",  # noqa: S608
-        f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
+    write = (
+        f"DELETE {stored} AND NOT EXISTS "  # noqa: S608
+        f"(SELECT 1 FROM kpi_fact_new n WHERE {same} AND n.values = f.values); "
+        f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "
         "SELECT %(name)s, n.grain, n.day, n.scope, n.scope_id, n.values FROM kpi_fact_new n "
-        f"WHERE NOT EXISTS (SELECT 1 {stored} AND {same})",
-        "SET LOCAL enable_mergejoin = on",
-        "DROP TABLE kpi_fact_new",
-    ]
+        f"WHERE NOT EXISTS (SELECT 1 {stored} AND {same})"
+    )
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(statements), params)
+        cursor.execute(
+            f"CREATE TEMP TABLE kpi_fact_new AS {new}; {with_plans_off(['mergejoin'], write)}; "
+            "DROP TABLE kpi_fact_new",
+            params,
+        )
 
 
 def _whole(column: str, grain: str = "grain") -> str:
@@ -303,8 +305,8 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     table = f"kpi_day_{ds.name}"
     create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
-    columns = _each(n, "k_p{i}")
-    unpacked = _each(n, "values[{j}]")
+    columns = each_value(n, "k_p{i}")
+    unpacked = each_value(n, "values[{j}]")
     # The day rows of a week or month re-added from days: the stored day facts of its other days, and
     # the new ones of the rewritten days.
     other_days = (
@@ -328,7 +330,7 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
                 stored = other_days.replace("%(lo)s", f"%({key}_lo)s").replace("%(hi)s", f"%({key}_hi)s")
                 rows = f"{new_days} UNION ALL {stored}"
             first = trunc_day(grain, "k_day")
-            sums = ", ".join(f"sum(k_p{i})" for i in range(n))
+            sums = each_value(n, "sum(k_p{i})")
             parts.append(
                 f"SELECT '{grain}', {first}, scope, scope_id, {sums} FROM ({rows}) AS r "  # noqa: S608
                 f"WHERE {first} = ANY(%({key})s) GROUP BY 2, 3, 4"
@@ -362,7 +364,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     """
     out: Grouped = {}
     n = len(fact_columns(ds))
-    columns = _each(n, "values[{j}] AS k_p{i}")
+    columns = each_value(n, "values[{j}] AS k_p{i}")
     if source == TABLE:
         rows = (
             f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
@@ -371,7 +373,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     else:
         rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
         key = []
-    values = _each(n, "k_p{i}")
+    values = each_value(n, "k_p{i}")
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if ds.current_only:
@@ -395,15 +397,15 @@ def _with_opening(
     """SQL of a stock's facts of ``grain`` from the first needed period to the last, and one row per
     scope dated the day before the first: the sum of every fact before it (its opening balance)."""
     n = len(fact_columns(ds))
-    values = _each(n, "k_p{i}")
-    sums = _each(n, "sum(k_p{i}) AS k_p{i}")
+    values = each_value(n, "k_p{i}")
+    sums = each_value(n, "sum(k_p{i}) AS k_p{i}")
     first = min(p.first_day for p in needed)
     end = max(p.next().first_day for p in needed)
     cut = floor_date(first, MONTH)
     if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
         # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
         # scope instead of every week since the first record).
-        unpacked = _each(n, "values[{j}] AS k_p{i}")
+        unpacked = each_value(n, "values[{j}] AS k_p{i}")
         before = (
             f"SELECT scope, scope_id, {unpacked} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
             "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s))"
@@ -417,12 +419,6 @@ def _with_opening(
         f"UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
     )
     return sql, [*params, first, end, first - timedelta(days=1), *before_params]
-
-
-def _each(n: int, column: str) -> str:
-    """``column`` for each of a dataset's ``n`` fact values: ``{i}`` is 0-based (``k_p{i}``), ``{j}``
-    1-based (the ``values`` array)."""
-    return ", ".join(column.format(i=i, j=i + 1) for i in range(n))
 
 
 def _only(
@@ -539,7 +535,7 @@ def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bo
 
 
 def _company_values(n: int) -> str:
-    return ", ".join(f"COALESCE(sum(values[{i + 1}]), 0)" for i in range(n))
+    return each_value(n, "COALESCE(sum(values[{j}]), 0)")
 
 
 def _named(ds: Dataset, values: Sequence[Any]) -> dict[str, Decimal]:
@@ -619,20 +615,18 @@ class Prefetch:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-prefetch")
         self.executor.submit(_drop_leftovers, f"{self.PREFIX}{self.token}_")
         for ds in list(datasets)[1:]:
-            grans = [g for g in ctx.granularities if g in ds.granularities]
+            grans = ctx.requested(ds.granularities)
             if not grans or ds.always or ds.day_rows is not None:
                 continue
             table = f"{self.PREFIX}{self.token}_{ds.name}"
             query = None
             if ds.uses_facts:
-                start, after = _covering(ctx, ds, grans)
-                opening = start if ds.opening_balance else None
+                start, after, opening = _scan_range(ctx, ds, grans)
                 statements = day_table_statements(
                     ctx, ds, table, spans=[(start, after)], opening_before=opening, kind="UNLOGGED"
                 )
             else:
-                lo, hi = ctx.bounds(grans, ds.compare)
-                query = records_query(ctx, ds, grans, [(local_date(lo), local_date(hi))])
+                query = _records_query(ctx, ds, grans)
                 statements = [(f"CREATE UNLOGGED TABLE {table} AS {query.sql}", query.params)]
             self.jobs[ds.name] = (self.executor.submit(_run_statements, statements), table, query)
 
@@ -649,9 +643,12 @@ class Prefetch:
         self.taken.append(table)
         return table, query
 
-    def close(self) -> None:
-        """Stop scanning ahead and drop the tables this run read (any other is the next run's to drop)."""
+    def stop(self) -> None:
+        """Stop scanning ahead: scans not started are dropped, the running one is waited for."""
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Drop the tables this run read, once stopped (any other is the next run's to drop)."""
         if self.taken:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {', '.join(self.taken)}")
@@ -686,12 +683,19 @@ def _run_statements(statements: Statements) -> None:
         conn.close()
 
 
-def run_records_query(ctx: Context, ds: Dataset, query: Query) -> Grouped:
-    """A statistics dataset's grouped rows: from its table scanned ahead, if any, else by ``query``."""
+def _records_query(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Query:
+    """The grouped query of a full build's statistics dataset: every requested period of ``grans``."""
+    lo, hi = ctx.bounds(grans, ds.compare)
+    return records_query(ctx, ds, grans, [(local_date(lo), local_date(hi))])
+
+
+def run_records_query(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
+    """A full build's statistics dataset: its grouped rows from its table scanned ahead, if any, else
+    from its query."""
     prefetched = ctx.prefetch.take(ds) if ctx.prefetch is not None else None
     if prefetched is None:
-        return query.run()
-    table, prefetched_query = prefetched
+        return _records_query(ctx, ds, grans).run()
+    table, query = prefetched
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {table}")  # noqa: S608
-        return (prefetched_query or query).read(cursor.fetchall())
+        return query.read(cursor.fetchall())

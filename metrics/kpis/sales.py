@@ -59,7 +59,6 @@ from metrics.models import Scope
 from metrics.periods import Period, local_date, local_midnight, shift_date
 
 LIVE_DEAL = live("customer__")
-WON_REACHES_ALL = 32767  # above every stage order
 CLOSED = LIVE_DEAL & Q(status__in=[WON, LOST]) & ~INVALID_LOST
 
 

@@ -8,7 +8,9 @@ boolean columns) and wrapped in hand-written grouping SQL:
   such day-shaped rows (:func:`periods_from_days`), whether they come from the day table or from the
   stored facts;
 * other datasets (percentiles, means, distinct counts) are grouped straight from the records with
-  ``GROUP BY GROUPING SETS`` over every granularity × scope (:func:`grouping_sets_query`).
+  ``GROUP BY GROUPING SETS`` over every granularity × scope (:func:`records_query`,
+  :func:`grouping_sets`); datasets of the current periods only in one pass over the widest of them
+  (:func:`current_grouped`).
 
 Only generated identifiers and the SQL Django compiled go into the text; every value is a parameter.
 """
@@ -109,6 +111,19 @@ def fact_columns(ds: Dataset) -> list[Column]:
         else:
             columns.append(Column(name, None, f"{sql} FILTER (WHERE {w})" if w else sql))
     return columns
+
+
+def each_value(n: int, column: str) -> str:
+    """``column`` for each of a dataset's ``n`` fact values, comma-separated: ``{i}`` is 0-based
+    (``k_p{i}``), ``{j}`` 1-based (a fact's ``values`` array)."""
+    return ", ".join(column.format(i=i, j=i + 1) for i in range(n))
+
+
+def with_plans_off(plans: Sequence[str], sql: str) -> str:
+    """``sql`` run with the planner's ``enable_<plan>`` settings off (this transaction), then on again."""
+    return "; ".join(
+        [*(f"SET LOCAL enable_{p} = off" for p in plans), sql, *(f"SET LOCAL enable_{p} = on" for p in plans)]
+    )
 
 
 def trunc_day(grain: str, day: str) -> str:
@@ -273,7 +288,7 @@ def day_table_statements(
         f"SELECT k_day::date AS k_day{columns_list}, {partials} "  # noqa: S608
         f"FROM ({inner_sql}) AS t {where} GROUP BY {group_by}"
     )
-    values = ", ".join(f"k_p{i}" for i in range(n))
+    values = each_value(n, "k_p{i}")
     statements = [(f"DROP TABLE IF EXISTS {table}, {table}_all", [])]
     if len(sets) == 1:
         scope = sets[0] or ""
@@ -281,7 +296,7 @@ def day_table_statements(
         select = f"SELECT k_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
         return [*statements, (f"CREATE {kind} TABLE {table} AS {select} FROM ({first}) AS g", params)]
     statements.append((f"CREATE {kind} TABLE {table}_all AS {first}", params))
-    sums = ", ".join(f"sum(k_p{i})::bigint AS k_p{i}" for i in range(n))
+    sums = each_value(n, "sum(k_p{i})::bigint AS k_p{i}")
     parts = []
     for scope in sets:
         scope_id, group = (
@@ -314,7 +329,7 @@ def _create_python_day_table(
     n = len(fact_columns(ds))
     # Computed before the COPY starts: computing them reads from the same connection.
     rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
-    partials = ", ".join(f"k_p{i} bigint" for i in range(n))
+    partials = each_value(n, "k_p{i} bigint")
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(f"CREATE TEMP TABLE {table} (k_day date, scope text, scope_id text, {partials})")
     with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
@@ -355,7 +370,7 @@ def periods_from_days(
             # Rows of the periods not wanted fall into one NULL bucket per scope, which is not read.
             buckets.append(f"CASE WHEN {first} = ANY(%s::date[]) THEN {first} END AS k_b_{g}")
             bucket_params.append(sorted(set(only.get(g, ()))))
-    partials = ", ".join(f"k_p{i}" for i in range(len(columns)))
+    partials = each_value(len(columns), "k_p{i}")
     out: Grouped = {}
     for scope in scope_sets(ds):
         scopes = {scope: f"k_s_{scope}"} if scope else {}
@@ -527,9 +542,8 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     with a FILTER on that granularity's current period, grouped by scope only (no period buckets).
     An ``as_of_run`` dataset needs no filter: each measure is summed once and given to every period.
     """
-    periods = {g: ctx.current(g) for g in grans if ctx.period(g, ctx.current(g).first_day) is not None}
-    if ctx.touched is not None:
-        periods = {g: p for g, p in periods.items() if p in ctx.touched.get(g, ())}
+    currents = {g: ctx.current(g) for g in grans}
+    periods = {g: p for g, p in currents.items() if ctx.period(g, p.first_day) is not None and ctx.touches(p)}
     if not periods:
         return {}
     first = min(p.first_day for p in periods.values())
