@@ -194,6 +194,7 @@ class SecurityEvent(models.Model):
         PERSONAL_DATA_EXPORT = "personal_data_export", _("personal data export")
         PERSONAL_DATA_ERASE = "personal_data_erase", _("personal data erased")
         TWO_FACTOR_FAILED = "two_factor_failed", _("two-factor code refused")
+        TWO_FACTOR_SKIPPED = "two_factor_skipped", _("sign-in without its two-factor code refused")
 
     at = models.DateTimeField(_("at"), db_index=False)
     kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)

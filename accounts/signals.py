@@ -5,10 +5,21 @@ from django.dispatch import receiver
 
 @receiver(user_logged_in, dispatch_uid="accounts.record_login")
 def record_login(sender, request, user, **kwargs) -> None:
-    """Count the sign-in for adoption and log it in the security log."""
+    """Record in the new session whether the second step was passed; count the sign-in for adoption and
+    log it. A sign-in that skipped a required code is logged as such and not counted: the next request
+    ends that session (accounts.middleware.TwoFactorSessionMiddleware)."""
+    from accounts import totp
     from accounts.security import security_log
     from accounts.services import login_record
 
+    state = totp.session_state_at_sign_in(
+        user=user, code_given=getattr(request, "two_factor_verified", False)
+    )
+    if request is not None and hasattr(request, "session"):
+        request.session[totp.SESSION_KEY] = state
+    if state == totp.SKIPPED:
+        security_log(kind="two_factor_skipped", request=request, user=user, username=user.username)
+        return
     login_record(user=user)
     security_log(kind="sign_in", request=request, user=user)
 

@@ -21,10 +21,30 @@ PENDING_NEXT_KEY = "totp_pending_next"
 PENDING_ATTEMPTS_KEY = "totp_pending_attempts"
 PENDING_KEYS = (PENDING_USER_KEY, PENDING_AT_KEY, PENDING_BACKEND_KEY, PENDING_NEXT_KEY, PENDING_ATTEMPTS_KEY)
 
+# How a signed-in session passed the second step, set when the session is created (accounts.signals):
+# VERIFIED (a code was given) or NOT_ENROLLED (the user had no confirmed device). Any other value, or none,
+# means the session was made by a path that skipped the code; TwoFactorSessionMiddleware ends it.
+SESSION_KEY = "two_factor"
+VERIFIED = "verified"
+NOT_ENROLLED = "not_enrolled"
+SKIPPED = "skipped"
+
 
 def confirmed_device(user: User) -> TotpDevice | None:
     """The user's confirmed device, or None when 2FA is off for them."""
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
+
+
+def has_confirmed_device(user: User) -> bool:
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
+
+
+def session_state_at_sign_in(*, user: User, code_given: bool) -> str:
+    """What a new session records about the second step: skipped when the user has a device but the
+    sign-in path gave no code (e.g. a login form other than ours)."""
+    if code_given:
+        return VERIFIED
+    return SKIPPED if has_confirmed_device(user) else NOT_ENROLLED
 
 
 def device_get_or_create(*, user: User) -> TotpDevice:

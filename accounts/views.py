@@ -67,6 +67,7 @@ def totp_verify_view(request: HttpRequest) -> HttpResponse:
             backend = session.get(totp.PENDING_BACKEND_KEY)
             next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
             _pending_clear(request)
+            request.two_factor_verified = True  # read by accounts.signals.record_login
             auth_login(request, user, backend=backend)
             return redirect(next_url)
         attempts = int(session.get(totp.PENDING_ATTEMPTS_KEY, 0)) + 1
@@ -103,6 +104,7 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
         elif (
             action == "confirm" and not device.is_confirmed and totp.device_confirm(device=device, code=code)
         ):
+            request.session[totp.SESSION_KEY] = totp.VERIFIED
             messages.success(request, _("Two-factor sign-in is on."))
             return redirect(settings.LOGIN_REDIRECT_URL if required else "accounts:totp_setup")
         security_log(kind="two_factor_failed", request=request, action=action)

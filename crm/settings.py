@@ -83,7 +83,7 @@ CRM_PHONE_REGION = os.environ.get("CRM_PHONE_REGION", "DE")
 # APPS
 # ------------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "crm.apps.CrmAdminConfig",  # django.contrib.admin, signed in to through accounts' two-step sign-in
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -112,6 +112,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A session that skipped its user's two-factor code (any login path but ours) is signed out.
+    "accounts.middleware.TwoFactorSessionMiddleware",
     # Managers and admins without a confirmed 2FA device go to its setup page when the company requires it.
     "accounts.middleware.TwoFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -202,10 +204,13 @@ AUTHENTICATION_BACKENDS = [
 # ------------------------------------------------------------------------------
 # Lock the pair (username, address): an attacker elsewhere cannot lock a colleague out, and an office
 # behind one NAT address is not locked out as a whole. The lock lifts by itself after the cool-off, so
-# nobody can be locked out for ever; a successful sign-in clears the failures.
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# nobody can be locked out for ever; a successful sign-in clears the failures. On top of the pair, one
+# address is locked after AXES_ADDRESS_FAILURE_LIMIT failures over all usernames (accounts/lockout.py), so
+# it cannot try a few passwords on every user; high enough for an office behind one NAT address.
+AXES_HANDLER = "accounts.lockout.AddressLimitedAxesHandler"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_ADDRESS_FAILURE_LIMIT = env_int("AXES_ADDRESS_FAILURE_LIMIT", 20)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 AXES_RESET_ON_SUCCESS = True
 # A friendly page (templates/accounts/locked_out.html) with status 429 Too Many Requests.

@@ -55,6 +55,9 @@ def test_turning_off_needs_a_current_code(client):
     user = make_user()
     device = enrol(user)
     client.force_login(user)
+    session = client.session
+    session[totp.SESSION_KEY] = totp.VERIFIED  # as if the code had been given at sign-in
+    session.save()
     response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": "000000"})
     assert response.status_code == 200
     assert TotpDevice.objects.filter(pk=device.pk).exists()
