@@ -33,7 +33,8 @@ def test_settings_lock_the_username_and_address_pair_for_a_limited_time():
     assert settings.AXES_FAILURE_LIMIT == 5
     assert settings.AXES_COOLOFF_TIME.total_seconds() == 15 * 60
     assert settings.AXES_RESET_ON_SUCCESS is True
-    assert settings.AXES_HANDLER == "axes.handlers.database.AxesDatabaseHandler"
+    assert settings.AXES_HANDLER == "accounts.lockout.AddressLimitedAxesHandler"
+    assert settings.AXES_ADDRESS_FAILURE_LIMIT == 20
 
 
 def test_fifth_failure_locks_out_with_a_friendly_429_page(client):
@@ -98,3 +99,27 @@ def test_behind_a_proxy_the_forwarded_address_is_locked_not_the_proxy(client, se
     assert SecurityEvent.objects.filter(kind="locked_out", ip="198.51.100.7").exists()
     other = sign_in(client, user.username, PASSWORD, ip="10.9.9.9", HTTP_X_FORWARDED_FOR="198.51.100.8")
     assert other.status_code == 302
+
+
+def test_one_address_cannot_try_a_few_passwords_on_every_user(client):
+    """Four wrong passwords per user stay under the pair's limit, but the address as a whole is locked
+    after AXES_ADDRESS_FAILURE_LIMIT failures, for every username, until the cool-off ends."""
+    users = [make_user() for _ in range(6)]
+    for user in users[:5]:
+        fail(client, user.username, 4, ip="10.0.0.77")
+    untouched = users[5]
+    response = sign_in(client, untouched.username, PASSWORD, ip="10.0.0.77")
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    # Another address is not affected; the locked one is free again after the cool-off.
+    assert sign_in(client, untouched.username, PASSWORD, ip="10.0.0.78").status_code == 302
+    client.logout()
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert sign_in(client, untouched.username, PASSWORD, ip="10.0.0.77").status_code == 302
+
+
+def test_the_address_limit_leaves_an_office_with_a_few_typos_alone(client):
+    users = [make_user() for _ in range(6)]
+    for user in users:
+        fail(client, user.username, 2, ip="10.0.0.79")
+    assert sign_in(client, users[0].username, PASSWORD, ip="10.0.0.79").status_code == 302
