@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -15,6 +15,7 @@ from accounts.models import UsageEvent, User
 from accounts.services import usage_record
 from crm.models import Customer, CustomerMerge, CustomerStatusChange, DuplicateCandidate
 from crm.services import _refresh_match_keys, _save, _set_history_user
+from crm.transactions import atomic_retrying
 
 # The fields a manager picks, one by one, from either record.
 MERGE_FIELDS = (
@@ -51,7 +52,7 @@ def _display(customer: Customer, name: str) -> str:
     return "" if value is None else str(value)
 
 
-@transaction.atomic
+@atomic_retrying
 def customer_merge(
     *,
     survivor: Customer,
@@ -332,7 +333,7 @@ def merge_explanation(record: CustomerMerge) -> dict[str, list]:
     }
 
 
-@transaction.atomic
+@atomic_retrying
 def duplicate_mark_not_duplicate(*, candidate: DuplicateCandidate, actor: User) -> DuplicateCandidate:
     """Remember that the pair is two different customers; the scan never proposes it again."""
     _ensure_manager(actor)

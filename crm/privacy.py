@@ -7,7 +7,7 @@ same; the name, contact details and free text about the person go, in the audit 
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import models
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
 from crm.models import Activity, Customer, CustomerMerge, Deal, Ticket, TicketMessage
+from crm.transactions import atomic_retrying
 
 # Customer fields that identify the person; erased (blanked, or the name replaced).
 PERSONAL_FIELDS = ("name", "email", "phone", "city", "industry")
@@ -131,7 +132,7 @@ def _erase_one(customer: Customer) -> None:
         record.save(update_fields=["chosen", "merged_snapshot"])
 
 
-@transaction.atomic
+@atomic_retrying
 def customer_erase_personal_data(*, customer: Customer, actor: User) -> Customer:
     """Erase one customer's personal data on request (managers only), with the duplicates merged into them.
 

@@ -30,6 +30,7 @@ from crm.models import (
     TicketMessage,
     TicketStatusChange,
 )
+from crm.transactions import atomic_retrying
 
 CUSTOMER_FIELDS = (
     "name",
@@ -114,7 +115,7 @@ def _ensure_owns_customer(actor: User, customer: Customer) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@atomic_retrying
 def customer_create(
     *,
     actor: User,
@@ -143,7 +144,7 @@ def customer_create(
     return customer
 
 
-@transaction.atomic
+@atomic_retrying
 def customer_update(
     *, customer: Customer, actor: User, data: dict[str, Any], via: str = UsageEvent.Via.WEB
 ) -> Customer:
@@ -164,7 +165,7 @@ def customer_update(
     return customer
 
 
-@transaction.atomic
+@atomic_retrying
 def customer_set_status(
     *,
     customer: Customer,
@@ -228,7 +229,7 @@ def _apply_stage(deal: Deal, stage: PipelineStage, *, at: datetime, lost_reason:
             raise ValidationError({"lost_reason": _("Say why the deal was lost.")})
 
 
-@transaction.atomic
+@atomic_retrying
 def deal_create(
     *,
     actor: User,
@@ -278,8 +279,17 @@ def _activate_customer_on_win(deal: Deal, *, actor: User | None, at: datetime, v
 
 
 def _lock_current_version(deal: Deal, version: int | None) -> Deal:
-    """Lock the deal's row; refuse the write when ``version`` is not the stored one (optimistic locking)."""
-    current = Deal.objects.select_for_update().select_related("stage", "customer").get(pk=deal.pk)
+    """Lock the deal's row; refuse the write when ``version`` is not the stored one (optimistic locking).
+
+    Only the deal's own row is locked, and as FOR NO KEY UPDATE: locking its stage and customer too made
+    two moves between the same stages in opposite directions deadlock (each stage-change row must
+    key-share both stages), and queued every edit of deals in one stage behind the others.
+    """
+    current = (
+        Deal.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("stage", "customer")
+        .get(pk=deal.pk)
+    )
     if version is not None and current.version != version:
         changes, changed_by = _deal_changes_since(current, version)
         raise ConcurrentEditError(current, changes, changed_by)
@@ -301,7 +311,7 @@ def _deal_changes_since(current: Deal, version: int) -> tuple[dict[str, tuple[An
     return {change.field: (change.old, change.new) for change in delta.changes}, changed_by
 
 
-@transaction.atomic
+@atomic_retrying
 def deal_update(
     *, deal: Deal, actor: User, data: dict[str, Any], version: int | None, via: str = UsageEvent.Via.WEB
 ) -> Deal:
@@ -325,7 +335,7 @@ def deal_update(
     return current
 
 
-@transaction.atomic
+@atomic_retrying
 def deal_move_stage(
     *,
     deal: Deal,
@@ -394,7 +404,7 @@ def _ticket_status_change(ticket: Ticket, to_status: str, *, actor: User | None,
     )
 
 
-@transaction.atomic
+@atomic_retrying
 def ticket_create(
     *,
     actor: User,
@@ -432,7 +442,7 @@ def ticket_create(
     return ticket
 
 
-@transaction.atomic
+@atomic_retrying
 def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Ticket:
     """Give the ticket to ``assignee`` (None: back to the unassigned queue)."""
     _ensure_owns_customer(actor, ticket.customer)
@@ -446,7 +456,7 @@ def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Tick
     return ticket
 
 
-@transaction.atomic
+@atomic_retrying
 def ticket_reply(
     *,
     ticket: Ticket,
@@ -491,7 +501,7 @@ TICKET_TRANSITIONS = {
 }
 
 
-@transaction.atomic
+@atomic_retrying
 def ticket_set_status(
     *,
     ticket: Ticket,
@@ -534,7 +544,7 @@ def ticket_set_status(
 # ---------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@atomic_retrying
 def activity_log(
     *,
     actor: User,
@@ -580,7 +590,7 @@ def activity_log(
     return activity
 
 
-@transaction.atomic
+@atomic_retrying
 def activity_log_with_follow_up(
     *,
     actor: User,
@@ -607,7 +617,7 @@ def activity_log_with_follow_up(
     return activity, task
 
 
-@transaction.atomic
+@atomic_retrying
 def activity_complete(*, activity: Activity, actor: User, at: datetime | None = None) -> Activity:
     """Mark a task done (idempotent: a done task keeps its first completion time)."""
     _ensure_owns_customer(actor, activity.customer)
@@ -622,7 +632,7 @@ def activity_complete(*, activity: Activity, actor: User, at: datetime | None = 
 # ---------------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@atomic_retrying
 def spend_record(
     *, month: date, category: str, amount: Decimal, channel: str = "", note: str = ""
 ) -> SpendEntry:
