@@ -2,7 +2,10 @@ from django.contrib.auth.models import AbstractUser
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from accounts.dates import validate_date_in_range
 
 
 class Team(models.Model):
@@ -12,7 +15,7 @@ class Team(models.Model):
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.SALES)
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["name"]
@@ -41,7 +44,16 @@ class User(AbstractUser):
     language = models.CharField(_("language"), max_length=10, choices=Language.choices, default=Language.EN)
     # Service and integration accounts never count as staff in the adoption KPIs.
     is_service_account = models.BooleanField(_("service account"), default=False)
-    deactivated_at = models.DateTimeField(_("deactivated at"), null=True, blank=True)
+    deactivated_at = models.DateTimeField(
+        _("deactivated at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    # AbstractUser's dates, with the CRM's date range (both can be edited in the admin).
+    last_login = models.DateTimeField(
+        _("last login"), blank=True, null=True, validators=[validate_date_in_range]
+    )
+    date_joined = models.DateTimeField(
+        _("date joined"), default=timezone.now, validators=[validate_date_in_range]
+    )
 
     class Meta:
         verbose_name = _("user")
@@ -73,8 +85,8 @@ class Seat(models.Model):
     """A period during which a user held a CRM licence: the denominator of the adoption KPIs."""
 
     user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="seats")
-    started_at = models.DateTimeField(_("started at"))
-    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), validators=[validate_date_in_range])
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["user", "started_at"]
@@ -100,7 +112,7 @@ class LoginEvent(models.Model):
     user = models.ForeignKey(
         User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="login_events"
     )
-    at = models.DateTimeField(_("at"), db_index=False)
+    at = models.DateTimeField(_("at"), db_index=False, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["-at"]
@@ -139,7 +151,7 @@ class UsageEvent(models.Model):
     verb = models.CharField(_("verb"), max_length=10, choices=Verb.choices)
     object_type = models.CharField(_("object type"), max_length=30)
     object_id = models.BigIntegerField(_("object id"))
-    at = models.DateTimeField(_("at"))
+    at = models.DateTimeField(_("at"), validators=[validate_date_in_range])
     via = models.CharField(_("via"), max_length=10, choices=Via.choices, default=Via.WEB)
 
     class Meta:
@@ -162,7 +174,7 @@ class StaffFeedback(models.Model):
     rating = models.PositiveSmallIntegerField(_("rating"))
     comment = models.TextField(_("comment"), blank=True, max_length=2000)
     page = models.CharField(_("page"), max_length=300, blank=True)
-    created_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+    created_at = models.DateTimeField(_("sent at"), auto_now_add=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -196,7 +208,7 @@ class SecurityEvent(models.Model):
         TWO_FACTOR_FAILED = "two_factor_failed", _("two-factor code refused")
         TWO_FACTOR_SKIPPED = "two_factor_skipped", _("sign-in without its two-factor code refused")
 
-    at = models.DateTimeField(_("at"), db_index=False)
+    at = models.DateTimeField(_("at"), db_index=False, validators=[validate_date_in_range])
     kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)
     user = models.ForeignKey(
         User,
@@ -232,10 +244,12 @@ class TotpDevice(models.Model):
         User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="totp_device"
     )
     secret = models.CharField(_("secret"), max_length=64)
-    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
+    confirmed_at = models.DateTimeField(
+        _("confirmed at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     # The 30-second time step of the last accepted code: a code is never accepted twice.
     last_used_step = models.BigIntegerField(_("last used time step"), null=True, blank=True)
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, validators=[validate_date_in_range])
 
     class Meta:
         verbose_name = _("two-factor device")

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts import dates
 from accounts.models import User
 from crm import normalize
 from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket
@@ -168,7 +169,7 @@ class DealForm(forms.Form):
         help_text=_("Leave empty to use the stage's probability."),
     )
     source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
-    expected_close_date = forms.DateField(label=_("Expected close date"), required=False, widget=DateInput())
+    expected_close_date = dates.DateField(label=_("Expected close date"), required=False, widget=DateInput())
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def __init__(self, *args, customers, stages, editing: bool = False, **kwargs) -> None:
@@ -179,12 +180,6 @@ class DealForm(forms.Form):
             # Stage changes go through the board or the won/lost actions, which keep the stage history.
             del self.fields["stage"]
             self.fields["version"].required = True
-
-    def clean_expected_close_date(self):
-        value = self.cleaned_data["expected_close_date"]
-        if value is not None and not (2000 <= value.year <= 2100):
-            raise ValidationError(_("Enter a date between 2000 and 2100."))
-        return value
 
 
 class DealMoveForm(forms.Form):
@@ -307,14 +302,14 @@ class ActivityForm(forms.Form):
     notes = forms.CharField(
         label=_("Notes"), required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 3})
     )
-    due_at = forms.DateTimeField(label=_("Due"), required=False, widget=DateTimeInput())
+    due_at = dates.DateTimeField(label=_("Due"), required=False, widget=DateTimeInput())
     follow_up = forms.CharField(
         label=_("Follow-up task"),
         required=False,
         max_length=200,
         help_text=_("Optional: schedule the next step in the same go."),
     )
-    follow_up_due = forms.DateField(label=_("Follow-up due"), required=False, widget=DateInput())
+    follow_up_due = dates.DateField(label=_("Follow-up due"), required=False, widget=DateInput())
 
     def clean_due_at(self):
         return _aware(self.cleaned_data["due_at"])

@@ -43,6 +43,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from accounts import dates
 from accounts.models import UsageEvent, User
 from crm import normalize, quality, selectors, services
 from crm.models import Customer, Deal, ImportJob, ImportMapping, PipelineStage, Source, Ticket
@@ -450,8 +451,11 @@ def parse_date(value: str, date_order: str) -> date:
         raise RowError(
             _("“%(value)s” is not a valid date (read as %(order)s)") % {"value": value, "order": order}
         ) from None
-    if not (1990 <= result.year <= 2100):
-        raise RowError(_("“%(value)s” is outside 1990–2100") % {"value": value})
+    if not dates.in_range(result):
+        raise RowError(
+            _("“%(value)s” is outside %(earliest)s–%(latest)s")
+            % {"value": value, "earliest": dates.EARLIEST.year, "latest": dates.LATEST.year}
+        )
     return result
 
 

@@ -11,6 +11,8 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from accounts.dates import validate_date_in_range
+
 MONEY = {"max_digits": 14, "decimal_places": 2}
 
 
@@ -30,7 +32,9 @@ class CompanySettings(models.Model):
     """The single row of company-wide inputs: name, go-live date and the CRM ROI assumptions."""
 
     company_name = models.CharField(_("company name"), max_length=200, default="Mini CRM")
-    go_live_date = models.DateField(_("CRM go-live date"), null=True, blank=True)
+    go_live_date = models.DateField(
+        _("CRM go-live date"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     gross_margin_percent = models.DecimalField(
         _("gross margin %"),
         max_digits=5,
@@ -110,10 +114,14 @@ class Customer(models.Model):
         related_name="customers",
     )
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.LEAD)
-    created_at = models.DateTimeField(_("created at"))
-    updated_at = models.DateTimeField(_("updated at"))
-    became_customer_at = models.DateTimeField(_("became a customer at"), null=True, blank=True)
-    churned_at = models.DateTimeField(_("churned at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
+    became_customer_at = models.DateTimeField(
+        _("became a customer at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    churned_at = models.DateTimeField(
+        _("churned at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     churn_reason = models.CharField(_("churn reason"), max_length=200, blank=True)
     is_internal = models.BooleanField(_("internal or test"), default=False)
     # Normalised match keys for duplicate detection, maintained by the services.
@@ -200,7 +208,7 @@ class CustomerStatusChange(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="status_changes")
     from_status = models.CharField(max_length=10, choices=Customer.Status.choices, blank=True)
     to_status = models.CharField(max_length=10, choices=Customer.Status.choices)
-    at = models.DateTimeField()
+    at = models.DateTimeField(validators=[validate_date_in_range])
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -325,14 +333,18 @@ class Deal(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(100)],
     )
     source = models.CharField(_("source"), max_length=12, choices=Source.choices, default=Source.OTHER)
-    expected_close_date = models.DateField(_("expected close date"), null=True, blank=True)
-    created_at = models.DateTimeField(_("created at"))
-    updated_at = models.DateTimeField(_("updated at"))
-    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    expected_close_date = models.DateField(
+        _("expected close date"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
+    closed_at = models.DateTimeField(
+        _("closed at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     lost_reason = models.CharField(_("lost reason"), max_length=200, blank=True)
     # Subscription term bought by a won deal; a renewal deal points at the deal it renews.
-    term_start = models.DateField(_("term start"), null=True, blank=True)
-    term_end = models.DateField(_("term end"), null=True, blank=True)
+    term_start = models.DateField(_("term start"), null=True, blank=True, validators=[validate_date_in_range])
+    term_end = models.DateField(_("term end"), null=True, blank=True, validators=[validate_date_in_range])
     renewal_of = models.ForeignKey(
         "self",
         verbose_name=_("renews"),
@@ -343,7 +355,9 @@ class Deal(models.Model):
     )
     version = models.PositiveIntegerField(default=1, editable=False)
     # The latest stage move or activity logged on the deal (services keep it): staleness at a glance.
-    last_activity_at = models.DateTimeField(_("last activity"), null=True, blank=True, editable=False)
+    last_activity_at = models.DateTimeField(
+        _("last activity"), null=True, blank=True, editable=False, validators=[validate_date_in_range]
+    )
 
     history = HistoricalRecords(excluded_fields=["updated_at", "last_activity_at"])
 
@@ -451,7 +465,7 @@ class DealStageChange(models.Model):
         PipelineStage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     to_stage = models.ForeignKey(PipelineStage, on_delete=models.PROTECT, related_name="+")
-    at = models.DateTimeField()
+    at = models.DateTimeField(validators=[validate_date_in_range])
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -544,15 +558,27 @@ class Ticket(models.Model):
     )
     channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices, default=Channel.EMAIL)
     is_spam = models.BooleanField(_("spam"), default=False)
-    created_at = models.DateTimeField(_("created at"))
-    updated_at = models.DateTimeField(_("updated at"))
-    first_response_at = models.DateTimeField(_("first response at"), null=True, blank=True)
-    first_solved_at = models.DateTimeField(_("first solved at"), null=True, blank=True)
-    solved_at = models.DateTimeField(_("solved at"), null=True, blank=True)
-    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
+    first_response_at = models.DateTimeField(
+        _("first response at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    first_solved_at = models.DateTimeField(
+        _("first solved at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    solved_at = models.DateTimeField(
+        _("solved at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    closed_at = models.DateTimeField(
+        _("closed at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     reopen_count = models.PositiveSmallIntegerField(_("reopened"), default=0)
-    first_response_due_at = models.DateTimeField(_("first response due"), null=True, blank=True)
-    resolution_due_at = models.DateTimeField(_("resolution due"), null=True, blank=True)
+    first_response_due_at = models.DateTimeField(
+        _("first response due"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    resolution_due_at = models.DateTimeField(
+        _("resolution due"), null=True, blank=True, validators=[validate_date_in_range]
+    )
 
     history = HistoricalRecords(excluded_fields=["updated_at"])
 
@@ -616,7 +642,7 @@ class TicketStatusChange(models.Model):
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="status_changes")
     from_status = models.CharField(max_length=10, choices=Ticket.Status.choices, blank=True)
     to_status = models.CharField(max_length=10, choices=Ticket.Status.choices)
-    at = models.DateTimeField()
+    at = models.DateTimeField(validators=[validate_date_in_range])
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -648,7 +674,7 @@ class TicketMessage(models.Model):
     )
     body = models.TextField(_("message"))
     is_public = models.BooleanField(_("public reply"), default=True)
-    created_at = models.DateTimeField(_("created at"))
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["ticket", "created_at", "id"]
@@ -693,9 +719,9 @@ class Activity(models.Model):
         on_delete=models.CASCADE,
         related_name="activities",
     )
-    created_at = models.DateTimeField(_("created at"))
-    due_at = models.DateTimeField(_("due at"), null=True, blank=True)
-    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True, validators=[validate_date_in_range])
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -734,7 +760,9 @@ class SpendEntry(models.Model):
         RETENTION = "retention", _("Retention")
         CRM = "crm", _("CRM (licences, hosting, admin)")
 
-    month = models.DateField(_("month"), help_text=_("First day of the month."))
+    month = models.DateField(
+        _("month"), help_text=_("First day of the month."), validators=[validate_date_in_range]
+    )
     category = models.CharField(_("category"), max_length=10, choices=Category.choices)
     channel = models.CharField(_("channel"), max_length=12, choices=Source.choices, blank=True)
     amount = models.DecimalField(_("amount"), **MONEY, validators=[MinValueValidator(0)])
@@ -766,8 +794,8 @@ class CrmCostItem(models.Model):
     name = models.CharField(_("name"), max_length=200)
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
     amount = models.DecimalField(_("amount"), **MONEY, validators=[MinValueValidator(0)])
-    start_month = models.DateField(_("from month"))
-    end_month = models.DateField(_("until month"), null=True, blank=True)
+    start_month = models.DateField(_("from month"), validators=[validate_date_in_range])
+    end_month = models.DateField(_("until month"), null=True, blank=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["start_month", "name"]
@@ -825,7 +853,7 @@ class ImportJob(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("uploaded by"), on_delete=models.CASCADE, related_name="+"
     )
-    created_at = models.DateTimeField(_("uploaded at"))
+    created_at = models.DateTimeField(_("uploaded at"), validators=[validate_date_in_range])
     file_name = models.CharField(_("file name"), max_length=255)
     file_format = models.CharField(_("format"), max_length=5)
     file_size = models.PositiveBigIntegerField(_("size in bytes"), default=0)
@@ -851,8 +879,12 @@ class ImportJob(models.Model):
     # [{"row": 7, "outcome": "failed" | "skipped", "messages": ["…"]}, …] in row order.
     report = models.JSONField(_("report"), default=list, blank=True)
     error = models.TextField(_("error"), blank=True)
-    queued_at = models.DateTimeField(_("queued at"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    queued_at = models.DateTimeField(
+        _("queued at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    finished_at = models.DateTimeField(
+        _("finished at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
 
     objects = ImportJobQuerySet.as_manager()
 
@@ -890,7 +922,7 @@ class ImportMapping(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=10, choices=ImportJob.Kind.choices)
     mapping = models.JSONField(default=dict)
-    updated_at = models.DateTimeField()
+    updated_at = models.DateTimeField(validators=[validate_date_in_range])
 
     class Meta:
         verbose_name = _("import mapping")
@@ -927,8 +959,10 @@ class DuplicateCandidate(models.Model):
     reason = models.CharField(_("reason"), max_length=100)
     name_similarity = models.DecimalField(max_digits=4, decimal_places=3, null=True, blank=True)
     status = models.CharField(_("status"), max_length=14, choices=Status.choices, default=Status.OPEN)
-    found_at = models.DateTimeField(_("found at"))
-    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    found_at = models.DateTimeField(_("found at"), validators=[validate_date_in_range])
+    decided_at = models.DateTimeField(
+        _("decided at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -990,7 +1024,7 @@ class CustomerMerge(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    at = models.DateTimeField(_("merged at"))
+    at = models.DateTimeField(_("merged at"), validators=[validate_date_in_range])
     # {field: {"kept": "survivor" | "merged", "value": …, "survivor": …, "merged": …}} as display strings.
     chosen = models.JSONField(_("chosen values"), default=dict)
     # {"deal": 3, "ticket": 1, …}: rows per related model moved to the survivor.

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from accounts import dates
 from accounts.models import Team, User
 from metrics.dashboard import RANGES
 from metrics.models import Granularity, Scope
@@ -20,7 +21,7 @@ class DashboardFilterForm(forms.Form):
         required=False,
         choices=[("", _("default"))] + [(n, _("last %(n)s periods") % {"n": n}) for n in RANGES],
     )
-    period = forms.DateField(label=_("Up to"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    period = dates.DateField(label=_("Up to"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     team = forms.ModelChoiceField(
         label=_("Team"), queryset=Team.objects.none(), required=False, empty_label=_("All teams")
     )
@@ -66,7 +67,7 @@ class TargetForm(forms.Form):
         max_value=Decimal("1000000000000"),
     )
     granularity = forms.ChoiceField(label=_("Period"), choices=Granularity.choices)
-    period = forms.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
+    period = dates.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
     scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] != Scope.SOURCE])
     team = forms.ModelChoiceField(label=_("Team"), queryset=Team.objects.all(), required=False)
     # Only what the option labels need: the list holds every person of the company.
@@ -87,8 +88,6 @@ class TargetForm(forms.Form):
             self.add_error("team", _("Choose the team."))
         if scope == Scope.USER and not data.get("rep"):
             self.add_error("rep", _("Choose the person."))
-        if data.get("period") and not (2000 <= data["period"].year <= 2100):
-            self.add_error("period", _("Enter a date between 2000 and 2100."))
         return data
 
     @property

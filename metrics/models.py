@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
+from accounts.dates import validate_date_in_range
 from crm.models import Customer
 
 KPI_VALUE = {"max_digits": 24, "decimal_places": 6}
@@ -36,8 +37,8 @@ class KpiSnapshot(models.Model):
 
     kpi = models.CharField(_("KPI"), max_length=60)
     granularity = models.CharField(_("granularity"), max_length=8, choices=Granularity.choices)
-    period_start = models.DateTimeField(_("period start"))
-    period_end = models.DateTimeField(_("period end"))
+    period_start = models.DateTimeField(_("period start"), validators=[validate_date_in_range])
+    period_end = models.DateTimeField(_("period end"), validators=[validate_date_in_range])
     scope = models.CharField(_("scope"), max_length=8, choices=Scope.choices)
     scope_id = models.CharField(_("scope id"), max_length=40, blank=True, default="")
     value = models.DecimalField(_("value"), **KPI_VALUE, null=True, blank=True)
@@ -47,7 +48,7 @@ class KpiSnapshot(models.Model):
     extra = models.JSONField(_("details"), default=dict, blank=True)
     # A cohort or grace window that is still open: the value may still change (KPIS.md G5).
     is_provisional = models.BooleanField(_("provisional"), default=False)
-    computed_at = models.DateTimeField(_("computed at"))
+    computed_at = models.DateTimeField(_("computed at"), validators=[validate_date_in_range])
     definition_version = models.PositiveSmallIntegerField(_("definition version"))
 
     class Meta:
@@ -81,11 +82,11 @@ class KpiTarget(models.Model):
 
     kpi = models.CharField(_("KPI"), max_length=60)
     granularity = models.CharField(_("granularity"), max_length=8, choices=Granularity.choices)
-    period_start = models.DateTimeField(_("period start"))
+    period_start = models.DateTimeField(_("period start"), validators=[validate_date_in_range])
     scope = models.CharField(_("scope"), max_length=8, choices=Scope.choices, default=Scope.COMPANY)
     scope_id = models.CharField(_("scope id"), max_length=40, blank=True, default="")
     value = models.DecimalField(_("target"), **KPI_VALUE)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, validators=[validate_date_in_range])
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -128,11 +129,13 @@ class SnapshotRun(models.Model):
     kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
     status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RUNNING)
     granularities = models.CharField(_("granularities"), max_length=40, blank=True)
-    range_start = models.DateTimeField(_("from"), null=True, blank=True)
-    range_end = models.DateTimeField(_("until"), null=True, blank=True)
+    range_start = models.DateTimeField(_("from"), null=True, blank=True, validators=[validate_date_in_range])
+    range_end = models.DateTimeField(_("until"), null=True, blank=True, validators=[validate_date_in_range])
     kpis = models.JSONField(_("KPIs"), default=list, blank=True, help_text=_("Empty: all KPIs."))
-    started_at = models.DateTimeField(_("started at"))
-    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), validators=[validate_date_in_range])
+    finished_at = models.DateTimeField(
+        _("finished at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
     rows = models.PositiveIntegerField(_("rows written"), default=0)
     error = models.TextField(_("error"), blank=True)
@@ -163,7 +166,9 @@ class KpiFact(models.Model):
 
     dataset = models.CharField(_("dataset"), max_length=40)
     grain = models.CharField(_("grain"), max_length=5, choices=Grain.choices)
-    day = models.DateField(_("day"), help_text=_("The day, or the first day of the month."))
+    day = models.DateField(
+        _("day"), help_text=_("The day, or the first day of the month."), validators=[validate_date_in_range]
+    )
     scope = models.CharField(_("scope"), max_length=8, blank=True)
     scope_id = models.CharField(_("scope id"), max_length=40, blank=True)
     values = ArrayField(models.BigIntegerField(), verbose_name=_("values"))
@@ -186,9 +191,11 @@ class KpiFactState(models.Model):
 
     dataset = models.CharField(_("dataset"), max_length=40, unique=True)
     signature = models.CharField(_("definition signature"), max_length=64)
-    built_at = models.DateTimeField(_("rebuilt from all records at"))
+    built_at = models.DateTimeField(_("rebuilt from all records at"), validators=[validate_date_in_range])
     refreshed_at = models.DateTimeField(
-        _("refreshed at"), help_text=_("Changes made before this instant are in the facts.")
+        _("refreshed at"),
+        help_text=_("Changes made before this instant are in the facts."),
+        validators=[validate_date_in_range],
     )
     long_refreshed_at = models.DateTimeField(
         _("quarters and years refreshed at"),
@@ -197,6 +204,7 @@ class KpiFactState(models.Model):
         help_text=_(
             "Statistics (medians, percentiles) of quarters and years include changes made before this."
         ),
+        validators=[validate_date_in_range],
     )
     inputs = models.CharField(
         _("inputs signature"),
@@ -230,8 +238,10 @@ class CustomerRfm(models.Model):
     customer = models.ForeignKey(
         Customer, verbose_name=_("customer"), on_delete=models.CASCADE, related_name="rfm_scores"
     )
-    as_of = models.DateField(_("as of"))
-    last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True)
+    as_of = models.DateField(_("as of"), validators=[validate_date_in_range])
+    last_purchase_at = models.DateTimeField(
+        _("last purchase"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     recency_days = models.PositiveIntegerField(_("recency (days)"), null=True, blank=True)
     frequency = models.PositiveIntegerField(_("frequency"), default=0)
     monetary = models.DecimalField(_("monetary"), max_digits=16, decimal_places=2, default=0)
@@ -266,8 +276,8 @@ class ReportDelivery(models.Model):
     """One weekly KPI report sent to one manager: makes the weekly send idempotent (no second copy)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    week_start = models.DateField(_("week"))
-    sent_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+    week_start = models.DateField(_("week"), validators=[validate_date_in_range])
+    sent_at = models.DateTimeField(_("sent at"), auto_now_add=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["-week_start", "user"]

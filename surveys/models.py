@@ -12,6 +12,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import LessThanOrEqual
 from django.utils.translation import gettext_lazy as _
 
+from accounts.dates import validate_date_in_range
 from crm.models import Activity, Customer, Ticket
 
 COMMENT_MAX_LENGTH = 5000
@@ -87,8 +88,8 @@ class Survey(models.Model):
     label_high_en = models.CharField(_("label of the highest score (English)"), max_length=60)
     label_high_zh_hans = models.CharField(_("label of the highest score (Chinese)"), max_length=60)
 
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, validators=[validate_date_in_range])
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, validators=[validate_date_in_range])
 
     class Meta:
         ordering = ["kind", "name"]
@@ -171,8 +172,10 @@ class SurveyCampaign(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(_("created at"))
-    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    finished_at = models.DateTimeField(
+        _("finished at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -243,15 +246,25 @@ class SurveyInvitation(models.Model):
     token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     # The reminder carries a second link (only hashes are stored, so the first one cannot be resent).
     reminder_token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
-    created_at = models.DateTimeField(_("created at"))
-    scheduled_for = models.DateTimeField(_("scheduled for"))
-    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
-    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
-    opened_at = models.DateTimeField(_("first opened at"), null=True, blank=True)
-    started_at = models.DateTimeField(_("score submitted at"), null=True, blank=True)
-    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    scheduled_for = models.DateTimeField(_("scheduled for"), validators=[validate_date_in_range])
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True, validators=[validate_date_in_range])
+    expires_at = models.DateTimeField(
+        _("expires at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    opened_at = models.DateTimeField(
+        _("first opened at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    started_at = models.DateTimeField(
+        _("score submitted at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    completed_at = models.DateTimeField(
+        _("completed at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
     reminder_count = models.PositiveSmallIntegerField(_("reminders"), default=0)
-    last_reminder_at = models.DateTimeField(_("reminded at"), null=True, blank=True)
+    last_reminder_at = models.DateTimeField(
+        _("reminded at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -325,10 +338,12 @@ class SurveyResponse(models.Model):
     scale_min = models.PositiveSmallIntegerField()
     scale_max = models.PositiveSmallIntegerField()
     comment = models.TextField(_("comment"), blank=True)
-    score_submitted_at = models.DateTimeField(_("answered at"))
+    score_submitted_at = models.DateTimeField(_("answered at"), validators=[validate_date_in_range])
     finished = models.BooleanField(_("finished"), default=False)
-    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
-    updated_at = models.DateTimeField(_("updated at"))
+    finished_at = models.DateTimeField(
+        _("finished at"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
     followup_task = models.OneToOneField(
         Activity,
         verbose_name=_("follow-up task"),
@@ -382,7 +397,7 @@ class SurveySuppression(models.Model):
         Customer, verbose_name=_("customer"), on_delete=models.CASCADE, related_name="survey_suppression"
     )
     reason = models.CharField(_("reason"), max_length=12, choices=Reason.choices)
-    created_at = models.DateTimeField(_("since"))
+    created_at = models.DateTimeField(_("since"), validators=[validate_date_in_range])
     invitation = models.ForeignKey(
         SurveyInvitation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -227,7 +227,7 @@ def test_deal_create(client, rep):
         ({"amount": "100000000000000000000"}, "amount", "less than or equal to"),
         ({"amount": "12.345"}, "amount", "2 decimal places"),
         ({"expected_close_date": "2026-02-30"}, "expected_close_date", "valid date"),
-        ({"expected_close_date": "9999-12-31"}, "expected_close_date", "between 2000 and 2100"),
+        ({"expected_close_date": "9999-12-31"}, "expected_close_date", "between 1990 and 2100"),
         ({"probability": "101"}, "probability", "less than or equal to 100"),
         ({"title": ""}, "title", "required"),
     ],
