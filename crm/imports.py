@@ -1067,12 +1067,10 @@ class Planner:
             match = existing[key].get(values[f"{key}_key"]) if values[f"{key}_key"] else None
             if match is not None:
                 if not self._may_edit(match):
+                    # Counted, never named: a rep must not learn a colleague's customer from an e-mail.
                     plan.fail(
-                        _(
-                            "A colleague's customer already has this %(key)s (%(name)s); "
-                            "ask a manager to import it."
-                        )
-                        % {"key": how, "name": match.name}
+                        _("A colleague's customer already has this %(key)s; ask a manager to import it.")
+                        % {"key": how}
                     )
                     return None, ""
                 return match, how

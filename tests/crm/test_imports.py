@@ -409,6 +409,33 @@ def test_a_rep_imports_only_their_own_customers(manager):
     assert theirs.name == "Carl's Client"
 
 
+def test_the_preview_and_report_count_a_colleagues_customer_but_never_name_it(client):
+    """Anyone could look up whose customer an e-mail or phone is by uploading it: the row says that a
+    colleague's customer has it, never which one."""
+    rep, colleague = make_user(), make_user()
+    make_customer(colleague, name="Swiftline Consulting (苏州) 有限公司", email="li@swiftline.example",
+                  phone="+49 30 1234567")  # fmt: skip
+    content = "name,email,phone\nProbe A,li@swiftline.example,\nProbe B,,+49 30 1234567\n"
+    job = make_import_job(rep, content)
+    client.force_login(rep)
+    pages = [
+        client.get(reverse("crm:import_preview", args=[job.pk])),
+        client.get(reverse("crm:import_map", args=[job.pk])),
+        client.get(reverse("crm:import_detail", args=[job.pk])),
+    ]
+    job = run(job, all_or_nothing=False)
+    pages.append(client.get(reverse("crm:import_report", args=[job.pk])))
+    pages.append(client.get(reverse("crm:import_report", args=[job.pk]) + "?format=csv"))
+    assert job.failed_count == 2
+    messages = [m for row in job.report for m in row["messages"]]
+    assert "A colleague's customer already has this e-mail; ask a manager to import it." in messages
+    assert "A colleague's customer already has this phone; ask a manager to import it." in messages
+    for page in pages:
+        assert page.status_code == 200
+        body = b"".join(page.streaming_content) if page.streaming else page.content
+        assert b"Swiftline" not in body
+
+
 def test_a_manager_assigns_owners_from_the_file(manager):
     rep = make_user(username="rita", email="rita@crm.example")
     run(make_import_job(manager, "name,owner\nA,rita\nB,RITA@crm.example\nC,nobody\n"), all_or_nothing=False)
