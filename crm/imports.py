@@ -27,6 +27,8 @@ import logging
 import re
 import unicodedata
 import uuid
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -42,6 +44,7 @@ from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from openpyxl.utils.exceptions import InvalidFileException
 
 from accounts import dates
 from accounts.models import UsageEvent, User
@@ -215,25 +218,104 @@ def _csv_rows(data: bytes, encoding: str, delimiter: str) -> Iterator[tuple[int,
         ) from None
 
 
+# Excel's own last row: a row number beyond it is a damaged or hostile file.
+MAX_SHEET_ROW = 1_048_576
+# A workbook may unpack to this many times the upload limit (sheet XML packs about 5-10 times).
+MAX_XLSX_UNPACKED_RATIO = 10
+_XLSX_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    SyntaxError,  # the XML parsers' errors (ElementTree's ParseError, lxml's XMLSyntaxError)
+    InvalidFileException,
+    EOFError,
+    OSError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+)
+
+
+def _xlsx_unreadable() -> ValidationError:
+    return ValidationError(_("The Excel file cannot be read. It may be damaged or password-protected."))
+
+
 def _xlsx_rows(data: bytes) -> Iterator[tuple[int, list[str]]]:
+    """The first sheet's non-empty rows, never trusting the sizes the file declares.
+
+    A sheet declares its size (``<dimension ref="A1:GR1048576">``); read-only openpyxl pads every row
+    and column up to it, so a 1.5 kB file could cost minutes. The declared size is dropped, the rows read
+    stop at Excel's last row, and the columns at the header's width (a cell without a header cannot be
+    imported anyway): the work is bounded by the cells the file really holds.
+    """
     from openpyxl import load_workbook
 
+    _refuse_xlsx_bomb(data)
     try:
         # data_only=False: a formula is imported as its text ("=HYPERLINK(…)"), never evaluated.
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    except Exception as exc:  # openpyxl raises many types for damaged files
-        raise ValidationError(
-            _("The Excel file cannot be read. It may be damaged or password-protected.")
-        ) from exc
+    except _XLSX_ERRORS as exc:
+        raise _xlsx_unreadable() from exc
     try:
         if not workbook.worksheets:
             return
-        for number, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True), start=1):
-            cells = [_unescape(_cell_text(value)) for value in values]
-            if any(cells):
-                yield number, cells
+        sheet = workbook.worksheets[0]
+        sheet.reset_dimensions()
+        header = _xlsx_header(sheet)
+        if header is None:
+            return
+        first, width = header
+        rows = sheet.iter_rows(min_row=first, max_row=MAX_SHEET_ROW + 1, max_col=width, values_only=True)
+        try:
+            for number, values in enumerate(rows, start=first):
+                if number > MAX_SHEET_ROW:
+                    raise ValidationError(
+                        _("The Excel sheet has rows beyond row %(max)s, the last row Excel allows. "
+                          "The file is damaged.") % {"max": f"{MAX_SHEET_ROW:,}"}
+                    )  # fmt: skip
+                cells = [_unescape(_cell_text(value)) for value in values]
+                if any(cells):
+                    yield number, cells
+        except _XLSX_ERRORS as exc:
+            raise _xlsx_unreadable() from exc
     finally:
         workbook.close()
+
+
+def _xlsx_header(sheet: Any) -> tuple[int, int] | None:
+    """(row number, width) of the first non-empty row, the header; refused beyond MAX_COLUMNS columns."""
+    rows = sheet.iter_rows(max_row=MAX_SHEET_ROW, max_col=MAX_COLUMNS + 1, values_only=True)
+    try:
+        for number, values in enumerate(rows, start=1):
+            width = len(values)
+            while width and values[width - 1] in (None, ""):
+                width -= 1
+            if width > MAX_COLUMNS:
+                raise ValidationError(
+                    _("The file has more than %(max)s columns. Remove the columns you do not need.")
+                    % {"max": MAX_COLUMNS}
+                )
+            if width:
+                return number, width
+    except _XLSX_ERRORS as exc:
+        raise _xlsx_unreadable() from exc
+    return None
+
+
+def _refuse_xlsx_bomb(data: bytes) -> None:
+    """Refuse a workbook whose parts unpack to far more than any real upload (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except _XLSX_ERRORS as exc:
+        raise _xlsx_unreadable() from exc
+    limit = MAX_XLSX_UNPACKED_RATIO * settings.CRM_IMPORT_MAX_BYTES
+    if unpacked > limit:
+        raise ValidationError(
+            _("The Excel file unpacks to %(size)s MB, more than the %(limit)s MB an import can read.")
+            % {"size": unpacked // 1024 // 1024, "limit": limit // 1024 // 1024}
+        )
 
 
 def _cell_text(value: Any) -> str:

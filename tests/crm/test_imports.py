@@ -2,6 +2,9 @@
 
 import io
 import re
+import time
+import zipfile
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -124,6 +127,78 @@ def test_bad_files_get_a_clear_message(manager, name, data, message):
         imports.import_job_create(actor=manager, kind="customers", file_name=name, data=data)
     assert message in " ".join(exc.value.messages)
     assert not ImportJob.objects.exists()
+
+
+def xlsx_rewritten(rows: list[list], sheet_xml: Callable[[str], str]) -> bytes:
+    """A real workbook whose first sheet's XML is then changed by ``sheet_xml`` (as a hostile file is)."""
+    source = zipfile.ZipFile(io.BytesIO(xlsx_bytes(rows)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = sheet_xml(content.decode()).encode()
+            target.writestr(item, content)
+    return buffer.getvalue()
+
+
+def _declare_huge_with_a_cell_in_the_last_row(xml: str) -> str:
+    xml = re.sub(r'<dimension ref="[^"]*" ?/>', '<dimension ref="A1:GR1048576"/>', xml)
+    assert "A1:GR1048576" in xml
+    return xml.replace(
+        "</sheetData>",
+        '<row r="1048576"><c r="GR1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData>',
+    )
+
+
+def test_an_xlsx_declaring_a_million_rows_costs_what_it_holds_at_every_step(manager, client):
+    """1.5 kB declaring A1:GR1048576 with one cell in the last row used to cost ~25 s of CPU per step."""
+    data = xlsx_rewritten(
+        [["name", "email"], ["Acme", "a@acme.example"]], _declare_huge_with_a_cell_in_the_last_row
+    )
+    assert len(data) < 8_000
+    started = time.process_time()
+    job = make_import_job(manager, data, name="bomb.xlsx")  # upload check, mapping, preview of every row
+    client.force_login(manager)
+    assert client.get(reverse("crm:import_preview", args=[job.pk])).status_code == 200
+    job = run(job, all_or_nothing=False)
+    elapsed = time.process_time() - started
+    assert job.created_count == 1  # the cell in column GR has no header: nothing to import there
+    assert elapsed < 10, f"{elapsed:.1f} s of CPU"
+
+
+def test_an_xlsx_with_a_row_beyond_excels_last_row_is_refused(manager):
+    def far_row(xml: str) -> str:
+        cell = '<c r="A1048577" t="inlineStr"><is><t>x</t></is></c>'
+        return xml.replace("</sheetData>", f'<row r="1048577">{cell}</row></sheetData>')
+
+    data = xlsx_rewritten([["name"], ["Acme"]], far_row)
+    with pytest.raises(ValidationError, match="beyond row 1,048,576"):
+        imports.import_job_create(actor=manager, kind="customers", file_name="far.xlsx", data=data)
+
+
+def test_an_xlsx_wider_than_200_columns_is_refused(manager):
+    data = xlsx_bytes([[f"c{i}" for i in range(250)], ["x"] * 250])
+    with pytest.raises(ValidationError, match="more than 200 columns"):
+        imports.import_job_create(actor=manager, kind="customers", file_name="wide.xlsx", data=data)
+
+
+def test_an_xlsx_that_unpacks_to_far_more_than_an_upload_is_refused(manager, settings):
+    settings.CRM_IMPORT_MAX_BYTES = 100_000  # unpacking may reach 1 MB
+    padding = "<!--" + " " * 2_000_000 + "-->"
+    data = xlsx_rewritten(
+        [["name"], ["Acme"]], lambda xml: xml.replace("<sheetData>", padding + "<sheetData>")
+    )
+    assert len(data) < 100_000
+    with pytest.raises(ValidationError, match="unpacks to 1 MB"):
+        imports.import_job_create(actor=manager, kind="customers", file_name="zip.xlsx", data=data)
+
+
+@pytest.mark.parametrize("cut", [100, 1000, -200])
+def test_a_truncated_xlsx_gets_a_clear_message(manager, cut):
+    data = xlsx_bytes([["name"], ["Acme"]])[:cut]
+    with pytest.raises(ValidationError, match=r"cannot be read|not a valid Excel"):
+        imports.import_job_create(actor=manager, kind="customers", file_name="cut.xlsx", data=data)
 
 
 def test_chosen_encoding_reads_chinese_excel_files(manager):
