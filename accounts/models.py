@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.dates import validate_date_in_range
+from accounts.text import StorableJSONEncoder
 
 
 class Team(models.Model):
@@ -221,7 +222,7 @@ class SecurityEvent(models.Model):
     username = models.CharField(_("username tried"), max_length=150, blank=True)
     ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
     path = models.CharField(_("path"), max_length=300, blank=True)
-    detail = models.JSONField(_("detail"), default=dict, blank=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True, encoder=StorableJSONEncoder)
 
     class Meta:
         ordering = ["-at", "-id"]

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import SecurityEvent, User
+from accounts.text import storable_text
 from surveys.ratelimit import client_address
 
 # Keys of ``detail`` that are never stored, whatever a caller passes.
@@ -23,9 +24,9 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def safe_path(path: str) -> str:
-    """The path without query string, cut to the column's length; public survey paths carry tokens
-    (``/s/<token>/``, ``/s/unsubscribe/<token>/``) and are all logged as ``/s/…/``."""
-    path = path.split("?", 1)[0]
+    """The path without query string, storable and cut to the column's length; public survey paths carry
+    tokens (``/s/<token>/``, ``/s/unsubscribe/<token>/``) and are all logged as ``/s/…/``."""
+    path = storable_text(path.split("?", 1)[0])
     if path.startswith("/s/"):
         return "/s/…/"
     return path[:300]
@@ -48,7 +49,7 @@ def security_log(
         at=timezone.now(),
         kind=kind,
         user=user,
-        username=username[:150],
+        username=storable_text(username)[:150],
         ip=client_ip(request) if request is not None else None,
         path=safe_path(request.path) if request is not None else "",
         detail=clean,

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from accounts.dates import validate_date_in_range
+from accounts.text import StorableJSONEncoder
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 
@@ -860,11 +861,11 @@ class ImportJob(models.Model):
     encoding = models.CharField(_("encoding"), max_length=20, blank=True)
     delimiter = models.CharField(_("delimiter"), max_length=1, blank=True)
     content = models.BinaryField(editable=False)
-    headers = models.JSONField(_("columns"), default=list)
+    headers = models.JSONField(_("columns"), default=list, encoder=StorableJSONEncoder)
     row_count = models.PositiveIntegerField(_("rows"), default=0)
-    mapping = models.JSONField(_("column mapping"), default=dict, blank=True)
+    mapping = models.JSONField(_("column mapping"), default=dict, blank=True, encoder=StorableJSONEncoder)
     # What the preview found: counts, the first rows and the first problems (see crm.imports).
-    preview = models.JSONField(_("preview"), default=dict, blank=True)
+    preview = models.JSONField(_("preview"), default=dict, blank=True, encoder=StorableJSONEncoder)
     date_order = models.CharField(
         _("date order"), max_length=3, choices=DateOrder.choices, default=DateOrder.DMY
     )
@@ -877,7 +878,7 @@ class ImportJob(models.Model):
     skipped_count = models.PositiveIntegerField(_("skipped"), default=0)
     failed_count = models.PositiveIntegerField(_("failed"), default=0)
     # [{"row": 7, "outcome": "failed" | "skipped", "messages": ["…"]}, …] in row order.
-    report = models.JSONField(_("report"), default=list, blank=True)
+    report = models.JSONField(_("report"), default=list, blank=True, encoder=StorableJSONEncoder)
     error = models.TextField(_("error"), blank=True)
     queued_at = models.DateTimeField(
         _("queued at"), null=True, blank=True, validators=[validate_date_in_range]
@@ -921,7 +922,7 @@ class ImportMapping(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=10, choices=ImportJob.Kind.choices)
-    mapping = models.JSONField(default=dict)
+    mapping = models.JSONField(default=dict, encoder=StorableJSONEncoder)
     updated_at = models.DateTimeField(validators=[validate_date_in_range])
 
     class Meta:
@@ -1026,11 +1027,11 @@ class CustomerMerge(models.Model):
     )
     at = models.DateTimeField(_("merged at"), validators=[validate_date_in_range])
     # {field: {"kept": "survivor" | "merged", "value": …, "survivor": …, "merged": …}} as display strings.
-    chosen = models.JSONField(_("chosen values"), default=dict)
+    chosen = models.JSONField(_("chosen values"), default=dict, encoder=StorableJSONEncoder)
     # {"deal": 3, "ticket": 1, …}: rows per related model moved to the survivor.
-    moved = models.JSONField(_("moved records"), default=dict)
+    moved = models.JSONField(_("moved records"), default=dict, encoder=StorableJSONEncoder)
     # The merged customer's values at the time of the merge.
-    merged_snapshot = models.JSONField(default=dict)
+    merged_snapshot = models.JSONField(default=dict, encoder=StorableJSONEncoder)
 
     class Meta:
         ordering = ["-at", "-id"]

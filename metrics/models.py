@@ -5,6 +5,7 @@ from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
 from accounts.dates import validate_date_in_range
+from accounts.text import StorableJSONEncoder
 from crm.models import Customer
 
 KPI_VALUE = {"max_digits": 24, "decimal_places": 6}
@@ -45,7 +46,7 @@ class KpiSnapshot(models.Model):
     numerator = models.DecimalField(_("numerator"), **KPI_VALUE, null=True, blank=True)
     denominator = models.DecimalField(_("denominator"), **KPI_VALUE, null=True, blank=True)
     sample_size = models.PositiveIntegerField(_("sample size"), null=True, blank=True)
-    extra = models.JSONField(_("details"), default=dict, blank=True)
+    extra = models.JSONField(_("details"), default=dict, blank=True, encoder=StorableJSONEncoder)
     # A cohort or grace window that is still open: the value may still change (KPIS.md G5).
     is_provisional = models.BooleanField(_("provisional"), default=False)
     computed_at = models.DateTimeField(_("computed at"), validators=[validate_date_in_range])
@@ -131,7 +132,9 @@ class SnapshotRun(models.Model):
     granularities = models.CharField(_("granularities"), max_length=40, blank=True)
     range_start = models.DateTimeField(_("from"), null=True, blank=True, validators=[validate_date_in_range])
     range_end = models.DateTimeField(_("until"), null=True, blank=True, validators=[validate_date_in_range])
-    kpis = models.JSONField(_("KPIs"), default=list, blank=True, help_text=_("Empty: all KPIs."))
+    kpis = models.JSONField(
+        _("KPIs"), default=list, blank=True, help_text=_("Empty: all KPIs."), encoder=StorableJSONEncoder
+    )
     started_at = models.DateTimeField(_("started at"), validators=[validate_date_in_range])
     finished_at = models.DateTimeField(
         _("finished at"), null=True, blank=True, validators=[validate_date_in_range]

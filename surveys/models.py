@@ -13,6 +13,7 @@ from django.db.models.lookups import LessThanOrEqual
 from django.utils.translation import gettext_lazy as _
 
 from accounts.dates import validate_date_in_range
+from accounts.text import StorableJSONEncoder
 from crm.models import Activity, Customer, Ticket
 
 COMMENT_MAX_LENGTH = 5000
@@ -166,7 +167,7 @@ class SurveyCampaign(models.Model):
     survey = models.ForeignKey(
         Survey, verbose_name=_("survey"), on_delete=models.PROTECT, related_name="campaigns"
     )
-    filters = models.JSONField(_("filters"), default=dict, blank=True)
+    filters = models.JSONField(_("filters"), default=dict, blank=True, encoder=StorableJSONEncoder)
     matched = models.PositiveIntegerField(_("customers matched at launch"), default=0)
     status = models.CharField(_("status"), max_length=6, choices=Status.choices, default=Status.QUEUED)
     created_by = models.ForeignKey(
