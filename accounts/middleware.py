@@ -1,9 +1,27 @@
+import codecs
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import translation
+
+
+class Utf8RequestMiddleware:
+    """Read every request's query string and form data as UTF-8, whatever charset it declares.
+
+    Our pages are UTF-8, so browsers send UTF-8. Django otherwise decodes the body with any codec Python
+    knows, named in ``Content-Type: …; charset=``: ``utf-7`` or ``unicode_escape`` turn a few bytes into
+    lone surrogates or NUL characters, which no text column can store.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.encoding and codecs.lookup(request.encoding).name != "utf-8":
+            request.encoding = "utf-8"
+        return self.get_response(request)
 
 
 class UserLanguageMiddleware:

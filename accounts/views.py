@@ -8,7 +8,6 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -16,6 +15,7 @@ from django.views.decorators.vary import vary_on_headers
 from accounts import selectors, totp
 from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm, TotpCodeForm
 from accounts.models import User
+from accounts.redirects import safe_local_path
 from accounts.security import security_log
 from accounts.services import feedback_send
 from crm.htmx import partial_template
@@ -141,9 +141,7 @@ def feedback_view(request: HttpRequest) -> HttpResponse:
         feedback_send(user=request.user, **form.cleaned_data)
         if not request.htmx:
             messages.success(request, _("Thank you for your feedback."))
-            page = form.cleaned_data["page"]
-            safe = url_has_allowed_host_and_scheme(page, allowed_hosts={request.get_host()})
-            return redirect(page if page and safe else "home")
+            return redirect(safe_local_path(request, form.cleaned_data["page"]) or "home")
         return render(request, "accounts/_feedback.html", {"feedback_form": FeedbackForm(), "sent": True})
     return render(request, "accounts/_feedback.html", {"feedback_form": form, "open": True})
 

@@ -106,6 +106,15 @@ class CustomerForm(forms.Form):
         return phone
 
 
+class DuplicateCheckForm(forms.Form):
+    """What the customer form sends while it is typed in (name, e-mail, phone), to look for duplicates."""
+
+    name = forms.CharField(required=False, max_length=200)
+    email = forms.CharField(required=False, max_length=254)
+    phone = forms.CharField(required=False, max_length=40)
+    exclude = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+
+
 class CustomerFilterForm(forms.Form):
     SORTS = {
         "name": ("name", "id"),

@@ -159,11 +159,10 @@ def _file_format(name: str, data: bytes) -> str:
 
 
 def _detect_encoding(data: bytes, chosen: str) -> str:
-    """The encoding of a CSV file: a BOM decides; otherwise UTF-8 must decode, or the chosen one."""
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return encoding
-    encoding = "utf-8" if chosen == "auto" else chosen
+    """The encoding of a CSV file: a BOM decides, otherwise UTF-8 or the chosen one; either way the whole
+    file must decode (a UTF-16 file with a lone surrogate does not) and hold no NUL characters."""
+    by_bom = next((encoding for bom, encoding in _BOMS if data.startswith(bom)), None)
+    encoding = by_bom or ("utf-8" if chosen == "auto" else chosen)
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
         for start in range(0, len(data), 1 << 20):
@@ -171,6 +170,14 @@ def _detect_encoding(data: bytes, chosen: str) -> str:
             if "\x00" in text:
                 raise ValidationError(_("This does not look like a CSV text file (it contains binary data)."))
     except UnicodeDecodeError:
+        if by_bom:
+            raise ValidationError(
+                _(
+                    "The file starts like %(encoding)s text but is damaged further on. "
+                    "Save it again as “CSV UTF-8”."
+                )
+                % {"encoding": "UTF-16" if by_bom == "utf-16" else "UTF-8"}
+            ) from None
         if chosen == "auto":
             raise ValidationError(
                 _(
@@ -493,7 +500,8 @@ def _percent(value: str, ctx: Context) -> int:
         number = Decimal(value.replace("%", "").replace(",", ".").strip())
     except InvalidOperation:
         raise RowError(_("“%(value)s” is not a percentage from 0 to 100") % {"value": value}) from None
-    if not (0 <= number <= 100) or number != number.to_integral_value():
+    # NaN and infinities parse as Decimals; comparing a NaN raises, so they are refused first.
+    if not number.is_finite() or not (0 <= number <= 100) or number != number.to_integral_value():
         raise RowError(_("“%(value)s” is not a percentage from 0 to 100") % {"value": value})
     return int(number)
 
@@ -566,7 +574,7 @@ def _user(*roles: str) -> Callable[[str, Context], User]:
 
 
 def _id(value: str, ctx: Context) -> int:
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise RowError(_("“%(value)s” is not a record number") % {"value": value})
     return int(value)
 

@@ -16,7 +16,6 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -24,6 +23,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from accounts.models import User
+from accounts.redirects import safe_local_path
 from crm import forms, selectors, services
 from crm.htmx import partial_template
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
@@ -177,12 +177,17 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
 def customer_duplicates_view(request: HttpRequest) -> HttpResponse:
     """While a customer is typed in: existing ones that look alike (only those the user may see are named)."""
     _require_staff_role(request.user, User.Role.REP)
-    exclude = request.GET.get("exclude")
-    candidates = selectors.customer_duplicate_candidates(
-        name=request.GET.get("name", "")[:200],
-        email=request.GET.get("email", "")[:254],
-        phone=request.GET.get("phone", "")[:40],
-        exclude_pk=int(exclude) if exclude and exclude.isdigit() else None,
+    form = forms.DuplicateCheckForm(request.GET)
+    # Half-typed or hostile input (a NUL, 300 characters) finds nothing rather than failing.
+    candidates = (
+        selectors.customer_duplicate_candidates(
+            name=form.cleaned_data["name"],
+            email=form.cleaned_data["email"],
+            phone=form.cleaned_data["phone"],
+            exclude_pk=form.cleaned_data["exclude"],
+        )
+        if form.is_valid()
+        else []
     )
     visible_ids = set(
         selectors.customer_list(user=request.user)
@@ -586,7 +591,7 @@ def _activity_target(request: HttpRequest) -> tuple[Customer, Deal | None, Ticke
 
 
 def _int_or_404(value: str | None) -> int:
-    if not value or not value.isdigit() or len(value) > 18:
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise Http404
     return int(value)
 
@@ -648,12 +653,4 @@ def task_complete_view(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return trigger_client_event(HttpResponse(""), "taskCompleted", {"id": task.pk})
     messages.success(request, _("Task completed."))
-    return redirect(request.POST.get("next") if _safe_next(request) else "crm:workspace")
-
-
-def _safe_next(request: HttpRequest) -> bool:
-    """Whether ``next`` is a path on this site; a bare word would reach ``redirect()`` as a URL name (500)."""
-    target = request.POST.get("next", "")
-    return target.startswith("/") and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}
-    )
+    return redirect(safe_local_path(request, request.POST.get("next")) or "crm:workspace")

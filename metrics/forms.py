@@ -52,10 +52,11 @@ class DashboardFilterForm(forms.Form):
         ]
 
     def cleaned(self) -> dict:
-        """The cleaned values, or all defaults when the query string is invalid (a bad link never fails)."""
-        if self.is_valid():
-            return self.cleaned_data
-        return {"granularity": "", "count": None, "period": None, "team": None, "rep": None}
+        """The cleaned values; a value that is not valid (``period=0001-01-01``) falls back to its default,
+        and the others stay (a bad link never fails)."""
+        defaults = {"granularity": "", "count": None, "period": None, "team": None, "rep": None}
+        self.is_valid()
+        return {**defaults, **self.cleaned_data}
 
 
 class TargetForm(forms.Form):

@@ -4,7 +4,7 @@ Dashboard pages read snapshot rows only (see ``metrics.dashboard``); the drill-d
 always through the CRM's access selectors. A rep sees the same pages for their own numbers only.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -22,6 +22,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from accounts import dates
 from accounts.models import StaffFeedback, Team, User
 from accounts.security import security_log
 from crm import quality
@@ -33,7 +34,7 @@ from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import registry
 from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
 from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
-from metrics.periods import local_midnight, period_of
+from metrics.periods import period_of
 from metrics.services import RecomputeError, kpi_target_set
 
 DRILL_PAGE_SIZE = 25
@@ -427,6 +428,18 @@ def recompute_view(request: HttpRequest) -> HttpResponse:
     return render(request, "metrics/_recompute_progress.html", context)
 
 
+def _requested_at(text: str) -> datetime:
+    """When the recompute was requested (the ISO time the page echoes back); five minutes ago for anything
+    else, including times outside the CRM's date range (year 1 overflows two seconds earlier)."""
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        since = None
+    if since is None or not dates.in_range(since):
+        return timezone.now() - timedelta(minutes=5)
+    return timezone.make_aware(since) if timezone.is_naive(since) else since
+
+
 @login_required
 @require_GET
 def recompute_status_view(request: HttpRequest) -> HttpResponse:
@@ -434,12 +447,7 @@ def recompute_status_view(request: HttpRequest) -> HttpResponse:
     if not request.user.is_manager:
         raise Http404
     since_text = request.GET.get("since", "")
-    try:
-        since = timezone.datetime.fromisoformat(since_text)
-    except ValueError:
-        since = timezone.now() - timedelta(minutes=5)
-    if timezone.is_naive(since):
-        since = local_midnight(since.date())
+    since = _requested_at(since_text)
     run = (
         SnapshotRun.objects.filter(started_at__gte=since - timedelta(seconds=2))
         .exclude(kind=SnapshotRun.Kind.RFM)
@@ -511,9 +519,9 @@ def adoption_view(request: HttpRequest) -> HttpResponse:
 def segments_view(request: HttpRequest) -> HttpResponse:
     _manager_only(request)
     form, filters = _filters(request)
-    dates = selectors.rfm_as_of_dates()
-    as_of = dates[0] if dates else None
-    previous = dates[1] if len(dates) > 1 else None
+    as_of_dates = selectors.rfm_as_of_dates()
+    as_of = as_of_dates[0] if as_of_dates else None
+    previous = as_of_dates[1] if len(as_of_dates) > 1 else None
     segment = request.GET.get("segment")
     segment = segment if segment in CustomerRfm.Segment.values else None
     members = None

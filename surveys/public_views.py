@@ -132,7 +132,7 @@ def _language(invitation: SurveyInvitation) -> str:
 
 def _preselected(request: HttpRequest, invitation: SurveyInvitation) -> int | None:
     raw = request.GET.get("score", "")
-    if raw.isdigit() and len(raw) <= 2 and int(raw) in invitation.survey.scores:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 2 and int(raw) in invitation.survey.scores:
         return int(raw)
     return None
 
