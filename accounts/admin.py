@@ -15,6 +15,11 @@ class TeamAdmin(admin.ModelAdmin):
 class SeatInline(admin.TabularInline):
     model = Seat
     extra = 0
+    # Also caps the forms Django builds for a posted TOTAL_FORMS (by default up to 2 000).
+    max_num = 100
+
+    def get_formset(self, request, obj=None, **kwargs):
+        return super().get_formset(request, obj, absolute_max=self.max_num, **kwargs)
 
 
 @admin.register(User)

@@ -26,6 +26,8 @@ from crm.models import (
 
 @admin.register(CompanySettings)
 class CompanySettingsAdmin(admin.ModelAdmin):
+    """The one settings row (created by a migration): it can be changed, never added twice or deleted."""
+
     list_display = [
         "company_name",
         "go_live_date",
@@ -33,6 +35,12 @@ class CompanySettingsAdmin(admin.ModelAdmin):
         "auto_assign_tickets",
         "require_2fa_for_managers",
     ]
+
+    def has_add_permission(self, request) -> bool:
+        return not CompanySettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Customer)
@@ -65,6 +73,12 @@ class CustomerStatusChangeAdmin(admin.ModelAdmin):
 class PipelineStageInline(admin.TabularInline):
     model = PipelineStage
     extra = 0
+    # A pipeline has a handful of stages. The bound also caps the forms Django builds for a posted
+    # TOTAL_FORMS (by default up to 2 000, five seconds of CPU).
+    max_num = 30
+
+    def get_formset(self, request, obj=None, **kwargs):
+        return super().get_formset(request, obj, absolute_max=self.max_num, **kwargs)
 
 
 @admin.register(Pipeline)
@@ -156,6 +170,8 @@ class CrmCostItemAdmin(admin.ModelAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
+    """Read-only: imports are made and run through the import pages (their JSON is not for hand edits)."""
+
     list_display = ["file_name", "kind", "created_by", "status", "row_count", "created_count", "failed_count"]
     list_filter = ["kind", "status"]
     raw_id_fields = ["created_by"]
@@ -164,6 +180,12 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("content")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(DuplicateCandidate)
@@ -177,6 +199,14 @@ class DuplicateCandidateAdmin(admin.ModelAdmin):
 
 @admin.register(CustomerMerge)
 class CustomerMergeAdmin(admin.ModelAdmin):
+    """Read-only: the record of a merge made by the merge service (what moved, what was chosen)."""
+
     list_display = ["merged", "survivor", "by", "at"]
     list_select_related = ["merged", "survivor", "by"]
     raw_id_fields = ["survivor", "merged", "candidate", "by"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

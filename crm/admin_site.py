@@ -17,12 +17,18 @@ from django.utils.translation import gettext as _
 
 # URL arguments that name a row (and every positional one): every model in our admin has an integer key.
 ROW_ARGUMENTS = ("object_id", "history_id")
-# The admin's date drill-down (``created_at__year=2026``) turns these into a datetime without bounds.
+# The admin's date drill-down (``created_at__year=2026``) turns these into a datetime without bounds
+# (and the next year's, so year 9999 fails too).
 _DATE_PART = re.compile(r"__(year|month|day)$")
+_DATE_PART_RANGE = {"year": (1, 9998), "month": (1, 12), "day": (1, 31)}
 
 
 def _is_row_key(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 18
+
+
+def _in_range(value: str, low: int, high: int) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 4 and low <= int(value) <= high
 
 
 def _bad_lookup(query: QueryDict) -> bool:
@@ -31,7 +37,7 @@ def _bad_lookup(query: QueryDict) -> bool:
         for value in values:
             if "\x00" in value or "\x00" in key:
                 return True
-            if _DATE_PART.search(key) and not (value.isascii() and value.isdigit() and len(value) <= 4):
+            if (part := _DATE_PART.search(key)) and not _in_range(value, *_DATE_PART_RANGE[part[1]]):
                 return True
     return False
 

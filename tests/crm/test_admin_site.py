@@ -73,3 +73,52 @@ def test_every_model_in_the_admin_has_an_integer_key():
 
     for model in admin.site._registry:
         assert isinstance(model._meta.pk, models.AutoField | models.BigAutoField | models.IntegerField), model
+
+
+@pytest.mark.parametrize(
+    "query", ["at__year=9999", "at__year=0", "at__year=2026&at__month=13", "at__year=2026&at__day=0"]
+)
+def test_admin_date_drilldown_outside_the_calendar_is_an_incorrect_filter(admin_client, query):
+    response = admin_client.get(f"/admin/accounts/loginevent/?{query}")
+    assert response.status_code == 302 and response.url.endswith("?e=1")
+
+
+def test_admin_date_drilldown_inside_the_calendar_works(admin_client):
+    assert (
+        admin_client.get("/admin/accounts/loginevent/?at__year=2026&at__month=2&at__day=28").status_code
+        == 200
+    )
+
+
+def test_a_huge_inline_form_count_builds_a_bounded_formset(admin_client):
+    """TOTAL_FORMS = 2^63 made Django build its default maximum of 2 000 stage forms (5 s of CPU)."""
+    from crm.models import Pipeline
+
+    pipeline = Pipeline.objects.get(is_default=True)
+    page = admin_client.get(f"/admin/crm/pipeline/{pipeline.pk}/change/")
+    formset = page.context["inline_admin_formsets"][0].formset
+    data = {"name": pipeline.name, "is_default": "on"}
+    data.update({f"stages-{key}": value for key, value in formset.management_form.initial.items()})
+    data["stages-TOTAL_FORMS"] = str(2**63)
+    response = admin_client.post(f"/admin/crm/pipeline/{pipeline.pk}/change/", data)
+    assert response.status_code == 200
+    assert len(response.context["inline_admin_formsets"][0].formset.forms) <= 30
+
+
+def test_company_settings_are_one_row_that_cannot_be_added_again_or_deleted(admin_client):
+    from crm.models import CompanySettings
+
+    settings_row = CompanySettings.load()
+    assert admin_client.get("/admin/crm/companysettings/add/").status_code == 403
+    response = admin_client.post("/admin/crm/companysettings/add/", {"company_name": "Again"})
+    assert response.status_code == 403
+    assert admin_client.get(f"/admin/crm/companysettings/{settings_row.pk}/delete/").status_code == 403
+    assert admin_client.get(f"/admin/crm/companysettings/{settings_row.pk}/change/").status_code == 200
+
+
+@pytest.mark.parametrize("model", ["importjob", "customermerge"])
+def test_records_made_by_services_are_read_only_in_the_admin(admin_client, model):
+    """Their JSON is not for hand edits (a 10 000-digit number in it failed the admin's JSON field)."""
+    assert admin_client.get(f"/admin/crm/{model}/add/").status_code == 403
+    response = admin_client.post(f"/admin/crm/{model}/add/", {"headers": "9" * 10_000})
+    assert response.status_code == 403
