@@ -30,8 +30,10 @@ MERGE_FIELDS = (
     "source",
     "owner",
 )
-# Relations that are the merge's own bookkeeping, not the customer's records.
-_BOOKKEEPING = (CustomerMerge, DuplicateCandidate)
+# Relations that stay with the merged customer: the merge's own bookkeeping, and its status history (KPIS.md
+# §10.13: the merged-away record leaves every KPI, past periods included, and its history never moves; the
+# survivor keeps its own, so merging a churned duplicate does not make the survivor look churned).
+_STAYS = (CustomerMerge, DuplicateCandidate, CustomerStatusChange)
 _STATUS_RANK = {Customer.Status.LEAD: 0, Customer.Status.CHURNED: 1, Customer.Status.ACTIVE: 2}
 
 
@@ -66,11 +68,11 @@ def customer_merge(
     record of the merged customer; the merged customer is kept with ``merged_into`` set, never deleted.
 
     Related records move generically: every reverse foreign key to Customer is repointed except
-    ``merged_into`` and the merge bookkeeping, so relations added later (survey invitations and answers,
-    RFM scores, …) move too without changing this code. Rows that would break a unique rule of their
-    table at the survivor (e.g. both answered the same campaign) stay with the merged customer, counted
-    in the merge record. Both customers are locked (in id order) first: a pair merged or decided
-    meanwhile raises MergeConflict, and nothing changes.
+    ``merged_into``, the merge bookkeeping and the status history (``_STAYS``), so relations added later
+    (survey invitations and answers, RFM scores, …) move too without changing this code. Rows that would
+    break a unique rule of their table at the survivor (e.g. both answered the same campaign) stay with
+    the merged customer, counted in the merge record. Both customers are locked (in id order) first: a
+    pair merged or decided meanwhile raises MergeConflict, and nothing changes.
     """
     _ensure_manager(actor)
     if survivor.pk == merged.pk:
@@ -182,7 +184,7 @@ def _move_related(survivor: Customer, merged: Customer, *, actor: User) -> dict[
     moved: dict[str, int] = {}
     for relation in Customer._meta.related_objects:
         model, fk = relation.related_model, relation.field
-        if fk.name == "merged_into" or model in _BOOKKEEPING or relation.many_to_many:
+        if fk.name == "merged_into" or model in _STAYS or relation.many_to_many:
             continue
         rows = model._base_manager.filter(**{fk.name: merged})
         if relation.one_to_one:

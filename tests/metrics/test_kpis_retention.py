@@ -136,3 +136,55 @@ def test_referral_share_of_new_customers():
     assert value("referral_share") == d("25")
     assert row("referral_share", first_day=APRIL).value is None
     assert set(compute("referral_share")) == {(Scope.COMPANY, ""), (Scope.USER, str(rep.pk))}
+
+
+def test_merging_a_churned_duplicate_into_an_active_customer_restates_the_past(customers):
+    """KPIS.md §10.13: the merged-away record leaves every period, its status history stays with it, and
+    the survivor keeps its own. The customer did not churn: past churn is as if the duplicate had never
+    existed, and the survivor never looks churned."""
+    from crm import merge
+    from crm.models import CustomerStatusChange
+    from tests.factories import make_manager
+
+    rep = customers["rep"]
+    survivor = make_customer(rep, at=local(2025, 6, 1))  # active all along
+    duplicate = make_customer(rep, at=local(2025, 6, 1))
+    set_status(duplicate, "churned", local(2026, 3, 15))
+    # March with the duplicate: S = c1, c2, c3, survivor, duplicate; churned c2, c3, duplicate → 3 / 5.
+    assert (row("churn_rate").numerator, row("churn_rate").denominator) == (3, 5)
+    assert value("active_customers") == d("5")  # c1, c3, c5, c7, survivor
+    duplicate_history = list(duplicate.status_changes.values_list("pk", flat=True))
+
+    merge.customer_merge(survivor=survivor, merged=duplicate, actor=make_manager())
+
+    # As if the duplicate had never existed: churned c2 and c3 of S = c1, c2, c3, survivor → 2 / 4.
+    assert (row("churn_rate").numerator, row("churn_rate").denominator) == (2, 4)
+    assert value("active_customers") == d("5")
+    assert value("active_customers", first_day=date(2026, 2, 1)) == d("4")  # c1, c2, c3, survivor
+    assert row("churn_rate", Scope.USER, rep.pk).numerator == 2
+    # The duplicate's history stayed with it; the survivor's has no churn (its status did not change).
+    assert set(duplicate.status_changes.values_list("pk", flat=True)) == set(duplicate_history)
+    assert not CustomerStatusChange.objects.filter(customer=survivor, to_status="churned").exists()
+    survivor.refresh_from_db()
+    assert survivor.status == "active" and survivor.churned_at is None
+
+
+def test_merging_into_a_churned_survivor_that_the_duplicate_keeps_active_adds_one_status_row(customers):
+    """The merge adds a status row to the survivor, stamped with the merge time, only when it changes the
+    survivor's status (an active duplicate makes a churned survivor active again, from now)."""
+    from crm import merge
+    from crm.models import CustomerStatusChange
+    from tests.factories import make_manager
+
+    rep = customers["rep"]
+    survivor = make_customer(rep, at=local(2025, 6, 1))
+    set_status(survivor, "churned", local(2026, 2, 10))
+    duplicate = make_customer(rep, at=local(2025, 6, 1))
+    merge.customer_merge(survivor=survivor, merged=duplicate, actor=make_manager())
+    rows = list(CustomerStatusChange.objects.filter(customer=survivor).order_by("at"))
+    assert [r.to_status for r in rows] == ["active", "churned", "active"]
+    assert rows[-1].reason == "merge" and rows[-1].at > local(2026, 6, 1)
+    # Past periods keep the survivor's own history: it churned in February.
+    # S (active just before 1 February) = c1, c2, c3, survivor; the survivor churned → 1 / 4.
+    february = row("churn_rate", first_day=date(2026, 2, 1))
+    assert (february.numerator, february.denominator) == (1, 4)
