@@ -13,8 +13,6 @@ from metrics.kpis.base import Kpi
 from metrics.models import CustomerRfm, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import period_of
 
-DRILL_PARTS = ("numerator", "denominator")
-
 
 class DrilldownError(ValueError):
     """The drill-down request does not fit the KPI (unknown KPI or part, or a scope it has no data for)."""
@@ -105,7 +103,8 @@ def kpi_drilldown(
     scope_id: str = "",
     part: str = "numerator",
 ) -> QuerySet:
-    """The live records behind one KPI value (customers, deals, tickets or users), scoped to ``user``.
+    """The live records behind one of a KPI's numbers (``part``: numerator, denominator, …), scoped to
+    ``user``.
 
     Records always come through the CRM's access selectors, so a rep sees only their own customers'
     records whatever the scope asked for.
@@ -114,13 +113,14 @@ def kpi_drilldown(
         kpi = get_kpi(kpi_code)
     except KeyError as exc:
         raise DrilldownError(f"unknown KPI {kpi_code!r}") from exc
-    if part not in DRILL_PARTS:
-        raise DrilldownError(f"part must be one of {DRILL_PARTS}")
     if scope not in kpi.scopes:
         raise DrilldownError(f"{kpi_code} has no {scope} scope")
-    if kpi.drilldown is None:
+    drill = kpi.drilldown
+    if drill is None:
         raise DrilldownError(f"{kpi_code} has no records to drill into")
-    return kpi.drilldown(user, period_of(period_start, granularity), scope, scope_id, part)
+    if part not in drill.parts:
+        raise DrilldownError(f"part must be one of {tuple(drill.parts)}")
+    return drill.records(user, period_of(period_start, granularity), scope, scope_id, part)
 
 
 def rfm_as_of_dates() -> list[date]:

@@ -16,6 +16,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRefresh
@@ -38,6 +39,7 @@ from metrics.periods import period_of
 from metrics.services import RecomputeError, kpi_target_set
 
 DRILL_PAGE_SIZE = 25
+DEFAULT_PART_LABELS = {"numerator": _lazy("Numerator"), "denominator": _lazy("Denominator")}
 BY_REP_LIMIT = 30
 
 
@@ -252,7 +254,8 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
     series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
     targets = dashboard.load_targets(filters, [kpi]).get(kpi.code, {})
     snapshot = series.get(filters.period.first_day)
-    part = request.GET.get("part") if request.GET.get("part") in selectors.DRILL_PARTS else "numerator"
+    parts = kpi.drilldown.parts if kpi.drilldown is not None else {}
+    part = request.GET.get("part") if request.GET.get("part") in parts else next(iter(parts), "")
     freshness = dashboard.freshness()
 
     def breakdowns() -> str:
@@ -260,7 +263,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         return render_to_string("metrics/_kpi_breakdowns.html", context, request=request).strip()
 
     drill, drill_error = None, None
-    if kpi.drilldown is not None:
+    if parts:
         try:
             records = selectors.kpi_drilldown(
                 user=request.user,
@@ -299,6 +302,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         "drill": drill,
         "drill_error": drill_error,
         "part": part,
+        "parts": [(name, p.label or DEFAULT_PART_LABELS.get(name, name)) for name, p in parts.items()],
         "query": query.urlencode(),
         "can_set_target": request.user.is_manager,
         "freshness": freshness,

@@ -14,13 +14,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
 from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, divide, grouped, rows_from, total
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, visible
 from metrics.models import Scope
-from metrics.periods import Period, local_midnight
+from metrics.periods import Period, local_midnight, reporting_tz
 
 NEW_SEAT_GRACE = timedelta(days=7)
 ACTIVE_VIA = (UsageEvent.Via.WEB, UsageEvent.Via.API)
@@ -126,46 +128,57 @@ def _ratio(numerator: str, denominator: str, percent: bool) -> Any:
     return compute
 
 
-def _users_drill(numerator: Q | None) -> Any:
-    def drilldown(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-        """Licensed staff of the scope (denominator) or those matching the numerator; reps see themselves."""
-        seat = Seat.objects.filter(
-            Q(ended_at__isnull=True) | Q(ended_at__gte=period.end),
-            user=OuterRef("pk"),
-            started_at__lt=period.end - NEW_SEAT_GRACE,
-        )
-        qs = User.objects.filter(Exists(seat), is_service_account=False).select_related("team")
-        if scope == Scope.TEAM:
-            qs = qs.filter(team_id=scope_id)
-        elif scope == Scope.USER:
-            qs = qs.filter(pk=scope_id)
-        if not user.is_manager:
-            qs = qs.filter(pk=user.pk)
-        if part == "numerator" and numerator is not None:
-            qs = qs.filter(numerator)
-        return qs
-
-    return drilldown
-
-
-def _acted(period: Period, **filters: Any) -> Q:
-    events = UsageEvent.objects.filter(
-        user=OuterRef("pk"), at__gte=period.start, at__lt=period.end, **filters
+def _licensed(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Staff of the scope holding a seat at the period's end that began at least 7 days before it."""
+    seat = Seat.objects.filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gte=period.end),
+        user=OuterRef("pk"),
+        started_at__lt=period.end - NEW_SEAT_GRACE,
     )
-    return Q(Exists(events))
-
-
-def _active_users_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = _users_drill(None)(user, period, scope, scope_id, part)
-    return qs.filter(_acted(period, via__in=ACTIVE_VIA)) if part == "numerator" else qs
-
-
-def _login_users_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = _users_drill(None)(user, period, scope, scope_id, part)
-    if part == "numerator":
-        logins = LoginEvent.objects.filter(user=OuterRef("pk"), at__gte=period.start, at__lt=period.end)
-        qs = qs.filter(Exists(logins))
+    qs = visible(User, user).filter(Exists(seat), is_service_account=False).select_related("team")
+    if scope == Scope.TEAM:
+        qs = qs.filter(team_id=scope_id)
+    elif scope == Scope.USER:
+        qs = qs.filter(pk=scope_id)
     return qs
+
+
+def _in_period(period: Period) -> Q:
+    return Q(at__gte=period.start, at__lt=period.end)
+
+
+def _active(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Licensed staff who did at least one thing in the CRM (web or API) in the period."""
+    acted = UsageEvent.objects.filter(_in_period(period), user=OuterRef("pk"), via__in=ACTIVE_VIA)
+    return _licensed(user, period, scope, scope_id).filter(Exists(acted))
+
+
+def _signed_in(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    logins = LoginEvent.objects.filter(_in_period(period), user=OuterRef("pk"))
+    return _licensed(user, period, scope, scope_id).filter(Exists(logins))
+
+
+def _web_creations(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+    """Records the users created in the web UI in the period."""
+    return UsageEvent.objects.filter(
+        _in_period(period), user__in=records.values("pk"), via=UsageEvent.Via.WEB, verb=UsageEvent.Verb.CREATE
+    ).count()
+
+
+def _active_days(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+    """Days (in the reporting zone) with at least one web or API action, summed over the users."""
+    days = (
+        UsageEvent.objects.filter(_in_period(period), user__in=records.values("pk"), via__in=ACTIVE_VIA)
+        .annotate(day=TruncDate("at", tzinfo=reporting_tz()))
+        .order_by()
+        .values("user_id", "day")
+        .distinct()
+    )
+    return days.count()
+
+
+LICENSED = Part(_licensed, DENOMINATOR, label=_("Licensed users"))
+ACTIVE_USERS = _("Active users")
 
 
 ADOPTION_RATE = Kpi(
@@ -180,7 +193,7 @@ ADOPTION_RATE = Kpi(
     ),
     compute=_ratio("active", "licensed", percent=True),
     exclusions=ADOPTION_EXCLUSIONS,
-    drilldown=_active_users_drill,
+    drill=Drill({NUMERATOR: Part(_active, NUMERATOR, label=ACTIVE_USERS), DENOMINATOR: LICENSED}),
 )
 
 ACCESS_ADOPTION = Kpi(
@@ -194,7 +207,9 @@ ACCESS_ADOPTION = Kpi(
     ),
     compute=_ratio("access", "licensed", percent=True),
     exclusions=ADOPTION_EXCLUSIONS,
-    drilldown=_login_users_drill,
+    drill=Drill(
+        {NUMERATOR: Part(_signed_in, NUMERATOR, label=_("Users who signed in")), DENOMINATOR: LICENSED}
+    ),
 )
 
 RECORDS_PER_ACTIVE_USER = Kpi(
@@ -206,7 +221,14 @@ RECORDS_PER_ACTIVE_USER = Kpi(
     formula=_("records created in the web UI in the period by active licensed users ÷ active licensed users"),
     compute=_ratio("creates", "active", percent=False),
     exclusions=ADOPTION_EXCLUSIONS,
-    drilldown=_active_users_drill,
+    drill=Drill(
+        {
+            NUMERATOR: Part(
+                _active, NUMERATOR, _web_creations, _("Active users (their web creations add up)")
+            ),
+            DENOMINATOR: Part(_active, DENOMINATOR, label=ACTIVE_USERS),
+        }
+    ),
 )
 
 ACTIVE_DAYS_PER_USER = Kpi(
@@ -218,7 +240,14 @@ ACTIVE_DAYS_PER_USER = Kpi(
     formula=_("days with at least one web or API action, summed over licensed users ÷ licensed users"),
     compute=_ratio("days", "licensed", percent=False),
     exclusions=ADOPTION_EXCLUSIONS,
-    drilldown=_active_users_drill,
+    drill=Drill(
+        {
+            NUMERATOR: Part(
+                _licensed, NUMERATOR, _active_days, _("Licensed users (their active days add up)")
+            ),
+            DENOMINATOR: LICENSED,
+        }
+    ),
 )
 
 # The datasets these KPIs read.

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import models
-from django.db.models import QuerySet
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
@@ -15,7 +14,7 @@ from metrics.models import Scope
 from metrics.periods import GRANULARITIES, Period, period_of
 
 if TYPE_CHECKING:
-    from accounts.models import User
+    from metrics.kpis.drilldown import Drill
 
 
 class Family(models.TextChoices):
@@ -75,10 +74,6 @@ class Row(NamedTuple):
     provisional: bool = False
 
 
-# (user, period, scope, scope_id, part) -> the records behind the number, already access-scoped.
-Drilldown = Callable[["User", Period, str, str, str], QuerySet]
-
-
 @dataclass(frozen=True)
 class Kpi:
     """A KPI: what it means (shown to users) and how to compute all its periods and scopes at once."""
@@ -95,7 +90,13 @@ class Kpi:
     granularities: tuple[str, ...] = GRANULARITIES
     definition_version: int = 1
     exclusions: Promise = DEFAULT_EXCLUSIONS
-    drilldown: Drilldown | None = None
+    # The records behind the numbers, when ``compute`` is not a dataset builder that knows them.
+    drill: "Drill | None" = None
+
+    @property
+    def drilldown(self) -> "Drill | None":
+        """The records behind the KPI's numbers: declared, or derived from its compute builder."""
+        return self.drill or getattr(self.compute, "drill", None)
 
     @property
     def current_only(self) -> bool:

@@ -7,15 +7,16 @@ from their facts (``facts``), the others straight from the records (``sql``). :f
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 
 from metrics.kpis import facts
-from metrics.kpis.base import Context, Drilldown, Kpi, Row
+from metrics.kpis.base import Context, Kpi, Row
 from metrics.kpis.dataset import (
     Dataset,
     Measure,
@@ -27,12 +28,13 @@ from metrics.kpis.dataset import (
     percentile,
     total,
 )
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, SAMPLE, VALUE, Drill, dataset_part
 from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, records_query
 from metrics.models import Scope
 from metrics.periods import Period
 
 if TYPE_CHECKING:
-    from accounts.models import User
+    pass
 
 __all__ = [
     "Dataset",
@@ -161,27 +163,84 @@ def rows_from(
                         yield Row(g, period.first_day, Scope.COMPANY, "", *result)
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """KPI = measure ``numerator`` ÷ measure ``denominator`` of one dataset (× 100 for percent KPIs);
+    NULL on 0. Its drill-down parts are the records of the two measures."""
+
+    dataset: Dataset | Callable[[Context], Grouped]
+    numerator: str
+    denominator: str
+    provisional: Callable[[Context, Period], bool] | None = None
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        ds = self.dataset
+        data = grouped(ctx, ds) if isinstance(ds, Dataset) else ds(ctx)
+        scale = HUNDRED if kpi.is_percent else Decimal(1)
+
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            num, den = dec(values.get(self.numerator)), dec(values.get(self.denominator))
+            is_prov = bool(self.provisional and self.provisional(ctx, period))
+            return divide(num, den, scale), num, den, int(den), None, is_prov
+
+        return rows_from(ctx, kpi, data, fn)
+
+    @property
+    def drill(self) -> Drill | None:
+        if not isinstance(self.dataset, Dataset):
+            return None
+        return Drill(
+            {
+                NUMERATOR: dataset_part(self.dataset, self.numerator, NUMERATOR),
+                DENOMINATOR: dataset_part(self.dataset, self.denominator, DENOMINATOR),
+            }
+        )
+
+
 def ratio(
     dataset: Dataset | Callable[[Context], Grouped],
     numerator: str,
     denominator: str,
     *,
     provisional: Callable[[Context, Period], bool] | None = None,
-) -> Callable[[Context, Kpi], Iterable[Row]]:
+) -> Ratio:
     """KPI = measure ``numerator`` ÷ measure ``denominator`` (× 100 for percent KPIs); NULL on 0."""
+    return Ratio(dataset, numerator, denominator, provisional)
 
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-        data = grouped(ctx, dataset) if isinstance(dataset, Dataset) else dataset(ctx)
-        scale = HUNDRED if kpi.is_percent else Decimal(1)
+
+@dataclass(frozen=True)
+class Measured:
+    """KPI = one measure of the dataset (a count, a sum, a mean or a percentile).
+
+    ``sample`` names the count measure that is the sample size; when it is 0 the value is NULL (a
+    median of nothing), except for counts and sums, which are 0. ``extra`` copies more measures. Its
+    drill-down parts: the records the value is made of, and those of the sample.
+    """
+
+    dataset: Dataset
+    name: str
+    sample: str | None = None
+    extra: Mapping[str, str] | None = None
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        data = grouped(ctx, self.dataset)
+        is_aggregate_of_sample = self.dataset.measures[self.name].agg in ("avg", "percentile")
 
         def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-            num, den = dec(values.get(numerator)), dec(values.get(denominator))
-            is_prov = bool(provisional and provisional(ctx, period))
-            return divide(num, den, scale), num, den, int(den), None, is_prov
+            n = int(values.get(self.sample) or 0) if self.sample else None
+            raw = values.get(self.name)
+            value = (opt_dec(raw) if n is None or n > 0 else None) if is_aggregate_of_sample else dec(raw)
+            details = {key: _jsonable(values.get(m)) for key, m in (self.extra or {}).items()} or None
+            return value, None, None, n, details
 
         return rows_from(ctx, kpi, data, fn)
 
-    return compute
+    @property
+    def drill(self) -> Drill:
+        parts = {NUMERATOR: dataset_part(self.dataset, self.name, VALUE)}
+        if self.sample:
+            parts[DENOMINATOR] = dataset_part(self.dataset, self.sample, SAMPLE)
+        return Drill(parts)
 
 
 def measure(
@@ -190,27 +249,9 @@ def measure(
     *,
     sample: str | None = None,
     extra: Mapping[str, str] | None = None,
-) -> Callable[[Context, Kpi], Iterable[Row]]:
-    """KPI = one measure of the dataset (a count, a sum, a mean or a percentile).
-
-    ``sample`` names the count measure that is the sample size; when it is 0 the value is NULL (a
-    median of nothing), except for counts and sums, which are 0. ``extra`` copies more measures.
-    """
-
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-        data = grouped(ctx, dataset)
-        is_aggregate_of_sample = dataset.measures[name].agg in ("avg", "percentile")
-
-        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-            n = int(values.get(sample) or 0) if sample else None
-            raw = values.get(name)
-            value = (opt_dec(raw) if n is None or n > 0 else None) if is_aggregate_of_sample else dec(raw)
-            details = {key: _jsonable(values.get(m)) for key, m in (extra or {}).items()} or None
-            return value, None, None, n, details
-
-        return rows_from(ctx, kpi, data, fn)
-
-    return compute
+) -> Measured:
+    """KPI = one measure of the dataset; see :class:`Measured`."""
+    return Measured(dataset, name, sample, extra)
 
 
 def _jsonable(value: Any) -> Any:
@@ -279,30 +320,3 @@ def scope_filter(scope: str, scope_id: str, paths: Mapping[str, str]) -> Q:
     if scope not in paths:
         raise ValueError(f"scope {scope!r} is not available here")
     return Q(**{paths[scope]: scope_id})
-
-
-def drill(
-    records: Callable[["User"], QuerySet],
-    *,
-    date: str,
-    scopes: Mapping[str, str],
-    numerator: Q | None = None,
-    denominator: Q | None = None,
-    base: Q | None = None,
-    day: bool = False,
-) -> Drilldown:
-    """A drill-down over the access-scoped ``records(user)`` with ``date`` in the period.
-
-    ``base`` mirrors the dataset's exclusions; ``numerator`` / ``denominator`` narrow it to each part.
-    """
-
-    def drilldown(user: "User", period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-        part_filter = numerator if part == "numerator" else denominator
-        return records(user).filter(
-            base or Q(),
-            part_filter or Q(),
-            period_range(period, date_field=date, day=day),
-            scope_filter(scope, scope_id, scopes),
-        )
-
-    return drilldown

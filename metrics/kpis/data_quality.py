@@ -25,7 +25,6 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Lower, Trim
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisError
 
@@ -35,6 +34,7 @@ from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
 from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
 from metrics.models import Scope
 from metrics.periods import Period, local_date
 
@@ -144,10 +144,17 @@ def _combined(ctx: Context, fn: Any) -> Any:
 
 def _completeness(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
-        filled = sum(c.get(f"filled_{f}", 0) for f in ("contact", *CUSTOMER_FIELDS))
-        filled += d.get("open_amount", 0) + d.get("open_close_date", 0)
-        slots = 4 * c.get("records", 0) + 2 * d.get("open", 0)
-        return divide(Decimal(filled), Decimal(slots), HUNDRED), Decimal(filled), Decimal(slots), slots, None
+        customer_filled = sum(int(c.get(f"filled_{f}", 0)) for f in ("contact", *CUSTOMER_FIELDS))
+        deal_filled = int(d.get("open_amount", 0)) + int(d.get("open_close_date", 0))
+        customer_slots, deal_slots = 4 * int(c.get("records", 0)), 2 * int(d.get("open", 0))
+        filled, slots = customer_filled + deal_filled, customer_slots + deal_slots
+        extra = {
+            "customer_filled": customer_filled,
+            "customer_slots": customer_slots,
+            "deal_filled": deal_filled,
+            "deal_slots": deal_slots,
+        }
+        return divide(Decimal(filled), Decimal(slots), HUNDRED), Decimal(filled), Decimal(slots), slots, extra
 
     keys, row = _combined(ctx, fn)
     return rows_from(ctx, kpi, keys, row)
@@ -158,8 +165,10 @@ def _validation(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         invalid = c.get("invalid", 0) + d.get("invalid", 0)
         checked = c.get("records", 0) + d.get("records", 0)
         extra = {
-            "customers": [int(c.get("invalid", 0)), int(c.get("records", 0))],
-            "deals": [int(d.get("invalid", 0)), int(d.get("records", 0))],
+            "customers_invalid": int(c.get("invalid", 0)),
+            "customers_checked": int(c.get("records", 0)),
+            "deals_invalid": int(d.get("invalid", 0)),
+            "deals_checked": int(d.get("records", 0)),
         }
         return (
             divide(Decimal(invalid), Decimal(checked), HUNDRED),
@@ -278,30 +287,89 @@ def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     return rows_from(ctx, kpi, customers, fn)
 
 
-def _duplicates_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = customer_list(user=user).filter(live(), scope_filter(scope, scope_id, OWNER_SCOPES))
-    if part == "numerator":
-        redundant = [cid for members in duplicate_clusters() for cid, _owner in members[1:]]
-        qs = qs.filter(pk__in=redundant)
-    return qs
-
-
-def _customer_drill(condition: Q) -> Any:
-    def drilldown(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-        qs = customer_list(user=user).filter(live(), scope_filter(scope, scope_id, OWNER_SCOPES))
-        if part == "numerator":
-            qs = qs.annotate(**{f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)})
-            qs = qs.filter(condition)
-        return qs
-
-    return drilldown
-
-
-def _stale_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = deal_list(user=user).filter(
-        live("customer__"), status=OPEN, **({} if scope == Scope.COMPANY else {DEAL_SCOPES[scope]: scope_id})
+def _customers_checked(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """The customers the checks read (not merged away, not internal), with their fields cleaned."""
+    return _customer_rows(None).filter(
+        scope_filter(scope, scope_id, OWNER_SCOPES), pk__in=customer_list(user=user).values("pk")
     )
-    return qs.filter(_is_stale(timezone.now())) if part == "numerator" else qs
+
+
+def _redundant(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """All but the oldest customer of each duplicate cluster."""
+    redundant = [cid for members in duplicate_clusters() for cid, _owner in members[1:]]
+    return _customers_checked(user, period, scope, scope_id).filter(pk__in=redundant)
+
+
+def _deals_checked(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    return deal_list(user=user).filter(live("customer__"), scope_filter(scope, scope_id, DEAL_SCOPES))
+
+
+def _counting(condition: Q, times: int = 1) -> Any:
+    def total(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+        return times * records.order_by().filter(condition).count()
+
+    return total
+
+
+def _filled_customer_slots(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+    """Filled fields of the customers: a contact (e-mail or phone), industry, city and segment each."""
+    conditions = [_filled("email") | _filled("phone"), *(_filled(f) for f in CUSTOMER_FIELDS)]
+    counts = records.order_by().aggregate(
+        **{f"f{i}": Count("pk", filter=c) for i, c in enumerate(conditions)}
+    )
+    return sum(counts.values())
+
+
+def _open_deals_checked(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    return _deals_checked(user, period, scope, scope_id).filter(status=OPEN)
+
+
+def _filled_deal_slots(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+    """Filled fields of the open deals: the amount and the expected close date each."""
+    counts = records.order_by().aggregate(
+        amount=Count("pk", filter=Q(amount__isnull=False)),
+        close=Count("pk", filter=Q(expected_close_date__isnull=False)),
+    )
+    return counts["amount"] + counts["close"]
+
+
+COMPLETENESS_DRILL = Drill(
+    {
+        "customers": Part(
+            _customers_checked,
+            "customer_filled",
+            _filled_customer_slots,
+            _("Customers (4 fields each)"),
+            also=(("customer_slots", _counting(Q(), times=4)),),
+        ),
+        "deals": Part(
+            _open_deals_checked,
+            "deal_filled",
+            _filled_deal_slots,
+            _("Open deals (2 fields each)"),
+            also=(("deal_slots", _counting(Q(), times=2)),),
+        ),
+    }
+)
+
+VALIDATION_DRILL = Drill(
+    {
+        "customers": Part(
+            _customers_checked,
+            "customers_invalid",
+            _counting(INVALID_CUSTOMER),
+            _("Customers checked"),
+            also=(("customers_checked", record_count),),
+        ),
+        "deals": Part(
+            _deals_checked,
+            "deals_invalid",
+            _counting(INVALID_DEAL),
+            _("Deals checked"),
+            also=(("deals_checked", record_count),),
+        ),
+    }
+)
 
 
 # The datasets these KPIs read.
@@ -321,7 +389,14 @@ DUPLICATE_RATE = Kpi(
     compute=_duplicates,
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
-    drilldown=_duplicates_drill,
+    drill=Drill(
+        {
+            NUMERATOR: Part(
+                _redundant, NUMERATOR, label=_("Redundant customers (all but the oldest of a cluster)")
+            ),
+            DENOMINATOR: Part(_customers_checked, DENOMINATOR, label=_("Customers")),
+        }
+    ),
 )
 
 FIELD_COMPLETENESS = Kpi(
@@ -337,9 +412,7 @@ FIELD_COMPLETENESS = Kpi(
     compute=_completeness,
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
-    drilldown=_customer_drill(
-        (_filled("email") | _filled("phone")) & _filled("industry") & _filled("city") & _filled("segment")
-    ),
+    drill=COMPLETENESS_DRILL,
 )
 
 VALIDATION_ERROR_RATE = Kpi(
@@ -357,7 +430,7 @@ VALIDATION_ERROR_RATE = Kpi(
     compute=_validation,
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
-    drilldown=_customer_drill(INVALID_CUSTOMER),
+    drill=VALIDATION_DRILL,
 )
 
 STALE_DEALS = Kpi(
@@ -374,7 +447,12 @@ STALE_DEALS = Kpi(
     compute=_stale,
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
-    drilldown=_stale_drill,
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(STALE, "stale", NUMERATOR, label=_("Stale open deals")),
+            DENOMINATOR: dataset_part(STALE, "open", DENOMINATOR, label=_("Open deals")),
+        }
+    ),
 )
 
 KPIS = [DUPLICATE_RATE, FIELD_COMPLETENESS, VALIDATION_ERROR_RATE, STALE_DEALS]

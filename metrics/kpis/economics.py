@@ -4,6 +4,7 @@ Spend is entered per month, so these KPIs exist for months, quarters and years, 
 """
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -14,14 +15,12 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Seat
 from crm.models import CompanySettings, CrmCostItem, Deal
-from crm.selectors import customer_list, deal_list
 from metrics.kpis import facts
 from metrics.kpis.base import COMPANY_ONLY, MONTHLY_AND_LONGER, Better, Context, Family, Kpi, Row, Unit
-from metrics.kpis.builders import HUNDRED, dec, divide, drill, grouped, rows_from
+from metrics.kpis.builders import HUNDRED, dec, divide, grouped, rows_from
 from metrics.kpis.datasets import (
     ACTIVITY,
     CLOSED_DEALS,
-    CUSTOMER_SCOPES,
     INVALID_LOST,
     LOST,
     NEW_CUSTOMERS,
@@ -30,14 +29,13 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
-from metrics.kpis.retention import _retention_drill
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
+from metrics.kpis.retention import RETAINED, _churned
 from metrics.models import Scope
 from metrics.periods import Period, local_midnight, reporting_tz, shift_date
 
 CAC_SCOPES = (Scope.COMPANY, Scope.SOURCE)
-NEW_CUSTOMER_DRILL = drill(
-    lambda user: customer_list(user=user), date="became_customer_at", scopes=CUSTOMER_SCOPES, base=live()
-)
+NEW_CUSTOMERS_PART = dataset_part(NEW_CUSTOMERS, "new", DENOMINATOR, label=_("New customers"))
 
 
 def _cac_values(ctx: Context) -> dict[tuple[str, Any, str, str], tuple[Decimal | None, Decimal, Decimal]]:
@@ -84,7 +82,12 @@ CAC = Kpi(
     compute=_cac,
     scopes=CAC_SCOPES,
     granularities=MONTHLY_AND_LONGER,
-    drilldown=NEW_CUSTOMER_DRILL,
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(SPEND, "acquisition", NUMERATOR, label=_("Marketing and sales spend")),
+            DENOMINATOR: NEW_CUSTOMERS_PART,
+        }
+    ),
 )
 
 
@@ -116,7 +119,12 @@ RETENTION_COST = Kpi(
     compute=_retention_cost,
     scopes=COMPANY_ONLY,
     granularities=MONTHLY_AND_LONGER,
-    drilldown=_retention_drill,
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(SPEND, "retention", NUMERATOR, label=_("Retention spend")),
+            DENOMINATOR: replace(RETAINED, gives=DENOMINATOR),
+        }
+    ),
 )
 
 
@@ -138,6 +146,8 @@ def _clv_values(
                 churn = divide(Decimal(a.get("churned", 0)), Decimal(a.get("start", 0)))
                 value = arpa * margin / churn if arpa is not None and churn else None
                 details = {
+                    "revenue": float(revenue),
+                    "churned": a.get("churned", 0),
                     "arpa": float(arpa) if arpa is not None else None,
                     "gross_margin_percent": float(margin * HUNDRED),
                     "churn_rate_percent": float(churn * HUNDRED) if churn is not None else None,
@@ -176,11 +186,11 @@ CLV = Kpi(
     ),
     compute=_clv,
     scopes=COMPANY_ONLY,
-    drilldown=drill(
-        lambda user: deal_list(user=user),
-        date="closed_at",
-        scopes={},
-        base=live("customer__") & Q(status=WON),
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(CLOSED_DEALS, "won_amount", "revenue", label=_("Won in the period")),
+            DENOMINATOR: Part(_churned, "churned", label=_("Churned in the period")),
+        }
     ),
 )
 
@@ -207,7 +217,7 @@ CLV_CAC = Kpi(
     compute=_clv_cac,
     scopes=COMPANY_ONLY,
     granularities=MONTHLY_AND_LONGER,
-    drilldown=NEW_CUSTOMER_DRILL,
+    # No records of its own: its numbers are the CLV and the CAC of the period (see their pages).
 )
 
 

@@ -5,30 +5,26 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import TruncDate
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from crm.models import Customer, CustomerStatusChange, Deal, Source
-from crm.selectors import customer_list, deal_list
+from crm.models import Customer, CustomerStatusChange
+from crm.selectors import customer_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
-from metrics.kpis.builders import HUNDRED, dec, divide, drill, grouped, ratio, rows_from, scope_filter
+from metrics.kpis.builders import HUNDRED, dec, divide, grouped, ratio, rows_from, scope_filter
 from metrics.kpis.datasets import (
     ACTIVITY,
-    CUSTOMER_SCOPES,
-    DEAL_SCOPES,
     NEW_CUSTOMERS,
     RENEWAL_GRACE_DAYS,
     RENEWALS,
     REPEAT_BUYERS,
-    SUBSCRIPTION_KINDS,
-    WON,
     customer_activity,
     live,
 )
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
 from metrics.models import Scope
-from metrics.periods import Period, reporting_tz
+from metrics.periods import Period
 
 ACTIVE, CHURNED = Customer.Status.ACTIVE, Customer.Status.CHURNED
 OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
@@ -50,23 +46,48 @@ def customers_at(user: User, period: Period, scope: str, scope_id: str) -> Query
     )
 
 
-def _churn_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = customers_at(user, period, scope, scope_id).filter(status_at_start=ACTIVE)
-    if part == "numerator":
-        churns = CustomerStatusChange.objects.filter(
-            customer=OuterRef("pk"), to_status=CHURNED, at__gte=period.start, at__lt=period.end
-        )
-        qs = qs.filter(Exists(churns))
-    return qs
+def _active_at_start(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    return customers_at(user, period, scope, scope_id).filter(status_at_start=ACTIVE)
 
 
-def _retention_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = customers_at(user, period, scope, scope_id).filter(status_at_start=ACTIVE)
-    return qs.filter(status_at_end=ACTIVE) if part == "numerator" else qs
+def _churned(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    churns = CustomerStatusChange.objects.filter(
+        customer=OuterRef("pk"), to_status=CHURNED, at__gte=period.start, at__lt=period.end
+    )
+    return _active_at_start(user, period, scope, scope_id).filter(Exists(churns))
 
 
-def _active_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+def _retained(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    return _active_at_start(user, period, scope, scope_id).filter(status_at_end=ACTIVE)
+
+
+def _active_at_end(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
     return customers_at(user, period, scope, scope_id).filter(status_at_end=ACTIVE)
+
+
+def _active_during(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Customers active at some time in the period: at its start, or made active during it."""
+    activated = CustomerStatusChange.objects.filter(
+        customer=OuterRef("pk"), to_status=ACTIVE, at__gte=period.start, at__lt=period.end
+    )
+    return customers_at(user, period, scope, scope_id).filter(
+        Q(status_at_start=ACTIVE) | Q(Exists(activated))
+    )
+
+
+ACTIVE_AT_START = Part(_active_at_start, DENOMINATOR, label=_("Active at the start"))
+RETAINED = Part(_retained, NUMERATOR, label=_("Active at the start and at the end"))
+
+
+def _end_less_new(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+    """E − N of the textbook formula: customers active at the end less the period's new customers."""
+    new = Customer.objects.filter(
+        live(),
+        scope_filter(scope, scope_id, OWNER_SCOPES),
+        became_customer_at__gte=period.start,
+        became_customer_at__lt=period.end,
+    )
+    return records.count() - new.count()
 
 
 def _activity_kpi(fn: Any) -> Any:
@@ -113,7 +134,9 @@ CHURN_RATE = Kpi(
         "customers who joined and churned inside the period are left out (B2B formula)"
     ),
     compute=_activity_kpi(_churn),
-    drilldown=_churn_drill,
+    drill=Drill(
+        {NUMERATOR: Part(_churned, NUMERATOR, label=_("Churned in the period")), DENOMINATOR: ACTIVE_AT_START}
+    ),
 )
 
 RETENTION_RATE = Kpi(
@@ -124,7 +147,7 @@ RETENTION_RATE = Kpi(
     better=Better.UP,
     formula=_("customers active at the start and at the end of the period ÷ customers active at the start"),
     compute=_activity_kpi(_retention),
-    drilldown=_retention_drill,
+    drill=Drill({NUMERATOR: RETAINED, DENOMINATOR: ACTIVE_AT_START}),
 )
 
 RETENTION_RATE_TEXTBOOK = Kpi(
@@ -139,7 +162,20 @@ RETENTION_RATE_TEXTBOOK = Kpi(
         "reactivations"
     ),
     compute=_textbook,
-    drilldown=_retention_drill,
+    # The numerator E − N is not a list of customers: the customers active at the end make E, and the
+    # period's new customers (the new customers KPI) are taken off.
+    drill=Drill(
+        {
+            NUMERATOR: Part(
+                _active_at_end,
+                NUMERATOR,
+                _end_less_new,
+                _("Active at the end"),
+                also=(("end", record_count),),
+            ),
+            DENOMINATOR: ACTIVE_AT_START,
+        }
+    ),
 )
 
 ACTIVE_CUSTOMERS = Kpi(
@@ -151,27 +187,8 @@ ACTIVE_CUSTOMERS = Kpi(
     formula=_("customers active at the end of the period, from the status history"),
     compute=_activity_kpi(_active),
     basis=Basis.STOCK,
-    drilldown=_active_drill,
+    drill=Drill({NUMERATOR: Part(_active_at_end, VALUE, label=_("Active at the end"))}),
 )
-
-
-def _renewal_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    qs = deal_list(user=user).filter(
-        live("customer__"),
-        status=WON,
-        kind__in=SUBSCRIPTION_KINDS,
-        term_end__gte=period.first_day,
-        term_end__lt=period.next().first_day,
-        **({} if scope == Scope.COMPANY else {DEAL_SCOPES[scope]: scope_id}),
-    )
-    if part == "numerator":
-        renewals = Deal.objects.filter(renewal_of=OuterRef("pk"), status=WON).annotate(
-            closed_day=TruncDate("closed_at", tzinfo=reporting_tz())
-        )
-        qs = qs.filter(
-            Exists(renewals.filter(closed_day__lte=OuterRef("term_end") + timedelta(days=RENEWAL_GRACE_DAYS)))
-        )
-    return qs
 
 
 RENEWAL_RATE = Kpi(
@@ -191,19 +208,7 @@ RENEWAL_RATE = Kpi(
         "due",
         provisional=lambda ctx, p: not ctx.is_closed(p, timedelta(days=RENEWAL_GRACE_DAYS)),
     ),
-    drilldown=_renewal_drill,
 )
-
-
-def _repeat_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    in_period = Q(deals__status=WON, deals__closed_at__gte=period.start, deals__closed_at__lt=period.end)
-    buyers = customer_list(user=user).filter(live(), in_period, scope_filter(scope, scope_id, OWNER_SCOPES))
-    buyers = Customer.objects.filter(pk__in=buyers.values("pk"))
-    if part == "numerator":
-        buyers = buyers.annotate(
-            won_by_end=Count("deals", filter=Q(deals__status=WON, deals__closed_at__lt=period.end))
-        ).filter(won_by_end__gte=2)
-    return buyers
 
 
 REPEAT_PURCHASE_RATE = Kpi(
@@ -217,7 +222,6 @@ REPEAT_PURCHASE_RATE = Kpi(
         "with a won deal in the period"
     ),
     compute=ratio(REPEAT_BUYERS, "repeat", "buyers"),
-    drilldown=_repeat_drill,
 )
 
 REFERRAL_SHARE = Kpi(
@@ -228,13 +232,6 @@ REFERRAL_SHARE = Kpi(
     better=Better.UP,
     formula=_("new customers of the period whose source is referral ÷ new customers of the period"),
     compute=ratio(NEW_CUSTOMERS, "referral", "new"),
-    drilldown=drill(
-        lambda user: customer_list(user=user),
-        date="became_customer_at",
-        scopes=CUSTOMER_SCOPES,
-        base=live(),
-        numerator=Q(source=Source.REFERRAL),
-    ),
 )
 
 # The datasets these KPIs read.

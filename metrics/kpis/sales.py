@@ -2,19 +2,21 @@
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from crm.models import Deal, DealStageChange, PipelineStage
-from crm.selectors import customer_list, deal_list
+from crm.selectors import deal_list
 from metrics.kpis import facts
 from metrics.kpis.base import ACQUISITION_SCOPES, Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import (
@@ -24,7 +26,6 @@ from metrics.kpis.builders import (
     count,
     dec,
     divide,
-    drill,
     grouped,
     measure,
     ratio,
@@ -35,8 +36,6 @@ from metrics.kpis.builders import (
 )
 from metrics.kpis.datasets import (
     CLOSED_DEALS,
-    CUSTOMER_SCOPES,
-    DEAL_ACQUISITION_SCOPES,
     DEAL_SCOPES,
     EXCLUDED_CUSTOMERS_SQL,
     FORECAST_DELTAS,
@@ -55,6 +54,17 @@ from metrics.kpis.datasets import (
     rollup_by_owner,
     year_before,
 )
+from metrics.kpis.drilldown import (
+    DENOMINATOR,
+    NUMERATOR,
+    SAMPLE,
+    VALUE,
+    Drill,
+    Part,
+    dataset_part,
+    record_count,
+    sum_of,
+)
 from metrics.models import Scope
 from metrics.periods import Period, local_date, local_midnight, shift_date
 
@@ -66,12 +76,6 @@ def _deals(user: User) -> QuerySet:
     return deal_list(user=user)
 
 
-def _customers(user: User) -> QuerySet:
-    return customer_list(user=user)
-
-
-WON_DRILL = drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=LIVE_DEAL & Q(status=WON))
-
 REVENUE_WON = Kpi(
     code="revenue_won",
     family=Family.SALES,
@@ -82,7 +86,6 @@ REVENUE_WON = Kpi(
         "Σ amount of the deals won in the period (by close date; a reopened deal counts when finally won)"
     ),
     compute=measure(CLOSED_DEALS, "won_amount", sample="won"),
-    drilldown=WON_DRILL,
 )
 
 DEALS_WON = Kpi(
@@ -93,7 +96,6 @@ DEALS_WON = Kpi(
     better=Better.UP,
     formula=_("number of deals won in the period (by close date)"),
     compute=measure(CLOSED_DEALS, "won"),
-    drilldown=WON_DRILL,
 )
 
 NEW_CUSTOMERS_KPI = Kpi(
@@ -105,7 +107,6 @@ NEW_CUSTOMERS_KPI = Kpi(
     formula=_("customers who first became customers in the period (reactivations are not new)"),
     compute=measure(NEW_CUSTOMERS, "new"),
     scopes=ACQUISITION_SCOPES,
-    drilldown=drill(_customers, date="became_customer_at", scopes=CUSTOMER_SCOPES, base=live()),
 )
 
 WIN_RATE = Kpi(
@@ -117,12 +118,8 @@ WIN_RATE = Kpi(
     formula=_("deals won ÷ deals closed (won + lost) in the period; lost as duplicate/invalid is left out"),
     compute=ratio(CLOSED_DEALS, "won", "closed"),
     scopes=ACQUISITION_SCOPES,
-    drilldown=drill(
-        _deals, date="closed_at", scopes=DEAL_ACQUISITION_SCOPES, base=CLOSED, numerator=Q(status=WON)
-    ),
 )
 
-PRICED_WON = LIVE_DEAL & Q(status=WON, amount__gt=0)
 AVG_DEAL_SIZE = Kpi(
     code="avg_deal_size",
     family=Family.SALES,
@@ -131,7 +128,6 @@ AVG_DEAL_SIZE = Kpi(
     better=Better.UP,
     formula=_("Σ amount of deals won in the period ÷ their number (deals without an amount are left out)"),
     compute=ratio(CLOSED_DEALS, "won_priced_amount", "won_priced"),
-    drilldown=drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=PRICED_WON),
 )
 
 MEDIAN_DEAL_SIZE = Kpi(
@@ -142,7 +138,6 @@ MEDIAN_DEAL_SIZE = Kpi(
     better=Better.UP,
     formula=_("median amount of the deals won in the period (deals without an amount are left out)"),
     compute=measure(WON_DEAL_STATS, "median_amount", sample="priced"),
-    drilldown=drill(_deals, date="closed_at", scopes=DEAL_SCOPES, base=PRICED_WON),
 )
 
 SALES_CYCLE_MEDIAN = Kpi(
@@ -153,7 +148,6 @@ SALES_CYCLE_MEDIAN = Kpi(
     better=Better.DOWN,
     formula=_("median of close − creation, in calendar days, over the deals won in the period"),
     compute=measure(WON_DEAL_STATS, "cycle_median", sample="won", extra={"mean": "cycle_mean"}),
-    drilldown=WON_DRILL,
 )
 
 SALES_CYCLE_P90 = Kpi(
@@ -164,7 +158,6 @@ SALES_CYCLE_P90 = Kpi(
     better=Better.DOWN,
     formula=_("90th percentile of close − creation, in calendar days, over the deals won in the period"),
     compute=measure(WON_DEAL_STATS, "cycle_p90", sample="won"),
-    drilldown=WON_DRILL,
 )
 
 
@@ -178,20 +171,32 @@ def _pipeline(name: str) -> Any:
     return compute
 
 
-def _open_at_end(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    """Deals that were open just before the period's end, by their stage history; in the current
-    period the deals open now (the value shown is the pipeline as it is now)."""
+def _open_at_end(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Deals that were open just before the period's end, by their stage history, with the probability
+    they carried then (``probability_then``: the deal's override, else that stage's default); in the
+    current period the deals open now (the value shown is the pipeline as it is now)."""
     deals = _deals(user).filter(LIVE_DEAL, scope_filter(scope, scope_id, DEAL_SCOPES))
     if period.end > timezone.now():
-        return deals.filter(status=Deal.Status.OPEN)
+        return deals.filter(status=Deal.Status.OPEN).annotate(
+            probability_then=Coalesce("probability", "stage__probability")
+        )
     # Only a deal created before the end and not closed before it (closed_at is its latest close, or
     # empty while open) can have been open then: the stage history is read for those alone.
     not_closed_before = Q(closed_at__isnull=True) | Q(closed_at__gte=period.end)
     candidates = deals.filter(not_closed_before, created_at__lt=period.end)
-    last_kind = DealStageChange.objects.filter(deal=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
-    return candidates.annotate(kind_at_end=Subquery(last_kind.values("to_stage__kind")[:1])).filter(
-        kind_at_end=PipelineStage.Kind.OPEN
+    last = DealStageChange.objects.filter(deal=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
+    return (
+        candidates.annotate(
+            kind_at_end=Subquery(last.values("to_stage__kind")[:1]),
+            stage_probability_then=Subquery(last.values("to_stage__probability")[:1]),
+        )
+        .filter(kind_at_end=PipelineStage.Kind.OPEN)
+        .annotate(probability_then=Coalesce("probability", "stage_probability_then"))
     )
+
+
+WEIGHTED_AMOUNT = Coalesce("amount", Value(Decimal(0))) * F("probability_then") / Value(Decimal(100))
+OPEN_AT_END = _("Deals open at the end of the period")
 
 
 PIPELINE_VALUE = Kpi(
@@ -206,7 +211,9 @@ PIPELINE_VALUE = Kpi(
     ),
     compute=_pipeline("amount"),
     basis=Basis.STOCK,
-    drilldown=_open_at_end,
+    drill=Drill(
+        {NUMERATOR: Part(_open_at_end, VALUE, sum_of("amount"), OPEN_AT_END, also=((SAMPLE, record_count),))}
+    ),
 )
 
 WEIGHTED_PIPELINE = Kpi(
@@ -221,7 +228,7 @@ WEIGHTED_PIPELINE = Kpi(
     ),
     compute=_pipeline("weighted"),
     basis=Basis.STOCK,
-    drilldown=_open_at_end,
+    drill=Drill({NUMERATOR: Part(_open_at_end, VALUE, sum_of(WEIGHTED_AMOUNT), OPEN_AT_END)}),
 )
 
 
@@ -268,8 +275,16 @@ FORECAST_WEIGHTED = Kpi(
     ),
     compute=_forecast_weighted,
     basis=Basis.CURRENT,
-    drilldown=drill(
-        _deals, date="expected_close_date", day=True, scopes=DEAL_SCOPES, base=LIVE_DEAL & Q(status=OPEN)
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(CLOSED_DEALS, "won_amount", "won_to_date", label=_("Won so far")),
+            DENOMINATOR: replace(
+                dataset_part(
+                    OPEN_BY_CLOSE_DATE, "weighted", "open_weighted", label=_("Open, expected to close in it")
+                ),
+                also=((SAMPLE, record_count),),
+            ),
+        }
     ),
 )
 
@@ -368,6 +383,28 @@ def _growth(kind: str) -> Any:
     return compute
 
 
+def _growth_base(kind: str) -> Part:
+    """The deals won in the period grown from: the previous one (or the same a year earlier), and for
+    the current, unfinished period only its first part, as long as the current one has run."""
+
+    def records(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+        base = period.previous() if kind == "pop" else year_before(period)
+        end, now = base.end, timezone.now()
+        if period.contains(now):
+            end = min(base.start + (now - period.start), base.end)
+        return _deals(user).filter(
+            LIVE_DEAL, scope_filter(scope, scope_id, DEAL_SCOPES), status=WON, closed_at__gte=base.start,
+            closed_at__lt=end,
+        )  # fmt: skip
+
+    return Part(records, DENOMINATOR, sum_of("amount"), _("Won in the period compared with"))
+
+
+def _growth_drill(kind: str) -> Drill:
+    now = dataset_part(CLOSED_DEALS, "won_amount", NUMERATOR, label=_("Won in the period"))
+    return Drill({NUMERATOR: now, DENOMINATOR: _growth_base(kind)})
+
+
 SALES_GROWTH_POP = Kpi(
     code="sales_growth_pop",
     family=Family.SALES,
@@ -379,7 +416,7 @@ SALES_GROWTH_POP = Kpi(
         "unfinished period is compared with the same elapsed time of the previous one"
     ),
     compute=_growth("pop"),
-    drilldown=WON_DRILL,
+    drill=_growth_drill("pop"),
 )
 
 SALES_GROWTH_YOY = Kpi(
@@ -393,7 +430,7 @@ SALES_GROWTH_YOY = Kpi(
         "unfinished period is compared like for like (same elapsed time)"
     ),
     compute=_growth("yoy"),
-    drilldown=WON_DRILL,
+    drill=_growth_drill("yoy"),
 )
 
 
@@ -517,6 +554,31 @@ def _maturity() -> timedelta:
     return timedelta(days=LEAD_CONVERSION_DAYS)
 
 
+def _funnel_cohort(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Deals of the default pipeline created in the period (the funnel's cohort)."""
+    return _deals(user).filter(
+        LIVE_DEAL,
+        scope_filter(scope, scope_id, DEAL_SCOPES),
+        stage__pipeline__is_default=True,
+        created_at__gte=period.start,
+        created_at__lt=period.end,
+    )
+
+
+def _funnel_won(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    return _funnel_cohort(user, period, scope, scope_id).filter(status=WON)
+
+
+def _funnel_entered(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """The cohort's deals that reached the first open stage or a later one (a won deal reached all)."""
+    first = PipelineStage.objects.filter(pipeline__is_default=True, kind=PipelineStage.Kind.OPEN)
+    first_order = first.order_by("order").values_list("order", flat=True).first()
+    reached = DealStageChange.objects.filter(deal=OuterRef("pk"), to_stage__order__gte=first_order).exclude(
+        to_stage__kind=PipelineStage.Kind.LOST
+    )
+    return _funnel_cohort(user, period, scope, scope_id).filter(Q(status=WON) | Exists(reached))
+
+
 FUNNEL_CONVERSION = Kpi(
     code="funnel_conversion",
     family=Family.SALES,
@@ -531,12 +593,11 @@ FUNNEL_CONVERSION = Kpi(
     ),
     compute=_funnel,
     basis=Basis.COHORT,
-    drilldown=drill(
-        _deals,
-        date="created_at",
-        scopes=DEAL_SCOPES,
-        base=LIVE_DEAL & Q(stage__pipeline__is_default=True),
-        numerator=Q(status=WON),
+    drill=Drill(
+        {
+            NUMERATOR: Part(_funnel_won, NUMERATOR, label=_("Won")),
+            DENOMINATOR: Part(_funnel_entered, DENOMINATOR, label=_("Reached the first stage")),
+        }
     ),
 )
 
@@ -553,13 +614,6 @@ LEAD_CONVERSION = Kpi(
     compute=ratio(LEADS, "converted", "leads", provisional=lambda ctx, p: not ctx.is_closed(p, _maturity())),
     basis=Basis.COHORT,
     scopes=ACQUISITION_SCOPES,
-    drilldown=drill(
-        _customers,
-        date="created_at",
-        scopes=CUSTOMER_SCOPES,
-        base=~Q(became_customer_at=F("created_at")),
-        numerator=Q(became_customer_at__isnull=False),
-    ),
 )
 
 
@@ -589,6 +643,27 @@ def _forecast_accuracy(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         )
 
 
+def _forecast_at_start(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+    """Deals expected to close in the period that were open when it began, with the probability they had
+    then (``probability_then``: the override, else that stage's default)."""
+    before = DealStageChange.objects.filter(deal=OuterRef("pk"), at__lt=period.start).order_by("-at", "-id")
+    return (
+        _deals(user)
+        .filter(
+            LIVE_DEAL,
+            scope_filter(scope, scope_id, DEAL_SCOPES),
+            expected_close_date__gte=period.first_day,
+            expected_close_date__lt=period.next().first_day,
+        )
+        .annotate(
+            kind_then=Subquery(before.values("to_stage__kind")[:1]),
+            stage_probability_then=Subquery(before.values("to_stage__probability")[:1]),
+        )
+        .filter(kind_then=PipelineStage.Kind.OPEN)
+        .annotate(probability_then=Coalesce("probability", "stage_probability_then"))
+    )
+
+
 FORECAST_ACCURACY = Kpi(
     code="forecast_accuracy",
     family=Family.SALES,
@@ -602,7 +677,18 @@ FORECAST_ACCURACY = Kpi(
         "is now)"
     ),
     compute=_forecast_accuracy,
-    drilldown=WON_DRILL,
+    drill=Drill(
+        {
+            NUMERATOR: Part(
+                _forecast_at_start,
+                NUMERATOR,
+                sum_of(WEIGHTED_AMOUNT),
+                _("Forecast at the start of the period"),
+                also=((SAMPLE, record_count),),
+            ),
+            DENOMINATOR: dataset_part(CLOSED_DEALS, "won_amount", DENOMINATOR, label=_("Won in the period")),
+        }
+    ),
 )
 
 # The datasets these KPIs read (the funnel's is built per run, see DATASET_FACTORIES).

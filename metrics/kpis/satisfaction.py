@@ -9,22 +9,23 @@ separate KPIs, never pooled. Survey KPIs carry their sample size, a 95 % interva
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Max, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import User
 from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
-from metrics.kpis.builders import HUNDRED, Dataset, count, dec, drill, grouped, rows_from, total
+from metrics.kpis.builders import HUNDRED, Dataset, count, dec, grouped, rows_from, total
 from metrics.kpis.datasets import live, local_days
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
 from metrics.models import Scope
 from metrics.periods import Period
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
-from surveys.selectors import invitation_list, survey_response_list
 
 Z95 = 1.96
 ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
@@ -286,21 +287,45 @@ def _response_rate(numerator: str) -> Callable[[Context, Kpi], Iterator[Row]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _answers(user: User) -> QuerySet:
-    return survey_response_list(user=user)
+def _nps_part(kind: str) -> Part:
+    """The answers of one NPS kind; they make the numerator P − D: promoters count +1, detractors −1."""
+    answers = dataset_part(ANSWERS, f"{kind}_n", NUMERATOR)
+
+    def promoters_less_detractors(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+        counts = records.order_by().aggregate(p=Count("pk", filter=PROMOTER), d=Count("pk", filter=DETRACTOR))
+        return counts["p"] - counts["d"]
+
+    return replace(answers, total=promoters_less_detractors, label=_("Answers (promoters − detractors)"))
 
 
-def _invitations(user: User) -> QuerySet:
-    return invitation_list(user=user)
-
-
-def _answer_drill(kind: Q, numerator: Q) -> Any:
-    return drill(
-        _answers, date="score_submitted_at", scopes=ANSWER_SCOPES, base=LIVE & kind, numerator=numerator
+def _answer_drill(numerator: str, denominator: str, label: Promise) -> Drill:
+    return Drill(
+        {
+            NUMERATOR: dataset_part(ANSWERS, numerator, NUMERATOR, label=label),
+            DENOMINATOR: dataset_part(ANSWERS, denominator, DENOMINATOR, label=_("Answers")),
+        }
     )
 
 
-INVITATION_BASE = LIVE & Q(sent_at__isnull=False)
+def _nps_drill(kind: str) -> Drill:
+    return Drill(
+        {
+            NUMERATOR: _nps_part(kind),
+            DENOMINATOR: dataset_part(ANSWERS, f"{kind}_n", DENOMINATOR, label=_("Answers")),
+        }
+    )
+
+
+def _response_drill(numerator: str, label: Promise) -> Drill:
+    return Drill(
+        {
+            NUMERATOR: dataset_part(INVITATIONS, numerator, NUMERATOR, label=label),
+            DENOMINATOR: dataset_part(
+                INVITATIONS, "delivered", DENOMINATOR, label=_("Invitations delivered")
+            ),
+        }
+    )
+
 
 # The datasets these KPIs read.
 DATASETS = [ANSWERS, INVITATIONS]
@@ -318,7 +343,7 @@ NPS_RELATIONSHIP = Kpi(
     ),
     compute=_nps("relationship"),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=_answer_drill(NPS_KINDS["relationship"], PROMOTER | DETRACTOR),
+    drill=_nps_drill("relationship"),
 )
 
 NPS_TRANSACTIONAL = Kpi(
@@ -334,7 +359,7 @@ NPS_TRANSACTIONAL = Kpi(
     ),
     compute=_nps("transactional"),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=_answer_drill(NPS_KINDS["transactional"], PROMOTER | DETRACTOR),
+    drill=_nps_drill("transactional"),
 )
 
 CSAT_PERCENT = Kpi(
@@ -349,7 +374,7 @@ CSAT_PERCENT = Kpi(
     ),
     compute=_csat_percent,
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=_answer_drill(CSAT, POSITIVE),
+    drill=_answer_drill("csat_top", "csat_n", _("Satisfied (4–5)")),
 )
 
 CSAT_MEAN = Kpi(
@@ -361,7 +386,7 @@ CSAT_MEAN = Kpi(
     formula=_("mean of the CSAT answers (1–5) given in the period"),
     compute=_mean("csat", (1, 5)),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=_answer_drill(CSAT, Q()),
+    drill=_answer_drill("csat_sum", "csat_n", _("Answers (their scores add up)")),
 )
 
 CES_MEAN = Kpi(
@@ -377,7 +402,7 @@ CES_MEAN = Kpi(
     ),
     compute=_mean("ces", (1, 7)),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=_answer_drill(CES, POSITIVE),
+    drill=_answer_drill("ces_sum", "ces_n", _("Answers (their scores add up)")),
 )
 
 RESPONSE_RATE_RR1 = Kpi(
@@ -392,13 +417,7 @@ RESPONSE_RATE_RR1 = Kpi(
     ),
     compute=_response_rate("completed"),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=drill(
-        _invitations,
-        date="sent_at",
-        scopes=INVITATION_SCOPES,
-        base=INVITATION_BASE,
-        numerator=Q(status=SurveyInvitation.Status.COMPLETED),
-    ),
+    drill=_response_drill("completed", _("Answered completely")),
 )
 
 RESPONSE_RATE_RR2 = Kpi(
@@ -413,13 +432,7 @@ RESPONSE_RATE_RR2 = Kpi(
     ),
     compute=_response_rate("started"),
     exclusions=SURVEY_EXCLUSIONS,
-    drilldown=drill(
-        _invitations,
-        date="sent_at",
-        scopes=INVITATION_SCOPES,
-        base=INVITATION_BASE,
-        numerator=Q(started_at__isnull=False),
-    ),
+    drill=_response_drill("started", _("With a submitted score")),
 )
 
 KPIS = [

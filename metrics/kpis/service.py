@@ -8,18 +8,18 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from crm.models import Customer, CustomerStatusChange, Ticket, TicketStatusChange
+from crm.models import Ticket, TicketStatusChange
 from crm.selectors import ticket_list
 from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
 from metrics.kpis.builders import (
     HUNDRED,
     dec,
     divide,
-    drill,
     grouped,
     measure,
     rows_from,
@@ -43,8 +43,8 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
-from metrics.kpis.retention import customers_at
-from metrics.models import Scope
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, dataset_part
+from metrics.kpis.retention import _active_during
 from metrics.periods import Period
 
 LIVE_TICKET = live("customer__") & Q(is_spam=False)
@@ -58,15 +58,6 @@ def _tickets(user: User) -> QuerySet:
     return ticket_list(user=user)
 
 
-CREATED_DRILL = drill(_tickets, date="created_at", scopes=TICKET_SCOPES, base=LIVE_TICKET)
-SOLVED_DRILL = drill(_tickets, date="solved_at", scopes=TICKET_SCOPES, base=SOLVED)
-REPLIED_DRILL = drill(
-    _tickets,
-    date="first_response_at",
-    scopes=TICKET_SCOPES,
-    base=LIVE_TICKET & Q(first_response_at__isnull=False),
-)
-
 TICKETS_CREATED_KPI = Kpi(
     code="tickets_created",
     family=Family.SERVICE,
@@ -76,7 +67,6 @@ TICKETS_CREATED_KPI = Kpi(
     formula=_("tickets opened in the period; details: how many of them still have no reply"),
     compute=measure(TICKETS_CREATED, "created", extra={"unreplied": "unreplied"}),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=CREATED_DRILL,
 )
 
 TICKETS_SOLVED_KPI = Kpi(
@@ -88,7 +78,6 @@ TICKETS_SOLVED_KPI = Kpi(
     formula=_("tickets whose latest solve falls in the period and that are still solved or closed"),
     compute=measure(TICKETS_SOLVED, "solved", extra={"reopened": "reopened"}),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=SOLVED_DRILL,
 )
 
 FRT_MEDIAN = Kpi(
@@ -103,7 +92,6 @@ FRT_MEDIAN = Kpi(
     ),
     compute=measure(TICKETS_REPLIED, "frt_median", sample="replied", extra={"mean": "frt_mean"}),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=REPLIED_DRILL,
 )
 
 FRT_P90 = Kpi(
@@ -118,7 +106,6 @@ FRT_P90 = Kpi(
     ),
     compute=measure(TICKETS_REPLIED, "frt_p90", sample="replied"),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=REPLIED_DRILL,
 )
 
 RESOLUTION_MEDIAN = Kpi(
@@ -135,7 +122,6 @@ RESOLUTION_MEDIAN = Kpi(
         SOLVE_TIMES, "res_median", sample="solved", extra={"first_resolution_median": "first_res_median"}
     ),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=SOLVED_DRILL,
 )
 
 RESOLUTION_P90 = Kpi(
@@ -149,7 +135,6 @@ RESOLUTION_P90 = Kpi(
     ),
     compute=measure(SOLVE_TIMES, "res_p90", sample="solved"),
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=SOLVED_DRILL,
 )
 
 
@@ -173,20 +158,44 @@ def _sla(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
 
 
-def _sla_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    """Tickets with a first-response or resolution target met or breached in the period."""
-
-    def window(done: str, due: str) -> Q:
-        met = Q(**{f"{done}__lte": F(due), f"{done}__gte": period.start, f"{done}__lt": period.end})
-        breached = Q(**{f"{due}__gte": period.start, f"{due}__lt": period.end}) & (
-            Q(**{f"{done}__isnull": True}) | Q(**{f"{done}__gt": F(due)})
-        )
-        return met if part == "numerator" else met | breached
-
-    qs = _tickets(user).filter(LIVE_TICKET, scope_filter(scope, scope_id, TICKET_SCOPES))
-    return qs.filter(
-        window("first_response_at", "first_response_due_at") | window("first_solved_at", "resolution_due_at")
+def _sla_targets(period: Period, done: str, due: str) -> tuple[Q, Q]:
+    """(met, met or breached) in the period, for one target of a ticket (first response or resolution):
+    met when completed in the period by its due time, breached when it fell due in the period without
+    being completed in time (as the SLA datasets count them)."""
+    met = Q(**{f"{done}__lte": F(due), f"{done}__gte": period.start, f"{done}__lt": period.end})
+    breached = Q(
+        Q(**{f"{done}__isnull": True}) | Q(**{f"{done}__gt": F(due)}),
+        **{f"{due}__gte": period.start, f"{due}__lt": period.end, f"{due}__lte": timezone.now()},
     )
+    return met, met | breached
+
+
+SLA_TARGETS = (("first_response_at", "first_response_due_at"), ("first_solved_at", "resolution_due_at"))
+
+
+def _sla_tickets(kind: int) -> Any:
+    """Tickets with a target met (``kind`` 0) or met or breached (1) in the period."""
+
+    def records(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
+        either = Q()
+        for done, due in SLA_TARGETS:
+            either |= _sla_targets(period, done, due)[kind]
+        return _tickets(user).filter(LIVE_TICKET, either, scope_filter(scope, scope_id, TICKET_SCOPES))
+
+    return records
+
+
+def _sla_count(kind: int) -> Any:
+    """The targets the tickets make: a ticket counts once for each of its two targets that qualifies."""
+
+    def total(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+        counts = [
+            records.order_by().filter(_sla_targets(period, done, due)[kind]).count()
+            for done, due in SLA_TARGETS
+        ]
+        return sum(counts)
+
+    return total
 
 
 SLA_ATTAINMENT = Kpi(
@@ -203,7 +212,14 @@ SLA_ATTAINMENT = Kpi(
     ),
     compute=_sla,
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=_sla_drill,
+    drill=Drill(
+        {
+            NUMERATOR: Part(_sla_tickets(0), NUMERATOR, _sla_count(0), _("Tickets with a target met")),
+            DENOMINATOR: Part(
+                _sla_tickets(1), DENOMINATOR, _sla_count(1), _("Tickets with a target met or breached")
+            ),
+        }
+    ),
 )
 
 
@@ -218,7 +234,7 @@ def _backlog(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     return rows_from(ctx, kpi, with_current(ctx, stock(ctx, BACKLOG_DELTAS), BACKLOG_NOW), fn)
 
 
-def _backlog_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
+def _unsolved_at_end(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
     last = TicketStatusChange.objects.filter(ticket=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
     return (
         _tickets(user)
@@ -241,7 +257,7 @@ BACKLOG = Kpi(
     compute=_backlog,
     basis=Basis.STOCK,
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=_backlog_drill,
+    drill=Drill({NUMERATOR: Part(_unsolved_at_end, VALUE, label=_("Unsolved at the end of the period"))}),
 )
 
 
@@ -257,26 +273,6 @@ def _complaint_rate(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     return rows_from(ctx, kpi, {key: {} for key in {*complaints, *active}}, fn)
 
 
-COMPLAINT_TICKETS = drill(
-    _tickets,
-    date="created_at",
-    scopes={Scope.USER: "customer__owner_id", Scope.TEAM: "customer__owner__team_id"},
-    base=LIVE_TICKET & Q(category=Ticket.Category.COMPLAINT),
-)
-
-
-def _complaint_drill(user: User, period: Period, scope: str, scope_id: str, part: str) -> QuerySet:
-    """Numerator: the complaint tickets; denominator: the customers active at some time in the period."""
-    if part == "numerator":
-        return COMPLAINT_TICKETS(user, period, scope, scope_id, part)
-    activated = CustomerStatusChange.objects.filter(
-        customer=OuterRef("pk"), to_status=Customer.Status.ACTIVE, at__gte=period.start, at__lt=period.end
-    )
-    return customers_at(user, period, scope, scope_id).filter(
-        Q(status_at_start=Customer.Status.ACTIVE) | Q(Exists(activated))
-    )
-
-
 COMPLAINT_RATE = Kpi(
     code="complaint_rate",
     family=Family.SERVICE,
@@ -289,7 +285,12 @@ COMPLAINT_RATE = Kpi(
     ),
     compute=_complaint_rate,
     exclusions=SERVICE_EXCLUSIONS,
-    drilldown=_complaint_drill,
+    drill=Drill(
+        {
+            NUMERATOR: dataset_part(COMPLAINTS, "complaints", NUMERATOR, label=_("Complaint tickets")),
+            DENOMINATOR: Part(_active_during, DENOMINATOR, label=_("Customers active in the period")),
+        }
+    ),
 )
 
 # The datasets these KPIs read.

@@ -71,7 +71,7 @@ def test_validation_error_rate(records):
     # Failing a rule: c3 (e-mail syntax), c4 (phone), the won deal without amount → 3 of 4 customers +
     # 3 deals = 42.857143 %.
     r = row("validation_error_rate", first_day=JUNE, now=NOW)
-    assert r.extra == {"customers": [2, 4], "deals": [1, 3]}
+    assert r.extra == {"customers_invalid": 2, "customers_checked": 4, "deals_invalid": 1, "deals_checked": 3}
     assert current("validation_error_rate") == d("42.857143")
 
 

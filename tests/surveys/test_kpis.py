@@ -339,14 +339,18 @@ def test_drill_downs_list_only_the_answers_the_user_may_see(nps, customer):
     other = make_customer(make_user(), at=local(2025, 1, 1))
     answers(nps, customer, [10, 5, 8], local(2026, 3, 5))
     answers(nps, other, [0], local(2026, 3, 6))
-    drill = get_kpi("nps_relationship").drilldown
+    drill = get_kpi("nps_relationship").drilldown.records
     march = Period("month", MARCH_FIRST)
     rep = customer.owner
     assert sorted(r.score for r in drill(rep, march, Scope.COMPANY, "", "denominator")) == [5, 8, 10]
-    assert sorted(r.score for r in drill(rep, march, Scope.COMPANY, "", "numerator")) == [5, 10]
+    # The numerator P − D: every answer, promoters counting +1 and detractors −1.
+    numerator = get_kpi("nps_relationship").drilldown.parts["numerator"]
+    answers_ = numerator.records(rep, march, Scope.COMPANY, "")
+    assert sorted(r.score for r in answers_) == [5, 8, 10]
+    assert numerator.total(answers_, march, Scope.COMPANY, "") == 0
     manager = make_manager()
     assert drill(manager, march, Scope.COMPANY, "", "denominator").count() == 4
     assert drill(manager, march, Scope.USER, str(other.owner_id), "denominator").count() == 1
-    rr = get_kpi("survey_response_rate").drilldown
+    rr = get_kpi("survey_response_rate").drilldown.records
     assert rr(rep, march, Scope.COMPANY, "", "denominator").count() == 0  # invitations: managers only
     assert rr(manager, march, Scope.COMPANY, "", "denominator").count() == 4
