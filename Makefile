@@ -13,6 +13,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
 help:
 	@echo "make demo   run the demo: web + Celery worker + beat on embedded PostgreSQL/Redis (unless DATABASE_URL/REDIS_URL are set)"
 	@echo "make test   install dev dependencies and run ruff, the migrations check and pytest"
+	@echo "make sweep  the full hostile-input sweep of every URL as every role and of every import step (about an hour)"
 	@echo "make backup               pg_dump the database (DATABASE_URL, else the embedded one) into var/backups/"
 	@echo "make restore FILE=<dump>  restore a backup into the database (replaces its tables)"
 	@echo "make clean  remove the virtualenv and var/ (embedded databases)"
@@ -72,3 +73,9 @@ restore: $(VENV)/.stamp-demo
 
 clean:
 	rm -rf $(VENV) var
+
+# The full hostile-input sweep (tests/test_sweep.py; CI runs a seeded sample of it): prints
+# "sweep: <n> requests, <n> server errors (500s), ..." and writes the findings to /tmp/sweep_findings.md.
+.PHONY: sweep
+sweep: $(VENV)/.stamp-test
+	$(PY) -m crm.embedded run -- env CRM_SWEEP=full $(PY) -m pytest tests/test_sweep.py -q $(PYTEST_ARGS)
