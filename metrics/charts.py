@@ -12,10 +12,10 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from metrics.dashboard import Snap
 from metrics.kpis.base import Kpi, Unit
 from metrics.models import KpiTarget
 from metrics.periods import Period
+from metrics.selectors import SnapshotValues as Snap
 
 PALETTE = ["#2f5bea", "#1f8a4c", "#d9822b", "#c8362f", "#6a42c2", "#0f8b8d", "#8a6d3b"]
 PROMOTER, PASSIVE, DETRACTOR = "#1f8a4c", "#c9ced8", "#c8362f"
@@ -138,17 +138,17 @@ def revenue_chart(
     }
 
 
-def funnel_chart(snapshot: Snap | None) -> Spec | None:
+def funnel_chart(kpi: Kpi, snapshot: Snap | None) -> Spec | None:
     """Stage-to-stage funnel of the deals created in the period (cohort, implied progression)."""
-    steps = ((snapshot.extra or {}).get("stages") if snapshot else None) or []
-    if not steps or not any(s.get("reached") for s in steps):
+    steps = kpi.details_of(snapshot.extra).steps if snapshot else []
+    if not steps or not any(s.reached for s in steps):
         return None
     return {
         "data": [
             {
                 "type": "funnel",
-                "y": [_(s["stage"]) for s in steps],
-                "x": [s["reached"] for s in steps],
+                "y": [_(s.stage) for s in steps],
+                "x": [s.reached for s in steps],
                 "textinfo": "value+percent initial",
                 "marker": {"color": PALETTE[0]},
             }
@@ -196,16 +196,17 @@ def by_user_chart(
     return {"data": data, "layout": layout}
 
 
-def nps_chart(*, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
+def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
     """Promoter / passive / detractor shares as stacked bars, NPS as a line with its 95 % margin of error."""
     x = [period_label(p) for p in periods]
     rows = [series.get(p.first_day) for p in periods]
+    details = [kpi.details_of(r.extra) if r else None for r in rows]
 
-    def share(key: str) -> list[float | None]:
-        return [((r.extra or {}).get(key) if r else None) for r in rows]
+    def share(name: str) -> list[float | None]:
+        return [getattr(d, name) if d else None for d in details]
 
-    nps = [_num(r.value) if r else None for r in rows]
-    moe = [((r.extra or {}).get("moe95") if r else None) for r in rows]
+    nps = [round(r.value) if r and r.value is not None else None for r in rows]
+    moe = share("moe95")
     data = [
         {
             "type": "bar",
@@ -279,7 +280,10 @@ def kpi_trend_chart(
     """One KPI over time (bars for flows and amounts, a line for rates), with its targets."""
     as_bars = kpi.unit in (Unit.COUNT, Unit.CURRENCY)
     x = [period_label(p) for p in periods]
-    trace: dict[str, Any] = {"name": str(kpi.label), "x": x, "y": _values(series, periods)}
+    values = _values(series, periods)
+    if kpi.unit == Unit.POINTS:
+        values = [None if v is None else round(v) for v in values]
+    trace: dict[str, Any] = {"name": str(kpi.label), "x": x, "y": values}
     trace |= (
         {"type": "bar", "marker": {"color": PALETTE[0]}}
         if as_bars

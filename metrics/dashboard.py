@@ -9,9 +9,9 @@ import hashlib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -23,10 +23,14 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import Team, User
+from metrics import selectors
+from metrics.kpis import charts as kpi_charts
 from metrics.kpis import registry
-from metrics.kpis.base import Better, Family, Kpi, Unit
+from metrics.kpis.base import Better, Chart, Family, Kpi, Plot, Unit
+from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
+from metrics.selectors import SnapshotValues
 from metrics.services import CACHE_GENERATION_KEY
 
 RANGES = (6, 12, 24, 36)
@@ -35,6 +39,8 @@ DEFAULT_RANGE = {"week": 12, "month": 12, "quarter": 8, "year": 3}
 STALE_AFTER_MINUTES = 30
 # Rendered snapshot fragments are dropped by the next recompute or target change, or after this anyway.
 FRAGMENT_CACHE_SECONDS = 600
+# The confidence level of every interval and test shown (KPIS.md §10.2).
+LEVEL = {"level": 95}
 
 
 @dataclass
@@ -60,16 +66,16 @@ class Filters:
         return [self.period.previous(steps) for steps in range(self.count - 1, -1, -1)]
 
     @property
-    def since(self) -> datetime:
-        # One period more than shown: the first shown period's change needs its predecessor.
-        return self.period.previous(self.count).start
+    def periods_read(self) -> list[Period]:
+        """The shown periods and the one before the first (its change needs its predecessor)."""
+        return [self.period.previous(self.count), *self.periods]
 
 
 @dataclass
 class Card:
     kpi: Kpi
-    snapshot: "Snap | KpiSnapshot | None"
-    previous: "Snap | KpiSnapshot | None"
+    snapshot: "SnapshotValues | KpiSnapshot | None"
+    previous: "SnapshotValues | KpiSnapshot | None"
     target: KpiTarget | None
     series: list[tuple[date, Decimal | None]] = field(default_factory=list)
 
@@ -87,9 +93,12 @@ class Card:
         if self.value is None or self.previous is None or self.previous.value is None:
             return None
         now, before = self.value, self.previous.value
-        if self.kpi.unit in (Unit.PERCENT,) or self.kpi.code.startswith("nps"):
+        if self.kpi.unit == Unit.PERCENT:
             delta = now - before
-            text = f"{delta:+.1f} " + (_("pp") if self.kpi.unit == Unit.PERCENT else _("points"))
+            text = f"{delta:+.1f} " + _("pp")
+        elif self.kpi.unit == Unit.POINTS:
+            delta = now - before
+            text = f"{delta:+.0f} " + _("points")
         elif before == 0:
             return None
         else:
@@ -125,8 +134,14 @@ class Card:
         return self.kpi.family == Family.SATISFACTION or self.kpi.unit in (Unit.DAYS, Unit.HOURS)
 
     @property
+    def details(self) -> Any:
+        return self.kpi.details_of(self.snapshot.extra if self.snapshot else None)
+
+    @property
     def low_sample(self) -> bool:
-        return bool(self.snapshot and (self.snapshot.extra or {}).get("low_sample"))
+        """Fewer answers or events than the KPI's minimum sample (KPIS.md §10.2)."""
+        n = self.sample_size
+        return n is not None and n < self.kpi.min_sample
 
     @property
     def sparkline(self) -> str:
@@ -147,9 +162,94 @@ def format_value(kpi: Kpi, value: Decimal | None) -> str:
         return _("%(n)s h") % {"n": number_format(value, 1)}
     if kpi.unit == Unit.RATIO:
         return f"{number_format(value, 2)}×"
+    if kpi.unit == Unit.POINTS:
+        # NPS is a whole number (KPIS.md §1); −0 from rounding reads as 0.
+        return number_format(round(value) or 0, 0)
     if kpi.unit == Unit.COUNT:
         return number_format(value, 0, force_grouping=True)
     return number_format(value, 1, force_grouping=True)
+
+
+def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
+    """A snapshot's details as a manager reads them: (label, formatted value) pairs, in both languages.
+
+    Only what the KPI's detail class holds and what is known is listed; raw internal values never are.
+    """
+    d = kpi.details_of(extra)
+
+    def pct(value: float | None) -> str | None:
+        return None if value is None else f"{number_format(value, 1)} %"
+
+    def amount(value: float | None) -> str | None:
+        return (
+            None
+            if value is None
+            else f"{number_format(value, 0, force_grouping=True)} {settings.CRM_CURRENCY}"
+        )
+
+    def plus_minus(value: float | None, places: int) -> str | None:
+        return None if value is None else f"± {number_format(value, places)}"
+
+    facts: list[tuple[str, str | None]] = []
+    if isinstance(d, NpsDetail):
+        shares = [pct(v) for v in (d.promoters_pct, d.passives_pct, d.detractors_pct) if v is not None]
+        facts.append((_("Promoters / passives / detractors"), " / ".join(shares) or None))
+        facts.append((_("%(level)s %% margin of error") % LEVEL, plus_minus(d.moe95, 0)))
+        if d.significant is not None:
+            significant = _("yes (%(level)s %%)") % LEVEL if d.significant else _("no — within the noise")
+            facts.append((_("Change significant?"), significant))
+    elif isinstance(d, ProportionDetail):
+        if d.wilson_low is not None:
+            interval = f"{number_format(d.wilson_low, 1)} – {pct(d.wilson_high)}"
+            facts.append((_("%(level)s %% interval") % LEVEL, interval))
+        facts.append((_("Mean score"), None if d.mean is None else number_format(d.mean, 2)))
+    elif isinstance(d, MeanDetail):
+        if d.scale_min is not None:
+            facts.append((_("Scale"), f"{d.scale_min}–{d.scale_max}"))
+        facts += [
+            (_("%(level)s %% margin of error") % LEVEL, plus_minus(d.moe95, 2)),
+            (_("Easy answers"), pct(d.easy_pct)),
+        ]
+    elif isinstance(d, ResponseDetail) and d.delivered is not None:
+        facts += [
+            (_("Delivered"), str(d.delivered)),
+            (_("Opened"), str(d.opened)),
+            (_("Score submitted"), str(d.started)),
+            (_("Completed"), str(d.completed)),
+            (_("Drop-off"), pct(d.drop_off_pct)),
+        ]
+    elif isinstance(d, RoiDetail):
+        if d.missing:
+            facts.append((_("Missing input"), _("the go-live date")))
+        if d.horizon:
+            facts.append((_("From go-live to"), f"{d.horizon[0][:7]} – {d.horizon[1][:7]}"))
+        payback = None
+        if d.payback_months is not None:
+            payback = _("%(n)s months") % {"n": number_format(d.payback_months, 1)}
+        facts += [
+            (_("Costs so far"), amount(d.costs)),
+            (_("Gains so far"), amount(d.gains)),
+            (_("of which time saved"), amount(d.time_saved_value)),
+            (_("Licensed user-months"), str(d.licensed_user_months) if d.licensed_user_months else None),
+            (_("Win rate since go-live"), pct(d.win_rate_after_go_live)),
+            (_("Win rate the 12 months before"), pct(d.win_rate_baseline)),
+            (_("Closed amount since go-live"), amount(d.closed_amount)),
+            (_("Gross margin"), pct(d.gross_margin_percent)),
+            (_("Pays back after"), payback),
+        ]
+    elif isinstance(d, SlaDetail) and d.first_response is not None:
+        for label, (met, total) in ((_("First response"), d.first_response), (_("Resolution"), d.resolution)):
+            facts.append((label, _("%(met)s of %(total)s met") % {"met": met, "total": total}))
+    return [(str(label), value) for label, value in facts if value is not None]
+
+
+def export_value(kpi: Kpi, value: Decimal | None) -> float | int | None:
+    """A KPI value as a download carries it: a number (NPS as the whole number it is shown as)."""
+    if value is None:
+        return None
+    if kpi.unit == Unit.POINTS:
+        return round(value)
+    return float(value)
 
 
 def sparkline_points(values: list[Decimal | None], width: int = 120, height: int = 28) -> str:
@@ -205,54 +305,31 @@ def visible_kpis(filters: Filters) -> list[Kpi]:
     ]
 
 
-class Snap(NamedTuple):
-    """The columns of a snapshot row the pages read (cheaper than model instances: hundreds per page)."""
-
-    value: Decimal | None
-    numerator: Decimal | None
-    denominator: Decimal | None
-    sample_size: int | None
-    extra: dict
-    is_provisional: bool
-    computed_at: datetime
-    definition_version: int
-
-
-def load_series(filters: Filters, kpis: list[Kpi]) -> dict[str, dict[date, Snap]]:
+def load_series(filters: Filters, kpis: list[Kpi]) -> dict[str, dict[date, SnapshotValues]]:
     """Every snapshot of ``kpis`` for the filters' scope and periods: one query."""
-    rows = KpiSnapshot.objects.filter(
-        kpi__in=[k.code for k in kpis],
+    return selectors.kpi_series(
+        kpis=[k.code for k in kpis],
         granularity=filters.granularity,
+        periods=filters.periods_read,
         scope=filters.scope,
         scope_id=filters.scope_id,
-        period_start__gte=filters.since,
-        period_start__lt=filters.period.end,
-    ).values_list("kpi", "period_start", *Snap._fields)
-    day_of = {p.start: p.first_day for p in [filters.period.previous(n) for n in range(filters.count + 1)]}
-    series: dict[str, dict[date, Snap]] = {}
-    for kpi, start, *columns in rows:
-        day = day_of.get(start) or period_of(start, filters.granularity).first_day
-        series.setdefault(kpi, {})[day] = Snap(*columns)
-    return series
+    )
 
 
 def load_targets(filters: Filters, kpis: list[Kpi]) -> dict[str, dict[date, KpiTarget]]:
     """The targets of ``kpis`` for the filters' scope and periods: one query."""
-    rows = KpiTarget.objects.filter(
-        kpi__in=[k.code for k in kpis],
+    return selectors.kpi_targets(
+        kpis=[k.code for k in kpis],
         granularity=filters.granularity,
+        periods=filters.periods_read,
         scope=filters.scope,
         scope_id=filters.scope_id,
-        period_start__gte=filters.since,
-        period_start__lt=filters.period.end,
     )
-    targets: dict[str, dict[date, KpiTarget]] = {}
-    for row in rows:
-        targets.setdefault(row.kpi, {})[period_of(row.period_start, filters.granularity).first_day] = row
-    return targets
 
 
-def build_cards(filters: Filters) -> tuple[list[tuple[str, list[Card]]], dict[str, dict[date, Snap]]]:
+def build_cards(
+    filters: Filters,
+) -> tuple[list[tuple[str, list[Card]]], dict[str, dict[date, SnapshotValues]]]:
     """Cards grouped by family, and the raw series the charts are drawn from."""
     kpis = visible_kpis(filters)
     series, targets = load_series(filters, kpis), load_targets(filters, kpis)
@@ -274,12 +351,120 @@ def build_cards(filters: Filters) -> tuple[list[tuple[str, list[Card]]], dict[st
     return families, series
 
 
+# Charts
+# ---------------------------------------------------------------------------------------------------------
+
+# People on the by-person chart (the KPI's page lists everyone).
+BY_PERSON_LIMIT = 30
+
+
+def build_charts(filters: Filters, series: dict[str, dict[date, SnapshotValues]], user: User) -> list[dict]:
+    """The dashboard's charts: every chart the visible KPIs are drawn on (``Kpi.plots``), in dashboard
+    order, from the series already loaded; a by-person chart reads one period's values per person."""
+    visible = {kpi.code for kpi in visible_kpis(filters)}
+    found = []
+    for chart, plots in kpi_charts():
+        shown = [(kpi, plot) for kpi, plot in plots if kpi.code in visible]
+        if shown and (spec := _chart_spec(chart, shown, filters, series, user)):
+            found.append({"id": chart.id, "spec": spec})
+    return found
+
+
+def family_charts(filters: Filters, family: str, user: User) -> list[dict]:
+    """The dashboard's charts of one family's KPIs (e.g. adoption on the adoption page)."""
+    kpis = [kpi for kpi in visible_kpis(filters) if kpi.family == family]
+    series = load_series(filters, kpis)
+    found = []
+    for chart, plots in kpi_charts():
+        shown = [(kpi, plot) for kpi, plot in plots if kpi in kpis]
+        if shown and (spec := _chart_spec(chart, shown, filters, series, user)):
+            found.append({"id": chart.id, "spec": spec})
+    return found
+
+
+def _chart_spec(
+    chart: Chart,
+    plots: list[tuple[Kpi, Plot]],
+    filters: Filters,
+    series: dict[str, dict[date, SnapshotValues]],
+    user: User,
+) -> dict | None:
+    from metrics import charts
+
+    periods = filters.periods
+    if chart.kind == "lines":
+        lines = [(str(plot.label or kpi.label), series.get(kpi.code, {}), plot.axis) for kpi, plot in plots]
+        if not any(line for _name, line, _axis in lines):
+            return None
+        return charts.lines_chart(
+            title=str(chart.title),
+            periods=periods,
+            lines=lines,
+            y_title=chart.y_title,
+            y2_title=chart.y2_title,
+        )
+    if chart.kind == "revenue":
+        roles = {plot.role: series.get(kpi.code, {}) for kpi, plot in plots}
+        return charts.revenue_chart(
+            periods=periods,
+            revenue=roles.get("bars", {}),
+            deals_won=roles.get("line", {}),
+            forecast=roles.get("forecast", {}),
+            targets={},
+            currency=settings.CRM_CURRENCY,
+        )
+    kpi, _plot = plots[0]
+    if chart.kind == "funnel":
+        return charts.funnel_chart(kpi, series.get(kpi.code, {}).get(filters.period.first_day))
+    if chart.kind == "nps":
+        if not series.get(kpi.code):
+            return None
+        return charts.nps_chart(kpi=kpi, periods=periods, series=series[kpi.code], title=str(chart.title))
+    if chart.kind == "by_person":
+        if not user.is_manager or filters.scope == Scope.USER:
+            return None
+        return _by_person_chart(chart, plots, filters)
+    raise ValueError(f"unknown chart kind {chart.kind!r}")
+
+
+def _by_person_chart(chart: Chart, plots: list[tuple[Kpi, Plot]], filters: Filters) -> dict:
+    """One bar per rep (the ``bars`` KPI) and a dot (the ``line`` KPI) for the shown period: two queries."""
+    from metrics import charts
+
+    roles = {plot.role: (kpi, plot) for kpi, plot in plots}
+    bars, line = roles["bars"], roles.get("line")
+    values = selectors.kpi_values_by_scope(
+        kpis=[kpi.code for kpi, _plot in plots],
+        granularity=filters.granularity,
+        period_start=filters.period.start,
+        scope=Scope.USER,
+    )
+    names = selectors.rep_names(team=filters.team)
+    shown = {k: v for k, v in values.items() if k in names}
+    # A readable chart: the best first (the KPI's own page lists everyone).
+    order = sorted(shown, key=lambda k: -(shown[k].get(bars[0].code) or -1))[:BY_PERSON_LIMIT]
+
+    def column(kpi: Kpi) -> list[float | None]:
+        return [charts._num(shown[k].get(kpi.code)) for k in order]
+
+    title = str(chart.title)
+    if len(shown) > BY_PERSON_LIMIT:
+        title = _("%(title)s (top %(n)s)") % {"title": title, "n": BY_PERSON_LIMIT}
+    return charts.by_user_chart(
+        title=title,
+        names=[names[k] for k in order],
+        bars=column(bars[0]),
+        bar_name=str(bars[1].label or bars[0].label),
+        y_title=str(chart.y_title),
+        line=column(line[0]) if line else None,
+        line_name=str(line[1].label or line[0].label) if line else "",
+        y2_title=str(chart.y2_title),
+    )
+
+
 def freshness() -> dict[str, Any]:
     """ "Data as of" and health: the last successful run, whether it is stale, and a failure after it."""
-    last_ok = SnapshotRun.objects.filter(status=SnapshotRun.Status.OK).order_by("-finished_at", "-id").first()
-    latest = (
-        SnapshotRun.objects.exclude(status=SnapshotRun.Status.SKIPPED).order_by("-started_at", "-id").first()
-    )
+    last_ok, latest = selectors.snapshot_runs_health()
     as_of = last_ok.finished_at if last_ok else None
     stale = as_of is None or (timezone.now() - as_of).total_seconds() > STALE_AFTER_MINUTES * 60
     failed = latest if latest and latest.status == SnapshotRun.Status.FAILED else None
@@ -332,13 +517,6 @@ def recompute_progress(run: SnapshotRun | None) -> int:
     """
     if run is None:
         return 0
-    last = (
-        SnapshotRun.objects.filter(
-            kind=run.kind, status=SnapshotRun.Status.OK, duration_seconds__isnull=False
-        )
-        .order_by("-started_at")
-        .values_list("duration_seconds", flat=True)
-        .first()
-    )
+    last = selectors.snapshot_run_last_duration(run.kind)
     elapsed = (timezone.now() - run.started_at).total_seconds()
     return min(95, int(elapsed / max(last or 5.0, 0.5) * 100))

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import dates
 from accounts.models import Team, User
 from metrics.dashboard import RANGES
-from metrics.models import Granularity, Scope
+from metrics.models import OWNER_SCOPES, Granularity, Scope
 
 
 class DashboardFilterForm(forms.Form):
@@ -69,7 +69,7 @@ class TargetForm(forms.Form):
     )
     granularity = forms.ChoiceField(label=_("Period"), choices=Granularity.choices)
     period = dates.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
-    scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] != Scope.SOURCE])
+    scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] in OWNER_SCOPES])
     team = forms.ModelChoiceField(label=_("Team"), queryset=Team.objects.all(), required=False)
     # Only what the option labels need: the list holds every person of the company.
     rep = forms.ModelChoiceField(

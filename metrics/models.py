@@ -21,19 +21,27 @@ class Granularity(models.TextChoices):
 
 
 class Scope(models.TextChoices):
-    """Whose number a snapshot row is: the company's, a team's, a user's or an acquisition channel's."""
+    """Whose number a snapshot row is: the company's, a team's, a user's, an acquisition channel's, or (for
+    the survey response rates, KPIS.md §10.12) one survey kind's or one trigger's."""
 
     COMPANY = "company", _("Company")
     TEAM = "team", _("Team")
     USER = "user", _("User")
     SOURCE = "source", _("Source")
+    SURVEY = "survey", _("Survey kind")
+    TRIGGER = "trigger", _("Survey trigger")
+
+
+# The scopes a target can be set for and a dashboard shown for: the others are breakdowns only.
+OWNER_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER)
 
 
 class KpiSnapshot(models.Model):
     """One KPI value for one period and scope, written only by ``metrics.services.snapshots_recompute``.
 
-    ``scope_id`` is "" for the company, the team's or user's primary key as text, or the source code
-    (``crm.models.Source``). Percent KPIs hold 0–100. ``value`` is NULL when the denominator is empty.
+    ``scope_id`` is "" for the company, the team's or user's primary key as text, the source code
+    (``crm.models.Source``), the survey kind or the survey trigger (``surveys.models.Survey``). Percent
+    KPIs hold 0–100. ``value`` is NULL when the denominator is empty.
     """
 
     kpi = models.CharField(_("KPI"), max_length=60)

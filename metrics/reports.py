@@ -11,29 +11,17 @@ from django.utils import timezone, translation
 
 from accounts.models import User
 from metrics import dashboard
-from metrics.kpis import registry
+from metrics.kpis import in_section
+from metrics.kpis.base import Section
 from metrics.models import ReportDelivery, Scope
 from metrics.periods import period_of
-
-HEADLINE_KPIS = (
-    "revenue_won",
-    "deals_won",
-    "win_rate",
-    "new_customers",
-    "churn_rate",
-    "nps_relationship",
-    "csat",
-    "frt_median",
-    "sla_attainment",
-    "adoption_rate",
-)
 
 
 def weekly_report_cards(*, now: datetime | None = None) -> tuple[dashboard.Filters, list[dashboard.Card]]:
     """Last complete week's headline KPIs for the whole company, with change and target (snapshots only)."""
     week = period_of(now or timezone.now(), "week").previous()
     filters = dashboard.Filters(granularity="week", period=week, count=2, scope=Scope.COMPANY)
-    kpis = [registry()[code] for code in HEADLINE_KPIS if code in registry()]
+    kpis = in_section(Section.WEEKLY_REPORT)
     series, targets = dashboard.load_series(filters, kpis), dashboard.load_targets(filters, kpis)
     cards = [
         dashboard.Card(

@@ -1,61 +1,98 @@
-"""Every read of the metrics app. Dashboard reads touch only snapshot rows; drill-downs return live,
-access-scoped records through the CRM selectors (``customer_list``, ``deal_list``, ``ticket_list``).
+"""Every read of the metrics app, in one place.
+
+Snapshot reads (series, targets, breakdowns, the runs behind "data as of") touch only the snapshot tables:
+a dashboard page costs the same at any data size. Drill-downs return live records through the CRM's
+access selectors (``customer_list``, ``deal_list``, ``ticket_list``, …). The manager pages' tables
+(adoption per person, channels, RFM segments, before/after go-live) are read here too.
 """
 
-from datetime import date, datetime
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, DateTimeField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import LoginEvent, UsageEvent, User
+from crm.models import CompanySettings, CrmCostItem, Source
 from crm.selectors import customer_list
-from metrics.kpis import get_kpi, registry
-from metrics.kpis.base import Kpi
+from metrics.kpis import get_kpi, in_section
+from metrics.kpis.base import Section
 from metrics.models import CustomerRfm, KpiSnapshot, KpiTarget, Scope, SnapshotRun
-from metrics.periods import period_of
+from metrics.periods import Period, period_of, reporting_tz
 
 
 class DrilldownError(ValueError):
     """The drill-down request does not fit the KPI (unknown KPI or part, or a scope it has no data for)."""
 
 
-def kpi_definitions(*, family: str | None = None) -> list[Kpi]:
-    """Every KPI definition in registry order, optionally of one family."""
-    return [k for k in registry().values() if family is None or k.family == family]
+# Snapshots and targets
+# ---------------------------------------------------------------------------------------------------------
+
+
+class SnapshotValues(NamedTuple):
+    """What the pages read of a snapshot row (cheaper than model instances: hundreds per page)."""
+
+    value: Decimal | None
+    numerator: Decimal | None
+    denominator: Decimal | None
+    sample_size: int | None
+    extra: dict
+    is_provisional: bool
+    computed_at: datetime
+    definition_version: int
+
+
+def _over_periods(
+    model: type[KpiSnapshot] | type[KpiTarget],
+    kpis: Iterable[str],
+    granularity: str,
+    periods: Sequence[Period],
+    scope: str,
+    scope_id: str,
+) -> QuerySet:
+    """Rows of ``model`` for ``kpis`` and one scope from the first of ``periods`` to the end of the last."""
+    return model.objects.filter(
+        kpi__in=list(kpis),
+        granularity=granularity,
+        scope=scope,
+        scope_id=scope_id,
+        period_start__gte=min(p.start for p in periods),
+        period_start__lt=max(p.end for p in periods),
+    )
 
 
 def kpi_series(
-    *,
-    kpi: str,
-    granularity: str,
-    scope: str = Scope.COMPANY,
-    scope_id: str = "",
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> QuerySet[KpiSnapshot]:
-    """Snapshot rows of one KPI and scope, oldest period first; ``[since, until)`` on the period start."""
-    qs = KpiSnapshot.objects.filter(kpi=kpi, granularity=granularity, scope=scope, scope_id=scope_id)
-    if since is not None:
-        qs = qs.filter(period_start__gte=since)
-    if until is not None:
-        qs = qs.filter(period_start__lt=until)
-    return qs.order_by("period_start")
-
-
-def kpi_period_values(
-    *,
-    granularity: str,
-    period_start: datetime,
-    scope: str = Scope.COMPANY,
-    scope_id: str = "",
-    kpis: list[str] | None = None,
-) -> dict[str, KpiSnapshot]:
-    """Every KPI's snapshot for one period and scope, by KPI code (the dashboard cards)."""
-    qs = KpiSnapshot.objects.filter(
-        granularity=granularity, period_start=period_start, scope=scope, scope_id=scope_id
+    *, kpis: Iterable[str], granularity: str, periods: Sequence[Period], scope: str, scope_id: str = ""
+) -> dict[str, dict[date, SnapshotValues]]:
+    """Snapshots of ``kpis`` for one scope and ``periods``, by code and first day of the period (1 query)."""
+    if not periods:
+        return {}
+    rows = _over_periods(KpiSnapshot, kpis, granularity, periods, scope, scope_id).values_list(
+        "kpi", "period_start", *SnapshotValues._fields
     )
-    if kpis is not None:
-        qs = qs.filter(kpi__in=kpis)
-    return {s.kpi: s for s in qs}
+    day_of = {p.start: p.first_day for p in periods}
+    series: dict[str, dict[date, SnapshotValues]] = {}
+    for kpi, start, *columns in rows:
+        day = day_of.get(start) or period_of(start, granularity).first_day
+        series.setdefault(kpi, {})[day] = SnapshotValues(*columns)
+    return series
+
+
+def kpi_targets(
+    *, kpis: Iterable[str], granularity: str, periods: Sequence[Period], scope: str, scope_id: str = ""
+) -> dict[str, dict[date, KpiTarget]]:
+    """Targets of ``kpis`` for one scope and ``periods``, by code and first day of the period (1 query)."""
+    if not periods:
+        return {}
+    rows = _over_periods(KpiTarget, kpis, granularity, periods, scope, scope_id)
+    targets: dict[str, dict[date, KpiTarget]] = {}
+    for row in rows:
+        targets.setdefault(row.kpi, {})[period_of(row.period_start, granularity).first_day] = row
+    return targets
 
 
 def kpi_breakdown(
@@ -68,29 +105,74 @@ def kpi_breakdown(
     return qs.order_by("scope_id")
 
 
-def kpi_targets(
-    *,
-    kpi: str,
-    granularity: str,
-    scope: str = Scope.COMPANY,
-    scope_id: str = "",
-    since: datetime | None = None,
-) -> QuerySet[KpiTarget]:
-    """Targets of one KPI and scope, oldest period first."""
-    qs = KpiTarget.objects.filter(kpi=kpi, granularity=granularity, scope=scope, scope_id=scope_id)
-    if since is not None:
-        qs = qs.filter(period_start__gte=since)
-    return qs.order_by("period_start")
+def kpi_values_by_scope(
+    *, kpis: Iterable[str], granularity: str, period_start: datetime, scope: str
+) -> dict[str, dict[str, Decimal | None]]:
+    """The values of ``kpis`` for one period, per id of ``scope`` (e.g. per person): one query."""
+    rows = KpiSnapshot.objects.filter(
+        kpi__in=list(kpis), granularity=granularity, period_start=period_start, scope=scope
+    ).values_list("kpi", "scope_id", "value")
+    values: dict[str, dict[str, Decimal | None]] = defaultdict(dict)
+    for kpi, scope_id, value in rows:
+        values[scope_id][kpi] = value
+    return dict(values)
 
 
-def snapshot_run_latest(*, kind: str | None = None, finished: bool = True) -> SnapshotRun | None:
-    """The latest run (of ``kind``); with ``finished``, the latest that completed: "data as of"."""
-    qs = SnapshotRun.objects.all()
-    if kind is not None:
-        qs = qs.filter(kind=kind)
-    if finished:
-        qs = qs.filter(status=SnapshotRun.Status.OK)
-    return qs.order_by("-started_at", "-id").first()
+def rep_names(*, team: Any = None) -> dict[str, str]:
+    """Names of the sales reps (of ``team``), by id as snapshot scope ids spell it."""
+    people = User.objects.filter(role=User.Role.REP)
+    if team is not None:
+        people = people.filter(team=team)
+    return {
+        str(pk): f"{first} {last}".strip() or username
+        for pk, first, last, username in people.values_list("pk", "first_name", "last_name", "username")
+    }
+
+
+def kpi_latest(*, kpi: str, granularity: str, scope: str = Scope.COMPANY) -> KpiSnapshot | None:
+    """The latest snapshot of ``kpi`` that has a value."""
+    return (
+        KpiSnapshot.objects.filter(kpi=kpi, granularity=granularity, scope=scope, value__isnull=False)
+        .order_by("-period_start")
+        .first()
+    )
+
+
+# Runs: "data as of", health and progress
+# ---------------------------------------------------------------------------------------------------------
+
+
+def snapshot_runs_health() -> tuple[SnapshotRun | None, SnapshotRun | None]:
+    """(the last successful run, the latest run that was not skipped): "data as of" and whether it failed."""
+    last_ok = SnapshotRun.objects.filter(status=SnapshotRun.Status.OK).order_by("-finished_at", "-id").first()
+    latest = (
+        SnapshotRun.objects.exclude(status=SnapshotRun.Status.SKIPPED).order_by("-started_at", "-id").first()
+    )
+    return last_ok, latest
+
+
+def snapshot_run_since(since: datetime) -> SnapshotRun | None:
+    """The latest KPI run started at ``since`` or after it (the RFM refresh is not one)."""
+    return (
+        SnapshotRun.objects.filter(started_at__gte=since - timedelta(seconds=2))
+        .exclude(kind=SnapshotRun.Kind.RFM)
+        .order_by("-started_at", "-id")
+        .first()
+    )
+
+
+def snapshot_run_last_duration(kind: str) -> float | None:
+    """How long the last successful run of ``kind`` took, in seconds."""
+    return (
+        SnapshotRun.objects.filter(kind=kind, status=SnapshotRun.Status.OK, duration_seconds__isnull=False)
+        .order_by("-started_at")
+        .values_list("duration_seconds", flat=True)
+        .first()
+    )
+
+
+# Drill-downs
+# ---------------------------------------------------------------------------------------------------------
 
 
 def kpi_drilldown(
@@ -123,24 +205,132 @@ def kpi_drilldown(
     return drill.records(user, period_of(period_start, granularity), scope, scope_id, part)
 
 
+# Adoption per person
+# ---------------------------------------------------------------------------------------------------------
+
+STAFF_VIA = (UsageEvent.Via.WEB, UsageEvent.Via.API)
+INACTIVE_AFTER_DAYS = 14
+ADOPTION_SORTS = ("name", "active_days", "logins", "created", "updated", "last_active")
+
+
+def staff_adoption_rows(*, period: Period, sort: str = "name") -> list[dict[str, Any]]:
+    """Per staff member in ``period``: active days, logins, records created and updated, last active.
+
+    One grouped query each for logins and usage: bounded by the number of staff, not by the history.
+    """
+    in_period = {"at__gte": period.start, "at__lt": period.end}
+    staff = list(
+        User.objects.filter(is_service_account=False, is_active=True)
+        .select_related("team")
+        .annotate(
+            last_action=Subquery(
+                UsageEvent.objects.filter(user=OuterRef("pk"), via__in=STAFF_VIA)
+                .order_by("-at")
+                .values("at")[:1],
+                output_field=DateTimeField(),
+            ),
+            last_login_at=Subquery(
+                LoginEvent.objects.filter(user=OuterRef("pk")).order_by("-at").values("at")[:1],
+                output_field=DateTimeField(),
+            ),
+        )
+    )
+    logins = dict(
+        LoginEvent.objects.filter(**in_period)
+        .order_by()
+        .values("user")
+        .annotate(n=Count("id"))
+        .values_list("user", "n")
+    )
+    usage = {
+        row["user"]: row
+        for row in UsageEvent.objects.filter(via__in=STAFF_VIA, **in_period)
+        .order_by()
+        .values("user")
+        .annotate(
+            created=Count("id", filter=Q(verb=UsageEvent.Verb.CREATE)),
+            updated=Count("id", filter=~Q(verb=UsageEvent.Verb.CREATE)),
+            active_days=Count(TruncDate("at", tzinfo=reporting_tz()), distinct=True),
+        )
+    }
+    now = timezone.now()
+    rows = []
+    for user in staff:
+        used = usage.get(user.pk, {})
+        last_active = max(filter(None, (user.last_action, user.last_login_at)), default=None)
+        rows.append(
+            {
+                "user": user,
+                "name": str(user),
+                "active_days": used.get("active_days", 0),
+                "logins": logins.get(user.pk, 0),
+                "created": used.get("created", 0),
+                "updated": used.get("updated", 0),
+                "last_active": last_active,
+                "inactive": last_active is None or now - last_active > timedelta(days=INACTIVE_AFTER_DAYS),
+            }
+        )
+    key = sort.lstrip("-") if sort.lstrip("-") in ADOPTION_SORTS else "name"
+    reverse = sort.startswith("-")
+    rows.sort(key=lambda r: (r[key] is None, r[key] if r[key] is not None else 0), reverse=reverse)
+    return rows
+
+
+# Channels, segments, before and after go-live
+# ---------------------------------------------------------------------------------------------------------
+
+
+def channel_rows(*, period: Period) -> list[dict[str, Any]]:
+    """Acquisition by channel for ``period``: the channel KPIs (Section.CHANNELS) per source."""
+    codes = [kpi.code for kpi in in_section(Section.CHANNELS)]
+    values = kpi_values_by_scope(
+        kpis=codes, granularity=period.granularity, period_start=period.start, scope=Scope.SOURCE
+    )
+    return [{"source": label, "code": code, **values.get(code, {})} for code, label in Source.choices]
+
+
 def rfm_as_of_dates() -> list[date]:
     """The dates that have an RFM snapshot, newest first."""
     return list(CustomerRfm.objects.order_by("-as_of").values_list("as_of", flat=True).distinct())
 
 
-def rfm_segment_counts(*, user: User, as_of: date | None = None) -> dict[str, int]:
-    """Customers per RFM segment on ``as_of`` (the latest snapshot by default), among those ``user`` sees."""
-    as_of = as_of or next(iter(rfm_as_of_dates()), None)
+def rfm_segment_summary(*, user: User, as_of: date | None, previous: date | None) -> list[dict[str, Any]]:
+    """RFM segments on ``as_of``: size, share of revenue (12-month monetary) and change since ``previous``."""
     if as_of is None:
-        return {}
-    rows = (
-        customer_rfm_list(user=user, as_of=as_of)
+        return []
+    visible = customer_list(user=user).values("pk")
+    rows = {
+        r["segment"]: r
+        for r in CustomerRfm.objects.filter(as_of=as_of, customer__in=visible)
         .order_by()
         .values("segment")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    return {r["segment"]: r["n"] for r in rows}
+        .annotate(n=Count("id"), revenue=Sum("monetary"))
+    }
+    before = {}
+    if previous is not None:
+        before = dict(
+            CustomerRfm.objects.filter(as_of=previous, customer__in=visible)
+            .order_by()
+            .values("segment")
+            .annotate(n=Count("id"))
+            .values_list("segment", "n")
+        )
+    total_revenue = sum((r["revenue"] or 0) for r in rows.values()) or None
+    summary = []
+    for code, label in CustomerRfm.Segment.choices:
+        row = rows.get(code, {})
+        n, revenue = row.get("n", 0), row.get("revenue") or Decimal(0)
+        summary.append(
+            {
+                "code": code,
+                "label": label,
+                "count": n,
+                "revenue": revenue,
+                "share": (revenue / total_revenue * 100) if total_revenue else None,
+                "change": n - before.get(code, 0) if previous is not None else None,
+            }
+        )
+    return summary
 
 
 def rfm_movement(*, user: User, before: date, after: date) -> dict[tuple[str, str], int]:
@@ -163,3 +353,42 @@ def customer_rfm_list(*, user: User, as_of: date, segment: str | None = None) ->
     if segment:
         qs = qs.filter(segment=segment)
     return qs.select_related("customer").order_by("-r", "-f", "-m", "customer_id")
+
+
+def go_live_comparison(*, months: int = 6) -> dict[str, Any]:
+    """The go-live KPIs (Section.GO_LIVE): the mean of ``months`` monthly values before the go-live month
+    against after it, with the costs and the latest yearly CRM ROI (Section.GO_LIVE_ROI)."""
+    settings_row = CompanySettings.load()
+    go_live = settings_row.go_live_date
+    roi = next(iter(in_section(Section.GO_LIVE_ROI)), None)
+    result: dict[str, Any] = {"go_live": go_live, "months": months, "rows": [], "settings": settings_row}
+    result["costs"] = list(CrmCostItem.objects.order_by("start_month", "name"))
+    result["roi_kpi"] = roi
+    result["roi"] = kpi_latest(kpi=roi.code, granularity="year") if roi else None
+    if go_live is None:
+        return result
+    kpis = in_section(Section.GO_LIVE)
+    first = period_of(go_live, "month")
+    before_start, after_end = first.previous(months).start, first.next(months).start
+    values: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: {"before": [], "after": []})
+    for kpi, start, value in KpiSnapshot.objects.filter(
+        kpi__in=[k.code for k in kpis],
+        granularity="month",
+        scope=Scope.COMPANY,
+        value__isnull=False,
+        period_start__gte=before_start,
+        period_start__lt=after_end,
+    ).values_list("kpi", "period_start", "value"):
+        values[kpi]["before" if start < first.start else "after"].append(value)
+    for kpi in kpis:
+        before, after = values[kpi.code]["before"], values[kpi.code]["after"]
+        result["rows"].append(
+            {
+                "kpi": kpi,
+                "before": sum(before) / len(before) if before else None,
+                "after": sum(after) / len(after) if after else None,
+                "n_before": len(before),
+                "n_after": len(after),
+            }
+        )
+    return result

@@ -21,6 +21,7 @@ from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row
+from metrics.kpis.details import Detail
 from metrics.kpis.sql import with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
@@ -379,7 +380,10 @@ def _copy_lines(kpi: Kpi, rows: Iterable[tuple[Row, Period]], computed_at: str) 
 _NULL = "\\N"
 
 
-def _copy_json(value: dict) -> str:
+def _copy_json(value: Detail | dict) -> str:
+    """A row's details as JSON for COPY (a KPI's detail class, or a plain dict from an older builder)."""
+    if isinstance(value, Detail):
+        value = value.to_json()
     return json.dumps(value).replace("\\", "\\\\")
 
 

@@ -24,17 +24,18 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from accounts import dates
-from accounts.models import StaffFeedback, Team, User
+from accounts.models import StaffFeedback, User
 from accounts.security import security_log
 from crm import quality
 from crm.exports import csv_response, xlsx_response
 from crm.htmx import partial_template
 from crm.views import CappedPaginator
-from metrics import charts, dashboard, pages, selectors
+from metrics import charts, dashboard, selectors
 from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import registry
 from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
-from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
+from metrics.kpis.dimensions import breakdown_dimensions
+from metrics.models import CustomerRfm, KpiSnapshot, SnapshotRun
 from metrics.periods import period_of
 from metrics.services import RecomputeError, kpi_target_set
 
@@ -71,7 +72,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
     def panels() -> str:
         families, series = dashboard.build_cards(filters)
-        charts = _dashboard_charts(request, filters, series)
+        charts = dashboard.build_charts(filters, series, request.user)
         context = {"families": families, "charts": charts, "query": query}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)
 
@@ -83,153 +84,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "query": query,
     }
     return render(request, partial_template(request, "metrics/dashboard.html", "dashboard-body"), context)
-
-
-def _dashboard_charts(request: HttpRequest, filters: dashboard.Filters, series: dict) -> list[dict]:
-    """The dashboard's charts: from the series already loaded, plus one breakdown query (by-rep chart)."""
-    periods = filters.periods
-
-    def s(code: str) -> dict:
-        return series.get(code, {})
-
-    found: list[dict] = [
-        {
-            "id": "chart-revenue",
-            "spec": charts.revenue_chart(
-                periods=periods,
-                revenue=s("revenue_won"),
-                deals_won=s("deals_won"),
-                forecast=s("forecast_weighted"),
-                targets={},
-                currency=settings.CRM_CURRENCY,
-            ),
-        },
-    ]
-    if funnel := charts.funnel_chart(s("funnel_conversion").get(filters.period.first_day)):
-        found.append({"id": "chart-funnel", "spec": funnel})
-    if request.user.is_manager and filters.scope != Scope.USER:
-        found.append({"id": "chart-reps", "spec": _by_rep_chart(request.user, filters)})
-    if s("nps_relationship"):
-        found.append(
-            {
-                "id": "chart-nps",
-                "spec": charts.nps_chart(
-                    periods=periods, series=s("nps_relationship"), title=_("Relationship NPS")
-                ),
-            }
-        )
-    if s("csat") or s("ces_mean"):
-        found.append(
-            {
-                "id": "chart-csat-ces",
-                "spec": charts.lines_chart(
-                    title=_("CSAT and CES"),
-                    periods=periods,
-                    y_title=_("CSAT %"),
-                    y2_title=_("CES (1–7)"),
-                    lines=[(_("CSAT %"), s("csat"), "y"), (_("CES mean"), s("ces_mean"), "y2")],
-                ),
-            }
-        )
-    if s("churn_rate") or s("retention_rate"):
-        found.append(
-            {
-                "id": "chart-retention",
-                "spec": charts.lines_chart(
-                    title=_("Churn and retention"),
-                    periods=periods,
-                    y_title="%",
-                    lines=[
-                        (_("Churn rate"), s("churn_rate"), "y"),
-                        (_("Retention rate"), s("retention_rate"), "y"),
-                    ],
-                ),
-            }
-        )
-    if s("frt_median") or s("resolution_median"):
-        found.append(
-            {
-                "id": "chart-service",
-                "spec": charts.lines_chart(
-                    title=_("Ticket times and SLA"),
-                    periods=periods,
-                    y_title=_("hours"),
-                    y2_title=_("SLA %"),
-                    lines=[
-                        (_("First response (median)"), s("frt_median"), "y"),
-                        (_("Resolution (median)"), s("resolution_median"), "y"),
-                        (_("SLA attainment"), s("sla_attainment"), "y2"),
-                    ],
-                ),
-            }
-        )
-    if s("adoption_rate"):
-        found.append(
-            {
-                "id": "chart-adoption",
-                "spec": charts.lines_chart(
-                    title=_("CRM adoption"),
-                    periods=periods,
-                    y_title="%",
-                    lines=[
-                        (_("Adoption (actions)"), s("adoption_rate"), "y"),
-                        (_("Access (logins)"), s("access_adoption"), "y"),
-                    ],
-                ),
-            }
-        )
-    if s("duplicate_rate") or s("field_completeness"):
-        found.append(
-            {
-                "id": "chart-quality",
-                "spec": charts.lines_chart(
-                    title=_("Data quality"),
-                    periods=periods,
-                    y_title="%",
-                    lines=[
-                        (_("Field completeness"), s("field_completeness"), "y"),
-                        (_("Duplicate rate"), s("duplicate_rate"), "y"),
-                        (_("Validation errors"), s("validation_error_rate"), "y"),
-                    ],
-                ),
-            }
-        )
-    return found
-
-
-def _by_rep_chart(user: User, filters: dashboard.Filters) -> dict:
-    """Win rate (bars) and median sales cycle (dots) per rep for the shown period: two small queries."""
-    rows = KpiSnapshot.objects.filter(
-        kpi__in=["win_rate", "sales_cycle_median"],
-        granularity=filters.granularity,
-        period_start=filters.period.start,
-        scope=Scope.USER,
-    ).values_list("kpi", "scope_id", "value")
-    people = User.objects.filter(role=User.Role.REP)
-    if filters.team is not None:
-        people = people.filter(team=filters.team)
-    names = {
-        str(pk): f"{first} {last}".strip() or username
-        for pk, first, last, username in people.values_list("pk", "first_name", "last_name", "username")
-    }
-    values: dict[str, dict[str, float | None]] = {}
-    for kpi, scope_id, value in rows:
-        if scope_id in names:
-            values.setdefault(scope_id, {})[kpi] = float(value) if value is not None else None
-    # A readable chart: the best win rates first (the KPI detail page lists everyone).
-    order = sorted(values, key=lambda k: -(values[k].get("win_rate") or -1))[:BY_REP_LIMIT]
-    return charts.by_user_chart(
-        title=_("Win rate and sales cycle by rep (top %(n)s)") % {"n": BY_REP_LIMIT}
-        if len(values) > BY_REP_LIMIT
-        else _("Win rate and sales cycle by rep"),
-        names=[names[k] for k in order],
-        bars=[values[k].get("win_rate") for k in order],
-        bar_name=_("Win rate %"),
-        y_title="%",
-        line=[values[k].get("sales_cycle_median") for k in order],
-        line_name=_("Sales cycle (median days)"),
-        y2_title=_("days"),
-    )
 
 
 # KPI detail and drill-down
@@ -295,6 +149,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
             target=targets.get(filters.period.first_day),
         ),
         "snapshot": snapshot,
+        "facts": dashboard.detail_facts(kpi, snapshot.extra) if snapshot else [],
         "trend": charts.kpi_trend_chart(
             kpi=kpi, periods=filters.periods, series=series, targets=targets, unit_label=_unit_label(kpi)
         ),
@@ -311,14 +166,12 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
 
 
 def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
-    """The KPI for the shown period per team and per person (managers; a rep gets only their own row)."""
+    """The KPI for the shown period per dimension it declares (per team, person, channel, survey kind,
+    trigger): managers see every row, a rep only their own per-person row."""
     found = []
-    for scope, label in (
-        (Scope.TEAM, _("By team")),
-        (Scope.USER, _("By person")),
-        (Scope.SOURCE, _("By channel")),
-    ):
-        if scope not in kpi.scopes or (scope != Scope.USER and not user.is_manager):
+    for dimension in breakdown_dimensions(kpi.scopes):
+        scope, label = dimension.scope, dimension.label
+        if not (user.is_manager or dimension.own_row):
             continue
         rows = list(
             selectors.kpi_breakdown(
@@ -331,14 +184,7 @@ def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
         )
         if not rows:
             continue
-        if scope == Scope.TEAM:
-            names = {str(t.pk): t.name for t in Team.objects.filter(pk__in=[r.scope_id for r in rows])}
-        elif scope == Scope.USER:
-            names = {str(u.pk): str(u) for u in User.objects.filter(pk__in=[r.scope_id for r in rows])}
-        else:
-            from crm.models import Source
-
-            names = dict(Source.choices)
+        names = dimension.names([r.scope_id for r in rows])
         table = sorted(
             (
                 {
@@ -452,12 +298,7 @@ def recompute_status_view(request: HttpRequest) -> HttpResponse:
         raise Http404
     since_text = request.GET.get("since", "")
     since = _requested_at(since_text)
-    run = (
-        SnapshotRun.objects.filter(started_at__gte=since - timedelta(seconds=2))
-        .exclude(kind=SnapshotRun.Kind.RFM)
-        .order_by("-started_at", "-id")
-        .first()
-    )
+    run = selectors.snapshot_run_since(since)
     if run is not None and run.status in (SnapshotRun.Status.OK, SnapshotRun.Status.SKIPPED):
         return HttpResponseClientRefresh()
     context = {
@@ -485,8 +326,7 @@ def adoption_view(request: HttpRequest) -> HttpResponse:
     _manager_only(request)
     form, filters = _filters(request)
     sort = request.GET.get("sort", "name")
-    rows = pages.adoption_rows(period=filters.period, sort=sort)
-    series = dashboard.load_series(filters, [registry()[c] for c in ("adoption_rate", "access_adoption")])
+    rows = selectors.staff_adoption_rows(period=filters.period, sort=sort)
     query = request.GET.copy()
     query.pop("sort", None)
     context = {
@@ -496,16 +336,8 @@ def adoption_view(request: HttpRequest) -> HttpResponse:
         "inactive": [r for r in rows if r["inactive"]],
         "sort": sort,
         "query": query.urlencode(),
-        "inactive_days": pages.INACTIVE_AFTER_DAYS,
-        "trend": charts.lines_chart(
-            title=_("Adoption rate"),
-            periods=filters.periods,
-            y_title="%",
-            lines=[
-                (_("Adoption (actions)"), series.get("adoption_rate", {}), "y"),
-                (_("Access (logins)"), series.get("access_adoption", {}), "y"),
-            ],
-        ),
+        "inactive_days": selectors.INACTIVE_AFTER_DAYS,
+        "trends": dashboard.family_charts(filters, Family.ADOPTION, request.user),
         "per_user": charts.by_user_chart(
             title=_("Active days per person"),
             names=[r["name"] for r in rows],
@@ -540,7 +372,7 @@ def segments_view(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "as_of": as_of,
         "previous": previous,
-        "segments": pages.segment_summary(user=request.user, as_of=as_of, previous=previous),
+        "segments": selectors.rfm_segment_summary(user=request.user, as_of=as_of, previous=previous),
         "segment": segment,
         "segment_label": labels.get(segment),
         "members": members,
@@ -552,7 +384,7 @@ def segments_view(request: HttpRequest) -> HttpResponse:
             ),
             key=lambda row: -row[2],
         )[:15],
-        "sources": pages.source_rows(period=filters.period),
+        "sources": selectors.channel_rows(period=filters.period),
         "query": request.GET.urlencode(),
     }
     return render(request, "metrics/segments.html", context)
@@ -562,13 +394,15 @@ def segments_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 def go_live_view(request: HttpRequest) -> HttpResponse:
     _manager_only(request)
-    comparison = pages.go_live_comparison()
+    comparison = selectors.go_live_comparison()
     for row in comparison["rows"]:
         row["before_display"] = dashboard.format_value(row["kpi"], row["before"])
         row["after_display"] = dashboard.format_value(row["kpi"], row["after"])
         card = dashboard.Card(kpi=row["kpi"], snapshot=None, previous=None, target=None)
         row["change"] = _change(card, row["before"], row["after"])
-    return render(request, "metrics/go_live.html", {"comparison": comparison})
+    roi, roi_kpi = comparison["roi"], comparison["roi_kpi"]
+    roi_facts = dashboard.detail_facts(roi_kpi, roi.extra) if roi is not None else []
+    return render(request, "metrics/go_live.html", {"comparison": comparison, "roi_facts": roi_facts})
 
 
 def _change(card: dashboard.Card, before, after) -> dict | None:
@@ -606,12 +440,14 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
         rows = []
         for breakdown in _breakdowns(request.user, kpi, filters):
             for row in breakdown["rows"]:
-                rows.append(_export_row(filters.period, breakdown["label"], row["name"], row["snapshot"]))
+                rows.append(
+                    _export_row(kpi, filters.period, breakdown["label"], row["name"], row["snapshot"])
+                )
         name = f"{kpi.code}-breakdown-{filters.period.first_day}"
     else:
         series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
         who = str(filters.rep or filters.team or _("Company"))
-        rows = [_export_row(p, filters.scope, who, series.get(p.first_day)) for p in filters.periods]
+        rows = [_export_row(kpi, p, filters.scope, who, series.get(p.first_day)) for p in filters.periods]
         name = f"{kpi.code}-{filters.granularity}-{filters.period.first_day}"
     security_log(kind="export", request=request, what=f"kpi:{kpi.code}", format=fmt, rows=len(rows))
     if fmt == "xlsx":
@@ -619,7 +455,7 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
     return csv_response([header, *rows], f"{name}.csv")
 
 
-def _export_row(period, scope: str, who: str, snapshot: KpiSnapshot | None) -> list:
+def _export_row(kpi: Kpi, period, scope: str, who: str, snapshot: KpiSnapshot | None) -> list:
     def num(value):
         return None if value is None else float(value)
 
@@ -627,7 +463,7 @@ def _export_row(period, scope: str, who: str, snapshot: KpiSnapshot | None) -> l
         charts.period_label(period),
         str(scope),
         who,
-        num(snapshot.value) if snapshot else None,
+        dashboard.export_value(kpi, snapshot.value) if snapshot else None,
         num(snapshot.numerator) if snapshot else None,
         num(snapshot.denominator) if snapshot else None,
         snapshot.sample_size if snapshot else None,
@@ -641,12 +477,10 @@ def data_quality_view(request: HttpRequest) -> HttpResponse:
     """Duplicate rate, completeness by field and the validation failures, each linked to its record."""
     _manager_only(request)
     form, filters = _filters(request)
-    codes = ("duplicate_rate", "field_completeness", "validation_error_rate", "stale_deals")
-    kpis = [registry()[c] for c in codes if c in registry()]
     families, _series = dashboard.build_cards(
         dashboard.Filters(granularity=filters.granularity, period=filters.period, count=filters.count)
     )
-    cards = [card for _label, group in families for card in group if card.kpi in kpis]
+    cards = [card for _label, group in families for card in group if card.kpi.family == Family.DATA_QUALITY]
     rule = request.GET.get("rule") or None
     page = CappedPaginator(
         quality.quality_failure_list(user=request.user, rule=rule), DRILL_PAGE_SIZE

@@ -20,7 +20,7 @@ from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from metrics.kpis.base import Kpi
+from metrics.kpis.base import Chart, Kpi, Plot
 
 if TYPE_CHECKING:
     from metrics.kpis.base import Context
@@ -39,6 +39,21 @@ def registry() -> dict[str, Kpi]:
                 raise ValueError(f"duplicate KPI code {kpi.code!r}")
             kpis[kpi.code] = kpi
     return kpis
+
+
+@cache
+def charts() -> list[tuple[Chart, list[tuple[Kpi, Plot]]]]:
+    """Every dashboard chart, in its order on the dashboard, with the KPIs drawn on it and their places."""
+    found: dict[str, tuple[Chart, list[tuple[Kpi, Plot]]]] = {}
+    for kpi in registry().values():
+        for plot in kpi.plots:
+            found.setdefault(plot.chart.id, (plot.chart, []))[1].append((kpi, plot))
+    return sorted(found.values(), key=lambda item: item[0].order)
+
+
+def in_section(section: str) -> list[Kpi]:
+    """The KPIs shown on one page or report beside the dashboard (``Section``), in registry order."""
+    return [kpi for kpi in registry().values() if section in kpi.sections]
 
 
 def get_kpi(code: str) -> Kpi:

@@ -18,7 +18,19 @@ from django.db.models.functions import TruncDate
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
-from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    MIN_EVENTS,
+    Better,
+    Chart,
+    Context,
+    Family,
+    Kpi,
+    Plot,
+    Row,
+    Section,
+    Significance,
+    Unit,
+)
 from metrics.kpis.builders import HUNDRED, Dataset, divide, grouped, rows_from, total
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, visible
 from metrics.models import Scope
@@ -26,6 +38,7 @@ from metrics.periods import Period, local_midnight, reporting_tz
 
 NEW_SEAT_GRACE = timedelta(days=7)
 ACTIVE_VIA = (UsageEvent.Via.WEB, UsageEvent.Via.API)
+ADOPTION_CHART = Chart("chart-adoption", _("CRM adoption"), "lines", order=80, y_title="%")
 ADOPTION_EXCLUSIONS = _("service accounts, users without a seat and seats younger than 7 days are excluded")
 NAMES = ("licensed", "active", "access", "creates", "days")
 
@@ -194,6 +207,10 @@ ADOPTION_RATE = Kpi(
     compute=_ratio("active", "licensed", percent=True),
     exclusions=ADOPTION_EXCLUSIONS,
     drill=Drill({NUMERATOR: Part(_active, NUMERATOR, label=ACTIVE_USERS), DENOMINATOR: LICENSED}),
+    plots=(Plot(ADOPTION_CHART, label=_("Adoption (actions)")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT}),
 )
 
 ACCESS_ADOPTION = Kpi(
@@ -210,6 +227,9 @@ ACCESS_ADOPTION = Kpi(
     drill=Drill(
         {NUMERATOR: Part(_signed_in, NUMERATOR, label=_("Users who signed in")), DENOMINATOR: LICENSED}
     ),
+    plots=(Plot(ADOPTION_CHART, label=_("Access (logins)")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 RECORDS_PER_ACTIVE_USER = Kpi(

@@ -1,6 +1,6 @@
 """The declarative KPI definition, the compute context and the result row."""
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -10,6 +10,7 @@ from django.db import models
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from metrics.kpis.details import Detail
 from metrics.models import Scope
 from metrics.periods import GRANULARITIES, Period, period_of
 
@@ -35,6 +36,8 @@ class Unit(models.TextChoices):
     HOURS = "hours", _("hours")
     RATIO = "ratio", _("ratio")
     NUMBER = "number", _("number")
+    # A score from −100 to +100 (NPS), shown as a whole number; its changes are in points.
+    POINTS = "points", _("points")
 
 
 class Better(models.TextChoices):
@@ -51,6 +54,57 @@ class Basis(models.TextChoices):
     STOCK = "stock", _("State at the end of the period")
     CURRENT = "current", _("Current state (current period only)")
 
+
+class Significance(models.TextChoices):
+    """How a change of the KPI between two periods is tested (KPIS.md §10.2)."""
+
+    PROPORTION = "proportion", _("two proportions (z-test, Fisher's exact test at small counts)")
+    NPS = "nps", _("two NPS (z-test of the difference)")
+    COUNT = "count", _("two counts (exact test of two Poisson rates)")
+    MEAN = "mean", _("two means (Welch's t-test)")
+    NONE = "none", _("not tested")
+
+
+class Section(models.TextChoices):
+    """Pages and reports beside the dashboard that show a chosen few KPIs."""
+
+    WEEKLY_REPORT = "weekly_report", _("Weekly report")
+    GO_LIVE = "go_live", _("Before and after go-live")
+    GO_LIVE_ROI = "go_live_roi", _("Return on the CRM")
+    CHANNELS = "channels", _("Acquisition channels")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A chart of the dashboard; KPIs take their place in it with a :class:`Plot`.
+
+    ``kind`` picks the figure builder: ``lines`` (one line per KPI, on the ``y`` or ``y2`` axis),
+    ``revenue`` (bars, a line on ``y2`` and the forecast), ``funnel`` (the stages of one KPI's details),
+    ``nps`` (the score with its margin of error) or ``by_person`` (bars and dots per person).
+    """
+
+    id: str
+    title: Promise
+    kind: str
+    order: int
+    y_title: Promise | str = ""
+    y2_title: Promise | str = ""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """Where a KPI is drawn: its chart, its role in it (``line``, ``bars``, ``forecast``, …), its axis."""
+
+    chart: Chart
+    role: str = "line"
+    axis: str = "y"
+    label: Promise | None = None
+
+
+# Below these a change is not read as real (KPIS.md §10.2): closed deals for win rates and deal sizes, events
+# for count-based rates; surveys use their own (SURVEYS_LOW_SAMPLE).
+MIN_CLOSED_DEALS = 10
+MIN_EVENTS = 10
 
 ALL_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER)
 ACQUISITION_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER, Scope.SOURCE)
@@ -92,11 +146,24 @@ class Kpi:
     exclusions: Promise = DEFAULT_EXCLUSIONS
     # The records behind the numbers, when ``compute`` is not a dataset builder that knows them.
     drill: "Drill | None" = None
+    # What its snapshots carry beside the numbers (``extra``), typed.
+    detail: type[Detail] = Detail
+    # Where it is drawn on the dashboard.
+    plots: tuple[Plot, ...] = ()
+    # Below this sample size (answers, closed deals, events) a value is shown muted, without colour.
+    min_sample: int = 0
+    significance: str = Significance.NONE
+    # The pages and reports beside the dashboard it appears on.
+    sections: frozenset[str] = frozenset()
 
     @property
     def drilldown(self) -> "Drill | None":
         """The records behind the KPI's numbers: declared, or derived from its compute builder."""
         return self.drill or getattr(self.compute, "drill", None)
+
+    def details_of(self, extra: Mapping[str, Any] | None) -> Detail:
+        """A snapshot's ``extra`` as this KPI's detail class."""
+        return self.detail.from_json(extra)
 
     @property
     def current_only(self) -> bool:

@@ -230,7 +230,8 @@ class Measured:
             n = int(values.get(self.sample) or 0) if self.sample else None
             raw = values.get(self.name)
             value = (opt_dec(raw) if n is None or n > 0 else None) if is_aggregate_of_sample else dec(raw)
-            details = {key: _jsonable(values.get(m)) for key, m in (self.extra or {}).items()} or None
+            copied = {key: _jsonable(values.get(m)) for key, m in (self.extra or {}).items()}
+            details = kpi.detail(**copied) if copied else None
             return value, None, None, n, details
 
         return rows_from(ctx, kpi, data, fn)

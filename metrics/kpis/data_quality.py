@@ -31,9 +31,10 @@ from redis.exceptions import RedisError
 from accounts.models import User
 from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
-from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Row, Section, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
 from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
+from metrics.kpis.details import CompletenessDetail, ValidationDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
 from metrics.models import Scope
 from metrics.periods import Period, local_date
@@ -48,6 +49,7 @@ CUSTOMER_FIELDS = ("industry", "city", "segment")
 EMAIL_SYNTAX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 STALE_DAYS = 30
 OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+QUALITY_CHART = Chart("chart-quality", _("Data quality"), "lines", order=90, y_title="%")
 DQ_EXCLUSIONS = _("merged duplicates and internal/test customers (and their deals) are not checked")
 
 
@@ -148,12 +150,12 @@ def _completeness(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         deal_filled = int(d.get("open_amount", 0)) + int(d.get("open_close_date", 0))
         customer_slots, deal_slots = 4 * int(c.get("records", 0)), 2 * int(d.get("open", 0))
         filled, slots = customer_filled + deal_filled, customer_slots + deal_slots
-        extra = {
-            "customer_filled": customer_filled,
-            "customer_slots": customer_slots,
-            "deal_filled": deal_filled,
-            "deal_slots": deal_slots,
-        }
+        extra = CompletenessDetail(
+            customer_filled=customer_filled,
+            customer_slots=customer_slots,
+            deal_filled=deal_filled,
+            deal_slots=deal_slots,
+        )
         return divide(Decimal(filled), Decimal(slots), HUNDRED), Decimal(filled), Decimal(slots), slots, extra
 
     keys, row = _combined(ctx, fn)
@@ -164,12 +166,12 @@ def _validation(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
         invalid = c.get("invalid", 0) + d.get("invalid", 0)
         checked = c.get("records", 0) + d.get("records", 0)
-        extra = {
-            "customers_invalid": int(c.get("invalid", 0)),
-            "customers_checked": int(c.get("records", 0)),
-            "deals_invalid": int(d.get("invalid", 0)),
-            "deals_checked": int(d.get("records", 0)),
-        }
+        extra = ValidationDetail(
+            customers_invalid=int(c.get("invalid", 0)),
+            customers_checked=int(c.get("records", 0)),
+            deals_invalid=int(d.get("invalid", 0)),
+            deals_checked=int(d.get("records", 0)),
+        )
         return (
             divide(Decimal(invalid), Decimal(checked), HUNDRED),
             Decimal(invalid),
@@ -397,6 +399,7 @@ DUPLICATE_RATE = Kpi(
             DENOMINATOR: Part(_customers_checked, DENOMINATOR, label=_("Customers")),
         }
     ),
+    plots=(Plot(QUALITY_CHART, label=_("Duplicate rate")),),
 )
 
 FIELD_COMPLETENESS = Kpi(
@@ -413,6 +416,9 @@ FIELD_COMPLETENESS = Kpi(
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
     drill=COMPLETENESS_DRILL,
+    detail=CompletenessDetail,
+    plots=(Plot(QUALITY_CHART, label=_("Field completeness")),),
+    sections=frozenset({Section.GO_LIVE}),
 )
 
 VALIDATION_ERROR_RATE = Kpi(
@@ -431,6 +437,8 @@ VALIDATION_ERROR_RATE = Kpi(
     basis=Basis.CURRENT,
     exclusions=DQ_EXCLUSIONS,
     drill=VALIDATION_DRILL,
+    detail=ValidationDetail,
+    plots=(Plot(QUALITY_CHART, label=_("Validation errors")),),
 )
 
 STALE_DEALS = Kpi(

@@ -142,6 +142,8 @@ CLOSED_DEALS = Dataset(
         "closed_amount": total("amount", scale=CENTS),
         "won_priced": count(Q(status=WON) & PRICED),
         "won_priced_amount": total("amount", Q(status=WON) & PRICED, scale=CENTS),
+        "renewals_won": count(Q(status=WON, kind=Deal.Kind.RENEWAL)),
+        "renewals_closed": count(Q(kind=Deal.Kind.RENEWAL)),
     },
     # Growth compares with the previous period and the same period a year earlier.
     compare=lambda p: (p.previous(), year_before(p)),

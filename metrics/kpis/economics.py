@@ -16,7 +16,17 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Seat
 from crm.models import CompanySettings, CrmCostItem, Deal
 from metrics.kpis import facts
-from metrics.kpis.base import COMPANY_ONLY, MONTHLY_AND_LONGER, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    COMPANY_ONLY,
+    MONTHLY_AND_LONGER,
+    Better,
+    Context,
+    Family,
+    Kpi,
+    Row,
+    Section,
+    Unit,
+)
 from metrics.kpis.builders import HUNDRED, dec, divide, grouped, rows_from
 from metrics.kpis.datasets import (
     ACTIVITY,
@@ -29,6 +39,7 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
+from metrics.kpis.details import ClvDetail, RoiDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
 from metrics.kpis.retention import RETAINED, _churned
 from metrics.models import Scope
@@ -88,6 +99,7 @@ CAC = Kpi(
             DENOMINATOR: NEW_CUSTOMERS_PART,
         }
     ),
+    sections=frozenset({Section.CHANNELS}),
 )
 
 
@@ -145,14 +157,14 @@ def _clv_values(
                 arpa = divide(revenue, Decimal(a.get("during", 0)))
                 churn = divide(Decimal(a.get("churned", 0)), Decimal(a.get("start", 0)))
                 value = arpa * margin / churn if arpa is not None and churn else None
-                details = {
-                    "revenue": float(revenue),
-                    "churned": a.get("churned", 0),
-                    "arpa": float(arpa) if arpa is not None else None,
-                    "gross_margin_percent": float(margin * HUNDRED),
-                    "churn_rate_percent": float(churn * HUNDRED) if churn is not None else None,
-                    "active_customers": a.get("during", 0),
-                }
+                details = ClvDetail(
+                    revenue=float(revenue),
+                    churned=a.get("churned", 0),
+                    arpa=float(arpa) if arpa is not None else None,
+                    gross_margin_percent=float(margin * HUNDRED),
+                    churn_rate_percent=float(churn * HUNDRED) if churn is not None else None,
+                    active_customers=a.get("during", 0),
+                )
                 out[(g, period.first_day)] = (
                     value,
                     arpa * margin if arpa is not None else None,
@@ -169,7 +181,7 @@ def _clv(ctx: Context, kpi: Kpi) -> Iterator[Row]:
 
     def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         value, num, den, details = values[(period.granularity, period.first_day)]
-        return value, num, den, details["active_customers"], details
+        return value, num, den, details.active_customers, details
 
     return rows_from(ctx, kpi, {}, fn)
 
@@ -192,6 +204,7 @@ CLV = Kpi(
             DENOMINATOR: Part(_churned, "churned", label=_("Churned in the period")),
         }
     ),
+    detail=ClvDetail,
 )
 
 
@@ -306,10 +319,10 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
 
     def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         if inputs is None:
-            return None, None, None, None, {"missing": "go_live_date"}
+            return None, None, None, None, RoiDetail(missing="go_live_date")
         last_month = min(shift_date(period.next().first_day, "month", -1), today.replace(day=1))
         if last_month < go_live.replace(day=1):
-            return None, None, None, None, {"before_go_live": True}
+            return None, None, None, None, RoiDetail(before_go_live=True)
         live_months = _month_list(go_live, last_month)
         base_months = _month_list(inputs["baseline_start"], shift_date(go_live.replace(day=1), "month", -1))
 
@@ -333,19 +346,19 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         gains = uplift + time_saved
         costs = _cost_until(inputs["costs"], last_month)
         monthly_gain = gains / len(live_months)
-        details = {
-            "horizon": [go_live.isoformat(), last_month.isoformat()],
-            "costs": float(costs),
-            "gains": float(gains),
-            "time_saved_value": float(time_saved),
-            "licensed_user_months": user_months,
-            "win_rate_after_go_live": float(live_rate * HUNDRED) if live_rate is not None else None,
-            "win_rate_baseline": float(base_rate * HUNDRED) if base_rate is not None else None,
-            "baseline_months": [base_months[0].isoformat(), base_months[-1].isoformat()],
-            "closed_amount": float(closed_amount),
-            "gross_margin_percent": float(company.gross_margin_percent),
-            "payback_months": float(costs / monthly_gain) if monthly_gain > 0 else None,
-        }
+        details = RoiDetail(
+            horizon=(go_live.isoformat(), last_month.isoformat()),
+            costs=float(costs),
+            gains=float(gains),
+            time_saved_value=float(time_saved),
+            licensed_user_months=user_months,
+            win_rate_after_go_live=float(live_rate * HUNDRED) if live_rate is not None else None,
+            win_rate_baseline=float(base_rate * HUNDRED) if base_rate is not None else None,
+            baseline_months=(base_months[0].isoformat(), base_months[-1].isoformat()),
+            closed_amount=float(closed_amount),
+            gross_margin_percent=float(company.gross_margin_percent),
+            payback_months=float(costs / monthly_gain) if monthly_gain > 0 else None,
+        )
         return divide(gains - costs, costs, HUNDRED), gains - costs, costs, len(live_months), details
 
     return rows_from(ctx, kpi, {}, fn)
@@ -366,6 +379,8 @@ CRM_ROI = Kpi(
     compute=_crm_roi,
     scopes=COMPANY_ONLY,
     granularities=MONTHLY_AND_LONGER,
+    detail=RoiDetail,
+    sections=frozenset({Section.GO_LIVE_ROI}),
 )
 
 # The datasets these KPIs read.

@@ -11,10 +11,25 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from crm.models import Customer, CustomerStatusChange
 from crm.selectors import customer_list
-from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    MIN_CLOSED_DEALS,
+    MIN_EVENTS,
+    Basis,
+    Better,
+    Chart,
+    Context,
+    Family,
+    Kpi,
+    Plot,
+    Row,
+    Section,
+    Significance,
+    Unit,
+)
 from metrics.kpis.builders import HUNDRED, dec, divide, grouped, ratio, rows_from, scope_filter
 from metrics.kpis.datasets import (
     ACTIVITY,
+    CLOSED_DEALS,
     NEW_CUSTOMERS,
     RENEWAL_GRACE_DAYS,
     RENEWALS,
@@ -22,12 +37,14 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
+from metrics.kpis.details import TextbookRetentionDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
 from metrics.models import Scope
 from metrics.periods import Period
 
 ACTIVE, CHURNED = Customer.Status.ACTIVE, Customer.Status.CHURNED
 OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+RETENTION_CHART = Chart("chart-retention", _("Churn and retention"), "lines", order=60, y_title="%")
 
 
 def _status_before(instant: Any) -> Subquery:
@@ -117,7 +134,7 @@ def _textbook(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         start, end = Decimal(values.get("start", 0)), Decimal(values.get("end", 0))
         joined = dec(new.get((period.granularity, period.first_day, scope, scope_id), {}).get("new"))
-        extra = {"end": int(end), "new": int(joined)}
+        extra = TextbookRetentionDetail(end=int(end), new=int(joined))
         return divide(end - joined, start, HUNDRED), end - joined, start, int(start), extra
 
     return rows_from(ctx, kpi, customer_activity(ctx), fn)
@@ -137,6 +154,10 @@ CHURN_RATE = Kpi(
     drill=Drill(
         {NUMERATOR: Part(_churned, NUMERATOR, label=_("Churned in the period")), DENOMINATOR: ACTIVE_AT_START}
     ),
+    plots=(Plot(RETENTION_CHART, label=_("Churn rate")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 RETENTION_RATE = Kpi(
@@ -148,6 +169,9 @@ RETENTION_RATE = Kpi(
     formula=_("customers active at the start and at the end of the period ÷ customers active at the start"),
     compute=_activity_kpi(_retention),
     drill=Drill({NUMERATOR: RETAINED, DENOMINATOR: ACTIVE_AT_START}),
+    plots=(Plot(RETENTION_CHART, label=_("Retention rate")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 RETENTION_RATE_TEXTBOOK = Kpi(
@@ -176,6 +200,7 @@ RETENTION_RATE_TEXTBOOK = Kpi(
             DENOMINATOR: ACTIVE_AT_START,
         }
     ),
+    detail=TextbookRetentionDetail,
 )
 
 ACTIVE_CUSTOMERS = Kpi(
@@ -194,7 +219,7 @@ ACTIVE_CUSTOMERS = Kpi(
 RENEWAL_RATE = Kpi(
     code="renewal_rate",
     family=Family.RETENTION,
-    label=_("Renewal rate"),
+    label=_("Renewal rate (by contract term)"),
     unit=Unit.PERCENT,
     better=Better.UP,
     formula=_(
@@ -208,6 +233,24 @@ RENEWAL_RATE = Kpi(
         "due",
         provisional=lambda ctx, p: not ctx.is_closed(p, timedelta(days=RENEWAL_GRACE_DAYS)),
     ),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
+)
+
+# For companies that do not record contract terms (KPIS.md §10.12): shown beside the term-based rate.
+RENEWAL_RATE_DEALS = Kpi(
+    code="renewal_rate_deals",
+    family=Family.RETENTION,
+    label=_("Renewal rate (by renewal deals)"),
+    unit=Unit.PERCENT,
+    better=Better.UP,
+    formula=_(
+        "renewal deals won ÷ renewal deals closed (won + lost) in the period, by close date; needs no "
+        "contract terms; lost as duplicate/invalid is left out"
+    ),
+    compute=ratio(CLOSED_DEALS, "renewals_won", "renewals_closed"),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_CLOSED_DEALS,
 )
 
 
@@ -222,6 +265,8 @@ REPEAT_PURCHASE_RATE = Kpi(
         "with a won deal in the period"
     ),
     compute=ratio(REPEAT_BUYERS, "repeat", "buyers"),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 REFERRAL_SHARE = Kpi(
@@ -232,10 +277,12 @@ REFERRAL_SHARE = Kpi(
     better=Better.UP,
     formula=_("new customers of the period whose source is referral ÷ new customers of the period"),
     compute=ratio(NEW_CUSTOMERS, "referral", "new"),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 # The datasets these KPIs read.
-DATASETS = [ACTIVITY, NEW_CUSTOMERS, RENEWALS, REPEAT_BUYERS]
+DATASETS = [ACTIVITY, NEW_CUSTOMERS, RENEWALS, REPEAT_BUYERS, CLOSED_DEALS]
 
 KPIS = [
     CHURN_RATE,
@@ -243,6 +290,7 @@ KPIS = [
     RETENTION_RATE_TEXTBOOK,
     ACTIVE_CUSTOMERS,
     RENEWAL_RATE,
+    RENEWAL_RATE_DEALS,
     REPEAT_PURCHASE_RATE,
     REFERRAL_SHARE,
 ]

@@ -18,7 +18,22 @@ from accounts.models import User
 from crm.models import Deal, DealStageChange, PipelineStage
 from crm.selectors import deal_list
 from metrics.kpis import facts
-from metrics.kpis.base import ACQUISITION_SCOPES, Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    ACQUISITION_SCOPES,
+    MIN_CLOSED_DEALS,
+    MIN_EVENTS,
+    Basis,
+    Better,
+    Chart,
+    Context,
+    Family,
+    Kpi,
+    Plot,
+    Row,
+    Section,
+    Significance,
+    Unit,
+)
 from metrics.kpis.builders import (
     HUNDRED,
     Dataset,
@@ -54,6 +69,13 @@ from metrics.kpis.datasets import (
     rollup_by_owner,
     year_before,
 )
+from metrics.kpis.details import (
+    ForecastAccuracyDetail,
+    ForecastDetail,
+    FunnelDetail,
+    GrowthDetail,
+    MeanBeside,
+)
 from metrics.kpis.drilldown import (
     DENOMINATOR,
     NUMERATOR,
@@ -69,6 +91,12 @@ from metrics.models import Scope
 from metrics.periods import Period, local_date, local_midnight, shift_date
 
 LIVE_DEAL = live("customer__")
+
+REVENUE_CHART = Chart("chart-revenue", _("Revenue won"), "revenue", order=10, y2_title=_("deals"))
+FUNNEL_CHART = Chart("chart-funnel", _("Funnel"), "funnel", order=20)
+REPS_CHART = Chart(
+    "chart-reps", _("Win rate and sales cycle by rep"), "by_person", order=30, y_title="%", y2_title=_("days")
+)
 CLOSED = LIVE_DEAL & Q(status__in=[WON, LOST]) & ~INVALID_LOST
 
 
@@ -86,6 +114,8 @@ REVENUE_WON = Kpi(
         "Σ amount of the deals won in the period (by close date; a reopened deal counts when finally won)"
     ),
     compute=measure(CLOSED_DEALS, "won_amount", sample="won"),
+    plots=(Plot(REVENUE_CHART, "bars", label=_("Revenue won")),),
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 DEALS_WON = Kpi(
@@ -96,6 +126,10 @@ DEALS_WON = Kpi(
     better=Better.UP,
     formula=_("number of deals won in the period (by close date)"),
     compute=measure(CLOSED_DEALS, "won"),
+    plots=(Plot(REVENUE_CHART, "line", "y2", _("Deals won")),),
+    significance=Significance.COUNT,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT}),
 )
 
 NEW_CUSTOMERS_KPI = Kpi(
@@ -107,6 +141,9 @@ NEW_CUSTOMERS_KPI = Kpi(
     formula=_("customers who first became customers in the period (reactivations are not new)"),
     compute=measure(NEW_CUSTOMERS, "new"),
     scopes=ACQUISITION_SCOPES,
+    significance=Significance.COUNT,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.CHANNELS}),
 )
 
 WIN_RATE = Kpi(
@@ -118,6 +155,10 @@ WIN_RATE = Kpi(
     formula=_("deals won ÷ deals closed (won + lost) in the period; lost as duplicate/invalid is left out"),
     compute=ratio(CLOSED_DEALS, "won", "closed"),
     scopes=ACQUISITION_SCOPES,
+    plots=(Plot(REPS_CHART, "bars", label=_("Win rate %")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_CLOSED_DEALS,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE, Section.CHANNELS}),
 )
 
 AVG_DEAL_SIZE = Kpi(
@@ -128,6 +169,7 @@ AVG_DEAL_SIZE = Kpi(
     better=Better.UP,
     formula=_("Σ amount of deals won in the period ÷ their number (deals without an amount are left out)"),
     compute=ratio(CLOSED_DEALS, "won_priced_amount", "won_priced"),
+    min_sample=MIN_CLOSED_DEALS,
 )
 
 MEDIAN_DEAL_SIZE = Kpi(
@@ -138,6 +180,7 @@ MEDIAN_DEAL_SIZE = Kpi(
     better=Better.UP,
     formula=_("median amount of the deals won in the period (deals without an amount are left out)"),
     compute=measure(WON_DEAL_STATS, "median_amount", sample="priced"),
+    min_sample=MIN_CLOSED_DEALS,
 )
 
 SALES_CYCLE_MEDIAN = Kpi(
@@ -148,6 +191,10 @@ SALES_CYCLE_MEDIAN = Kpi(
     better=Better.DOWN,
     formula=_("median of close − creation, in calendar days, over the deals won in the period"),
     compute=measure(WON_DEAL_STATS, "cycle_median", sample="won", extra={"mean": "cycle_mean"}),
+    detail=MeanBeside,
+    plots=(Plot(REPS_CHART, "line", "y2", _("Sales cycle (median days)")),),
+    min_sample=MIN_CLOSED_DEALS,
+    sections=frozenset({Section.GO_LIVE}),
 )
 
 SALES_CYCLE_P90 = Kpi(
@@ -158,6 +205,7 @@ SALES_CYCLE_P90 = Kpi(
     better=Better.DOWN,
     formula=_("90th percentile of close − creation, in calendar days, over the deals won in the period"),
     compute=measure(WON_DEAL_STATS, "cycle_p90", sample="won"),
+    min_sample=MIN_CLOSED_DEALS,
 )
 
 
@@ -249,7 +297,7 @@ def _forecast_weighted(ctx: Context, kpi: Kpi) -> Iterator[Row]:
             won_to_date = dec(won.get(key, {}).get((scope, scope_id), {}).get("won_amount"))
             open_values = open_deals.get(key, {}).get((scope, scope_id), {})
             weighted = dec(open_values.get("weighted"))
-            extra = {"won_to_date": float(won_to_date), "open_weighted": float(weighted)}
+            extra = ForecastDetail(won_to_date=float(won_to_date), open_weighted=float(weighted))
             yield Row(
                 g,
                 period.first_day,
@@ -286,6 +334,8 @@ FORECAST_WEIGHTED = Kpi(
             ),
         }
     ),
+    detail=ForecastDetail,
+    plots=(Plot(REVENUE_CHART, "forecast", label=_("Weighted forecast")),),
 )
 
 
@@ -366,7 +416,7 @@ def _growth(kind: str) -> Any:
                         previous = like_for_like.get((kind, g, scope, scope_id), Decimal(0))
                     else:
                         previous = dec(base_values.get((scope, scope_id), {}).get("won_amount"))
-                    extra = {"compared_with": base.first_day.isoformat(), "like_for_like": partial}
+                    extra = GrowthDetail(compared_with=base.first_day.isoformat(), like_for_like=partial)
                     yield Row(
                         g,
                         period.first_day,
@@ -417,6 +467,7 @@ SALES_GROWTH_POP = Kpi(
     ),
     compute=_growth("pop"),
     drill=_growth_drill("pop"),
+    detail=GrowthDetail,
 )
 
 SALES_GROWTH_YOY = Kpi(
@@ -431,6 +482,7 @@ SALES_GROWTH_YOY = Kpi(
     ),
     compute=_growth("yoy"),
     drill=_growth_drill("yoy"),
+    detail=GrowthDetail,
 )
 
 
@@ -539,7 +591,7 @@ def _funnel(ctx: Context, kpi: Kpi) -> Iterator[Row]:
             Decimal(won),
             Decimal(entered),
             entered,
-            {"stages": steps},
+            FunnelDetail(stages=tuple(steps)),
             provisional,
         )
 
@@ -599,6 +651,10 @@ FUNNEL_CONVERSION = Kpi(
             DENOMINATOR: Part(_funnel_entered, DENOMINATOR, label=_("Reached the first stage")),
         }
     ),
+    detail=FunnelDetail,
+    plots=(Plot(FUNNEL_CHART, "funnel"),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 LEAD_CONVERSION = Kpi(
@@ -614,6 +670,9 @@ LEAD_CONVERSION = Kpi(
     compute=ratio(LEADS, "converted", "leads", provisional=lambda ctx, p: not ctx.is_closed(p, _maturity())),
     basis=Basis.COHORT,
     scopes=ACQUISITION_SCOPES,
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.CHANNELS}),
 )
 
 
@@ -629,7 +688,7 @@ def _forecast_accuracy(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         said = dec(forecast.get(key, {}).get("forecast"))
         actual = dec(won.get(key, {}).get("won_amount"))
         value = None if not actual else (1 - abs(actual - said) / actual) * HUNDRED
-        extra = {"forecast_at_start": float(said), "won": float(actual)}
+        extra = ForecastAccuracyDetail(forecast_at_start=float(said), won=float(actual))
         yield Row(
             g,
             first_day,
@@ -689,6 +748,7 @@ FORECAST_ACCURACY = Kpi(
             DENOMINATOR: dataset_part(CLOSED_DEALS, "won_amount", DENOMINATOR, label=_("Won in the period")),
         }
     ),
+    detail=ForecastAccuracyDetail,
 )
 
 # The datasets these KPIs read (the funnel's is built per run, see DATASET_FACTORIES).

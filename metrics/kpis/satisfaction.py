@@ -19,9 +19,22 @@ from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from metrics.kpis.base import Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    ALL_SCOPES,
+    Better,
+    Chart,
+    Context,
+    Family,
+    Kpi,
+    Plot,
+    Row,
+    Section,
+    Significance,
+    Unit,
+)
 from metrics.kpis.builders import HUNDRED, Dataset, count, dec, grouped, rows_from, total
 from metrics.kpis.datasets import live, local_days
+from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
 from metrics.models import Scope
 from metrics.periods import Period
@@ -29,7 +42,14 @@ from surveys.models import Survey, SurveyInvitation, SurveyResponse
 
 Z95 = 1.96
 ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
-INVITATION_SCOPES = {Scope.USER: "customer__owner_id", Scope.TEAM: "customer__owner__team_id"}
+INVITATION_SCOPES = {
+    Scope.USER: "customer__owner_id",
+    Scope.TEAM: "customer__owner__team_id",
+    Scope.SURVEY: "survey__kind",
+    Scope.TRIGGER: "trigger",
+}
+# Response rates pooled, and per survey kind and per trigger (KPIS.md §9.2 item 11, §10.12).
+RESPONSE_RATE_SCOPES = (*ALL_SCOPES, Scope.SURVEY, Scope.TRIGGER)
 LIVE = live("customer__")
 SURVEY_EXCLUSIONS = _("answers and invitations of merged duplicates and internal/test customers are excluded")
 
@@ -154,8 +174,8 @@ def _round(value: float | None, places: int = 4) -> float | None:
     return None if value is None else round(value, places)
 
 
-def _low_sample(n: int) -> bool:
-    return n < settings.SURVEYS_LOW_SAMPLE
+# Fewer answers than this and a survey KPI is "low n" (KPIS.md G4): shown muted, never coloured.
+SURVEY_MIN_SAMPLE = settings.SURVEYS_LOW_SAMPLE
 
 
 # Computations
@@ -185,22 +205,22 @@ def _nps(kind: str) -> Callable[[Context, Kpi], Iterator[Row]]:
             current, previous = nps_stats(n, promoters, detractors), nps_stats(prev_n, prev_p, prev_d)
             z = nps_change_z(current, previous)
             passives = n - promoters - detractors
-            extra = {
-                "nps_type": kind,
-                "promoters": promoters,
-                "passives": passives,
-                "detractors": detractors,
-                "promoters_pct": _round(100 * promoters / n) if n else None,
-                "passives_pct": _round(100 * passives / n) if n else None,
-                "detractors_pct": _round(100 * detractors / n) if n else None,
-                "se": _round(current["se"]) if current else None,
-                "moe95": _round(current["moe95"]) if current else None,
-                "low_sample": _low_sample(n),
-                "previous": _round(previous["nps"]) if previous else None,
-                "previous_n": prev_n,
-                "z": _round(z),
-                "significant": None if z is None else abs(z) > Z95,
-            }
+            extra = NpsDetail(
+                nps_type=kind,
+                promoters=promoters,
+                passives=passives,
+                detractors=detractors,
+                promoters_pct=_round(100 * promoters / n) if n else None,
+                passives_pct=_round(100 * passives / n) if n else None,
+                detractors_pct=_round(100 * detractors / n) if n else None,
+                se=_round(current["se"]) if current else None,
+                moe95=_round(current["moe95"]) if current else None,
+                low_sample=n < kpi.min_sample,
+                previous=_round(previous["nps"]) if previous else None,
+                previous_n=prev_n,
+                z=_round(z),
+                significant=None if z is None else abs(z) > Z95,
+            )
             value = Decimal(100 * (promoters - detractors)) / n if n else None
             return value, Decimal(promoters - detractors), Decimal(n), n, extra
 
@@ -213,14 +233,15 @@ def _csat_percent(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         n, top = int(values.get("csat_n") or 0), int(values.get("csat_top") or 0)
         if n == 0:
-            return None if scope != Scope.COMPANY else (None, Decimal(0), Decimal(0), 0, {"low_sample": True})
+            empty = (None, Decimal(0), Decimal(0), 0, ProportionDetail(low_sample=True))
+            return None if scope != Scope.COMPANY else empty
         low, high = wilson_interval(top, n)
-        extra = {
-            "wilson_low": _round(100 * low),
-            "wilson_high": _round(100 * high),
-            "mean": _round(float(dec(values.get("csat_sum"))) / n),
-            "low_sample": _low_sample(n),
-        }
+        extra = ProportionDetail(
+            wilson_low=_round(100 * low),
+            wilson_high=_round(100 * high),
+            mean=_round(float(dec(values.get("csat_sum"))) / n),
+            low_sample=n < kpi.min_sample,
+        )
         return Decimal(top) * HUNDRED / n, Decimal(top), Decimal(n), n, extra
 
     return _answer_rows(ctx, kpi, fn)
@@ -230,21 +251,18 @@ def _mean(prefix: str, scale: tuple[int, int]) -> Callable[[Context, Kpi], Itera
     def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
             n = int(values.get(f"{prefix}_n") or 0)
-            extra: dict[str, Any] = {
-                "scale_min": scale[0],
-                "scale_max": scale[1],
-                "low_sample": _low_sample(n),
-            }
+            extra = MeanDetail(scale_min=scale[0], scale_max=scale[1], low_sample=n < kpi.min_sample)
             if n == 0:
                 return None if scope != Scope.COMPANY else (None, Decimal(0), Decimal(0), 0, extra)
             sum_ = dec(values.get(f"{prefix}_sum"))
             if prefix == "ces":
                 stats = mean_interval(n, float(sum_), float(dec(values.get("ces_sumsq"))))
-                extra |= {
-                    "sd": _round(stats["sd"]),
-                    "moe95": _round(stats["moe95"]),
-                    "easy_pct": _round(100 * int(values.get("ces_easy") or 0) / n),
-                }
+                extra = replace(
+                    extra,
+                    sd=_round(stats["sd"]),
+                    moe95=_round(stats["moe95"]),
+                    easy_pct=_round(100 * int(values.get("ces_easy") or 0) / n),
+                )
             return sum_ / n, sum_, Decimal(n), n, extra
 
         return _answer_rows(ctx, kpi, fn)
@@ -265,14 +283,14 @@ def _response_rate(numerator: str) -> Callable[[Context, Kpi], Iterator[Row]]:
             delivered = int(values.get("delivered") or 0)
             started, completed = int(values.get("started") or 0), int(values.get("completed") or 0)
             num = Decimal(completed if numerator == "completed" else started)
-            extra = {
-                "delivered": delivered,
-                "opened": int(values.get("opened") or 0),
-                "started": started,
-                "completed": completed,
-                "partial": started - completed,
-                "drop_off_pct": _round(100 * (started - completed) / started) if started else None,
-            }
+            extra = ResponseDetail(
+                delivered=delivered,
+                opened=int(values.get("opened") or 0),
+                started=started,
+                completed=completed,
+                partial=started - completed,
+                drop_off_pct=_round(100 * (started - completed) / started) if started else None,
+            )
             value = num * HUNDRED / delivered if delivered else None
             # Invitations still inside their response window may yet be answered (KPIS.md §2.4, G5).
             provisional = not ctx.is_closed(period, window)
@@ -327,6 +345,11 @@ def _response_drill(numerator: str, label: Promise) -> Drill:
     )
 
 
+NPS_CHART = Chart("chart-nps", _("Relationship NPS"), "nps", order=40)
+CSAT_CES_CHART = Chart(
+    "chart-csat-ces", _("CSAT and CES"), "lines", order=50, y_title=_("CSAT %"), y2_title=_("CES (1–7)")
+)
+
 # The datasets these KPIs read.
 DATASETS = [ANSWERS, INVITATIONS]
 
@@ -334,7 +357,7 @@ NPS_RELATIONSHIP = Kpi(
     code="nps_relationship",
     family=Family.SATISFACTION,
     label=_("NPS (relationship)"),
-    unit=Unit.NUMBER,
+    unit=Unit.POINTS,
     better=Better.UP,
     formula=_(
         "share of promoters (9–10) − share of detractors (0–6) among the relationship NPS answers given in "
@@ -344,13 +367,18 @@ NPS_RELATIONSHIP = Kpi(
     compute=_nps("relationship"),
     exclusions=SURVEY_EXCLUSIONS,
     drill=_nps_drill("relationship"),
+    detail=NpsDetail,
+    plots=(Plot(NPS_CHART, "nps"),),
+    significance=Significance.NPS,
+    min_sample=SURVEY_MIN_SAMPLE,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 NPS_TRANSACTIONAL = Kpi(
     code="nps_transactional",
     family=Family.SATISFACTION,
     label=_("NPS (transactional)"),
-    unit=Unit.NUMBER,
+    unit=Unit.POINTS,
     better=Better.UP,
     formula=_(
         "share of promoters (9–10) − share of detractors (0–6) among the NPS answers given after an event "
@@ -360,6 +388,9 @@ NPS_TRANSACTIONAL = Kpi(
     compute=_nps("transactional"),
     exclusions=SURVEY_EXCLUSIONS,
     drill=_nps_drill("transactional"),
+    detail=NpsDetail,
+    significance=Significance.NPS,
+    min_sample=SURVEY_MIN_SAMPLE,
 )
 
 CSAT_PERCENT = Kpi(
@@ -375,6 +406,11 @@ CSAT_PERCENT = Kpi(
     compute=_csat_percent,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("csat_top", "csat_n", _("Satisfied (4–5)")),
+    detail=ProportionDetail,
+    plots=(Plot(CSAT_CES_CHART, label=_("CSAT %")),),
+    significance=Significance.PROPORTION,
+    min_sample=SURVEY_MIN_SAMPLE,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 CSAT_MEAN = Kpi(
@@ -387,6 +423,9 @@ CSAT_MEAN = Kpi(
     compute=_mean("csat", (1, 5)),
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("csat_sum", "csat_n", _("Answers (their scores add up)")),
+    detail=MeanDetail,
+    significance=Significance.MEAN,
+    min_sample=SURVEY_MIN_SAMPLE,
 )
 
 CES_MEAN = Kpi(
@@ -403,6 +442,10 @@ CES_MEAN = Kpi(
     compute=_mean("ces", (1, 7)),
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("ces_sum", "ces_n", _("Answers (their scores add up)")),
+    detail=MeanDetail,
+    plots=(Plot(CSAT_CES_CHART, axis="y2", label=_("CES mean")),),
+    significance=Significance.MEAN,
+    min_sample=SURVEY_MIN_SAMPLE,
 )
 
 RESPONSE_RATE_RR1 = Kpi(
@@ -412,12 +455,17 @@ RESPONSE_RATE_RR1 = Kpi(
     unit=Unit.PERCENT,
     better=Better.UP,
     formula=_(
-        "invitations answered completely ÷ invitations delivered in the period (by send time, all surveys); "
-        "provisional while links sent in the period can still be answered"
+        "invitations answered completely ÷ invitations delivered in the period (by send time, all surveys "
+        "pooled; per survey kind and per trigger in the breakdowns); provisional while links sent in the "
+        "period can still be answered"
     ),
     compute=_response_rate("completed"),
+    scopes=RESPONSE_RATE_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_response_drill("completed", _("Answered completely")),
+    detail=ResponseDetail,
+    significance=Significance.PROPORTION,
+    min_sample=SURVEY_MIN_SAMPLE,
 )
 
 RESPONSE_RATE_RR2 = Kpi(
@@ -428,11 +476,16 @@ RESPONSE_RATE_RR2 = Kpi(
     better=Better.UP,
     formula=_(
         "invitations with a submitted score (complete or partial) ÷ invitations delivered in the period "
-        "(by send time, all surveys); provisional while links sent in the period can still be answered"
+        "(by send time, all surveys pooled; per survey kind and per trigger in the breakdowns); provisional "
+        "while links sent in the period can still be answered"
     ),
     compute=_response_rate("started"),
+    scopes=RESPONSE_RATE_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_response_drill("started", _("With a submitted score")),
+    detail=ResponseDetail,
+    significance=Significance.PROPORTION,
+    min_sample=SURVEY_MIN_SAMPLE,
 )
 
 KPIS = [

@@ -15,7 +15,20 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from crm.models import Ticket, TicketStatusChange
 from crm.selectors import ticket_list
-from metrics.kpis.base import Basis, Better, Context, Family, Kpi, Row, Unit
+from metrics.kpis.base import (
+    MIN_EVENTS,
+    Basis,
+    Better,
+    Chart,
+    Context,
+    Family,
+    Kpi,
+    Plot,
+    Row,
+    Section,
+    Significance,
+    Unit,
+)
 from metrics.kpis.builders import (
     HUNDRED,
     dec,
@@ -43,12 +56,23 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
+from metrics.kpis.details import (
+    BacklogDetail,
+    MeanBeside,
+    ResolutionDetail,
+    SlaDetail,
+    TicketsCreatedDetail,
+    TicketsSolvedDetail,
+)
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, dataset_part
 from metrics.kpis.retention import _active_during
 from metrics.periods import Period
 
 LIVE_TICKET = live("customer__") & Q(is_spam=False)
 SOLVED = LIVE_TICKET & Q(status__in=[Ticket.Status.SOLVED, Ticket.Status.CLOSED], solved_at__isnull=False)
+SERVICE_CHART = Chart(
+    "chart-service", _("Ticket times and SLA"), "lines", order=70, y_title=_("hours"), y2_title=_("SLA %")
+)
 SERVICE_EXCLUSIONS = _(
     "spam tickets and tickets of merged duplicates or internal/test customers are excluded"
 )
@@ -67,6 +91,9 @@ TICKETS_CREATED_KPI = Kpi(
     formula=_("tickets opened in the period; details: how many of them still have no reply"),
     compute=measure(TICKETS_CREATED, "created", extra={"unreplied": "unreplied"}),
     exclusions=SERVICE_EXCLUSIONS,
+    detail=TicketsCreatedDetail,
+    significance=Significance.COUNT,
+    min_sample=MIN_EVENTS,
 )
 
 TICKETS_SOLVED_KPI = Kpi(
@@ -78,6 +105,9 @@ TICKETS_SOLVED_KPI = Kpi(
     formula=_("tickets whose latest solve falls in the period and that are still solved or closed"),
     compute=measure(TICKETS_SOLVED, "solved", extra={"reopened": "reopened"}),
     exclusions=SERVICE_EXCLUSIONS,
+    detail=TicketsSolvedDetail,
+    significance=Significance.COUNT,
+    min_sample=MIN_EVENTS,
 )
 
 FRT_MEDIAN = Kpi(
@@ -92,6 +122,10 @@ FRT_MEDIAN = Kpi(
     ),
     compute=measure(TICKETS_REPLIED, "frt_median", sample="replied", extra={"mean": "frt_mean"}),
     exclusions=SERVICE_EXCLUSIONS,
+    detail=MeanBeside,
+    plots=(Plot(SERVICE_CHART, label=_("First response (median)")),),
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 FRT_P90 = Kpi(
@@ -106,6 +140,7 @@ FRT_P90 = Kpi(
     ),
     compute=measure(TICKETS_REPLIED, "frt_p90", sample="replied"),
     exclusions=SERVICE_EXCLUSIONS,
+    min_sample=MIN_EVENTS,
 )
 
 RESOLUTION_MEDIAN = Kpi(
@@ -122,6 +157,9 @@ RESOLUTION_MEDIAN = Kpi(
         SOLVE_TIMES, "res_median", sample="solved", extra={"first_resolution_median": "first_res_median"}
     ),
     exclusions=SERVICE_EXCLUSIONS,
+    detail=ResolutionDetail,
+    plots=(Plot(SERVICE_CHART, label=_("Resolution (median)")),),
+    min_sample=MIN_EVENTS,
 )
 
 RESOLUTION_P90 = Kpi(
@@ -135,6 +173,7 @@ RESOLUTION_P90 = Kpi(
     ),
     compute=measure(SOLVE_TIMES, "res_p90", sample="solved"),
     exclusions=SERVICE_EXCLUSIONS,
+    min_sample=MIN_EVENTS,
 )
 
 
@@ -152,7 +191,7 @@ def _sla(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         )
         res = int(res_met.get(key, {}).get("met") or 0), int(res_breached.get(key, {}).get("breached") or 0)
         met, targets = Decimal(reply[0] + res[0]), Decimal(sum(reply) + sum(res))
-        extra = {"first_response": [reply[0], sum(reply)], "resolution": [res[0], sum(res)]}
+        extra = SlaDetail(first_response=(reply[0], sum(reply)), resolution=(res[0], sum(res)))
         return divide(met, targets, HUNDRED), met, targets, int(targets), extra
 
     return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
@@ -220,6 +259,11 @@ SLA_ATTAINMENT = Kpi(
             ),
         }
     ),
+    detail=SlaDetail,
+    plots=(Plot(SERVICE_CHART, axis="y2", label=_("SLA attainment")),),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
+    sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
 )
 
 
@@ -229,7 +273,7 @@ def _backlog(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         key = (period.granularity, period.first_day, scope, scope_id)
         net = int(created.get(key, {}).get("created") or 0) - int(solved.get(key, {}).get("solved") or 0)
-        return dec(values.get("backlog")), None, None, None, {"net_change": net}
+        return dec(values.get("backlog")), None, None, None, BacklogDetail(net_change=net)
 
     return rows_from(ctx, kpi, with_current(ctx, stock(ctx, BACKLOG_DELTAS), BACKLOG_NOW), fn)
 
@@ -258,6 +302,7 @@ BACKLOG = Kpi(
     basis=Basis.STOCK,
     exclusions=SERVICE_EXCLUSIONS,
     drill=Drill({NUMERATOR: Part(_unsolved_at_end, VALUE, label=_("Unsolved at the end of the period"))}),
+    detail=BacklogDetail,
 )
 
 
@@ -291,6 +336,8 @@ COMPLAINT_RATE = Kpi(
             DENOMINATOR: Part(_active_during, DENOMINATOR, label=_("Customers active in the period")),
         }
     ),
+    significance=Significance.PROPORTION,
+    min_sample=MIN_EVENTS,
 )
 
 # The datasets these KPIs read.

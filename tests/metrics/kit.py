@@ -2,6 +2,7 @@
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from metrics.kpis import get_kpi
@@ -52,3 +53,12 @@ def value(code: str, scope: str = Scope.COMPANY, scope_id: object = "", **kwargs
 
 def d(text: str) -> Decimal:
     return Decimal(text).quantize(Decimal("0.000001"))
+
+
+def detail(extra: Any) -> dict[str, Any]:
+    """A row's details as a plain dict of the fields that are set (tuples as lists), for comparisons."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in extra.to_json().items()
+        if value is not None
+    }

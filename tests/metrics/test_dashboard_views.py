@@ -145,6 +145,20 @@ def test_kpi_detail_shows_definition_numbers_breakdown_and_drilldown(client, man
     assert "Drilled Customer AG" in body
 
 
+def test_response_rate_page_breaks_down_by_survey_kind_and_trigger_for_managers_only(client, manager):
+    period = current()
+    snap("survey_response_rate", period, "40", numerator=Decimal(4), denominator=Decimal(10))
+    snap("survey_response_rate", period, "75", scope=Scope.SURVEY, scope_id="nps")
+    snap("survey_response_rate", period, "16.666667", scope=Scope.SURVEY, scope_id="csat")
+    snap("survey_response_rate", period, "75", scope=Scope.TRIGGER, scope_id="periodic")
+    body = client.get(reverse("metrics:kpi_detail", args=["survey_response_rate"])).content.decode()
+    assert "By survey kind" in body and "By trigger" in body and "Daily trickle" in body
+    assert body.index("By survey kind") < body.index("By trigger")
+    client.force_login(make_user())
+    body = client.get(reverse("metrics:kpi_detail", args=["survey_response_rate"])).content.decode()
+    assert "By survey kind" not in body and "Daily trickle" not in body
+
+
 def test_kpi_detail_drilldown_is_scoped_for_a_rep(client):
     rep, mate = make_user(), make_user()
     mine = make_customer(rep, name="Mine GmbH")
@@ -286,3 +300,29 @@ def test_cards_are_rendered_once_per_recompute_and_target_change(
     KpiSnapshot.objects.filter(kpi="win_rate").update(value=Decimal("45"))
     finished_run()
     assert "45.0 %" in client.get(reverse("metrics:dashboard")).content.decode()
+
+
+def test_nps_is_a_whole_number_on_cards_pages_exports_and_the_weekly_report(client, manager):
+    """KPIS.md §1: NPS is an integer from −100 to +100; it is stored unrounded."""
+    from metrics.reports import weekly_report_cards
+
+    now, before = current(), current().previous()
+    snap("nps_relationship", before, "21.6", sample_size=40)
+    snap("nps_relationship", now, "33.3333", sample_size=40)
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert ">33<" in body.replace(" ", "") or "33</" in body
+    assert "33.3" not in body and "+12 points" in body
+    page = client.get(reverse("metrics:kpi_detail", args=["nps_relationship"])).content.decode()
+    assert "33.3" not in page
+    export = client.get(reverse("metrics:kpi_export", args=["nps_relationship"]), {"format": "csv"})
+    lines = (
+        b"".join(export.streaming_content).decode().splitlines()
+        if export.streaming
+        else export.text.splitlines()
+    )
+    assert any(line.split(",")[3] == "33" for line in lines[1:])
+    week, week_before = current("week"), current("week").previous()
+    snap("nps_relationship", week_before, "-0.4", sample_size=40)
+    _filters, cards = weekly_report_cards(now=week.start + (week.end - week.start) / 2)
+    card = next(c for c in cards if c.kpi.code == "nps_relationship")
+    assert card.display == "0"

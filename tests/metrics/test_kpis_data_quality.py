@@ -10,7 +10,7 @@ from crm.models import Customer
 from metrics.kpis.data_quality import duplicate_clusters
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_customer, make_deal, make_user, stage
-from tests.metrics.kit import NOW, d, row, value
+from tests.metrics.kit import NOW, d, detail, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +71,12 @@ def test_validation_error_rate(records):
     # Failing a rule: c3 (e-mail syntax), c4 (phone), the won deal without amount → 3 of 4 customers +
     # 3 deals = 42.857143 %.
     r = row("validation_error_rate", first_day=JUNE, now=NOW)
-    assert r.extra == {"customers_invalid": 2, "customers_checked": 4, "deals_invalid": 1, "deals_checked": 3}
+    assert detail(r.extra) == {
+        "customers_invalid": 2,
+        "customers_checked": 4,
+        "deals_invalid": 1,
+        "deals_checked": 3,
+    }
     assert current("validation_error_rate") == d("42.857143")
 
 

@@ -9,7 +9,7 @@ from crm import services
 from crm.models import CompanySettings
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_crm_cost, make_customer, make_spend, make_user
-from tests.metrics.kit import d, local, row, value
+from tests.metrics.kit import d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +55,8 @@ def test_clv_churn_based(march):
     # → CLV = 240 ÷ 0.25 = 960.
     r = row("clv")
     assert r.value == Decimal(960)
-    assert r.extra["arpa"] == 400.0
-    assert r.extra["churn_rate_percent"] == 25.0
+    assert r.extra.arpa == 400.0
+    assert r.extra.churn_rate_percent == 25.0
     # February: nobody churned → CLV cannot be computed (NULL, not infinite).
     assert row("clv", first_day=date(2026, 2, 1)).value is None
 
@@ -89,9 +89,9 @@ def test_crm_roi_since_go_live(roi_inputs):
     assert r.numerator == Decimal(-160)
     assert r.denominator == Decimal(1300)
     assert value("crm_roi") == d("-12.307692")
-    assert r.extra["win_rate_baseline"] == 50.0
-    assert r.extra["win_rate_after_go_live"] == 75.0
-    assert r.extra["licensed_user_months"] == 3
+    assert r.extra.win_rate_baseline == 50.0
+    assert r.extra.win_rate_after_go_live == 75.0
+    assert r.extra.licensed_user_months == 3
     assert value("crm_roi", granularity="quarter", first_day=date(2026, 1, 1)) == d("-12.307692")
     # Before go-live: no value.
     assert row("crm_roi", first_day=date(2025, 12, 1)).value is None
@@ -100,4 +100,4 @@ def test_crm_roi_since_go_live(roi_inputs):
 def test_crm_roi_needs_a_go_live_date(march):
     r = row("crm_roi")
     assert r.value is None
-    assert r.extra == {"missing": "go_live_date"}
+    assert detail(r.extra) == {"missing": "go_live_date"}

@@ -9,7 +9,7 @@ from crm import services
 from crm.models import Customer, Deal
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_customer, make_team, make_user
-from tests.metrics.kit import compute, d, local, row, value
+from tests.metrics.kit import compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +60,7 @@ def test_retention_rate_set_based_and_textbook(customers):
     assert value("retention_rate") == d("66.666667")
     # Textbook (E − N) / S: E = c1, c3, c5, c7 = 4; N = new in March c4, c5, c7 = 3 → (4 − 3) / 3.
     r = row("retention_rate_textbook")
-    assert r.extra == {"end": 4, "new": 3}
+    assert detail(r.extra) == {"end": 4, "new": 3}
     assert value("retention_rate_textbook") == d("33.333333")
     assert row("retention_rate", first_day=date(2025, 1, 1)).value is None
 
@@ -109,6 +109,31 @@ def test_renewal_rate_with_grace_period():
     # Nothing due in April → NULL; a period whose 30-day grace is still open is provisional.
     assert row("renewal_rate", first_day=APRIL).value is None
     assert row("renewal_rate", first_day=date(2026, 6, 1)).provisional is True
+
+
+def test_deal_based_renewal_rate_needs_no_contract_terms():
+    """KPIS.md §10.12: renewal deals won ÷ renewal deals closed in the period, by close date."""
+    rep = make_user()
+    customer = make_customer(rep, at=local(2025, 1, 1))
+
+    def renewal(closed, *, won: bool = True, **fields) -> Deal:
+        return make_closed_deal(
+            customer, created=local(2026, 1, 5), closed=closed, won=won, kind=Deal.Kind.RENEWAL, **fields
+        )
+
+    renewal(local(2026, 3, 1))  # on the boundary: March
+    renewal(local(2026, 3, 31, 23, 59))
+    renewal(local(2026, 3, 15), won=False)
+    renewal(local(2026, 3, 16), won=False, lost_reason="Duplicate of another deal")  # data hygiene
+    renewal(local(2026, 2, 28, 23, 59))  # February
+    make_closed_deal(customer, created=local(2026, 1, 5), closed=local(2026, 3, 10))  # new business
+    r = row("renewal_rate_deals")
+    assert (r.numerator, r.denominator) == (2, 3)
+    assert value("renewal_rate_deals") == d("66.666667")
+    assert value("renewal_rate_deals", Scope.USER, rep.pk) == d("66.666667")
+    assert value("renewal_rate_deals", first_day=date(2026, 2, 1)) == d("100")
+    # Without contract terms the term-based rate has nothing due: the deal-based one still answers.
+    assert value("renewal_rate") is None
 
 
 def test_repeat_purchase_rate():

@@ -9,7 +9,7 @@ from crm import services
 from crm.models import Customer, Deal, PipelineStage
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_customer, make_deal, make_team, make_user, stage
-from tests.metrics.kit import NOW, compute, d, local, row, value
+from tests.metrics.kit import NOW, compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,7 @@ def test_sales_cycle_median_and_p90():
     # Cycles 0, 10, 20, 30, 40 days: median 20; p90 = 30 + 0.6 × 10 = 36 (linear interpolation).
     assert value("sales_cycle_median") == d("20")
     assert value("sales_cycle_p90") == d("36")
-    assert row("sales_cycle_median").extra == {"mean": 20.0}
+    assert detail(row("sales_cycle_median").extra) == {"mean": 20.0}
     assert row("sales_cycle_median", first_day=APRIL).value is None
 
 
@@ -190,7 +190,7 @@ def test_weighted_forecast_for_the_current_period():
     # Won to date 3000 + 1000 × 50 % + 2000 × 40 % = 4300 (the deal due 1 April is April's).
     r = row("forecast_weighted", now=now)
     assert r.value == Decimal(4300)
-    assert r.extra == {"won_to_date": 3000.0, "open_weighted": 1300.0}
+    assert detail(r.extra) == {"won_to_date": 3000.0, "open_weighted": 1300.0}
     # Only the current period has a forecast.
     assert row("forecast_weighted", first_day=FEBRUARY, now=now) is None
 
@@ -217,7 +217,7 @@ def test_sales_growth_like_for_like_for_the_unfinished_period():
     # 1–10 March 12:00 (1500) against 1–10 February 12:00 (1000), not all of February (6000): +50 %.
     r = row("sales_growth_pop", now=now)
     assert r.value == Decimal(50)
-    assert r.extra["like_for_like"] is True
+    assert r.extra.like_for_like is True
     assert r.provisional is True
 
 
@@ -239,8 +239,8 @@ def test_funnel_conversion_of_a_creation_cohort():
     # Reached: Lead in 4, Qualified 4, Proposal 3 (f1, f3, f4), Negotiation 1 (f1, won), Won 1 → 1 / 4 = 25 %.
     r = row("funnel_conversion")
     assert r.value == Decimal(25)
-    steps = {s["stage"]: s for s in r.extra["stages"]}
-    assert [s["reached"] for s in r.extra["stages"]] == [4, 4, 3, 1, 1]
+    steps = {s["stage"]: s for s in r.extra.stages}
+    assert [s["reached"] for s in r.extra.stages] == [4, 4, 3, 1, 1]
     assert steps["Proposal"]["to_next"] == pytest.approx(33.3333, abs=1e-3)
     assert steps["Qualified"]["in_progress"] == 1
     assert row("funnel_conversion", first_day=FEBRUARY).value is None
@@ -249,7 +249,7 @@ def test_funnel_conversion_of_a_creation_cohort():
     long = row("funnel_conversion", also=(date(2024, 3, 1),))
     assert (long.value, long.extra) == (r.value, r.extra)
     year = row("funnel_conversion", granularity="year", first_day=date(2026, 1, 1))
-    assert [s["reached"] for s in year.extra["stages"]] == [5, 4, 3, 1, 1]  # with the April deal
+    assert [s["reached"] for s in year.extra.stages] == [5, 4, 3, 1, 1]  # with the April deal
     assert year.value == Decimal(20)
 
 

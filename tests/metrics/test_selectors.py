@@ -10,13 +10,14 @@ from crm import services
 from crm.models import Deal
 from metrics.kpis import registry
 from metrics.models import KpiSnapshot, Scope
+from metrics.periods import Period
 from metrics.selectors import (
     DrilldownError,
     kpi_breakdown,
     kpi_drilldown,
-    kpi_period_values,
     kpi_series,
-    snapshot_run_latest,
+    kpi_values_by_scope,
+    snapshot_runs_health,
 )
 from metrics.services import snapshots_recompute
 from tests.factories import (
@@ -131,12 +132,20 @@ def test_series_and_period_reads_touch_only_snapshots(two_reps, django_assert_nu
     snapshots_recompute(
         start=local(2026, 1, 1), end=local(2026, 5, 1), granularities=["month"], now=local(2026, 6, 15)
     )
+    months = [Period("month", date(2026, m, 1)) for m in (1, 2, 3, 4)]
     with django_assert_num_queries(1):
-        series = list(kpi_series(kpi="win_rate", granularity="month", since=local(2026, 1, 1)))
-    assert [s.period_start for s in series] == [local(2026, m, 1) for m in (1, 2, 3, 4)]
-    assert series[2].value == Decimal(50) and series[0].value is None
-    cards = kpi_period_values(granularity="month", period_start=local(2026, 3, 1))
-    assert cards["deals_won"].value == 2
+        series = kpi_series(
+            kpis=["win_rate", "deals_won"], granularity="month", periods=months, scope=Scope.COMPANY
+        )
+    assert sorted(series["win_rate"]) == [p.first_day for p in months]
+    assert (
+        series["win_rate"][MARCH].value == Decimal(50) and series["win_rate"][date(2026, 1, 1)].value is None
+    )
+    assert series["deals_won"][MARCH].value == 2
+    by_rep = kpi_values_by_scope(
+        kpis=["deals_won"], granularity="month", period_start=local(2026, 3, 1), scope="user"
+    )
+    assert by_rep == {str(rep_a.pk): {"deals_won": 1}, str(rep_b.pk): {"deals_won": 1}}
     manager = make_manager()
     assert (
         kpi_breakdown(
@@ -152,5 +161,6 @@ def test_series_and_period_reads_touch_only_snapshots(two_reps, django_assert_nu
         user=rep_a, kpi="deals_won", granularity="month", period_start=local(2026, 3, 1), scope=Scope.USER
     )
     assert list(own.values_list("scope_id", flat=True)) == [str(rep_a.pk)]
-    assert snapshot_run_latest().rows == KpiSnapshot.objects.count()
+    last_ok, latest = snapshot_runs_health()
+    assert last_ok == latest and last_ok.rows == KpiSnapshot.objects.count()
     assert rep_b.pk != rep_a.pk

@@ -9,9 +9,9 @@ import pytest
 from crm.models import Customer
 from metrics.kpis import satisfaction
 from metrics.models import Scope
-from surveys.models import SurveyInvitation, SurveyResponse
+from surveys.models import Survey, SurveyInvitation, SurveyResponse
 from tests.factories import make_customer, make_survey, make_team, make_user
-from tests.metrics.kit import compute, d, local, row, value
+from tests.metrics.kit import compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -84,19 +84,19 @@ def test_the_worked_example_of_kpis_md(nps, customer):
     assert r.value == d("30")
     assert (r.numerator, r.denominator, r.sample_size) == (60, 200, 200)
     extra = r.extra
-    assert (extra["promoters"], extra["passives"], extra["detractors"]) == (100, 60, 40)
-    assert (extra["promoters_pct"], extra["passives_pct"], extra["detractors_pct"]) == (50.0, 30.0, 20.0)
-    assert extra["se"] == pytest.approx(5.5227, abs=1e-4)  # 100·√(0.61/200)
-    assert extra["moe95"] == pytest.approx(10.8245, abs=1e-4)
-    assert round(extra["moe95"]) == 11
-    assert extra["low_sample"] is False
-    assert extra["nps_type"] == "relationship"
+    assert (extra.promoters, extra.passives, extra.detractors) == (100, 60, 40)
+    assert (extra.promoters_pct, extra.passives_pct, extra.detractors_pct) == (50.0, 30.0, 20.0)
+    assert extra.se == pytest.approx(5.5227, abs=1e-4)  # 100·√(0.61/200)
+    assert extra.moe95 == pytest.approx(10.8245, abs=1e-4)
+    assert round(extra.moe95) == 11
+    assert extra.low_sample is False
+    assert extra.nps_type == "relationship"
 
 
 def test_nps_with_no_answers_is_null_not_zero(nps, customer):
     r = row("nps_relationship", first_day=APRIL)
     assert r.value is None and r.sample_size == 0 and r.denominator == 0
-    assert r.extra["moe95"] is None and r.extra["low_sample"] is True
+    assert r.extra.moe95 is None and r.extra.low_sample is True
     assert satisfaction.nps_stats(0, 0, 0) is None
 
 
@@ -113,9 +113,9 @@ def test_significance_of_the_change_from_the_previous_period(nps, customer):
     # March: the worked example, NPS 30, SE² = 30.5 → z = 30 / √90.5 = 3.1535… > 1.96.
     answers(nps, customer, scores(s10=100, s8=60, s6=40), local(2026, 3, 10))
     extra = row("nps_relationship").extra
-    assert extra["previous"] == 0 and extra["previous_n"] == 100
-    assert extra["z"] == pytest.approx(30 / math.sqrt(90.5), abs=1e-4)
-    assert extra["significant"] is True
+    assert extra.previous == 0 and extra.previous_n == 100
+    assert extra.z == pytest.approx(30 / math.sqrt(90.5), abs=1e-4)
+    assert extra.significant is True
 
 
 def test_a_small_change_on_small_samples_is_not_significant(nps, customer):
@@ -123,11 +123,11 @@ def test_a_small_change_on_small_samples_is_not_significant(nps, customer):
     answers(nps, customer, scores(s10=5, s0=5), local(2026, 2, 10))
     answers(nps, customer, scores(s10=6, s0=4), local(2026, 3, 10))
     extra = row("nps_relationship").extra
-    assert extra["z"] == pytest.approx(20 / math.sqrt(1960), abs=1e-4)  # 0.4518
-    assert extra["significant"] is False
-    assert extra["low_sample"] is True
+    assert extra.z == pytest.approx(20 / math.sqrt(1960), abs=1e-4)  # 0.4518
+    assert extra.significant is False
+    assert extra.low_sample is True
     # No previous answers: no test at all.
-    assert row("nps_relationship", first_day=FEBRUARY).extra["significant"] is None
+    assert row("nps_relationship", first_day=FEBRUARY).extra.significant is None
 
 
 def test_relationship_and_transactional_nps_are_never_pooled(nps, customer):
@@ -136,7 +136,7 @@ def test_relationship_and_transactional_nps_are_never_pooled(nps, customer):
     answers(transactional, customer, [0], local(2026, 3, 5))
     assert value("nps_relationship") == d("100")
     assert value("nps_transactional") == d("-100")
-    assert row("nps_transactional").extra["nps_type"] == "transactional"
+    assert row("nps_transactional").extra.nps_type == "transactional"
 
 
 def test_per_owner_at_answer_time_and_per_team(nps, customer):
@@ -183,11 +183,11 @@ def test_csat_top_two_box_with_wilson_interval_and_mean(customer):
     r = row("csat")
     assert r.value == d("60") and (r.numerator, r.denominator, r.sample_size) == (6, 10, 10)
     # Wilson, p̂ = 0.6, n = 10, z = 1.96: (0.79208 ∓ 0.359296) / 1.38416.
-    assert r.extra["wilson_low"] == pytest.approx(31.2669, abs=1e-3)
-    assert r.extra["wilson_high"] == pytest.approx(83.1823, abs=1e-3)
-    assert r.extra["mean"] == pytest.approx(3.6)
+    assert r.extra.wilson_low == pytest.approx(31.2669, abs=1e-3)
+    assert r.extra.wilson_high == pytest.approx(83.1823, abs=1e-3)
+    assert r.extra.mean == pytest.approx(3.6)
     assert value("csat_mean") == d("3.6")
-    assert row("csat_mean").extra["scale_max"] == 5
+    assert row("csat_mean").extra.scale_max == 5
     assert value("csat", first_day=APRIL) is None and value("csat_mean", first_day=APRIL) is None
     assert satisfaction.wilson_interval(0, 0) is None
 
@@ -197,7 +197,7 @@ def test_csat_wilson_at_the_edges_stays_inside_0_to_100(customer):
     answers(csat, customer, [5, 5, 5], local(2026, 3, 5))
     r = row("csat")
     assert r.value == d("100")
-    assert 0 < r.extra["wilson_low"] < 100 and r.extra["wilson_high"] == pytest.approx(100)
+    assert 0 < r.extra.wilson_low < 100 and r.extra.wilson_high == pytest.approx(100)
 
 
 def test_ces_mean_with_its_scale_margin_of_error_and_share_easy(customer):
@@ -207,17 +207,17 @@ def test_ces_mean_with_its_scale_margin_of_error_and_share_easy(customer):
     # mean 32/7; s² = (164 − 32²/7) / 6 = 2.952381; MoE = 1.96·s/√7.
     assert value("ces_mean") == d("4.571429")
     assert r.sample_size == 7
-    assert (r.extra["scale_min"], r.extra["scale_max"]) == (1, 7)
-    assert r.extra["sd"] == pytest.approx(1.718249, abs=1e-4)
-    assert r.extra["moe95"] == pytest.approx(1.272897, abs=1e-4)
-    assert r.extra["easy_pct"] == pytest.approx(57.1429, abs=1e-3)
+    assert (r.extra.scale_min, r.extra.scale_max) == (1, 7)
+    assert r.extra.sd == pytest.approx(1.718249, abs=1e-4)
+    assert r.extra.moe95 == pytest.approx(1.272897, abs=1e-4)
+    assert r.extra.easy_pct == pytest.approx(57.1429, abs=1e-3)
     assert value("ces_mean", first_day=APRIL) is None
 
 
 def test_a_single_ces_answer_has_a_mean_but_no_interval(customer):
     answers(make_survey("ces"), customer, [6], local(2026, 3, 5))
     r = row("ces_mean")
-    assert r.value == d("6") and r.extra["sd"] is None and r.extra["moe95"] is None
+    assert r.value == d("6") and r.extra.sd is None and r.extra.moe95 is None
 
 
 # Response rates
@@ -228,7 +228,7 @@ def invitation(survey, customer, sent: datetime, *, status: str, started: bool =
     return SurveyInvitation.objects.create(
         survey=survey,
         customer=customer,
-        trigger="manual",
+        trigger=survey.trigger,
         status=status,
         token_hash=secrets.token_hex(32),
         created_at=sent,
@@ -265,7 +265,7 @@ def test_response_rates_rr1_and_rr2(customer):
     rr1, rr2 = row("survey_response_rate"), row("survey_response_rate_rr2")
     assert (value("survey_response_rate"), rr1.numerator, rr1.denominator) == (d("45.454545"), 5, 11)
     assert (value("survey_response_rate_rr2"), rr2.numerator, rr2.denominator) == (d("63.636364"), 7, 11)
-    assert rr1.extra == {
+    assert detail(rr1.extra) == {
         "delivered": 11,
         "opened": 10,
         "started": 7,
@@ -276,6 +276,39 @@ def test_response_rates_rr1_and_rr2(customer):
     assert rr1.provisional is False
     assert value("survey_response_rate", Scope.USER, customer.owner.pk) == d("45.454545")
     assert value("survey_response_rate", first_day=APRIL) is None
+
+
+def test_response_rates_per_survey_kind_and_per_trigger_beside_the_pooled_rate(customer):
+    """KPIS.md §10.12: NPS invitations are not pooled with CSAT ones when the rate is read per kind."""
+    # The company's daily-trickle NPS survey (there is one per kind), and a manual CSAT campaign.
+    nps = Survey.objects.filter(kind="nps", trigger="periodic").first() or make_survey(
+        "nps", trigger="periodic"
+    )
+    csat = make_survey("csat")
+    sent = local(2026, 3, 10)
+    for status in ("completed", "completed", "completed", "expired"):
+        invitation(nps, customer, sent, status=status, started=status == "completed")
+    for status in ("completed", "partial", "expired", "expired", "expired", "expired"):
+        invitation(csat, customer, sent, status=status, started=status != "expired")
+    kind, trigger = Scope.SURVEY, Scope.TRIGGER
+    rr1 = "survey_response_rate"
+    assert (row(rr1).numerator, row(rr1).denominator) == (4, 10)
+    nps_row, csat_row = row(rr1, kind, "nps"), row(rr1, kind, "csat")
+    assert (value(rr1, kind, "nps"), nps_row.numerator, nps_row.denominator) == (d("75"), 3, 4)
+    assert (value(rr1, kind, "csat"), csat_row.numerator, csat_row.denominator) == (d("16.666667"), 1, 6)
+    assert value(rr1, kind, "ces") is None
+    assert value("survey_response_rate_rr2", kind, "csat") == d("33.333333")
+    assert value(rr1, trigger, "periodic") == d("75")
+    assert value(rr1, trigger, "manual") == d("16.666667")
+    # The drill-down of a kind lists that kind's invitations only.
+    from metrics.kpis import get_kpi
+    from metrics.periods import period_of
+
+    manager = make_user(role="manager")
+    drill = get_kpi(rr1).drilldown
+    march = period_of(local(2026, 3, 1), "month")
+    assert drill.records(manager, march, kind, "nps", "denominator").count() == 4
+    assert drill.records(manager, march, trigger, "manual", "numerator").count() == 1
 
 
 def test_response_rate_is_provisional_while_links_can_still_be_answered(customer):
@@ -311,7 +344,8 @@ def test_all_satisfaction_kpis_are_registered_with_every_scope():
     kpis = registry()
     assert codes <= set(kpis)
     for code in codes:
-        assert set(kpis[code].scopes) == {Scope.COMPANY, Scope.TEAM, Scope.USER}
+        per_survey = {Scope.SURVEY, Scope.TRIGGER} if code.startswith("survey_response_rate") else set()
+        assert set(kpis[code].scopes) == {Scope.COMPANY, Scope.TEAM, Scope.USER} | per_survey
         assert set(kpis[code].granularities) == {"week", "month", "quarter", "year"}
 
 

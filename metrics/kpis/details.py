@@ -1,0 +1,214 @@
+"""What a snapshot carries beside its numbers (its ``extra``), typed: one small dataclass per kind of KPI.
+
+A KPI declares its detail class (``Kpi.detail``); its compute function fills one in, the snapshot stores
+it as JSON, and every reader gets it back typed (``Kpi.details_of(snapshot)``), so a name such as
+``moe95`` is spelled in one place. Every field may be missing (None): rows stored before a field existed
+still read.
+"""
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class Detail:
+    """No details (the base of all the others)."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Self:
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in (data or {}).items() if key in names})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Sampled(Detail):
+    """A value from answers or events few enough to mislead (KPIS.md G4, §10.2)."""
+
+    low_sample: bool | None = None
+
+
+@dataclass(frozen=True)
+class NpsDetail(Sampled):
+    """NPS shares, its standard error and 95 % margin of error, and the change from the previous period."""
+
+    nps_type: str | None = None
+    promoters: int | None = None
+    passives: int | None = None
+    detractors: int | None = None
+    promoters_pct: float | None = None
+    passives_pct: float | None = None
+    detractors_pct: float | None = None
+    se: float | None = None
+    moe95: float | None = None
+    previous: float | None = None
+    previous_n: int | None = None
+    z: float | None = None
+    significant: bool | None = None
+
+
+@dataclass(frozen=True)
+class ProportionDetail(Sampled):
+    """A share of answers with its Wilson 95 % interval (in percent) and the mean score."""
+
+    wilson_low: float | None = None
+    wilson_high: float | None = None
+    mean: float | None = None
+
+
+@dataclass(frozen=True)
+class MeanDetail(Sampled):
+    """A mean score on its scale, with the sample standard deviation and 95 % margin of error."""
+
+    scale_min: int | None = None
+    scale_max: int | None = None
+    sd: float | None = None
+    moe95: float | None = None
+    easy_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class ResponseDetail(Detail):
+    """The survey invitations of the period, step by step (KPIS.md §2.4)."""
+
+    delivered: int | None = None
+    opened: int | None = None
+    started: int | None = None
+    completed: int | None = None
+    partial: int | None = None
+    drop_off_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class MeanBeside(Detail):
+    """The mean beside a median or percentile."""
+
+    mean: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolutionDetail(Detail):
+    """The median time to the first resolution beside that to the last one."""
+
+    first_resolution_median: float | None = None
+
+
+@dataclass(frozen=True)
+class TicketsCreatedDetail(Detail):
+    unreplied: int | None = None
+
+
+@dataclass(frozen=True)
+class TicketsSolvedDetail(Detail):
+    reopened: int | None = None
+
+
+@dataclass(frozen=True)
+class ForecastDetail(Detail):
+    """The weighted forecast: won so far, plus the weighted open deals expected to close in the period."""
+
+    won_to_date: float | None = None
+    open_weighted: float | None = None
+
+
+@dataclass(frozen=True)
+class GrowthDetail(Detail):
+    """The period grown from, and whether an unfinished period was compared like for like."""
+
+    compared_with: str | None = None
+    like_for_like: bool | None = None
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    stage: str
+    reached: int
+    in_progress: int
+    to_next: float | None
+    cumulative: float | None
+
+
+@dataclass(frozen=True)
+class FunnelDetail(Detail):
+    """Each stage of the funnel: deals that reached it, still in it, and the conversions."""
+
+    stages: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def steps(self) -> list[FunnelStep]:
+        return [FunnelStep(**step) for step in self.stages]
+
+
+@dataclass(frozen=True)
+class ForecastAccuracyDetail(Detail):
+    forecast_at_start: float | None = None
+    won: float | None = None
+
+
+@dataclass(frozen=True)
+class TextbookRetentionDetail(Detail):
+    """E and N of (E − N) ÷ S."""
+
+    end: int | None = None
+    new: int | None = None
+
+
+@dataclass(frozen=True)
+class SlaDetail(Detail):
+    """[met, met or breached] per target."""
+
+    first_response: tuple[int, int] | None = None
+    resolution: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class BacklogDetail(Detail):
+    net_change: int | None = None
+
+
+@dataclass(frozen=True)
+class ClvDetail(Detail):
+    revenue: float | None = None
+    churned: int | None = None
+    arpa: float | None = None
+    gross_margin_percent: float | None = None
+    churn_rate_percent: float | None = None
+    active_customers: int | None = None
+
+
+@dataclass(frozen=True)
+class RoiDetail(Detail):
+    """The inputs of the CRM ROI (KPIS.md §5): its horizon, costs and gains and what they are made of."""
+
+    missing: str | None = None
+    before_go_live: bool | None = None
+    horizon: tuple[str, str] | None = None
+    costs: float | None = None
+    gains: float | None = None
+    time_saved_value: float | None = None
+    licensed_user_months: int | None = None
+    win_rate_after_go_live: float | None = None
+    win_rate_baseline: float | None = None
+    baseline_months: tuple[str, str] | None = None
+    closed_amount: float | None = None
+    gross_margin_percent: float | None = None
+    payback_months: float | None = None
+
+
+@dataclass(frozen=True)
+class CompletenessDetail(Detail):
+    customer_filled: int | None = None
+    customer_slots: int | None = None
+    deal_filled: int | None = None
+    deal_slots: int | None = None
+
+
+@dataclass(frozen=True)
+class ValidationDetail(Detail):
+    customers_invalid: int | None = None
+    customers_checked: int | None = None
+    deals_invalid: int | None = None
+    deals_checked: int | None = None

@@ -1,0 +1,55 @@
+"""The dimensions a KPI is broken down by on its page: one per non-company scope it declares.
+
+A dimension says how its rows are headed, who may see them and what the ids of its snapshot rows are
+called. The KPI page's breakdowns are a loop over ``kpi.scopes`` through this table.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Team, User
+from crm.models import Source
+from metrics.models import Scope
+from surveys.models import Survey
+
+
+def _team_names(ids: Iterable[str]) -> dict[str, str]:
+    return {str(pk): name for pk, name in Team.objects.filter(pk__in=list(ids)).values_list("pk", "name")}
+
+
+def _user_names(ids: Iterable[str]) -> dict[str, str]:
+    return {str(u.pk): str(u) for u in User.objects.filter(pk__in=list(ids))}
+
+
+def _choice_names(choices: type) -> Callable[[Iterable[str]], dict[str, str]]:
+    return lambda _ids: {value: str(label) for value, label in choices.choices}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    scope: str
+    label: Promise
+    # The names of the rows' scope ids (one query at most).
+    names: Callable[[Iterable[str]], dict[str, str]]
+    # A rep sees their own row of a per-person breakdown; the other dimensions are for managers.
+    own_row: bool = False
+
+
+DIMENSIONS = {
+    d.scope: d
+    for d in (
+        Dimension(Scope.TEAM, _("By team"), _team_names),
+        Dimension(Scope.USER, _("By person"), _user_names, own_row=True),
+        Dimension(Scope.SOURCE, _("By channel"), _choice_names(Source)),
+        Dimension(Scope.SURVEY, _("By survey kind"), _choice_names(Survey.Kind)),
+        Dimension(Scope.TRIGGER, _("By trigger"), _choice_names(Survey.Trigger)),
+    )
+}
+
+
+def breakdown_dimensions(scopes: Iterable[str]) -> list[Dimension]:
+    """The dimensions of a KPI's scopes, in its declared order (the company is the headline, not a row)."""
+    return [DIMENSIONS[scope] for scope in scopes if scope != Scope.COMPANY]
