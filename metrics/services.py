@@ -22,7 +22,7 @@ from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row
 from metrics.kpis.details import Detail
-from metrics.kpis.sql import with_plans_off
+from metrics.kpis.sql import run_settings, with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -219,20 +219,8 @@ def _recompute(
                 _finish(run, SnapshotRun.Status.SKIPPED, clock)
                 return run
             with connection.cursor() as cursor:
-                # Grouping-set hash tables and sorts of a full rebuild need more than the default 4 MB;
-                # JIT compilation costs seconds per query and gains nothing on these one-off scans.
-                cursor.execute("SET LOCAL work_mem = '256MB'")
-                cursor.execute("SET LOCAL jit = off")
-                if not ctx.incremental:
-                    # Scans of millions of rows: let PostgreSQL's parallel workers join and scan them (its
-                    # default costs keep them out of most of these plans); small runs start none.
-                    cursor.execute("SET LOCAL parallel_setup_cost = 10")
-                    cursor.execute("SET LOCAL parallel_tuple_cost = 0.001")
-                else:
-                    # The recent run's index reads hit cached pages: at the default cost of a random page
-                    # PostgreSQL reads the open deals through the heap (16 000 pages) rather than from
-                    # the covering index alone (1 000), twice as slow.
-                    cursor.execute("SET LOCAL random_page_cost = 1.1")
+                for statement in run_settings(ctx.incremental):
+                    cursor.execute(statement)
             if ctx.incremental:
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)

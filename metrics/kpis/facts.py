@@ -29,6 +29,7 @@ from accounts.models import Seat, User
 from metrics.kpis.base import Context, Dirty
 from metrics.kpis.dataset import Dataset
 from metrics.kpis.sql import (
+    RUN_SETTINGS,
     Grouped,
     Query,
     Statements,
@@ -675,8 +676,10 @@ def _run_statements(statements: Statements) -> None:
     conn = connections[DEFAULT_DB_ALIAS]
     try:
         with conn.cursor() as cursor:
-            cursor.execute("SET work_mem = '256MB'")
-            cursor.execute("SET jit = off")
+            # The run's own memory and JIT settings, for this session (it runs outside the transaction).
+            for name in ("work_mem", "jit"):
+                for setting in RUN_SETTINGS.get(name, ((), ()))[1]:
+                    cursor.execute(setting.replace("SET LOCAL", "SET"))
             for sql, params in statements:
                 cursor.execute(sql, params)
     finally:

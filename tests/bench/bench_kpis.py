@@ -10,12 +10,22 @@ every-5-minutes run of the current and three previous periods, each run after on
 won, as reps do between runs: median, best and worst of ``--runs`` (target: < 2 s); (c) the hourly run of
 the current quarters' and years' medians and percentiles; (d) the rebuild time divided by the time of the
 bare grouped scans any implementation must make: one GROUP BY per base table and granularity (aim: < 3).
+
+    .venv/bin/python tests/bench/bench_kpis.py --variants base,no_prefetch,no_plans_off --rounds 2
+
+measures what each piece of the engine's machinery buys: every variant runs in its own process (so its
+peak memory is its own), rounds interleave the variants (the shared machine drifts), and each prints its
+rebuild (after a warm-up rebuild: the facts stored) and its incremental runs. ``no_prefetch`` scans
+without the second connection (``facts.Prefetch``); ``no_<setting>`` leaves out one of the run's planner
+settings (``metrics.kpis.sql.RUN_SETTINGS``); ``no_plans_off`` keeps every plan on; ``none`` all of them.
 """
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +42,7 @@ from django.db import connection  # noqa: E402
 
 from crm import services  # noqa: E402
 from crm.models import Deal, PipelineStage  # noqa: E402
+from metrics.kpis import sql  # noqa: E402
 from metrics.models import KpiSnapshot  # noqa: E402
 from metrics.periods import GRANULARITIES  # noqa: E402
 from metrics.services import (  # noqa: E402
@@ -95,10 +106,95 @@ def reps_work(step: int) -> None:
     services.deal_move_stage(deal=closing, stage=won, actor=closing.owner, version=closing.version)
 
 
+def apply_variant(variant: str) -> None:
+    """Switch off the piece of machinery ``variant`` names (see the module's docstring)."""
+    off = set(sql.RUN_SETTINGS) | {"prefetch", "plans_off"} if variant == "none" else set()
+    if variant.startswith("no_"):
+        off.add(variant.removeprefix("no_"))
+    elif variant not in ("base", "none"):
+        raise SystemExit(f"unknown variant {variant!r}")
+    if "prefetch" in off:
+        settings.KPI_PREFETCH_SCANS = False
+    if "plans_off" in off:
+        sql.PLAN_SWITCHES["on"] = False
+    for name in off - {"prefetch", "plans_off"}:
+        if name not in sql.RUN_SETTINGS:
+            raise SystemExit(f"no planner setting {name!r}: {sorted(sql.RUN_SETTINGS)}")
+        del sql.RUN_SETTINGS[name]
+
+
+def one_variant(variant: str, runs: int, first_step: int) -> None:
+    """A child process: the variant's rebuild and incremental runs, as one JSON line."""
+    apply_variant(variant)
+    started = time.perf_counter()
+    snapshots_rebuild_all()
+    rebuild = time.perf_counter() - started
+    memory = peak_mb()
+    vacuum("metrics_kpifact", "metrics_kpisnapshot")
+    snapshots_recompute_recent()
+    times = []
+    for step in range(first_step, first_step + runs):
+        reps_work(step)
+        started = time.perf_counter()
+        snapshots_recompute_recent()
+        times.append(time.perf_counter() - started)
+    print(json.dumps({"rebuild": rebuild, "peak_mb": memory, "recent": statistics.median(times)}))
+
+
+def compare_variants(variants: list[str], rounds: int, runs: int) -> None:
+    """Each variant in its own process, ``rounds`` times interleaved; medians, and the change from base."""
+    print(f"CPU check (10 M Python additions): {cpu_check():.2f} s")
+    print(f"VACUUM ANALYZE of the database: {vacuum():.1f} s")
+    started = time.perf_counter()
+    snapshots_rebuild_all()
+    print(f"warm-up rebuild (stores the facts): {time.perf_counter() - started:.1f} s")
+    found: dict[str, list[dict]] = {v: [] for v in variants}
+    step = 0
+    for r in range(rounds):
+        for variant in variants:
+            command = [sys.executable, __file__, "--variant", variant, "--runs", str(runs)]
+            command += ["--step", str(step)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            found[variant].append(result)
+            step += runs
+            print(
+                f"  round {r + 1} {variant:<22} rebuild {result['rebuild']:6.1f} s  "
+                f"incremental median {result['recent']:5.2f} s  peak {result['peak_mb']:4.0f} MB",
+                flush=True,
+            )
+    print(f"CPU check after: {cpu_check():.2f} s")
+    medians = {
+        v: {k: statistics.median(r[k] for r in results) for k in ("rebuild", "recent", "peak_mb")}
+        for v, results in found.items()
+    }
+    base = medians.get("base")
+    print("variant                 rebuild    incremental   peak     (change from base: + means slower)")
+    for variant, m in medians.items():
+        change = ""
+        if base and variant != "base":
+            change = (
+                f"  {100 * (m['rebuild'] / base['rebuild'] - 1):+5.1f} % / "
+                f"{100 * (m['recent'] / base['recent'] - 1):+5.1f} % / "
+                f"{100 * (m['peak_mb'] / base['peak_mb'] - 1):+5.1f} %"
+            )
+        print(f"{variant:<22} {m['rebuild']:6.1f} s   {m['recent']:6.2f} s   {m['peak_mb']:5.0f} MB{change}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12, help="incremental runs to time (default 12)")
+    parser.add_argument("--variants", help="compare these variants (comma-separated), e.g. base,no_prefetch")
+    parser.add_argument("--rounds", type=int, default=1, help="with --variants: rounds to interleave")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--step", type=int, default=0, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.variant:
+        one_variant(options.variant, options.runs, options.step)
+        return
+    if options.variants:
+        compare_variants(options.variants.split(","), options.rounds, options.runs)
+        return
     deals = Deal.objects.count()
     print(f"data: {deals:,} deals; CPU check (10 M Python additions): {cpu_check():.2f} s")
     if deals < 900_000:
