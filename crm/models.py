@@ -187,7 +187,7 @@ class Customer(models.Model):
                 condition=~Q(phone_key="") & Q(merged_into__isnull=True, is_internal=False),
                 name="customer_live_phone_key",
             ),
-            # The few customers every KPI leaves out (metrics.kpis.datasets.live).
+            # The few customers every KPI leaves out (metrics.kpis.shared.live).
             models.Index(
                 fields=["id"],
                 condition=Q(merged_into__isnull=False) | Q(is_internal=True),

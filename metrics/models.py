@@ -150,6 +150,19 @@ class SnapshotRun(models.Model):
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
     rows = models.PositiveIntegerField(_("rows written"), default=0)
     error = models.TextField(_("error"), blank=True)
+    datasets = models.JSONField(
+        _("time per dataset"),
+        default=dict,
+        # Also a database default: workers of the previous release, still running during a deploy, insert
+        # runs without it.
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        encoder=StorableJSONEncoder,
+        help_text=_(
+            "Per dataset: milliseconds spent scanning it (scan_ms), rewriting the facts of its changed days "
+            "(changed_days_ms) and the grouped rows it gave."
+        ),
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -15,14 +15,15 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
+from psycopg import sql
 from redis.exceptions import RedisError
 
 from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
-from metrics.kpis.base import Context, Kpi, Row
+from metrics.kpis.base import Context, Kpi, Row, Run
 from metrics.kpis.details import Detail
-from metrics.kpis.sql import run_settings, with_plans_off
+from metrics.kpis.sql import with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -56,33 +57,52 @@ WHOLE_TABLE = 2000
 
 Progress = Callable[[str], None]
 
-# Built from the column names above only; every value travels through COPY or parameters.
-_COLUMNS = ", ".join(SNAPSHOT_COLUMNS)
-_CHANGED = " OR ".join(f"e.{c} IS DISTINCT FROM t.{c}" for c in UPDATED_COLUMNS if c != "computed_at")
-_SAME_KEY = " AND ".join(f"e.{k} = t.{k}" for k in KEY_COLUMNS)
+
+# Built with psycopg.sql from the column names above only; every value travels through COPY or parameters.
+def _columns(names: Iterable[str], table: str | None = None) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(*([table] if table else []), name) for name in names)
+
+
+def _pairs(names: Iterable[str], template: str, joiner: str) -> sql.Composed:
+    """``template`` ({e} and {t}: a column of the stored and of the staged row) for each of ``names``."""
+    return sql.SQL(joiner).join(
+        sql.SQL(template).format(e=sql.Identifier("e", name), t=sql.Identifier("t", name)) for name in names
+    )
+
+
 # The stored rows of the periods this run recomputed (``kpi_cover``): through the (kpi, granularity,
 # period) index, a range scan per period instead of a probe per staged row; in one pass over the table
 # when most periods are recomputed (``WHOLE_TABLE``).
-_EXISTING = """
+_EXISTING = sql.SQL("""
     SELECT s.* FROM kpi_cover c JOIN metrics_kpisnapshot s
     ON s.kpi = c.kpi AND s.granularity = c.granularity AND s.period_start = c.period_start
-"""
+""")
 # One pass over the stored rows: what the run changes. Staged rows that are new or differ (with the id of
 # the row they replace) and stored rows of the recomputed periods that the run did not produce (``kpi``
 # empty: a scope that no longer has data). Unchanged rows are left alone (no new row versions).
-DIFF_SQL = f"""
+DIFF_SQL = sql.SQL("""
     CREATE TEMP TABLE kpi_diff AS
-    SELECT t.*, e.id AS existing_id FROM kpi_stage t FULL JOIN ({_EXISTING}) AS e ON {_SAME_KEY}
-    WHERE e.id IS NULL OR t.kpi IS NULL OR {_CHANGED}
-"""  # noqa: S608
-UPSERT_SQL = f"""
+    SELECT t.*, e.id AS existing_id FROM kpi_stage t FULL JOIN ({existing}) AS e ON {same_key}
+    WHERE e.id IS NULL OR t.kpi IS NULL OR {changed}
+""").format(
+    existing=_EXISTING,
+    same_key=_pairs(KEY_COLUMNS, "{e} = {t}", " AND "),
+    changed=_pairs([c for c in UPDATED_COLUMNS if c != "computed_at"], "{e} IS DISTINCT FROM {t}", " OR "),
+)
+UPSERT_SQL = sql.SQL("""
     MERGE INTO metrics_kpisnapshot AS s
     USING (SELECT * FROM kpi_diff WHERE kpi IS NOT NULL) AS t ON s.id = t.existing_id
     WHEN MATCHED THEN
-        UPDATE SET {", ".join(f"{c} = t.{c}" for c in UPDATED_COLUMNS)}
+        UPDATE SET {updates}
     WHEN NOT MATCHED THEN
-        INSERT ({_COLUMNS}) VALUES ({", ".join(f"t.{c}" for c in SNAPSHOT_COLUMNS)})
-"""  # noqa: S608
+        INSERT ({columns}) VALUES ({values})
+""").format(
+    updates=sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("t", c)) for c in UPDATED_COLUMNS
+    ),
+    columns=_columns(SNAPSHOT_COLUMNS),
+    values=_columns(SNAPSHOT_COLUMNS, "t"),
+)
 DELETE_STALE_SQL = (
     "DELETE FROM metrics_kpisnapshot WHERE id IN (SELECT existing_id FROM kpi_diff WHERE kpi IS NULL)"
 )
@@ -126,7 +146,7 @@ def snapshots_recompute(
     if end <= start:
         raise RecomputeError("the range is empty: end must be after start")
     periods = {g: periods_between(g, start, end) for g in grans}
-    ctx = Context(periods=periods, now=now or timezone.now())
+    ctx = Context(Run(periods=periods, now=now or timezone.now()))
     return _recompute(ctx, kpis=kpis, kind=kind, progress=progress)
 
 
@@ -141,7 +161,7 @@ def snapshots_recompute_recent(
     """
     now = now or timezone.now()
     periods = {g: recent_periods(g, now, back) for g in GRANULARITIES}
-    ctx = Context(periods=periods, now=now, incremental=True)
+    ctx = Context(Run(periods=periods, now=now, incremental=True))
     try:
         return _recompute(ctx, kpis=kpis, kind=SnapshotRun.Kind.RECENT)
     except facts.FactsMissing as missing:
@@ -159,7 +179,7 @@ def snapshots_recompute_long_statistics(
     """
     now = now or timezone.now()
     periods = {g: recent_periods(g, now, back) for g in facts.LONG_PERIODS}
-    ctx = Context(periods=periods, now=now, incremental=True, long_statistics=True)
+    ctx = Context(Run(periods=periods, now=now, incremental=True, long_statistics=True))
     try:
         return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.LONG)
     except facts.FactsMissing as missing:
@@ -175,7 +195,7 @@ def snapshots_rebuild_all(*, now: datetime | None = None, progress: Progress | N
     # At least the periods the every-few-minutes run keeps up to date, so either run leaves the same rows.
     start = min(start, *(recent_periods(g, now, RECENT_PERIODS_BACK)[0].start for g in GRANULARITIES))
     periods = {g: periods_between(g, start, now) for g in GRANULARITIES}
-    ctx = Context(periods=periods, now=now)
+    ctx = Context(Run(periods=periods, now=now))
     return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.FULL, progress=progress)
 
 
@@ -218,9 +238,6 @@ def _recompute(
             if not _try_lock(RECOMPUTE_LOCK):
                 _finish(run, SnapshotRun.Status.SKIPPED, clock)
                 return run
-            with connection.cursor() as cursor:
-                for statement in run_settings(ctx.incremental):
-                    cursor.execute(statement)
             if ctx.incremental:
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
@@ -241,9 +258,9 @@ def _recompute(
         raise
     except Exception:
         run.error = traceback.format_exc()
-        _finish(run, SnapshotRun.Status.FAILED, clock)
+        _finish(run, SnapshotRun.Status.FAILED, clock, ctx)
         raise
-    _finish(run, SnapshotRun.Status.OK, clock)
+    _finish(run, SnapshotRun.Status.OK, clock, ctx)
     bump_generation()
     return run
 
@@ -254,11 +271,13 @@ def _try_lock(key: int) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _finish(run: SnapshotRun, status: str, clock: float) -> None:
+def _finish(run: SnapshotRun, status: str, clock: float, ctx: Context | None = None) -> None:
     run.status = status
     run.finished_at = timezone.now()
     run.duration_seconds = round(time.perf_counter() - clock, 3)
-    run.save(update_fields=["status", "finished_at", "duration_seconds", "rows", "error"])
+    if ctx is not None:
+        run.datasets = ctx.timings
+    run.save(update_fields=["status", "finished_at", "duration_seconds", "rows", "error", "datasets"])
 
 
 def bump_generation() -> None:
@@ -309,7 +328,7 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         # recomputed period is looked up once, so memoising the lookups only costs memory; where most
         # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
         plans = ["mergejoin", "memoize", *(["nestloop"] if covered > WHOLE_TABLE else [])]
-        cursor.execute(with_plans_off(plans, DIFF_SQL))
+        cursor.execute(with_plans_off(plans, DIFF_SQL.as_string()))
         cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
         cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
@@ -393,13 +412,12 @@ RFM_SEGMENT_SQL = """
 """
 
 
-_LIVE = "c.merged_into_id IS NULL AND NOT c.is_internal"
-RFM_SQL = f"""
+RFM_SQL = sql.SQL("""
     WITH buys AS (
         SELECT d.customer_id, max(d.closed_at) AS last_at, count(*) AS freq,
                sum(COALESCE(d.amount, 0)) AS monetary
         FROM crm_deal d JOIN crm_customer c ON c.id = d.customer_id
-        WHERE d.status = 'won' AND d.closed_at >= %(start)s AND d.closed_at < %(instant)s AND {_LIVE}
+        WHERE d.status = 'won' AND d.closed_at >= %(start)s AND d.closed_at < %(instant)s AND {live}
         GROUP BY d.customer_id
     ), scored AS (
         SELECT *, NTILE(5) OVER (ORDER BY last_at, customer_id) AS r,
@@ -410,18 +428,18 @@ RFM_SQL = f"""
     INSERT INTO metrics_customerrfm
         (customer_id, as_of, last_purchase_at, recency_days, frequency, monetary, r, f, m, segment)
     SELECT customer_id, %(as_of)s, last_at, floor(EXTRACT(EPOCH FROM %(instant)s - last_at) / 86400)::int,
-           freq, monetary, r, f, m, {RFM_SEGMENT_SQL}
+           freq, monetary, r, f, m, {segment}
     FROM scored
     UNION ALL
     SELECT c.id, %(as_of)s, NULL, NULL, 0, 0, NULL, NULL, NULL, 'no_recent'
     FROM crm_customer c
-    WHERE {_LIVE} AND c.became_customer_at < %(instant)s
+    WHERE {live} AND c.became_customer_at < %(instant)s
       AND NOT EXISTS (SELECT 1 FROM buys b WHERE b.customer_id = c.id)
     ON CONFLICT (customer_id, as_of) DO UPDATE SET
         last_purchase_at = EXCLUDED.last_purchase_at, recency_days = EXCLUDED.recency_days,
         frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, r = EXCLUDED.r,
         f = EXCLUDED.f, m = EXCLUDED.m, segment = EXCLUDED.segment
-"""  # noqa: S608
+""").format(live=sql.SQL("c.merged_into_id IS NULL AND NOT c.is_internal"), segment=sql.SQL(RFM_SEGMENT_SQL))
 
 
 def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:

@@ -50,9 +50,9 @@ def _usage_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[st
     bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
     # Only generated identifiers go into the text; every value is a parameter.
     sql = f"""
-        SELECT day AS k_day, 'user' AS scope, user_id::text AS scope_id,
-               sum(actions)::bigint AS k_p0, sum(creates)::bigint AS k_p1, sum(logins)::bigint AS k_p2,
-               (sum(actions) > 0)::int::bigint AS k_p3
+        SELECT day AS on_day, 'user' AS scope, user_id::text AS scope_id,
+               sum(actions)::bigint AS part_0, sum(creates)::bigint AS part_1, sum(logins)::bigint AS part_2,
+               (sum(actions) > 0)::int::bigint AS part_3
         FROM (
             SELECT user_id, (at AT TIME ZONE %s)::date AS day,
                    count(*) FILTER (WHERE via IN (%s, %s)) AS actions,

@@ -1,5 +1,6 @@
 """The declarative KPI definition, the compute context and the result row."""
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -174,49 +175,25 @@ class Kpi:
         return self.unit == Unit.PERCENT
 
 
-@dataclass
-class Context:
-    """The periods a recompute answers, per granularity, and a memo so each base scan runs once.
+@dataclass(frozen=True)
+class Run:
+    """What a recompute is: the periods it answers (per granularity), its clock and its kind. It never
+    changes while the run goes; what the run finds is its ``Context``."""
 
-    A full context computes every dataset from the records (and stores the facts it built). An
-    incremental one first rewrites, for every dataset, the facts of the days whose records changed since
-    its watermark (``facts.prepare``), then answers only the periods those days count for
-    (``touched``), read from the facts.
-    """
-
-    periods: dict[str, list[Period]]
+    periods: Mapping[str, tuple[Period, ...]]
     now: datetime
+    # Incremental: rewrite the facts of the days whose records changed since each dataset's watermark
+    # (``facts.prepare``), then answer only the periods those days count for. Full: everything from the
+    # records (storing the facts built on the way).
     incremental: bool = False
-    # Every period of every KPI is touched (e.g. a user changed team): nothing may be skipped.
-    everything: bool = False
     # The hourly run of the statistics (medians, percentiles) of quarters and years, which the
     # every-few-minutes run leaves out: only KPIs reading them are answered.
     long_statistics: bool = False
-    _memo: dict[Any, Any] = field(default_factory=dict)
-    _memo_deps: dict[Any, set[str]] = field(default_factory=dict)
-    _computing: list[set[str]] = field(default_factory=list)
-    # Dataset name -> the days whose records changed (incremental runs).
-    dirty: dict[str, "Dirty"] = field(default_factory=dict)
-    # Granularity -> the requested periods an incremental run recomputes (None: all of them).
-    touched: dict[str, set[Period]] | None = None
-    # Dataset name -> touched periods it left out (statistics of quarters and years, hourly).
-    skipped: dict[str, set[Period]] = field(default_factory=dict)
-    # Names of the datasets of statistics (not additive: computed from the records, not from facts).
-    statistics: set[str] = field(default_factory=set)
-    # What the KPI being computed has read (dataset names).
-    reads: set[str] = field(default_factory=set)
-    # Every dataset kept as facts or tracked by a watermark that this run computed.
-    tracked: dict[str, Any] = field(default_factory=dict)
-    # Full builds: the scans running ahead on a second connection (facts.Prefetch), if any.
-    prefetch: Any = None
-    # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
-    scan: list[tuple[Any, Any]] = field(default_factory=list)
-    # ``answers`` of the KPI being computed, by (period, number of datasets it had read).
-    _answered: dict[tuple[Period, int], bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.periods = {g: sorted(set(ps)) for g, ps in self.periods.items() if ps}
-        self._by_day = {g: {p.first_day: p for p in ps} for g, ps in self.periods.items()}
+        periods = {g: tuple(sorted(set(ps))) for g, ps in self.periods.items() if ps}
+        object.__setattr__(self, "periods", periods)
+        object.__setattr__(self, "_by_day", {g: {p.first_day: p for p in ps} for g, ps in periods.items()})
 
     @property
     def granularities(self) -> list[str]:
@@ -247,6 +224,83 @@ class Context:
             return self.now, self.now
         return min(firsts), max(lasts)
 
+    def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
+        return period.end + grace <= self.now
+
+
+@dataclass
+class Context:
+    """What a run (``Run``) has found so far: the memo (so each base scan runs once), the days each
+    dataset's records changed on, the periods to recompute, what the KPI being computed has read.
+
+    The run's own attributes (``periods``, ``now``, ``incremental``, ``long_statistics``) and questions
+    (``requested``, ``period``, ``current``, ``bounds``, ``is_closed``) are read through the context.
+    """
+
+    run: Run
+    # Every period of every KPI is touched (e.g. a user changed team): nothing may be skipped.
+    everything: bool = False
+    _memo: dict[Any, Any] = field(default_factory=dict)
+    _memo_deps: dict[Any, set[str]] = field(default_factory=dict)
+    _computing: list[set[str]] = field(default_factory=list)
+    # Dataset name -> the days whose records changed (incremental runs).
+    dirty: dict[str, "Dirty"] = field(default_factory=dict)
+    # Granularity -> the requested periods an incremental run recomputes (None: all of them).
+    touched: dict[str, set[Period]] | None = None
+    # Dataset name -> touched periods it left out (statistics of quarters and years, hourly).
+    skipped: dict[str, set[Period]] = field(default_factory=dict)
+    # Names of the datasets of statistics (not additive: computed from the records, not from facts).
+    statistics: set[str] = field(default_factory=set)
+    # What the KPI being computed has read (dataset names).
+    reads: set[str] = field(default_factory=set)
+    # Every dataset kept as facts or tracked by a watermark that this run computed.
+    tracked: dict[str, Any] = field(default_factory=dict)
+    # Full builds: the scans running ahead on a second connection (facts.Prefetch), if any.
+    prefetch: Any = None
+    # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
+    scan: list[tuple[Any, Any]] = field(default_factory=list)
+    # ``answers`` of the KPI being computed, by (period, number of datasets it had read).
+    _answered: dict[tuple[Period, int], bool] = field(default_factory=dict)
+    # Dataset name -> milliseconds per step and rows: a slow run explains itself (SnapshotRun.datasets).
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def periods(self) -> Mapping[str, tuple[Period, ...]]:
+        return self.run.periods
+
+    @property
+    def now(self) -> datetime:
+        return self.run.now
+
+    @property
+    def incremental(self) -> bool:
+        return self.run.incremental
+
+    @property
+    def long_statistics(self) -> bool:
+        return self.run.long_statistics
+
+    @property
+    def granularities(self) -> list[str]:
+        return self.run.granularities
+
+    def requested(self, granularities: Iterable[str]) -> list[str]:
+        return self.run.requested(granularities)
+
+    def period(self, granularity: str, first_day: date) -> Period | None:
+        return self.run.period(granularity, first_day)
+
+    def current(self, granularity: str) -> Period:
+        return self.run.current(granularity)
+
+    def bounds(
+        self, granularities: Iterable[str], compare: Callable[[Period], Iterable[Period]] | None = None
+    ) -> tuple[datetime, datetime]:
+        return self.run.bounds(granularities, compare)
+
+    def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
+        return self.run.is_closed(period, grace)
+
     def memo(self, key: Any, compute: Callable[[], Any], *, reads: Iterable[str] = ()) -> Any:
         """``compute()`` once per recompute; ``reads``: what it depends on, noted for every caller.
 
@@ -264,6 +318,17 @@ class Context:
             self._memo_deps[key] = deps
         return self._memo[key]
 
+    def timed(self, name: str, step: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, its milliseconds noted under dataset ``name`` and ``step`` (and its rows, if it
+        has a length)."""
+        clock = time.perf_counter()
+        result = compute()
+        entry = self.timings.setdefault(name, {})
+        entry[f"{step}_ms"] = round(entry.get(f"{step}_ms", 0) + 1000 * (time.perf_counter() - clock), 1)
+        if hasattr(result, "__len__"):
+            entry["rows"] = entry.get("rows", 0) + len(result)
+        return result
+
     def release(self, keep: set[str]) -> None:
         """Drop every memoised result that depends only on datasets outside ``keep`` (the datasets the
         KPIs still to compute read): a full rebuild's memory stays flat instead of holding every
@@ -271,9 +336,6 @@ class Context:
         for key, deps in list(self._memo_deps.items()):
             if deps and not deps & keep:
                 del self._memo[key], self._memo_deps[key]
-
-    def is_closed(self, period: Period, grace: timedelta = timedelta(0)) -> bool:
-        return period.end + grace <= self.now
 
     def start_kpi(self) -> None:
         """Forget what the previous KPI read."""

@@ -61,7 +61,8 @@ def grouped(ctx: Context, dataset: Dataset) -> Grouped:
     periods that changed records fall in; ``always`` datasets are read from the records in every run,
     for the periods it needs (or the current ones).
     """
-    return ctx.memo(("dataset", dataset.name), lambda: _compute(ctx, dataset), reads=(dataset.name,))
+    compute = lambda: ctx.timed(dataset.name, "scan", lambda: _compute(ctx, dataset))  # noqa: E731
+    return ctx.memo(("dataset", dataset.name), compute, reads=(dataset.name,))
 
 
 def _compute(ctx: Context, ds: Dataset) -> Grouped:

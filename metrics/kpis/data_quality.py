@@ -33,9 +33,9 @@ from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Row, Section, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
-from metrics.kpis.datasets import DEAL_SCOPES, OPEN, WON, live
 from metrics.kpis.details import CompletenessDetail, ValidationDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
+from metrics.kpis.shared import DEAL_SCOPES, OPEN, WON, live
 from metrics.models import Scope
 from metrics.periods import Period, local_date
 

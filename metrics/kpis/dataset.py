@@ -92,7 +92,7 @@ ADDITIVE = ("count", "sum")
 # (context, instant) -> the local days whose rows may have changed since that instant.
 Touch = Callable[["Context", datetime], Iterable[date]]
 # (context, half-open ranges of local days) -> SQL and parameters of the day rows of those days:
-# ``k_day, scope, scope_id, k_p0 … k_pn``, one row per day and scope, the measures in declared order.
+# ``on_day, scope, scope_id, part_0 … part_n``, one row per day and scope, the measures in declared order.
 DaySql = Callable[["Context", Sequence[tuple[date, date]]], tuple[str, list]]
 DayRows = Callable[["Context", Sequence[tuple[date, date]]], Iterable[tuple]]
 

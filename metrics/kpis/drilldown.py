@@ -94,10 +94,10 @@ def measure_rows(
     dataset: "Dataset", measure: "Measure", period: Period, scope: str, scope_id: str
 ) -> QuerySet:
     """The dataset's rows that ``measure`` aggregates for one period and scope (not yet access-scoped)."""
-    from metrics.kpis.base import Context
+    from metrics.kpis.base import Context, Run
     from metrics.kpis.builders import period_range, scope_filter
 
-    ctx = Context(periods={period.granularity: [period]}, now=timezone.now())
+    ctx = Context(Run(periods={period.granularity: [period]}, now=timezone.now()))
     where = measure.where or Q()
     if measure.where_by_granularity is not None:
         where &= measure.where_by_granularity(period.granularity)

@@ -28,7 +28,10 @@ from metrics.kpis.base import (
     Unit,
 )
 from metrics.kpis.builders import HUNDRED, dec, divide, grouped, rows_from
-from metrics.kpis.datasets import (
+from metrics.kpis.details import ClvDetail, RoiDetail
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
+from metrics.kpis.retention import RETAINED, _churned
+from metrics.kpis.shared import (
     ACTIVITY,
     CLOSED_DEALS,
     INVALID_LOST,
@@ -39,9 +42,6 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
-from metrics.kpis.details import ClvDetail, RoiDetail
-from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
-from metrics.kpis.retention import RETAINED, _churned
 from metrics.models import Scope
 from metrics.periods import Period, local_midnight, reporting_tz, shift_date
 

@@ -29,7 +29,6 @@ from accounts.models import Seat, User
 from metrics.kpis.base import Context, Dirty
 from metrics.kpis.dataset import Dataset
 from metrics.kpis.sql import (
-    RUN_SETTINGS,
     Grouped,
     Query,
     Statements,
@@ -78,7 +77,7 @@ def _merge(spans: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
 
 
 def _values_sql(n: int) -> str:
-    return f"ARRAY[{each_value(n, 'COALESCE(k_p{i}, 0)')}]::bigint[]"
+    return f"ARRAY[{each_value(n, 'COALESCE(part_{i}, 0)')}]::bigint[]"
 
 
 # Building and storing
@@ -128,7 +127,7 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
         days = dirty_days(ctx, ds, since) if ds.refresh else set()
         ctx.dirty[ds.name] = Dirty(frozenset(days), ds.compare, ds.opening_balance)
         if ds.uses_facts and days:
-            rewrite(ctx, ds, days)
+            ctx.timed(ds.name, "changed_days", lambda ds=ds, days=days: rewrite(ctx, ds, days))
     ctx.touched = {
         g: {p for p in periods if ctx.everything or any(d.touches(p) for d in ctx.dirty.values())}
         for g, periods in ctx.periods.items()
@@ -168,9 +167,9 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     else:
         create_day_table(ctx, ds, days, spans=[(start, after)], opening_before=opening)
     n = len(fact_columns(ds))
-    sums = each_value(n, "sum(k_p{i}) AS k_p{i}")
+    sums = each_value(n, "sum(part_{i}) AS part_{i}")
     grouped_by = " UNION ALL ".join(
-        f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'k_day')} AS k_day, scope, scope_id, "  # noqa: S608
+        f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'on_day')} AS on_day, scope, scope_id, "  # noqa: S608
         f"{sums} FROM {days} GROUP BY 2, 3, 4"
         for grain in (WEEK, MONTH)
     )
@@ -201,10 +200,10 @@ def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first
     )
     same = "n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id"
     new = (
-        f"SELECT 'day'::text AS grain, k_day AS day, scope, scope_id, {_values_sql(n)} AS values "  # noqa: S608
-        f"FROM {days} WHERE k_day >= %(first_day)s AND k_day < %(after)s "
-        f"UNION ALL SELECT grain, k_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
-        f"WHERE {_whole('k_day')}"
+        f"SELECT 'day'::text AS grain, on_day AS day, scope, scope_id, {_values_sql(n)} AS values "  # noqa: S608
+        f"FROM {days} WHERE on_day >= %(first_day)s AND on_day < %(after)s "
+        f"UNION ALL SELECT grain, on_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
+        f"WHERE {_whole('on_day')}"
     )
     # Stored facts that are gone or differ are deleted, then the new ones not stored as they are
     # inserted: by hash anti-joins (a merge join would sort both sides on their text keys, 3× slower).
@@ -248,9 +247,8 @@ def key_day(ds: Dataset) -> Any:
 
 def days_of(qs: QuerySet, ds: Dataset) -> set[date]:
     """The distinct local days of ``ds``'s date over the rows of ``qs`` (a ``ds.rows`` queryset)."""
-    return {
-        d for d in qs.order_by().annotate(k_key=key_day(ds)).values_list("k_key", flat=True).distinct() if d
-    }
+    days = qs.order_by().annotate(key_day=key_day(ds)).values_list("key_day", flat=True).distinct()
+    return {d for d in days if d}
 
 
 def changed_paths(ctx: Context, ds: Dataset) -> tuple[str, ...]:
@@ -306,18 +304,18 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     table = f"kpi_day_{ds.name}"
     create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
-    columns = each_value(n, "k_p{i}")
+    columns = each_value(n, "part_{i}")
     unpacked = each_value(n, "values[{j}]")
     # The day rows of a week or month re-added from days: the stored day facts of its other days, and
     # the new ones of the rewritten days.
     other_days = (
-        f"SELECT day AS k_day, scope, scope_id, {unpacked} FROM {TABLE} "  # noqa: S608
+        f"SELECT day AS on_day, scope, scope_id, {unpacked} FROM {TABLE} "  # noqa: S608
         "WHERE dataset = %(name)s AND grain = 'day' AND day >= %(lo)s AND day < %(hi)s "
         "AND NOT day = ANY(%(recent)s)"
     )
     params = {"name": ds.name, "recent": recent}
-    new_days = f"SELECT k_day, scope, scope_id, {columns} FROM {table} WHERE k_day = ANY(%(recent)s)"  # noqa: S608
-    parts = [f"SELECT 'day' AS grain, k_day AS day, scope, scope_id, {columns} FROM ({new_days}) AS d"]  # noqa: S608
+    new_days = f"SELECT on_day, scope, scope_id, {columns} FROM {table} WHERE on_day = ANY(%(recent)s)"  # noqa: S608
+    parts = [f"SELECT 'day' AS grain, on_day AS day, scope, scope_id, {columns} FROM ({new_days}) AS d"]  # noqa: S608
     for grain in (WEEK, MONTH):
         for source, firsts in (("days", from_days[grain]), ("records", from_records[grain])):
             if not firsts:
@@ -325,13 +323,13 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
             key = f"{grain}_{source}"
             params[key] = sorted(firsts)
             lo, hi = min(firsts), _next(max(firsts), grain)
-            rows = f"SELECT k_day, scope, scope_id, {columns} FROM {table}"  # noqa: S608
+            rows = f"SELECT on_day, scope, scope_id, {columns} FROM {table}"  # noqa: S608
             if source == "days":
                 params[f"{key}_lo"], params[f"{key}_hi"] = lo, hi
                 stored = other_days.replace("%(lo)s", f"%({key}_lo)s").replace("%(hi)s", f"%({key}_hi)s")
                 rows = f"{new_days} UNION ALL {stored}"
-            first = trunc_day(grain, "k_day")
-            sums = each_value(n, "sum(k_p{i})")
+            first = trunc_day(grain, "on_day")
+            sums = each_value(n, "sum(part_{i})")
             parts.append(
                 f"SELECT '{grain}', {first}, scope, scope_id, {sums} FROM ({rows}) AS r "  # noqa: S608
                 f"WHERE {first} = ANY(%({key})s) GROUP BY 2, 3, 4"
@@ -360,21 +358,21 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     """Sum the periods a run needs from week and month facts: weeks from week facts, the rest from
     month facts. A stock reads every fact before them, added up into its opening balance.
 
-    ``source``: the stored facts, or a build's table of the same shape (``grain, k_day, scope,
-    scope_id, k_p0 …``).
+    ``source``: the stored facts, or a build's table of the same shape (``grain, on_day, scope,
+    scope_id, part_0 …``).
     """
     out: Grouped = {}
     n = len(fact_columns(ds))
-    columns = each_value(n, "values[{j}] AS k_p{i}")
+    columns = each_value(n, "values[{j}] AS part_{i}")
     if source == TABLE:
         rows = (
-            f"SELECT day AS k_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
+            f"SELECT day AS on_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
         )
         key: list[Any] = [ds.name]
     else:
         rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
         key = []
-    values = each_value(n, "k_p{i}")
+    values = each_value(n, "part_{i}")
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if ds.current_only:
@@ -384,7 +382,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
         if ds.opening_balance:
             filtered, params = _with_opening(ctx, ds, grain, needed, rows, [*key, grain], source=source)
         else:
-            filtered = f"SELECT k_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day = ANY(%s)"  # noqa: S608
+            filtered = f"SELECT on_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day = ANY(%s)"  # noqa: S608
             params = [*key, grain, sorted({d for p in needed for d in _firsts(p, grain)})]
         out.update(
             periods_from_days(ctx, ds, filtered, params, grans=wanted, only=_only(ctx, ds, needed, wanted))
@@ -398,25 +396,25 @@ def _with_opening(
     """SQL of a stock's facts of ``grain`` from the first needed period to the last, and one row per
     scope dated the day before the first: the sum of every fact before it (its opening balance)."""
     n = len(fact_columns(ds))
-    values = each_value(n, "k_p{i}")
-    sums = each_value(n, "sum(k_p{i}) AS k_p{i}")
+    values = each_value(n, "part_{i}")
+    sums = each_value(n, "sum(part_{i}) AS part_{i}")
     first = min(p.first_day for p in needed)
     end = max(p.next().first_day for p in needed)
     cut = floor_date(first, MONTH)
     if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
         # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
         # scope instead of every week since the first record).
-        unpacked = each_value(n, "values[{j}] AS k_p{i}")
+        unpacked = each_value(n, "values[{j}] AS part_{i}")
         before = (
             f"SELECT scope, scope_id, {unpacked} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
             "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s))"
         )
         before_params = [ds.name, cut, cut, first]
     else:
-        before = f"SELECT scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day < %s"  # noqa: S608
+        before = f"SELECT scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day < %s"  # noqa: S608
         before_params = [*params, first]
     sql = (
-        f"SELECT k_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE k_day >= %s AND k_day < %s "  # noqa: S608
+        f"SELECT on_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day >= %s AND on_day < %s "  # noqa: S608
         f"UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
     )
     return sql, [*params, first, end, first - timedelta(days=1), *before_params]
@@ -676,10 +674,6 @@ def _run_statements(statements: Statements) -> None:
     conn = connections[DEFAULT_DB_ALIAS]
     try:
         with conn.cursor() as cursor:
-            # The run's own memory and JIT settings, for this session (it runs outside the transaction).
-            for name in ("work_mem", "jit"):
-                for setting in RUN_SETTINGS.get(name, ((), ()))[1]:
-                    cursor.execute(setting.replace("SET LOCAL", "SET"))
             for sql, params in statements:
                 cursor.execute(sql, params)
     finally:

@@ -27,7 +27,9 @@ from metrics.kpis.base import (
     Unit,
 )
 from metrics.kpis.builders import HUNDRED, dec, divide, grouped, ratio, rows_from, scope_filter
-from metrics.kpis.datasets import (
+from metrics.kpis.details import TextbookRetentionDetail
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
+from metrics.kpis.shared import (
     ACTIVITY,
     CLOSED_DEALS,
     NEW_CUSTOMERS,
@@ -37,8 +39,6 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
-from metrics.kpis.details import TextbookRetentionDetail
-from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
 from metrics.models import Scope
 from metrics.periods import Period
 

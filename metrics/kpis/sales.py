@@ -49,7 +49,25 @@ from metrics.kpis.builders import (
     stock,
     with_current,
 )
-from metrics.kpis.datasets import (
+from metrics.kpis.details import (
+    ForecastAccuracyDetail,
+    ForecastDetail,
+    FunnelDetail,
+    GrowthDetail,
+    MeanBeside,
+)
+from metrics.kpis.drilldown import (
+    DENOMINATOR,
+    NUMERATOR,
+    SAMPLE,
+    VALUE,
+    Drill,
+    Part,
+    dataset_part,
+    record_count,
+    sum_of,
+)
+from metrics.kpis.shared import (
     CLOSED_DEALS,
     DEAL_SCOPES,
     EXCLUDED_CUSTOMERS_SQL,
@@ -68,24 +86,6 @@ from metrics.kpis.datasets import (
     live,
     rollup_by_owner,
     year_before,
-)
-from metrics.kpis.details import (
-    ForecastAccuracyDetail,
-    ForecastDetail,
-    FunnelDetail,
-    GrowthDetail,
-    MeanBeside,
-)
-from metrics.kpis.drilldown import (
-    DENOMINATOR,
-    NUMERATOR,
-    SAMPLE,
-    VALUE,
-    Drill,
-    Part,
-    dataset_part,
-    record_count,
-    sum_of,
 )
 from metrics.models import Scope
 from metrics.periods import Period, local_date, local_midnight, shift_date
@@ -507,14 +507,14 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
             measures.append("count(*) FILTER (WHERE d.status = %s OR r.top >= %s)")
             measures.append("count(*) FILTER (WHERE d.status = %s AND d.stage_id = %s)")
             params += [WON, s.order, OPEN, s.pk]
-        columns = ", ".join(f"{m}::bigint AS k_p{i}" for i, m in enumerate(measures))
+        columns = ", ".join(f"{m}::bigint AS part_{i}" for i, m in enumerate(measures))
         excluded = EXCLUDED_CUSTOMERS_SQL
         # A few days' rescan reads the history of those days' deals only (by index); a scan of years
         # reads all of it (the join on the deals keeps those in range): filtering first costs a second.
         few_days = sum((hi - lo).days for lo, hi in spans) <= FUNNEL_FILTER_DAYS
         in_range = f"AND c.deal_id IN (SELECT d.id FROM crm_deal d WHERE {ranges})" if few_days else ""  # noqa: S608
         sql = f"""
-            SELECT (d.created_at AT TIME ZONE %s)::date AS k_day, 'user' AS scope,
+            SELECT (d.created_at AT TIME ZONE %s)::date AS on_day, 'user' AS scope,
                    COALESCE(d.owner_id::text, '') AS scope_id, {columns}
             FROM crm_deal d
             JOIN crm_pipelinestage st ON st.id = d.stage_id

@@ -33,9 +33,9 @@ from metrics.kpis.base import (
     Unit,
 )
 from metrics.kpis.builders import HUNDRED, Dataset, count, dec, grouped, rows_from, total
-from metrics.kpis.datasets import live, local_days
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
+from metrics.kpis.shared import live, local_days
 from metrics.models import Scope
 from metrics.periods import Period
 from surveys.models import Survey, SurveyInvitation, SurveyResponse

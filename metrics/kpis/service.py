@@ -40,7 +40,17 @@ from metrics.kpis.builders import (
     stock,
     with_current,
 )
-from metrics.kpis.datasets import (
+from metrics.kpis.details import (
+    BacklogDetail,
+    MeanBeside,
+    ResolutionDetail,
+    SlaDetail,
+    TicketsCreatedDetail,
+    TicketsSolvedDetail,
+)
+from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, dataset_part
+from metrics.kpis.retention import _active_during
+from metrics.kpis.shared import (
     ACTIVITY,
     BACKLOG_DELTAS,
     BACKLOG_NOW,
@@ -56,16 +66,6 @@ from metrics.kpis.datasets import (
     customer_activity,
     live,
 )
-from metrics.kpis.details import (
-    BacklogDetail,
-    MeanBeside,
-    ResolutionDetail,
-    SlaDetail,
-    TicketsCreatedDetail,
-    TicketsSolvedDetail,
-)
-from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, dataset_part
-from metrics.kpis.retention import _active_during
 from metrics.periods import Period
 
 LIVE_TICKET = live("customer__") & Q(is_spam=False)

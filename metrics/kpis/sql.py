@@ -4,7 +4,7 @@ A dataset's queryset is compiled by the ORM (``Trunc*`` in the reporting time zo
 boolean columns) and wrapped in hand-written grouping SQL:
 
 * additive datasets are first added up per local day and scope into a *day table* (temporary), whose
-  shape is the facts' shape: ``k_day, scope, scope_id, k_p0 … k_pn``; periods are then summed from
+  shape is the facts' shape: ``on_day, scope, scope_id, part_0 … part_n``; periods are then summed from
   such day-shaped rows (:func:`periods_from_days`), whether they come from the day table or from the
   stored facts;
 * other datasets (percentiles, means, distinct counts) are grouped straight from the records with
@@ -74,7 +74,7 @@ def _conditions(ds: Dataset) -> tuple[list[tuple[str, dict[str, str]]], dict[str
         for name, known in aliases.items():
             if known == condition:
                 return name
-        name = f"k_w{len(aliases)}"
+        name = f"where_{len(aliases)}"
         aliases[name] = condition
         return name
 
@@ -97,7 +97,7 @@ def fact_columns(ds: Dataset) -> list[Column]:
     columns = []
     conditions, _aliases = _conditions(ds)
     for i, ((name, m), (w, by_g)) in enumerate(zip(ds.measures.items(), conditions, strict=True)):
-        v = f"k_v{i}" if m.value is not None else ""
+        v = f"value_{i}" if m.value is not None else ""
         if m.scale and m.prescaled:
             sql = f"sum({v})"
         elif m.scale:
@@ -115,34 +115,15 @@ def fact_columns(ds: Dataset) -> list[Column]:
 
 def each_value(n: int, column: str) -> str:
     """``column`` for each of a dataset's ``n`` fact values, comma-separated: ``{i}`` is 0-based
-    (``k_p{i}``), ``{j}`` 1-based (a fact's ``values`` array)."""
+    (``part_{i}``), ``{j}`` 1-based (a fact's ``values`` array)."""
     return ", ".join(column.format(i=i, j=i + 1) for i in range(n))
 
 
-# The planner settings of a recompute's transaction, by name: (the runs they apply to, the statements).
-# tests/bench/bench_kpis.py --variants measures what each one buys.
-RUN_SETTINGS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
-    # Grouping-set hash tables and sorts of a full rebuild need more than the default 4 MB.
-    "work_mem": (frozenset({"full", "incremental"}), ("SET LOCAL work_mem = '256MB'",)),
-    # JIT compilation costs seconds per query and gains nothing on these one-off scans.
-    "jit": (frozenset({"full", "incremental"}), ("SET LOCAL jit = off",)),
-    # Scans of millions of rows: let parallel workers join (the default costs keep them out of most plans).
-    "parallel": (
-        frozenset({"full"}),
-        ("SET LOCAL parallel_setup_cost = 10", "SET LOCAL parallel_tuple_cost = 0.001"),
-    ),
-    # The recent run's index reads hit cached pages: at the default cost of a random page PostgreSQL reads
-    # the open deals through the heap (16 000 pages) rather than from the covering index alone (1 000).
-    "random_page_cost": (frozenset({"incremental"}), ("SET LOCAL random_page_cost = 1.1",)),
-}
-# Whether ``with_plans_off`` switches plans off (the benchmark compares both).
+# Whether ``with_plans_off`` switches plans off: tests/bench/bench_kpis.py --variants no_plans_off measures
+# what that buys (21 % of the full rebuild, 26 % of the 5-minute run at 1 M deals; README "Measured").
+# The run-wide planner settings once set here (work_mem, jit, parallel costs, random_page_cost) each
+# bought less than 15 % of either run and are gone.
 PLAN_SWITCHES = {"on": True}
-
-
-def run_settings(incremental: bool) -> list[str]:
-    """The ``SET LOCAL`` statements of a full or an incremental run."""
-    kind = "incremental" if incremental else "full"
-    return [sql for runs, statements in RUN_SETTINGS.values() if kind in runs for sql in statements]
 
 
 def with_plans_off(plans: Sequence[str], sql: str) -> str:
@@ -177,21 +158,21 @@ def _annotations(ds: Dataset, *, bucket: Any, day: bool, grans: Sequence[str]) -
     """
     tz = reporting_tz()
     date_expr = F(ds.date) if isinstance(ds.date, str) else ds.date
-    annotations: dict[str, Any] = {"k_at": date_expr}
+    annotations: dict[str, Any] = {"at_time": date_expr}
     if day:
-        annotations["k_day"] = bucket if ds.date_is_day else LocalDay(bucket)
+        annotations["on_day"] = bucket if ds.date_is_day else LocalDay(bucket)
     else:
         for g in grans:
             field = DateField() if ds.date_is_day else DateTimeField()
-            annotations[f"k_b_{g}"] = Trunc(
+            annotations[f"period_{g}"] = Trunc(
                 bucket, g, output_field=field, **({} if ds.date_is_day else {"tzinfo": tz})
             )
     for scope, path in ds.scopes.items():
         if not (day and scope == Scope.TEAM):
-            annotations[f"k_s_{scope}"] = F(path)
+            annotations[f"by_{scope}"] = F(path)
     for i, m in enumerate(ds.measures.values()):
         if m.value is not None:
-            annotations[f"k_v{i}"] = F(m.value) if isinstance(m.value, str) else m.value
+            annotations[f"value_{i}"] = F(m.value) if isinstance(m.value, str) else m.value
     _per_measure, aliases = _conditions(ds)
     for name, condition in aliases.items():
         annotations[name] = ExpressionWrapper(condition, output_field=BooleanField())
@@ -240,13 +221,13 @@ def inner_query(
     if ds.window:
         parts = []
         for lo, hi in ranges:
-            parts.append("(k_at < %s)" if lo is None else "(k_at >= %s AND k_at < %s)")
+            parts.append("(at_time < %s)" if lo is None else "(at_time >= %s AND at_time < %s)")
             where_params += [hi] if lo is None else [lo, hi]
         where = f"WHERE {' OR '.join(parts)}" if parts else "WHERE false"
     else:
         condition = Q(pk__in=[])
         for lo, hi in ranges:
-            condition |= Q(k_at__lt=hi) if lo is None else Q(k_at__gte=lo, k_at__lt=hi)
+            condition |= Q(at_time__lt=hi) if lo is None else Q(at_time__gte=lo, at_time__lt=hi)
         qs = qs.filter(condition)
     sql, params = qs.values(*annotations).query.sql_with_params()
     return sql, [*params, *where_params], where
@@ -269,7 +250,7 @@ Statements = list[tuple[str, list[Any]]]
 def create_day_table(
     ctx: Context, ds: Dataset, table: str, *, spans: Spans, opening_before: date | None
 ) -> None:
-    """One scan of the records into a temporary day table ``k_day, scope, scope_id, k_p0 …``."""
+    """One scan of the records into a temporary day table ``on_day, scope, scope_id, part_0 …``."""
     with connection.cursor() as cursor:
         if ds.day_rows is not None:
             _create_python_day_table(ctx, ds, table, cursor, spans=spans, opening_before=opening_before)
@@ -305,33 +286,33 @@ def day_table_statements(
     inner_sql, params, where = inner_query(ctx, ds, day=True, spans=spans, opening_before=opening_before)
     sets = scope_sets(ds)
     scoped = [s for s in sets if s is not None]
-    columns = [f"k_s_{s}" for s in scoped]
+    columns = [f"by_{s}" for s in scoped]
     columns_list = "".join(f", {c}" for c in columns)
     n = len(fact_columns(ds))
-    partials = ", ".join(f"({c.sql})::bigint AS k_p{i}" for i, c in enumerate(fact_columns(ds)))
+    partials = ", ".join(f"({c.sql})::bigint AS part_{i}" for i, c in enumerate(fact_columns(ds)))
     # A plain GROUP BY (PostgreSQL can run it in parallel, grouping sets it cannot) of the records by
     # day and every scope column, then the scope sets from that much smaller table.
     group_by = ", ".join(str(i + 1) for i in range(1 + len(columns)))
     first = (
-        f"SELECT k_day::date AS k_day{columns_list}, {partials} "  # noqa: S608
+        f"SELECT on_day::date AS on_day{columns_list}, {partials} "  # noqa: S608
         f"FROM ({inner_sql}) AS t {where} GROUP BY {group_by}"
     )
-    values = each_value(n, "k_p{i}")
+    values = each_value(n, "part_{i}")
     statements = [(f"DROP TABLE IF EXISTS {table}, {table}_all", [])]
     if len(sets) == 1:
         scope = sets[0] or ""
         scope_id = f"COALESCE({columns[0]}::text, '')" if columns else "''"
-        select = f"SELECT k_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
+        select = f"SELECT on_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
         return [*statements, (f"CREATE {kind} TABLE {table} AS {select} FROM ({first}) AS g", params)]
     statements.append((f"CREATE {kind} TABLE {table}_all AS {first}", params))
-    sums = each_value(n, "sum(k_p{i})::bigint AS k_p{i}")
+    sums = each_value(n, "sum(part_{i})::bigint AS part_{i}")
     parts = []
     for scope in sets:
         scope_id, group = (
-            (f"COALESCE(k_s_{scope}::text, '')", f"k_day, k_s_{scope}") if scope else ("''", "k_day")
+            (f"COALESCE(by_{scope}::text, '')", f"on_day, by_{scope}") if scope else ("''", "on_day")
         )
         parts.append(
-            f"SELECT k_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
+            f"SELECT on_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
             f"FROM {table}_all GROUP BY {group}"
         )
     statements.append((f"CREATE {kind} TABLE {table} AS {' UNION ALL '.join(parts)}", []))
@@ -344,7 +325,7 @@ EARLIEST = date(1970, 1, 1)
 
 def _opening_update(table: str, opening_before: date) -> tuple[str, list[Any]]:
     """Everything before the range is the opening balance, on the day before it."""
-    sql = f"UPDATE {table} SET k_day = %s WHERE k_day < %s"  # noqa: S608
+    sql = f"UPDATE {table} SET on_day = %s WHERE on_day < %s"  # noqa: S608
     return sql, [opening_before - timedelta(days=1), opening_before]
 
 
@@ -357,9 +338,9 @@ def _create_python_day_table(
     n = len(fact_columns(ds))
     # Computed before the COPY starts: computing them reads from the same connection.
     rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
-    partials = each_value(n, "k_p{i} bigint")
+    partials = each_value(n, "part_{i} bigint")
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
-    cursor.execute(f"CREATE TEMP TABLE {table} (k_day date, scope text, scope_id text, {partials})")
+    cursor.execute(f"CREATE TEMP TABLE {table} (on_day date, scope text, scope_id text, {partials})")
     with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -386,27 +367,27 @@ def periods_from_days(
     sums: dict[str, str | dict[str, str]] = {}
     for i, c in enumerate(columns):
         if c.granularity is None:
-            sums[c.measure] = f"sum(k_p{i})"
+            sums[c.measure] = f"sum(part_{i})"
         elif c.granularity in grans:
-            sums.setdefault(c.measure, {})[c.granularity] = f"sum(k_p{i})"  # type: ignore[index]
+            sums.setdefault(c.measure, {})[c.granularity] = f"sum(part_{i})"  # type: ignore[index]
     buckets, bucket_params = [], []
     for g in grans:
-        first = trunc_day(g, "k_day")
+        first = trunc_day(g, "on_day")
         if only is None:
-            buckets.append(f"{first} AS k_b_{g}")
+            buckets.append(f"{first} AS period_{g}")
         else:
             # Rows of the periods not wanted fall into one NULL bucket per scope, which is not read.
-            buckets.append(f"CASE WHEN {first} = ANY(%s::date[]) THEN {first} END AS k_b_{g}")
+            buckets.append(f"CASE WHEN {first} = ANY(%s::date[]) THEN {first} END AS period_{g}")
             bucket_params.append(sorted(set(only.get(g, ()))))
-    partials = each_value(len(columns), "k_p{i}")
+    partials = each_value(len(columns), "part_{i}")
     out: Grouped = {}
     for scope in scope_sets(ds):
-        scopes = {scope: f"k_s_{scope}"} if scope else {}
-        scope_cols, join = (f", scope_id AS k_s_{scope}" if scope else ""), ""
+        scopes = {scope: f"by_{scope}"} if scope else {}
+        scope_cols, join = (f", scope_id AS by_{scope}" if scope else ""), ""
         if scope == Scope.USER and Scope.TEAM in ds.scopes:
-            scope_cols += ", u.team_id AS k_s_team"
+            scope_cols += ", u.team_id AS by_team"
             join = "LEFT JOIN accounts_user u ON u.id = NULLIF(src.scope_id, '')::bigint"
-            scopes[Scope.TEAM] = "k_s_team"
+            scopes[Scope.TEAM] = "by_team"
         rows = (
             f"SELECT {', '.join(buckets)}{scope_cols}, {partials} "  # noqa: S608
             f"FROM ({source}) AS src {join} "
@@ -416,7 +397,7 @@ def periods_from_days(
             grouping_sets_query(
                 rows,
                 [*bucket_params, *params],
-                buckets={g: f"k_b_{g}" for g in grans},
+                buckets={g: f"period_{g}" for g in grans},
                 scopes=scopes,
                 aggregates=sums,
                 company=scope in (None, Scope.USER),
@@ -499,7 +480,7 @@ def grouping_sets(
                 agg_cols.append(g_sql)
     grouping = f"GROUPING({', '.join(columns)})"
     # Named, so the result can also be kept as a table (see facts.Prefetch).
-    select = ", ".join(f"{c} AS k_c{i}" for i, c in enumerate([grouping, *columns, *agg_cols]))
+    select = ", ".join(f"{c} AS col_{i}" for i, c in enumerate([grouping, *columns, *agg_cols]))
     sql = f"SELECT {select} FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({', '.join(sets)})"  # noqa: S608
     bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
     first_agg = 1 + len(columns)
@@ -556,8 +537,8 @@ def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans)
     return grouping_sets(
         inner_sql,
         params,
-        buckets={g: f"k_b_{g}" for g in grans},
-        scopes={s: f"k_s_{s}" for s in ds.scopes},
+        buckets={g: f"period_{g}" for g in grans},
+        scopes={s: f"by_{s}" for s in ds.scopes},
         aggregates=aggregates,
         where=where,
     )
@@ -588,16 +569,16 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         for g, p in periods.items():
             # The current period as a boolean column of the inner query (its bounds as parameters).
             lo, hi = (p.first_day, p.next().first_day) if ds.date_is_day else (p.start, p.end)
-            in_period.append(f"(k_at >= %s AND k_at < %s) AS k_in_{g}")
+            in_period.append(f"(at_time >= %s AND at_time < %s) AS in_{g}")
             in_params += [lo, hi]
             for c in columns:
                 if c.granularity not in (None, g):
                     continue
-                sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE k_in_{g} AND ", 1)
-                aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE k_in_{g})")
+                sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE in_{g} AND ", 1)
+                aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE in_{g})")
                 slots.append(([g], c.measure))
     scopes = list(ds.scopes)
-    scope_columns = [f"k_s_{s}" for s in scopes]
+    scope_columns = [f"by_{s}" for s in scopes]
     sets = ", ".join([*(f"({c})" for c in scope_columns), "()"])
     grouping = f"GROUPING({', '.join(scope_columns)})" if scope_columns else "0"
     sql = (

@@ -6,7 +6,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from metrics.kpis import get_kpi
-from metrics.kpis.base import Context, Row
+from metrics.kpis.base import Context, Row, Run
 from metrics.models import Scope
 from metrics.periods import Period
 from metrics.services import kpi_rows
@@ -34,7 +34,7 @@ def compute(
     """One KPI's rows for one period (computed together with the ``also`` periods), by (scope, scope id)."""
     kpi = get_kpi(code)
     period = Period(granularity, first_day)
-    ctx = Context(periods={granularity: [period, *(Period(granularity, d) for d in also)]}, now=now)
+    ctx = Context(Run(periods={granularity: [period, *(Period(granularity, d) for d in also)]}, now=now))
     rows, _cover = kpi_rows(ctx, kpi)
     return {(row.scope, row.scope_id): row for row, p in rows if p == period}
 

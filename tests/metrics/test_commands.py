@@ -38,6 +38,10 @@ def test_recompute_kpis_for_a_range_granularity_and_kpis():
         ("deals_won", "month"),
     }
     assert KpiSnapshot.objects.get(kpi="deals_won", scope="company").value == 1
+    # The run explains where its time went: per dataset, its milliseconds and grouped rows.
+    spent = SnapshotRun.objects.get().datasets["closed_deals"]
+    assert spent["scan_ms"] >= 0 and spent["rows"] >= 1
+    assert "closed_deals: " in output and " grouped rows" in output
 
 
 def test_recompute_kpis_defaults_to_the_whole_history():

@@ -15,7 +15,7 @@ from django.utils import timezone
 from crm import services
 from crm.models import Customer, Deal
 from metrics.kpis import facts, family_datasets, registry
-from metrics.kpis.base import Context
+from metrics.kpis.base import Context, Run
 from metrics.models import KpiFact, KpiFactState, KpiSnapshot, SnapshotRun
 from metrics.periods import GRANULARITIES, recent_periods
 from metrics.services import (
@@ -197,7 +197,10 @@ def test_current_pipeline_takes_amount_edits_at_once(company):
     snapshots_rebuild_all()
     deal = Deal.objects.get(pk=company["open_deal"].pk)
     services.deal_update(deal=deal, actor=deal.owner, data={"amount": Decimal(5000)}, version=deal.version)
-    snapshots_recompute_recent()
+    run = snapshots_recompute_recent()
+    # The run notes where its time went: the changed day's facts rewritten, the open deals read.
+    assert any(t.get("changed_days_ms", -1) >= 0 for t in run.datasets.values())
+    assert run.datasets["open_pipeline_now"]["rows"] >= 1
     current = recent_periods("month", timezone.now(), 0)[0]
     pipeline = KpiSnapshot.objects.get(
         kpi="pipeline_value", granularity="month", scope="company", period_start=current.start
@@ -231,7 +234,7 @@ def test_full_rebuild_scanning_on_a_second_connection_gives_the_same_numbers(set
 def test_every_family_declares_the_datasets_its_kpis_read(company):
     """The incremental run prepares, and a full one releases, the datasets the families declare."""
     ctx = Context(
-        periods={g: recent_periods(g, timezone.now(), 3) for g in GRANULARITIES}, now=timezone.now()
+        Run(periods={g: recent_periods(g, timezone.now(), 3) for g in GRANULARITIES}, now=timezone.now())
     )
     for kpi in registry().values():
         kpi_rows(ctx, kpi)

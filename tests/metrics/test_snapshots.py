@@ -12,7 +12,7 @@ from django.utils import timezone
 from crm.models import Deal
 from metrics import tasks
 from metrics.kpis import family_datasets, registry
-from metrics.kpis.base import Context
+from metrics.kpis.base import Context, Run
 from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
 from metrics.periods import local_midnight
 from metrics.services import RECOMPUTE_LOCK, RecomputeError, rfm_refresh, snapshots_recompute
@@ -150,7 +150,7 @@ def test_query_count_does_not_grow_with_periods_or_scopes():
     many = queries(local(2023, 1, 1), local(2026, 6, 15), None)
     assert many <= one + 2 * len(registry())  # a few KPIs only query when their periods exist
     # A few statements per dataset (scan, store its facts, add up its periods), none per period or scope.
-    assert many < 10 * len(family_datasets(Context(periods={}, now=local(2026, 6, 15))))
+    assert many < 10 * len(family_datasets(Context(Run(periods={}, now=local(2026, 6, 15)))))
 
 
 def test_query_budget_of_one_kpi_is_fixed(django_assert_max_num_queries):

@@ -88,6 +88,11 @@ class Command(BaseCommand):
             f"{run.get_status_display()}: {run.rows:,} snapshot rows for {start:%Y-%m-%d} – {end:%Y-%m-%d} "
             f"in {run.duration_seconds:.1f} s"
         )
+        # Where the time went: the five slowest datasets (all of them are in the run's admin page).
+        spent = {name: sum(v for k, v in t.items() if k.endswith("_ms")) for name, t in run.datasets.items()}
+        for name in sorted(spent, key=spent.get, reverse=True)[:5]:
+            rows = int(run.datasets[name].get("rows", 0))
+            self.stdout.write(f"  {name}: {spent[name] / 1000:.1f} s, {rows:,} grouped rows")
         if options["rfm"]:
             rfm = rfm_refresh()
             self.stdout.write(f"RFM segments: {rfm.get_status_display()}, {rfm.rows:,} customers scored")

@@ -1,4 +1,5 @@
-"""Base datasets shared by several KPI families: each is one grouped scan per recompute.
+"""The datasets shared by several KPI families (the ``Dataset`` type itself is in ``dataset.py``): each is
+one grouped scan per recompute.
 
 Exclusions (KPIS.md G9) live here, once: merged duplicates and internal/test customers never count,
 spam tickets never count, lost deals marked as duplicate or invalid leave the win rate. Team and user
@@ -96,7 +97,7 @@ def year_before(period: Period) -> Period:
 def local_days(qs: QuerySet, field: str) -> set[date]:
     """The distinct local days of the instants in ``field`` over ``qs``."""
     day = Trunc(field, "day", output_field=DateField(), tzinfo=reporting_tz())
-    return {d for d in qs.order_by().annotate(k_day=day).values_list("k_day", flat=True).distinct() if d}
+    return {d for d in qs.order_by().annotate(on_day=day).values_list("on_day", flat=True).distinct() if d}
 
 
 CLOSED_KINDS = [PipelineStage.Kind.WON, PipelineStage.Kind.LOST]
@@ -294,7 +295,7 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
         for name in ("weighted", "opened")
         for g in GRANULARITIES
     ]
-    values = ", ".join(f"{c} AS k_p{i}" for i, c in enumerate(columns))
+    values = ", ".join(f"{c} AS part_{i}" for i, c in enumerate(columns))
     column_params = [*to_weight_params, *from_weight_params, *to_open_params, *from_open_params]
     excluded = EXCLUDED_CUSTOMERS_SQL
     period_starts = ", ".join(f"s.start_{g}" for g in GRANULARITIES)
@@ -304,9 +305,9 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
             SELECT day::date AS day, {starts}
             FROM generate_series(%s::date, %s::date, interval '1 day') AS day
         )
-        SELECT k_day, 'user'::text AS scope, COALESCE(owner_id::text, '') AS scope_id, {values}
+        SELECT on_day, 'user'::text AS scope, COALESCE(owner_id::text, '') AS scope_id, {values}
         FROM (
-            SELECT d.expected_close_date AS k_day, d.owner_id, c.at, {period_starts},
+            SELECT d.expected_close_date AS on_day, d.owner_id, c.at, {period_starts},
                    {weighted} AS weighted, {opened} AS opened
             FROM crm_dealstagechange c
             JOIN crm_deal d ON d.id = c.deal_id
@@ -314,7 +315,7 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
             WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
             OFFSET 0
         ) AS x
-        GROUP BY k_day, owner_id
+        GROUP BY on_day, owner_id
     """  # noqa: S608
     tz = [settings.TIME_ZONE] * len(GRANULARITIES)
     first, last = min(lo for lo, _hi in spans), max(hi for _lo, hi in spans)
