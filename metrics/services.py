@@ -23,7 +23,7 @@ from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row, Run
 from metrics.kpis.details import Detail
-from metrics.kpis.sql import with_plans_off
+from metrics.kpis.sql import INCREMENTAL_SETTINGS, with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -239,6 +239,9 @@ def _recompute(
                 _finish(run, SnapshotRun.Status.SKIPPED, clock)
                 return run
             if ctx.incremental:
+                with connection.cursor() as cursor:
+                    for setting in INCREMENTAL_SETTINGS.values():
+                        cursor.execute(setting)
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, family_datasets(ctx))

@@ -288,7 +288,8 @@ class Context:
         return self.run.requested(granularities)
 
     def period(self, granularity: str, first_day: date) -> Period | None:
-        return self.run.period(granularity, first_day)
+        # Asked once per grouped row: the run's index read directly, not through a second call.
+        return self.run._by_day.get(granularity, {}).get(first_day)
 
     def current(self, granularity: str) -> Period:
         return self.run.current(granularity)

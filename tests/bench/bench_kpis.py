@@ -113,8 +113,12 @@ def apply_variant(variant: str) -> None:
         settings.KPI_PREFETCH_SCANS = False
     if variant in ("no_plans_off", "none"):
         sql.PLAN_SWITCHES["on"] = False
-    if variant not in ("base", "none", "no_prefetch", "no_plans_off"):
-        raise SystemExit(f"unknown variant {variant!r}: base, no_prefetch, no_plans_off or none")
+    if variant in ("no_random_page_cost", "none"):
+        sql.INCREMENTAL_SETTINGS.clear()
+    if variant not in ("base", "none", "no_prefetch", "no_plans_off", "no_random_page_cost"):
+        raise SystemExit(
+            f"unknown variant {variant!r}: base, no_prefetch, no_plans_off, no_random_page_cost or none"
+        )
 
 
 def one_variant(variant: str, runs: int, first_step: int) -> None:
