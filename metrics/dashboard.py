@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,10 +23,10 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import Team, User
-from metrics import selectors
+from metrics import selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import registry
-from metrics.kpis.base import Better, Chart, Family, Kpi, Plot, Unit
+from metrics.kpis.base import Better, Chart, Family, Kpi, Plot, Significance, Unit
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
@@ -71,6 +71,57 @@ class Filters:
         return [self.period.previous(self.count), *self.periods]
 
 
+def period_exposure(period: Period, now: datetime | None = None) -> tuple[float, float]:
+    """Days of ``period`` elapsed by ``now`` (all of it once it has ended) and days of the one before:
+    the exposures a count's change is tested with (KPIS.md §10.2)."""
+    now = now or timezone.now()
+    before = period.previous()
+    elapsed = (min(max(now, period.start), period.end) - period.start).total_seconds() / 86400
+    return max(elapsed, 1 / 24), (before.end - before.start).total_seconds() / 86400
+
+
+def _counts(*values: Decimal | int | None) -> list[int] | None:
+    """``values`` as whole non-negative numbers, or None if any is not one (an amount, a missing value)."""
+    counts = []
+    for value in values:
+        if value is None or value < 0 or value != int(value):
+            return None
+        counts.append(int(value))
+    return counts
+
+
+def change_p_value(
+    kpi: Kpi,
+    now: "SnapshotValues | KpiSnapshot | None",
+    before: "SnapshotValues | KpiSnapshot | None",
+    exposure: tuple[float, float] = (1.0, 1.0),
+) -> float | None:
+    """The two-sided p-value that ``kpi`` really changed from ``before`` to ``now``, by the test its
+    declaration names (KPIS.md §10.2); None when there is no test or it cannot be made."""
+    if now is None or before is None or now.value is None or before.value is None:
+        return None
+    match kpi.significance:
+        case Significance.PROPORTION:
+            counts = _counts(now.numerator, now.denominator, before.numerator, before.denominator)
+            return stats.two_proportions(*counts) if counts else None
+        case Significance.COUNT:
+            counts = _counts(now.value, before.value)
+            return stats.poisson_rates(counts[0], exposure[0], counts[1], exposure[1]) if counts else None
+        case Significance.NPS:
+            a, b = kpi.details_of(now.extra), kpi.details_of(before.extra)
+            if getattr(a, "se", None) is None or getattr(b, "se", None) is None:
+                return None
+            return stats.nps_difference(float(now.value), a.se, float(before.value), b.se)
+        case Significance.MEAN:
+            a, b = kpi.details_of(now.extra), kpi.details_of(before.extra)
+            sd1, sd2 = getattr(a, "sd", None), getattr(b, "sd", None)
+            n1, n2 = now.sample_size, before.sample_size
+            if None in (sd1, sd2, n1, n2):
+                return None
+            return stats.welch(float(now.value), sd1, n1, float(before.value), sd2, n2)
+    return None
+
+
 @dataclass
 class Card:
     kpi: Kpi
@@ -78,6 +129,8 @@ class Card:
     previous: "SnapshotValues | KpiSnapshot | None"
     target: KpiTarget | None
     series: list[tuple[date, Decimal | None]] = field(default_factory=list)
+    # Days of the shown period elapsed and of the one before (for the test of a count's change).
+    exposure: tuple[float, float] = (1.0, 1.0)
 
     @property
     def value(self) -> Decimal | None:
@@ -104,11 +157,27 @@ class Card:
         else:
             delta = (now - before) / abs(before) * 100
             text = f"{delta:+.0f} %"
-        if delta == 0 or self.kpi.better == Better.NEUTRAL:
+        # Coloured only when the change is real (KPIS.md §10.2): significant at 95 % by the KPI's test,
+        # with enough answers or events on both sides. Otherwise it is "within normal variation".
+        p = self.p_value if self.comparable else None
+        significant = p is not None and p < stats.ALPHA
+        if delta == 0 or self.kpi.better == Better.NEUTRAL or not significant:
             good = None
         else:
             good = (delta > 0) == (self.kpi.better == Better.UP)
-        return {"text": text, "up": delta > 0, "flat": delta == 0, "good": good}
+        return {
+            "text": text,
+            "up": delta > 0,
+            "flat": delta == 0,
+            "good": good,
+            "significant": significant,
+            "noise": p is not None and not significant,
+            "arrow": not self.low_sample,
+        }
+
+    @property
+    def p_value(self) -> float | None:
+        return change_p_value(self.kpi, self.snapshot, self.previous, self.exposure)
 
     @property
     def target_display(self) -> str:
@@ -139,13 +208,23 @@ class Card:
 
     @property
     def low_sample(self) -> bool:
-        """Fewer answers or events than the KPI's minimum sample (KPIS.md §10.2)."""
-        n = self.sample_size
-        return n is not None and n < self.kpi.min_sample
+        """Fewer answers or events than the KPI's minimum sample in the shown period (KPIS.md §10.2): the
+        value is muted, without an arrow or colour."""
+        return _below_minimum(self.kpi, self.snapshot)
+
+    @property
+    def comparable(self) -> bool:
+        """Both periods have the KPI's minimum sample: only then is a change tested."""
+        return not (self.low_sample or _below_minimum(self.kpi, self.previous))
 
     @property
     def sparkline(self) -> str:
         return sparkline_points([v for _d, v in self.series])
+
+
+def _below_minimum(kpi: Kpi, snapshot: "SnapshotValues | KpiSnapshot | None") -> bool:
+    n = snapshot.sample_size if snapshot is not None and snapshot.value is not None else None
+    return n is not None and n < kpi.min_sample
 
 
 def format_value(kpi: Kpi, value: Decimal | None) -> str:
@@ -335,6 +414,7 @@ def build_cards(
     series, targets = load_series(filters, kpis), load_targets(filters, kpis)
     shown = [p.first_day for p in filters.periods]
     current, previous = filters.period.first_day, filters.period.previous().first_day
+    exposure = period_exposure(filters.period)
     by_family: dict[str, list[Card]] = {}
     for kpi in kpis:
         rows = series.get(kpi.code, {})
@@ -345,6 +425,7 @@ def build_cards(
                 previous=rows.get(previous),
                 target=targets.get(kpi.code, {}).get(current),
                 series=[(day, rows[day].value if day in rows else None) for day in shown],
+                exposure=exposure,
             )
         )
     families = [(label, by_family[value]) for value, label in Family.choices if value in by_family]

@@ -52,17 +52,44 @@ def test_empty_dashboard_looks_intentional(client, manager):
 
 def test_cards_show_value_change_target_and_sparkline(client, manager):
     now, before = current(), current().previous()
-    snap("win_rate", before, "20")
-    snap("win_rate", now, "25")
+    snap("win_rate", before, "20", numerator=20, denominator=100, sample_size=100)
+    snap("win_rate", now, "45", numerator=45, denominator=100, sample_size=100)
+    snap("churn_rate", before, "2", numerator=2, denominator=100, sample_size=100)
+    snap("churn_rate", now, "12", numerator=12, denominator=100, sample_size=100)
     snap("sales_cycle_median", before, "30")
     snap("sales_cycle_median", now, "36")
-    KpiTarget.objects.create(kpi="win_rate", granularity="month", period_start=now.start, value=Decimal("50"))
+    KpiTarget.objects.create(kpi="win_rate", granularity="month", period_start=now.start, value=Decimal("90"))
     body = client.get(reverse("metrics:dashboard")).content.decode()
-    assert "25.0 %" in body
-    assert 'class="kpi-change good"' in body and "+5.0 pp" in body  # win rate up: good
-    assert 'class="kpi-change bad"' in body and "+20 %" in body  # sales cycle longer: bad
+    assert "45.0 %" in body
+    assert 'class="kpi-change good"' in body and "+25.0 pp" in body  # win rate up, significantly: good
+    assert 'class="kpi-change bad"' in body and "+10.0 pp" in body  # churn up, significantly: bad
+    # A median has no test: its change is shown, neutral.
+    assert '<span class="kpi-change" title="Change against the previous period">▲ +20 %</span>' in body
     assert '<progress class="target-progress" value="50"' in body
     assert "<polyline points=" in body
+
+
+def test_a_change_within_normal_variation_is_not_coloured(client, manager):
+    """KPIS.md §10.2: 30 % of 40 against 25 % of 40 closed deals is noise (p = 0.62)."""
+    now, before = current(), current().previous()
+    snap("win_rate", before, "25", numerator=10, denominator=40, sample_size=40)
+    snap("win_rate", now, "30", numerator=12, denominator=40, sample_size=40)
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert "+5.0 pp" in body and "within normal variation" in body
+    assert 'class="kpi-change good"' not in body
+    detail = client.get(reverse("metrics:kpi_detail", args=["win_rate"])).content.decode()
+    assert "within normal variation" in detail and 'class="kpi-change good"' not in detail
+
+
+def test_a_tiny_sample_is_muted_without_arrow_or_colour(client, manager):
+    """NPS 100 from one answer is never a big green number."""
+    now, before = current(), current().previous()
+    snap("nps_relationship", before, "-20", sample_size=200, extra={"n": 200, "se": 6.0})
+    snap("nps_relationship", now, "100", sample_size=1, extra={"n": 1, "se": 0.0})
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    card = body[body.index("NPS (relationship)") :][:1500]
+    assert 'class="kpi-value kpi-low-n"' in card and "low n" in card
+    assert "+120 points" in card and "▲" not in card and 'class="kpi-change good"' not in card
 
 
 def test_filters_swap_the_body_with_htmx_and_bad_values_fall_back(client, manager):

@@ -14,7 +14,7 @@ from tests.factories import make_manager, make_user
 pytestmark = pytest.mark.django_db
 
 
-def _snap(kpi, period, value):
+def _snap(kpi, period, value, **counts):
     KpiSnapshot.objects.create(
         kpi=kpi,
         granularity="week",
@@ -24,13 +24,15 @@ def _snap(kpi, period, value):
         value=Decimal(value),
         computed_at=timezone.now(),
         definition_version=1,
+        **counts,
     )
 
 
 def test_weekly_report_goes_to_managers_once_with_change_and_target():
     last_week = period_of(timezone.now(), "week").previous()
-    _snap("win_rate", last_week.previous(), "20")
-    _snap("win_rate", last_week, "30")
+    # 40 of 200 closed deals against 60 of 200: a significant rise (p = 0.02), so it is coloured.
+    _snap("win_rate", last_week.previous(), "20", numerator=40, denominator=200, sample_size=200)
+    _snap("win_rate", last_week, "30", numerator=60, denominator=200, sample_size=200)
     KpiTarget.objects.create(
         kpi="win_rate", granularity="week", period_start=last_week.start, value=Decimal(35)
     )
