@@ -284,11 +284,20 @@ def kpi_trend_chart(
     if kpi.unit == Unit.POINTS:
         values = [None if v is None else round(v) for v in values]
     trace: dict[str, Any] = {"name": str(kpi.label), "x": x, "y": values}
-    trace |= (
-        {"type": "bar", "marker": {"color": PALETTE[0]}}
-        if as_bars
-        else {"type": "scatter", "mode": "lines+markers"}
-    )
+    # Periods below the KPI's minimum sample are drawn hollow (KPIS.md §10.2): not to be read as real.
+    sizes = [getattr(series.get(p.first_day), "sample_size", None) for p in periods]
+    low = [n is not None and n < kpi.min_sample for n in sizes]
+    if as_bars:
+        trace |= {"type": "bar", "marker": {"color": PALETTE[0]}}
+        if any(low):
+            trace["marker"] |= {
+                "color": ["rgba(0,0,0,0)" if is_low else PALETTE[0] for is_low in low],
+                "line": {"color": PALETTE[0], "width": 1.5},
+            }
+    else:
+        trace |= {"type": "scatter", "mode": "lines+markers"}
+        if any(low):
+            trace["marker"] = {"symbol": ["circle-open" if is_low else "circle" for is_low in low], "size": 8}
     data = [trace]
     if target := _target_trace(targets, periods):
         data.append(target)

@@ -353,3 +353,21 @@ def test_nps_is_a_whole_number_on_cards_pages_exports_and_the_weekly_report(clie
     _filters, cards = weekly_report_cards(now=week.start + (week.end - week.start) / 2)
     card = next(c for c in cards if c.kpi.code == "nps_relationship")
     assert card.display == "0"
+
+
+def test_trend_draws_periods_below_the_minimum_sample_hollow():
+    from metrics import charts
+    from metrics.kpis import get_kpi
+    from metrics.selectors import SnapshotValues
+
+    def values(value, n):
+        return SnapshotValues(Decimal(value), None, None, n, {}, False, timezone.now(), 1)
+
+    kpi, periods = get_kpi("nps_relationship"), [current().previous(), current()]
+    series = {periods[0].first_day: values("20", 200), periods[1].first_day: values("100", 1)}
+    spec = charts.kpi_trend_chart(kpi=kpi, periods=periods, series=series, targets={}, unit_label="")
+    assert spec["data"][0]["marker"]["symbol"] == ["circle", "circle-open"]
+    won = get_kpi("deals_won")
+    series = {periods[0].first_day: values("3", 3), periods[1].first_day: values("12", 12)}
+    spec = charts.kpi_trend_chart(kpi=won, periods=periods, series=series, targets={}, unit_label="")
+    assert spec["data"][0]["marker"]["color"][0] == "rgba(0,0,0,0)"
