@@ -26,7 +26,7 @@ from accounts.models import Team, User
 from metrics import selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import registry
-from metrics.kpis.base import Better, Chart, Family, Kpi, Plot, Significance, Unit
+from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Significance, Unit
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
@@ -39,6 +39,8 @@ DEFAULT_RANGE = {"week": 12, "month": 12, "quarter": 8, "year": 3}
 STALE_AFTER_MINUTES = 30
 # Rendered snapshot fragments are dropped by the next recompute or target change, or after this anyway.
 FRAGMENT_CACHE_SECONDS = 600
+# No pace to the target before this share of the period has elapsed (KPIS.md §10.3).
+PACE_FROM = 0.2
 # The confidence level of every interval and test shown (KPIS.md §10.2).
 LEVEL = {"level": 95}
 
@@ -131,6 +133,9 @@ class Card:
     series: list[tuple[date, Decimal | None]] = field(default_factory=list)
     # Days of the shown period elapsed and of the one before (for the test of a count's change).
     exposure: tuple[float, float] = (1.0, 1.0)
+    # The shown period (for the pace to its target) and the time the card is read at.
+    period: Period | None = None
+    now: datetime | None = None
 
     @property
     def value(self) -> Decimal | None:
@@ -184,15 +189,39 @@ class Card:
         return format_value(self.kpi, self.target.value if self.target else None)
 
     @property
+    def pace(self) -> dict[str, Any] | None:
+        """Pace to the target in a period still running (KPIS.md §10.3): a count or amount of events
+        projected to the period's end from the time elapsed; a ratio or a state as it stands. None when
+        the period has ended (the value is final) or has no target; ``early`` before 20 % has elapsed."""
+        if self.target is None or self.value is None or self.period is None or not self.target.value:
+            return None
+        now = self.now or timezone.now()
+        if not (self.period.start <= now < self.period.end):
+            return None
+        elapsed = (now - self.period.start) / (self.period.end - self.period.start)
+        if elapsed < PACE_FROM:
+            return {"early": True}
+        additive = self.kpi.basis == Basis.PERIOD and self.kpi.unit in (Unit.COUNT, Unit.CURRENCY)
+        projected = self.value / Decimal(elapsed) if additive else self.value
+        percent = _share_of_target(self.kpi, projected, self.target.value)
+        return {
+            "early": False,
+            "projected": projected,
+            "projected_display": format_value(self.kpi, projected),
+            "percent": percent,
+            "on_track": percent >= 100,
+        }
+
+    @property
     def target_progress(self) -> int | None:
-        """How far the value is toward the target, 0–100 (for "lower is better", reaching it counts 100)."""
+        """How far toward the target, 0–100 (for "lower is better", reaching it counts 100): at this pace
+        while the period runs, the value once it has ended."""
         if self.target is None or self.value is None or not self.target.value:
             return None
-        if self.kpi.better == Better.DOWN:
-            ratio = self.target.value / self.value if self.value else Decimal(1)
-        else:
-            ratio = self.value / self.target.value
-        return max(0, min(100, int(ratio * 100)))
+        pace = self.pace
+        if pace is not None:
+            return None if pace["early"] else max(0, min(100, pace["percent"]))
+        return max(0, min(100, _share_of_target(self.kpi, self.value, self.target.value)))
 
     @property
     def sample_size(self) -> int | None:
@@ -220,6 +249,13 @@ class Card:
     @property
     def sparkline(self) -> str:
         return sparkline_points([v for _d, v in self.series])
+
+
+def _share_of_target(kpi: Kpi, value: Decimal, target: Decimal) -> int:
+    """The value as a percentage of the target, read the good way (for "lower is better", target ÷ value)."""
+    if kpi.better == Better.DOWN:
+        return int(target / value * 100) if value else 100
+    return int(value / target * 100)
 
 
 def _below_minimum(kpi: Kpi, snapshot: "SnapshotValues | KpiSnapshot | None") -> bool:
@@ -426,6 +462,7 @@ def build_cards(
                 target=targets.get(kpi.code, {}).get(current),
                 series=[(day, rows[day].value if day in rows else None) for day in shown],
                 exposure=exposure,
+                period=filters.period,
             )
         )
     families = [(label, by_family[value]) for value, label in Family.choices if value in by_family]

@@ -147,6 +147,8 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
             snapshot=snapshot,
             previous=series.get(filters.period.previous().first_day),
             target=targets.get(filters.period.first_day),
+            exposure=dashboard.period_exposure(filters.period),
+            period=filters.period,
         ),
         "snapshot": snapshot,
         "facts": dashboard.detail_facts(kpi, snapshot.extra) if snapshot else [],

@@ -1,6 +1,6 @@
 """The dashboard and KPI detail pages: snapshot reads only, bounded queries, rep scope, targets, recompute."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -51,7 +51,9 @@ def test_empty_dashboard_looks_intentional(client, manager):
 
 
 def test_cards_show_value_change_target_and_sparkline(client, manager):
-    now, before = current(), current().previous()
+    # Last month: ended, so its progress is the value itself (a running month shows the pace).
+    now = current().previous()
+    before = now.previous()
     snap("win_rate", before, "20", numerator=20, denominator=100, sample_size=100)
     snap("win_rate", now, "45", numerator=45, denominator=100, sample_size=100)
     snap("churn_rate", before, "2", numerator=2, denominator=100, sample_size=100)
@@ -59,7 +61,7 @@ def test_cards_show_value_change_target_and_sparkline(client, manager):
     snap("sales_cycle_median", before, "30")
     snap("sales_cycle_median", now, "36")
     KpiTarget.objects.create(kpi="win_rate", granularity="month", period_start=now.start, value=Decimal("90"))
-    body = client.get(reverse("metrics:dashboard")).content.decode()
+    body = client.get(reverse("metrics:dashboard"), {"period": now.first_day.isoformat()}).content.decode()
     assert "45.0 %" in body
     assert 'class="kpi-change good"' in body and "+25.0 pp" in body  # win rate up, significantly: good
     assert 'class="kpi-change bad"' in body and "+10.0 pp" in body  # churn up, significantly: bad
@@ -323,7 +325,7 @@ def test_cards_are_rendered_once_per_recompute_and_target_change(
         kpi="win_rate", granularity="month", period_start=current().start, value=Decimal("60")
     )
     body = client.get(reverse("metrics:dashboard")).content.decode()
-    assert "30.0 %" in body and '<progress class="target-progress" value="50"' in body
+    assert "30.0 %" in body and "Target 60.0 %" in body  # a new target shows at once
     KpiSnapshot.objects.filter(kpi="win_rate").update(value=Decimal("45"))
     finished_run()
     assert "45.0 %" in client.get(reverse("metrics:dashboard")).content.decode()
@@ -371,3 +373,44 @@ def test_trend_draws_periods_below_the_minimum_sample_hollow():
     series = {periods[0].first_day: values("3", 3), periods[1].first_day: values("12", 12)}
     spec = charts.kpi_trend_chart(kpi=won, periods=periods, series=series, targets={}, unit_label="")
     assert spec["data"][0]["marker"]["color"][0] == "rgba(0,0,0,0)"
+
+
+def test_pace_to_target_projects_counts_and_reads_ratios_as_they_stand():
+    """KPIS.md §10.3: halfway through the month, 30 deals won projects to 60: 75 % of a target of 80."""
+    from metrics import dashboard
+    from metrics.kpis import get_kpi
+    from metrics.periods import Period
+    from metrics.selectors import SnapshotValues
+
+    def card(code, value, target, now, period):
+        values = SnapshotValues(Decimal(value), None, None, None, {}, False, now, 1)
+        goal = KpiTarget(kpi=code, granularity="month", period_start=period.start, value=Decimal(target))
+        return dashboard.Card(
+            kpi=get_kpi(code), snapshot=values, previous=None, target=goal, period=period, now=now
+        )
+
+    april = Period("month", date(2026, 4, 1))
+    halfway = april.start + (april.end - april.start) / 2
+    won = card("deals_won", "30", "80", halfway, april)
+    assert won.pace["projected"] == Decimal(60) and won.pace["percent"] == 75
+    assert won.pace["on_track"] is False and won.target_progress == 75
+    # A ratio to date is its own projection: 40 % against a target of 50 % is 80 %.
+    assert card("win_rate", "40", "50", halfway, april).pace["percent"] == 80
+    # Lower is better: a 3-day cycle against a target of 4 days is on track.
+    assert card("sales_cycle_median", "3", "4", halfway, april).pace["on_track"] is True
+    # Too early to say before a fifth of the period; after its end the value is final (no pace).
+    assert card("deals_won", "2", "80", april.start + timedelta(days=3), april).pace == {"early": True}
+    assert card("deals_won", "2", "80", april.start + timedelta(days=3), april).target_progress is None
+    done = card("deals_won", "60", "80", april.end + timedelta(days=1), april)
+    assert done.pace is None and done.target_progress == 75
+
+
+def test_dashboard_card_shows_the_pace(client, manager):
+    now = current()
+    snap("deals_won", now, "1")
+    KpiTarget.objects.create(
+        kpi="deals_won", granularity="month", period_start=now.start, value=Decimal("1000")
+    )
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    elapsed = (timezone.now() - now.start) / (now.end - now.start)
+    assert ("too early for a pace" in body) if elapsed < 0.2 else ("at this pace:" in body)
