@@ -251,6 +251,16 @@ class Card:
         return sparkline_points([v for _d, v in self.series])
 
 
+def format_change(kpi: Kpi, delta: Decimal) -> str:
+    """A signed change in the KPI's own unit: percentage points, points, money, a count."""
+    if kpi.unit == Unit.PERCENT:
+        return f"{delta:+.1f} " + _("pp")
+    if kpi.unit == Unit.POINTS:
+        return f"{delta:+.0f} " + _("points")
+    sign = "+" if delta > 0 else ("−" if delta < 0 else "")
+    return sign + format_value(kpi, abs(delta))
+
+
 def _share_of_target(kpi: Kpi, value: Decimal, target: Decimal) -> int:
     """The value as a percentage of the target, read the good way (for "lower is better", target ÷ value)."""
     if kpi.better == Better.DOWN:

@@ -5,6 +5,7 @@ always through the CRM's access selectors. A rep sees the same pages for their o
 """
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -30,7 +31,7 @@ from crm import quality
 from crm.exports import csv_response, xlsx_response
 from crm.htmx import partial_template
 from crm.views import CappedPaginator
-from metrics import charts, dashboard, selectors
+from metrics import charts, contribution, dashboard, selectors
 from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import registry
 from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
@@ -198,6 +199,7 @@ def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
             ),
             key=lambda row: (row["snapshot"].value is None, -(row["snapshot"].value or 0)),
         )
+        why = _why_it_changed(user, kpi, filters, scope, rows, names) if user.is_manager else None
         chart = charts.by_user_chart(
             title=f"{kpi.label} — {label}",
             names=[t["name"] for t in table],
@@ -205,8 +207,62 @@ def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
             bar_name=str(kpi.label),
             y_title=_unit_label(kpi),
         )
-        found.append({"scope": scope, "label": label, "rows": table, "chart": chart, "id": f"chart-{scope}"})
+        found.append(
+            {
+                "scope": scope,
+                "label": label,
+                "rows": table,
+                "chart": chart,
+                "id": f"chart-{scope}",
+                "why": why,
+            }
+        )
     return found
+
+
+def _why_it_changed(
+    user: User, kpi: Kpi, filters: dashboard.Filters, scope: str, rows: list, names: dict[str, str]
+) -> dict | None:
+    """The change from the previous period split over this breakdown's segments (KPIS.md §10.4): the
+    three that pushed it up most and down most, with their n; None when the KPI is neither a sum nor a
+    ratio (a median, a state) or there is nothing to compare with."""
+    before_rows = selectors.kpi_breakdown(
+        user=user,
+        kpi=kpi.code,
+        granularity=filters.granularity,
+        period_start=filters.period.previous().start,
+        scope=scope,
+    )
+
+    def segments(snapshots) -> dict[str, contribution.Segment]:
+        return {
+            s.scope_id: contribution.Segment(s.value, s.numerator, s.denominator, s.sample_size)
+            for s in snapshots
+        }
+
+    now, before = segments(rows), segments(before_rows)
+    if not before:
+        return None
+    if kpi.unit == Unit.PERCENT:
+        found = contribution.of_ratio(now, before, Decimal(100))
+    elif kpi.unit in (Unit.COUNT, Unit.CURRENCY) and kpi.basis == Basis.PERIOD:
+        found = contribution.of_sums(now, before)
+    else:
+        return None
+    if not found:
+        return None
+    up, down = contribution.top(found, minimum=kpi.min_sample)
+
+    def shown(c: contribution.Contribution) -> dict:
+        return {
+            "name": names.get(c.key, c.key),
+            "total": dashboard.format_change(kpi, c.total),
+            "rate": None if c.rate is None else dashboard.format_change(kpi, c.rate),
+            "mix": None if c.mix is None else dashboard.format_change(kpi, c.mix),
+            "n": c.n,
+        }
+
+    return {"up": [shown(c) for c in up], "down": [shown(c) for c in down], "ratio": kpi.unit == Unit.PERCENT}
 
 
 @login_required

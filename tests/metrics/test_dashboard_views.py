@@ -414,3 +414,22 @@ def test_dashboard_card_shows_the_pace(client, manager):
     body = client.get(reverse("metrics:dashboard")).content.decode()
     elapsed = (timezone.now() - now.start) / (now.end - now.start)
     assert ("too early for a pace" in body) if elapsed < 0.2 else ("at this pace:" in body)
+
+
+def test_kpi_page_explains_the_change_by_team_for_managers(client, manager):
+    north, south = make_team(name="North"), make_team(name="South")
+    now, before = current().previous(), current().previous().previous()
+    plan = ((before, {north: (10, 20), south: (5, 20)}), (now, {north: (12, 20), south: (3, 10)}))
+    for period, counts in plan:
+        won = sum(c[0] for c in counts.values())
+        closed = sum(c[1] for c in counts.values())
+        snap("win_rate", period, str(100 * won / closed), numerator=won, denominator=closed)
+        for team, (x, n) in counts.items():
+            snap("win_rate", period, str(100 * x / n), scope=Scope.TEAM, scope_id=str(team.pk), numerator=x,
+                 denominator=n, sample_size=n)  # fmt: skip
+    url = reverse("metrics:kpi_detail", args=["win_rate"])
+    body = client.get(url, {"period": now.first_day.isoformat()}).content.decode()
+    section = body[body.index("Why it changed") :]
+    # North: rate +5.0 pp, mix +10.0 pp; South: rate +2.5, mix −5.0 (as in test_contribution.py).
+    assert "North" in section and "+15.0 pp" in section and "+5.0 pp" in section and "+10.0 pp" in section
+    assert "South" in section and "+2.5 pp" in section and "-5.0 pp" in section
