@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import Team
 from crm.models import Customer
 from metrics.models import KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import period_of
@@ -433,3 +434,42 @@ def test_kpi_page_explains_the_change_by_team_for_managers(client, manager):
     # North: rate +5.0 pp, mix +10.0 pp; South: rate +2.5, mix −5.0 (as in test_contribution.py).
     assert "North" in section and "+15.0 pp" in section and "+5.0 pp" in section and "+10.0 pp" in section
     assert "South" in section and "+2.5 pp" in section and "-5.0 pp" in section
+
+
+def test_kpi_page_queries_do_not_grow_with_teams_and_people(client, manager, django_assert_max_num_queries):
+    now = current().previous()
+    query = {"period": now.first_day.isoformat()}
+
+    def add_teams(count):
+        for _ in range(count):
+            team = make_team(name=f"Team {Team.objects.count() + 1}")
+            rep = make_user(team=team)
+            for period in (now, now.previous()):
+                snap(
+                    "win_rate",
+                    period,
+                    "40",
+                    scope=Scope.TEAM,
+                    scope_id=str(team.pk),
+                    numerator=4,
+                    denominator=10,
+                )
+                snap(
+                    "win_rate",
+                    period,
+                    "40",
+                    scope=Scope.USER,
+                    scope_id=str(rep.pk),
+                    numerator=4,
+                    denominator=10,
+                )
+
+    snap("win_rate", now, "40", numerator=8, denominator=20)
+    add_teams(2)
+    url = reverse("metrics:kpi_detail", args=["win_rate"])
+    with django_assert_max_num_queries(40) as few:
+        assert "Why it changed" in client.get(url, query).content.decode()
+    add_teams(10)
+    bump_generation()  # the breakdowns are rendered again, not taken from the cache
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert "Team 12" in client.get(url, query).content.decode()
