@@ -136,6 +136,8 @@ class Card:
     # The shown period (for the pace to its target) and the time the card is read at.
     period: Period | None = None
     now: datetime | None = None
+    # Counts to test instead of the two values (e.g. months taken together, whose values are means).
+    counts: tuple[Decimal, Decimal] | None = None
 
     @property
     def value(self) -> Decimal | None:
@@ -182,6 +184,13 @@ class Card:
 
     @property
     def p_value(self) -> float | None:
+        if self.counts is not None and self.kpi.significance == Significance.COUNT:
+            counts = _counts(*self.counts)
+            return (
+                stats.poisson_rates(counts[0], self.exposure[0], counts[1], self.exposure[1])
+                if counts
+                else None
+            )
         return change_p_value(self.kpi, self.snapshot, self.previous, self.exposure)
 
     @property

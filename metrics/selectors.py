@@ -369,26 +369,48 @@ def go_live_comparison(*, months: int = 6) -> dict[str, Any]:
         return result
     kpis = in_section(Section.GO_LIVE)
     first = period_of(go_live, "month")
-    before_start, after_end = first.previous(months).start, first.next(months).start
-    values: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: {"before": [], "after": []})
-    for kpi, start, value in KpiSnapshot.objects.filter(
+    # Before, after, and (a seasonality check) the after months one year earlier.
+    windows = {
+        "before": (first.previous(months).start, first.start),
+        "after": (first.start, first.next(months).start),
+        "year_earlier": (first.previous(12).start, first.previous(12 - months).start),
+    }
+    months_of: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for kpi, start, value, numerator, denominator, sample_size in KpiSnapshot.objects.filter(
         kpi__in=[k.code for k in kpis],
         granularity="month",
         scope=Scope.COMPANY,
         value__isnull=False,
-        period_start__gte=before_start,
-        period_start__lt=after_end,
-    ).values_list("kpi", "period_start", "value"):
-        values[kpi]["before" if start < first.start else "after"].append(value)
+        period_start__gte=min(lo for lo, _hi in windows.values()),
+        period_start__lt=windows["after"][1],
+    ).values_list("kpi", "period_start", "value", "numerator", "denominator", "sample_size"):
+        for name, (lo, hi) in windows.items():
+            if lo <= start < hi:
+                months_of[kpi][name].append((value, numerator, denominator, sample_size))
     for kpi in kpis:
-        before, after = values[kpi.code]["before"], values[kpi.code]["after"]
+        pooled = {name: _pooled(months_of[kpi.code][name]) for name in windows}
         result["rows"].append(
             {
                 "kpi": kpi,
-                "before": sum(before) / len(before) if before else None,
-                "after": sum(after) / len(after) if after else None,
-                "n_before": len(before),
-                "n_after": len(after),
+                **{name: values.value if values else None for name, values in pooled.items()},
+                "pooled": pooled,
+                "n_before": len(months_of[kpi.code]["before"]),
+                "n_after": len(months_of[kpi.code]["after"]),
             }
         )
     return result
+
+
+def _pooled(months: list[tuple]) -> SnapshotValues | None:
+    """Monthly values taken together: their mean, and the sums of their numerators, denominators and
+    samples (what a test of before against after reads)."""
+    if not months:
+        return None
+
+    def total(i: int) -> Decimal | None:
+        parts = [m[i] for m in months]
+        return None if any(p is None for p in parts) else sum(parts)
+
+    mean = sum(m[0] for m in months) / len(months)
+    # A count's months add up (its value is a count); the extra carries that total for its test.
+    return SnapshotValues(mean, total(1), total(2), total(3), {"total": total(0)}, False, timezone.now(), 0)

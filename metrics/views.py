@@ -454,22 +454,25 @@ def go_live_view(request: HttpRequest) -> HttpResponse:
     _manager_only(request)
     comparison = selectors.go_live_comparison()
     for row in comparison["rows"]:
-        row["before_display"] = dashboard.format_value(row["kpi"], row["before"])
-        row["after_display"] = dashboard.format_value(row["kpi"], row["after"])
-        card = dashboard.Card(kpi=row["kpi"], snapshot=None, previous=None, target=None)
-        row["change"] = _change(card, row["before"], row["after"])
+        for name in ("before", "after", "year_earlier"):
+            row[f"{name}_display"] = dashboard.format_value(row["kpi"], row[name])
+        # Coloured only when significant, by the KPI's test over the months taken together (a count's
+        # exposure is its number of months).
+        pooled = row["pooled"]
+        card = dashboard.Card(
+            kpi=row["kpi"],
+            snapshot=pooled["after"],
+            previous=pooled["before"],
+            target=None,
+            exposure=(row["n_after"], row["n_before"]),
+            counts=tuple(p.extra["total"] for p in (pooled["after"], pooled["before"]))
+            if pooled["after"] and pooled["before"]
+            else None,
+        )
+        row["change"] = card.change if pooled["after"] and pooled["before"] else None
     roi, roi_kpi = comparison["roi"], comparison["roi_kpi"]
     roi_facts = dashboard.detail_facts(roi_kpi, roi.extra) if roi is not None else []
     return render(request, "metrics/go_live.html", {"comparison": comparison, "roi_facts": roi_facts})
-
-
-def _change(card: dashboard.Card, before, after) -> dict | None:
-    """The before/after change, coloured like the dashboard's period-over-period change."""
-    if before is None or after is None:
-        return None
-    card.snapshot = KpiSnapshot(value=after)
-    card.previous = KpiSnapshot(value=before)
-    return card.change
 
 
 # Exports

@@ -473,3 +473,42 @@ def test_kpi_page_queries_do_not_grow_with_teams_and_people(client, manager, dja
     bump_generation()  # the breakdowns are rendered again, not taken from the cache
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert "Team 12" in client.get(url, query).content.decode()
+
+
+def test_go_live_page_marks_significance_per_row_and_shows_the_season_a_year_earlier(client, manager):
+    from crm.models import CompanySettings
+    from metrics.periods import Period
+
+    company = CompanySettings.load()
+    company.go_live_date = date(2026, 1, 1)
+    company.save()
+    go_live = Period("month", date(2026, 1, 1))
+    # Win rate: 10 of 50 a month before, 20 of 50 after: 60 of 300 against 120 of 300, significant.
+    # Churn: 5 of 100 a month before, 6 of 100 after: 30 of 600 against 36 of 600, noise.
+    for steps, won, churned in ((range(1, 7), 10, 5), (range(-5, 1), 20, 6)):
+        for step in steps:
+            month = go_live.previous(step)
+            snap("win_rate", month, str(2 * won), numerator=won, denominator=50, sample_size=50)
+            snap("churn_rate", month, str(churned), numerator=churned, denominator=100, sample_size=100)
+    for step in range(7, 13):  # January to June 2025
+        snap("win_rate", go_live.previous(step), "24", numerator=12, denominator=50, sample_size=50)
+    body = client.get(reverse("metrics:go_live")).content.decode()
+    win_rate = body[body.index(">Win rate<") :][:900]
+    assert "+20.0 pp" in win_rate and 'class="kpi-change good"' in win_rate and "(significant)" in win_rate
+    assert "24.0 %" in win_rate  # the same months a year earlier
+    churn = body[body.index(">Customer churn rate<") :][:900]
+    assert "+1.0 pp" in churn and "within normal variation" in churn and 'class="kpi-change bad"' not in churn
+
+
+def test_months_taken_together_test_their_total_counts():
+    from metrics import dashboard
+    from metrics.kpis import get_kpi
+
+    def card(after, before):
+        return dashboard.Card(
+            kpi=get_kpi("deals_won"), snapshot=None, previous=None, target=None, exposure=(6, 6),
+            counts=(Decimal(after), Decimal(before)),
+        )  # fmt: skip
+
+    assert card(66, 60).p_value > 0.5
+    assert card(120, 60).p_value < 0.001
