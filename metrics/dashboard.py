@@ -488,6 +488,28 @@ def build_cards(
     return families, series
 
 
+# The families a role's dashboard leads with: an agent's service and satisfaction (their tickets' CSAT and
+# CES), a rep's sales and their customers' retention; a manager's keep the registry's order.
+LEADS_WITH = {
+    User.Role.AGENT: (Family.SERVICE, Family.SATISFACTION),
+    User.Role.REP: (Family.SALES, Family.RETENTION),
+}
+
+
+def for_role(families: list[tuple[str, list[Card]]], user: User) -> list[tuple[str, list[Card]]]:
+    """The families in the order ``user``'s role reads them; for a rep or an agent a family without a
+    single number is left out (not a wall of "—")."""
+    if not user.is_manager:
+        families = [(label, cards) for label, cards in families if any(c.value is not None for c in cards)]
+    lead = LEADS_WITH.get(user.role, ())
+
+    def place(family: tuple[str, list[Card]]) -> int:
+        code = family[1][0].kpi.family
+        return lead.index(code) if code in lead else len(lead)
+
+    return sorted(families, key=place)
+
+
 # Charts
 # ---------------------------------------------------------------------------------------------------------
 

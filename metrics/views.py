@@ -73,6 +73,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
     def panels() -> str:
         families, series = dashboard.build_cards(filters)
+        families = dashboard.for_role(families, request.user)
         charts = dashboard.build_charts(filters, series, request.user)
         context = {"families": families, "charts": charts, "query": query}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)

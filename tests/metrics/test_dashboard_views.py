@@ -1,5 +1,6 @@
 """The dashboard and KPI detail pages: snapshot reads only, bounded queries, rep scope, targets, recompute."""
 
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -512,3 +513,22 @@ def test_months_taken_together_test_their_total_counts():
 
     assert card(66, 60).p_value > 0.5
     assert card(120, 60).p_value < 0.001
+
+
+def test_an_agents_dashboard_leads_with_service_and_leaves_out_empty_families(client):
+    from tests.factories import make_agent
+
+    agent = make_agent()
+    client.force_login(agent)
+    now = current()
+    snap("frt_median", now, "2.5", scope=Scope.USER, scope_id=str(agent.pk), sample_size=12)
+    snap("csat", now, "90", scope=Scope.USER, scope_id=str(agent.pk), numerator=27, denominator=30)
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    families = re.findall(r'<h2 id="family-\d+">([^<]+)</h2>', body)
+    assert families == ["Service", "Satisfaction"]  # no wall of empty sales and retention cards
+
+
+def test_a_managers_dashboard_keeps_every_family(client, manager):
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    families = re.findall(r'<h2 id="family-\d+">([^<]+)</h2>', body)
+    assert families[:2] == ["Sales", "Retention"] and "Service" in families
