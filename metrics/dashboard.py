@@ -15,10 +15,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import TextChoices
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.safestring import SafeString
-from django.utils.translation import get_language
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
@@ -26,7 +27,7 @@ from accounts.models import Team, User
 from metrics import selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import registry
-from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Significance, Unit
+from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Question, Significance, Unit
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
@@ -124,6 +125,13 @@ def change_p_value(
     return None
 
 
+class Verdict(TextChoices):
+    BETTER = "better", gettext_lazy("better")
+    WORSE = "worse", gettext_lazy("worse")
+    STEADY = "steady", gettext_lazy("steady")
+    NO_DATA = "no_data", gettext_lazy("not enough data")
+
+
 @dataclass
 class Card:
     kpi: Kpi
@@ -181,6 +189,25 @@ class Card:
             "noise": p is not None and not significant,
             "arrow": not self.low_sample,
         }
+
+    @property
+    def verdict(self) -> str:
+        """Better, worse, steady or not enough data (KPIS.md §10.5): better or worse only on a significant
+        change, or on a target met or missed (at the pace of a running period)."""
+        if self.value is None or self.low_sample:
+            return Verdict.NO_DATA
+        change = self.change
+        if change and change["good"] is not None:
+            return Verdict.BETTER if change["good"] else Verdict.WORSE
+        pace = self.pace
+        if pace and not pace["early"]:
+            return Verdict.BETTER if pace["on_track"] else Verdict.WORSE
+        progress = None if pace else self.target_progress
+        if progress is not None:
+            return Verdict.BETTER if progress >= 100 else Verdict.WORSE
+        if change is None:
+            return Verdict.NO_DATA
+        return Verdict.STEADY
 
     @property
     def p_value(self) -> float | None:
@@ -486,6 +513,25 @@ def build_cards(
         )
     families = [(label, by_family[value]) for value, label in Family.choices if value in by_family]
     return families, series
+
+
+def scorecard(families: list[tuple[str, list[Card]]]) -> list[dict[str, Any]]:
+    """One line per question the product answers (KPIS.md §10.5), from the cards already built (no query
+    of its own): its KPIs' cards, and the verdict of the first with enough data (the headline)."""
+    by_question: dict[str, list[Card]] = {}
+    for _label, cards in families:
+        for card in cards:
+            if card.kpi.question:
+                by_question.setdefault(card.kpi.question, []).append(card)
+    lines = []
+    for question, label in Question.choices:
+        cards = by_question.get(question)
+        if not cards:
+            continue
+        headline = next((c for c in cards if c.verdict != Verdict.NO_DATA), cards[0])
+        verdict = headline.verdict
+        lines.append({"question": label, "cards": cards, "headline": headline, "verdict": Verdict(verdict)})
+    return lines
 
 
 # The families a role's dashboard leads with: an agent's service and satisfaction (their tickets' CSAT and

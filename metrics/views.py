@@ -75,7 +75,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         families, series = dashboard.build_cards(filters)
         families = dashboard.for_role(families, request.user)
         charts = dashboard.build_charts(filters, series, request.user)
-        context = {"families": families, "charts": charts, "query": query}
+        scorecard = dashboard.scorecard(families) if request.user.is_manager else []
+        context = {"families": families, "charts": charts, "query": query, "scorecard": scorecard}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)
 
     context = {

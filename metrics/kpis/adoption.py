@@ -26,6 +26,7 @@ from metrics.kpis.base import (
     Family,
     Kpi,
     Plot,
+    Question,
     Row,
     Section,
     Significance,
@@ -211,6 +212,7 @@ ADOPTION_RATE = Kpi(
     significance=Significance.PROPORTION,
     min_sample=MIN_EVENTS,
     sections=frozenset({Section.WEEKLY_REPORT}),
+    question=Question.USAGE,
 )
 
 ACCESS_ADOPTION = Kpi(

@@ -66,6 +66,17 @@ class Significance(models.TextChoices):
     NONE = "none", _("not tested")
 
 
+class Question(models.TextChoices):
+    """The scorecard's lines (KPIS.md §10.5): the questions the product answers, in this order."""
+
+    SATISFACTION = "satisfaction", _("Are customers satisfied?")
+    SALES_GROWTH = "sales_growth", _("Are sales growing?")
+    RETENTION = "retention", _("Do customers stay?")
+    SERVICE = "service", _("Is service fast and on time?")
+    DATA = "data", _("Is the data accurate?")
+    USAGE = "usage", _("Does the team use the CRM?")
+
+
 class Section(models.TextChoices):
     """Pages and reports beside the dashboard that show a chosen few KPIs."""
 
@@ -156,6 +167,8 @@ class Kpi:
     significance: str = Significance.NONE
     # The pages and reports beside the dashboard it appears on.
     sections: frozenset[str] = frozenset()
+    # The scorecard line it answers (the first KPI of a line is its headline).
+    question: str | None = None
 
     @property
     def drilldown(self) -> "Drill | None":

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from accounts.models import User
 from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
-from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Row, Section, Unit
+from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Question, Row, Section, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
 from metrics.kpis.details import CompletenessDetail, ValidationDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
@@ -400,6 +400,7 @@ DUPLICATE_RATE = Kpi(
         }
     ),
     plots=(Plot(QUALITY_CHART, label=_("Duplicate rate")),),
+    question=Question.DATA,
 )
 
 FIELD_COMPLETENESS = Kpi(
@@ -419,6 +420,7 @@ FIELD_COMPLETENESS = Kpi(
     detail=CompletenessDetail,
     plots=(Plot(QUALITY_CHART, label=_("Field completeness")),),
     sections=frozenset({Section.GO_LIVE}),
+    question=Question.DATA,
 )
 
 VALIDATION_ERROR_RATE = Kpi(
@@ -439,6 +441,7 @@ VALIDATION_ERROR_RATE = Kpi(
     drill=VALIDATION_DRILL,
     detail=ValidationDetail,
     plots=(Plot(QUALITY_CHART, label=_("Validation errors")),),
+    question=Question.DATA,
 )
 
 STALE_DEALS = Kpi(

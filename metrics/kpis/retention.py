@@ -21,6 +21,7 @@ from metrics.kpis.base import (
     Family,
     Kpi,
     Plot,
+    Question,
     Row,
     Section,
     Significance,
@@ -158,6 +159,7 @@ CHURN_RATE = Kpi(
     significance=Significance.PROPORTION,
     min_sample=MIN_EVENTS,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.RETENTION,
 )
 
 RETENTION_RATE = Kpi(
@@ -172,6 +174,7 @@ RETENTION_RATE = Kpi(
     plots=(Plot(RETENTION_CHART, label=_("Retention rate")),),
     significance=Significance.PROPORTION,
     min_sample=MIN_EVENTS,
+    question=Question.RETENTION,
 )
 
 RETENTION_RATE_TEXTBOOK = Kpi(

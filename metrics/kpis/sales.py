@@ -29,6 +29,7 @@ from metrics.kpis.base import (
     Family,
     Kpi,
     Plot,
+    Question,
     Row,
     Section,
     Significance,
@@ -116,6 +117,7 @@ REVENUE_WON = Kpi(
     compute=measure(CLOSED_DEALS, "won_amount", sample="won"),
     plots=(Plot(REVENUE_CHART, "bars", label=_("Revenue won")),),
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.SALES_GROWTH,
 )
 
 DEALS_WON = Kpi(
@@ -159,6 +161,7 @@ WIN_RATE = Kpi(
     significance=Significance.PROPORTION,
     min_sample=MIN_CLOSED_DEALS,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE, Section.CHANNELS}),
+    question=Question.SALES_GROWTH,
 )
 
 AVG_DEAL_SIZE = Kpi(

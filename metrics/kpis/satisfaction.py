@@ -27,6 +27,7 @@ from metrics.kpis.base import (
     Family,
     Kpi,
     Plot,
+    Question,
     Row,
     Section,
     Significance,
@@ -372,6 +373,7 @@ NPS_RELATIONSHIP = Kpi(
     significance=Significance.NPS,
     min_sample=SURVEY_MIN_SAMPLE,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.SATISFACTION,
 )
 
 NPS_TRANSACTIONAL = Kpi(
@@ -411,6 +413,7 @@ CSAT_PERCENT = Kpi(
     significance=Significance.PROPORTION,
     min_sample=SURVEY_MIN_SAMPLE,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.SATISFACTION,
 )
 
 CSAT_MEAN = Kpi(
@@ -446,6 +449,7 @@ CES_MEAN = Kpi(
     plots=(Plot(CSAT_CES_CHART, axis="y2", label=_("CES mean")),),
     significance=Significance.MEAN,
     min_sample=SURVEY_MIN_SAMPLE,
+    question=Question.SATISFACTION,
 )
 
 RESPONSE_RATE_RR1 = Kpi(

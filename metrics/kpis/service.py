@@ -24,6 +24,7 @@ from metrics.kpis.base import (
     Family,
     Kpi,
     Plot,
+    Question,
     Row,
     Section,
     Significance,
@@ -126,6 +127,7 @@ FRT_MEDIAN = Kpi(
     plots=(Plot(SERVICE_CHART, label=_("First response (median)")),),
     min_sample=MIN_EVENTS,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.SERVICE,
 )
 
 FRT_P90 = Kpi(
@@ -264,6 +266,7 @@ SLA_ATTAINMENT = Kpi(
     significance=Significance.PROPORTION,
     min_sample=MIN_EVENTS,
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
+    question=Question.SERVICE,
 )
 
 

@@ -91,7 +91,8 @@ def test_a_tiny_sample_is_muted_without_arrow_or_colour(client, manager):
     snap("nps_relationship", before, "-20", sample_size=200, extra={"n": 200, "se": 6.0})
     snap("nps_relationship", now, "100", sample_size=1, extra={"n": 1, "se": 0.0})
     body = client.get(reverse("metrics:dashboard")).content.decode()
-    card = body[body.index("NPS (relationship)") :][:1500]
+    cards = body[body.index('class="kpi-family"') :]
+    card = cards[cards.index("NPS (relationship)") :][:1500]
     assert 'class="kpi-value kpi-low-n"' in card and "low n" in card
     assert "+120 points" in card and "▲" not in card and 'class="kpi-change good"' not in card
 
@@ -532,3 +533,24 @@ def test_a_managers_dashboard_keeps_every_family(client, manager):
     body = client.get(reverse("metrics:dashboard")).content.decode()
     families = re.findall(r'<h2 id="family-\d+">([^<]+)</h2>', body)
     assert families[:2] == ["Sales", "Retention"] and "Service" in families
+
+
+def test_the_scorecard_opens_the_managers_dashboard_with_a_verdict_per_question(client, manager):
+    now = current().previous()  # a complete month
+    before = now.previous()
+    snap("win_rate", before, "20", numerator=20, denominator=100, sample_size=100)
+    snap("win_rate", now, "45", numerator=45, denominator=100, sample_size=100)
+    snap("churn_rate", before, "5", numerator=5, denominator=100, sample_size=100)
+    snap("churn_rate", now, "6", numerator=6, denominator=100, sample_size=100)
+    snap("nps_relationship", now, "100", sample_size=1, extra={"n": 1, "se": 0.0})
+    body = client.get(reverse("metrics:dashboard"), {"period": now.first_day.isoformat()}).content.decode()
+    card = body[body.index("Scorecard") : body.index('class="kpi-family"')]
+    rows = dict(
+        re.findall(r'<th scope="row">([^<]+)</th>\s*<td><span class="badge verdict verdict-(\w+)"', card)
+    )
+    assert rows["Are sales growing?"] == "better"  # a significant rise of the win rate
+    assert rows["Do customers stay?"] == "steady"  # +1 pp of churn is within normal variation
+    assert rows["Are customers satisfied?"] == "no_data"  # NPS 100 from one answer
+    assert list(rows)[:3] == ["Are customers satisfied?", "Are sales growing?", "Do customers stay?"]
+    client.force_login(make_user())
+    assert "Scorecard" not in client.get(reverse("metrics:dashboard")).content.decode()
