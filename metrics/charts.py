@@ -5,6 +5,7 @@ validation costs milliseconds per figure on every page view). Templates emit the
 ``static/js/charts.js`` draws them; no inline scripts. Labels are translated in the request's language.
 """
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -74,6 +75,76 @@ def _layout(title: str, *, y_title: str = "", y2_title: str = "", **extra: Any) 
     return layout
 
 
+# Axes a reader can trust (applied to every figure built here)
+# ---------------------------------------------------------------------------------------------------------
+
+# More people than this on a per-person chart: horizontal bars, one row each, names readable.
+HORIZONTAL_FROM = 12
+
+
+def _nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick step (1, 2, 2.5 or 5 × 10^k) giving about ``ticks`` intervals over ``span``."""
+    raw = span / ticks if span > 0 else 1.0
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
+def _nice_axis(values: list[float]) -> dict[str, Any]:
+    """A range from a round number to a round number, with round ticks; zero stays in it for data that
+    do not cross it, and a single value (or all values equal) is not blown up around itself."""
+    lo, hi = min(min(values), 0.0), max(max(values), 0.0)
+    if lo == hi:
+        hi = 1.0
+    # A little headroom, so the highest (or lowest) point does not sit on the frame.
+    pad = (hi - lo) * 0.05
+    lo, hi = (lo - pad if lo < 0 else lo), (hi + pad if hi > 0 else hi)
+    step = _nice_step(hi - lo)
+    return {"range": [math.floor(lo / step) * step, math.ceil(hi / step) * step], "dtick": step, "tick0": 0}
+
+
+def _axis_values(data: list[dict], axis: str) -> list[float]:
+    found: list[float] = []
+    for trace in data:
+        if trace.get("type") in ("funnel", "pie") or trace.get("yaxis", "y") != axis:
+            continue
+        found += [v for v in trace.get("y") or () if isinstance(v, int | float)]
+        errors = (trace.get("error_y") or {}).get("array") or ()
+        found += [
+            v + e for v, e in zip(trace.get("y") or (), errors, strict=False) if isinstance(v, int | float)
+        ]
+    return found
+
+
+def tidy(spec: Spec) -> Spec:
+    """Round ticks on a second axis (no more 13.3 / 43 / 72.8), no axis scaled around a single value, and
+    an empty figure that says why it is empty."""
+    data, layout = spec["data"], spec["layout"]
+    if not any(_axis_values(data, axis) for axis in ("y", "y2")) and not any(
+        t.get("type") == "funnel" or t.get("orientation") == "h" for t in data
+    ):
+        layout["annotations"] = [
+            {
+                "text": _("No data for these periods yet"),
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "font": {"size": 14, "color": "#667085"},
+            }
+        ]
+        layout["xaxis"] = {**layout.get("xaxis", {}), "visible": False}
+        layout["yaxis"] = {**layout.get("yaxis", {}), "visible": False}
+        return spec
+    for axis, key in (("y", "yaxis"), ("y2", "yaxis2")):
+        values = _axis_values(data, axis)
+        if key not in layout or not values or "range" in layout[key]:
+            continue
+        if axis == "y2" or len(set(values)) == 1:
+            layout[key] |= _nice_axis(values)
+    return spec
+
+
 def _values(series: dict[date, Snap], periods: Sequence[Period]) -> list[float | None]:
     return [_num(series[p.first_day].value) if p.first_day in series else None for p in periods]
 
@@ -130,12 +201,8 @@ def revenue_chart(
         )
     if target := _target_trace(targets, periods):
         data.append(target)
-    return {
-        "data": data,
-        "layout": _layout(
-            _("Revenue and won deals"), y_title=currency, y2_title=_("deals"), barmode="overlay"
-        ),
-    }
+    layout = _layout(_("Revenue and won deals"), y_title=currency, y2_title=_("deals"), barmode="overlay")
+    return tidy({"data": data, "layout": layout})
 
 
 def funnel_chart(kpi: Kpi, snapshot: Snap | None) -> Spec | None:
@@ -193,7 +260,29 @@ def by_user_chart(
         title, y_title=y_title, y2_title=y2_title if line is not None else "", hovermode="closest"
     )
     layout["xaxis"] = {"type": "category", "tickangle": -35, "automargin": True}
-    return {"data": data, "layout": layout}
+    if len(names) > HORIZONTAL_FROM:
+        # Many people: horizontal bars, the first of the caller's order on top, a row per person.
+        for trace in data:
+            trace["x"], trace["y"] = trace["y"], trace["x"]
+            trace["orientation"] = "h"
+            if trace.get("yaxis") == "y2":
+                trace.pop("yaxis")
+                trace["xaxis"] = "x2"
+        layout["xaxis"], layout["yaxis"] = (
+            {"title": {"text": y_title}, "gridcolor": "#e3e6ec", "zeroline": True},
+            {"type": "category", "autorange": "reversed", "automargin": True},
+        )
+        if line is not None:
+            layout.pop("yaxis2", None)
+            layout["xaxis2"] = {
+                "title": {"text": y2_title},
+                "overlaying": "x",
+                "side": "top",
+                "showgrid": False,
+            }
+        layout["height"] = 120 + 22 * len(names)
+        return {"data": data, "layout": layout}
+    return tidy({"data": data, "layout": layout})
 
 
 def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
@@ -243,7 +332,8 @@ def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, Snap], 
     layout = _layout(title, y_title=_("share of answers (%)"), y2_title="NPS", barmode="stack")
     layout["yaxis"]["range"] = [0, 100]
     layout["yaxis2"]["range"] = [-100, 100]
-    return {"data": data, "layout": layout}
+    layout["yaxis2"]["dtick"] = 50
+    return tidy({"data": data, "layout": layout})
 
 
 def lines_chart(
@@ -271,7 +361,7 @@ def lines_chart(
     ]
     if targets and (target := _target_trace(targets, periods)):
         data.append(target)
-    return {"data": data, "layout": _layout(title, y_title=y_title, y2_title=y2_title)}
+    return tidy({"data": data, "layout": _layout(title, y_title=y_title, y2_title=y2_title)})
 
 
 def kpi_trend_chart(
@@ -301,4 +391,4 @@ def kpi_trend_chart(
     data = [trace]
     if target := _target_trace(targets, periods):
         data.append(target)
-    return {"data": data, "layout": _layout(str(kpi.label), y_title=unit_label)}
+    return tidy({"data": data, "layout": _layout(str(kpi.label), y_title=unit_label)})

@@ -1,0 +1,64 @@
+"""Charts a reader can trust: round ticks on second axes, no axis around a single value, empty charts
+that say why, and readable per-person charts."""
+
+from datetime import date
+from decimal import Decimal
+
+from django.utils import timezone
+
+from metrics import charts
+from metrics.kpis import get_kpi
+from metrics.periods import Period
+from metrics.selectors import SnapshotValues
+
+MONTHS = [Period("month", date(2026, m, 1)) for m in (1, 2, 3, 4)]
+
+
+def series(*values):
+    return {
+        p.first_day: SnapshotValues(Decimal(v), None, None, None, {}, False, timezone.now(), 1)
+        for p, v in zip(MONTHS, values, strict=False)
+        if v is not None
+    }
+
+
+def test_a_second_axis_gets_round_ticks():
+    spec = charts.lines_chart(
+        title="t",
+        periods=MONTHS,
+        lines=[("a", series(40, 50, 60, 70), "y"), ("b", series("13.3", "43", "72.8", "102.5"), "y2")],
+        y2_title="b",
+    )
+    axis = spec["layout"]["yaxis2"]
+    low, high, step = *axis["range"], axis["dtick"]
+    assert step in (10, 20, 25, 50) and low == 0 and high >= 102.5
+    assert (high / step).is_integer()
+
+
+def test_no_axis_is_scaled_around_a_single_value():
+    spec = charts.kpi_trend_chart(
+        kpi=get_kpi("win_rate"),
+        periods=MONTHS,
+        series=series(None, None, None, 25),
+        targets={},
+        unit_label="%",
+    )
+    low, high = spec["layout"]["yaxis"]["range"]
+    assert low == 0 and 25 < high <= 30
+
+
+def test_an_empty_chart_says_why():
+    spec = charts.kpi_trend_chart(
+        kpi=get_kpi("win_rate"), periods=MONTHS, series={}, targets={}, unit_label="%"
+    )
+    assert spec["layout"]["annotations"][0]["text"] == "No data for these periods yet"
+
+
+def test_many_people_get_horizontal_bars():
+    names = [f"Person {i}" for i in range(20)]
+    spec = charts.by_user_chart(title="t", names=names, bars=list(range(20)), bar_name="b")
+    bar = spec["data"][0]
+    assert bar["orientation"] == "h" and bar["y"] == names
+    assert spec["layout"]["yaxis"]["autorange"] == "reversed" and spec["layout"]["height"] > 400
+    few = charts.by_user_chart(title="t", names=names[:3], bars=[1, 2, 3], bar_name="b")
+    assert "orientation" not in few["data"][0]
