@@ -11,6 +11,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -155,7 +156,7 @@ class Card:
     def display(self) -> str:
         return format_value(self.kpi, self.value)
 
-    @property
+    @cached_property
     def change(self) -> dict[str, Any] | None:
         """Change against the previous period: text, direction and whether that direction is good."""
         if self.value is None or self.previous is None or self.previous.value is None:
@@ -190,7 +191,7 @@ class Card:
             "arrow": not self.low_sample,
         }
 
-    @property
+    @cached_property
     def verdict(self) -> str:
         """Better, worse, steady or not enough data (KPIS.md §10.5): better or worse only on a significant
         change, or on a target met or missed (at the pace of a running period)."""
@@ -209,7 +210,7 @@ class Card:
             return Verdict.NO_DATA
         return Verdict.STEADY
 
-    @property
+    @cached_property
     def p_value(self) -> float | None:
         if self.counts is not None and self.kpi.significance == Significance.COUNT:
             counts = _counts(*self.counts)
@@ -224,7 +225,7 @@ class Card:
     def target_display(self) -> str:
         return format_value(self.kpi, self.target.value if self.target else None)
 
-    @property
+    @cached_property
     def pace(self) -> dict[str, Any] | None:
         """Pace to the target in a period still running (KPIS.md §10.3): a count or amount of events
         projected to the period's end from the time elapsed; a ratio or a state as it stands. None when

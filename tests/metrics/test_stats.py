@@ -39,6 +39,19 @@ def test_exact_binomial_test_mendels_peas():
     assert stats.binomial_two_sided(682, 925, 0.75) == pytest.approx(0.3825, abs=5e-5)
 
 
+def _binomial_by_summing(k, n, p):
+    """The definition itself: every outcome no more likely than k, added up one by one."""
+    pmf = [math.comb(n, x) * p**x * (1 - p) ** (n - x) for x in range(n + 1)]
+    return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-7)))
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p"), [(3, 20, 0.5), (17, 20, 0.5), (0, 10, 0.3), (10, 10, 0.3), (40, 100, 0.55), (9, 30, 0.1)]
+)
+def test_exact_binomial_tails_match_the_definition(k, n, p):
+    assert stats.binomial_two_sided(k, n, p) == pytest.approx(_binomial_by_summing(k, n, p), rel=1e-6)
+
+
 def test_poisson_rates_exact_conditional_test():
     # R, ?poisson.test, "comparison of event rates": 11 events in 800 person-years against
     # 6 + 8 + 7 = 21 in 1083 + 1050 + 878 = 3011 gives p-value = 0.07967.
