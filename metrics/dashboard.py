@@ -66,6 +66,23 @@ class Filters:
         return f"{period_label(self.period)} · {Granularity(self.granularity).label}"
 
     @property
+    def running(self) -> bool:
+        """The shown period has not ended: its numbers are to date (KPIS.md §10.1)."""
+        return self.period.start <= timezone.now() < self.period.end
+
+    @property
+    def to_date_label(self) -> str:
+        """E.g. "month to date, 6 of 31 days" for a running period."""
+        today, first = timezone.localdate(), self.period.first_day
+        days = (self.period.next().first_day - first).days
+        elapsed = min(days, (today - first).days + 1)
+        return _("%(period)s to date, %(elapsed)s of %(days)s days") % {
+            "period": Granularity(self.granularity).label.lower(),
+            "elapsed": elapsed,
+            "days": days,
+        }
+
+    @property
     def periods(self) -> list[Period]:
         return [self.period.previous(steps) for steps in range(self.count - 1, -1, -1)]
 

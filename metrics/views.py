@@ -79,9 +79,13 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         context = {"families": families, "charts": charts, "query": query, "scorecard": scorecard}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)
 
+    # One click to the last complete period (the running one is only partly over).
+    complete = request.GET.copy()
+    complete["period"] = filters.period.previous().first_day.isoformat()
     context = {
         "form": form,
         "filters": filters,
+        "complete_query": complete.urlencode(),
         "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
         "freshness": freshness,
         "query": query,

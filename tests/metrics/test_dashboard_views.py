@@ -554,3 +554,15 @@ def test_the_scorecard_opens_the_managers_dashboard_with_a_verdict_per_question(
     assert list(rows)[:3] == ["Are customers satisfied?", "Are sales growing?", "Do customers stay?"]
     client.force_login(make_user())
     assert "Scorecard" not in client.get(reverse("metrics:dashboard")).content.decode()
+
+
+def test_a_running_period_says_it_is_to_date_and_links_to_the_last_complete_one(client, manager):
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    month = current()
+    days = (month.next().first_day - month.first_day).days
+    elapsed = (timezone.localdate() - month.first_day).days + 1
+    assert f"month to date, {elapsed} of {days} days" in body
+    link = f'href="?period={month.previous().first_day.isoformat()}"'
+    assert link in body and "Show the last complete period" in body
+    complete = client.get(reverse("metrics:dashboard"), {"period": month.previous().first_day.isoformat()})
+    assert "to date" not in complete.content.decode()
