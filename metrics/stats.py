@@ -4,8 +4,9 @@ Each returns the two-sided p-value of "the two periods differ" (None when the te
 an empty side). A change is significant at 95 % when p < ``ALPHA``. They are checked against published
 worked examples and reference values in ``tests/metrics/test_stats.py``.
 
-Why not ``scipy.stats``: it would add about 100 MB to the install (scipy and numpy wheels) and 0.3 s to
-every process start, for five tests that take a few dozen lines each (README "Measured").
+Why not ``scipy.stats``: measured here, scipy 1.18 with numpy 2.5 is 204 MB installed and ``import
+scipy.stats`` takes 0.75 s, for five tests of a few dozen lines each. Their values agree with scipy's
+(binomtest, fisher_exact, ttest_ind_from_stats) to 1e-12; the tests pin a few of them.
 """
 
 import math

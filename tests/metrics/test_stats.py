@@ -14,6 +14,8 @@ def test_fisher_exact_lady_tasting_tea():
     assert stats.fisher_exact(3, 1, 1, 3) == pytest.approx(34 / 70)
     assert stats.fisher_exact(4, 0, 0, 4) == pytest.approx(2 / 70)
     assert stats.fisher_exact(2, 2, 2, 2) == pytest.approx(1.0)
+    # Reference value from scipy.stats.fisher_exact([[7, 2], [1, 9]]).
+    assert stats.fisher_exact(7, 2, 1, 9) == pytest.approx(0.005477494641581328, rel=1e-9)
 
 
 def test_two_proportions_z_test_worked_by_hand():
@@ -80,6 +82,8 @@ def test_welch_t_test_wikipedia_example():
     )
     assert p == pytest.approx(0.021, abs=5e-4)
     assert stats.welch(5.0, 1.0, 1, 4.0, 1.0, 30) is None  # one answer has no spread
+    # Reference value from scipy.stats.ttest_ind_from_stats(4.2, 1.1, 40, 3.7, 1.4, 35, equal_var=False).
+    assert stats.welch(4.2, 1.1, 40, 3.7, 1.4, 35) == pytest.approx(0.09348960257186366, rel=1e-9)
 
 
 def test_nps_difference():
