@@ -345,10 +345,12 @@ def lines_chart(
     y2_title: str = "",
     targets: dict | None = None,
 ) -> Spec:
-    """Several KPI series as lines; each line is (name, series, axis "y" or "y2")."""
+    """Several KPI series as lines; each line is (name, series, axis "y" or "y2"), optionally with a
+    function giving a snapshot's 95 % interval (low, high), drawn as whiskers."""
     x = [period_label(p) for p in periods]
-    data = [
-        {
+    data = []
+    for name, series, axis, *interval in lines:
+        trace = {
             "type": "scatter",
             "mode": "lines+markers",
             "name": name,
@@ -357,8 +359,22 @@ def lines_chart(
             "yaxis": axis,
             "connectgaps": False,
         }
-        for name, series, axis in lines
-    ]
+        if interval and interval[0] is not None:
+            bounds = [interval[0](series[p.first_day]) if p.first_day in series else None for p in periods]
+            if any(bounds):
+                pairs = list(zip(bounds, trace["y"], strict=True))
+                highs = [round(b[1] - v, 4) if b and v is not None else 0 for b, v in pairs]
+                lows = [round(v - b[0], 4) if b and v is not None else 0 for b, v in pairs]
+                trace["error_y"] = {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": highs,
+                    "arrayminus": lows,
+                    "visible": True,
+                    "thickness": 1,
+                    "color": "#667085",
+                }
+        data.append(trace)
     if targets and (target := _target_trace(targets, periods)):
         data.append(target)
     return tidy({"data": data, "layout": _layout(title, y_title=y_title, y2_title=y2_title)})

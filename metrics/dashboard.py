@@ -605,6 +605,29 @@ def family_charts(filters: Filters, family: str, user: User) -> list[dict]:
     return found
 
 
+def _interval_of(kpi: Kpi) -> Callable[[SnapshotValues], tuple[float, float] | None] | None:
+    """How to read a snapshot's 95 % interval, for the KPIs whose details carry one (whiskers)."""
+    if kpi.detail is ProportionDetail:
+
+        def wilson(s: SnapshotValues) -> tuple[float, float] | None:
+            d = kpi.details_of(s.extra)
+            return None if d.wilson_low is None else (d.wilson_low, d.wilson_high)
+
+        return wilson
+    if kpi.detail is MeanDetail:
+
+        def margin(s: SnapshotValues) -> tuple[float, float] | None:
+            d = kpi.details_of(s.extra)
+            return (
+                None
+                if d.moe95 is None or s.value is None
+                else (float(s.value) - d.moe95, float(s.value) + d.moe95)
+            )
+
+        return margin
+    return None
+
+
 def _chart_spec(
     chart: Chart,
     plots: list[tuple[Kpi, Plot]],
@@ -616,8 +639,11 @@ def _chart_spec(
 
     periods = filters.periods
     if chart.kind == "lines":
-        lines = [(str(plot.label or kpi.label), series.get(kpi.code, {}), plot.axis) for kpi, plot in plots]
-        if not any(line for _name, line, _axis in lines):
+        lines = [
+            (str(plot.label or kpi.label), series.get(kpi.code, {}), plot.axis, _interval_of(kpi))
+            for kpi, plot in plots
+        ]
+        if not any(line for _name, line, _axis, _interval in lines):
             return None
         return charts.lines_chart(
             title=str(chart.title),

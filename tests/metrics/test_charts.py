@@ -62,3 +62,20 @@ def test_many_people_get_horizontal_bars():
     assert spec["layout"]["yaxis"]["autorange"] == "reversed" and spec["layout"]["height"] > 400
     few = charts.by_user_chart(title="t", names=names[:3], bars=[1, 2, 3], bar_name="b")
     assert "orientation" not in few["data"][0]
+
+
+def test_csat_and_ces_get_interval_whiskers():
+    from metrics.dashboard import _interval_of
+
+    csat = get_kpi("csat")
+    values = {
+        MONTHS[0].first_day: SnapshotValues(
+            Decimal("80"), None, None, 50, {"wilson_low": 67.0, "wilson_high": 89.0}, False, timezone.now(), 1
+        )
+    }
+    spec = charts.lines_chart(
+        title="t", periods=MONTHS[:1], lines=[("CSAT", values, "y", _interval_of(csat))]
+    )
+    whiskers = spec["data"][0]["error_y"]
+    assert whiskers["array"] == [9.0] and whiskers["arrayminus"] == [13.0]
+    assert _interval_of(get_kpi("deals_won")) is None
