@@ -133,8 +133,10 @@ def tidy(spec: Spec) -> Spec:
                 "font": {"size": 14, "color": "#667085"},
             }
         ]
-        layout["xaxis"] = {**layout.get("xaxis", {}), "visible": False}
-        layout["yaxis"] = {**layout.get("yaxis", {}), "visible": False}
+        for key in ("xaxis", "yaxis", "yaxis2"):
+            if key in layout or key != "yaxis2":
+                layout[key] = {**layout.get(key, {}), "visible": False}
+        layout["showlegend"] = False
         return spec
     for axis, key in (("y", "yaxis"), ("y2", "yaxis2")):
         values = _axis_values(data, axis)

@@ -52,6 +52,12 @@ def test_an_empty_chart_says_why():
         kpi=get_kpi("win_rate"), periods=MONTHS, series={}, targets={}, unit_label="%"
     )
     assert spec["layout"]["annotations"][0]["text"] == "No data for these periods yet"
+    both_axes = charts.lines_chart(
+        title="t", periods=MONTHS, lines=[("a", {}, "y"), ("b", {}, "y2")], y2_title="b"
+    )
+    assert (
+        both_axes["layout"]["yaxis"]["visible"] is False and both_axes["layout"]["yaxis2"]["visible"] is False
+    )
 
 
 def test_many_people_get_horizontal_bars():
