@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import TextChoices
 from django.utils import timezone
-from django.utils.formats import number_format
+from django.utils.formats import date_format, number_format
 from django.utils.safestring import SafeString
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
@@ -169,16 +169,53 @@ class Card:
     def value(self) -> Decimal | None:
         return self.snapshot.value if self.snapshot else None
 
+    @cached_property
+    def compared(self) -> dict[str, Any] | None:
+        """For a week or month still running: the same elapsed days of the period before, as the engine
+        stored them with the snapshot (KPIS.md §10.1); None otherwise (compared with the whole period)."""
+        if self.snapshot is None or self.period is None:
+            return None
+        now = self.now or timezone.now()
+        if not (self.period.start <= now < self.period.end):
+            return None
+        return self.kpi.details_of(self.snapshot.extra).compared
+
+    @cached_property
+    def baseline(self) -> "SnapshotValues | KpiSnapshot | None":
+        """What the value is compared with: the same days of the period before while a period runs (for
+        the KPIs made of sums and counts), otherwise the whole period before."""
+        c = self.compared
+        if c is None:
+            return self.previous
+        as_decimal = [
+            None if c.get(k) is None else Decimal(str(c[k])) for k in ("value", "numerator", "denominator")
+        ]
+        return SnapshotValues(*as_decimal, c.get("n"), {}, False, self.snapshot.computed_at, 0)
+
+    @property
+    def compared_label(self) -> str | None:
+        """E.g. "vs 1 Nov – 6 Nov": the span a running period is compared with."""
+        c = self.compared
+        if c is None:
+            return None
+        first = date.fromisoformat(c["from"])
+        last = date.fromisoformat(c["until"]) - timedelta(days=1)
+        return _("vs %(first)s – %(last)s") % {
+            "first": date_format(first, "MONTH_DAY_FORMAT"),
+            "last": date_format(last, "MONTH_DAY_FORMAT"),
+        }
+
     @property
     def display(self) -> str:
         return format_value(self.kpi, self.value)
 
     @cached_property
     def change(self) -> dict[str, Any] | None:
-        """Change against the previous period: text, direction and whether that direction is good."""
-        if self.value is None or self.previous is None or self.previous.value is None:
+        """Change against the previous period (like for like while a period runs): text, direction and
+        whether that direction is good."""
+        if self.value is None or self.baseline is None or self.baseline.value is None:
             return None
-        now, before = self.value, self.previous.value
+        now, before = self.value, self.baseline.value
         if self.kpi.unit == Unit.PERCENT:
             delta = now - before
             text = f"{delta:+.1f} " + _("pp")
@@ -236,7 +273,9 @@ class Card:
                 if counts
                 else None
             )
-        return change_p_value(self.kpi, self.snapshot, self.previous, self.exposure)
+        # Like for like: the same number of days on both sides.
+        exposure = (1.0, 1.0) if self.compared else self.exposure
+        return change_p_value(self.kpi, self.snapshot, self.baseline, exposure)
 
     @property
     def target_display(self) -> str:
@@ -298,7 +337,7 @@ class Card:
     @property
     def comparable(self) -> bool:
         """Both periods have the KPI's minimum sample: only then is a change tested."""
-        return not (self.low_sample or _below_minimum(self.kpi, self.previous))
+        return not (self.low_sample or _below_minimum(self.kpi, self.baseline))
 
     @property
     def sparkline(self) -> str:

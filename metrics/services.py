@@ -6,7 +6,8 @@ import time
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from itertools import batched
 
@@ -360,7 +361,48 @@ def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tup
         seen.add(row_key)
         out.append((row, period))
     cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
-    return out, cover
+    return _with_like_for_like(ctx, kpi, out), cover
+
+
+# Running periods compared like for like (KPIS.md §10.1): weeks and months, whose day facts are kept.
+LIKE_FOR_LIKE = ("week", "month")
+
+
+def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) -> list[tuple[Row, Period]]:
+    """Rows of a running week or month carry the KPI over the same elapsed days of the period before
+    (``Detail.compared``), from the day facts, so pages compare like with like and still read only
+    snapshots. For KPIs made of a dataset's sums and counts; the others compare with the whole period."""
+    builder = kpi.compute
+    ds = getattr(builder, "facts_dataset", None)
+    if ds is None:
+        return rows
+    today = local_date(ctx.now)
+    out = []
+    for row, period in rows:
+        if row.granularity not in LIKE_FOR_LIKE or not (period.start <= ctx.now < period.end):
+            out.append((row, period))
+            continue
+        before = period.previous()
+        days = (today - period.first_day).days + 1
+        span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
+        totals = ctx.memo(("to date", ds.name, span), lambda ds=ds, span=span: facts.day_totals(ds, *span))
+        value, numerator, denominator, n = builder.to_date(kpi, totals.get((row.scope, row.scope_id), {}))
+        compared = {
+            "value": _float(value),
+            "numerator": _float(numerator),
+            "denominator": _float(denominator),
+            "n": n,
+            "from": span[0].isoformat(),
+            "until": span[1].isoformat(),
+            "days": days,
+        }
+        extra = row.extra if isinstance(row.extra, Detail) else kpi.detail.from_json(row.extra)
+        out.append((row._replace(extra=replace(extra, compared=compared)), period))
+    return out
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _copy_lines(kpi: Kpi, rows: Iterable[tuple[Row, Period]], computed_at: str) -> Iterator[str]:

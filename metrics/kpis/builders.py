@@ -187,6 +187,17 @@ class Ratio:
         return rows_from(ctx, kpi, data, fn)
 
     @property
+    def facts_dataset(self) -> Dataset | None:
+        """The dataset whose day facts give this KPI for any span of days (like-for-like comparisons)."""
+        ds = self.dataset
+        return ds if isinstance(ds, Dataset) and ds.uses_facts and not ds.opening_balance else None
+
+    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
+        """(value, numerator, denominator, n) of the measures summed over a span of days."""
+        num, den = dec(values.get(self.numerator)), dec(values.get(self.denominator))
+        return divide(num, den, HUNDRED if kpi.is_percent else Decimal(1)), num, den, int(den)
+
+    @property
     def drill(self) -> Drill | None:
         if not isinstance(self.dataset, Dataset):
             return None
@@ -236,6 +247,15 @@ class Measured:
             return value, None, None, n, details
 
         return rows_from(ctx, kpi, data, fn)
+
+    @property
+    def facts_dataset(self) -> Dataset | None:
+        ds = self.dataset
+        return ds if ds.uses_facts and not ds.opening_balance else None
+
+    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
+        n = int(values.get(self.sample) or 0) if self.sample else None
+        return dec(values.get(self.name)), None, None, n
 
     @property
     def drill(self) -> Drill:

@@ -13,7 +13,10 @@ from typing import Any, Self
 
 @dataclass(frozen=True)
 class Detail:
-    """No details (the base of all the others)."""
+    """No details (the base of all the others); ``compared`` is, for a period still running, the same
+    elapsed span of the period before (KPIS.md §10.1): value, numerator, denominator, n, and its days."""
+
+    compared: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Self:

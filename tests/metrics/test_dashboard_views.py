@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from accounts.models import Team
 from crm.models import Customer
@@ -566,3 +567,26 @@ def test_a_running_period_says_it_is_to_date_and_links_to_the_last_complete_one(
     assert link in body and "Show the last complete period" in body
     complete = client.get(reverse("metrics:dashboard"), {"period": month.previous().first_day.isoformat()})
     assert "to date" not in complete.content.decode()
+
+
+def test_a_running_month_is_compared_with_the_same_days_of_the_month_before(client, manager):
+    """KPIS.md §10.1: 12 deals won so far against 10 in the same days of last month is +20 %, not the
+    −70 % against all 40 of last month."""
+    now = current()
+    first = now.previous().first_day
+    compared = {
+        "value": 10.0,
+        "n": None,
+        "from": first.isoformat(),
+        "until": (first + timedelta(days=6)).isoformat(),
+    }
+    snap("deals_won", now.previous(), "40")
+    snap("deals_won", now, "12", extra={"compared": {**compared, "days": 6}})
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    card = body[body.index('class="kpi-family"') :]
+    card = card[card.index("Deals won") :][:1500]
+    assert "+20 %" in card and "−70 %" not in card and "-70 %" not in card
+    assert f"vs {date_format(first, 'MONTH_DAY_FORMAT')} – " in card
+    # Last month, complete, is compared with the whole month before it.
+    done = client.get(reverse("metrics:dashboard"), {"period": first.isoformat()}).content.decode()
+    assert "vs " + date_format(first, "MONTH_DAY_FORMAT") not in done

@@ -319,3 +319,31 @@ def test_sales_rows_are_computed_for_every_scope_in_one_go(closed_deals):
     rows = compute("win_rate", also=(FEBRUARY, APRIL))
     assert {scope for scope, _id in rows} == {Scope.COMPANY, Scope.TEAM, Scope.USER, Scope.SOURCE}
     assert NOW.year == 2026
+
+
+def test_a_running_month_carries_the_same_days_of_the_month_before():
+    """KPIS.md §10.1: on 10 March at noon, March to date is compared with 1–10 February, not all of it."""
+    rep = make_user(team=make_team())
+    customer = make_customer(rep, at=local(2025, 1, 1))
+    created = local(2026, 1, 5)
+    for closed in (local(2026, 2, 1), local(2026, 2, 10, 23)):  # inside 1–10 February
+        make_closed_deal(customer, created=created, closed=closed, amount=Decimal(1000))
+    make_closed_deal(customer, won=False, created=created, closed=local(2026, 2, 5))
+    make_closed_deal(customer, created=created, closed=local(2026, 2, 11), amount=Decimal(9000))  # after it
+    make_closed_deal(customer, created=created, closed=local(2026, 3, 2), amount=Decimal(500))
+    rows = compute("deals_won", now=local(2026, 3, 10, 12), also=(FEBRUARY,))
+    compared = rows[(Scope.COMPANY, "")].extra.compared
+    assert (compared["value"], compared["from"], compared["until"], compared["days"]) == (
+        2.0,
+        "2026-02-01",
+        "2026-02-11",
+        10,
+    )
+    assert rows[(Scope.USER, str(rep.pk))].extra.compared["value"] == 2.0
+    assert rows[(Scope.TEAM, str(rep.team_id))].extra.compared["value"] == 2.0
+    win_rate = compute("win_rate", now=local(2026, 3, 10, 12), also=(FEBRUARY,))[(Scope.COMPANY, "")]
+    assert (win_rate.extra.compared["numerator"], win_rate.extra.compared["denominator"]) == (2.0, 3.0)
+    revenue = compute("revenue_won", now=local(2026, 3, 10, 12), also=(FEBRUARY,))[(Scope.COMPANY, "")]
+    assert revenue.extra.compared["value"] == 2000.0
+    # A month that has ended compares with the whole month before: nothing to carry.
+    assert compute("deals_won", now=local(2026, 4, 2), also=(FEBRUARY,))[(Scope.COMPANY, "")].extra is None
