@@ -385,8 +385,9 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         before = period.previous()
         days = (today - period.first_day).days + 1
         span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
-        totals = ctx.memo(("to date", ds.name, span), lambda ds=ds, span=span: facts.day_totals(ds, *span))
-        value, numerator, denominator, n = builder.to_date(kpi, totals.get((row.scope, row.scope_id), {}))
+        totals = ctx.memo(("to date", span), lambda span=span: facts.day_totals(_facts_datasets(), *span))
+        scoped = totals.get(ds.name, {}).get((row.scope, row.scope_id), {})
+        value, numerator, denominator, n = builder.to_date(kpi, scoped)
         compared = {
             "value": _float(value),
             "numerator": _float(numerator),
@@ -399,6 +400,15 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         extra = row.extra if isinstance(row.extra, Detail) else kpi.detail.from_json(row.extra)
         out.append((row._replace(extra=replace(extra, compared=compared)), period))
     return out
+
+
+def _facts_datasets() -> list:
+    """The datasets whose day facts like-for-like comparisons read: those of the ratio and measure KPIs."""
+    found = {}
+    for kpi in registry().values():
+        if (ds := getattr(kpi.compute, "facts_dataset", None)) is not None:
+            found[ds.name] = ds
+    return list(found.values())
 
 
 def _float(value: Decimal | None) -> float | None:

@@ -564,36 +564,44 @@ def month_totals(ds: Dataset, first: date, after: date) -> dict[date, dict[str, 
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
 
 
-def day_totals(ds: Dataset, first: date, after: date) -> dict[tuple[str, str], dict[str, Decimal]]:
-    """The dataset's measures summed over the day facts of [first, after), per scope as snapshots name
-    them: the company, each user and (through the user's current team) each team, each source."""
-    n = len(fact_columns(ds))
+def day_totals(
+    datasets: Sequence[Dataset], first: date, after: date
+) -> dict[str, dict[tuple[str, str], dict[str, Decimal]]]:
+    """Per dataset, its measures summed over the day facts of [first, after), per scope as snapshots name
+    them: the company, each user and (through the user's current team) each team, each source. One
+    query for all the datasets, one for the teams."""
+    by_name = {ds.name: ds for ds in datasets}
+    if not by_name:
+        return {}
+    width = max(len(fact_columns(ds)) for ds in by_name.values())
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT scope, scope_id, {_company_values(n)} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = %s AND grain = 'day' AND day >= %s AND day < %s GROUP BY scope, scope_id",
-            [ds.name, first, after],
+            f"SELECT dataset, scope, scope_id, {_company_values(width)} FROM {TABLE} "  # noqa: S608
+            "WHERE dataset = ANY(%s) AND grain = 'day' AND day >= %s AND day < %s "
+            "GROUP BY dataset, scope, scope_id",
+            [list(by_name), first, after],
         )
-        stored = [(scope, scope_id, row) for scope, scope_id, *row in cursor.fetchall()]
-    totals: dict[tuple[str, str], list[int]] = {}
-
-    def add(key: tuple[str, str], row: Sequence[Any]) -> None:
-        found = totals.setdefault(key, [0] * n)
-        for i, value in enumerate(row):
-            found[i] += int(value or 0)
-
-    team_of = {}
-    if Scope.TEAM in ds.scopes:
-        team_of = {str(pk): str(team) for pk, team in User.objects.values_list("pk", "team_id") if team}
-    company = _total_scope(ds)
-    for scope, scope_id, row in stored:
-        if scope == company:
-            add((Scope.COMPANY, ""), row)
+        stored = cursor.fetchall()
+    team_of = {str(pk): str(team) for pk, team in User.objects.values_list("pk", "team_id") if team}
+    totals: dict[str, dict[tuple[str, str], list[int]]] = {name: {} for name in by_name}
+    for name, scope, scope_id, *row in stored:
+        ds, found = by_name[name], totals[name]
+        values = [int(v or 0) for v in row[: len(fact_columns(ds))]]
+        keys = []
+        if scope == _total_scope(ds):
+            keys.append((Scope.COMPANY, ""))
         if scope:
-            add((scope, scope_id), row)
-        if scope == Scope.USER and scope_id in team_of:
-            add((Scope.TEAM, team_of[scope_id]), row)
-    return {key: _named(ds, row) for key, row in totals.items()}
+            keys.append((scope, scope_id))
+        if scope == Scope.USER and Scope.TEAM in ds.scopes and scope_id in team_of:
+            keys.append((Scope.TEAM, team_of[scope_id]))
+        for key in keys:
+            into = found.setdefault(key, [0] * len(values))
+            for i, value in enumerate(values):
+                into[i] += value
+    return {
+        name: {key: _named(by_name[name], row) for key, row in found.items()}
+        for name, found in totals.items()
+    }
 
 
 def whole_months(first: date, after: date) -> list[date]:
