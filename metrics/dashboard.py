@@ -216,12 +216,9 @@ class Card:
         if self.value is None or self.baseline is None or self.baseline.value is None:
             return None
         now, before = self.value, self.baseline.value
-        if self.kpi.unit == Unit.PERCENT:
+        if self.kpi.unit in (Unit.PERCENT, Unit.POINTS):
             delta = now - before
-            text = f"{delta:+.1f} " + _("pp")
-        elif self.kpi.unit == Unit.POINTS:
-            delta = now - before
-            text = f"{delta:+.0f} " + _("points")
+            text = format_change(self.kpi, delta)
         elif before == 0:
             return None
         else:
