@@ -332,7 +332,7 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
         # recomputed period is looked up once, so memoising the lookups only costs memory; where most
         # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
         plans = ["mergejoin", "memoize", *(["nestloop"] if covered > WHOLE_TABLE else [])]
-        cursor.execute(with_plans_off(plans, DIFF_SQL.as_string()))
+        cursor.execute(with_plans_off(plans, DIFF_SQL))
         cursor.execute(UPSERT_SQL)
         cursor.execute(DELETE_STALE_SQL)
         cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")

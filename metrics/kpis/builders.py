@@ -29,7 +29,7 @@ from metrics.kpis.dataset import (
     total,
 )
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, SAMPLE, VALUE, Drill, dataset_part
-from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, records_query
+from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, in_spans, part, records_query
 from metrics.models import Scope
 from metrics.periods import Period
 
@@ -45,7 +45,9 @@ __all__ = [
     "days_between",
     "grouping_sets_query",
     "hours_between",
+    "in_spans",
     "mean",
+    "part",
     "percentile",
     "total",
 ]

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from django.db.models import Expression, F, FloatField, Func, Q, QuerySet
+from psycopg import sql as pg
 
 from metrics.periods import Period
 
@@ -93,7 +94,8 @@ ADDITIVE = ("count", "sum")
 Touch = Callable[["Context", datetime], Iterable[date]]
 # (context, half-open ranges of local days) -> SQL and parameters of the day rows of those days:
 # ``on_day, scope, scope_id, part_0 … part_n``, one row per day and scope, the measures in declared order.
-DaySql = Callable[["Context", Sequence[tuple[date, date]]], tuple[str, list]]
+# SQL (composed with psycopg.sql) of day rows ``on_day, scope, scope_id, part_0 …``, and its parameters.
+DaySql = Callable[["Context", Sequence[tuple[date, date]]], tuple[pg.Composable, list]]
 DayRows = Callable[["Context", Sequence[tuple[date, date]]], Iterable[tuple]]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import DateField, F, QuerySet
 from django.db.models.functions import Trunc
+from psycopg import sql as pg
 
 from accounts.models import Seat, User
 from metrics.kpis.base import Context, Dirty
@@ -37,8 +38,13 @@ from metrics.kpis.sql import (
     each_value,
     fact_columns,
     inner_query,
+    part,
+    parts,
     periods_from_days,
     records_query,
+    stored,
+    stored_parts,
+    sum_parts,
     trunc_day,
     with_plans_off,
 )
@@ -46,6 +52,8 @@ from metrics.models import KpiFact, KpiFactState, Scope
 from metrics.periods import Period, floor_date, local_date, reporting_tz, shift_date
 
 TABLE = KpiFact._meta.db_table
+FACTS = pg.Identifier(TABLE)
+GRAIN = pg.Identifier("grain")
 # Changes committed up to this long after they were stamped are still seen by the next run (a
 # transaction that stamped updated_at and committed while the previous run was reading).
 WATERMARK_MARGIN = timedelta(minutes=5)
@@ -76,8 +84,11 @@ def _merge(spans: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
     return merged
 
 
-def _values_sql(n: int) -> str:
-    return f"ARRAY[{each_value(n, 'COALESCE(part_{i}, 0)')}]::bigint[]"
+def _values_sql(n: int) -> pg.Composable:
+    """A day row's values as a stored fact's ``values`` array (no NULLs)."""
+    return pg.SQL("ARRAY[{}]::bigint[]").format(
+        each_value(n, lambda i: pg.SQL("COALESCE({}, 0)").format(part(i)))
+    )
 
 
 # Building and storing
@@ -166,21 +177,22 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         days = prefetched[0]
     else:
         create_day_table(ctx, ds, days, spans=[(start, after)], opening_before=opening)
-    n = len(fact_columns(ds))
-    sums = each_value(n, "sum(part_{i}) AS part_{i}")
-    grouped_by = " UNION ALL ".join(
-        f"SELECT '{grain}'::text AS grain, {trunc_day(grain, 'on_day')} AS on_day, scope, scope_id, "  # noqa: S608
-        f"{sums} FROM {days} GROUP BY 2, 3, 4"
+    sums = sum_parts(len(fact_columns(ds)))
+    grouped_by = pg.SQL(" UNION ALL ").join(
+        pg.SQL("SELECT {}::text AS grain, {} AS on_day, scope, scope_id, {} FROM {} GROUP BY 2, 3, 4").format(
+            pg.Literal(grain), trunc_day(grain), sums, pg.Identifier(days)
+        )
         for grain in (WEEK, MONTH)
     )
+    dropped = [pg.Identifier(periods)] if prefetched else [pg.Identifier(days), pg.Identifier(periods)]
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE {periods} AS {grouped_by}")
+            cursor.execute(pg.SQL("CREATE TEMP TABLE {} AS {}").format(pg.Identifier(periods), grouped_by))
         _store(ds, days, periods, start, after, horizon(ctx.now))
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {periods}" if prefetched else f"DROP TABLE {days}, {periods}")
+            cursor.execute(pg.SQL("DROP TABLE {}").format(pg.SQL(", ").join(dropped)))
 
 
 def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:
@@ -193,38 +205,44 @@ def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first
     n = len(fact_columns(ds))
     first_day = max(first_day, start)
     params = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
-    stored = (
-        f"FROM {TABLE} f WHERE f.dataset = %(name)s AND ("
+    stored_facts = pg.SQL(
+        "FROM {} f WHERE f.dataset = %(name)s AND ("
         "(f.grain = 'day' AND f.day >= %(first_day)s AND f.day < %(after)s) "
-        f"OR (f.grain <> 'day' AND {_whole('f.day', 'f.grain')}))"
-    )
-    same = "n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id"
-    new = (
-        f"SELECT 'day'::text AS grain, on_day AS day, scope, scope_id, {_values_sql(n)} AS values "  # noqa: S608
-        f"FROM {days} WHERE on_day >= %(first_day)s AND on_day < %(after)s "
-        f"UNION ALL SELECT grain, on_day, scope, scope_id, {_values_sql(n)} FROM {periods} "
-        f"WHERE {_whole('on_day')}"
+        "OR (f.grain <> 'day' AND {}))"
+    ).format(FACTS, _whole(pg.SQL("f.day"), pg.SQL("f.grain")))
+    same = pg.SQL("n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id")
+    new = pg.SQL(
+        "SELECT 'day'::text AS grain, on_day AS day, scope, scope_id, {values} AS values "
+        "FROM {days} WHERE on_day >= %(first_day)s AND on_day < %(after)s "
+        "UNION ALL SELECT grain, on_day, scope, scope_id, {values} FROM {periods} WHERE {whole}"
+    ).format(
+        values=_values_sql(n),
+        days=pg.Identifier(days),
+        periods=pg.Identifier(periods),
+        whole=_whole(pg.Identifier("on_day")),
     )
     # Stored facts that are gone or differ are deleted, then the new ones not stored as they are
     # inserted: by hash anti-joins (a merge join would sort both sides on their text keys, 3× slower).
-    write = (
-        f"DELETE {stored} AND NOT EXISTS "  # noqa: S608
-        f"(SELECT 1 FROM kpi_fact_new n WHERE {same} AND n.values = f.values); "
-        f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "
+    write = pg.SQL(
+        "DELETE {stored} AND NOT EXISTS (SELECT 1 FROM kpi_fact_new n WHERE {same} AND n.values = f.values); "
+        "INSERT INTO {facts} (dataset, grain, day, scope, scope_id, values) "
         "SELECT %(name)s, n.grain, n.day, n.scope, n.scope_id, n.values FROM kpi_fact_new n "
-        f"WHERE NOT EXISTS (SELECT 1 {stored} AND {same})"
-    )
+        "WHERE NOT EXISTS (SELECT 1 {stored} AND {same})"
+    ).format(stored=stored_facts, same=same, facts=FACTS)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE TEMP TABLE kpi_fact_new AS {new}; {with_plans_off(['mergejoin'], write)}; "
-            "DROP TABLE kpi_fact_new",
+            pg.SQL("CREATE TEMP TABLE kpi_fact_new AS {}; {}; DROP TABLE kpi_fact_new").format(
+                new, with_plans_off(["mergejoin"], write)
+            ),
             params,
         )
 
 
-def _whole(column: str, grain: str = "grain") -> str:
+def _whole(column: pg.Composable, grain: pg.Composable = GRAIN) -> pg.Composable:
     """SQL: the week or month (``grain``) starting on ``column`` lies wholly in [start, after)."""
-    return f"{column} >= %(start)s AND ({column} + ('1 ' || {grain})::interval)::date <= %(after)s"
+    return pg.SQL("{0} >= %(start)s AND ({0} + ('1 ' || {1})::interval)::date <= %(after)s").format(
+        column, grain
+    )
 
 
 # Incremental refresh
@@ -301,38 +319,47 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
             else:
                 from_records[grain].add(first)
                 spans.append((first, _next(first, grain)))
-    table = f"kpi_day_{ds.name}"
-    create_day_table(ctx, ds, table, spans=_merge(spans), opening_before=None)
+    table = pg.Identifier(f"kpi_day_{ds.name}")
+    create_day_table(ctx, ds, f"kpi_day_{ds.name}", spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
-    columns = each_value(n, "part_{i}")
-    unpacked = each_value(n, "values[{j}]")
-    # The day rows of a week or month re-added from days: the stored day facts of its other days, and
-    # the new ones of the rewritten days.
-    other_days = (
-        f"SELECT day AS on_day, scope, scope_id, {unpacked} FROM {TABLE} "  # noqa: S608
-        "WHERE dataset = %(name)s AND grain = 'day' AND day >= %(lo)s AND day < %(hi)s "
-        "AND NOT day = ANY(%(recent)s)"
+    columns = parts(n)
+    unpacked = each_value(n, stored)
+    params: dict[str, Any] = {"name": ds.name, "recent": recent}
+    new_days = pg.SQL("SELECT on_day, scope, scope_id, {} FROM {} WHERE on_day = ANY(%(recent)s)").format(
+        columns, table
     )
-    params = {"name": ds.name, "recent": recent}
-    new_days = f"SELECT on_day, scope, scope_id, {columns} FROM {table} WHERE on_day = ANY(%(recent)s)"  # noqa: S608
-    parts = [f"SELECT 'day' AS grain, on_day AS day, scope, scope_id, {columns} FROM ({new_days}) AS d"]  # noqa: S608
+    selects = [
+        pg.SQL("SELECT 'day' AS grain, on_day AS day, scope, scope_id, {} FROM ({}) AS d").format(
+            columns, new_days
+        )
+    ]
     for grain in (WEEK, MONTH):
         for source, firsts in (("days", from_days[grain]), ("records", from_records[grain])):
             if not firsts:
                 continue
             key = f"{grain}_{source}"
             params[key] = sorted(firsts)
-            lo, hi = min(firsts), _next(max(firsts), grain)
-            rows = f"SELECT on_day, scope, scope_id, {columns} FROM {table}"  # noqa: S608
+            rows = pg.SQL("SELECT on_day, scope, scope_id, {} FROM {}").format(columns, table)
             if source == "days":
-                params[f"{key}_lo"], params[f"{key}_hi"] = lo, hi
-                stored = other_days.replace("%(lo)s", f"%({key}_lo)s").replace("%(hi)s", f"%({key}_hi)s")
-                rows = f"{new_days} UNION ALL {stored}"
-            first = trunc_day(grain, "on_day")
-            sums = each_value(n, "sum(part_{i})")
-            parts.append(
-                f"SELECT '{grain}', {first}, scope, scope_id, {sums} FROM ({rows}) AS r "  # noqa: S608
-                f"WHERE {first} = ANY(%({key})s) GROUP BY 2, 3, 4"
+                # The day rows of a week or month re-added from days: the new ones of the rewritten
+                # days, and the stored day facts of its other days.
+                params[f"{key}_lo"], params[f"{key}_hi"] = min(firsts), _next(max(firsts), grain)
+                rows = pg.SQL(
+                    "{} UNION ALL SELECT day AS on_day, scope, scope_id, {} FROM {} "
+                    "WHERE dataset = %(name)s AND grain = 'day' AND day >= {} AND day < {} "
+                    "AND NOT day = ANY(%(recent)s)"
+                ).format(new_days, unpacked, FACTS, pg.Placeholder(f"{key}_lo"), pg.Placeholder(f"{key}_hi"))
+            selects.append(
+                pg.SQL(
+                    "SELECT {grain}, {first}, scope, scope_id, {sums} FROM ({rows}) AS r "
+                    "WHERE {first} = ANY({firsts}) GROUP BY 2, 3, 4"
+                ).format(
+                    grain=pg.Literal(grain),
+                    first=trunc_day(grain),
+                    sums=each_value(n, lambda i: pg.SQL("sum({})").format(part(i))),
+                    rows=rows,
+                    firsts=pg.Placeholder(key),
+                )
             )
     weeks, months = (
         sorted(from_days[WEEK] | from_records[WEEK]),
@@ -340,18 +367,20 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {TABLE} WHERE dataset = %(name)s AND ((grain = 'day' AND day = ANY(%(recent)s)) "  # noqa: S608
-            "OR (grain = 'week' AND day = ANY(%(weeks)s)) OR (grain = 'month' AND day = ANY(%(months)s)))",
+            pg.SQL(
+                "DELETE FROM {} WHERE dataset = %(name)s AND ((grain = 'day' AND day = ANY(%(recent)s)) "
+                "OR (grain = 'week' AND day = ANY(%(weeks)s)) OR (grain = 'month' AND day = ANY(%(months)s)))"
+            ).format(FACTS),
             {**params, "weeks": weeks, "months": months},
         )
         cursor.execute(
-            f"INSERT INTO {TABLE} (dataset, grain, day, scope, scope_id, values) "  # noqa: S608
-            f"SELECT %(name)s, grain, day, scope, scope_id, {_values_sql(n)} FROM ("
-            + " UNION ALL ".join(parts)
-            + ") AS f",
+            pg.SQL(
+                "INSERT INTO {} (dataset, grain, day, scope, scope_id, values) "
+                "SELECT %(name)s, grain, day, scope, scope_id, {} FROM ({}) AS f"
+            ).format(FACTS, _values_sql(n), pg.SQL(" UNION ALL ").join(selects)),
             params,
         )
-        cursor.execute(f"DROP TABLE {table}")
+        cursor.execute(pg.SQL("DROP TABLE {}").format(table))
 
 
 def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE) -> Grouped:
@@ -363,16 +392,15 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
     """
     out: Grouped = {}
     n = len(fact_columns(ds))
-    columns = each_value(n, "values[{j}] AS part_{i}")
+    rows: pg.Composable
     if source == TABLE:
-        rows = (
-            f"SELECT day AS on_day, scope, scope_id, {columns} FROM {TABLE} WHERE dataset = %s AND grain = %s"  # noqa: S608
-        )
+        rows = pg.SQL(
+            "SELECT day AS on_day, scope, scope_id, {} FROM {} WHERE dataset = %s AND grain = %s"
+        ).format(stored_parts(n), FACTS)
         key: list[Any] = [ds.name]
     else:
-        rows = f"SELECT * FROM {source} WHERE grain = %s"  # noqa: S608
+        rows = pg.SQL("SELECT * FROM {} WHERE grain = %s").format(pg.Identifier(source))
         key = []
-    values = each_value(n, "part_{i}")
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
         needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
         if ds.current_only:
@@ -382,7 +410,9 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
         if ds.opening_balance:
             filtered, params = _with_opening(ctx, ds, grain, needed, rows, [*key, grain], source=source)
         else:
-            filtered = f"SELECT on_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day = ANY(%s)"  # noqa: S608
+            filtered = pg.SQL(
+                "SELECT on_day, scope, scope_id, {} FROM ({}) AS f WHERE on_day = ANY(%s)"
+            ).format(parts(n), rows)
             params = [*key, grain, sorted({d for p in needed for d in _firsts(p, grain)})]
         out.update(
             periods_from_days(ctx, ds, filtered, params, grans=wanted, only=_only(ctx, ds, needed, wanted))
@@ -391,32 +421,37 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
 
 
 def _with_opening(
-    ctx: Context, ds: Dataset, grain: str, needed: Sequence[Period], rows: str, params: list, *, source: str
-) -> tuple[str, list]:
+    ctx: Context,
+    ds: Dataset,
+    grain: str,
+    needed: Sequence[Period],
+    rows: pg.Composable,
+    params: list,
+    *,
+    source: str,
+) -> tuple[pg.Composable, list]:
     """SQL of a stock's facts of ``grain`` from the first needed period to the last, and one row per
     scope dated the day before the first: the sum of every fact before it (its opening balance)."""
     n = len(fact_columns(ds))
-    values = each_value(n, "part_{i}")
-    sums = each_value(n, "sum(part_{i}) AS part_{i}")
+    values, sums = parts(n), sum_parts(n)
     first = min(p.first_day for p in needed)
     end = max(p.next().first_day for p in needed)
     cut = floor_date(first, MONTH)
     if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
         # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
         # scope instead of every week since the first record).
-        unpacked = each_value(n, "values[{j}] AS part_{i}")
-        before = (
-            f"SELECT scope, scope_id, {unpacked} FROM {TABLE} WHERE dataset = %s AND ("  # noqa: S608
+        before = pg.SQL(
+            "SELECT scope, scope_id, {} FROM {} WHERE dataset = %s AND ("
             "(grain = 'month' AND day < %s) OR (grain = 'day' AND day >= %s AND day < %s))"
-        )
+        ).format(stored_parts(n), FACTS)
         before_params = [ds.name, cut, cut, first]
     else:
-        before = f"SELECT scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day < %s"  # noqa: S608
+        before = pg.SQL("SELECT scope, scope_id, {} FROM ({}) AS f WHERE on_day < %s").format(values, rows)
         before_params = [*params, first]
-    sql = (
-        f"SELECT on_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day >= %s AND on_day < %s "  # noqa: S608
-        f"UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
-    )
+    sql = pg.SQL(
+        "SELECT on_day, scope, scope_id, {values} FROM ({rows}) AS f WHERE on_day >= %s AND on_day < %s "
+        "UNION ALL SELECT %s::date, scope, scope_id, {sums} FROM ({before}) AS b GROUP BY scope, scope_id"
+    ).format(values=values, rows=rows, sums=sums, before=before)
     return sql, [*params, first, end, first - timedelta(days=1), *before_params]
 
 
@@ -463,20 +498,27 @@ def signature(ctx: Context, ds: Dataset) -> str:
 def _signature(ctx: Context, ds: Dataset) -> str:
     spans = [(date(2000, 1, 1), date(2000, 1, 2))]
     if ds.day_sql is not None:
-        sql, params = ds.day_sql(ctx, spans)
-        sql, where = f"{sql} {params!r}", ""
+        composed, params = ds.day_sql(ctx, spans)
+        sql, where = f"{composed.as_string()} {params!r}", ""
     elif ds.day_rows is not None:
         sql, where = f"{ds.day_rows.__module__}.{ds.day_rows.__qualname__}", ""
     else:
-        sql, _params, where = inner_query(ctx, ds, day=True, spans=spans)
-    parts = [
+        inner, _params, condition = inner_query(ctx, ds, day=True, spans=spans)
+        sql, where = inner.as_string(), condition.as_string()
+    shape = [
         ds.name,
         sql,
         where,
         repr(sorted(ds.scopes.items())),
-        *(f"{c.measure} {c.sql}" for c in fact_columns(ds)),
+        *(f"{c.measure} {c.sql.as_string()}" for c in fact_columns(ds)),
     ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return hashlib.sha256("\n".join(shape).encode()).hexdigest()
+
+
+def measures(ds: Dataset) -> list[str]:
+    """What each of a dataset's fact values holds, in the order stored (``KpiFact.values``): the measure's
+    name, and for a measure counted per granularity, ``measure@granularity``."""
+    return [c.measure if c.granularity is None else f"{c.measure}@{c.granularity}" for c in fact_columns(ds)]
 
 
 def inputs_signature() -> str:
@@ -515,6 +557,7 @@ def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bo
                 dataset=ds.name,
                 defaults={
                     "signature": signature(ctx, ds),
+                    "measures": measures(ds),
                     "built_at": at,
                     "refreshed_at": at,
                     "long_refreshed_at": at,
@@ -533,8 +576,9 @@ def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bo
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _company_values(n: int) -> str:
-    return each_value(n, "COALESCE(sum(values[{j}]), 0)")
+def _company_values(n: int) -> pg.Composable:
+    """The sums of the stored facts' ``n`` values over a group of facts."""
+    return each_value(n, lambda i: pg.SQL("COALESCE(sum({}), 0)").format(stored(i)))
 
 
 def _named(ds: Dataset, values: Sequence[Any]) -> dict[str, Decimal]:
@@ -557,8 +601,10 @@ def month_totals(ds: Dataset, first: date, after: date) -> dict[date, dict[str, 
     n = len(fact_columns(ds))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT day, {_company_values(n)} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = %s AND grain = 'month' AND scope = %s AND day >= %s AND day < %s GROUP BY day",
+            pg.SQL(
+                "SELECT day, {} FROM {} WHERE dataset = %s AND grain = 'month' AND scope = %s "
+                "AND day >= %s AND day < %s GROUP BY day"
+            ).format(_company_values(n), FACTS),
             [ds.name, _total_scope(ds), first, after],
         )
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
@@ -576,9 +622,11 @@ def day_totals(
     width = max(len(fact_columns(ds)) for ds in by_name.values())
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT dataset, scope, scope_id, {_company_values(width)} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = ANY(%s) AND grain = 'day' AND day >= %s AND day < %s "
-            "GROUP BY dataset, scope, scope_id",
+            pg.SQL(
+                "SELECT dataset, scope, scope_id, {} FROM {} "
+                "WHERE dataset = ANY(%s) AND grain = 'day' AND day >= %s AND day < %s "
+                "GROUP BY dataset, scope, scope_id"
+            ).format(_company_values(width), FACTS),
             [list(by_name), first, after],
         )
         stored = cursor.fetchall()
@@ -620,8 +668,10 @@ def month_totals_by_user(ds: Dataset, months: Sequence[date]) -> dict[str, dict[
     n = len(fact_columns(ds))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT scope_id, {_company_values(n)} FROM {TABLE} "  # noqa: S608
-            "WHERE dataset = %s AND grain = 'month' AND scope = 'user' AND day = ANY(%s) GROUP BY scope_id",
+            pg.SQL(
+                "SELECT scope_id, {} FROM {} WHERE dataset = %s AND grain = 'month' AND scope = 'user' "
+                "AND day = ANY(%s) GROUP BY scope_id"
+            ).format(_company_values(n), FACTS),
             [ds.name, list(months)],
         )
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
@@ -666,7 +716,12 @@ class Prefetch:
                 )
             else:
                 query = _records_query(ctx, ds, grans)
-                statements = [(f"CREATE UNLOGGED TABLE {table} AS {query.sql}", query.params)]
+                statements = [
+                    (
+                        pg.SQL("CREATE UNLOGGED TABLE {} AS {}").format(pg.Identifier(table), query.sql),
+                        query.params,
+                    )
+                ]
             self.jobs[ds.name] = (self.executor.submit(_run_statements, statements), table, query)
 
     def take(self, ds: Dataset) -> tuple[str, Query | None] | None:
@@ -690,7 +745,11 @@ class Prefetch:
         """Drop the tables this run read, once stopped (any other is the next run's to drop)."""
         if self.taken:
             with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {', '.join(self.taken)}")
+                cursor.execute(
+                    pg.SQL("DROP TABLE IF EXISTS {}").format(
+                        pg.SQL(", ").join(map(pg.Identifier, self.taken))
+                    )
+                )
 
 
 def _drop_leftovers(own_prefix: str) -> None:
@@ -704,7 +763,7 @@ def _drop_leftovers(own_prefix: str) -> None:
                 [f"{Prefetch.PREFIX}%", f"{own_prefix}%"],
             )
             for (table,) in cursor.fetchall():
-                cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+                cursor.execute(pg.SQL("DROP TABLE IF EXISTS {}").format(pg.Identifier(table)))
     finally:
         conn.close()
 
@@ -734,5 +793,5 @@ def run_records_query(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Groupe
         return _records_query(ctx, ds, grans).run()
     table, query = prefetched
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {table}")  # noqa: S608
+        cursor.execute(pg.SQL("SELECT * FROM {}").format(pg.Identifier(table)))
         return query.read(cursor.fetchall())

@@ -13,6 +13,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from psycopg import sql as pg
 
 from accounts.models import User
 from crm.models import Deal, DealStageChange, PipelineStage
@@ -43,7 +44,9 @@ from metrics.kpis.builders import (
     dec,
     divide,
     grouped,
+    in_spans,
     measure,
+    part,
     ratio,
     rows_from,
     scope_filter,
@@ -388,10 +391,12 @@ def _won_between(spans: dict[Any, tuple[datetime, datetime]]) -> dict[Any, dict[
         return by_span
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT r.i, d.owner_id, sum(d.amount) "  # noqa: S608
-            "FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) AS r(i, lo, hi) "
-            "JOIN crm_deal d ON d.status = %s AND d.closed_at >= r.lo AND d.closed_at < r.hi "
-            f"WHERE d.customer_id NOT IN ({EXCLUDED_CUSTOMERS_SQL}) GROUP BY 1, 2",
+            pg.SQL(
+                "SELECT r.i, d.owner_id, sum(d.amount) "
+                "FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) AS r(i, lo, hi) "
+                "JOIN crm_deal d ON d.status = %s AND d.closed_at >= r.lo AND d.closed_at < r.hi "
+                "WHERE d.customer_id NOT IN ({}) GROUP BY 1, 2"
+            ).format(EXCLUDED_CUSTOMERS_SQL),
             [[r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], WON],
         )
         for i, owner_id, amount in cursor.fetchall():
@@ -501,22 +506,27 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
     history (an index lookup per deal for a few days' rescan), not from a query per deal.
     """
 
-    def day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
-        ranges = " OR ".join("(d.created_at >= %s AND d.created_at < %s)" for _ in spans)
+    def day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[pg.Composable, list[Any]]:
+        ranges = in_spans(pg.Identifier("d", "created_at"), len(spans))
         bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
-        measures = ["count(*) FILTER (WHERE d.status = %s)"]
+        measures = [pg.SQL("count(*) FILTER (WHERE d.status = %s)")]
         params: list[Any] = [WON]
         for s in stages:
-            measures.append("count(*) FILTER (WHERE d.status = %s OR r.top >= %s)")
-            measures.append("count(*) FILTER (WHERE d.status = %s AND d.stage_id = %s)")
+            measures.append(pg.SQL("count(*) FILTER (WHERE d.status = %s OR r.top >= %s)"))
+            measures.append(pg.SQL("count(*) FILTER (WHERE d.status = %s AND d.stage_id = %s)"))
             params += [WON, s.order, OPEN, s.pk]
-        columns = ", ".join(f"{m}::bigint AS part_{i}" for i, m in enumerate(measures))
-        excluded = EXCLUDED_CUSTOMERS_SQL
+        columns = pg.SQL(", ").join(
+            pg.SQL("{}::bigint AS {}").format(m, part(i)) for i, m in enumerate(measures)
+        )
         # A few days' rescan reads the history of those days' deals only (by index); a scan of years
         # reads all of it (the join on the deals keeps those in range): filtering first costs a second.
         few_days = sum((hi - lo).days for lo, hi in spans) <= FUNNEL_FILTER_DAYS
-        in_range = f"AND c.deal_id IN (SELECT d.id FROM crm_deal d WHERE {ranges})" if few_days else ""  # noqa: S608
-        sql = f"""
+        in_range = (
+            pg.SQL("AND c.deal_id IN (SELECT d.id FROM crm_deal d WHERE {})").format(ranges)
+            if few_days
+            else pg.SQL("")
+        )
+        sql = pg.SQL("""
             SELECT (d.created_at AT TIME ZONE %s)::date AS on_day, 'user' AS scope,
                    COALESCE(d.owner_id::text, '') AS scope_id, {columns}
             FROM crm_deal d
@@ -530,7 +540,7 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
             ) AS r ON r.deal_id = d.id
             WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
             GROUP BY 1, 3
-        """  # noqa: S608
+        """).format(columns=columns, in_range=in_range, ranges=ranges, excluded=EXCLUDED_CUSTOMERS_SQL)
         in_range_params = bounds if few_days else []
         return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *in_range_params, *bounds]
 

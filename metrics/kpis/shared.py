@@ -32,6 +32,7 @@ from django.db.models import (
     Window,
 )
 from django.db.models.functions import Cast, Coalesce, Lag, Round, RowNumber, Trunc, TruncDate
+from psycopg import sql as pg
 
 from crm.models import (
     Customer,
@@ -56,7 +57,7 @@ from metrics.kpis.builders import (
     percentile,
     total,
 )
-from metrics.kpis.sql import LocalDay, Spans
+from metrics.kpis.sql import LocalDay, Spans, in_spans, part
 from metrics.models import Scope
 from metrics.periods import GRANULARITIES, Period, local_midnight, period_index, reporting_tz
 
@@ -73,7 +74,7 @@ YEAR_STEPS = {"week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
 # The customers whose records no KPI counts (merged duplicates, internal or test customers), in raw SQL.
-EXCLUDED_CUSTOMERS_SQL = "SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal"
+EXCLUDED_CUSTOMERS_SQL = pg.SQL("SELECT id FROM crm_customer WHERE merged_into_id IS NOT NULL OR is_internal")
 
 
 def live(prefix: str = "") -> Q:
@@ -256,51 +257,53 @@ OPEN_PIPELINE_NOW = Dataset(
 )
 
 
-def _stage_case(ctx: Context, column: str, *, weight: bool) -> tuple[str, list[Any]]:
-    """SQL: 1 (or the probability: the deal's override, else the stage's) when ``column`` is an open
-    stage, else 0; the stages spelled out by id."""
+def _stage_case(ctx: Context, column: str, *, weight: bool) -> tuple[pg.Composable, list[Any]]:
+    """SQL: 1 (or the probability: the deal's override, else the stage's) when the stage change's
+    ``column`` is an open stage, else 0; the stages spelled out by id."""
     stages = _stages(ctx)
     open_ids = _open_stage_ids(ctx)
     if not open_ids:
-        return "0", []
+        return pg.SQL("0"), []
+    stage = pg.Identifier("c", column)
     if not weight:
-        return f"(CASE WHEN c.{column} = ANY(%s) THEN 1 ELSE 0 END)", [open_ids]
-    whens = " ".join(f"WHEN c.{column} = %s THEN %s" for _ in stages)
+        return pg.SQL("(CASE WHEN {} = ANY(%s) THEN 1 ELSE 0 END)").format(stage), [open_ids]
+    whens = pg.SQL(" ").join(pg.SQL("WHEN {} = %s THEN %s").format(stage) for _ in stages)
     params: list[Any] = [open_ids, *(v for pk, _k, p in stages for v in (pk, p))]
     return (
-        f"(CASE WHEN c.{column} = ANY(%s) THEN COALESCE(d.probability, CASE {whens} END) ELSE 0 END)",
+        pg.SQL("(CASE WHEN {} = ANY(%s) THEN COALESCE(d.probability, CASE {} END) ELSE 0 END)").format(
+            stage, whens
+        ),
         params,
     )
 
 
-def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[str, list[Any]]:
+def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple[pg.Composable, list[Any]]:
     """Day rows of the forecast at the start of each period (per expected close day and owner).
 
     When each period began is worked out once per day of the range (not per deal or stage change);
     every stage change then counts for the periods of its deal's close date that began after it.
     """
-    ranges = " OR ".join("(d.expected_close_date >= %s AND d.expected_close_date < %s)" for _ in spans)
     bounds = [d for span in spans for d in span]
-    starts = ", ".join(
-        f"(date_trunc('{g}', day)::timestamp AT TIME ZONE %s) AS start_{g}" for g in GRANULARITIES
+
+    def start(g: str) -> pg.Identifier:
+        return pg.Identifier(f"start_{g}")
+
+    starts = pg.SQL(", ").join(
+        pg.SQL("(date_trunc({}, day)::timestamp AT TIME ZONE %s) AS {}").format(pg.Literal(g), start(g))
+        for g in GRANULARITIES
     )
     to_open, to_open_params = _stage_case(ctx, "to_stage_id", weight=False)
     from_open, from_open_params = _stage_case(ctx, "from_stage_id", weight=False)
     to_weight, to_weight_params = _stage_case(ctx, "to_stage_id", weight=True)
     from_weight, from_weight_params = _stage_case(ctx, "from_stage_id", weight=True)
-    weighted = f"(({to_weight} - {from_weight}) * (COALESCE(d.amount, 0) * 100)::bigint)"
-    opened = f"({to_open} - {from_open})"
     columns = [
-        f"COALESCE(sum({name}) FILTER (WHERE at < start_{g}), 0)::bigint"
+        pg.SQL("COALESCE(sum({}) FILTER (WHERE at < {}), 0)::bigint").format(pg.Identifier(name), start(g))
         for name in ("weighted", "opened")
         for g in GRANULARITIES
     ]
-    values = ", ".join(f"{c} AS part_{i}" for i, c in enumerate(columns))
     column_params = [*to_weight_params, *from_weight_params, *to_open_params, *from_open_params]
-    excluded = EXCLUDED_CUSTOMERS_SQL
-    period_starts = ", ".join(f"s.start_{g}" for g in GRANULARITIES)
     # OFFSET 0 keeps the inner query apart, so each change's deltas are worked out once, not per sum.
-    sql = f"""
+    sql = pg.SQL("""
         WITH s AS MATERIALIZED (
             SELECT day::date AS day, {starts}
             FROM generate_series(%s::date, %s::date, interval '1 day') AS day
@@ -308,7 +311,8 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
         SELECT on_day, 'user'::text AS scope, COALESCE(owner_id::text, '') AS scope_id, {values}
         FROM (
             SELECT d.expected_close_date AS on_day, d.owner_id, c.at, {period_starts},
-                   {weighted} AS weighted, {opened} AS opened
+                   (({to_weight} - {from_weight}) * (COALESCE(d.amount, 0) * 100)::bigint) AS weighted,
+                   ({to_open} - {from_open}) AS opened
             FROM crm_dealstagechange c
             JOIN crm_deal d ON d.id = c.deal_id
             JOIN s ON s.day = d.expected_close_date
@@ -316,7 +320,17 @@ def _forecast_day_sql(ctx: Context, spans: Sequence[tuple[date, date]]) -> tuple
             OFFSET 0
         ) AS x
         GROUP BY on_day, owner_id
-    """  # noqa: S608
+    """).format(
+        starts=starts,
+        values=pg.SQL(", ").join(pg.SQL("{} AS {}").format(c, part(i)) for i, c in enumerate(columns)),
+        period_starts=pg.SQL(", ").join(pg.Identifier("s", f"start_{g}") for g in GRANULARITIES),
+        to_weight=to_weight,
+        from_weight=from_weight,
+        to_open=to_open,
+        from_open=from_open,
+        ranges=in_spans(pg.Identifier("d", "expected_close_date"), len(spans)),
+        excluded=EXCLUDED_CUSTOMERS_SQL,
+    )
     tz = [settings.TIME_ZONE] * len(GRANULARITIES)
     first, last = min(lo for lo, _hi in spans), max(hi for _lo, hi in spans)
     return sql, [*tz, first, last, *column_params, *bounds]
@@ -484,15 +498,14 @@ ACTIVITY_GRANULARITIES = ("week", "month", "quarter", "year")
 def _status_history(spans: Spans) -> Iterator[tuple[int, int | None, list[tuple[date, str]]]]:
     """(customer, owner, [(local day, to_status), …] in order) of every live customer with a status
     change on a day in ``spans``, with its whole history."""
-    ranges = " OR ".join("(at >= %s AND at < %s)" for _ in spans)
     bounds = [moment for lo, hi in spans for moment in (local_midnight(lo), local_midnight(hi))]
-    sql = f"""
+    sql = pg.SQL("""
         SELECT x.customer_id, c.owner_id, (x.at AT TIME ZONE %s)::date, x.to_status
         FROM crm_customerstatuschange x JOIN crm_customer c ON c.id = x.customer_id
         WHERE c.merged_into_id IS NULL AND NOT c.is_internal
-          AND x.customer_id IN (SELECT customer_id FROM crm_customerstatuschange WHERE {ranges})
+          AND x.customer_id IN (SELECT customer_id FROM crm_customerstatuschange WHERE {})
         ORDER BY x.customer_id, x.at, x.id
-    """  # noqa: S608
+    """).format(in_spans(pg.Identifier("at"), len(spans)))
     with connection.cursor() as cursor:
         cursor.execute(sql, [settings.TIME_ZONE, *bounds])
         current: tuple[int, int | None] | None = None

@@ -12,7 +12,9 @@ boolean columns) and wrapped in hand-written grouping SQL:
   :func:`grouping_sets`); datasets of the current periods only in one pass over the widest of them
   (:func:`current_grouped`).
 
-Only generated identifiers and the SQL Django compiled go into the text; every value is a parameter.
+The text is composed with ``psycopg.sql``: identifiers as ``Identifier``, the few constants (a grain's
+name, a percentile's fraction) as ``Literal``, and the SQL Django compiled as ``SQL``; every value
+from a record or a request is a parameter.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +37,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Greatest, Trunc
+from psycopg import sql as pg
 
 from metrics.kpis.base import Context
 from metrics.kpis.dataset import Dataset
@@ -46,12 +49,14 @@ Key = tuple[str, date, str, str]
 Grouped = dict[Key, dict[str, Any]]
 
 _AGG_SQL = {
-    "count": "count(*)",
-    "count_distinct": "count(DISTINCT {v})",
-    "sum": "sum({v})",
-    "avg": "avg({v})",
-    "percentile": "percentile_cont({f}) WITHIN GROUP (ORDER BY {v})",
+    "count": pg.SQL("count(*)"),
+    "count_distinct": pg.SQL("count(DISTINCT {v})"),
+    "sum": pg.SQL("sum({v})"),
+    "avg": pg.SQL("avg({v})"),
+    "percentile": pg.SQL("percentile_cont({f}) WITHIN GROUP (ORDER BY {v})"),
 }
+# An empty piece of SQL (no WHERE clause, say).
+NOTHING = pg.SQL("")
 # Half-open ranges of local days, [first, after).
 Spans = Sequence[tuple[date, date]]
 
@@ -62,7 +67,19 @@ class Column:
 
     measure: str
     granularity: str | None
-    sql: str
+    aggregate: pg.Composable
+    where: tuple[pg.Composable, ...] = ()
+
+    @property
+    def sql(self) -> pg.Composable:
+        return self.filtered()
+
+    def filtered(self, *more: pg.Composable) -> pg.Composable:
+        """The aggregate, filtered by its conditions and ``more``."""
+        where = [*self.where, *more]
+        if not where:
+            return self.aggregate
+        return pg.SQL("{} FILTER (WHERE {})").format(self.aggregate, pg.SQL(" AND ").join(where))
 
 
 def _conditions(ds: Dataset) -> tuple[list[tuple[str, dict[str, str]]], dict[str, Q]]:
@@ -78,7 +95,7 @@ def _conditions(ds: Dataset) -> tuple[list[tuple[str, dict[str, str]]], dict[str
         aliases[name] = condition
         return name
 
-    per_measure = []
+    per_measure: list[tuple[str, dict[str, str]]] = []
     for m in ds.measures.values():
         where = alias(m.where) if m.where is not None else ""
         by_g = (
@@ -97,26 +114,50 @@ def fact_columns(ds: Dataset) -> list[Column]:
     columns = []
     conditions, _aliases = _conditions(ds)
     for i, ((name, m), (w, by_g)) in enumerate(zip(ds.measures.items(), conditions, strict=True)):
-        v = f"value_{i}" if m.value is not None else ""
+        v = pg.Identifier(f"value_{i}")
         if m.scale and m.prescaled:
-            sql = f"sum({v})"
+            sql = pg.SQL("sum({})").format(v)
         elif m.scale:
-            sql = f"sum(round({v} * {int(m.scale)})::bigint)"
+            sql = pg.SQL("sum(round({} * {})::bigint)").format(v, pg.Literal(int(m.scale)))
         else:
-            sql = _AGG_SQL[m.agg].format(v=v, f=float(m.fraction))
+            sql = _AGG_SQL[m.agg].format(v=v, f=pg.Literal(float(m.fraction)))
         if by_g:
             for g in ds.granularities:
-                where = " AND ".join(c for c in (w, by_g[g]) if c)
-                columns.append(Column(name, g, f"{sql} FILTER (WHERE {where})"))
+                where = tuple(pg.Identifier(c) for c in (w, by_g[g]) if c)
+                columns.append(Column(name, g, sql, where))
         else:
-            columns.append(Column(name, None, f"{sql} FILTER (WHERE {w})" if w else sql))
+            columns.append(Column(name, None, sql, (pg.Identifier(w),) if w else ()))
     return columns
 
 
-def each_value(n: int, column: str) -> str:
-    """``column`` for each of a dataset's ``n`` fact values, comma-separated: ``{i}`` is 0-based
-    (``part_{i}``), ``{j}`` 1-based (a fact's ``values`` array)."""
-    return ", ".join(column.format(i=i, j=i + 1) for i in range(n))
+def part(i: int) -> pg.Identifier:
+    """The column of a day table holding a dataset's ``i``-th (0-based) fact value."""
+    return pg.Identifier(f"part_{i}")
+
+
+def stored(i: int) -> pg.Composable:
+    """A stored fact's ``i``-th (0-based) value: its ``values`` array is 1-based."""
+    return pg.SQL("{}[{}]").format(pg.Identifier("values"), pg.Literal(i + 1))
+
+
+def each_value(n: int, column: Callable[[int], pg.Composable]) -> pg.Composed:
+    """``column(i)`` for each of a dataset's ``n`` fact values (``i`` 0-based), comma-separated."""
+    return pg.SQL(", ").join(column(i) for i in range(n))
+
+
+def parts(n: int) -> pg.Composed:
+    """``part_0, part_1, …``: the value columns of a day table."""
+    return each_value(n, part)
+
+
+def sum_parts(n: int) -> pg.Composed:
+    """``sum(part_0) AS part_0, …``."""
+    return each_value(n, lambda i: pg.SQL("sum({0}) AS {0}").format(part(i)))
+
+
+def stored_parts(n: int) -> pg.Composed:
+    """``values[1] AS part_0, …``: stored facts read in a day table's shape."""
+    return each_value(n, lambda i: pg.SQL("{} AS {}").format(stored(i), part(i)))
 
 
 # Whether ``with_plans_off`` switches plans off: tests/bench/bench_kpis.py --variants no_plans_off measures
@@ -129,19 +170,24 @@ PLAN_SWITCHES = {"on": True}
 INCREMENTAL_SETTINGS = {"random_page_cost": "SET LOCAL random_page_cost = 1.1"}
 
 
-def with_plans_off(plans: Sequence[str], sql: str) -> str:
+def with_plans_off(plans: Sequence[str], sql: pg.Composable) -> pg.Composable:
     """``sql`` run with the planner's ``enable_<plan>`` settings off (this transaction), then on again."""
     if not PLAN_SWITCHES["on"]:
         return sql
-    return "; ".join(
-        [*(f"SET LOCAL enable_{p} = off" for p in plans), sql, *(f"SET LOCAL enable_{p} = on" for p in plans)]
-    )
+
+    def switch(plan: str, value: str) -> pg.Composable:
+        return pg.SQL("SET LOCAL {} = {}").format(pg.Identifier(f"enable_{plan}"), pg.SQL(value))
+
+    return pg.SQL("; ").join([*(switch(p, "off") for p in plans), sql, *(switch(p, "on") for p in plans)])
 
 
-def trunc_day(grain: str, day: str) -> str:
+ON_DAY = pg.Identifier("on_day")
+
+
+def trunc_day(grain: str, day: pg.Composable = ON_DAY) -> pg.Composable:
     """SQL: the first day of the ``grain`` period holding the date ``day`` (a calendar truncation: as a
     timestamp without time zone, twice as fast as the session-zone one a bare date gets)."""
-    return f"date_trunc('{grain}', ({day})::timestamp)::date"
+    return pg.SQL("date_trunc({}, ({})::timestamp)::date").format(pg.Literal(grain), day)
 
 
 class LocalDay(Func):
@@ -194,7 +240,7 @@ def inner_query(
     grans: Sequence[str] = (),
     spans: Spans = (),
     opening_before: date | None = None,
-) -> tuple[str, list[Any], str]:
+) -> tuple[pg.Composable, list[Any], pg.Composable]:
     """The compiled inner SQL over the rows dated in ``spans``, its parameters and the outer WHERE.
 
     With ``opening_before`` (a stock's opening balance), every row dated before that day is also
@@ -220,20 +266,22 @@ def inner_query(
         qs: QuerySet = ds.rows(ctx).order_by().annotate(**annotations)
     finally:
         ctx.scan = []
-    where, where_params = "", []
+    where: pg.Composable = NOTHING
+    where_params: list[Any] = []
     if ds.window:
-        parts = []
+        in_range = []
         for lo, hi in ranges:
-            parts.append("(at_time < %s)" if lo is None else "(at_time >= %s AND at_time < %s)")
+            in_range.append(pg.SQL("(at_time < %s)" if lo is None else "(at_time >= %s AND at_time < %s)"))
             where_params += [hi] if lo is None else [lo, hi]
-        where = f"WHERE {' OR '.join(parts)}" if parts else "WHERE false"
+        where = pg.SQL("WHERE {}").format(pg.SQL(" OR ").join(in_range) if in_range else pg.SQL("false"))
     else:
         condition = Q(pk__in=[])
         for lo, hi in ranges:
             condition |= Q(at_time__lt=hi) if lo is None else Q(at_time__gte=lo, at_time__lt=hi)
         qs = qs.filter(condition)
     sql, params = qs.values(*annotations).query.sql_with_params()
-    return sql, [*params, *where_params], where
+    # SQL the ORM compiled (values are its parameters).
+    return pg.SQL(sql), [*params, *where_params], where  # type: ignore[arg-type]
 
 
 def scope_sets(ds: Dataset) -> list[str | None]:
@@ -247,7 +295,7 @@ def scope_sets(ds: Dataset) -> list[str | None]:
     return sets
 
 
-Statements = list[tuple[str, list[Any]]]
+Statements = list[tuple[pg.Composable, list[Any]]]
 
 
 def create_day_table(
@@ -280,55 +328,79 @@ def day_table_statements(
             spans = [(EARLIEST, opening_before), *spans]
         sql, params = ds.day_sql(ctx, spans)
         statements: Statements = [
-            (f"DROP TABLE IF EXISTS {table}", []),
-            (f"CREATE {kind} TABLE {table} AS {sql}", params),
+            (pg.SQL("DROP TABLE IF EXISTS {}").format(pg.Identifier(table)), []),
+            (_create(kind, table, sql), params),
         ]
         if opening_before is not None:
             statements.append(_opening_update(table, opening_before))
         return statements
     inner_sql, params, where = inner_query(ctx, ds, day=True, spans=spans, opening_before=opening_before)
     sets = scope_sets(ds)
-    scoped = [s for s in sets if s is not None]
-    columns = [f"by_{s}" for s in scoped]
-    columns_list = "".join(f", {c}" for c in columns)
-    n = len(fact_columns(ds))
-    partials = ", ".join(f"({c.sql})::bigint AS part_{i}" for i, c in enumerate(fact_columns(ds)))
+    columns = [by(s) for s in sets if s is not None]
+    aggregates = fact_columns(ds)
+    n = len(aggregates)
+    partials = each_value(n, lambda i: pg.SQL("({})::bigint AS {}").format(aggregates[i].sql, part(i)))
     # A plain GROUP BY (PostgreSQL can run it in parallel, grouping sets it cannot) of the records by
     # day and every scope column, then the scope sets from that much smaller table.
-    group_by = ", ".join(str(i + 1) for i in range(1 + len(columns)))
-    first = (
-        f"SELECT on_day::date AS on_day{columns_list}, {partials} "  # noqa: S608
-        f"FROM ({inner_sql}) AS t {where} GROUP BY {group_by}"
+    first = pg.SQL("SELECT on_day::date AS on_day{}, {} FROM ({}) AS t {} GROUP BY {}").format(
+        pg.SQL("").join(pg.SQL(", {}").format(c) for c in columns),
+        partials,
+        inner_sql,
+        where,
+        pg.SQL(", ").join(pg.Literal(i + 1) for i in range(1 + len(columns))),
     )
-    values = each_value(n, "part_{i}")
-    statements = [(f"DROP TABLE IF EXISTS {table}, {table}_all", [])]
+    all_rows = pg.Identifier(f"{table}_all")
+    statements: Statements = [
+        (pg.SQL("DROP TABLE IF EXISTS {}, {}").format(pg.Identifier(table), all_rows), [])
+    ]
     if len(sets) == 1:
         scope = sets[0] or ""
-        scope_id = f"COALESCE({columns[0]}::text, '')" if columns else "''"
-        select = f"SELECT on_day, '{scope}'::text AS scope, {scope_id} AS scope_id, {values}"
-        return [*statements, (f"CREATE {kind} TABLE {table} AS {select} FROM ({first}) AS g", params)]
-    statements.append((f"CREATE {kind} TABLE {table}_all AS {first}", params))
-    sums = each_value(n, "sum(part_{i})::bigint AS part_{i}")
-    parts = []
+        scope_id = pg.SQL("COALESCE({}::text, '')").format(columns[0]) if columns else pg.Literal("")
+        select = pg.SQL("SELECT on_day, {}::text AS scope, {} AS scope_id, {} FROM ({}) AS g").format(
+            pg.Literal(scope), scope_id, parts(n), first
+        )
+        return [*statements, (_create(kind, table, select), params)]
+    statements.append((_create(kind, f"{table}_all", first), params))
+    sums = each_value(n, lambda i: pg.SQL("sum({0})::bigint AS {0}").format(part(i)))
+    selects = []
     for scope in sets:
         scope_id, group = (
-            (f"COALESCE(by_{scope}::text, '')", f"on_day, by_{scope}") if scope else ("''", "on_day")
+            (pg.SQL("COALESCE({}::text, '')").format(by(scope)), pg.SQL("on_day, {}").format(by(scope)))
+            if scope
+            else (pg.Literal(""), ON_DAY)
         )
-        parts.append(
-            f"SELECT on_day, '{scope or ''}'::text AS scope, {scope_id} AS scope_id, {sums} "  # noqa: S608
-            f"FROM {table}_all GROUP BY {group}"
+        selects.append(
+            pg.SQL("SELECT on_day, {}::text AS scope, {} AS scope_id, {} FROM {} GROUP BY {}").format(
+                pg.Literal(scope or ""), scope_id, sums, all_rows, group
+            )
         )
-    statements.append((f"CREATE {kind} TABLE {table} AS {' UNION ALL '.join(parts)}", []))
-    statements.append((f"DROP TABLE {table}_all", []))
+    statements.append((_create(kind, table, pg.SQL(" UNION ALL ").join(selects)), []))
+    statements.append((pg.SQL("DROP TABLE {}").format(all_rows), []))
     return statements
+
+
+def in_spans(column: pg.Composable, n: int) -> pg.Composable:
+    """SQL: ``column`` lies in one of ``n`` half-open ranges, each given as two parameters [lo, hi)."""
+    return pg.SQL(" OR ").join(pg.SQL("({0} >= %s AND {0} < %s)").format(column) for _ in range(n))
+
+
+def by(scope: str) -> pg.Identifier:
+    """The column of a record's (or day row's) ``scope`` id."""
+    return pg.Identifier(f"by_{scope}")
+
+
+def _create(kind: str, table: str, select: pg.Composable) -> pg.Composable:
+    """CREATE ``kind`` (TEMP or UNLOGGED) TABLE ``table`` AS ``select``."""
+    kinds = {"TEMP": pg.SQL("TEMP"), "UNLOGGED": pg.SQL("UNLOGGED")}
+    return pg.SQL("CREATE {} TABLE {} AS {}").format(kinds[kind], pg.Identifier(table), select)
 
 
 EARLIEST = date(1970, 1, 1)
 
 
-def _opening_update(table: str, opening_before: date) -> tuple[str, list[Any]]:
+def _opening_update(table: str, opening_before: date) -> tuple[pg.Composable, list[Any]]:
     """Everything before the range is the opening balance, on the day before it."""
-    sql = f"UPDATE {table} SET on_day = %s WHERE on_day < %s"  # noqa: S608
+    sql = pg.SQL("UPDATE {} SET on_day = %s WHERE on_day < %s").format(pg.Identifier(table))
     return sql, [opening_before - timedelta(days=1), opening_before]
 
 
@@ -341,10 +413,14 @@ def _create_python_day_table(
     n = len(fact_columns(ds))
     # Computed before the COPY starts: computing them reads from the same connection.
     rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
-    partials = each_value(n, "part_{i} bigint")
-    cursor.execute(f"DROP TABLE IF EXISTS {table}")
-    cursor.execute(f"CREATE TEMP TABLE {table} (on_day date, scope text, scope_id text, {partials})")
-    with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+    name = pg.Identifier(table)
+    cursor.execute(pg.SQL("DROP TABLE IF EXISTS {}").format(name))
+    cursor.execute(
+        pg.SQL("CREATE TEMP TABLE {} (on_day date, scope text, scope_id text, {})").format(
+            name, each_value(n, lambda i: pg.SQL("{} bigint").format(part(i)))
+        )
+    )
+    with cursor.cursor.copy(pg.SQL("COPY {} FROM STDIN").format(name)) as copy:
         for row in rows:
             copy.write_row(row)
     if opening_before is not None:
@@ -354,7 +430,7 @@ def _create_python_day_table(
 def periods_from_days(
     ctx: Context,
     ds: Dataset,
-    source: str,
+    source: pg.Composable,
     params: Sequence[Any],
     *,
     grans: Sequence[str],
@@ -367,40 +443,44 @@ def periods_from_days(
     without a user, for the company), teams by each user's current team.
     """
     columns = fact_columns(ds)
-    sums: dict[str, str | dict[str, str]] = {}
+    sums: dict[str, pg.Composable | dict[str, pg.Composable]] = {}
     for i, c in enumerate(columns):
+        total = pg.SQL("sum({})").format(part(i))
         if c.granularity is None:
-            sums[c.measure] = f"sum(part_{i})"
+            sums[c.measure] = total
         elif c.granularity in grans:
-            sums.setdefault(c.measure, {})[c.granularity] = f"sum(part_{i})"  # type: ignore[index]
+            sums.setdefault(c.measure, {})[c.granularity] = total  # type: ignore[index]
     buckets, bucket_params = [], []
     for g in grans:
-        first = trunc_day(g, "on_day")
+        first = trunc_day(g)
         if only is None:
-            buckets.append(f"{first} AS period_{g}")
+            buckets.append(pg.SQL("{} AS {}").format(first, period(g)))
         else:
             # Rows of the periods not wanted fall into one NULL bucket per scope, which is not read.
-            buckets.append(f"CASE WHEN {first} = ANY(%s::date[]) THEN {first} END AS period_{g}")
+            buckets.append(
+                pg.SQL("CASE WHEN {0} = ANY(%s::date[]) THEN {0} END AS {1}").format(first, period(g))
+            )
             bucket_params.append(sorted(set(only.get(g, ()))))
-    partials = each_value(len(columns), "part_{i}")
     out: Grouped = {}
     for scope in scope_sets(ds):
-        scopes = {scope: f"by_{scope}"} if scope else {}
-        scope_cols, join = (f", scope_id AS by_{scope}" if scope else ""), ""
+        scopes = {scope: by(scope)} if scope else {}
+        scope_cols = [pg.SQL("scope_id AS {}").format(by(scope))] if scope else []
+        join = pg.SQL("")
         if scope == Scope.USER and Scope.TEAM in ds.scopes:
-            scope_cols += ", u.team_id AS by_team"
-            join = "LEFT JOIN accounts_user u ON u.id = NULLIF(src.scope_id, '')::bigint"
-            scopes[Scope.TEAM] = "by_team"
-        rows = (
-            f"SELECT {', '.join(buckets)}{scope_cols}, {partials} "  # noqa: S608
-            f"FROM ({source}) AS src {join} "
-            f"WHERE scope = '{scope or ''}'"
+            scope_cols.append(pg.SQL("u.team_id AS {}").format(by(Scope.TEAM)))
+            join = pg.SQL("LEFT JOIN accounts_user u ON u.id = NULLIF(src.scope_id, '')::bigint")
+            scopes[Scope.TEAM] = by(Scope.TEAM)
+        rows = pg.SQL("SELECT {} FROM ({}) AS src {} WHERE scope = {}").format(
+            pg.SQL(", ").join([*buckets, *scope_cols, parts(len(columns))]),
+            source,
+            join,
+            pg.Literal(scope or ""),
         )
         out.update(
             grouping_sets_query(
                 rows,
                 [*bucket_params, *params],
-                buckets={g: f"period_{g}" for g in grans},
+                buckets={g: period(g) for g in grans},
                 scopes=scopes,
                 aggregates=sums,
                 company=scope in (None, Scope.USER),
@@ -409,11 +489,16 @@ def periods_from_days(
     return out
 
 
+def period(granularity: str) -> pg.Identifier:
+    """The column of a row's ``granularity`` period (its first day)."""
+    return pg.Identifier(f"period_{granularity}")
+
+
 @dataclass(frozen=True)
 class Query:
     """A grouping-sets query: its SQL and parameters, and how to read its result rows."""
 
-    sql: str
+    sql: pg.Composable
     params: list[Any]
     read: Callable[[Iterable[Sequence[Any]]], Grouped]
 
@@ -424,13 +509,13 @@ class Query:
 
 
 def grouping_sets_query(
-    inner_sql: str,
+    inner_sql: pg.Composable,
     params: Sequence[Any],
     *,
-    buckets: Mapping[str, str],
-    scopes: Mapping[str, str],
-    aggregates: Mapping[str, str | Mapping[str, str]],
-    where: str = "",
+    buckets: Mapping[str, pg.Composable],
+    scopes: Mapping[str, pg.Composable],
+    aggregates: Mapping[str, pg.Composable | Mapping[str, pg.Composable]],
+    where: pg.Composable = NOTHING,
     company: bool = True,
 ) -> Grouped:
     """Run ``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once
@@ -441,13 +526,13 @@ def grouping_sets_query(
 
 
 def grouping_sets(
-    inner_sql: str,
+    inner_sql: pg.Composable,
     params: Sequence[Any],
     *,
-    buckets: Mapping[str, str],
-    scopes: Mapping[str, str],
-    aggregates: Mapping[str, str | Mapping[str, str]],
-    where: str = "",
+    buckets: Mapping[str, pg.Composable],
+    scopes: Mapping[str, pg.Composable],
+    aggregates: Mapping[str, pg.Composable | Mapping[str, pg.Composable]],
+    where: pg.Composable = NOTHING,
     company: bool = True,
 ) -> Query:
     """``aggregates`` over ``inner_sql`` grouped by every (bucket) and (bucket, scope) set at once.
@@ -464,16 +549,16 @@ def grouping_sets(
     for gi, (g, bucket) in enumerate(buckets.items()):
         bit_g = 1 << (len(columns) - 1 - gi)
         if company or not scopes:
-            sets.append(f"({bucket})")
+            sets.append(pg.SQL("({})").format(bucket))
             masks[full ^ bit_g] = (g, Scope.COMPANY, None)
         for si, (scope, col) in enumerate(scopes.items()):
             bit_s = 1 << (len(columns) - 1 - len(buckets) - si)
-            sets.append(f"({bucket}, {col})")
+            sets.append(pg.SQL("({}, {})").format(bucket, col))
             masks[full ^ bit_g ^ bit_s] = (g, scope, len(buckets) + si)
-    agg_cols: list[str] = []
+    agg_cols: list[pg.Composable] = []
     agg_index: dict[str, int | dict[str, int]] = {}
     for name, sql in aggregates.items():
-        if isinstance(sql, str):
+        if isinstance(sql, pg.Composable):
             agg_index[name] = len(agg_cols)
             agg_cols.append(sql)
         else:
@@ -481,10 +566,15 @@ def grouping_sets(
             for g, g_sql in sql.items():
                 agg_index[name][g] = len(agg_cols)  # type: ignore[index]
                 agg_cols.append(g_sql)
-    grouping = f"GROUPING({', '.join(columns)})"
+    grouping = pg.SQL("GROUPING({})").format(pg.SQL(", ").join(columns))
     # Named, so the result can also be kept as a table (see facts.Prefetch).
-    select = ", ".join(f"{c} AS col_{i}" for i, c in enumerate([grouping, *columns, *agg_cols]))
-    sql = f"SELECT {select} FROM ({inner_sql}) AS t {where} GROUP BY GROUPING SETS ({', '.join(sets)})"  # noqa: S608
+    select = pg.SQL(", ").join(
+        pg.SQL("{} AS {}").format(c, pg.Identifier(f"col_{i}"))
+        for i, c in enumerate([grouping, *columns, *agg_cols])
+    )
+    sql = pg.SQL("SELECT {} FROM ({}) AS t {} GROUP BY GROUPING SETS ({})").format(
+        select, inner_sql, where, pg.SQL(", ").join(sets)
+    )
     bucket_pos = {g: i + 1 for i, g in enumerate(buckets)}
     first_agg = 1 + len(columns)
     names = list(agg_index)
@@ -531,7 +621,7 @@ def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans)
     """Non-additive measures (percentiles, means, distinct counts) straight from the records dated in
     ``spans``, for every period of ``grans`` × scope, in one grouped query."""
     inner_sql, params, where = inner_query(ctx, ds, day=False, grans=grans, spans=spans)
-    aggregates: dict[str, str | dict[str, str]] = {}
+    aggregates: dict[str, pg.Composable | dict[str, pg.Composable]] = {}
     for c in fact_columns(ds):
         if c.granularity is None:
             aggregates[c.measure] = c.sql
@@ -540,8 +630,8 @@ def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans)
     return grouping_sets(
         inner_sql,
         params,
-        buckets={g: f"period_{g}" for g in grans},
-        scopes={s: f"by_{s}" for s in ds.scopes},
+        buckets={g: period(g) for g in grans},
+        scopes={s: by(s) for s in ds.scopes},
         aggregates=aggregates,
         where=where,
     )
@@ -562,7 +652,10 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     after = max(p.next().first_day for p in periods.values())
     inner_sql, params, where = inner_query(ctx, ds, day=False, grans=(), spans=[(first, after)])
     columns = fact_columns(ds)
-    in_period, in_params, aggregates, slots = [], [], [], []
+    in_period: list[pg.Composable] = []
+    in_params: list[Any] = []
+    aggregates: list[pg.Composable] = []
+    slots: list[tuple[list[str], str]] = []
     if ds.as_of_run:
         # Every record counts in every current period: each measure once, copied to every granularity.
         for c in columns:
@@ -572,22 +665,26 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         for g, p in periods.items():
             # The current period as a boolean column of the inner query (its bounds as parameters).
             lo, hi = (p.first_day, p.next().first_day) if ds.date_is_day else (p.start, p.end)
-            in_period.append(f"(at_time >= %s AND at_time < %s) AS in_{g}")
+            in_g = pg.Identifier(f"in_{g}")
+            in_period.append(pg.SQL("(at_time >= %s AND at_time < %s) AS {}").format(in_g))
             in_params += [lo, hi]
             for c in columns:
                 if c.granularity not in (None, g):
                     continue
-                sql = c.sql.replace(" FILTER (WHERE ", f" FILTER (WHERE in_{g} AND ", 1)
-                aggregates.append(sql if "FILTER" in sql else f"{sql} FILTER (WHERE in_{g})")
+                aggregates.append(c.filtered(in_g))
                 slots.append(([g], c.measure))
     scopes = list(ds.scopes)
-    scope_columns = [f"by_{s}" for s in scopes]
-    sets = ", ".join([*(f"({c})" for c in scope_columns), "()"])
-    grouping = f"GROUPING({', '.join(scope_columns)})" if scope_columns else "0"
-    sql = (
-        f"SELECT {grouping}, {', '.join([*scope_columns, *aggregates])} "  # noqa: S608
-        f"FROM (SELECT {', '.join(['*', *in_period])} FROM ({inner_sql}) AS i) AS t {where} "
-        f"GROUP BY GROUPING SETS ({sets})"
+    scope_columns = [by(s) for s in scopes]
+    sets = pg.SQL(", ").join([*(pg.SQL("({})").format(c) for c in scope_columns), pg.SQL("()")])
+    grouping = (
+        pg.SQL("GROUPING({})").format(pg.SQL(", ").join(scope_columns)) if scope_columns else pg.SQL("0")
+    )
+    sql = pg.SQL("SELECT {} FROM (SELECT {} FROM ({}) AS i) AS t {} GROUP BY GROUPING SETS ({})").format(
+        pg.SQL(", ").join([grouping, *scope_columns, *aggregates]),
+        pg.SQL(", ").join([pg.SQL("*"), *in_period]),
+        inner_sql,
+        where,
+        sets,
     )
     full = (1 << len(scopes)) - 1
     masks = {full: None, **{full ^ (1 << (len(scopes) - 1 - i)): i for i in range(len(scopes))}}
