@@ -178,14 +178,20 @@ class KpiFact(models.Model):
     """Totals of one KPI dataset's additive measures for one day or month and one user or source.
 
     The KPI engine's intermediate layer (``metrics.kpis.facts``): a full rebuild writes them from the
-    records, the every-few-minutes run rewrites only the days whose records changed, and every period's
-    counts and sums are added up from them (weeks from days, longer periods from months). ``values``
-    holds the dataset's measures in declaration order as integers (sums of money in cents).
+    records, the every-few-minutes run rewrites only the days whose records changed and re-adds their
+    weeks and months from the day facts, and every period's counts and sums are added up from them
+    (weeks from week facts, longer periods from month facts).
+
+    ``values`` holds the dataset's measures as integers (sums of money in cents), in the order that
+    ``KpiFactState.measures`` names: ``values[1]`` (SQL arrays count from 1) is ``measures[1]``. An
+    array rather than a column per measure, because every dataset has measures of its own; rather than
+    JSON, because the engine adds up and compares hundreds of thousands of them per run.
     ``scope`` is "user" (``scope_id`` the user's id, "" for no user), "source" or "" (neither).
     """
 
     class Grain(models.TextChoices):
         DAY = "day", _("Day")
+        WEEK = "week", _("Week")
         MONTH = "month", _("Month")
 
     dataset = models.CharField(_("dataset"), max_length=40)
@@ -237,6 +243,16 @@ class KpiFactState(models.Model):
         help_text=_("Teams, seats, spend, costs, settings, stages and surveys when snapshots were written."),
     )
     long_inputs = models.CharField(_("inputs signature of quarters and years"), max_length=64, blank=True)
+    measures = ArrayField(
+        models.CharField(max_length=80),
+        verbose_name=_("measures"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "What each of the facts' values holds, in order; a measure counted per granularity is named "
+            "measure@granularity."
+        ),
+    )
 
     class Meta:
         verbose_name = _("KPI fact state")

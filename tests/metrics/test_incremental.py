@@ -153,6 +153,21 @@ def test_incremental_runs_leave_what_a_full_rebuild_leaves(company):
     assert facts_table() == incremental_facts
 
 
+def test_stored_facts_name_what_each_of_their_values_holds(company):
+    snapshots_rebuild_all()
+    states = dict(KpiFactState.objects.values_list("dataset", "measures"))
+    for dataset, values in KpiFact.objects.values_list("dataset", "values"):
+        assert len(values) == len(states[dataset]), dataset
+    closed = states["closed_deals"]
+    assert closed[:4] == ["won", "closed", "won_amount", "closed_amount"]
+    # Read by name: the month facts of the deals won in the last year (800 + 300 + 1200), in cents.
+    months = KpiFact.objects.filter(dataset="closed_deals", grain="month", scope="user")
+    won_cents = sum(v[closed.index("won_amount")] for v in months.values_list("values", flat=True))
+    assert won_cents == 230_000
+    # A measure counted per granularity is named per granularity.
+    assert any("@" in name for names in states.values() for name in names)
+
+
 def test_recent_run_recomputes_only_the_periods_changes_count_for(company):
     snapshots_rebuild_all()
     quiet = snapshots_recompute_recent()
