@@ -9,8 +9,10 @@
 Pure functions over snapshot values (per segment: numerator, denominator, value, sample size).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Protocol
 
 ZERO = Decimal(0)
 
@@ -82,6 +84,28 @@ def of_ratio(
     return found
 
 
+class Snapshot(Protocol):
+    """What a contribution reads of a segment's snapshot (a row or its values)."""
+
+    value: Decimal | None
+    numerator: Decimal | None
+    denominator: Decimal | None
+    sample_size: int | None
+
+
+def segment(s: Snapshot) -> Segment:
+    return Segment(s.value, s.numerator, s.denominator, s.sample_size)
+
+
+def compared_segment(compared: Mapping[str, Any]) -> Segment:
+    """A segment's numbers over the same elapsed days of the period before (a snapshot's ``compared``)."""
+
+    def dec(key: str) -> Decimal | None:
+        return None if compared.get(key) is None else Decimal(str(compared[key]))
+
+    return Segment(dec("value"), dec("numerator"), dec("denominator"), compared.get("n"))
+
+
 def top(contributions: list[Contribution], *, minimum: int, count: int = 3) -> tuple[list, list]:
     """The ``count`` segments that pushed the KPI up most and down most (by rate effect for a ratio),
     leaving out segments whose sample is below ``minimum``."""
@@ -89,3 +113,14 @@ def top(contributions: list[Contribution], *, minimum: int, count: int = 3) -> t
     up = sorted((c for c in ranked if c.ranked_by > 0), key=lambda c: c.ranked_by, reverse=True)[:count]
     down = sorted((c for c in ranked if c.ranked_by < 0), key=lambda c: c.ranked_by)[:count]
     return up, down
+
+
+def biggest(contributions: list[Contribution], *, minimum: int) -> Contribution | None:
+    """The segment that moved the KPI most in the direction it moved (by rate effect for a ratio): the
+    one a one-sentence summary names. None when no segment with enough sample moved it that way."""
+    change = sum((c.total for c in contributions), ZERO)
+    if not change:
+        return None
+    up, down = top(contributions, minimum=minimum, count=1)
+    found = up if change > 0 else down
+    return found[0] if found else None

@@ -25,11 +25,12 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import Team, User
-from metrics import selectors, stats
+from metrics import contribution, selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import registry
 from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Question, Significance, Unit
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
+from metrics.kpis.dimensions import DIMENSIONS
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
 from metrics.selectors import SnapshotValues
@@ -164,6 +165,8 @@ class Card:
     now: datetime | None = None
     # Counts to test instead of the two values (e.g. months taken together, whose values are means).
     counts: tuple[Decimal, Decimal] | None = None
+    # One sentence naming the team or person that moved the number most (KPIS.md §10.4; managers).
+    why: str | None = None
 
     @property
     def value(self) -> Decimal | None:
@@ -567,6 +570,86 @@ def build_cards(
         )
     families = [(label, by_family[value]) for value, label in Family.choices if value in by_family]
     return families, series
+
+
+def explain(
+    kpi: Kpi,
+    now: dict[str, "SnapshotValues | KpiSnapshot"],
+    before: dict[str, "SnapshotValues | KpiSnapshot"],
+    *,
+    like_for_like: bool,
+) -> list[contribution.Contribution] | None:
+    """The change of ``kpi`` split over the segments of a breakdown (KPIS.md §10.4): ``now`` and
+    ``before`` are the segments' snapshots of the shown period and the one before, by scope id.
+
+    With ``like_for_like`` (the shown week or month is still running), each segment is compared with
+    the same elapsed days of the period before, as the engine stored them with its snapshot (as the card
+    itself is); a KPI without such values is compared with the whole period before, as its card is.
+    None for a KPI that is neither a ratio nor a sum (a median, a state).
+    """
+    if kpi.unit == Unit.PERCENT:
+        scale: Decimal | None = Decimal(100)
+    elif kpi.unit in (Unit.COUNT, Unit.CURRENCY) and kpi.basis == Basis.PERIOD:
+        scale = None
+    else:
+        return None
+    segments_now = {key: contribution.segment(s) for key, s in now.items()}
+    segments_before = {}
+    if like_for_like:
+        compared = {key: kpi.details_of(s.extra).compared for key, s in now.items()}
+        segments_before = {key: contribution.compared_segment(c) for key, c in compared.items() if c}
+    if not segments_before:
+        segments_before = {key: contribution.segment(s) for key, s in before.items()}
+    if not segments_before:
+        return None
+    if scale is not None:
+        return contribution.of_ratio(segments_now, segments_before, scale)
+    return contribution.of_sums(segments_now, segments_before)
+
+
+def why_sentence(
+    kpi: Kpi, found: list[contribution.Contribution] | None, names: dict[str, str]
+) -> str | None:
+    """E.g. "Mostly North: +4.2 pp (n = 38)": the segment that moved the number most its way."""
+    if not found:
+        return None
+    top = contribution.biggest(found, minimum=kpi.min_sample)
+    if top is None:
+        return None
+    values = {"name": names.get(top.key, top.key), "change": format_change(kpi, top.ranked_by)}
+    if top.n is None:
+        return _("Mostly %(name)s: %(change)s") % values
+    return _("Mostly %(name)s: %(change)s (n = %(n)s)") % {**values, "n": top.n}
+
+
+def explain_cards(families: list[tuple[str, list[Card]]], filters: Filters, user: User) -> None:
+    """Give each card the one-sentence summary of why it changed: by team on the company's dashboard, by
+    person on a team's. Two queries (the segments' snapshots, their names); managers only."""
+    if not user.is_manager or filters.scope not in (Scope.COMPANY, Scope.TEAM):
+        return
+    scope = Scope.TEAM if filters.scope == Scope.COMPANY else Scope.USER
+    members = None
+    if filters.team is not None:
+        members = [str(pk) for pk in filters.team.members.values_list("pk", flat=True)]
+    cards = [c for _label, cards in families for c in cards if scope in c.kpi.scopes and c.value is not None]
+    current, previous = filters.period.start, filters.period.previous().start
+    segments = selectors.kpi_segments(
+        user=user,
+        kpis=[c.kpi.code for c in cards],
+        granularity=filters.granularity,
+        period_starts=[current, previous],
+        scope=scope,
+        scope_ids=members,
+    )
+    if not segments:
+        return
+    keys = {key for rows in segments.values() for key in rows}
+    names = DIMENSIONS[scope].names(keys)
+    for card in cards:
+        now = segments.get((card.kpi.code, current), {})
+        before = segments.get((card.kpi.code, previous), {})
+        found = explain(card.kpi, now, before, like_for_like=filters.running)
+        card.why = why_sentence(card.kpi, found, names)
 
 
 def scorecard(families: list[tuple[str, list[Card]]]) -> list[dict[str, Any]]:

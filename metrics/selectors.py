@@ -105,6 +105,32 @@ def kpi_breakdown(
     return qs.order_by("scope_id")
 
 
+def kpi_segments(
+    *,
+    user: User,
+    kpis: Iterable[str],
+    granularity: str,
+    period_starts: Sequence[datetime],
+    scope: str,
+    scope_ids: Iterable[str] | None = None,
+) -> dict[tuple[str, datetime], dict[str, SnapshotValues]]:
+    """Snapshots of ``kpis`` per team, user or source (``scope``; of ``scope_ids`` only, if given) for
+    a few periods, by (code, period start) and scope id: one query. Managers only (a breakdown shows
+    other people's numbers); anyone else gets nothing."""
+    if not user.is_manager:
+        return {}
+    qs = KpiSnapshot.objects.filter(
+        kpi__in=list(kpis), granularity=granularity, period_start__in=list(period_starts), scope=scope
+    )
+    if scope_ids is not None:
+        qs = qs.filter(scope_id__in=list(scope_ids))
+    found: dict[tuple[str, datetime], dict[str, SnapshotValues]] = defaultdict(dict)
+    rows = qs.values_list("kpi", "period_start", "scope_id", *SnapshotValues._fields)
+    for kpi, start, scope_id, *columns in rows:
+        found[(kpi, start)][scope_id] = SnapshotValues(*columns)
+    return dict(found)
+
+
 def kpi_values_by_scope(
     *, kpis: Iterable[str], granularity: str, period_start: datetime, scope: str
 ) -> dict[str, dict[str, Decimal | None]]:

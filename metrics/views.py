@@ -5,7 +5,6 @@ always through the CRM's access selectors. A rep sees the same pages for their o
 """
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -75,6 +74,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         families, series = dashboard.build_cards(filters)
         families = dashboard.for_role(families, request.user)
         charts = dashboard.build_charts(filters, series, request.user)
+        dashboard.explain_cards(families, filters, request.user)
         scorecard = dashboard.scorecard(families) if request.user.is_manager else []
         context = {"families": families, "charts": charts, "query": query, "scorecard": scorecard}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)
@@ -229,9 +229,10 @@ def _breakdowns(user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict]:
 def _why_it_changed(
     user: User, kpi: Kpi, filters: dashboard.Filters, scope: str, rows: list, names: dict[str, str]
 ) -> dict | None:
-    """The change from the previous period split over this breakdown's segments (KPIS.md §10.4): the
-    three that pushed it up most and down most, with their n; None when the KPI is neither a sum nor a
-    ratio (a median, a state) or there is nothing to compare with."""
+    """The change split over this breakdown's segments (KPIS.md §10.4), against what the card compares
+    with (the same elapsed days of the period before while a week or month runs, else the whole period
+    before): the three that pushed it up most and down most, with their n; None when the KPI is neither
+    a sum nor a ratio (a median, a state) or there is nothing to compare with."""
     before_rows = selectors.kpi_breakdown(
         user=user,
         kpi=kpi.code,
@@ -240,21 +241,12 @@ def _why_it_changed(
         scope=scope,
     )
 
-    def segments(snapshots) -> dict[str, contribution.Segment]:
-        return {
-            s.scope_id: contribution.Segment(s.value, s.numerator, s.denominator, s.sample_size)
-            for s in snapshots
-        }
-
-    now, before = segments(rows), segments(before_rows)
-    if not before:
-        return None
-    if kpi.unit == Unit.PERCENT:
-        found = contribution.of_ratio(now, before, Decimal(100))
-    elif kpi.unit in (Unit.COUNT, Unit.CURRENCY) and kpi.basis == Basis.PERIOD:
-        found = contribution.of_sums(now, before)
-    else:
-        return None
+    found = dashboard.explain(
+        kpi,
+        {s.scope_id: s for s in rows},
+        {s.scope_id: s for s in before_rows},
+        like_for_like=filters.running,
+    )
     if not found:
         return None
     up, down = contribution.top(found, minimum=kpi.min_sample)

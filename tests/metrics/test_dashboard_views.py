@@ -144,10 +144,12 @@ def test_dashboard_queries_do_not_grow_with_periods_or_reps(client, manager, dja
                 snap(code, period, i + 1)
             for r in range(reps):
                 snap("win_rate", period, r, scope=Scope.USER, scope_id=str(make_user().pk if i == 0 else r))
+                snap("win_rate", period, r, scope=Scope.TEAM, scope_id=str(r), numerator=r, denominator=10)
 
     fill(reps=2, periods=3)
     client.get(reverse("metrics:dashboard"))
-    with django_assert_max_num_queries(12) as small:
+    # The session and user, the run, targets, snapshots, the teams' snapshots and their names, …
+    with django_assert_max_num_queries(13) as small:
         client.get(reverse("metrics:dashboard"), {"count": "36"})
     KpiSnapshot.objects.all().delete()
     fill(reps=20, periods=36)
@@ -420,23 +422,75 @@ def test_dashboard_card_shows_the_pace(client, manager):
     assert ("too early for a pace" in body) if elapsed < 0.2 else ("at this pace:" in body)
 
 
-def test_kpi_page_explains_the_change_by_team_for_managers(client, manager):
+def win_rate_by_team():
+    """Last month's win rate and the month before, per team: North won 10 of 20 then 12 of 20, South 5
+    of 20 then 3 of 10 (the company 37.5 % then 50 %)."""
     north, south = make_team(name="North"), make_team(name="South")
     now, before = current().previous(), current().previous().previous()
     plan = ((before, {north: (10, 20), south: (5, 20)}), (now, {north: (12, 20), south: (3, 10)}))
     for period, counts in plan:
         won = sum(c[0] for c in counts.values())
         closed = sum(c[1] for c in counts.values())
-        snap("win_rate", period, str(100 * won / closed), numerator=won, denominator=closed)
+        total = {"numerator": won, "denominator": closed, "sample_size": closed}
+        snap("win_rate", period, str(100 * won / closed), **total)
         for team, (x, n) in counts.items():
             snap("win_rate", period, str(100 * x / n), scope=Scope.TEAM, scope_id=str(team.pk), numerator=x,
                  denominator=n, sample_size=n)  # fmt: skip
+    return north, now
+
+
+def test_kpi_page_explains_the_change_by_team_for_managers(client, manager):
+    _north, now = win_rate_by_team()
     url = reverse("metrics:kpi_detail", args=["win_rate"])
     body = client.get(url, {"period": now.first_day.isoformat()}).content.decode()
     section = body[body.index("Why it changed") :]
     # North: rate +5.0 pp, mix +10.0 pp; South: rate +2.5, mix −5.0 (as in test_contribution.py).
     assert "North" in section and "+15.0 pp" in section and "+5.0 pp" in section and "+10.0 pp" in section
     assert "South" in section and "+2.5 pp" in section and "-5.0 pp" in section
+
+
+def test_cards_and_scorecard_name_the_team_that_moved_the_number(client, manager):
+    north, now = win_rate_by_team()
+    query = {"period": now.first_day.isoformat()}
+    body = client.get(reverse("metrics:dashboard"), query).content.decode()
+    # Win rate 37.5 % → 50 %: North's own rate rose 5.0 pp (South's 2.5 pp), ranked by rate effect.
+    card = body[body.index('class="kpi-label">Win rate<') :]
+    assert "Mostly North: +5.0 pp (n = 20)" in card[: card.index("</a>")]
+    scorecard = body[body.index("scorecard-title") : body.index("</table>")]
+    assert "Mostly North: +5.0 pp (n = 20)" in scorecard
+    # Below the minimum sample a team is not named (it stays in the KPI page's table).
+    KpiSnapshot.objects.filter(kpi="win_rate", scope=Scope.TEAM, scope_id=str(north.pk)).update(sample_size=2)
+    KpiSnapshot.objects.filter(kpi="win_rate", scope=Scope.TEAM, scope_id=str(north.pk)).update(denominator=2)
+    bump_generation()
+    assert "Mostly North" not in client.get(reverse("metrics:dashboard"), query).content.decode()
+    # A rep's dashboard names no one.
+    rep = make_user(team=north)
+    client.force_login(rep)
+    assert "Mostly" not in client.get(reverse("metrics:dashboard"), query).content.decode()
+
+
+def test_the_sentence_of_a_running_month_compares_the_same_days(client, manager):
+    north, south = make_team(name="North"), make_team(name="South")
+    now = current()
+    span = {
+        "from": now.previous().first_day.isoformat(),
+        "until": now.previous().first_day.isoformat(),
+        "days": 1,
+    }
+
+    def compared(value):
+        return {"compared": {"value": value, "numerator": None, "denominator": None, "n": None, **span}}
+
+    # So far this month North sold 500 (100 on the same days last month), South 50 (300).
+    snap("revenue_won", now, "550", extra=compared(400))
+    snap("revenue_won", now, "500", scope=Scope.TEAM, scope_id=str(north.pk), extra=compared(100))
+    snap("revenue_won", now, "50", scope=Scope.TEAM, scope_id=str(south.pk), extra=compared(300))
+    # The whole of last month, which a running month is not compared with.
+    snap("revenue_won", now.previous(), "1000")
+    snap("revenue_won", now.previous(), "1000", scope=Scope.TEAM, scope_id=str(north.pk))
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    card = body[body.index('class="kpi-label">Revenue won<') :]
+    assert "Mostly North: +400 EUR" in card[: card.index("</a>")]
 
 
 def test_kpi_page_queries_do_not_grow_with_teams_and_people(client, manager, django_assert_max_num_queries):
