@@ -66,6 +66,14 @@ class Filters:
 
         return f"{period_label(self.period)} · {Granularity(self.granularity).label}"
 
+    def scope_of(self, kpi: Kpi) -> str:
+        """The scope ``kpi`` is read in: a support agent's CSAT and CES are those of the tickets they
+        were assigned (the agent scope), not of the customers they own (none)."""
+        person = self.rep
+        if self.scope == Scope.USER and person is not None and person.is_agent and Scope.AGENT in kpi.scopes:
+            return Scope.AGENT
+        return self.scope
+
     @property
     def running(self) -> bool:
         """The shown period has not ended: its numbers are to date (KPIS.md §10.1)."""
@@ -523,19 +531,31 @@ def visible_kpis(filters: Filters) -> list[Kpi]:
     ]
 
 
+def _by_scope(filters: Filters, kpis: list[Kpi]) -> dict[str, list[str]]:
+    """The codes of ``kpis`` per scope they are read in (one scope, but for a support agent two)."""
+    found: dict[str, list[str]] = {}
+    for kpi in kpis:
+        found.setdefault(filters.scope_of(kpi), []).append(kpi.code)
+    return found
+
+
 def load_series(filters: Filters, kpis: list[Kpi]) -> dict[str, dict[date, SnapshotValues]]:
-    """Every snapshot of ``kpis`` for the filters' scope and periods: one query."""
-    return selectors.kpi_series(
-        kpis=[k.code for k in kpis],
-        granularity=filters.granularity,
-        periods=filters.periods_read,
-        scope=filters.scope,
-        scope_id=filters.scope_id,
-    )
+    """Every snapshot of ``kpis`` for the filters' scope and periods: one query (per scope read)."""
+    series: dict[str, dict[date, SnapshotValues]] = {}
+    for scope, codes in _by_scope(filters, kpis).items():
+        series |= selectors.kpi_series(
+            kpis=codes,
+            granularity=filters.granularity,
+            periods=filters.periods_read,
+            scope=scope,
+            scope_id=filters.scope_id,
+        )
+    return series
 
 
 def load_targets(filters: Filters, kpis: list[Kpi]) -> dict[str, dict[date, KpiTarget]]:
-    """The targets of ``kpis`` for the filters' scope and periods: one query."""
+    """The targets of ``kpis`` for the filters' scope and periods: one query (targets are set for the
+    company, teams and people)."""
     return selectors.kpi_targets(
         kpis=[k.code for k in kpis],
         granularity=filters.granularity,

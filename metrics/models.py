@@ -21,8 +21,9 @@ class Granularity(models.TextChoices):
 
 
 class Scope(models.TextChoices):
-    """Whose number a snapshot row is: the company's, a team's, a user's, an acquisition channel's, or (for
-    the survey response rates, KPIS.md §10.12) one survey kind's or one trigger's."""
+    """Whose number a snapshot row is: the company's, a team's, a user's, an acquisition channel's, (for
+    the survey response rates, KPIS.md §10.12) one survey kind's or one trigger's, or (for CSAT and CES)
+    one support agent's: the answers about the tickets they were assigned."""
 
     COMPANY = "company", _("Company")
     TEAM = "team", _("Team")
@@ -30,6 +31,7 @@ class Scope(models.TextChoices):
     SOURCE = "source", _("Source")
     SURVEY = "survey", _("Survey kind")
     TRIGGER = "trigger", _("Survey trigger")
+    AGENT = "agent", _("Support agent")
 
 
 # The scopes a target can be set for and a dashboard shown for: the others are breakdowns only.

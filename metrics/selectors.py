@@ -95,13 +95,18 @@ def kpi_targets(
     return targets
 
 
+# The scopes whose rows are one person's numbers.
+PERSONAL_SCOPES = (Scope.USER, Scope.AGENT)
+
+
 def kpi_breakdown(
     *, user: User, kpi: str, granularity: str, period_start: datetime, scope: str
 ) -> QuerySet[KpiSnapshot]:
-    """One KPI's snapshots for one period across the teams, users or sources ``user`` may see."""
+    """One KPI's snapshots for one period across the teams, users or sources ``user`` may see: a manager
+    all of them, anyone else their own row of a per-person (or per-agent) breakdown."""
     qs = KpiSnapshot.objects.filter(kpi=kpi, granularity=granularity, period_start=period_start, scope=scope)
     if not user.is_manager:
-        qs = qs.filter(scope=Scope.USER, scope_id=str(user.pk)) if scope == Scope.USER else qs.none()
+        qs = qs.filter(scope_id=str(user.pk)) if scope in PERSONAL_SCOPES else qs.none()
     return qs.order_by("scope_id")
 
 

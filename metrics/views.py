@@ -131,7 +131,7 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
                 kpi_code=kpi.code,
                 granularity=filters.granularity,
                 period_start=filters.period.start,
-                scope=filters.scope,
+                scope=filters.scope_of(kpi),
                 scope_id=filters.scope_id,
                 part=part,
             )
@@ -506,7 +506,8 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
     else:
         series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
         who = str(filters.rep or filters.team or _("Company"))
-        rows = [_export_row(kpi, p, filters.scope, who, series.get(p.first_day)) for p in filters.periods]
+        scope = filters.scope_of(kpi)
+        rows = [_export_row(kpi, p, scope, who, series.get(p.first_day)) for p in filters.periods]
         name = f"{kpi.code}-{filters.granularity}-{filters.period.first_day}"
     security_log(kind="export", request=request, what=f"kpi:{kpi.code}", format=fmt, rows=len(rows))
     if fmt == "xlsx":

@@ -34,7 +34,7 @@ class Dimension:
     label: Promise
     # The names of the rows' scope ids (one query at most).
     names: Callable[[Iterable[str]], dict[str, str]]
-    # A rep sees their own row of a per-person breakdown; the other dimensions are for managers.
+    # A rep or an agent sees their own row of a per-person breakdown; the others are for managers.
     own_row: bool = False
 
 
@@ -46,6 +46,7 @@ DIMENSIONS = {
         Dimension(Scope.SOURCE, _("By channel"), _choice_names(Source)),
         Dimension(Scope.SURVEY, _("By survey kind"), _choice_names(Survey.Kind)),
         Dimension(Scope.TRIGGER, _("By trigger"), _choice_names(Survey.Trigger)),
+        Dimension(Scope.AGENT, _("By support agent"), _user_names, own_row=True),
     )
 }
 

@@ -42,7 +42,14 @@ from metrics.periods import Period
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
 
 Z95 = 1.96
-ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+# Per owner (the account owner when the customer answered), and per support agent: the assignee of the
+# ticket a CSAT or CES survey asked about (an agent's own satisfaction numbers, KPIS.md §10.5 item 6).
+ANSWER_SCOPES = {
+    Scope.USER: "owner_id",
+    Scope.TEAM: "owner__team_id",
+    Scope.AGENT: "invitation__ticket__assignee_id",
+}
+SERVICE_ANSWER_SCOPES = (*ALL_SCOPES, Scope.AGENT)
 INVITATION_SCOPES = {
     Scope.USER: "customer__owner_id",
     Scope.TEAM: "customer__owner__team_id",
@@ -406,6 +413,7 @@ CSAT_PERCENT = Kpi(
         "95-percent interval and the mean"
     ),
     compute=_csat_percent,
+    scopes=SERVICE_ANSWER_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("csat_top", "csat_n", _("Satisfied (4–5)")),
     detail=ProportionDetail,
@@ -424,6 +432,7 @@ CSAT_MEAN = Kpi(
     better=Better.UP,
     formula=_("mean of the CSAT answers (1–5) given in the period"),
     compute=_mean("csat", (1, 5)),
+    scopes=SERVICE_ANSWER_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("csat_sum", "csat_n", _("Answers (their scores add up)")),
     detail=MeanDetail,
@@ -443,6 +452,7 @@ CES_MEAN = Kpi(
         "(5–7)"
     ),
     compute=_mean("ces", (1, 7)),
+    scopes=SERVICE_ANSWER_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("ces_sum", "ces_n", _("Answers (their scores add up)")),
     detail=MeanDetail,

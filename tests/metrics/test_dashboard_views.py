@@ -578,10 +578,15 @@ def test_an_agents_dashboard_leads_with_service_and_leaves_out_empty_families(cl
     client.force_login(agent)
     now = current()
     snap("frt_median", now, "2.5", scope=Scope.USER, scope_id=str(agent.pk), sample_size=12)
-    snap("csat", now, "90", scope=Scope.USER, scope_id=str(agent.pk), numerator=27, denominator=30)
+    # The agent's CSAT is that of the tickets they were assigned, not of customers they would own.
+    snap("csat", now, "90", scope=Scope.AGENT, scope_id=str(agent.pk), numerator=27, denominator=30)
+    snap("csat", now, "11", scope=Scope.USER, scope_id=str(agent.pk), numerator=1, denominator=9)
     body = client.get(reverse("metrics:dashboard")).content.decode()
     families = re.findall(r'<h2 id="family-\d+">([^<]+)</h2>', body)
     assert families == ["Service", "Satisfaction"]  # no wall of empty sales and retention cards
+    assert "90.0 %" in body and "11.0 %" not in body
+    page = client.get(reverse("metrics:kpi_detail", args=["csat"])).content.decode()
+    assert "90.0 %" in page and "By support agent" in page
 
 
 def test_a_managers_dashboard_keeps_every_family(client, manager):

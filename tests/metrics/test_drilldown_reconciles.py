@@ -3,9 +3,9 @@
 One company (the demo seeder's, in a reporting zone fourteen hours ahead of UTC) with the cases that break
 such promises: a deal won, reopened and won again later; a merged customer; events exactly on a period
 boundary; an internal customer. Every KPI with a drill-down is recomputed at week and month granularity,
-then for every scope (company, team, person, and the channel, survey kind and trigger where a KPI has
-them) the drill-down's records must give the snapshot's numerator and
-denominator (or sample size), by the KPI's declared rule (``Kpi.reconcile``).
+then for every scope (company, team, person, and the channel, survey kind, trigger and support agent where
+a KPI has them) the drill-down's records must give the snapshot's numerator and denominator (or sample
+size), by the KPI's declared rule (``Kpi.reconcile``).
 """
 
 from datetime import date, timedelta

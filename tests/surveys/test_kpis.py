@@ -10,7 +10,7 @@ from crm.models import Customer
 from metrics.kpis import satisfaction
 from metrics.models import Scope
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
-from tests.factories import make_customer, make_survey, make_team, make_user
+from tests.factories import make_customer, make_survey, make_team, make_ticket, make_user
 from tests.metrics.kit import compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
@@ -24,14 +24,19 @@ def _reporting_zone(settings):
 
 
 def answers(
-    survey, customer: Customer, scores: list[int], at: datetime, *, owner=None, status="partial"
+    survey, customer: Customer, scores: list[int], at: datetime, *, owner=None, status="partial", agent=None
 ) -> None:
-    """One sent invitation and one answer per score, all at ``at`` (bulk: the KPIs only read the rows)."""
+    """One sent invitation and one answer per score, all at ``at`` (bulk: the KPIs only read the rows);
+    with ``agent``, each about a ticket of its own, solved by ``agent`` (False: unassigned)."""
+    tickets = [None] * len(scores)
+    if agent is not None:
+        tickets = [make_ticket(customer, assignee=agent or None, at=at - timedelta(days=2)) for _ in scores]
     invitations = SurveyInvitation.objects.bulk_create(
         SurveyInvitation(
             survey=survey,
             customer=customer,
-            trigger=survey.trigger,
+            ticket=ticket,
+            trigger=Survey.Trigger.TICKET_SOLVED if ticket else survey.trigger,
             status=status,
             token_hash=secrets.token_hex(32),
             created_at=at - timedelta(hours=1),
@@ -40,7 +45,7 @@ def answers(
             expires_at=at + timedelta(days=13),
             started_at=at,
         )
-        for _ in scores
+        for ticket in tickets
     )
     SurveyResponse.objects.bulk_create(
         SurveyResponse(
@@ -190,6 +195,31 @@ def test_csat_top_two_box_with_wilson_interval_and_mean(customer):
     assert row("csat_mean").extra.scale_max == 5
     assert value("csat", first_day=APRIL) is None and value("csat_mean", first_day=APRIL) is None
     assert satisfaction.wilson_interval(0, 0) is None
+
+
+def test_csat_and_ces_per_support_agent_are_those_of_the_tickets_they_were_assigned(customer, no_auto_assign):
+    from metrics.kpis import get_kpi
+    from metrics.periods import Period
+    from tests.factories import make_agent
+
+    csat, ces = make_survey("csat"), make_survey("ces")
+    ana, bo = make_agent(), make_agent()
+    answers(csat, customer, [5, 5, 4, 2], local(2026, 3, 5), agent=ana)
+    answers(csat, customer, [1, 3], local(2026, 3, 6), agent=bo)
+    answers(csat, customer, [5], local(2026, 3, 7), agent=False)  # an unassigned ticket
+    answers(csat, customer, [5], local(2026, 3, 8))  # not about a ticket
+    answers(ces, customer, [7, 6, 2], local(2026, 3, 5), agent=ana)
+    assert value("csat", Scope.AGENT, ana.pk) == d("75")  # 3 of 4
+    assert value("csat", Scope.AGENT, bo.pk) == d("0")
+    assert value("csat_mean", Scope.AGENT, bo.pk) == d("2")
+    assert value("ces_mean", Scope.AGENT, ana.pk) == d("5")
+    # The account owner's and the company's numbers count every answer, as before.
+    assert value("csat") == value("csat", Scope.USER, customer.owner_id) == d("62.5")  # 5 of 8
+    # An agent's drill-down lists the answers about their tickets, exactly the snapshot's n.
+    march = Period("month", MARCH_FIRST)
+    drill = get_kpi("csat").drilldown.records
+    assert sorted(r.score for r in drill(ana, march, Scope.AGENT, str(ana.pk), "denominator")) == [2, 4, 5, 5]
+    assert drill(bo, march, Scope.AGENT, str(ana.pk), "denominator").count() == 0
 
 
 def test_csat_wilson_at_the_edges_stays_inside_0_to_100(customer):
@@ -345,7 +375,8 @@ def test_all_satisfaction_kpis_are_registered_with_every_scope():
     assert codes <= set(kpis)
     for code in codes:
         per_survey = {Scope.SURVEY, Scope.TRIGGER} if code.startswith("survey_response_rate") else set()
-        assert set(kpis[code].scopes) == {Scope.COMPANY, Scope.TEAM, Scope.USER} | per_survey
+        per_agent = {Scope.AGENT} if code in ("csat", "csat_mean", "ces_mean") else set()
+        assert set(kpis[code].scopes) == {Scope.COMPANY, Scope.TEAM, Scope.USER} | per_survey | per_agent
         assert set(kpis[code].granularities) == {"week", "month", "quarter", "year"}
 
 
@@ -362,7 +393,7 @@ def test_one_recompute_covers_every_scope_with_a_fixed_number_of_queries(nps, cu
         answers(nps, make_customer(make_user(team=make_team())), [9, 7, 3], local(2026, 2, 5))
     with CaptureQueriesContext(connection) as many:
         rows = compute("nps_relationship", also=(FEBRUARY, APRIL))
-    assert len(many) == len(few) <= 8
+    assert len(many) == len(few) <= 9  # per owner and per agent: the day rows grouped once, then per scope
 
 
 def test_drill_downs_list_only_the_answers_the_user_may_see(nps, customer):
