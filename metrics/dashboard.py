@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import Any
 
@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import TextChoices
 from django.utils import timezone
-from django.utils.formats import date_format, number_format
+from django.utils.formats import date_format
+from django.utils.formats import number_format as django_number_format
 from django.utils.safestring import SafeString
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
@@ -352,6 +353,13 @@ class Card:
         return sparkline_points([v for _d, v in self.series])
 
 
+def number_format(value: Decimal | float | int, places: int, *, force_grouping: bool = False) -> str:
+    """``value`` with ``places`` decimals in the active language, rounded half away from zero (Django's
+    own number_format cuts the digits off: 611.6 with no decimals reads "611")."""
+    rounded = Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return django_number_format(rounded, places, force_grouping=force_grouping)
+
+
 def format_change(kpi: Kpi, delta: Decimal) -> str:
     """A signed change in the KPI's own unit: percentage points, points, money, a count."""
     if kpi.unit == Unit.PERCENT:
@@ -459,6 +467,8 @@ def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
             (_("Licensed user-months"), str(d.licensed_user_months) if d.licensed_user_months else None),
             (_("Win rate since go-live"), pct(d.win_rate_after_go_live)),
             (_("Win rate the 12 months before"), pct(d.win_rate_baseline)),
+            (_("Win-rate uplift"), _uplift(d)),
+            (_("ROI, %(level)s %% range") % LEVEL, _roi_range(d)),
             (_("Closed amount since go-live"), amount(d.closed_amount)),
             (_("Gross margin"), pct(d.gross_margin_percent)),
             (_("Pays back after"), payback),
@@ -467,6 +477,35 @@ def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
         for label, (met, total) in ((_("First response"), d.first_response), (_("Resolution"), d.resolution)):
             facts.append((label, _("%(met)s of %(total)s met") % {"met": met, "total": total}))
     return [(str(label), value) for label, value in facts if value is not None]
+
+
+def _signed_points(value: float) -> str:
+    return f"{'+' if value > 0 else ''}{number_format(value, 1)} pp"
+
+
+def _uplift(d: RoiDetail) -> str | None:
+    """E.g. "+4.0 pp (95 % interval −1.2 to +9.1 pp)": the uplift the ROI attributes, and its error."""
+    if d.win_rate_uplift is None:
+        return None
+    shown = _signed_points(d.win_rate_uplift)
+    if d.win_rate_uplift_low is None or d.win_rate_uplift_high is None:
+        return shown
+    return _("%(uplift)s (%(level)s %% interval %(low)s to %(high)s)") % {
+        **LEVEL,
+        "uplift": shown,
+        "low": _signed_points(d.win_rate_uplift_low),
+        "high": _signed_points(d.win_rate_uplift_high),
+    }
+
+
+def _roi_range(d: RoiDetail) -> str | None:
+    """The ROI at the two ends of the uplift's interval, e.g. "12 % to 48 %"."""
+    if d.roi_low is None or d.roi_high is None:
+        return None
+    return _("%(low)s %% to %(high)s %%") % {
+        "low": number_format(d.roi_low, 0),
+        "high": number_format(d.roi_high, 0),
+    }
 
 
 def export_value(kpi: Kpi, value: Decimal | None) -> float | int | None:

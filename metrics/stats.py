@@ -1,6 +1,7 @@
-"""Is a change between two periods real? The tests of KPIS.md §10.2, as small pure functions.
+"""Is a change between two periods real? The tests of KPIS.md §10.2, and the intervals shown beside the
+numbers, as small pure functions.
 
-Each returns the two-sided p-value of "the two periods differ" (None when the test cannot be made, e.g.
+Each test returns the two-sided p-value of "the two periods differ" (None when the test cannot be made, e.g.
 an empty side). A change is significant at 95 % when p < ``ALPHA``. They are checked against published
 worked examples and reference values in ``tests/metrics/test_stats.py``.
 
@@ -12,9 +13,36 @@ scipy.stats`` takes 0.75 s, for five tests of a few dozen lines each. Their valu
 import math
 
 ALPHA = 0.05
+# The normal quantile of a two-sided 95 % interval.
+Z95 = 1.96
 # Relative tolerance when "no more likely than the observed table" is decided (as R's fisher.test and
 # binom.test do), so floating-point noise does not drop tables exactly as likely as the observed one.
 _REL_TOLERANCE = 1 + 1e-7
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion, as fractions; None for n = 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    return (centre - spread) / denominator, (centre + spread) / denominator
+
+
+def difference_interval(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float, float] | None:
+    """The interval of p1 − p2 (x1 of n1 against x2 of n2), as fractions: Newcombe's hybrid score
+    interval (his method 10), built from the two Wilson intervals. Unlike p1 − p2 ± z·SE it stays inside
+    [−1, 1] and keeps its coverage for small samples and proportions near 0 or 1. None for an empty side."""
+    first, second = wilson_interval(x1, n1, z), wilson_interval(x2, n2, z)
+    if first is None or second is None:
+        return None
+    (l1, u1), (l2, u2) = first, second
+    p1, p2 = x1 / n1, x2 / n2
+    low = p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return low, high
 
 
 def normal_two_sided(z: float) -> float:

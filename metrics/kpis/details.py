@@ -201,6 +201,17 @@ class RoiDetail(Detail):
     closed_amount: float | None = None
     gross_margin_percent: float | None = None
     payback_months: float | None = None
+    # The 95 % interval of the win-rate uplift (percentage points) and the ROI at each end of it.
+    win_rate_uplift_low: float | None = None
+    win_rate_uplift_high: float | None = None
+    roi_low: float | None = None
+    roi_high: float | None = None
+
+    @property
+    def win_rate_uplift(self) -> float | None:
+        if self.win_rate_after_go_live is None or self.win_rate_baseline is None:
+            return None
+        return self.win_rate_after_go_live - self.win_rate_baseline
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from metrics.kpis.shared import (
 )
 from metrics.models import Scope
 from metrics.periods import Period, local_midnight, reporting_tz, shift_date
+from metrics.stats import difference_interval
 
 CAC_SCOPES = (Scope.COMPANY, Scope.SOURCE)
 NEW_CUSTOMERS_PART = dataset_part(NEW_CUSTOMERS, "new", DENOMINATOR, label=_("New customers"))
@@ -326,15 +327,17 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         live_months = _month_list(go_live, last_month)
         base_months = _month_list(inputs["baseline_start"], shift_date(go_live.replace(day=1), "month", -1))
 
-        def rate(months: list[date]) -> tuple[Decimal | None, Decimal]:
+        def counts(months: list[date]) -> tuple[int, int, Decimal]:
             rows = [inputs["closed"].get(m, {}) for m in months]
             won, closed = sum(r.get("won", 0) for r in rows), sum(r.get("closed", 0) for r in rows)
-            return divide(Decimal(won), Decimal(closed)), sum(
-                (dec(r.get("amount")) for r in rows), Decimal(0)
-            )
+            return won, closed, sum((dec(r.get("amount")) for r in rows), Decimal(0))
 
-        live_rate, closed_amount = rate(live_months)
-        base_rate, _base_amount = rate(base_months)
+        live_won, live_closed, closed_amount = counts(live_months)
+        base_won, base_closed, _base_amount = counts(base_months)
+        live_rate, base_rate = (
+            divide(Decimal(live_won), Decimal(live_closed)),
+            divide(Decimal(base_won), Decimal(base_closed)),
+        )
         margin = company.gross_margin_percent / HUNDRED
         uplift = (
             (live_rate - base_rate) * closed_amount * margin
@@ -346,6 +349,15 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         gains = uplift + time_saved
         costs = _cost_until(inputs["costs"], last_month)
         monthly_gain = gains / len(live_months)
+        # The win-rate uplift is a measurement with an error: its 95 % interval (Newcombe), and the ROI
+        # each end of it gives, everything else equal (KPIS.md §10.2).
+        interval = difference_interval(live_won, live_closed, base_won, base_closed)
+        roi_range = None
+        if interval is not None and costs:
+            roi_range = tuple(
+                float((Decimal(str(bound)) * closed_amount * margin + time_saved - costs) / costs * HUNDRED)
+                for bound in interval
+            )
         details = RoiDetail(
             horizon=(go_live.isoformat(), last_month.isoformat()),
             costs=float(costs),
@@ -358,6 +370,10 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
             closed_amount=float(closed_amount),
             gross_margin_percent=float(company.gross_margin_percent),
             payback_months=float(costs / monthly_gain) if monthly_gain > 0 else None,
+            win_rate_uplift_low=None if interval is None else interval[0] * 100,
+            win_rate_uplift_high=None if interval is None else interval[1] * 100,
+            roi_low=None if roi_range is None else roi_range[0],
+            roi_high=None if roi_range is None else roi_range[1],
         )
         return divide(gains - costs, costs, HUNDRED), gains - costs, costs, len(live_months), details
 

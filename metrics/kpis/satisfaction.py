@@ -39,9 +39,9 @@ from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_
 from metrics.kpis.shared import live, local_days
 from metrics.models import Scope
 from metrics.periods import Period
+from metrics.stats import Z95, wilson_interval
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
 
-Z95 = 1.96
 # Per owner (the account owner when the customer answered), and per support agent: the assignee of the
 # ticket a CSAT or CES survey asked about (an agent's own satisfaction numbers, KPIS.md §10.5 item 6).
 ANSWER_SCOPES = {
@@ -155,17 +155,6 @@ def nps_change_z(current: dict[str, Any] | None, previous: dict[str, Any] | None
     if spread == 0:
         return None
     return (current["nps"] - previous["nps"]) / spread
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval of a proportion, as fractions; None for n = 0."""
-    if n <= 0:
-        return None
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    denominator = 1 + z * z / n
-    return (centre - spread) / denominator, (centre + spread) / denominator
 
 
 def mean_interval(n: int, total_: float, total_squares: float) -> dict[str, float | None]:

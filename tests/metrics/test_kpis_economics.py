@@ -92,6 +92,13 @@ def test_crm_roi_since_go_live(roi_inputs):
     assert r.extra.win_rate_baseline == 50.0
     assert r.extra.win_rate_after_go_live == 75.0
     assert r.extra.licensed_user_months == 3
+    # The uplift of 25 pp from 3 of 4 against 2 of 4 is anything from −32.0 to +65.5 pp (Newcombe's
+    # interval): the ROI is then (uplift × 4000 × 60 % + 540 − 1300) ÷ 1300, from −117 % to +62 %.
+    assert (r.extra.win_rate_uplift_low, r.extra.win_rate_uplift_high) == pytest.approx(
+        (-31.96, 65.53), abs=0.01
+    )
+    low, high = ((p / 100 * 4000 * 0.6 + 540 - 1300) / 1300 * 100 for p in (-31.96, 65.53))
+    assert (r.extra.roi_low, r.extra.roi_high) == pytest.approx((low, high), abs=0.05)
     assert value("crm_roi", granularity="quarter", first_day=date(2026, 1, 1)) == d("-12.307692")
     # Before go-live: no value.
     assert row("crm_roi", first_day=date(2025, 12, 1)).value is None

@@ -93,3 +93,21 @@ def test_nps_difference():
     assert stats.nps_difference(30, se1, 10, se2) == pytest.approx(expected)
     assert stats.nps_difference(30, se1, 10, se2) < stats.ALPHA
     assert stats.nps_difference(100, 0, 100, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2", "low", "high"),
+    [
+        # Newcombe (1998), Statistics in Medicine 17:873–890, table II, method 10 (hybrid score).
+        (56, 70, 48, 80, 0.0524, 0.3339),
+        (9, 10, 3, 10, 0.1705, 0.8090),
+        (6, 7, 2, 7, 0.0582, 0.8062),
+        (5, 56, 0, 29, -0.0381, 0.1926),
+    ],
+)
+def test_difference_of_two_proportions_newcombes_worked_examples(x1, n1, x2, n2, low, high):
+    assert stats.difference_interval(x1, n1, x2, n2) == pytest.approx((low, high), abs=2e-4)
+
+
+def test_difference_interval_needs_both_samples():
+    assert stats.difference_interval(3, 4, 0, 0) is None
