@@ -11,6 +11,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from metrics.kpis.base import Kpi, Unit
@@ -407,6 +408,29 @@ def kpi_trend_chart(
         if any(low):
             trace["marker"] = {"symbol": ["circle-open" if is_low else "circle" for is_low in low], "size": 8}
     data = [trace]
+    if to_date := _same_days_trace(kpi, periods, series, x):
+        data.append(to_date)
+        x[-1] = _("%(period)s (to date)") % {"period": x[-1]}
     if target := _target_trace(targets, periods):
         data.append(target)
     return tidy({"data": data, "layout": _layout(str(kpi.label), y_title=unit_label)})
+
+
+def _same_days_trace(kpi: Kpi, periods: Sequence[Period], series: dict, x: list[str]) -> dict | None:
+    """While the last period runs: a mark on the period before at its value over the same elapsed days
+    (KPIS.md §10.1), so a bar to date is read against how far the one before had got, not its whole."""
+    if len(periods) < 2 or not (periods[-1].start <= timezone.now() < periods[-1].end):
+        return None
+    snapshot = series.get(periods[-1].first_day)
+    compared = kpi.details_of(snapshot.extra).compared if snapshot is not None else None
+    if not compared or compared.get("value") is None:
+        return None
+    value = compared["value"]
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": _("The period before, same days"),
+        "x": [x[-2]],
+        "y": [round(value) if kpi.unit == Unit.POINTS else value],
+        "marker": {"symbol": "line-ew-open", "size": 30, "line": {"width": 3, "color": PALETTE[2]}},
+    }

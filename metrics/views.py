@@ -4,7 +4,8 @@ Dashboard pages read snapshot rows only (see ``metrics.dashboard``); the drill-d
 always through the CRM's access selectors. A rep sees the same pages for their own numbers only.
 """
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -494,6 +495,8 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
         _("Numerator"),
         _("Denominator"),
         _("Sample size"),
+        _("To date: compared with"),
+        _("Value then"),
     ]
     if request.GET.get("what") == "breakdown":
         rows = []
@@ -516,9 +519,21 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
 
 
 def _export_row(kpi: Kpi, period, scope: str, who: str, snapshot: KpiSnapshot | None) -> list:
+    """One row of a KPI download; a week or month still running also carries what it is compared with
+    (the same elapsed days of the period before, KPIS.md §10.1) and the KPI's value then."""
+
     def num(value):
         return None if value is None else float(value)
 
+    compared = None
+    if snapshot is not None and period.start <= timezone.now() < period.end:
+        compared = kpi.details_of(snapshot.extra).compared
+    span, then = None, None
+    if compared and compared.get("until"):
+        last = date.fromisoformat(compared["until"]) - timedelta(days=1)
+        span = f"{compared['from']} – {last.isoformat()}"
+        if compared.get("value") is not None:
+            then = dashboard.export_value(kpi, Decimal(str(compared["value"])))
     return [
         charts.period_label(period),
         str(scope),
@@ -527,6 +542,8 @@ def _export_row(kpi: Kpi, period, scope: str, who: str, snapshot: KpiSnapshot | 
         num(snapshot.numerator) if snapshot else None,
         num(snapshot.denominator) if snapshot else None,
         snapshot.sample_size if snapshot else None,
+        span,
+        then,
     ]
 
 

@@ -85,3 +85,27 @@ def test_csat_and_ces_get_interval_whiskers():
     whiskers = spec["data"][0]["error_y"]
     assert whiskers["array"] == [9.0] and whiskers["arrayminus"] == [13.0]
     assert _interval_of(get_kpi("deals_won")) is None
+
+
+def test_a_running_period_is_drawn_against_the_same_days_of_the_one_before():
+    now = Period("month", timezone.localdate().replace(day=1))
+    periods = [now.previous(), now]
+    compared = {"value": 300.0, "from": periods[0].first_day.isoformat(), "until": "", "days": 3}
+    rows = {
+        periods[0].first_day: SnapshotValues(Decimal(900), None, None, None, {}, False, timezone.now(), 1),
+        now.first_day: SnapshotValues(
+            Decimal(400), None, None, None, {"compared": compared}, False, timezone.now(), 1
+        ),
+    }
+    spec = charts.kpi_trend_chart(
+        kpi=get_kpi("revenue_won"), periods=periods, series=rows, targets={}, unit_label="EUR"
+    )
+    bars, mark = spec["data"][:2]
+    # The running month's bar says it is to date; the month before carries a mark at its first days.
+    assert bars["x"][1].endswith("(to date)") and bars["y"] == [900, 400]
+    assert mark["x"] == [bars["x"][0]] and mark["y"] == [300.0]
+    # A period that has ended is drawn as it is.
+    ended = charts.kpi_trend_chart(
+        kpi=get_kpi("revenue_won"), periods=MONTHS, series=series(1, 2, 3, 4), targets={}, unit_label="EUR"
+    )
+    assert len(ended["data"]) == 1 and not ended["data"][0]["x"][-1].endswith("(to date)")

@@ -493,6 +493,19 @@ def test_the_sentence_of_a_running_month_compares_the_same_days(client, manager)
     assert "Mostly North: +400 EUR" in card[: card.index("</a>")]
 
 
+def test_the_download_of_a_running_month_says_what_it_is_compared_with(client, manager):
+    now = current()
+    first = now.previous().first_day
+    compared = {"value": 300.0, "from": first.isoformat(), "until": (first + timedelta(days=3)).isoformat()}
+    snap("revenue_won", now, "400", extra={"compared": {**compared, "days": 3}})
+    snap("revenue_won", now.previous(), "900")
+    export = client.get(reverse("metrics:kpi_export", args=["revenue_won"]), {"format": "csv"})
+    lines = b"".join(export.streaming_content).decode().splitlines()
+    assert lines[0].endswith("To date: compared with,Value then")
+    assert lines[-1].endswith(f"{first.isoformat()} – {(first + timedelta(days=2)).isoformat()},300.0")
+    assert lines[-2].endswith(",,")  # the month before has ended: compared with nothing
+
+
 def test_kpi_page_queries_do_not_grow_with_teams_and_people(client, manager, django_assert_max_num_queries):
     now = current().previous()
     query = {"period": now.first_day.isoformat()}
