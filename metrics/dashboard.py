@@ -920,7 +920,7 @@ def cached_fragment(request: Any, name: str, freshness: dict[str, Any], render: 
     """
     as_of, generation = freshness["as_of"], freshness["generation"]
     if generation is None or as_of is None:
-        return render()
+        return SafeString(render())
     query = hashlib.sha256(request.get_full_path().encode()).hexdigest()[:32]
     parts = (name, as_of.timestamp(), generation, request.user.pk, get_language(), query)
     key = "metrics:fragment:" + ":".join(map(str, parts))

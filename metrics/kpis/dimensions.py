@@ -11,7 +11,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Team, User
-from crm.models import Source
+from crm.models import Customer, Source
 from metrics.models import Scope
 from surveys.models import Survey
 
@@ -47,6 +47,7 @@ DIMENSIONS = {
         Dimension(Scope.SURVEY, _("By survey kind"), _choice_names(Survey.Kind)),
         Dimension(Scope.TRIGGER, _("By trigger"), _choice_names(Survey.Trigger)),
         Dimension(Scope.AGENT, _("By support agent"), _user_names, own_row=True),
+        Dimension(Scope.SEGMENT, _("By customer segment"), _choice_names(Customer.Segment)),
     )
 }
 

@@ -123,8 +123,13 @@ def reopened_ticket_days(ctx: Context, since: datetime) -> set[date]:
 
 
 DEAL_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
-DEAL_ACQUISITION_SCOPES = {**DEAL_SCOPES, Scope.SOURCE: "source"}
-CUSTOMER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id", Scope.SOURCE: "source"}
+DEAL_ACQUISITION_SCOPES = {**DEAL_SCOPES, Scope.SOURCE: "source", Scope.SEGMENT: "customer__segment"}
+CUSTOMER_SCOPES = {
+    Scope.USER: "owner_id",
+    Scope.TEAM: "owner__team_id",
+    Scope.SOURCE: "source",
+    Scope.SEGMENT: "segment",
+}
 TICKET_SCOPES = {Scope.USER: "assignee_id", Scope.TEAM: "assignee__team_id"}
 PRICED = Q(amount__gt=0)
 

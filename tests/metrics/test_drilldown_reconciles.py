@@ -3,9 +3,9 @@
 One company (the demo seeder's, in a reporting zone fourteen hours ahead of UTC) with the cases that break
 such promises: a deal won, reopened and won again later; a merged customer; events exactly on a period
 boundary; an internal customer. Every KPI with a drill-down is recomputed at week and month granularity,
-then for every scope (company, team, person, and the channel, survey kind, trigger and support agent where
-a KPI has them) the drill-down's records must give the snapshot's numerator and denominator (or sample
-size), by the KPI's declared rule (``Kpi.reconcile``).
+then for every scope (company, team, person, and the channel, survey kind, trigger, support agent and
+customer segment where a KPI has them) the drill-down's records must give the snapshot's numerator and
+denominator (or sample size), by the KPI's declared rule (``Kpi.reconcile``).
 """
 
 from datetime import date, timedelta
@@ -103,6 +103,7 @@ def _same(expected: Decimal | None, got: Decimal | int | float | None) -> bool:
 def test_every_drilldown_gives_its_numbers(company):
     mismatches = []
     checked = 0
+    scopes = set()
     for kpi in registry().values():
         drill = kpi.drilldown
         if drill is None:
@@ -116,6 +117,7 @@ def test_every_drilldown_gives_its_numbers(company):
                     got = total(records, period, snap.scope, snap.scope_id)
                     expected = _expected(snap, gives)
                     checked += 1
+                    scopes.add(snap.scope)
                     if not _same(expected, got):
                         mismatches.append((kpi.code, snap.granularity, str(period.first_day), snap.scope,
                                            snap.scope_id, name, gives, expected, got))  # fmt: skip
@@ -125,6 +127,7 @@ def test_every_drilldown_gives_its_numbers(company):
     report = "\n".join(f"{code}: {len(ms)} e.g. {ms[0][1:]}" for code, ms in by_kpi.items())
     print(f"\nchecked {checked} numbers\n{report}")
     assert not mismatches, report
+    assert scopes == set(Scope.values)  # every kind of breakdown was among them
 
 
 def test_the_hard_cases_land_where_they_belong(company):
