@@ -37,6 +37,14 @@ def period_label(period: Period) -> str:
     return f"{day:%Y-%m}"
 
 
+def axis_label(period: Period) -> str:
+    """A period on a chart's axis: a week or month still running is marked as to date (KPIS.md §10.1)."""
+    label = period_label(period)
+    if period.start <= timezone.now() < period.end:
+        return _("%(period)s (to date)") % {"period": label}
+    return label
+
+
 def _num(value: Decimal | float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
@@ -160,7 +168,7 @@ def _target_trace(targets: dict[date, KpiTarget], periods: Sequence[Period], axi
         "type": "scatter",
         "mode": "markers",
         "name": _("Target"),
-        "x": [period_label(p) for p in periods],
+        "x": [axis_label(p) for p in periods],
         "y": values,
         "yaxis": axis,
         "marker": {"symbol": "line-ew-open", "size": 22, "color": "#1d2433", "line": {"width": 3}},
@@ -171,7 +179,7 @@ def revenue_chart(
     *, periods: Sequence[Period], revenue: dict, deals_won: dict, forecast: dict, targets: dict, currency: str
 ) -> Spec:
     """Revenue won (bars) and deals won (line), with the weighted forecast for the current period."""
-    x = [period_label(p) for p in periods]
+    x = [axis_label(p) for p in periods]
     current = periods[-1].first_day if periods else None
     data = [
         {
@@ -290,7 +298,7 @@ def by_user_chart(
 
 def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
     """Promoter / passive / detractor shares as stacked bars, NPS as a line with its 95 % margin of error."""
-    x = [period_label(p) for p in periods]
+    x = [axis_label(p) for p in periods]
     rows = [series.get(p.first_day) for p in periods]
     details = [kpi.details_of(r.extra) if r else None for r in rows]
 
@@ -350,7 +358,7 @@ def lines_chart(
 ) -> Spec:
     """Several KPI series as lines; each line is (name, series, axis "y" or "y2"), optionally with a
     function giving a snapshot's 95 % interval (low, high), drawn as whiskers."""
-    x = [period_label(p) for p in periods]
+    x = [axis_label(p) for p in periods]
     data = []
     for name, series, axis, *interval in lines:
         trace = {
@@ -388,7 +396,7 @@ def kpi_trend_chart(
 ) -> Spec:
     """One KPI over time (bars for flows and amounts, a line for rates), with its targets."""
     as_bars = kpi.unit in (Unit.COUNT, Unit.CURRENCY)
-    x = [period_label(p) for p in periods]
+    x = [axis_label(p) for p in periods]
     values = _values(series, periods)
     if kpi.unit == Unit.POINTS:
         values = [None if v is None else round(v) for v in values]
@@ -410,7 +418,6 @@ def kpi_trend_chart(
     data = [trace]
     if to_date := _same_days_trace(kpi, periods, series, x):
         data.append(to_date)
-        x[-1] = _("%(period)s (to date)") % {"period": x[-1]}
     if target := _target_trace(targets, periods):
         data.append(target)
     return tidy({"data": data, "layout": _layout(str(kpi.label), y_title=unit_label)})
