@@ -8,10 +8,13 @@ Views fetch single objects with ``get_object_or_404(<model>_list(user=...), pk=.
 user may not see is a 404.
 """
 
+from datetime import datetime, time, timedelta
 from itertools import pairwise
+from typing import Any
 
 from django.contrib.postgres.search import TrigramSimilarity
 from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils import timezone
 
 from accounts.models import User
 from crm import normalize
@@ -79,6 +82,22 @@ def task_list(*, user: User) -> QuerySet[Activity]:
         .filter(user=user, kind=Activity.Kind.TASK, done_at__isnull=True)
         .order_by("due_at", "id")
     )
+
+
+def my_day(*, user: User) -> dict[str, Any]:
+    """A rep's open pipeline (their own open deals: count and total) and their open tasks (due today
+    or earlier, overdue): two indexed aggregates, what the dashboard leads a rep's numbers with."""
+    now = timezone.now()
+    end_of_today = timezone.make_aware(datetime.combine(timezone.localdate() + timedelta(days=1), time.min))
+    pipeline = (
+        deal_list(user=user)
+        .filter(status=Deal.Status.OPEN, owner=user)
+        .aggregate(count=Count("*"), total=Sum("amount"))
+    )
+    tasks = task_list(user=user).aggregate(
+        due=Count("id", filter=Q(due_at__lt=end_of_today)), overdue=Count("id", filter=Q(due_at__lt=now))
+    )
+    return {"open_deals": pipeline["count"], "open_total": pipeline["total"] or 0, **tasks}
 
 
 def stage_list(*, pipeline_id: int | None = None) -> QuerySet[PipelineStage]:

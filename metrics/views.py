@@ -28,6 +28,7 @@ from accounts import dates
 from accounts.models import StaffFeedback, User
 from accounts.security import security_log
 from crm import quality
+from crm import selectors as crm_selectors
 from crm.exports import csv_response, xlsx_response
 from crm.htmx import partial_template
 from crm.views import CappedPaginator
@@ -86,6 +87,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "filters": filters,
+        # A rep's numbers lead with their own pipeline and tasks (live, two indexed aggregates).
+        "my_day": crm_selectors.my_day(user=request.user) if request.user.is_rep else None,
         "complete_query": complete.urlencode(),
         "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
         "freshness": freshness,

@@ -625,6 +625,36 @@ def test_an_agents_dashboard_leads_with_service_and_leaves_out_empty_families(cl
     assert "90.0 %" in page and "By support agent" in page
 
 
+def test_a_reps_dashboard_leads_with_their_pipeline_and_tasks(client, django_assert_max_num_queries):
+    from crm.models import Activity
+    from tests.factories import make_deal
+
+    rep, mate = make_user(), make_user()
+    mine, theirs = make_customer(rep), make_customer(mate)
+    make_deal(mine, amount=Decimal(1200))
+    make_deal(mine, amount=Decimal(300))
+    make_deal(theirs, amount=Decimal(99999))
+    now = timezone.now()
+    for due in (now - timedelta(days=2), now + timedelta(minutes=1), now + timedelta(days=3)):
+        Activity.objects.create(
+            kind=Activity.Kind.TASK, customer=mine, user=rep, subject="Call", due_at=due, created_at=now
+        )
+    client.force_login(rep)
+    client.get(reverse("metrics:dashboard"))
+    with django_assert_max_num_queries(9):
+        body = client.get(reverse("metrics:dashboard")).content.decode()
+    strip = body[body.index('class="card my-day"') :]
+    strip = re.sub(r"\s+", " ", strip[: strip.index("</section>")])
+    assert "<strong>2</strong> open deals · 1,500 EUR" in strip
+    assert "99,999" not in strip
+    # Due today: the overdue one and the one due in a minute (unless that is already tomorrow).
+    tomorrow = timezone.localdate(now + timedelta(minutes=1)) != timezone.localdate(now)
+    assert f"<strong>{1 if tomorrow else 2}</strong> tasks due today" in strip and "1 overdue" in strip
+    # Managers and agents see no such strip.
+    client.force_login(make_manager())
+    assert "my-day" not in client.get(reverse("metrics:dashboard")).content.decode()
+
+
 def test_a_managers_dashboard_keeps_every_family(client, manager):
     body = client.get(reverse("metrics:dashboard")).content.decode()
     families = re.findall(r'<h2 id="family-\d+">([^<]+)</h2>', body)
