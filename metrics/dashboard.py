@@ -357,15 +357,23 @@ def number_format(value: Decimal | float | int, places: int, *, force_grouping: 
     """``value`` with ``places`` decimals in the active language, rounded half away from zero (Django's
     own number_format cuts the digits off: 611.6 with no decimals reads "611")."""
     rounded = Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    return django_number_format(rounded, places, force_grouping=force_grouping)
+    # −0.04 with one decimal is 0.0, not "-0.0".
+    return django_number_format(rounded if rounded else abs(rounded), places, force_grouping=force_grouping)
+
+
+def signed(value: Decimal | float, places: int) -> str:
+    """``value`` with its sign (+ for zero), rounded half up: "+4.3", "-0.5"."""
+    shown = number_format(abs(value), places)
+    rounded = Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return ("-" if rounded < 0 else "+") + shown
 
 
 def format_change(kpi: Kpi, delta: Decimal) -> str:
     """A signed change in the KPI's own unit: percentage points, points, money, a count."""
     if kpi.unit == Unit.PERCENT:
-        return f"{delta:+.1f} " + _("pp")
+        return f"{signed(delta, 1)} " + _("pp")
     if kpi.unit == Unit.POINTS:
-        return f"{delta:+.0f} " + _("points")
+        return f"{signed(delta, 0)} " + _("points")
     sign = "+" if delta > 0 else ("−" if delta < 0 else "")
     return sign + format_value(kpi, abs(delta))
 
@@ -397,8 +405,8 @@ def format_value(kpi: Kpi, value: Decimal | None) -> str:
     if kpi.unit == Unit.RATIO:
         return f"{number_format(value, 2)}×"
     if kpi.unit == Unit.POINTS:
-        # NPS is a whole number (KPIS.md §1); −0 from rounding reads as 0.
-        return number_format(round(value) or 0, 0)
+        # NPS is a whole number (KPIS.md §1), rounded half up; −0 from rounding reads as 0.
+        return number_format(value, 0)
     if kpi.unit == Unit.COUNT:
         return number_format(value, 0, force_grouping=True)
     return number_format(value, 1, force_grouping=True)
@@ -480,7 +488,7 @@ def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
 
 
 def _signed_points(value: float) -> str:
-    return f"{'+' if value > 0 else ''}{number_format(value, 1)} pp"
+    return f"{signed(value, 1)} " + _("pp")
 
 
 def _uplift(d: RoiDetail) -> str | None:

@@ -37,7 +37,7 @@ from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import registry
 from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
 from metrics.kpis.dimensions import breakdown_dimensions
-from metrics.models import CustomerRfm, KpiSnapshot, SnapshotRun
+from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
 from metrics.periods import period_of
 from metrics.services import RecomputeError, kpi_target_set
 
@@ -512,7 +512,7 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
     else:
         series = dashboard.load_series(filters, [kpi]).get(kpi.code, {})
         who = str(filters.rep or filters.team or _("Company"))
-        scope = filters.scope_of(kpi)
+        scope = str(Scope(filters.scope_of(kpi)).label)
         rows = [_export_row(kpi, p, scope, who, series.get(p.first_day)) for p in filters.periods]
         name = f"{kpi.code}-{filters.granularity}-{filters.period.first_day}"
     security_log(kind="export", request=request, what=f"kpi:{kpi.code}", format=fmt, rows=len(rows))

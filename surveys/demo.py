@@ -30,7 +30,7 @@ INVITATION_COLUMNS = (
     "started_at, completed_at, reminder_count, last_reminder_at"
 )
 RESPONSE_COLUMNS = (
-    "id, invitation_id, survey_id, customer_id, owner_id, score, scale_min, scale_max, comment, "
+    "id, invitation_id, survey_id, customer_id, owner_id, agent_id, score, scale_min, scale_max, comment, "
     "score_submitted_at, finished, finished_at, updated_at, followup_task_id"
 )
 ACTIVITY_COLUMNS = (
@@ -307,6 +307,7 @@ class _History:
                     survey.pk,
                     cid,
                     owner_id,
+                    plan.agent_id,
                     score,
                     survey.scale_min,
                     survey.scale_max,

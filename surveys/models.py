@@ -334,6 +334,16 @@ class SurveyResponse(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
+    # The agent assigned to the ticket the survey asked about, when the customer answered: CSAT and CES
+    # per support agent use this (a ticket reassigned later does not move past answers).
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("support agent"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
     score = models.SmallIntegerField(_("score"))
     # The survey's scale when the answer was given: lets the database itself refuse out-of-scale scores.
     scale_min = models.PositiveSmallIntegerField()

@@ -57,7 +57,8 @@ def survey_list() -> QuerySet[Survey]:
 
 
 def survey_response_list(*, user: User) -> QuerySet[SurveyResponse]:
-    """Survey answers ``user`` may see: own customers' (rep), on visible tickets (agent), all (manager)."""
+    """Survey answers ``user`` may see: own customers' (rep), on visible tickets or about their own work
+    (agent), all (manager)."""
     qs = SurveyResponse.objects.select_related("survey", "customer", "owner", "invitation")
     if user.is_manager:
         return qs
@@ -65,10 +66,12 @@ def survey_response_list(*, user: User) -> QuerySet[SurveyResponse]:
         return qs.filter(customer__owner=user)
     if user.is_agent:
         ticket = "invitation__ticket__"
-        return qs.filter(
+        on_visible_ticket = Q(
             Q(**{f"{ticket}assignee": user}) | Q(**{f"{ticket}assignee__isnull": True}),
             invitation__ticket__isnull=False,
         )
+        # And the answers about their own work, should the ticket have moved to someone else since.
+        return qs.filter(on_visible_ticket | Q(agent=user))
     return qs.none()
 
 

@@ -477,6 +477,7 @@ def response_submit_score(
         survey=survey,
         customer=invitation.customer,
         owner=invitation.customer.owner,
+        agent_id=invitation.ticket.assignee_id if invitation.ticket else None,
         score=score,
         scale_min=survey.scale_min,
         scale_max=survey.scale_max,

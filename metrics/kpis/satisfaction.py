@@ -42,13 +42,9 @@ from metrics.periods import Period
 from metrics.stats import Z95, wilson_interval
 from surveys.models import Survey, SurveyInvitation, SurveyResponse
 
-# Per owner (the account owner when the customer answered), and per support agent: the assignee of the
-# ticket a CSAT or CES survey asked about (an agent's own satisfaction numbers, KPIS.md §10.5 item 6).
-ANSWER_SCOPES = {
-    Scope.USER: "owner_id",
-    Scope.TEAM: "owner__team_id",
-    Scope.AGENT: "invitation__ticket__assignee_id",
-}
+# Per owner (the account owner when the customer answered), and per support agent (the assignee, when the
+# customer answered, of the ticket a CSAT or CES survey asked about: an agent's own satisfaction numbers).
+ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id", Scope.AGENT: "agent_id"}
 SERVICE_ANSWER_SCOPES = (*ALL_SCOPES, Scope.AGENT)
 INVITATION_SCOPES = {
     Scope.USER: "customer__owner_id",

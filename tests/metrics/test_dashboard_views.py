@@ -647,9 +647,10 @@ def test_a_reps_dashboard_leads_with_their_pipeline_and_tasks(client, django_ass
     strip = re.sub(r"\s+", " ", strip[: strip.index("</section>")])
     assert "<strong>2</strong> open deals · 1,500 EUR" in strip
     assert "99,999" not in strip
-    # Due today: the overdue one and the one due in a minute (unless that is already tomorrow).
+    # Due by tonight: the overdue one and the one due in a minute (unless that is already tomorrow).
     tomorrow = timezone.localdate(now + timedelta(minutes=1)) != timezone.localdate(now)
-    assert f"<strong>{1 if tomorrow else 2}</strong> tasks due today" in strip and "1 overdue" in strip
+    due = "<strong>1</strong> task due by tonight" if tomorrow else "<strong>2</strong> tasks due by tonight"
+    assert due in strip and "1 overdue" in strip
     # Managers and agents see no such strip.
     client.force_login(make_manager())
     assert "my-day" not in client.get(reverse("metrics:dashboard")).content.decode()

@@ -127,6 +127,10 @@ def work_now(company) -> None:
     # A lead created a month ago converts: counts for the month it was created in.
     services.customer_set_status(customer=company["lead"], status=Customer.Status.ACTIVE, actor=r2)
     services.customer_set_status(customer=company["c2"], status=Customer.Status.CHURNED, actor=r1, reason="x")
+    # A customer moves segment: its deals closed weeks ago count for the new one.
+    Customer.objects.filter(pk=company["won_earlier"].customer_id).update(
+        segment=Customer.Segment.ENTERPRISE, updated_at=timezone.now()
+    )
     services.customer_set_status(customer=company["churned"], status=Customer.Status.ACTIVE, actor=r2)
     make_customer(r2)
     services.ticket_reply(ticket=company["waiting"], actor=agent, body="Answer")

@@ -53,6 +53,7 @@ def answers(
             survey=survey,
             customer=customer,
             owner=owner if owner is not None else customer.owner,
+            agent=invitation.ticket.assignee if invitation.ticket else None,
             score=score,
             scale_min=survey.scale_min,
             scale_max=survey.scale_max,
