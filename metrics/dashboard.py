@@ -652,6 +652,8 @@ def explain(
     With ``like_for_like`` (the shown week or month is still running), each segment is compared with
     the same elapsed days of the period before, as the engine stored them with its snapshot (as the card
     itself is); a KPI without such values is compared with the whole period before, as its card is.
+    (A segment with numbers on those days but none yet in the running period has no row to carry them:
+    it is missing from such a comparison until its first record of the period.)
     None for a KPI that is neither a ratio nor a sum (a median, a state).
     """
     if kpi.unit == Unit.PERCENT:
