@@ -24,7 +24,7 @@ from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row, Run
 from metrics.kpis.details import Detail
-from metrics.kpis.sql import INCREMENTAL_SETTINGS, with_plans_off
+from metrics.kpis.sql import INCREMENTAL_SETTINGS, records_query, with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -370,11 +370,13 @@ LIKE_FOR_LIKE = ("week", "month")
 
 def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) -> list[tuple[Row, Period]]:
     """Rows of a running week or month carry the KPI over the same elapsed days of the period before
-    (``Detail.compared``), from the day facts, so pages compare like with like and still read only
-    snapshots. For KPIs made of a dataset's sums and counts; the others compare with the whole period."""
+    (``Detail.compared``), so pages compare like with like and still read only snapshots: sums and counts
+    from the day facts, medians and percentiles from the records of those days (one grouped query per
+    dataset and granularity). Stocks and states compare with the whole period before."""
     builder = kpi.compute
     ds = getattr(builder, "facts_dataset", None)
-    if ds is None:
+    statistics = getattr(builder, "statistics_dataset", None)
+    if ds is None and statistics is None:
         return rows
     today = local_date(ctx.now)
     out = []
@@ -385,8 +387,16 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         before = period.previous()
         days = (today - period.first_day).days + 1
         span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
-        totals = ctx.memo(("to date", span), lambda span=span: facts.day_totals(_facts_datasets(), *span))
-        scoped = totals.get(ds.name, {}).get((row.scope, row.scope_id), {})
+        if ds is not None:
+            totals = ctx.memo(("to date", span), lambda span=span: facts.day_totals(_facts_datasets(), *span))
+            scoped = totals.get(ds.name, {}).get((row.scope, row.scope_id), {})
+        else:
+            g = row.granularity
+            grouped = ctx.memo(
+                ("to date", statistics.name, g, span),
+                lambda g=g, span=span: records_query(ctx, statistics, [g], [span]).run(),
+            )
+            scoped = grouped.get((g, before.first_day, row.scope, row.scope_id), {})
         value, numerator, denominator, n = builder.to_date(kpi, scoped)
         compared = {
             "value": _float(value),

@@ -255,6 +255,13 @@ class Measured:
         ds = self.dataset
         return ds if ds.uses_facts and not ds.opening_balance else None
 
+    @property
+    def statistics_dataset(self) -> Dataset | None:
+        """The dataset whose records give this KPI (a median, a percentile) for any span of days."""
+        ds = self.dataset
+        plain = not (ds.additive or ds.always or ds.current_only or ds.opening_balance)
+        return ds if plain and ds.day_sql is None and ds.day_rows is None else None
+
     def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
         n = int(values.get(self.sample) or 0) if self.sample else None
         return dec(values.get(self.name)), None, None, n

@@ -345,5 +345,11 @@ def test_a_running_month_carries_the_same_days_of_the_month_before():
     assert (win_rate.extra.compared["numerator"], win_rate.extra.compared["denominator"]) == (2.0, 3.0)
     revenue = compute("revenue_won", now=local(2026, 3, 10, 12), also=(FEBRUARY,))[(Scope.COMPANY, "")]
     assert revenue.extra.compared["value"] == 2000.0
+    # A median too, from the records of those days: the cycles of the deals won on 1 and 10 February
+    # (27 and 36 days and 23 hours), not of the one won on the 11th.
+    cycle = compute("sales_cycle_median", now=local(2026, 3, 10, 12), also=(FEBRUARY,))
+    compared = cycle[(Scope.COMPANY, "")].extra.compared
+    assert compared["n"] == 2 and compared["value"] == pytest.approx((27 + 36 + 23 / 24) / 2, abs=0.01)
+    assert cycle[(Scope.USER, str(rep.pk))].extra.compared["n"] == 2
     # A month that has ended compares with the whole month before: nothing to carry.
     assert compute("deals_won", now=local(2026, 4, 2), also=(FEBRUARY,))[(Scope.COMPANY, "")].extra is None
