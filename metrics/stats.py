@@ -35,6 +35,8 @@ def difference_interval(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> t
     """The interval of p1 − p2 (x1 of n1 against x2 of n2), as fractions: Newcombe's hybrid score
     interval (his method 10), built from the two Wilson intervals. Unlike p1 − p2 ± z·SE it stays inside
     [−1, 1] and keeps its coverage for small samples and proportions near 0 or 1. None for an empty side."""
+    # Counts may come as Decimals (sums read from the database).
+    x1, n1, x2, n2 = int(x1), int(n1), int(x2), int(n2)
     first, second = wilson_interval(x1, n1, z), wilson_interval(x2, n2, z)
     if first is None or second is None:
         return None

@@ -289,7 +289,12 @@ def _closed_by_month(ctx: Context, first: date, after: date) -> dict[date, dict[
         )
         values = {row["month"].date(): row for row in rows}
     return {
-        month: {"won": v.get("won") or 0, "closed": v.get("closed") or 0, "amount": v.get("closed_amount")}
+        # Counts as integers, whether they came from the records or (as Decimals) from the facts.
+        month: {
+            "won": int(v.get("won") or 0),
+            "closed": int(v.get("closed") or 0),
+            "amount": v.get("closed_amount"),
+        }
         for month, v in values.items()
     }
 

@@ -108,3 +108,19 @@ def test_crm_roi_needs_a_go_live_date(march):
     r = row("crm_roi")
     assert r.value is None
     assert detail(r.extra) == {"missing": "go_live_date"}
+
+
+def test_crm_roi_range_from_a_full_rebuild(roi_inputs):
+    """The whole engine, as the nightly rebuild runs it, with a history covering the year before go-live."""
+    from metrics.models import KpiSnapshot
+    from metrics.services import snapshots_rebuild_all
+
+    old = make_customer(make_user(at=local(2024, 1, 1)), at=local(2024, 1, 1))
+    make_closed_deal(old, created=local(2024, 6, 1), closed=local(2024, 6, 10), won=False)
+
+    assert snapshots_rebuild_all().status == "ok"
+    year = KpiSnapshot.objects.get(
+        kpi="crm_roi", granularity="year", scope=Scope.COMPANY, period_start__year=2026
+    )
+    assert year.extra["win_rate_after_go_live"] == 75.0
+    assert year.extra["roi_low"] < year.value < year.extra["roi_high"]

@@ -111,3 +111,10 @@ def test_difference_of_two_proportions_newcombes_worked_examples(x1, n1, x2, n2,
 
 def test_difference_interval_needs_both_samples():
     assert stats.difference_interval(3, 4, 0, 0) is None
+
+
+def test_difference_interval_takes_counts_read_from_the_database():
+    from decimal import Decimal
+
+    counts = (Decimal(56), Decimal(70), Decimal(48), Decimal(80))
+    assert stats.difference_interval(*counts) == stats.difference_interval(56, 70, 48, 80)
