@@ -138,7 +138,8 @@ def active_customers(n: int, *, since_days: int = 100, **fields) -> list[Custome
 
 def test_trickle_asks_about_one_ninetieth_per_day_and_a_rerun_asks_nobody_new(nps):
     active_customers(181)
-    now = timezone.now()
+    # 09:00 today: the rerun two hours later is the same local day (from 22:00 on it would not be).
+    now = timezone.localtime().replace(hour=9, minute=0, second=0, microsecond=0)
     first = services.nps_trickle_run(now=now)
     assert first.sent == 3  # ceil(181 / 90)
     again = services.nps_trickle_run(now=now + timedelta(hours=2))
