@@ -9,10 +9,9 @@
 Pure functions over snapshot values (per segment: numerator, denominator, value, sample size).
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 ZERO = Decimal(0)
 
@@ -95,15 +94,6 @@ class Snapshot(Protocol):
 
 def segment(s: Snapshot) -> Segment:
     return Segment(s.value, s.numerator, s.denominator, s.sample_size)
-
-
-def compared_segment(compared: Mapping[str, Any]) -> Segment:
-    """A segment's numbers over the same elapsed days of the period before (a snapshot's ``compared``)."""
-
-    def dec(key: str) -> Decimal | None:
-        return None if compared.get(key) is None else Decimal(str(compared[key]))
-
-    return Segment(dec("value"), dec("numerator"), dec("denominator"), compared.get("n"))
 
 
 def top(contributions: list[Contribution], *, minimum: int, count: int = 3) -> tuple[list, list]:

@@ -6,7 +6,7 @@ tables, so the page costs the same with a thousand deals or a million.
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -160,6 +160,17 @@ class Verdict(TextChoices):
     NO_DATA = "no_data", gettext_lazy("not enough data")
 
 
+def compared_values(compared: Mapping[str, Any], computed_at: datetime) -> SnapshotValues:
+    """A snapshot's ``compared`` (the same elapsed days of the period before, KPIS.md §10.1) read as the
+    values of a snapshot: what cards, explanations and downloads compare a running period with."""
+
+    def dec(key: str) -> Decimal | None:
+        return None if compared.get(key) is None else Decimal(str(compared[key]))
+
+    return SnapshotValues(dec("value"), dec("numerator"), dec("denominator"), compared.get("n"), {}, False,
+                          computed_at, 0)  # fmt: skip
+
+
 @dataclass
 class Card:
     kpi: Kpi
@@ -199,10 +210,7 @@ class Card:
         c = self.compared
         if c is None:
             return self.previous
-        as_decimal = [
-            None if c.get(k) is None else Decimal(str(c[k])) for k in ("value", "numerator", "denominator")
-        ]
-        return SnapshotValues(*as_decimal, c.get("n"), {}, False, self.snapshot.computed_at, 0)
+        return compared_values(c, self.snapshot.computed_at)
 
     @property
     def compared_label(self) -> str | None:
@@ -371,7 +379,7 @@ def signed(value: Decimal | float, places: int) -> str:
 def format_change(kpi: Kpi, delta: Decimal) -> str:
     """A signed change in the KPI's own unit: percentage points, points, money, a count."""
     if kpi.unit == Unit.PERCENT:
-        return f"{signed(delta, 1)} " + _("pp")
+        return _signed_points(delta)
     if kpi.unit == Unit.POINTS:
         return f"{signed(delta, 0)} " + _("points")
     sign = "+" if delta > 0 else ("−" if delta < 0 else "")
@@ -487,7 +495,8 @@ def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
     return [(str(label), value) for label, value in facts if value is not None]
 
 
-def _signed_points(value: float) -> str:
+def _signed_points(value: Decimal | float) -> str:
+    """A change in percentage points: "+4.3 pp"."""
     return f"{signed(value, 1)} " + _("pp")
 
 
@@ -665,8 +674,10 @@ def explain(
     segments_now = {key: contribution.segment(s) for key, s in now.items()}
     segments_before = {}
     if like_for_like:
-        compared = {key: kpi.details_of(s.extra).compared for key, s in now.items()}
-        segments_before = {key: contribution.compared_segment(c) for key, c in compared.items() if c}
+        compared = {key: (kpi.details_of(s.extra).compared, s.computed_at) for key, s in now.items()}
+        segments_before = {
+            key: contribution.segment(compared_values(c, at)) for key, (c, at) in compared.items() if c
+        }
     if not segments_before:
         segments_before = {key: contribution.segment(s) for key, s in before.items()}
     if not segments_before:

@@ -5,7 +5,6 @@ always through the CRM's access selectors. A rep sees the same pages for their o
 """
 
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -535,8 +534,7 @@ def _export_row(kpi: Kpi, period, scope: str, who: str, snapshot: KpiSnapshot | 
     if compared and compared.get("until"):
         last = date.fromisoformat(compared["until"]) - timedelta(days=1)
         span = f"{compared['from']} – {last.isoformat()}"
-        if compared.get("value") is not None:
-            then = dashboard.export_value(kpi, Decimal(str(compared["value"])))
+        then = dashboard.export_value(kpi, dashboard.compared_values(compared, snapshot.computed_at).value)
     return [
         charts.period_label(period),
         str(scope),
