@@ -663,12 +663,12 @@ def explain(
     itself is); a KPI without such values is compared with the whole period before, as its card is.
     (A segment with numbers on those days but none yet in the running period has no row to carry them:
     it is missing from such a comparison until its first record of the period.)
-    None for a KPI that is neither a ratio nor a sum (a median, a state).
+    None for a KPI that is neither a ratio nor a sum or level (a median, a mean, a current state).
     """
     if kpi.unit == Unit.PERCENT:
         scale: Decimal | None = Decimal(100)
-    elif kpi.unit in (Unit.COUNT, Unit.CURRENCY) and kpi.basis == Basis.PERIOD:
-        scale = None
+    elif kpi.unit in (Unit.COUNT, Unit.CURRENCY) and kpi.basis in (Basis.PERIOD, Basis.STOCK):
+        scale = None  # events, or a level (the pipeline, the backlog): both add up over the segments
     else:
         return None
     segments_now = {key: contribution.segment(s) for key, s in now.items()}

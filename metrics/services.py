@@ -23,6 +23,8 @@ from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row, Run
+from metrics.kpis.builders import Offset
+from metrics.kpis.dataset import Dataset
 from metrics.kpis.details import Detail
 from metrics.kpis.sql import INCREMENTAL_SETTINGS, records_query, with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
@@ -372,11 +374,13 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
     """Rows of a running week or month carry the KPI over the same elapsed days of the period before
     (``Detail.compared``), so pages compare like with like and still read only snapshots: sums and counts
     from the day facts, medians and percentiles from the records of those days (one grouped query per
-    dataset and granularity). Stocks and states compare with the whole period before."""
+    dataset and granularity), and the rest through their builder's ``at_offset`` from the day facts of
+    those days (stocks at the same offset, churn from the customers active at the period's start, …)."""
     builder = kpi.compute
     ds = getattr(builder, "facts_dataset", None)
     statistics = getattr(builder, "statistics_dataset", None)
-    if ds is None and statistics is None:
+    at_offset = getattr(builder, "at_offset", None)
+    if ds is None and statistics is None and at_offset is None:
         return rows
     today = local_date(ctx.now)
     out = []
@@ -387,9 +391,17 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         before = period.previous()
         days = (today - period.first_day).days + 1
         span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
-        if ds is not None:
-            totals = ctx.memo(("to date", span), lambda span=span: facts.day_totals(_facts_datasets(), *span))
+        if at_offset is not None or ds is not None:
+            totals = _day_totals(ctx, builder.day_datasets if at_offset is not None else (ds,), span)
+        if at_offset is not None:
+            found = at_offset(ctx, kpi, Offset(before, span[1], row.scope, row.scope_id, totals))
+            if found is None:
+                out.append((row, period))
+                continue
+            value, numerator, denominator, n = found
+        elif ds is not None:
             scoped = totals.get(ds.name, {}).get((row.scope, row.scope_id), {})
+            value, numerator, denominator, n = builder.to_date(kpi, scoped)
         else:
             g = row.granularity
             grouped = ctx.memo(
@@ -397,7 +409,7 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
                 lambda g=g, span=span: records_query(ctx, statistics, [g], [span]).run(),
             )
             scoped = grouped.get((g, before.first_day, row.scope, row.scope_id), {})
-        value, numerator, denominator, n = builder.to_date(kpi, scoped)
+            value, numerator, denominator, n = builder.to_date(kpi, scoped)
         compared = {
             "value": _float(value),
             "numerator": _float(numerator),
@@ -412,13 +424,14 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
     return out
 
 
-def _facts_datasets() -> list:
-    """The datasets whose day facts like-for-like comparisons read: those of the ratio and measure KPIs."""
-    found = {}
-    for kpi in registry().values():
-        if (ds := getattr(kpi.compute, "facts_dataset", None)) is not None:
-            found[ds.name] = ds
-    return list(found.values())
+def _day_totals(ctx: Context, datasets: Iterable[Dataset], span: tuple[date, date]) -> facts.DayTotals:
+    """The datasets' measures summed over the day facts of ``span``, per scope: read once per dataset and
+    span, after the KPI's own computation has rewritten the dataset's facts in this run."""
+    team_of = ctx.memo("teams of users", facts.teams_of_users)
+    return {
+        ds.name: ctx.memo(("to date", ds.name, span), lambda ds=ds: facts.day_totals(ds, *span, team_of))
+        for ds in datasets
+    }
 
 
 def _float(value: Decimal | None) -> float | None:

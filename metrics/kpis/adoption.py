@@ -7,8 +7,9 @@ the period (imports and system actions do not count); records created count web 
 """
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from datetime import date, timedelta
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +34,7 @@ from metrics.kpis.base import (
     Significance,
     Unit,
 )
-from metrics.kpis.builders import HUNDRED, Dataset, divide, grouped, in_spans, rows_from, total
+from metrics.kpis.builders import HUNDRED, Dataset, Offset, divide, grouped, in_spans, rows_from, total
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, visible
 from metrics.models import Scope
 from metrics.periods import Period, local_midnight, reporting_tz
@@ -90,56 +91,91 @@ def adoption_counts(ctx: Context) -> dict[tuple[str, Any, str, str], dict[str, i
     """Licensed, active and login-active users, web creations and active days per period and scope."""
 
     def build() -> dict[tuple[str, Any, str, str], dict[str, int]]:
-        usage = {
-            (g, day, scope_id): values
-            for (g, day, scope, scope_id), values in grouped(ctx, USAGE).items()
-            if scope == Scope.USER
-        }
-        staff = dict(User.objects.filter(is_service_account=False).values_list("id", "team_id"))
-        seats = defaultdict(list)
-        for user_id, started, ended in Seat.objects.filter(user_id__in=staff).values_list(
-            "user_id", "started_at", "ended_at"
-        ):
-            seats[user_id].append((started, ended))
+        usage: dict[tuple[str, Any], dict[str, dict[str, Any]]] = defaultdict(dict)
+        for (g, day, scope, scope_id), values in grouped(ctx, USAGE).items():
+            if scope == Scope.USER:
+                usage[(g, day)][scope_id] = values
         out: dict[tuple[str, Any, str, str], dict[str, int]] = {}
         for g in ctx.granularities:
             for period in ctx.periods[g]:
                 if not ctx.touches(period):
                     continue
-                end = period.end
-                for user_id, spans in seats.items():
-                    if not any(s < end - NEW_SEAT_GRACE and (e is None or e >= end) for s, e in spans):
-                        continue
-                    u = usage.get((g, period.first_day, str(user_id)), {})
-                    active = int(u.get("actions") or 0) > 0
-                    counts = (
-                        1,
-                        int(active),
-                        int(int(u.get("logins") or 0) > 0),
-                        int(u.get("creates") or 0) if active else 0,
-                        int(u.get("days") or 0),
-                    )
-                    keys = [(Scope.COMPANY, ""), (Scope.USER, str(user_id))]
-                    if staff[user_id] is not None:
-                        keys.append((Scope.TEAM, str(staff[user_id])))
-                    for scope, scope_id in keys:
-                        acc = out.setdefault((g, period.first_day, scope, scope_id), dict.fromkeys(NAMES, 0))
-                        for name, value in zip(NAMES, counts, strict=True):
-                            acc[name] += value
+                for (scope, scope_id), counts in _counts_at(
+                    ctx, period.end, usage[(g, period.first_day)]
+                ).items():
+                    out[(g, period.first_day, scope, scope_id)] = counts
         return out
 
     return ctx.memo("adoption", build, reads=(USAGE.name,))
 
 
-def _ratio(numerator: str, denominator: str, percent: bool) -> Any:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-            num, den = Decimal(values.get(numerator, 0)), Decimal(values.get(denominator, 0))
-            return divide(num, den, HUNDRED if percent else Decimal(1)), num, den, int(den), None
+def _counts_at(
+    ctx: Context, end: datetime, usage: Mapping[str, Mapping[str, Any]]
+) -> dict[tuple[str, str], dict[str, int]]:
+    """The counts of a span ending at ``end`` by scope, from each user's usage in it (``usage``, by user
+    id): users holding a seat at ``end`` that began at least 7 days before it."""
+    staff, seats = ctx.memo("adoption seats", _staff_and_seats)
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for user_id, spans in seats.items():
+        if not any(s < end - NEW_SEAT_GRACE and (e is None or e >= end) for s, e in spans):
+            continue
+        u = usage.get(str(user_id), {})
+        active = int(u.get("actions") or 0) > 0
+        counts = (
+            1,
+            int(active),
+            int(int(u.get("logins") or 0) > 0),
+            int(u.get("creates") or 0) if active else 0,
+            int(u.get("days") or 0),
+        )
+        keys = [(Scope.COMPANY, ""), (Scope.USER, str(user_id))]
+        if staff[user_id] is not None:
+            keys.append((Scope.TEAM, str(staff[user_id])))
+        for key in keys:
+            acc = out.setdefault(key, dict.fromkeys(NAMES, 0))
+            for name, value in zip(NAMES, counts, strict=True):
+                acc[name] += value
+    return out
 
-        return rows_from(ctx, kpi, adoption_counts(ctx), fn)
 
-    return compute
+def _staff_and_seats() -> tuple[dict[int, int | None], dict[int, list[tuple[datetime, datetime | None]]]]:
+    """Staff (not service accounts) with their team, and each one's seats."""
+    staff = dict(User.objects.filter(is_service_account=False).values_list("id", "team_id"))
+    seats = defaultdict(list)
+    for user_id, started, ended in Seat.objects.filter(user_id__in=staff).values_list(
+        "user_id", "started_at", "ended_at"
+    ):
+        seats[user_id].append((started, ended))
+    return staff, seats
+
+
+@dataclass(frozen=True)
+class AdoptionRatio:
+    """KPI = one adoption count ÷ another (× 100 when ``percent``). While a week or month runs, it is
+    compared with the same elapsed days of the period before (KPIS.md §10.1): the people holding a seat at
+    the end of those days, and their usage on them, from the day facts."""
+
+    numerator: str
+    denominator: str
+    percent: bool
+    day_datasets = (USAGE,)
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        return rows_from(ctx, kpi, adoption_counts(ctx), self.row)
+
+    def row(self, values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        num, den = Decimal(values.get(self.numerator, 0)), Decimal(values.get(self.denominator, 0))
+        return divide(num, den, HUNDRED if self.percent else Decimal(1)), num, den, int(den), None
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple:
+        def build() -> dict[tuple[str, str], dict[str, int]]:
+            by_user = {
+                sid: v for (scope, sid), v in at.totals.get(USAGE.name, {}).items() if scope == Scope.USER
+            }
+            return _counts_at(ctx, local_midnight(at.until), by_user)
+
+        counts = ctx.memo(("adoption at", at.until), build)
+        return self.row(counts.get((at.scope, at.scope_id), {}), at.before, at.scope, at.scope_id)[:4]
 
 
 def _licensed(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
@@ -205,7 +241,7 @@ ADOPTION_RATE = Kpi(
         "licensed users who did at least one thing in the CRM (web or API) in the period ÷ licensed users at "
         "the end of the period"
     ),
-    compute=_ratio("active", "licensed", percent=True),
+    compute=AdoptionRatio("active", "licensed", percent=True),
     exclusions=ADOPTION_EXCLUSIONS,
     drill=Drill({NUMERATOR: Part(_active, NUMERATOR, label=ACTIVE_USERS), DENOMINATOR: LICENSED}),
     plots=(Plot(ADOPTION_CHART, label=_("Adoption (actions)")),),
@@ -224,7 +260,7 @@ ACCESS_ADOPTION = Kpi(
     formula=_(
         "licensed users who signed in at least once in the period ÷ licensed users at the end of the period"
     ),
-    compute=_ratio("access", "licensed", percent=True),
+    compute=AdoptionRatio("access", "licensed", percent=True),
     exclusions=ADOPTION_EXCLUSIONS,
     drill=Drill(
         {NUMERATOR: Part(_signed_in, NUMERATOR, label=_("Users who signed in")), DENOMINATOR: LICENSED}
@@ -241,7 +277,7 @@ RECORDS_PER_ACTIVE_USER = Kpi(
     unit=Unit.NUMBER,
     better=Better.UP,
     formula=_("records created in the web UI in the period by active licensed users ÷ active licensed users"),
-    compute=_ratio("creates", "active", percent=False),
+    compute=AdoptionRatio("creates", "active", percent=False),
     exclusions=ADOPTION_EXCLUSIONS,
     drill=Drill(
         {
@@ -260,7 +296,7 @@ ACTIVE_DAYS_PER_USER = Kpi(
     unit=Unit.NUMBER,
     better=Better.UP,
     formula=_("days with at least one web or API action, summed over licensed users ÷ licensed users"),
-    compute=_ratio("days", "licensed", percent=False),
+    compute=AdoptionRatio("days", "licensed", percent=False),
     exclusions=ADOPTION_EXCLUSIONS,
     drill=Drill(
         {

@@ -337,6 +337,110 @@ def with_current(ctx: Context, levels: Grouped, now: Dataset) -> Grouped:
     return out
 
 
+@dataclass(frozen=True)
+class Offset:
+    """What a running week or month is compared with (KPIS.md §10.1): the period ``before`` it from its
+    first day until ``until`` (exclusive; the same elapsed days), for one scope. ``totals``: each day
+    dataset's measures summed over those days, by scope."""
+
+    before: Period
+    until: date
+    scope: str
+    scope_id: str
+    totals: facts.DayTotals
+
+    @property
+    def key(self) -> tuple[str, date, str, str]:
+        """The grouped key of ``before`` for this scope."""
+        return self.before.granularity, self.before.first_day, self.scope, self.scope_id
+
+    @property
+    def company_key(self) -> tuple[str, date, str, str]:
+        return self.before.granularity, self.before.first_day, Scope.COMPANY, ""
+
+    def days(self, dataset: Dataset) -> Mapping[str, Decimal]:
+        """The dataset's measures summed over those days, for this scope."""
+        return self.totals.get(dataset.name, {}).get((self.scope, self.scope_id), {})
+
+
+# (measures of one period and scope, the period, scope, scope id) -> (value, numerator, denominator, n,
+# details[, provisional]), or None for no row.
+RowFn = Callable[[Mapping[str, Any], Period, str, str], tuple | None]
+
+
+@dataclass(frozen=True)
+class OfDataset:
+    """KPI = a function of each period's measures of one dataset (NPS, CSAT, CES, response rates): ``row``
+    gives that function for a recompute (it may read other periods, e.g. for details).
+
+    While a week or month runs, the same function of the measures summed over the same elapsed days of
+    the period before is what it is compared with (KPIS.md §10.1)."""
+
+    dataset: Dataset
+    row: Callable[[Context, Kpi], RowFn]
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        return rows_from(ctx, kpi, grouped(ctx, self.dataset), self.row(ctx, kpi))
+
+    @property
+    def day_datasets(self) -> tuple[Dataset, ...]:
+        return (self.dataset,) if self.dataset.uses_facts else ()
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
+        if not self.dataset.uses_facts:
+            return None
+        fn = ctx.memo(("row of", kpi.code), lambda: self.row(ctx, kpi))
+        found = fn(at.days(self.dataset), at.before, at.scope, at.scope_id)
+        return (None, ZERO, ZERO, 0) if found is None else tuple(found[:4])
+
+
+@dataclass(frozen=True)
+class Stocked:
+    """KPI = one measure of a stock (KPIS.md G2): the deltas of ``deltas`` accumulated to each period's
+    end, the current period's level read from the state now (``now``). ``sample`` names the measure that
+    is its n; ``details`` gives a period's details (e.g. the backlog's net change).
+
+    While a period runs, its level is compared with the level at the same offset of the period before
+    (KPIS.md §10.1): that period's opening level plus its deltas of the same elapsed days."""
+
+    deltas: Dataset
+    now: Dataset
+    name: str
+    sample: str | None = None
+    details: Callable[[Context], Callable[[Period, str, str], Any]] | None = None
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        details = self.details(ctx) if self.details else None
+
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            n = int(values.get(self.sample) or 0) if self.sample else None
+            extra = details(period, scope, scope_id) if details else None
+            return dec(values.get(self.name)), None, None, n, extra
+
+        return rows_from(ctx, kpi, with_current(ctx, stock(ctx, self.deltas), self.now), fn)
+
+    @property
+    def day_datasets(self) -> tuple[Dataset, ...]:
+        return (self.deltas,)
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
+        """(value, None, None, n) of the stock after the first days of the period before; None when the run
+        did not compute that period."""
+        levels = stock(ctx, self.deltas)
+        if at.company_key not in levels:
+            return None
+        end, moved, to_date = (
+            levels.get(at.key, {}),
+            grouped(ctx, self.deltas).get(at.key, {}),
+            at.days(self.deltas),
+        )
+
+        def level(name: str) -> Decimal:
+            return dec(end.get(name)) - dec(moved.get(name)) + dec(to_date.get(name))
+
+        return level(self.name), None, None, int(level(self.sample)) if self.sample else None
+
+
 def period_range(period: Period, *, date_field: str, day: bool = False) -> Q:
     """Rows whose ``date_field`` falls in the period (a local date when ``day``)."""
     if day:

@@ -15,7 +15,7 @@ amount or owner reaches earlier days' facts then; see ``Dataset``).
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -610,31 +610,33 @@ def month_totals(ds: Dataset, first: date, after: date) -> dict[date, dict[str, 
         return {row[0]: _named(ds, row[1:]) for row in cursor.fetchall()}
 
 
+# Per dataset, its measures summed over some days, per (scope, scope id) as snapshots name them.
+DayTotals = Mapping[str, Mapping[tuple[str, str], Mapping[str, Decimal]]]
+
+
+def teams_of_users() -> dict[str, str]:
+    """Each user's current team, by user id (facts are stored per user; a team's are its members')."""
+    return {str(pk): str(team) for pk, team in User.objects.values_list("pk", "team_id") if team}
+
+
 def day_totals(
-    datasets: Sequence[Dataset], first: date, after: date
-) -> dict[str, dict[tuple[str, str], dict[str, Decimal]]]:
-    """Per dataset, its measures summed over the day facts of [first, after), per scope as snapshots name
-    them: the company, each user and (through the user's current team) each team, each source. One
-    query for all the datasets, one for the teams."""
-    by_name = {ds.name: ds for ds in datasets}
-    if not by_name:
-        return {}
-    width = max(len(fact_columns(ds)) for ds in by_name.values())
+    ds: Dataset, first: date, after: date, team_of: Mapping[str, str]
+) -> dict[tuple[str, str], dict[str, Decimal]]:
+    """The dataset's measures summed over its day facts of [first, after), per scope as snapshots name
+    them: the company, each user and (through the user's current team, ``team_of``) each team, each
+    source. One query."""
     with connection.cursor() as cursor:
         cursor.execute(
             pg.SQL(
-                "SELECT dataset, scope, scope_id, {} FROM {} "
-                "WHERE dataset = ANY(%s) AND grain = 'day' AND day >= %s AND day < %s "
-                "GROUP BY dataset, scope, scope_id"
-            ).format(_company_values(width), FACTS),
-            [list(by_name), first, after],
+                "SELECT scope, scope_id, {} FROM {} WHERE dataset = %s AND grain = 'day' AND day >= %s "
+                "AND day < %s GROUP BY scope, scope_id"
+            ).format(_company_values(len(fact_columns(ds))), FACTS),
+            [ds.name, first, after],
         )
         stored = cursor.fetchall()
-    team_of = {str(pk): str(team) for pk, team in User.objects.values_list("pk", "team_id") if team}
-    totals: dict[str, dict[tuple[str, str], list[int]]] = {name: {} for name in by_name}
-    for name, scope, scope_id, *row in stored:
-        ds, found = by_name[name], totals[name]
-        values = [int(v or 0) for v in row[: len(fact_columns(ds))]]
+    found: dict[tuple[str, str], list[int]] = {}
+    for scope, scope_id, *row in stored:
+        values = [int(v or 0) for v in row]
         keys = []
         if scope == _total_scope(ds):
             keys.append((Scope.COMPANY, ""))
@@ -646,10 +648,7 @@ def day_totals(
             into = found.setdefault(key, [0] * len(values))
             for i, value in enumerate(values):
                 into[i] += value
-    return {
-        name: {key: _named(by_name[name], row) for key, row in found.items()}
-        for name, found in totals.items()
-    }
+    return {key: _named(ds, row) for key, row in found.items()}
 
 
 def whole_months(first: date, after: date) -> list[date]:

@@ -1,6 +1,7 @@
 """Retention KPIs (KPIS.md §3): churn, retention, renewals, repeat purchases, referrals."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,7 +28,17 @@ from metrics.kpis.base import (
     Significance,
     Unit,
 )
-from metrics.kpis.builders import HUNDRED, dec, divide, grouped, ratio, rows_from, scope_filter
+from metrics.kpis.builders import (
+    HUNDRED,
+    Dataset,
+    Offset,
+    dec,
+    divide,
+    grouped,
+    ratio,
+    rows_from,
+    scope_filter,
+)
 from metrics.kpis.details import TextbookRetentionDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
 from metrics.kpis.shared import (
@@ -108,11 +119,55 @@ def _end_less_new(records: QuerySet, period: Period, scope: str, scope_id: str) 
     return records.count() - new.count()
 
 
-def _activity_kpi(fn: Any) -> Any:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+@dataclass(frozen=True)
+class Activity:
+    """KPI from each period's active-customer counts (``customer_activity``; with ``with_new``, also the
+    period's new customers): ``fn`` turns a period's counts into its row.
+
+    While a period runs, it is compared with the counts after the same elapsed days of the period before
+    (KPIS.md §10.1): the customers active at its start, and the level changes, churns, lost chains and new
+    customers of those days, from the day facts."""
+
+    fn: Callable[[dict[str, Any], Period, str, str], tuple]
+    with_new: bool = False
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        if not self.with_new:
+            return rows_from(ctx, kpi, customer_activity(ctx), self.fn)
+        new = grouped(ctx, NEW_CUSTOMERS)
+
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            joined = new.get((period.granularity, period.first_day, scope, scope_id), {}).get("new")
+            return self.fn({**values, "new": dec(joined)}, period, scope, scope_id)
+
         return rows_from(ctx, kpi, customer_activity(ctx), fn)
 
-    return compute
+    @property
+    def day_datasets(self) -> tuple[Dataset, ...]:
+        return (ACTIVITY, NEW_CUSTOMERS) if self.with_new else (ACTIVITY,)
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
+        activity = customer_activity(ctx)
+        if at.company_key not in activity:
+            return None
+        g = at.before.granularity
+        start = int(activity.get(at.key, {}).get("start") or 0)
+        days = at.days(ACTIVITY)
+
+        def total(name: str) -> int:
+            return int(days.get(name) or 0)
+
+        values: dict[str, Any] = {
+            "start": start,
+            "end": start + total("level"),
+            "during": start + total(f"chain_start_{g}"),
+            "churned": total(f"churned_{g}"),
+            "retained": start - total(f"chain_lost_{g}"),
+        }
+        if self.with_new:
+            values["new"] = dec(at.days(NEW_CUSTOMERS).get("new"))
+        value, numerator, denominator, n, _details = self.fn(values, at.before, at.scope, at.scope_id)
+        return value, numerator, denominator, n
 
 
 def _churn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
@@ -129,16 +184,10 @@ def _active(values: dict[str, Any], period: Period, scope: str, scope_id: str) -
     return Decimal(values.get("end", 0)), None, None, None, None
 
 
-def _textbook(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    new = grouped(ctx, NEW_CUSTOMERS)
-
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-        start, end = Decimal(values.get("start", 0)), Decimal(values.get("end", 0))
-        joined = dec(new.get((period.granularity, period.first_day, scope, scope_id), {}).get("new"))
-        extra = TextbookRetentionDetail(end=int(end), new=int(joined))
-        return divide(end - joined, start, HUNDRED), end - joined, start, int(start), extra
-
-    return rows_from(ctx, kpi, customer_activity(ctx), fn)
+def _textbook(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    start, end, joined = Decimal(values.get("start", 0)), Decimal(values.get("end", 0)), values["new"]
+    extra = TextbookRetentionDetail(end=int(end), new=int(joined))
+    return divide(end - joined, start, HUNDRED), end - joined, start, int(start), extra
 
 
 CHURN_RATE = Kpi(
@@ -151,7 +200,7 @@ CHURN_RATE = Kpi(
         "customers active at the start of the period who churned during it ÷ customers active at the start; "
         "customers who joined and churned inside the period are left out (B2B formula)"
     ),
-    compute=_activity_kpi(_churn),
+    compute=Activity(_churn),
     drill=Drill(
         {NUMERATOR: Part(_churned, NUMERATOR, label=_("Churned in the period")), DENOMINATOR: ACTIVE_AT_START}
     ),
@@ -169,7 +218,7 @@ RETENTION_RATE = Kpi(
     unit=Unit.PERCENT,
     better=Better.UP,
     formula=_("customers active at the start and at the end of the period ÷ customers active at the start"),
-    compute=_activity_kpi(_retention),
+    compute=Activity(_retention),
     drill=Drill({NUMERATOR: RETAINED, DENOMINATOR: ACTIVE_AT_START}),
     plots=(Plot(RETENTION_CHART, label=_("Retention rate")),),
     significance=Significance.PROPORTION,
@@ -188,7 +237,7 @@ RETENTION_RATE_TEXTBOOK = Kpi(
         "beside the set-based rate, which it understates when new customers churn and overstates with "
         "reactivations"
     ),
-    compute=_textbook,
+    compute=Activity(_textbook, with_new=True),
     # The numerator E − N is not a list of customers: the customers active at the end make E, and the
     # period's new customers (the new customers KPI) are taken off.
     drill=Drill(
@@ -213,7 +262,7 @@ ACTIVE_CUSTOMERS = Kpi(
     unit=Unit.COUNT,
     better=Better.UP,
     formula=_("customers active at the end of the period, from the status history"),
-    compute=_activity_kpi(_active),
+    compute=Activity(_active),
     basis=Basis.STOCK,
     drill=Drill({NUMERATOR: Part(_active_at_end, VALUE, label=_("Active at the end"))}),
 )

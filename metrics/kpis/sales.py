@@ -41,6 +41,7 @@ from metrics.kpis.builders import (
     HUNDRED,
     Dataset,
     Grouped,
+    Stocked,
     count,
     dec,
     divide,
@@ -51,8 +52,6 @@ from metrics.kpis.builders import (
     ratio,
     rows_from,
     scope_filter,
-    stock,
-    with_current,
 )
 from metrics.kpis.details import (
     ForecastAccuracyDetail,
@@ -216,16 +215,6 @@ SALES_CYCLE_P90 = Kpi(
 )
 
 
-def _pipeline(name: str) -> Any:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-            return dec(values.get(name)), None, None, int(values.get("open") or 0), None
-
-        return rows_from(ctx, kpi, with_current(ctx, stock(ctx, PIPELINE_DELTAS), OPEN_PIPELINE_NOW), fn)
-
-    return compute
-
-
 def _open_at_end(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
     """Deals that were open just before the period's end, by their stage history, with the probability
     they carried then (``probability_then``: the deal's override, else that stage's default); in the
@@ -264,7 +253,7 @@ PIPELINE_VALUE = Kpi(
         "Σ amount of the deals open at the end of the period, from the stage history "
         "(amounts and owners as they are now)"
     ),
-    compute=_pipeline("amount"),
+    compute=Stocked(PIPELINE_DELTAS, OPEN_PIPELINE_NOW, "amount", sample="open"),
     basis=Basis.STOCK,
     drill=Drill(
         {NUMERATOR: Part(_open_at_end, VALUE, sum_of("amount"), OPEN_AT_END, also=((SAMPLE, record_count),))}
@@ -281,7 +270,7 @@ WEIGHTED_PIPELINE = Kpi(
         "Σ amount × probability ÷ 100 of the deals open at the end of the period; probability is the deal's "
         "override, else the default of the stage it was in then"
     ),
-    compute=_pipeline("weighted"),
+    compute=Stocked(PIPELINE_DELTAS, OPEN_PIPELINE_NOW, "weighted", sample="open"),
     basis=Basis.STOCK,
     drill=Drill({NUMERATOR: Part(_open_at_end, VALUE, sum_of(WEIGHTED_AMOUNT), OPEN_AT_END)}),
 )

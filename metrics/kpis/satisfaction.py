@@ -8,7 +8,6 @@ separate KPIs, never pooled. Survey KPIs carry their sample size, a 95 % interva
 """
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,12 +27,11 @@ from metrics.kpis.base import (
     Kpi,
     Plot,
     Question,
-    Row,
     Section,
     Significance,
     Unit,
 )
-from metrics.kpis.builders import HUNDRED, Dataset, count, dec, grouped, rows_from, total
+from metrics.kpis.builders import HUNDRED, Dataset, OfDataset, RowFn, count, dec, grouped, total
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
 from metrics.kpis.shared import live, local_days
@@ -174,15 +172,11 @@ SURVEY_MIN_SAMPLE = settings.SURVEYS_LOW_SAMPLE
 # Computations
 # ---------------------------------------------------------------------------------------------------------
 
-Fn = Callable[[dict[str, Any], Period, str, str], tuple | None]
+Fn = RowFn
 
 
-def _answer_rows(ctx: Context, kpi: Kpi, fn: Fn) -> Iterator[Row]:
-    return rows_from(ctx, kpi, grouped(ctx, ANSWERS), fn)
-
-
-def _nps(kind: str) -> Callable[[Context, Kpi], Iterator[Row]]:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+def _nps(kind: str) -> OfDataset:
+    def row(ctx: Context, kpi: Kpi) -> Fn:
         data = grouped(ctx, ANSWERS)
 
         def counts(values: dict[str, Any]) -> tuple[int, int, int]:
@@ -217,12 +211,12 @@ def _nps(kind: str) -> Callable[[Context, Kpi], Iterator[Row]]:
             value = Decimal(100 * (promoters - detractors)) / n if n else None
             return value, Decimal(promoters - detractors), Decimal(n), n, extra
 
-        return rows_from(ctx, kpi, data, fn)
+        return fn
 
-    return compute
+    return OfDataset(ANSWERS, row)
 
 
-def _csat_percent(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+def _csat_percent(ctx: Context, kpi: Kpi) -> Fn:
     def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         n, top = int(values.get("csat_n") or 0), int(values.get("csat_top") or 0)
         if n == 0:
@@ -237,11 +231,11 @@ def _csat_percent(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         )
         return Decimal(top) * HUNDRED / n, Decimal(top), Decimal(n), n, extra
 
-    return _answer_rows(ctx, kpi, fn)
+    return fn
 
 
-def _mean(prefix: str, scale: tuple[int, int]) -> Callable[[Context, Kpi], Iterator[Row]]:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+def _mean(prefix: str, scale: tuple[int, int]) -> OfDataset:
+    def row(ctx: Context, kpi: Kpi) -> Fn:
         def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
             n = int(values.get(f"{prefix}_n") or 0)
             extra = MeanDetail(scale_min=scale[0], scale_max=scale[1], low_sample=n < kpi.min_sample)
@@ -258,9 +252,9 @@ def _mean(prefix: str, scale: tuple[int, int]) -> Callable[[Context, Kpi], Itera
                 )
             return sum_ / n, sum_, Decimal(n), n, extra
 
-        return _answer_rows(ctx, kpi, fn)
+        return fn
 
-    return compute
+    return OfDataset(ANSWERS, row)
 
 
 def _longest_window(ctx: Context) -> timedelta:
@@ -268,8 +262,8 @@ def _longest_window(ctx: Context) -> timedelta:
     return timedelta(days=days or 0)
 
 
-def _response_rate(numerator: str) -> Callable[[Context, Kpi], Iterator[Row]]:
-    def compute(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+def _response_rate(numerator: str) -> OfDataset:
+    def row(ctx: Context, kpi: Kpi) -> Fn:
         window = _longest_window(ctx)
 
         def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
@@ -289,9 +283,9 @@ def _response_rate(numerator: str) -> Callable[[Context, Kpi], Iterator[Row]]:
             provisional = not ctx.is_closed(period, window)
             return value, num, Decimal(delivered), delivered, extra, provisional
 
-        return rows_from(ctx, kpi, grouped(ctx, INVITATIONS), fn)
+        return fn
 
-    return compute
+    return OfDataset(INVITATIONS, row)
 
 
 # Drill-downs: the live, access-scoped answers or invitations behind a number
@@ -397,7 +391,7 @@ CSAT_PERCENT = Kpi(
         "answers of 4 or 5 ÷ CSAT answers (1–5) given in the period (top-2-box); details: the Wilson "
         "95-percent interval and the mean"
     ),
-    compute=_csat_percent,
+    compute=OfDataset(ANSWERS, _csat_percent),
     scopes=SERVICE_ANSWER_SCOPES,
     exclusions=SURVEY_EXCLUSIONS,
     drill=_answer_drill("csat_top", "csat_n", _("Satisfied (4–5)")),

@@ -4,7 +4,7 @@ Times are calendar hours. Spam tickets and tickets of merged or internal custome
 and user scopes use the ticket's current assignee (complaints: the customer's account owner).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -32,14 +32,14 @@ from metrics.kpis.base import (
 )
 from metrics.kpis.builders import (
     HUNDRED,
+    Offset,
+    Stocked,
     dec,
     divide,
     grouped,
     measure,
     rows_from,
     scope_filter,
-    stock,
-    with_current,
 )
 from metrics.kpis.details import (
     BacklogDetail,
@@ -179,24 +179,33 @@ RESOLUTION_P90 = Kpi(
 )
 
 
-def _sla(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    (reply_met, reply_breached), (res_met, res_breached) = (
-        tuple(grouped(ctx, ds) for ds in pair) for pair in (SLA_REPLY, SLA_RESOLUTION)
-    )
-    keys = {*reply_met, *reply_breached, *res_met, *res_breached}
+class Sla:
+    """SLA attainment: first-response and resolution targets met ÷ those met or breached in the period,
+    from the four SLA datasets; while a week or month runs, compared with the same elapsed days of the
+    period before (KPIS.md §10.1)."""
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-        key = (period.granularity, period.first_day, scope, scope_id)
-        reply = (
-            int(reply_met.get(key, {}).get("met") or 0),
-            int(reply_breached.get(key, {}).get("breached") or 0),
-        )
-        res = int(res_met.get(key, {}).get("met") or 0), int(res_breached.get(key, {}).get("breached") or 0)
+    day_datasets = (*SLA_REPLY, *SLA_RESOLUTION)
+
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        data = [grouped(ctx, ds) for ds in self.day_datasets]
+        keys = {key for found in data for key in found}
+
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            key = (period.granularity, period.first_day, scope, scope_id)
+            return self.row(*(found.get(key, {}) for found in data))
+
+        return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple:
+        return self.row(*(at.days(ds) for ds in self.day_datasets))[:4]
+
+    @staticmethod
+    def row(reply_met: Mapping, reply_breached: Mapping, res_met: Mapping, res_breached: Mapping) -> tuple:
+        reply = int(reply_met.get("met") or 0), int(reply_breached.get("breached") or 0)
+        res = int(res_met.get("met") or 0), int(res_breached.get("breached") or 0)
         met, targets = Decimal(reply[0] + res[0]), Decimal(sum(reply) + sum(res))
         extra = SlaDetail(first_response=(reply[0], sum(reply)), resolution=(res[0], sum(res)))
         return divide(met, targets, HUNDRED), met, targets, int(targets), extra
-
-    return rows_from(ctx, kpi, {key: {} for key in keys}, fn)
 
 
 def _sla_targets(period: Period, done: str, due: str) -> tuple[Q, Q]:
@@ -251,7 +260,7 @@ SLA_ATTAINMENT = Kpi(
         "a met target counts when it is completed, a breached one when its due time passes; targets still "
         "running are left out"
     ),
-    compute=_sla,
+    compute=Sla(),
     exclusions=SERVICE_EXCLUSIONS,
     drill=Drill(
         {
@@ -270,15 +279,16 @@ SLA_ATTAINMENT = Kpi(
 )
 
 
-def _backlog(ctx: Context, kpi: Kpi) -> Iterator[Row]:
+def _net_change(ctx: Context) -> Any:
+    """A period's tickets created − solved (the backlog's details)."""
     created, solved = grouped(ctx, TICKETS_CREATED), grouped(ctx, TICKETS_SOLVED)
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def details(period: Period, scope: str, scope_id: str) -> BacklogDetail:
         key = (period.granularity, period.first_day, scope, scope_id)
         net = int(created.get(key, {}).get("created") or 0) - int(solved.get(key, {}).get("solved") or 0)
-        return dec(values.get("backlog")), None, None, None, BacklogDetail(net_change=net)
+        return BacklogDetail(net_change=net)
 
-    return rows_from(ctx, kpi, with_current(ctx, stock(ctx, BACKLOG_DELTAS), BACKLOG_NOW), fn)
+    return details
 
 
 def _unsolved_at_end(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
@@ -301,7 +311,7 @@ BACKLOG = Kpi(
         "tickets unsolved (new, open or pending) at the end of the period, from the status history; details: "
         "created − solved in the period"
     ),
-    compute=_backlog,
+    compute=Stocked(BACKLOG_DELTAS, BACKLOG_NOW, "backlog", details=_net_change),
     basis=Basis.STOCK,
     exclusions=SERVICE_EXCLUSIONS,
     drill=Drill({NUMERATOR: Part(_unsolved_at_end, VALUE, label=_("Unsolved at the end of the period"))}),
@@ -309,16 +319,36 @@ BACKLOG = Kpi(
 )
 
 
-def _complaint_rate(ctx: Context, kpi: Kpi) -> Iterator[Row]:
-    complaints, active = grouped(ctx, COMPLAINTS), customer_activity(ctx)
+class ComplaintRate:
+    """Complaint tickets opened in the period per 100 customers active at some time in it; while a week or
+    month runs, compared with the same elapsed days of the period before (KPIS.md §10.1): the complaints
+    of those days per customer active at its start or becoming active in those days."""
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
-        key = (period.granularity, period.first_day, scope, scope_id)
-        num = dec(complaints.get(key, {}).get("complaints"))
-        den = Decimal(active.get(key, {}).get("during", 0))
-        return divide(num, den, HUNDRED), num, den, int(den), None
+    day_datasets = (COMPLAINTS, ACTIVITY)
 
-    return rows_from(ctx, kpi, {key: {} for key in {*complaints, *active}}, fn)
+    def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
+        complaints, active = grouped(ctx, COMPLAINTS), customer_activity(ctx)
+
+        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+            key = (period.granularity, period.first_day, scope, scope_id)
+            return self.row(
+                dec(complaints.get(key, {}).get("complaints")), active.get(key, {}).get("during", 0)
+            )
+
+        return rows_from(ctx, kpi, {key: {} for key in {*complaints, *active}}, fn)
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
+        activity = customer_activity(ctx)
+        if at.company_key not in activity:
+            return None
+        start = activity.get(at.key, {}).get("start", 0)
+        joined = at.days(ACTIVITY).get(f"chain_start_{at.before.granularity}")
+        return self.row(dec(at.days(COMPLAINTS).get("complaints")), start + dec(joined))[:4]
+
+    @staticmethod
+    def row(complaints: Decimal, active: Any) -> tuple:
+        den = Decimal(active)
+        return divide(complaints, den, HUNDRED), complaints, den, int(den), None
 
 
 COMPLAINT_RATE = Kpi(
@@ -331,7 +361,7 @@ COMPLAINT_RATE = Kpi(
         "complaint tickets opened in the period per 100 customers active at some time in the period "
         "(by the customer's account owner)"
     ),
-    compute=_complaint_rate,
+    compute=ComplaintRate(),
     exclusions=SERVICE_EXCLUSIONS,
     drill=Drill(
         {

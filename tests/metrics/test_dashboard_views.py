@@ -493,6 +493,27 @@ def test_the_sentence_of_a_running_month_compares_the_same_days(client, manager)
     assert "Mostly North: +400 EUR" in card[: card.index("</a>")]
 
 
+def test_a_running_months_pipeline_is_explained_by_the_teams_levels_on_the_same_day(client, manager):
+    """A stock adds up over the teams too: its change is split by the teams' levels now and at the same
+    offset of the month before."""
+    north, south = make_team(name="North"), make_team(name="South")
+    now = current()
+    first = now.previous().first_day.isoformat()
+
+    def compared(value):
+        return {"compared": {"value": value, "numerator": None, "denominator": None, "n": 5, "from": first,
+                             "until": first, "days": 1}}  # fmt: skip
+
+    snap("pipeline_value", now, "9000", extra=compared(7000))
+    snap("pipeline_value", now, "2000", scope=Scope.TEAM, scope_id=str(north.pk), extra=compared(4000))
+    snap("pipeline_value", now, "7000", scope=Scope.TEAM, scope_id=str(south.pk), extra=compared(3000))
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    card = body[body.index('class="kpi-label">Pipeline value<') :]
+    card = card[: card.index("</a>")]
+    assert "Mostly South: +4,000 EUR" in card or "Mostly South: +4000 EUR" in card
+    assert "+29 %" in card  # 9 000 against 7 000 on the same day of the month before
+
+
 def test_the_download_of_a_running_month_says_what_it_is_compared_with(client, manager):
     now = current()
     first = now.previous().first_day

@@ -225,6 +225,8 @@ def test_current_pipeline_takes_amount_edits_at_once(company):
         kpi="pipeline_value", granularity="month", scope="company", period_start=current.start
     )
     assert pipeline.value == Decimal(5700)
+    # The running month's pipeline still carries the pipeline at the same day of the month before.
+    assert pipeline.extra["compared"]["from"] == current.previous().first_day.isoformat()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from accounts.models import User
 from accounts.services import user_deactivate
 from metrics.models import Scope
 from tests.factories import make_login, make_team, make_usage_event, make_user
-from tests.metrics.kit import d, local, row, value
+from tests.metrics.kit import compute, d, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +76,21 @@ def test_active_days_per_user(staff):
     # old when the week ends (6 April 00:00) and counts, its action of Sunday 29 March does not →
     # licensed u1, u2, u3, u6 → 2 / 4.
     assert value("active_days_per_user", granularity="week", first_day=date(2026, 3, 30)) == d("0.5")
+
+
+def test_a_running_month_is_compared_with_the_same_days_of_the_month_before(staff):
+    """KPIS.md §10.1: on 12 April, adoption is compared with 1–12 March: seated at the start of 13 March
+    are u1, u2, u6 and u5 (deactivated on the 15th); active in those days u1 (2 March) and u5 (10 March);
+    signed in u1 and u2."""
+    now = local(2026, 4, 12, 12)
+
+    def compared(code: str) -> dict:
+        rows = compute(code, first_day=date(2026, 4, 1), now=now, also=(date(2026, 3, 1),))
+        return rows[(Scope.COMPANY, "")].extra.compared
+
+    adoption = compared("adoption_rate")
+    assert (adoption["numerator"], adoption["denominator"], adoption["until"]) == (2.0, 4.0, "2026-03-13")
+    access = compared("access_adoption")
+    assert (access["numerator"], access["denominator"]) == (2.0, 4.0)
+    team = compute("adoption_rate", first_day=date(2026, 4, 1), now=now, also=(date(2026, 3, 1),))
+    assert team[(Scope.TEAM, str(staff["team"].pk))].extra.compared["denominator"] == 2.0

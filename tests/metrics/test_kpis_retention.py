@@ -73,6 +73,29 @@ def test_active_customers_at_the_end_of_each_period(customers):
     assert value("active_customers", granularity="year", first_day=date(2025, 1, 1)) == d("4")
 
 
+def test_a_running_month_compares_churn_and_retention_with_the_same_days_of_the_month_before(customers):
+    """KPIS.md §10.1: on 12 April, April to date is compared with 1–12 March, not with all of March. Of
+    S = c1, c2, c3, c2 (10 March) and c3 (5 March) churned in those days; c3's return on 20 March keeps
+    its chain, as in March's own figure. Active on 13 March: c1, c4, c5, c7; new in those days: c4, c5,
+    c7."""
+    now = local(2026, 4, 12, 12)
+
+    def compared(code: str) -> dict:
+        rows = compute(code, first_day=APRIL, now=now, also=(date(2026, 3, 1),))
+        return rows[(Scope.COMPANY, "")].extra.compared
+
+    churn = compared("churn_rate")
+    assert (churn["numerator"], churn["denominator"], churn["until"]) == (2.0, 3.0, "2026-03-13")
+    assert churn["value"] == pytest.approx(66.666667)
+    retention = compared("retention_rate")
+    assert (retention["numerator"], retention["denominator"]) == (2.0, 3.0)
+    assert compared("active_customers")["value"] == 4.0
+    textbook = compared("retention_rate_textbook")
+    assert (textbook["numerator"], textbook["denominator"]) == (1.0, 3.0)
+    team = compute("churn_rate", first_day=APRIL, now=now, also=(date(2026, 3, 1),))
+    assert team[(Scope.TEAM, str(customers["team"].pk))].extra.compared["numerator"] == 2.0
+
+
 def test_customer_activity_for_weeks(customers):
     # ISO week of Monday 2 March: S = c1, c2, c3, c7 (c7 joined on Sunday 1 March, the week before);
     # c3 churned on Thursday 5 March and stayed churned that week → 1 / 4.

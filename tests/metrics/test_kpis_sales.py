@@ -9,7 +9,7 @@ from crm import services
 from crm.models import Customer, Deal, PipelineStage
 from metrics.models import Scope
 from tests.factories import make_closed_deal, make_customer, make_deal, make_team, make_user, stage
-from tests.metrics.kit import NOW, compute, d, detail, local, row, value
+from tests.metrics.kit import MARCH, NOW, compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +153,27 @@ def test_pipeline_value_and_weighted_pipeline_from_history(pipeline_history):
     # End of April: p1 and p4 only (p3 lost on 2 April) → 1500; 500 + 375 = 875.
     assert value("pipeline_value", first_day=APRIL) == d("1500")
     assert value("weighted_pipeline", first_day=APRIL) == d("875")
+
+
+def test_a_running_month_compares_its_pipeline_with_the_pipeline_at_the_same_day_of_the_month_before(
+    pipeline_history,
+):
+    """KPIS.md §10.1, stocks: on 5 April the pipeline now is compared with the pipeline at the start of
+    6 March (p1 1000 at 10 %, p3 4000 at 10 %, p2 2000 created on 5 March with its 60 % override), not
+    with the end of March."""
+    now = local(2026, 4, 5, 12)
+    pipeline = compute("pipeline_value", first_day=APRIL, now=now, also=(MARCH,))[(Scope.COMPANY, "")]
+    compared = pipeline.extra.compared
+    assert (compared["value"], compared["n"], compared["from"], compared["until"]) == (
+        7000.0,
+        3,
+        "2026-03-01",
+        "2026-03-06",
+    )
+    weighted = compute("weighted_pipeline", first_day=APRIL, now=now, also=(MARCH,))[(Scope.COMPANY, "")]
+    assert weighted.extra.compared["value"] == 100.0 + 400.0 + 1200.0
+    # The whole of March ended at 5500: a month that has ended carries nothing.
+    assert value("pipeline_value") == d("5500")
 
 
 def test_pipeline_value_of_a_month_computed_alone_equals_within_a_range(pipeline_history):

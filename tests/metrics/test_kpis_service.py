@@ -9,7 +9,7 @@ from crm import services
 from crm.models import Ticket
 from metrics.models import Scope
 from tests.factories import make_agent, make_customer, make_ticket, make_user
-from tests.metrics.kit import d, detail, local, row, value
+from tests.metrics.kit import compute, d, detail, local, row, value
 
 pytestmark = pytest.mark.django_db
 
@@ -88,9 +88,18 @@ def test_sla_attainment(tickets):
     # on 1 April) is still running and left out. Resolution: t1 and t2 met within 72 h; t3 and t4
     # breached on the 19th and 26th; t5 running → met 4 of 8 = 50 %.
     r = row("sla_attainment", now=now)
-    assert detail(r.extra) == {"first_response": [2, 4], "resolution": [2, 4]}
+    assert (r.extra.first_response, r.extra.resolution) == ((2, 4), (2, 4))
     assert r.value == Decimal(50)
     assert row("sla_attainment", first_day=date(2026, 2, 1), now=now).value is None
+
+
+def test_a_running_months_sla_attainment_is_compared_with_the_same_days_of_the_month_before(tickets):
+    """On 10 April at noon, April is compared with 1–10 March: first replies t1 met, t2 breached (due at
+    17:00 on 9 March); resolution t1 met (t2's first solve on the 11th is after those days) → 2 of 3."""
+    rows = compute("sla_attainment", first_day=APRIL, now=local(2026, 4, 10, 12), also=(date(2026, 3, 1),))
+    compared = rows[(Scope.COMPANY, "")].extra.compared
+    assert (compared["numerator"], compared["denominator"], compared["until"]) == (2.0, 3.0, "2026-03-11")
+    assert rows[(Scope.USER, str(tickets["agent"].pk))].extra.compared["denominator"] == 3.0
 
 
 def test_backlog_at_period_end_from_history(no_auto_assign):
@@ -114,6 +123,22 @@ def test_backlog_at_period_end_from_history(no_auto_assign):
     assert value("backlog", first_day=APRIL) == d("2")
 
 
+def test_a_running_month_compares_its_backlog_with_the_same_day_of_the_month_before(no_auto_assign):
+    """KPIS.md §10.1, stocks: on 8 April the backlog is compared with the backlog at the start of 9 March."""
+    customer = make_customer(at=local(2025, 1, 1))
+    b1 = make_ticket(customer, at=local(2026, 2, 20))
+    set_status(b1, "solved", local(2026, 3, 10))  # still unsolved on 9 March
+    b2 = make_ticket(customer, at=local(2026, 3, 5))
+    set_status(b2, "solved", local(2026, 3, 6))
+    make_ticket(customer, at=local(2026, 3, 20))  # after the 8th: not in the comparison
+    make_ticket(customer, at=local(2026, 4, 2))
+    now = local(2026, 4, 8, 12)
+    rows = compute("backlog", first_day=APRIL, now=now, also=(date(2026, 3, 1),))
+    company = rows[(Scope.COMPANY, "")]
+    assert company.value == 2  # the ticket of 20 March and the one of 2 April
+    assert (company.extra.compared["value"], company.extra.compared["until"]) == (1.0, "2026-03-09")
+
+
 def test_complaint_rate_per_active_customer(no_auto_assign):
     rep = make_user()
     customers = [make_customer(rep, at=local(2025, 1, 1)) for _ in range(4)]
@@ -125,6 +150,14 @@ def test_complaint_rate_per_active_customer(no_auto_assign):
     assert value("complaint_rate", Scope.USER, rep.pk) == d("50")
     assert value("complaint_rate", first_day=APRIL) == d("0")
     assert row("complaint_rate", first_day=date(2024, 1, 1)).value is None
+    # On 4 April at noon, April is compared with 1–4 March: the two complaints of those days, per the four
+    # customers active on 1 March and one who joined on the 3rd (not the one who joined on the 20th).
+    make_customer(rep, at=local(2026, 3, 3))
+    make_customer(rep, at=local(2026, 3, 20))
+    make_ticket(customers[2], at=local(2026, 3, 15), category="complaint")
+    rows = compute("complaint_rate", first_day=APRIL, now=local(2026, 4, 4, 12), also=(date(2026, 3, 1),))
+    compared = rows[(Scope.COMPANY, "")].extra.compared
+    assert (compared["numerator"], compared["denominator"], compared["value"]) == (2.0, 5.0, 40.0)
 
 
 def test_ticket_time_of_a_week_boundary(tickets):

@@ -65,3 +65,35 @@ def test_each_kpi_declares_what_its_numbers_mean(kpi):
     # Every detail class reads back what it writes, and what older rows lack.
     assert kpi.details_of(None) == kpi.detail()
     assert kpi.details_of(kpi.detail().to_json()) == kpi.detail()
+
+
+# KPIs whose running week or month is still compared with the whole period before (KPIS.md §10.1), and
+# why. Every other KPI of weeks or months carries the same elapsed days of the period before.
+WHOLE_PERIOD_COMPARED = {
+    "sales_growth_pop": "is itself a like-for-like comparison of revenue",
+    "sales_growth_yoy": "is itself a like-for-like comparison of revenue",
+    "funnel_conversion": "a cohort followed to its outcome",
+    "forecast_accuracy": "has no value until its period has ended",
+    "cac": "spend is entered per month",
+    "retention_cost_per_customer": "spend is entered per month",
+    "clv": "from a year of revenue and the churn of whole periods",
+    "clv_cac_ratio": "from a year of revenue and the churn of whole periods",
+    "crm_roi": "a go-live comparison of whole months",
+}
+
+# What a KPI's builder offers the engine's like-for-like comparison (``services._with_like_for_like``).
+LIKE_FOR_LIKE_HOOKS = ("facts_dataset", "statistics_dataset", "at_offset")
+
+
+def test_every_kpi_of_weeks_or_months_compares_a_running_period_like_for_like_or_says_why_not():
+    def like_for_like(kpi) -> bool:
+        builder = kpi.compute
+        return any(getattr(builder, name, None) is not None for name in LIKE_FOR_LIKE_HOOKS)
+
+    candidates = [
+        kpi
+        for kpi in registry().values()
+        if not kpi.current_only and {"week", "month"} & set(kpi.granularities)
+    ]
+    without = {kpi.code for kpi in candidates if not like_for_like(kpi)}
+    assert without == set(WHOLE_PERIOD_COMPARED)

@@ -136,6 +136,30 @@ def test_a_small_change_on_small_samples_is_not_significant(nps, customer):
     assert row("nps_relationship", first_day=FEBRUARY).extra.significant is None
 
 
+def test_a_running_month_is_compared_with_the_answers_of_the_same_days_of_the_month_before(nps, customer):
+    """KPIS.md §10.1: on 10 April, NPS, CSAT and response rates to date are compared with 1–10 March."""
+    answers(nps, customer, scores(s10=3, s0=1), local(2026, 3, 3))  # 3 P, 1 D → +50
+    answers(nps, customer, scores(s0=5), local(2026, 3, 20))  # after the 10th: left out
+    csat = make_survey("csat")
+    answers(csat, customer, [5, 5, 4, 2], local(2026, 3, 5))  # 3 of 4 satisfied
+    answers(csat, customer, [1, 1], local(2026, 3, 28))
+    answers(nps, customer, [10], local(2026, 4, 2))
+
+    def compared(code: str) -> dict:
+        rows = compute(code, first_day=APRIL, now=local(2026, 4, 10, 12), also=(MARCH_FIRST,))
+        return rows[(Scope.COMPANY, "")].extra.compared
+
+    nps_then = compared("nps_relationship")
+    assert (nps_then["value"], nps_then["n"], nps_then["until"]) == (50.0, 4, "2026-03-11")
+    assert (compared("csat")["numerator"], compared("csat")["denominator"]) == (3.0, 4.0)
+    assert compared("csat_mean")["value"] == 4.0
+    # Every invitation sent on those days was started (the helper's answers are partial): 8 of 8.
+    assert (compared("survey_response_rate_rr2")["numerator"], compared("survey_response_rate_rr2")["n"]) == (
+        8,
+        8,
+    )
+
+
 def test_relationship_and_transactional_nps_are_never_pooled(nps, customer):
     transactional = make_survey("nps", nps_type="transactional")
     answers(nps, customer, [10, 10], local(2026, 3, 5))
