@@ -23,8 +23,8 @@ class Granularity(models.TextChoices):
 class Scope(models.TextChoices):
     """Whose number a snapshot row is: the company's, a team's, a user's, an acquisition channel's, (for
     the survey response rates, KPIS.md §10.12) one survey kind's or one trigger's, or (for CSAT and CES)
-    one support agent's: the answers about the tickets they were assigned; for new customers and lead
-    conversion, one customer segment's (KPIS.md §10.4)."""
+    one support agent's: the answers about the tickets they were assigned; for the deal and new-customer
+    KPIs, one customer segment's (KPIS.md §10.4)."""
 
     COMPANY = "company", _("Company")
     TEAM = "team", _("Team")

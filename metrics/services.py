@@ -371,11 +371,12 @@ LIKE_FOR_LIKE = ("week", "month")
 
 
 def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) -> list[tuple[Row, Period]]:
-    """Rows of a running week or month carry the KPI over the same elapsed days of the period before
-    (``Detail.compared``), so pages compare like with like and still read only snapshots: sums and counts
-    from the day facts, medians and percentiles from the records of those days (one grouped query per
-    dataset and granularity), and the rest through their builder's ``at_offset`` from the day facts of
-    those days (stocks at the same offset, churn from the customers active at the period's start, …)."""
+    """``rows``, where those of a running week or month now carry the KPI over the same elapsed days of the
+    period before (``Detail.compared``), so pages compare like with like and still read only snapshots:
+    sums and counts from the day facts, medians and percentiles from the records of those days (one
+    grouped query per dataset and granularity), and the rest through their builder's ``at_offset`` from
+    the day facts of those days (stocks at the same offset, churn from the customers active at the
+    period's start, …)."""
     builder = kpi.compute
     ds = getattr(builder, "facts_dataset", None)
     statistics = getattr(builder, "statistics_dataset", None)
@@ -383,10 +384,11 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
     if ds is None and statistics is None and at_offset is None:
         return rows
     today = local_date(ctx.now)
-    out = []
-    for row, period in rows:
-        if row.granularity not in LIKE_FOR_LIKE or not (period.start <= ctx.now < period.end):
-            out.append((row, period))
+    # Only the running week's and month's rows change: find them by their first day (a rebuild writes
+    # over a million rows, and a comparison of instants per row would cost seconds).
+    running = {g: ctx.current(g).first_day for g in LIKE_FOR_LIKE}
+    for i, (row, period) in enumerate(rows):
+        if running.get(row.granularity) != row.first_day:
             continue
         before = period.previous()
         days = (today - period.first_day).days + 1
@@ -396,7 +398,6 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         if at_offset is not None:
             found = at_offset(ctx, kpi, Offset(before, span[1], row.scope, row.scope_id, totals))
             if found is None:
-                out.append((row, period))
                 continue
             value, numerator, denominator, n = found
         elif ds is not None:
@@ -420,18 +421,35 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
             "days": days,
         }
         extra = row.extra if isinstance(row.extra, Detail) else kpi.detail.from_json(row.extra)
-        out.append((row._replace(extra=replace(extra, compared=compared)), period))
-    return out
+        rows[i] = (row._replace(extra=replace(extra, compared=compared)), period)
+    return rows
 
 
 def _day_totals(ctx: Context, datasets: Iterable[Dataset], span: tuple[date, date]) -> facts.DayTotals:
-    """The datasets' measures summed over the day facts of ``span``, per scope: read once per dataset and
-    span, after the KPI's own computation has rewritten the dataset's facts in this run."""
+    """The datasets' measures summed over the day facts of ``span``, per scope. An incremental run has
+    rewritten every dataset's facts before computing: one query reads them all. A full build rewrites
+    a dataset's facts when a KPI first reads it: each is read after that, once per span."""
     team_of = ctx.memo("teams of users", facts.teams_of_users)
+    if ctx.incremental:
+        every = ctx.memo(("to date", span), lambda: facts.day_totals(_day_datasets(), *span, team_of))
+        return {ds.name: every.get(ds.name, {}) for ds in datasets}
     return {
-        ds.name: ctx.memo(("to date", ds.name, span), lambda ds=ds: facts.day_totals(ds, *span, team_of))
+        ds.name: ctx.memo(
+            ("to date", ds.name, span), lambda ds=ds: facts.day_totals([ds], *span, team_of)[ds.name]
+        )
         for ds in datasets
     }
+
+
+def _day_datasets() -> list[Dataset]:
+    """Every dataset whose day facts a like-for-like comparison reads."""
+    found = {}
+    for kpi in registry().values():
+        builder = kpi.compute
+        for ds in (getattr(builder, "facts_dataset", None), *getattr(builder, "day_datasets", ())):
+            if ds is not None:
+                found[ds.name] = ds
+    return list(found.values())
 
 
 def _float(value: Decimal | None) -> float | None:

@@ -120,7 +120,8 @@ MIN_EVENTS = 10
 
 ALL_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER)
 ACQUISITION_SCOPES = (Scope.COMPANY, Scope.TEAM, Scope.USER, Scope.SOURCE)
-# Customer KPIs broken down by customer segment too (why it changed, KPIS.md §10.4).
+# Deal and customer KPIs broken down by customer segment too (why it changed, KPIS.md §10.4).
+SEGMENTED_SCOPES = (*ALL_SCOPES, Scope.SEGMENT)
 SEGMENTED_ACQUISITION_SCOPES = (*ACQUISITION_SCOPES, Scope.SEGMENT)
 COMPANY_ONLY = (Scope.COMPANY,)
 MONTHLY_AND_LONGER = ("month", "quarter", "year")

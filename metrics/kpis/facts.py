@@ -581,10 +581,11 @@ def _company_values(n: int) -> pg.Composable:
     return each_value(n, lambda i: pg.SQL("COALESCE(sum({}), 0)").format(stored(i)))
 
 
-def _named(ds: Dataset, values: Sequence[Any]) -> dict[str, Decimal]:
-    """Fact values by measure name (per-granularity measures left out), money back in its unit."""
+def _named(ds: Dataset, values: Sequence[Any], columns: Sequence[Any] | None = None) -> dict[str, Decimal]:
+    """Fact values by measure name (per-granularity measures left out), money back in its unit;
+    ``columns``: the dataset's ``fact_columns`` where the caller has them (building them costs)."""
     out = {}
-    for column, value in zip(fact_columns(ds), values, strict=True):
+    for column, value in zip(columns or fact_columns(ds), values, strict=True):
         if column.granularity is None:
             scale = ds.measures[column.measure].scale
             out[column.measure] = Decimal(value) / scale if scale else Decimal(value)
@@ -620,23 +621,29 @@ def teams_of_users() -> dict[str, str]:
 
 
 def day_totals(
-    ds: Dataset, first: date, after: date, team_of: Mapping[str, str]
-) -> dict[tuple[str, str], dict[str, Decimal]]:
-    """The dataset's measures summed over its day facts of [first, after), per scope as snapshots name
+    datasets: Sequence[Dataset], first: date, after: date, team_of: Mapping[str, str]
+) -> DayTotals:
+    """Per dataset, its measures summed over its day facts of [first, after), per scope as snapshots name
     them: the company, each user and (through the user's current team, ``team_of``) each team, each
     source. One query."""
+    by_name = {ds.name: ds for ds in datasets}
+    if not by_name:
+        return {}
+    columns = {name: fact_columns(ds) for name, ds in by_name.items()}
+    width = max(len(c) for c in columns.values())
     with connection.cursor() as cursor:
         cursor.execute(
             pg.SQL(
-                "SELECT scope, scope_id, {} FROM {} WHERE dataset = %s AND grain = 'day' AND day >= %s "
-                "AND day < %s GROUP BY scope, scope_id"
-            ).format(_company_values(len(fact_columns(ds))), FACTS),
-            [ds.name, first, after],
+                "SELECT dataset, scope, scope_id, {} FROM {} WHERE dataset = ANY(%s) AND grain = 'day' "
+                "AND day >= %s AND day < %s GROUP BY dataset, scope, scope_id"
+            ).format(_company_values(width), FACTS),
+            [list(by_name), first, after],
         )
         stored = cursor.fetchall()
-    found: dict[tuple[str, str], list[int]] = {}
-    for scope, scope_id, *row in stored:
-        values = [int(v or 0) for v in row]
+    found: dict[str, dict[tuple[str, str], list[int]]] = {name: {} for name in by_name}
+    for name, scope, scope_id, *row in stored:
+        ds = by_name[name]
+        values = [int(v or 0) for v in row[: len(columns[name])]]
         keys = []
         if scope == _total_scope(ds):
             keys.append((Scope.COMPANY, ""))
@@ -645,10 +652,13 @@ def day_totals(
         if scope == Scope.USER and Scope.TEAM in ds.scopes and scope_id in team_of:
             keys.append((Scope.TEAM, team_of[scope_id]))
         for key in keys:
-            into = found.setdefault(key, [0] * len(values))
+            into = found[name].setdefault(key, [0] * len(values))
             for i, value in enumerate(values):
                 into[i] += value
-    return {key: _named(ds, row) for key, row in found.items()}
+    return {
+        name: {key: _named(by_name[name], row, columns[name]) for key, row in totals.items()}
+        for name, totals in found.items()
+    }
 
 
 def whole_months(first: date, after: date) -> list[date]:

@@ -20,10 +20,10 @@ from crm.models import Deal, DealStageChange, PipelineStage
 from crm.selectors import deal_list
 from metrics.kpis import facts
 from metrics.kpis.base import (
-    ACQUISITION_SCOPES,
     MIN_CLOSED_DEALS,
     MIN_EVENTS,
     SEGMENTED_ACQUISITION_SCOPES,
+    SEGMENTED_SCOPES,
     Basis,
     Better,
     Chart,
@@ -118,6 +118,7 @@ REVENUE_WON = Kpi(
         "Σ amount of the deals won in the period (by close date; a reopened deal counts when finally won)"
     ),
     compute=measure(CLOSED_DEALS, "won_amount", sample="won"),
+    scopes=SEGMENTED_SCOPES,
     plots=(Plot(REVENUE_CHART, "bars", label=_("Revenue won")),),
     sections=frozenset({Section.WEEKLY_REPORT, Section.GO_LIVE}),
     question=Question.SALES_GROWTH,
@@ -131,6 +132,7 @@ DEALS_WON = Kpi(
     better=Better.UP,
     formula=_("number of deals won in the period (by close date)"),
     compute=measure(CLOSED_DEALS, "won"),
+    scopes=SEGMENTED_SCOPES,
     plots=(Plot(REVENUE_CHART, "line", "y2", _("Deals won")),),
     significance=Significance.COUNT,
     min_sample=MIN_EVENTS,
@@ -159,7 +161,7 @@ WIN_RATE = Kpi(
     better=Better.UP,
     formula=_("deals won ÷ deals closed (won + lost) in the period; lost as duplicate/invalid is left out"),
     compute=ratio(CLOSED_DEALS, "won", "closed"),
-    scopes=ACQUISITION_SCOPES,
+    scopes=SEGMENTED_ACQUISITION_SCOPES,
     plots=(Plot(REPS_CHART, "bars", label=_("Win rate %")),),
     significance=Significance.PROPORTION,
     min_sample=MIN_CLOSED_DEALS,
@@ -175,6 +177,7 @@ AVG_DEAL_SIZE = Kpi(
     better=Better.UP,
     formula=_("Σ amount of deals won in the period ÷ their number (deals without an amount are left out)"),
     compute=ratio(CLOSED_DEALS, "won_priced_amount", "won_priced"),
+    scopes=SEGMENTED_SCOPES,
     min_sample=MIN_CLOSED_DEALS,
 )
 

@@ -529,20 +529,20 @@ def test_the_download_of_a_running_month_says_what_it_is_compared_with(client, m
 
 def test_kpi_page_explains_a_change_by_customer_segment(client, manager):
     now = current().previous()
-    for period, counts in (
-        (now.previous(), {"smb": 50, "enterprise": 40}),
-        (now, {"smb": 52, "enterprise": 10}),
+    for period, amounts in (
+        (now.previous(), {"smb": 500, "enterprise": 4000}),
+        (now, {"smb": 700, "enterprise": 1000}),
     ):
-        snap("new_customers", period, str(sum(counts.values())))
-        for segment, count in counts.items():
-            snap("new_customers", period, str(count), scope=Scope.SEGMENT, scope_id=segment)
-    url = reverse("metrics:kpi_detail", args=["new_customers"])
+        snap("revenue_won", period, str(sum(amounts.values())))
+        for segment, amount in amounts.items():
+            snap("revenue_won", period, str(amount), scope=Scope.SEGMENT, scope_id=segment)
+    url = reverse("metrics:kpi_detail", args=["revenue_won"])
     body = client.get(url, {"period": now.first_day.isoformat()}).content.decode()
     assert "&lt;" not in body  # the breakdowns are HTML, not escaped text (before the first recompute too)
     section = body[body.index("By customer segment") :]
     assert "Enterprise" in section and "Small business" in section
     why = section[section.index("Why it changed") :]
-    assert "−30" in why and "+2" in why
+    assert "−3,000 EUR" in why and "+200 EUR" in why
     # Not for a rep: segments hold other people's customers.
     client.force_login(make_user())
     assert (
