@@ -4,10 +4,12 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from crm import imports
 from crm.merge import MERGE_FIELDS
 from crm.models import Customer, ImportJob
+from crm.text import interpolate_lazy
 
 
 class ImportUploadForm(forms.Form):
@@ -16,8 +18,12 @@ class ImportUploadForm(forms.Form):
     )
     file = forms.FileField(
         label=_("File"),
-        help_text=_("CSV (.csv) or Excel (.xlsx), up to %(mb)s MB. The first row holds the column names.")
-        % {"mb": settings.CRM_IMPORT_MAX_BYTES // 1024 // 1024},
+        help_text=interpolate_lazy(
+            gettext_noop(
+                "CSV (.csv) or Excel (.xlsx), up to %(mb)s MB. The first row holds the column names."
+            ),
+            {"mb": settings.CRM_IMPORT_MAX_BYTES // 1024 // 1024},
+        ),
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,.txt,.tsv,.xlsx,.xlsm"}),
         error_messages={
             "required": _("Choose a file to upload."),

@@ -23,6 +23,8 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
+from django.utils import translation
+from django.utils.translation import gettext_noop
 from tqdm import tqdm
 
 from crm import normalize
@@ -105,43 +107,74 @@ CHANNEL_COST = {
     "outbound": ("sales", 230),
 }
 
+# Texts of the demo records (marked with gettext_noop where defined) come in the language being seeded
+# (SeedConfig.language).
+_TEXTS: dict[tuple[str, str], str] = {}
+
+
+def _t(text: str) -> str:
+    """``text`` translated into the language active while seeding (looked up once per language)."""
+    key = (translation.get_language() or settings.LANGUAGE_CODE, text)
+    found = _TEXTS.get(key)
+    if found is None:
+        found = _TEXTS[key] = translation.gettext(text)
+    return found
+
+
 STEP_DAYS = (6.0, 10.0, 12.0, 9.0)  # median days spent in each open stage before moving on
 LOST_REASONS = {
     "new": (
-        ("Price too high", 25),
-        ("Chose a competitor", 25),
-        ("No decision / went silent", 20),
-        ("No budget", 15),
-        ("Timing not right", 10),
-        ("Missing feature", 8),
-        ("Duplicate deal", 2),
+        (gettext_noop("Price too high"), 25),
+        (gettext_noop("Chose a competitor"), 25),
+        (gettext_noop("No decision / went silent"), 20),
+        (gettext_noop("No budget"), 15),
+        (gettext_noop("Timing not right"), 10),
+        (gettext_noop("Missing feature"), 8),
+        (gettext_noop("Duplicate deal"), 2),
     ),
-    "upsell": (("No budget", 35), ("Not needed right now", 35), ("Price too high", 20), ("Timing", 10)),
+    "upsell": (
+        (gettext_noop("No budget"), 35),
+        (gettext_noop("Not needed right now"), 35),
+        (gettext_noop("Price too high"), 20),
+        (gettext_noop("Timing"), 10),
+    ),
     "renewal": (
-        ("Switched to a competitor", 30),
-        ("Price increase", 20),
-        ("No longer needed", 20),
-        ("Budget cuts", 15),
-        ("Unhappy with support", 10),
-        ("Company closed", 5),
+        (gettext_noop("Switched to a competitor"), 30),
+        (gettext_noop("Price increase"), 20),
+        (gettext_noop("No longer needed"), 20),
+        (gettext_noop("Budget cuts"), 15),
+        (gettext_noop("Unhappy with support"), 10),
+        (gettext_noop("Company closed"), 5),
     ),
 }
-PRODUCTS = ("Starter plan", "Team plan", "Business plan", "Enterprise plan", "Onboarding package")
+PRODUCTS = (
+    gettext_noop("Starter plan"),
+    gettext_noop("Team plan"),
+    gettext_noop("Business plan"),
+    gettext_noop("Enterprise plan"),
+    gettext_noop("Onboarding package"),
+)
 DEAL_TOUCHES = (
-    ("call", "Discovery call"),
-    ("email", "Sent information"),
-    ("meeting", "Demo meeting"),
-    ("email", "Proposal sent"),
-    ("meeting", "Negotiation meeting"),
+    ("call", gettext_noop("Discovery call")),
+    ("email", gettext_noop("Sent information")),
+    ("meeting", gettext_noop("Demo meeting")),
+    ("email", gettext_noop("Proposal sent")),
+    ("meeting", gettext_noop("Negotiation meeting")),
 )
 CHECKINS = (
-    ("call", "Check-in call"),
-    ("meeting", "Business review"),
-    ("email", "Usage report sent"),
-    ("call", "Usage review"),
-    ("note", "Account notes updated"),
+    ("call", gettext_noop("Check-in call")),
+    ("meeting", gettext_noop("Business review")),
+    ("email", gettext_noop("Usage report sent")),
+    ("call", gettext_noop("Usage review")),
+    ("note", gettext_noop("Account notes updated")),
 )
-UPSELLS = ("Additional seats", "Analytics add-on", "Premium support", "Training day", "API access")
+UPSELLS = (
+    gettext_noop("Additional seats"),
+    gettext_noop("Analytics add-on"),
+    gettext_noop("Premium support"),
+    gettext_noop("Training day"),
+    gettext_noop("API access"),
+)
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 PRIORITY_WEIGHTS = (20, 55, 20, 5)
@@ -152,10 +185,26 @@ CATEGORY_WEIGHTS = (40, 30, 20, 10)
 CHANNELS = ("email", "web", "phone", "chat")
 CHANNEL_WEIGHTS = (50, 20, 20, 10)
 TICKET_SUBJECTS = {
-    "question": ("How do I export my data?", "Question about the invoice", "Where do I change my plan?"),
-    "problem": ("Cannot log in", "Sync fails since the update", "Report shows wrong numbers"),
-    "request": ("Please add a new user", "Feature request: calendar sync", "Change of billing address"),
-    "complaint": ("Nobody answered my last e-mail", "Unacceptable downtime", "Wrong invoice again"),
+    "question": (
+        gettext_noop("How do I export my data?"),
+        gettext_noop("Question about the invoice"),
+        gettext_noop("Where do I change my plan?"),
+    ),
+    "problem": (
+        gettext_noop("Cannot log in"),
+        gettext_noop("Sync fails since the update"),
+        gettext_noop("Report shows wrong numbers"),
+    ),
+    "request": (
+        gettext_noop("Please add a new user"),
+        gettext_noop("Feature request: calendar sync"),
+        gettext_noop("Change of billing address"),
+    ),
+    "complaint": (
+        gettext_noop("Nobody answered my last e-mail"),
+        gettext_noop("Unacceptable downtime"),
+        gettext_noop("Wrong invoice again"),
+    ),
 }
 
 FIRST_NAMES = (
@@ -225,12 +274,13 @@ class SeedError(Exception):
 
 @dataclass(frozen=True)
 class SeedConfig:
-    """What to generate: the data depends on these four values only."""
+    """What to generate: the data depends on these values only (the language only changes its texts)."""
 
     until: date
     seed: int = 42
     deals: int = SIZES["small"]
     years: int = 3
+    language: str = "en"
 
 
 @dataclass
@@ -578,9 +628,9 @@ def _pick(rng: random.Random, choices: tuple[tuple[str, int], ...]) -> str:
 def _touch(stage_kind: str, rng: random.Random) -> tuple[str, str]:
     """The call, e-mail or meeting that goes with a stage change."""
     if stage_kind == "won":
-        return "email", "Contract signed"
+        return "email", gettext_noop("Contract signed")
     if stage_kind == "lost":
-        return "call", "Loss review"
+        return "call", gettext_noop("Loss review")
     return rng.choice(DEAL_TOUCHES)
 
 
@@ -788,7 +838,7 @@ class History:
             p = SOURCE_WIN[acc.source] + owner.skill + 0.06 * self._gl(t) + 0.05 * closes_in_q4
             p += 0.1 * winback - 0.05 * attempt
             value = self._contract_value(acc.segment)
-            product = PRODUCTS[min(len(PRODUCTS) - 2, SEGMENTS.index(acc.segment) + rng.randrange(2))]
+            product = _t(PRODUCTS[min(len(PRODUCTS) - 2, SEGMENTS.index(acc.segment) + rng.randrange(2))])
             deal_id, status, last, _reason = self._deal(
                 acc, kind="new", t0=t, won=rng.random() < p, amount=value, start=0, title=product
             )
@@ -808,7 +858,7 @@ class History:
         deal_id = self._emit_deal(
             acc,
             kind="new",
-            title=PRODUCTS[SEGMENTS.index(acc.segment) + 1],
+            title=_t(PRODUCTS[SEGMENTS.index(acc.segment) + 1]),
             amount=value,
             path=[(self.pipeline.won, signed)],
             reason="",
@@ -859,7 +909,7 @@ class History:
                 won=renew,
                 amount=amount,
                 start=min(2, len(self.pipeline.open) - 1),
-                title=f"Renewal {cal.dates[term_end].year}",
+                title=_t(gettext_noop("Renewal %(year)s")) % {"year": cal.dates[term_end].year},
                 close_at=max(close, opened + 2 * DAY),
                 renewal_of=deal_id,
                 term_start=term_end,
@@ -907,7 +957,7 @@ class History:
                 won=rng.random() < 0.5 + owner.skill + 0.05 * self._gl(t0),
                 amount=amount,
                 start=min(1, len(self.pipeline.open) - 1),
-                title=rng.choice(UPSELLS),
+                title=_t(rng.choice(UPSELLS)),
                 win_before=ends - 14 * DAY,
                 term_end=term_end,
             )
@@ -955,7 +1005,7 @@ class History:
             i = step
         stages.append(pipeline.won if won else pipeline.lost)
         waits.append(STEP_DAYS[min(depth, 3)] * pace)
-        reason = "" if won else _pick(rng, LOST_REASONS[kind])
+        reason = "" if won else _t(_pick(rng, LOST_REASONS[kind]))
         if close_at is None and not won and rng.random() < 0.03:  # reopened after the loss
             won = rng.random() < 0.4
             stages += [opens[depth], pipeline.won if won else pipeline.lost]
@@ -963,7 +1013,7 @@ class History:
         path = self._timed(stages, waits, t0, close_at)
         if win_before is not None and path[-1][0] == pipeline.won and path[-1][1] >= win_before:
             path[-1] = (pipeline.lost, path[-1][1])  # too late for this term: part of the renewal talks
-            reason = "Bundled into renewal"
+            reason = _t(gettext_noop("Bundled into renewal"))
         if path[-1][1] >= self.end:
             path = [p for p in path if p[1] < self.end]
         if expected is None:
@@ -1070,7 +1120,7 @@ class History:
             if n and rng.random() < 0.5:
                 kind_, subject = _touch(self.stage_kind[to_stage], rng)
                 done = max(created, at - rng.randint(0, 2 * DAY))
-                self._activity(by, acc.id, kind_, f"{subject}: {title}", done, done=done, deal=deal_id)
+                self._activity(by, acc.id, kind_, f"{_t(subject)}: {title}", done, done=done, deal=deal_id)
         self._deal_tasks(acc, deal_id, title, path, status, owner)
         return deal_id
 
@@ -1083,14 +1133,29 @@ class History:
         if status == "open" and last >= self.end - 45 * DAY:
             person = owner.at(last)
             due = self.cal.work_time(self.cal.day(last) + rng.randint(1, 21), rng)
-            self._activity(person, acc.id, "task", f"Follow up: {title}", last, due=due, deal=deal_id)
+            self._activity(
+                person,
+                acc.id,
+                "task",
+                _t(gettext_noop("Follow up: %(title)s")) % {"title": title},
+                last,
+                due=due,
+                deal=deal_id,
+            )
         elif rng.random() < 0.25:
             at = path[rng.randrange(len(path))][1]
             due = at + rng.randint(1, 7) * DAY
             done = max(at + 600, due + rng.randint(-2 * DAY, 2 * DAY))
             person = owner.at(at)
             self._activity(
-                person, acc.id, "task", f"Send documents: {title}", at, due=due, done=done, deal=deal_id
+                person,
+                acc.id,
+                "task",
+                _t(gettext_noop("Send documents: %(title)s")) % {"title": title},
+                at,
+                due=due,
+                done=done,
+                deal=deal_id,
             )
 
     def _activity(
@@ -1131,7 +1196,7 @@ class History:
                 return
             at = cal.work_time(cal.day(t), rng)
             kind, subject = rng.choice(CHECKINS)
-            self._activity(acc.rep.at(at), acc.id, kind, subject, at, done=at)
+            self._activity(acc.rep.at(at), acc.id, kind, _t(subject), at, done=at)
 
     # Tickets
 
@@ -1254,7 +1319,7 @@ class History:
             self._use(first_agent, "create", "ticket", ticket_id, t0)
         assignee = agent if first_response is not None or spam or rng.random() < 0.5 else None
         policy = self.pipeline.sla.get(priority)
-        subject = rng.choice(TICKET_SUBJECTS[category])
+        subject = _t(rng.choice(TICKET_SUBJECTS[category]))
         creator = NULL if events[0][2] is None else first_agent.id
         self._ticket_row(
             f"{ticket_id}\t{acc.id}\t{NULL if assignee is None else assignee.id}\t{creator}\t{subject}\t"
@@ -1352,7 +1417,12 @@ class History:
             if status == "active":
                 path = [(self.pipeline.open[0], at + 600), (self.pipeline.won, at + 1_200)]
                 self._emit_deal(
-                    acc, kind="new", title="Test deal – please ignore", amount=1, path=path, reason=""
+                    acc,
+                    kind="new",
+                    title=_t(gettext_noop("Test deal – please ignore")),
+                    amount=1,
+                    path=path,
+                    reason="",
                 )
                 self._status(acc, "active", at + 1_200, admin)
             self._customer(
@@ -1706,7 +1776,8 @@ def seed(
         with _foreign_keys_dropped(cursor, tables):
             loader.start()
             try:
-                staff, go_live = generate(config, sink=sink, pipeline=pipeline, progress=progress)
+                with translation.override(config.language):
+                    staff, go_live = generate(config, sink=sink, pipeline=pipeline, progress=progress)
                 phases["generate"] = time.monotonic() - started - sum(phases.values())
             finally:
                 loader.stop()

@@ -47,11 +47,19 @@ def _ensure_manager(actor: User) -> None:
 
 
 def _display(customer: Customer, name: str) -> str:
+    """A field's value as the merge record keeps it: a choice by its key, so that the history shows it in
+    the reader's language (``_shown``); anything else as text."""
     value = getattr(customer, name)
+    return "" if value is None else str(value)
+
+
+def _shown(name: str, value: str) -> str:
+    """A kept value as a reader sees it: a choice's label in the active language (records written before
+    choices were kept by key hold the English label, shown as it is)."""
     field = Customer._meta.get_field(name)
     if field.choices:
         return str(dict(field.flatchoices).get(value, value))
-    return "" if value is None else str(value)
+    return value
 
 
 @atomic_retrying
@@ -327,9 +335,17 @@ def merge_explanation(record: CustomerMerge) -> dict[str, list]:
         model = next((m for m in apps.get_models() if m._meta.model_name == model_name), None)
         name = str(model._meta.verbose_name_plural) if model else model_name
         moved.append({"label": name, "count": count, "kept": bool(_sep)})
+
+    def chosen(name: str) -> dict[str, Any]:
+        found = record.chosen[name]
+        shown = {key: _shown(name, found[key]) for key in ("value", "survivor", "merged") if key in found}
+        return {**found, **shown, "label": label(name)}
+
     return {
-        "chosen": [{"label": label(f), **record.chosen[f]} for f in order if f in record.chosen],
-        "snapshot": [(label(f), record.merged_snapshot[f]) for f in order if f in record.merged_snapshot],
+        "chosen": [chosen(f) for f in order if f in record.chosen],
+        "snapshot": [
+            (label(f), _shown(f, record.merged_snapshot[f])) for f in order if f in record.merged_snapshot
+        ],
         "moved": [m for m in moved if not m["kept"]],
         "kept": [m for m in moved if m["kept"]],
     }

@@ -84,6 +84,11 @@ class Rule:
     check: Callable[[Mapping[str, Any]], bool] | None = None
 
     @property
+    def model_label(self) -> str:
+        """What the rule checks, e.g. "customer" (a template would call the model class itself)."""
+        return str(self.model._meta.verbose_name)
+
+    @property
     def failing(self) -> Q:
         """Records this rule concerns and that break it."""
         return self.applies & self.broken

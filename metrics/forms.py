@@ -4,9 +4,11 @@ from decimal import Decimal
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from accounts import dates
 from accounts.models import Team, User
+from crm.text import interpolate_lazy
 from metrics.dashboard import RANGES
 from metrics.models import OWNER_SCOPES, Granularity, Scope
 
@@ -19,7 +21,8 @@ class DashboardFilterForm(forms.Form):
         label=_("Show"),
         coerce=int,
         required=False,
-        choices=[("", _("default"))] + [(n, _("last %(n)s periods") % {"n": n}) for n in RANGES],
+        choices=[("", _("default"))]
+        + [(n, interpolate_lazy(gettext_noop("last %(n)s periods"), {"n": n})) for n in RANGES],
     )
     period = dates.DateField(label=_("Up to"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     team = forms.ModelChoiceField(

@@ -32,7 +32,8 @@ def make_manager(**overrides: Any) -> User:
 
 
 def make_agent(**overrides: Any) -> User:
-    overrides.setdefault("team", make_team(kind=Team.Kind.SUPPORT))
+    if "team" not in overrides:  # not setdefault: that would make a team even when one is given
+        overrides["team"] = make_team(kind=Team.Kind.SUPPORT)
     return make_user(role=User.Role.AGENT, **overrides)
 
 

@@ -221,6 +221,18 @@ def test_seed_demo_demo_login_works(seeded, client):
     assert client.login(request=HttpRequest(), username="rep1", password="minicrm-demo")
 
 
+def test_seed_demo_texts_come_in_the_language_asked_for_and_the_data_stays_the_same():
+    seed()
+    english = fingerprint()
+    assert Activity.objects.filter(subject__startswith="Follow up: ").exists()
+    seed("--reset", "--language", "zh-hans")
+    assert fingerprint() == english  # the same company, only its texts translated
+    assert Activity.objects.filter(subject__startswith="跟进：").exists()
+    assert not Activity.objects.filter(subject__startswith="Follow up: ").exists()
+    assert Deal.objects.filter(title__endswith="版").exists()  # 入门版, 团队版, 商业版, 企业版
+    assert not Ticket.objects.filter(subject__regex=r"^[A-Za-z ?:]+$").exists()
+
+
 def test_seed_demo_is_deterministic():
     seed()
     first = fingerprint()
@@ -281,6 +293,7 @@ def test_seed_demo_reset_replaces_data_and_moves_sequences():
         (["--size", "huge"], "Unknown --size"),
         (["--until", "yesterday"], "not a date"),
         (["--reset", "--if-empty"], "exclude each other"),
+        (["--language", "de"], "Unknown --language"),
     ],
 )
 def test_seed_demo_rejects_bad_options(args, message):

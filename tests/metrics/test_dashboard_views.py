@@ -299,6 +299,21 @@ def test_data_quality_page_links_failures_to_their_records(client, manager):
     assert b"Nothing to fix here." in fragment.content
 
 
+def test_data_quality_rules_name_what_they_check_and_show_small_shares(client, manager):
+    rep = make_user()
+    make_customer(rep, name="No Contact Ltd", email="", phone="")
+    template = make_customer(rep, name="Complete 0", email="c0@example.com")
+    columns = [f.attname for f in Customer._meta.concrete_fields if not f.primary_key]
+    fields = {name: getattr(template, name) for name in columns}
+    Customer.objects.bulk_create(
+        Customer(**{**fields, "name": f"Complete {i}", "email": f"c{i}@example.com"}) for i in range(1, 1200)
+    )
+    body = client.get(reverse("metrics:data_quality")).content.decode()
+    rules = body[body.index("<tbody>") : body.index("</tbody>")]
+    assert "· Customer</span>" in rules and "· </span>" not in rules  # the model, not a dangling dot
+    assert "&lt; 0.1 %" in rules  # 1 customer in 1 201 fails the contact rule: not "0 %"
+
+
 def test_manager_pages_are_404_for_reps_and_render_for_managers(client, manager):
     for name in ("metrics:adoption", "metrics:segments", "metrics:go_live", "metrics:data_quality"):
         assert client.get(reverse(name)).status_code == 200, name

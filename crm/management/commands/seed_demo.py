@@ -4,6 +4,7 @@ import sys
 from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -36,6 +37,13 @@ class Command(BaseCommand):
             "--if-empty", action="store_true", help="Do nothing (and succeed) when the database has data."
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        languages = ", ".join(code for code, _name in settings.LANGUAGES)
+        parser.add_argument(
+            "--language",
+            default=settings.LANGUAGE_CODE,
+            help=f"Language of the demo records' texts (products, tasks, tickets): {languages} "
+            f"(default {settings.LANGUAGE_CODE}).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = self._config(options)
@@ -90,7 +98,11 @@ class Command(BaseCommand):
                 raise CommandError(f"--until {until!r} is not a date (YYYY-MM-DD).") from None
         if until > today:
             raise CommandError(f"--until {until} is in the future: history cannot run past today ({today}).")
-        return demo.SeedConfig(until=until, seed=options["seed"], deals=deals, years=years)
+        language = options["language"]
+        if language not in dict(settings.LANGUAGES):
+            choices = ", ".join(code for code, _name in settings.LANGUAGES)
+            raise CommandError(f"Unknown --language {language!r}: choose one of {choices}.")
+        return demo.SeedConfig(until=until, seed=options["seed"], deals=deals, years=years, language=language)
 
     def _report(self, result: demo.SeedResult, config: demo.SeedConfig, *, verbose: bool) -> None:
         width = max(len(table) for table in result.rows)
