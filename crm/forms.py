@@ -1,11 +1,15 @@
 """Forms parse and validate input; the views hand ``cleaned_data`` to a service. No form saves a model."""
 
+import re
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import get_format, number_format
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dates
@@ -23,17 +27,58 @@ class DateInput(forms.DateInput):
         super().__init__(format="%Y-%m-%d", **kwargs)
 
 
+class CustomerPicker(forms.Widget):
+    """A type-ahead customer picker (``crm/_combobox.html``): it renders the chosen customer only, never
+    the list (a manager may see 100 000 customers); the options come from ``crm:customer_options``."""
+
+    template_name = "crm/widgets/customer_picker.html"
+    queryset = Customer.objects.none()
+
+    def get_context(self, name: str, value: Any, attrs: dict | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        text = "" if value is None else str(value)
+        label = ""
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            label = self.queryset.filter(pk=int(text)).values_list("name", flat=True).first() or ""
+        context["widget"].update(
+            value=text if label else "",
+            label=label,
+            url=reverse("crm:customer_options"),
+            fallback_url=reverse("crm:customer_list"),
+            required=self.is_required,
+        )
+        return context
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> str | None:
+        return data.get(name) or None
+
+
 class CustomerChoiceField(forms.ModelChoiceField):
-    """A customer among ``queryset``: only the id and name are read to list them (a rep may have a
-    thousand customers)."""
+    """A customer among ``queryset`` (the user's), picked by typing (``CustomerPicker``)."""
+
+    widget = CustomerPicker
 
     def __init__(self, **kwargs) -> None:
+        kwargs.setdefault(
+            "error_messages",
+            {
+                "required": _("Choose a customer: type part of the name and pick it from the list."),
+                "invalid_choice": _("Choose one of your customers from the list."),
+            },
+        )
         super().__init__(queryset=Customer.objects.none(), label=_("Customer"), **kwargs)
 
     def _set_queryset(self, queryset) -> None:
         super()._set_queryset(queryset.select_related(None).only("id", "name"))
+        self.widget.queryset = self.queryset
 
     queryset = property(forms.ModelChoiceField._get_queryset, _set_queryset)
+
+    def to_python(self, value: Any) -> Any:
+        text = "" if value is None else str(value)
+        if text and not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
 
 
 class DateTimeInput(forms.DateTimeInput):
@@ -43,14 +88,49 @@ class DateTimeInput(forms.DateTimeInput):
         super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
 
 
+class AmountInput(forms.TextInput):
+    """An amount as people read it, "27,000" or "27,000.50" in the locale's grouping (a number input
+    would show "27000.00"); ``AmountField`` reads it back, grouped or not."""
+
+    def __init__(self) -> None:
+        super().__init__(attrs={"inputmode": "decimal", "autocomplete": "off", "class": "input-amount"})
+
+    def format_value(self, value: Any) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            amount = Decimal(str(value))
+        except ArithmeticError:
+            return str(value)
+        places = 0 if amount == amount.to_integral_value() else 2
+        return number_format(amount, places, use_l10n=True, force_grouping=True)
+
+
+class AmountField(forms.DecimalField):
+    """A money amount: digits with an optional decimal part; the locale's thousands separator is read only
+    where it groups by three ("27,000.50"), so "1,2,3" stays a mistake rather than becoming 123."""
+
+    def to_python(self, value: Any) -> Decimal | None:
+        if isinstance(value, str):
+            text = value.strip().replace("\u00a0", "").replace(" ", "")
+            group, point = get_format("THOUSAND_SEPARATOR"), get_format("DECIMAL_SEPARATOR")
+            grouped = rf"\d{{1,3}}(?:{re.escape(group)}\d{{3}})+(?:{re.escape(point)}\d*)?"
+            if group and re.fullmatch(grouped, text):
+                text = text.replace(group, "")
+            if point != ".":
+                text = text.replace(point, ".")
+            value = text
+        return super().to_python(value)
+
+
 def amount_field(**kwargs) -> forms.DecimalField:
-    return forms.DecimalField(
+    return AmountField(
         label=_("Amount"),
         min_value=Decimal("0"),
         max_value=MAX_AMOUNT,
         **MONEY,
         localize=False,
-        widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "inputmode": "decimal"}),
+        widget=AmountInput(),
         error_messages={"invalid": _("Enter an amount such as 1250 or 1250.50.")},
         **kwargs,
     )

@@ -66,6 +66,20 @@ def phone_key(phone: str, region: str | None = None) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def phone_display(phone: str, region: str | None = None) -> str:
+    """The number in one consistent, international form ("+49 351 4695316"), whichever way it was typed
+    ("0351/4695316", "0049 351…"); as typed when it cannot be read as a possible number."""
+    if not phone or not phone.strip():
+        return ""
+    try:
+        parsed = phonenumbers.parse(phone, region or settings.CRM_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        return phone
+    if not phonenumbers.is_possible_number(parsed):
+        return phone
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def phone_is_valid(phone: str, region: str | None = None) -> bool:
     """True when the number is a real, assigned-range number (stricter than a match key)."""
     try:

@@ -275,11 +275,6 @@ def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, dict]:
     }
 
 
-def customer_choice_list(*, user: User, limit: int = 100) -> QuerySet[Customer]:
-    """The user's most recently touched customers, for quick pickers (ids and names only)."""
-    return customer_list(user=user).select_related(None).order_by("-updated_at").only("id", "name")[:limit]
-
-
 # List filters, shared by the list pages and their exports
 # ---------------------------------------------------------------------------------------------------------
 

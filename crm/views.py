@@ -4,6 +4,8 @@ Every object is fetched through a scoped selector (``get_object_or_404(<model>_l
 so a record the user may not see is a 404 on pages, fragments and actions alike.
 """
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -24,6 +26,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from accounts.models import User
 from accounts.redirects import safe_local_path
+from accounts.text import storable_text
 from crm import forms, selectors, services
 from crm.htmx import partial_template
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
@@ -118,8 +121,8 @@ def workspace_view(request: HttpRequest) -> HttpResponse:
         "overdue_tasks": tasks.filter(due_at__lt=now).count(),
         "recent_activities": selectors.activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
         "activity_form": forms.ActivityForm(),
-        "customer_choices": selectors.customer_choice_list(user=user),
-        "customer_count": selectors.customer_list(user=user).count(),
+        "customer_count": (customer_count := selectors.customer_list(user=user).count()),
+        "quick_log": customer_count > 0,
         "now": now,
     }
     return render(request, "crm/workspace.html", context)
@@ -150,6 +153,32 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
         "sort": request.GET.get("sort", "name"),
     }
     return render(request, partial_template(request, "crm/customer_list.html", "customer-table"), context)
+
+
+# The type-ahead picker shows this many matches; "keep typing" says there are more.
+PICKER_OPTIONS = 12
+PICKER_FIELD = re.compile(r"^[a-z_]{1,40}$")
+
+
+@login_required
+@require_GET
+def customer_options_view(request: HttpRequest) -> HttpResponse:
+    """The customers matching what is typed in a customer picker (``crm/_combobox.html``): name, e-mail or
+    phone, among those the user may see, as listbox options (without JavaScript the picker links to the
+    customer list instead)."""
+    field = request.GET.get("field", "customer")
+    if not PICKER_FIELD.match(field):
+        field = "customer"
+    q = request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200]
+    customers = selectors.customer_search(selectors.customer_list(user=request.user), storable_text(q))
+    found = list(customers.order_by("name", "id").only("id", "name", "city", "owner")[: PICKER_OPTIONS + 1])
+    context = {
+        "customers": found[:PICKER_OPTIONS],
+        "more": len(found) > PICKER_OPTIONS,
+        "field": field,
+        "q": q,
+    }
+    return render(request, "crm/_customer_options.html", context)
 
 
 @login_required
@@ -599,10 +628,17 @@ def _int_or_404(value: str | None) -> int:
 @login_required
 @require_POST
 def activity_create_view(request: HttpRequest) -> HttpResponse:
-    customer, deal, ticket = _activity_target(request)
+    quick = request.POST.get("quick") == "1"
     form = forms.ActivityForm(request.POST)
     saved = False
-    if form.is_valid():
+    if quick and not request.POST.get("customer"):
+        # The workspace's quick-log form: no customer picked yet is the user's slip, not a missing page.
+        customer = deal = ticket = None
+        form.is_valid()
+        form.add_error(None, _("Choose the customer: type part of the name and pick it from the list."))
+    else:
+        customer, deal, ticket = _activity_target(request)
+    if customer is not None and form.is_valid():
         data = form.cleaned_data
         try:
             services.activity_log_with_follow_up(
@@ -623,19 +659,19 @@ def activity_create_view(request: HttpRequest) -> HttpResponse:
             raise Http404 from None
         else:
             saved, form = True, forms.ActivityForm()
-    if request.POST.get("quick") == "1":
+    if quick:
         # The workspace's quick-log form: the user picks the customer each time.
-        target = None
-        choices = selectors.customer_choice_list(user=request.user)
+        target, quick_log = None, True
     else:
-        target, choices = {"customer": customer, "deal": deal, "ticket": ticket}, None
-    context = {"activity_form": form, "target": target, "customer_choices": choices, "saved": saved}
+        target, quick_log = {"customer": customer, "deal": deal, "ticket": ticket}, False
+    context = {"activity_form": form, "target": target, "quick_log": quick_log, "saved": saved}
     if not request.htmx:
         if saved:
             messages.success(request, _("Logged."))
         else:
             messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
-        return redirect((deal or ticket or customer).get_absolute_url())
+        record = deal or ticket or customer
+        return redirect(record.get_absolute_url() if record is not None else reverse("crm:workspace"))
     response = render(request, "crm/_activity_form.html", context)
     return trigger_client_event(response, "activityLogged") if saved else response
 

@@ -3,6 +3,8 @@
 from decimal import Decimal
 
 from django import forms
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
@@ -43,16 +45,26 @@ class DashboardFilterForm(forms.Form):
             del self.fields["team"]
             del self.fields["rep"]
 
-    def person_options(self) -> list[tuple[int, str]]:
-        """(id, name) of the people the filter offers, rendered without a widget template per option."""
+    def person_options(self) -> str:
+        """The ``<option>``s of the people the filter offers, the chosen one selected: built in one pass
+        here (a company has hundreds of people; a template loop per option costs milliseconds)."""
         if "rep" not in self.fields:
-            return []
-        return [
-            (pk, f"{first} {last}".strip() or username)
-            for pk, first, last, username in self.fields["rep"].queryset.values_list(
-                "pk", "first_name", "last_name", "username"
-            )
-        ]
+            return ""
+        chosen = str(self["rep"].value() or "")
+        return format_html_join(
+            "",
+            '<option value="{}"{}>{}</option>',
+            (
+                (
+                    pk,
+                    mark_safe(" selected") if str(pk) == chosen else "",
+                    f"{first} {last}".strip() or username,
+                )
+                for pk, first, last, username in self.fields["rep"].queryset.values_list(
+                    "pk", "first_name", "last_name", "username"
+                )
+            ),
+        )
 
     def cleaned(self) -> dict:
         """The cleaned values; a value that is not valid (``period=0001-01-01``) falls back to its default,

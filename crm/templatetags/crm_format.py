@@ -1,4 +1,4 @@
-"""Small formatting filters the templates share: how long ago, and a share of a whole."""
+"""Small formatting filters the templates share: how long ago, a share of a whole, a phone number."""
 
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -7,6 +7,8 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
+
+from crm import normalize
 
 register = template.Library()
 
@@ -37,3 +39,16 @@ def share(part: object, whole: object) -> str:
     if 0 < percent < Decimal("0.1"):
         return _("< %(smallest)s %%") % {"smallest": formats.number_format(Decimal("0.1"), 1)}
     return f"{formats.number_format(percent, 1)} %"
+
+
+@register.filter
+def phone(value: str | None) -> str:
+    """A phone number in one international format, whichever way it was typed (``normalize``)."""
+    return normalize.phone_display(value or "")
+
+
+@register.filter
+def phone_uri(value: str | None) -> str:
+    """A ``tel:`` link target (E.164), or "" when the number cannot be read."""
+    key = normalize.phone_key(value or "")
+    return f"tel:{key}" if key else ""

@@ -32,6 +32,31 @@
     if (zone && !zone.contains(event.relatedTarget)) zone.classList.remove("drop-hover");
   });
 
+  // On a phone the board shows one stage at a time, chosen in the stage switcher (the choice survives
+  // the board being swapped after a move). Without JavaScript every stage is listed, one below the other.
+  var STAGE_KEY = "minicrm.board.stage";
+
+  function showStage() {
+    var root = board();
+    var select = root && root.querySelector("[data-board-switcher]");
+    if (!select) return;
+    var wanted = sessionStorage.getItem(STAGE_KEY);
+    if (wanted && select.querySelector('option[value="' + wanted + '"]')) select.value = wanted;
+    select.closest(".board-switcher").hidden = false;
+    root.querySelector(".board").classList.add("board-one-stage");
+    root.querySelectorAll("[data-column]").forEach(function (column) {
+      column.classList.toggle("is-current", column.dataset.column === select.value);
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    if (!event.target.matches("[data-board-switcher]")) return;
+    sessionStorage.setItem(STAGE_KEY, event.target.value);
+    showStage();
+  });
+  document.addEventListener("DOMContentLoaded", showStage);
+  document.addEventListener("htmx:afterSwap", showStage);
+
   document.addEventListener("drop", function (event) {
     var zone = dragged && event.target.closest && event.target.closest("[data-drop-stage]");
     if (!zone) return;

@@ -254,7 +254,7 @@ def test_deal_create_refuses_a_stage_of_another_pipeline_and_a_foreign_customer(
     foreign = make_customer(make_user())
     response = client.post(reverse("crm:deal_create"), _deal_payload(foreign), headers=HTMX)
     assert response.status_code == 200
-    assert "Select a valid choice" in response.content.decode()
+    assert "Choose one of your customers from the list." in response.content.decode()
     assert not Deal.objects.exists()
 
 
