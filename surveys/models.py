@@ -307,6 +307,23 @@ class SurveyInvitation(models.Model):
             models.Index(fields=["status", "scheduled_for"], name="surveyinv_status_scheduled"),
             models.Index(fields=["sent_at"], name="surveyinv_sent_at"),
             models.Index(fields=["survey", "created_at"], name="surveyinv_survey_created"),
+            # The surveys page's funnel of the last 90 days, from this index alone.
+            models.Index(
+                fields=["created_at"],
+                include=[
+                    "status",
+                    "sent_at",
+                    "opened_at",
+                    "started_at",
+                    "reminder_count",
+                    "suppression_reason",
+                ],
+                name="surveyinv_created",
+            ),
+            # The surveys page counts each survey's sent invitations from this index alone.
+            models.Index(
+                fields=["survey"], condition=Q(sent_at__isnull=False), name="surveyinv_sent_by_survey"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import UsageEvent
-from surveys.models import Survey, SurveyCampaign, SurveyInvitation
+from surveys.models import Survey, SurveyCampaign, SurveyInvitation, SurveyResponse
 from surveys.selectors import survey_response_list
 from tests.factories import (
     make_admin,
@@ -283,3 +283,21 @@ def test_an_agent_sees_answers_on_tickets_they_may_see(world, no_auto_assign):
     for invitation in (seen, unseen):
         response_submit_score(invitation_id=invitation.pk, score=6)
     assert [r.invitation_id for r in survey_response_list(user=agent)] == [seen.pk]
+
+
+def test_overview_counts_each_surveys_invitations_and_answers_once(client, world):
+    """Each count is its own subquery: joined in one GROUP BY, every invitation of a survey met every
+    answer to it (correct with DISTINCT, but it spilled tens of gigabytes to disk at 475 000 invitations)."""
+    client.force_login(world["manager"])
+    survey = make_survey("csat", name="Counted CSAT")
+    customer = make_customer(world["rep"])
+    for score in (5, 4, 2):
+        make_answer(survey, customer, score, timezone.now())
+    make_invitation(survey, customer, status="sent")
+    make_invitation(survey, customer, status="scheduled", sent_at=None)
+    html = client.get(reverse("surveys:home")).content.decode()
+    row = html[html.index('Counted CSAT <span class="badge">') :]
+    row = row[: row.index("</tr>")]
+    sent = SurveyInvitation.objects.filter(survey=survey, sent_at__isnull=False).count()
+    assert sent >= 2 and SurveyResponse.objects.filter(survey=survey).count() == 3
+    assert f'<td class="num">{sent}</td>' in row and ">3</a>" in row
