@@ -54,6 +54,7 @@ lint: $(VENV)/.stamp-test
 
 test: $(VENV)/.stamp-test
 	@$(MAKE) --no-print-directory messages lint
+	@bash .ci/browser $(PY)
 	$(PY) -m crm.embedded run -- bash -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
 
 # Backups (README "Backups"): crm/backup.py picks pg_dump/pg_restore matching the server's version.

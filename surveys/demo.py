@@ -47,7 +47,7 @@ TABLES = {
 }
 FLUSH_ROWS = 20_000
 
-RESPONSE_RATE = {"nps": 0.30, "ces": 0.38, "csat": 0.33}
+RESPONSE_RATE = {"nps": 0.30, "ces": 0.38, "csat": 0.45}
 COMMENT_STEP_DONE = 0.72
 COMMENT_WRITTEN = 0.55
 OPENED_WITHOUT_ANSWER = 0.4
@@ -180,7 +180,8 @@ class _History:
     def score(self, plan: _Plan, owner_id: int | None) -> int:
         kind, g = plan.survey.kind, self.rng.gauss
         if kind == Survey.Kind.NPS:
-            return _clamp(g(6.6 + _quality(owner_id, self.seed) + self.trend(plan.at), 2.0), 0, 10)
+            # A healthy but imperfect company: NPS around +10 before go-live, +30 to +40 after it.
+            return _clamp(g(7.6 + _quality(owner_id, self.seed) + self.trend(plan.at), 2.0), 0, 10)
         if kind == Survey.Kind.CES:
             mean = (
                 4.7
@@ -189,7 +190,10 @@ class _History:
                 - 1.4 * plan.reopened
             )
             return _clamp(g(mean, 1.3), 1, 7)
-        return _clamp(g(3.5 + 0.45 * _quality(owner_id, self.seed) + 0.35 * self.trend(plan.at), 0.95), 1, 5)
+        # CSAT about a ticket follows the agent who solved it; about the company, the account owner.
+        quality = _quality(plan.agent_id if plan.ticket_id else owner_id, self.seed)
+        mean = 3.9 + 0.45 * quality + 0.35 * self.trend(plan.at) - 0.8 * plan.reopened
+        return _clamp(g(mean, 0.95), 1, 5)
 
     def customer(self, row: tuple, plans: list[_Plan]) -> None:
         cid, owner_id, language, email, internal = row
@@ -400,6 +404,11 @@ def seed_surveys(*, until: date, seed: int) -> dict[str, int]:
     nps = surveys.get((Survey.Kind.NPS, Survey.Trigger.PERIODIC))
     ces = surveys.get((Survey.Kind.CES, Survey.Trigger.TICKET_SOLVED))
     csat = surveys.get((Survey.Kind.CSAT, Survey.Trigger.MANUAL))
+    # The demo company asks about every solved ticket: one in three how easy it was (CES), the others how
+    # satisfied the customer is (CSAT, one short question: answered more often), so both have answers
+    # every month.
+    Survey.objects.filter(kind=Survey.Kind.CSAT, trigger=Survey.Trigger.TICKET_SOLVED).update(is_active=True)
+    csat_ticket = Survey.objects.filter(kind=Survey.Kind.CSAT, trigger=Survey.Trigger.TICKET_SOLVED).first()
     end = _local(until, 0)
     go_live = CompanySettings.load().go_live_date or (until - timedelta(days=365))
     start = _local(go_live, 0)
@@ -429,10 +438,11 @@ def seed_surveys(*, until: date, seed: int) -> dict[str, int]:
             while pending is not None and pending[0] <= cid:
                 if pending[0] == cid and ces is not None:
                     _cid, ticket_id, agent_id, solved_at, reopens = pending
+                    asked = csat_ticket if csat_ticket is not None and ticket_id % 3 else ces
                     plans.append(
                         _Plan(
-                            at=solved_at + timedelta(hours=ces.delay_hours),
-                            survey=ces,
+                            at=solved_at + timedelta(hours=asked.delay_hours),
+                            survey=asked,
                             ticket_id=ticket_id,
                             agent_id=agent_id,
                             reopened=reopens > 0,

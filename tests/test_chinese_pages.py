@@ -24,7 +24,7 @@ from crm import merge
 from metrics.kpis import registry
 from metrics.services import snapshots_rebuild_all
 from surveys.emails import unsubscribe_token
-from surveys.models import TEXT_FIELDS, TEXT_SUFFIX
+from surveys.models import TEXT_FIELDS, TEXT_SUFFIX, Survey
 from tests import sweep_kit
 from tests.factories import (
     make_admin,
@@ -127,6 +127,9 @@ class World:
         customer = make_customer(rep, name="星辰科技", phone="+86 21 5555 0123", city="上海", language=ZH)
         question = "您向同事推荐{company}的可能性有多大？"
         texts = {f"{name}_{suffix}": question for name in TEXT_FIELDS for suffix in TEXT_SUFFIX.values()}
+        # The default surveys the migrations create carry English names (data a company renames): this
+        # company has its own survey only.
+        Survey.objects.all().delete()
         survey = make_survey("nps", name="客户满意度", **texts)
         invitation = make_invitation(survey, customer)
         make_answer(survey, customer, 3, timezone.now() - timedelta(days=2), comment="回复太慢")

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import seed_defaults
 
+# Debian's Chromium (or the one CRM_CHROMIUM names); without it, Playwright's own (.ci/browser installs one).
 CHROMIUM = os.environ.get("CRM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Playwright's sync API runs an event loop in this thread; the Django ORM calls made by the test itself
@@ -26,13 +27,17 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CRM_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
+        executable = CHROMIUM if shutil.which(CHROMIUM) else None
+        if executable is None and not Path(playwright.chromium.executable_path).exists():
+            pytest.fail(
+                f"No Chromium at {CHROMIUM} and no Playwright Chromium: run `bash .ci/browser`, or "
+                "`python -m playwright install chromium`, or `apt-get install chromium`, or set CRM_CHROMIUM"
+            )
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=executable,
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
