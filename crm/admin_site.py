@@ -15,6 +15,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
+from crm import normalize
+
 # URL arguments that name a row (and every positional one): every model in our admin has an integer key.
 ROW_ARGUMENTS = ("object_id", "history_id")
 # The admin's date drill-down (``created_at__year=2026``) turns these into a datetime without bounds
@@ -24,7 +26,7 @@ _DATE_PART_RANGE = {"year": (1, 9998), "month": (1, 12), "day": (1, 31)}
 
 
 def _is_row_key(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 18
+    return normalize.is_record_id(value)
 
 
 def _in_range(value: str, low: int, high: int) -> bool:

@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from accounts.models import User
 from accounts.security import security_log
-from crm import data_forms, dedupe, exports, forms, imports, merge, selectors
+from crm import data_forms, dedupe, exports, forms, imports, merge, normalize, selectors
 from crm.htmx import partial_template
 from crm.models import Activity, Customer, CustomerMerge, Deal, DuplicateCandidate, ImportJob, Ticket
 from crm.tasks import scan_duplicates
@@ -261,7 +261,7 @@ def activity_export_view(request: HttpRequest) -> HttpResponse:
     """Activities the user may see: of one customer (``?customer=``) or all of them."""
     activities = selectors.activity_list(user=request.user).order_by("-created_at", "-id")
     if customer_id := request.GET.get("customer"):
-        if not (customer_id.isascii() and customer_id.isdigit()) or len(customer_id) > 18:
+        if not normalize.is_record_id(customer_id):
             raise Http404
         customer = get_object_or_404(selectors.customer_list(user=request.user), pk=int(customer_id))
         activities = activities.filter(customer=customer)

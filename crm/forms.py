@@ -38,7 +38,7 @@ class CustomerPicker(forms.Widget):
         context = super().get_context(name, value, attrs)
         text = "" if value is None else str(value)
         label = ""
-        if text.isascii() and text.isdigit() and len(text) <= 18:
+        if normalize.is_record_id(text):
             label = self.queryset.filter(pk=int(text)).values_list("name", flat=True).first() or ""
         context["widget"].update(
             value=text if label else "",
@@ -76,7 +76,7 @@ class CustomerChoiceField(forms.ModelChoiceField):
 
     def to_python(self, value: Any) -> Any:
         text = "" if value is None else str(value)
-        if text and not (text.isascii() and text.isdigit() and len(text) <= 18):
+        if text and not normalize.is_record_id(text):
             raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
         return super().to_python(value)
 

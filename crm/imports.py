@@ -574,7 +574,7 @@ def _user(*roles: str) -> Callable[[str, Context], User]:
 
 
 def _id(value: str, ctx: Context) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    if not normalize.is_record_id(value):
         raise RowError(_("“%(value)s” is not a record number") % {"value": value})
     return int(value)
 

@@ -49,6 +49,12 @@ _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACES = re.compile(r"\s+")
 
 
+def is_record_id(text: str) -> bool:
+    """Whether ``text`` can be a record's primary key: ASCII digits that fit a bigint (at most 18), so
+    "٣", "１２" or 25 nines never reach the database."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def email_key(email: str) -> str:
     return email.strip().lower()
 

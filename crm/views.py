@@ -27,7 +27,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from accounts.models import User
 from accounts.redirects import safe_local_path
 from accounts.text import storable_text
-from crm import forms, selectors, services
+from crm import forms, normalize, selectors, services
 from crm.htmx import partial_template
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
@@ -620,7 +620,7 @@ def _activity_target(request: HttpRequest) -> tuple[Customer, Deal | None, Ticke
 
 
 def _int_or_404(value: str | None) -> int:
-    if not value or not (value.isascii() and value.isdigit()) or len(value) > 18:
+    if not value or not normalize.is_record_id(value):
         raise Http404
     return int(value)
 

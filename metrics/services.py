@@ -373,15 +373,13 @@ LIKE_FOR_LIKE = ("week", "month")
 def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) -> list[tuple[Row, Period]]:
     """``rows``, where those of a running week or month now carry the KPI over the same elapsed days of the
     period before (``Detail.compared``), so pages compare like with like and still read only snapshots:
-    sums and counts from the day facts, medians and percentiles from the records of those days (one
-    grouped query per dataset and granularity), and the rest through their builder's ``at_offset`` from
-    the day facts of those days (stocks at the same offset, churn from the customers active at the
-    period's start, …)."""
+    through the builder's ``at_offset`` from the day facts of those days (sums and counts, stocks at the
+    same offset, churn from the customers active at the period's start, …), or for medians and
+    percentiles from the records of those days (one grouped query per dataset and granularity)."""
     builder = kpi.compute
-    ds = getattr(builder, "facts_dataset", None)
     statistics = getattr(builder, "statistics_dataset", None)
     at_offset = getattr(builder, "at_offset", None)
-    if ds is None and statistics is None and at_offset is None:
+    if statistics is None and at_offset is None:
         return rows
     today = local_date(ctx.now)
     # Only the running week's and month's rows change: find them by their first day (a rebuild writes
@@ -393,24 +391,20 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         before = period.previous()
         days = (today - period.first_day).days + 1
         span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
-        if at_offset is not None or ds is not None:
-            totals = _day_totals(ctx, builder.day_datasets if at_offset is not None else (ds,), span)
+        found = None
         if at_offset is not None:
+            totals = _day_totals(ctx, builder.day_datasets, span)
             found = at_offset(ctx, kpi, Offset(before, span[1], row.scope, row.scope_id, totals))
-            if found is None:
-                continue
-            value, numerator, denominator, n = found
-        elif ds is not None:
-            scoped = totals.get(ds.name, {}).get((row.scope, row.scope_id), {})
-            value, numerator, denominator, n = builder.to_date(kpi, scoped)
-        else:
+        if found is None and statistics is not None:
             g = row.granularity
             grouped = ctx.memo(
                 ("to date", statistics.name, g, span),
                 lambda g=g, span=span: records_query(ctx, statistics, [g], [span]).run(),
             )
-            scoped = grouped.get((g, before.first_day, row.scope, row.scope_id), {})
-            value, numerator, denominator, n = builder.to_date(kpi, scoped)
+            found = builder.to_date(kpi, grouped.get((g, before.first_day, row.scope, row.scope_id), {}))
+        if found is None:
+            continue
+        value, numerator, denominator, n = found
         compared = {
             "value": _float(value),
             "numerator": _float(numerator),
@@ -445,10 +439,8 @@ def _day_datasets() -> list[Dataset]:
     """Every dataset whose day facts a like-for-like comparison reads."""
     found = {}
     for kpi in registry().values():
-        builder = kpi.compute
-        for ds in (getattr(builder, "facts_dataset", None), *getattr(builder, "day_datasets", ())):
-            if ds is not None:
-                found[ds.name] = ds
+        for ds in getattr(kpi.compute, "day_datasets", ()):
+            found[ds.name] = ds
     return list(found.values())
 
 

@@ -166,8 +166,29 @@ def rows_from(
                         yield Row(g, period.first_day, Scope.COMPANY, "", *result)
 
 
+class DayFactsComparison:
+    """Like for like for a KPI made of one dataset's sums and counts (``facts_dataset``): the same function
+    of the measures (``to_date``), summed over the day facts of the same elapsed days of the period before
+    (KPIS.md §10.1)."""
+
+    facts_dataset: "Dataset | None"
+
+    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
+        raise NotImplementedError
+
+    @property
+    def day_datasets(self) -> tuple[Dataset, ...]:
+        ds = self.facts_dataset
+        return () if ds is None else (ds,)
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: "Offset") -> tuple | None:
+        """(value, numerator, denominator, n) over those days; None without day facts (a median, say)."""
+        ds = self.facts_dataset
+        return None if ds is None else self.to_date(kpi, at.days(ds))
+
+
 @dataclass(frozen=True)
-class Ratio:
+class Ratio(DayFactsComparison):
     """KPI = measure ``numerator`` ÷ measure ``denominator`` of one dataset (× 100 for percent KPIs);
     NULL on 0. Its drill-down parts are the records of the two measures."""
 
@@ -223,7 +244,7 @@ def ratio(
 
 
 @dataclass(frozen=True)
-class Measured:
+class Measured(DayFactsComparison):
     """KPI = one measure of the dataset (a count, a sum, a mean or a percentile).
 
     ``sample`` names the count measure that is the sample size; when it is 0 the value is NULL (a

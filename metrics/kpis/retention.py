@@ -49,6 +49,7 @@ from metrics.kpis.shared import (
     RENEWALS,
     REPEAT_BUYERS,
     customer_activity,
+    customer_activity_at,
     live,
 )
 from metrics.models import Scope
@@ -147,23 +148,9 @@ class Activity:
         return (ACTIVITY, NEW_CUSTOMERS) if self.with_new else (ACTIVITY,)
 
     def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
-        activity = customer_activity(ctx)
-        if at.company_key not in activity:
+        values = customer_activity_at(ctx, at)
+        if values is None:
             return None
-        g = at.before.granularity
-        start = int(activity.get(at.key, {}).get("start") or 0)
-        days = at.days(ACTIVITY)
-
-        def total(name: str) -> int:
-            return int(days.get(name) or 0)
-
-        values: dict[str, Any] = {
-            "start": start,
-            "end": start + total("level"),
-            "during": start + total(f"chain_start_{g}"),
-            "churned": total(f"churned_{g}"),
-            "retained": start - total(f"chain_lost_{g}"),
-        }
         if self.with_new:
             values["new"] = dec(at.days(NEW_CUSTOMERS).get("new"))
         value, numerator, denominator, n, _details = self.fn(values, at.before, at.scope, at.scope_id)

@@ -65,6 +65,7 @@ from metrics.kpis.shared import (
     TICKETS_SOLVED,
     UNSOLVED,
     customer_activity,
+    customer_activity_at,
     live,
 )
 from metrics.periods import Period
@@ -338,12 +339,10 @@ class ComplaintRate:
         return rows_from(ctx, kpi, {key: {} for key in {*complaints, *active}}, fn)
 
     def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None:
-        activity = customer_activity(ctx)
-        if at.company_key not in activity:
+        active = customer_activity_at(ctx, at)
+        if active is None:
             return None
-        start = activity.get(at.key, {}).get("start", 0)
-        joined = at.days(ACTIVITY).get(f"chain_start_{at.before.granularity}")
-        return self.row(dec(at.days(COMPLAINTS).get("complaints")), start + dec(joined))[:4]
+        return self.row(dec(at.days(COMPLAINTS).get("complaints")), active["during"])[:4]
 
     @staticmethod
     def row(complaints: Decimal, active: Any) -> tuple:

@@ -49,6 +49,7 @@ from metrics.kpis.base import Context
 from metrics.kpis.builders import (
     Dataset,
     Grouped,
+    Offset,
     count,
     days_between,
     grouped,
@@ -621,6 +622,29 @@ def customer_activity(ctx: Context) -> Grouped:
     """
     ctx.read(ACTIVITY.name)
     return ctx.memo("customer_activity", lambda: _customer_activity(ctx))
+
+
+def customer_activity_at(ctx: Context, at: Offset) -> dict[str, Any] | None:
+    """The counts of ``customer_activity`` after the first days of the period before a running one (``at``):
+    the customers active at its start, and the level changes, churns, chain starts and lost chains of
+    those days (the day facts). None when the run did not compute that period."""
+    activity = customer_activity(ctx)
+    if at.company_key not in activity:
+        return None
+    g = at.before.granularity
+    start = int(activity.get(at.key, {}).get("start") or 0)
+    days = at.days(ACTIVITY)
+
+    def total(name: str) -> int:
+        return int(days.get(name) or 0)
+
+    return {
+        "start": start,
+        "end": start + total("level"),
+        "during": start + total(f"chain_start_{g}"),
+        "churned": total(f"churned_{g}"),
+        "retained": start - total(f"chain_lost_{g}"),
+    }
 
 
 def _customer_activity(ctx: Context) -> Grouped:
