@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import get_format, number_format
@@ -14,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import dates
 from accounts.models import User
+from accounts.text import storable_text
 from crm import normalize
 from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket
 
@@ -27,30 +29,79 @@ class DateInput(forms.DateInput):
         super().__init__(format="%Y-%m-%d", **kwargs)
 
 
-class CustomerPicker(forms.Widget):
-    """A type-ahead customer picker (``crm/_combobox.html``): it renders the chosen customer only, never
-    the list (a manager may see 100 000 customers); the options come from ``crm:customer_options``."""
+class RecordPicker(forms.Widget):
+    """A type-ahead picker (``crm/_combobox.html``): it renders the chosen record only, never the list (a
+    manager may see 100 000 customers or hundreds of people); the options come from ``options_url``."""
 
-    template_name = "crm/widgets/customer_picker.html"
+    template_name = "crm/widgets/record_picker.html"
     queryset = Customer.objects.none()
+    label_fields: tuple[str, ...] = ("name",)
+    fallback_url_name = ""
+    placeholder: Any = ""
+    # Filters: picking nothing means everyone (shown as the first option).
+    empty_label: Any = ""
+
+    def options_url(self) -> str:
+        raise NotImplementedError
+
+    def label_of(self, record: Any) -> str:
+        return str(record)
 
     def get_context(self, name: str, value: Any, attrs: dict | None) -> dict[str, Any]:
         context = super().get_context(name, value, attrs)
         text = "" if value is None else str(value)
         label = ""
-        if normalize.is_record_id(text):
-            label = self.queryset.filter(pk=int(text)).values_list("name", flat=True).first() or ""
+        picked = normalize.is_record_id(text)
+        if picked:
+            record = (
+                self.queryset.select_related(None).filter(pk=int(text)).only("pk", *self.label_fields).first()
+            )
+            label = self.label_of(record) if record is not None else ""
+        elif not isinstance(value, models.Model):
+            label = text  # typed, not picked: shown again with the field's error
         context["widget"].update(
-            value=text if label else "",
+            value=text if picked and label else "",
             label=label,
-            url=reverse("crm:customer_options"),
-            fallback_url=reverse("crm:customer_list"),
+            url=self.options_url(),
+            fallback_url=reverse(self.fallback_url_name) if self.fallback_url_name else "",
             required=self.is_required,
+            placeholder=self.placeholder,
+            empty_label=self.empty_label,
         )
         return context
 
     def value_from_datadict(self, data: Any, files: Any, name: str) -> str | None:
         return data.get(name) or None
+
+
+class CustomerPicker(RecordPicker):
+    """Customers among the user's, by name, e-mail or phone (``crm:customer_options``)."""
+
+    fallback_url_name = "crm:customer_list"
+    placeholder = _("Type a name, e-mail or phone")
+
+    def options_url(self) -> str:
+        return reverse("crm:customer_options")
+
+
+class StaffPicker(RecordPicker):
+    """People of one kind (``STAFF_KINDS``: owners, agents …) by name, user name or e-mail
+    (``crm:staff_options``)."""
+
+    queryset = User.objects.none()
+    label_fields = ("first_name", "last_name", "username")
+    placeholder = _("Type a name")
+
+    def __init__(self, kind: str, empty_label: Any = "", attrs: dict | None = None) -> None:
+        super().__init__(attrs)
+        self.kind = kind
+        self.empty_label = empty_label
+
+    def options_url(self) -> str:
+        return reverse("crm:staff_options", args=[self.kind])
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> str | None:
+        return data.get(name) or (data.get(f"{name}_search") or "").strip() or None
 
 
 class CustomerChoiceField(forms.ModelChoiceField):
@@ -81,6 +132,63 @@ class CustomerChoiceField(forms.ModelChoiceField):
         return super().to_python(value)
 
 
+class StaffChoiceField(forms.ModelChoiceField):
+    """One person of a picker kind (``crm.selectors.STAFF_KINDS``), picked by typing (``StaffPicker``).
+
+    Text typed but not picked (no JavaScript, or the list was never used) still counts when exactly one
+    person of the kind matches it; otherwise the field says why it cannot choose.
+    """
+
+    def __init__(self, kind: str, **kwargs) -> None:
+        from crm import selectors
+
+        spec = selectors.STAFF_KINDS[kind]
+        kwargs.setdefault("error_messages", {"invalid_choice": _("Choose someone from the list.")})
+        super().__init__(
+            queryset=selectors.staff_of_kind(kind),
+            widget=StaffPicker(kind, empty_label=spec.empty_label),
+            **kwargs,
+        )
+
+    def _set_queryset(self, queryset) -> None:
+        super()._set_queryset(queryset)
+        self.widget.queryset = self.queryset
+
+    queryset = property(forms.ModelChoiceField._get_queryset, _set_queryset)
+
+    def to_python(self, value: Any) -> Any:
+        text = "" if value is None else str(value)
+        if not text or normalize.is_record_id(text):
+            return super().to_python(value)
+        return self.from_text(storable_text(text)[:200])
+
+    def from_text(self, text: str) -> Any:
+        from crm import selectors
+
+        found = list(selectors.staff_search(self.queryset, text)[:2])
+        if not found:
+            raise ValidationError(
+                _("No one matches “%(text)s”."), code="invalid_choice", params={"text": text}
+            )
+        if len(found) > 1:
+            raise ValidationError(
+                _("More than one person matches “%(text)s”: pick one from the list."),
+                code="invalid_choice",
+                params={"text": text},
+            )
+        return found[0]
+
+
+class StaffFilterField(StaffChoiceField):
+    """A list filter by person: the one picked, or everyone whose name matches the typed text (a
+    queryset of people, for ``owner__in``)."""
+
+    def from_text(self, text: str) -> Any:
+        from crm import selectors
+
+        return selectors.staff_search(self.queryset, text)
+
+
 class DateTimeInput(forms.DateTimeInput):
     input_type = "datetime-local"
 
@@ -101,6 +209,8 @@ class AmountInput(forms.TextInput):
         try:
             amount = Decimal(str(value))
         except ArithmeticError:
+            return str(value)
+        if not amount.is_finite():  # "NaN", "Infinity": shown back as typed, with the field's error
             return str(value)
         places = 0 if amount == amount.to_integral_value() else 2
         return number_format(amount, places, use_l10n=True, force_grouping=True)
@@ -152,15 +262,11 @@ class CustomerForm(forms.Form):
     )
     source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
     language = forms.ChoiceField(label=_("Language"), choices=User.Language.choices, initial=User.Language.EN)
-    owner = forms.ModelChoiceField(label=_("Owner"), queryset=User.objects.none(), required=False)
+    owner = StaffChoiceField("owner", label=_("Owner"), required=False)
 
     def __init__(self, *args, user: User, duplicate_check_url: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if user.is_manager:
-            self.fields["owner"].queryset = User.objects.filter(
-                is_active=True, role__in=[User.Role.REP, User.Role.MANAGER]
-            ).order_by("first_name", "username")
-        else:
+        if not user.is_manager:
             del self.fields["owner"]
         if duplicate_check_url:
             # While typing, htmx asks whether this customer already exists (see customer_duplicates_view).
@@ -207,9 +313,7 @@ class CustomerFilterForm(forms.Form):
     status = forms.ChoiceField(
         label=_("Status"), choices=[("", _("All statuses")), *Customer.Status.choices], required=False
     )
-    owner = forms.ModelChoiceField(
-        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
-    )
+    owner = StaffFilterField("owner-filter", label=_("Owner"), required=False)
     source = forms.ChoiceField(
         label=_("Source"), choices=[("", _("All sources")), *Source.choices], required=False
     )
@@ -220,9 +324,7 @@ class CustomerFilterForm(forms.Form):
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if user.is_manager:
-            self.fields["owner"].queryset = User.objects.filter(role__in=[User.Role.REP, User.Role.MANAGER])
-        else:
+        if not user.is_manager:
             del self.fields["owner"]
 
 
@@ -300,16 +402,12 @@ class DealFilterForm(forms.Form):
     stage = forms.ModelChoiceField(
         label=_("Stage"), queryset=PipelineStage.objects.none(), required=False, empty_label=_("All stages")
     )
-    owner = forms.ModelChoiceField(
-        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
-    )
+    owner = StaffFilterField("owner-filter", label=_("Owner"), required=False)
 
     def __init__(self, *args, user: User, stages, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["stage"].queryset = stages
-        if user.is_manager:
-            self.fields["owner"].queryset = User.objects.filter(role__in=[User.Role.REP, User.Role.MANAGER])
-        else:
+        if not user.is_manager:
             del self.fields["owner"]
 
 
@@ -328,17 +426,11 @@ class TicketForm(forms.Form):
     )
     category = forms.ChoiceField(label=_("Category"), choices=Ticket.Category.choices)
     channel = forms.ChoiceField(label=_("Channel"), choices=Ticket.Channel.choices)
-    assignee = forms.ModelChoiceField(
-        label=_("Assignee"),
-        queryset=User.objects.none(),
-        required=False,
-        empty_label=_("Assign automatically"),
-    )
+    assignee = StaffChoiceField("agent", label=_("Assignee"), required=False)
 
     def __init__(self, *args, customers, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["customer"].queryset = customers
-        self.fields["assignee"].queryset = User.objects.filter(is_active=True, role=User.Role.AGENT)
 
 
 class TicketReplyForm(forms.Form):
@@ -362,15 +454,7 @@ class TicketStatusForm(forms.Form):
 
 
 class TicketAssignForm(forms.Form):
-    assignee = forms.ModelChoiceField(
-        label=_("Assignee"), queryset=User.objects.none(), required=False, empty_label=_("Unassigned")
-    )
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["assignee"].queryset = User.objects.filter(
-            is_active=True, role__in=[User.Role.AGENT, User.Role.MANAGER]
-        ).order_by("first_name", "username")
+    assignee = StaffChoiceField("assignee", label=_("Assignee"), required=False)
 
 
 # Activities and tasks

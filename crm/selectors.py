@@ -8,6 +8,7 @@ Views fetch single objects with ``get_object_or_404(<model>_list(user=...), pk=.
 user may not see is a 404.
 """
 
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from django.contrib.postgres.search import TrigramSimilarity
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from crm import normalize
@@ -127,6 +129,51 @@ def customer_search(qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
     if len(digits) >= 4:
         condition |= Q(phone_key__contains=digits.lstrip("0"))
     return qs.filter(condition)
+
+
+@dataclass(frozen=True)
+class StaffKind:
+    """Who a people picker offers (``STAFF_KINDS``): the roles, whether people who left count (filters
+    find their old records), who may ask (managers only for owners) and what picking nobody means."""
+
+    roles: tuple[str, ...]
+    include_inactive: bool = False
+    managers_only: bool = False
+    empty_label: Any = ""
+
+
+STAFF_KINDS: dict[str, StaffKind] = {
+    "owner": StaffKind((User.Role.REP, User.Role.MANAGER), managers_only=True),
+    "owner-filter": StaffKind(
+        (User.Role.REP, User.Role.MANAGER),
+        include_inactive=True,
+        managers_only=True,
+        empty_label=_("All owners"),
+    ),
+    "agent": StaffKind((User.Role.AGENT,), empty_label=_("Assign automatically")),
+    "assignee": StaffKind((User.Role.AGENT, User.Role.MANAGER), empty_label=_("Unassigned")),
+}
+
+
+def staff_of_kind(kind: str) -> QuerySet[User]:
+    """The people a picker of ``kind`` offers, by name. Forms validate against the same queryset."""
+    spec = STAFF_KINDS[kind]
+    qs = User.objects.filter(role__in=spec.roles, is_service_account=False)
+    if not spec.include_inactive:
+        qs = qs.filter(is_active=True)
+    return qs.select_related("team").order_by("first_name", "last_name", "username", "id")
+
+
+def staff_search(qs: QuerySet[User], q: str) -> QuerySet[User]:
+    """People whose first name, last name, user name or e-mail contains every typed word."""
+    for word in q.split()[:5]:
+        qs = qs.filter(
+            Q(first_name__icontains=word)
+            | Q(last_name__icontains=word)
+            | Q(username__icontains=word)
+            | Q(email__icontains=word)
+        )
+    return qs
 
 
 def customer_duplicate_candidates(
@@ -279,20 +326,29 @@ def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, dict]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def by_owner(owner: User | QuerySet[User] | None, field: str = "owner") -> dict[str, Any]:
+    """Filter arguments for an owner filter's value: one person, or everyone a typed name matched."""
+    if owner is None:
+        return {}
+    return {f"{field}__in": owner} if isinstance(owner, QuerySet) else {field: owner}
+
+
 def customer_filter(qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]:
     """The customer list's search, filters and sort (``CustomerFilterForm.cleaned_data``)."""
     from crm.forms import CustomerFilterForm
 
     qs = customer_search(qs, data.get("q") or "")
-    filters = {f: data[f] for f in ("status", "source", "segment", "owner") if data.get(f)}
-    return qs.filter(**filters).order_by(*CustomerFilterForm.SORTS[data.get("sort") or "name"])
+    filters = {f: data[f] for f in ("status", "source", "segment") if data.get(f)}
+    return qs.filter(**filters, **by_owner(data.get("owner"))).order_by(
+        *CustomerFilterForm.SORTS[data.get("sort") or "name"]
+    )
 
 
 def deal_filter(qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
     """The deal list's search and filters (``DealFilterForm.cleaned_data``), newest first."""
     if data.get("q"):
         qs = qs.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
-    qs = qs.filter(**{f: data[f] for f in ("status", "stage", "owner") if data.get(f)})
+    qs = qs.filter(**{f: data[f] for f in ("status", "stage") if data.get(f)}, **by_owner(data.get("owner")))
     return qs.order_by("-created_at", "-id")
 
 

@@ -42,6 +42,11 @@ class CappedPaginator(Paginator):
 
     COUNT_CAP = 10_000
 
+    def __init__(self, object_list, per_page, *args, count: int | None = None, **kwargs) -> None:
+        super().__init__(object_list, per_page, *args, **kwargs)
+        if count is not None:  # counted already, e.g. by metrics.selectors.bounded_records
+            self.__dict__["count"] = count
+
     @cached_property
     def count(self) -> int:
         return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
@@ -179,6 +184,29 @@ def customer_options_view(request: HttpRequest) -> HttpResponse:
         "q": q,
     }
     return render(request, "crm/_customer_options.html", context)
+
+
+@login_required
+@require_GET
+def staff_options_view(request: HttpRequest, kind: str) -> HttpResponse:
+    """The people matching what is typed in a people picker of ``kind`` (``crm.selectors.STAFF_KINDS``),
+    as listbox options; picking nobody (owners of a filter: everyone) comes first when it means something."""
+    spec = selectors.STAFF_KINDS.get(kind)
+    if spec is None or (spec.managers_only and not request.user.is_manager):
+        raise Http404
+    field = request.GET.get("field", "owner")
+    if not PICKER_FIELD.match(field):
+        field = "owner"
+    q = storable_text(request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200])
+    found = list(selectors.staff_search(selectors.staff_of_kind(kind), q)[: PICKER_OPTIONS + 1])
+    context = {
+        "people": found[:PICKER_OPTIONS],
+        "more": len(found) > PICKER_OPTIONS,
+        "field": field,
+        "q": q,
+        "empty_label": spec.empty_label,
+    }
+    return render(request, "crm/_staff_options.html", context)
 
 
 @login_required

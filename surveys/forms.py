@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import User
+from crm.forms import StaffChoiceField, StaffFilterField
 from crm.models import Customer, Source
 from surveys.models import COMMENT_MAX_LENGTH, Survey, SurveyInvitation
 from surveys.services import SURVEY_FIELDS
@@ -73,10 +73,6 @@ class SurveyForm(forms.ModelForm):
         }
 
 
-def _owners():
-    return User.objects.filter(role__in=[User.Role.REP, User.Role.MANAGER]).order_by("first_name", "username")
-
-
 class InvitationFilterForm(forms.Form):
     survey = forms.ModelChoiceField(
         label=_("Survey"), queryset=Survey.objects.all(), required=False, empty_label=_("All surveys")
@@ -110,14 +106,8 @@ class ResponseFilterForm(forms.Form):
         label=_("Survey"), queryset=Survey.objects.all(), required=False, empty_label=_("All surveys")
     )
     bucket = forms.ChoiceField(label=_("Score"), choices=BUCKETS, required=False)
-    owner = forms.ModelChoiceField(
-        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
-    )
+    owner = StaffFilterField("owner-filter", label=_("Owner"), required=False)
     with_comment = forms.BooleanField(label=_("Only with a comment"), required=False)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["owner"].queryset = _owners()
 
 
 class CampaignForm(forms.Form):
@@ -134,16 +124,13 @@ class CampaignForm(forms.Form):
     segment = forms.ChoiceField(
         label=_("Segment"), choices=[("", _("All segments")), *Customer.Segment.choices], required=False
     )
-    owner = forms.ModelChoiceField(
-        label=_("Owner"), queryset=User.objects.none(), required=False, empty_label=_("All owners")
-    )
+    owner = StaffChoiceField("owner-filter", label=_("Owner"), required=False)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["survey"].queryset = Survey.objects.filter(is_active=True).exclude(
             trigger=Survey.Trigger.TICKET_SOLVED
         )
-        self.fields["owner"].queryset = _owners()
 
     def filters(self) -> dict:
         """The customer filters as JSON-safe values (owner as its id)."""

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
+from crm import selectors as crm_selectors
 from crm.htmx import partial_template
 from surveys import selectors, services
 from surveys.forms import CampaignForm, InvitationFilterForm, ResponseFilterForm, SurveyForm
@@ -133,8 +134,7 @@ def response_list_view(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         if data["survey"]:
             responses = responses.filter(survey=data["survey"])
-        if data["owner"]:
-            responses = responses.filter(owner=data["owner"])
+        responses = responses.filter(**crm_selectors.by_owner(data["owner"]))
         if data["with_comment"]:
             responses = responses.exclude(comment="")
         bucket = {

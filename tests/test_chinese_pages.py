@@ -168,6 +168,8 @@ class World:
                 values[name] = str((self.own.get(role, {}).get(key) or self.records[key]).pk)
             elif (name, converter) == ("code", "slug"):
                 values[name] = next(iter(registry()))
+            elif (name, converter) == ("kind", "slug"):  # a people picker
+                values[name] = "owner"
             else:
                 values[name] = self.tokens[endpoint.label]
         return sweep_kit.build_path(endpoint, values)

@@ -174,9 +174,11 @@ def _url(world: dict[str, Any], name: str, route: str) -> str:
         kwargs["pk"] = world["objects"][OBJECT_FOR_PREFIX[route.split("/", 1)[0]]].pk
     if "<slug:code>" in route:
         kwargs["code"] = world["kpi"]
+    if "<slug:kind>" in route:  # a people picker
+        kwargs["kind"] = "owner"
     if "<str:token>" in route:
         kwargs["token"] = world["invitation"].token
-    unknown = set(re.findall(r"<[^>]+>", route)) - {"<int:pk>", "<slug:code>", "<str:token>"}
+    unknown = set(re.findall(r"<[^>]+>", route)) - {"<int:pk>", "<slug:code>", "<slug:kind>", "<str:token>"}
     assert not unknown, f"teach the fuzzer the converter(s) {unknown} of {name}"
     return reverse(name, kwargs=kwargs)
 

@@ -250,6 +250,8 @@ def _path_value(world: World, endpoint: Endpoint, role: str, name: str, converte
         return str(world.record(role, PK_RECORDS[(endpoint.namespace, first_segment)]).pk)
     if (name, converter) == ("code", "slug"):
         return world.kpi
+    if (name, converter) == ("kind", "slug"):  # a people picker: the owners' (managers only)
+        return "owner"
     if (name, converter) == ("token", "str") and endpoint.label in TOKENS:
         return getattr(world, TOKENS[endpoint.label])
     if endpoint.namespace == "admin" and (value := _admin_value(world, endpoint, name)) is not None:

@@ -47,7 +47,9 @@
     box.value.value = option.dataset.value;
     box.input.value = option.dataset.label;
     setOpen(box, false);
+    // Forms that react as you type (list filters) or on change (campaign preview) both hear of it.
     box.value.dispatchEvent(new Event("change", { bubbles: true }));
+    box.value.dispatchEvent(new Event("input", { bubbles: true }));
   }
 
   document.addEventListener("htmx:afterSwap", function (event) {

@@ -124,3 +124,14 @@ def test_the_quick_log_without_a_customer_says_so_and_keeps_the_text(client, rep
     customer = make_customer(rep)
     response = client.post(reverse("crm:activity_create"), {**data, "customer": customer.pk}, headers=HTMX)
     assert response.status_code == 200 and Activity.objects.filter(customer=customer).exists()
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-inf", "sNaN"])
+def test_an_amount_that_is_not_a_number_is_a_field_error_shown_as_typed(client, rep, amount):
+    customer = make_customer(rep, name="Kunde")
+    data = {"customer": customer.pk, "title": "Neu", "kind": "new", "stage": stage().pk, "source": "website",
+            "amount": amount}  # fmt: skip
+    response = client.post(reverse("crm:deal_create"), data, headers=HTMX)
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="id_amount-error"' in body and f'value="{amount}"' in body
+    assert not Deal.objects.exists()

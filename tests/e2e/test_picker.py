@@ -1,12 +1,14 @@
 """The type-ahead customer picker in a real browser: typed, chosen with the keyboard, saved; and the
 pipeline board on a phone shows one stage at a time."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
 from crm.models import Customer, Deal
 from tests.e2e.conftest import PHONE, sign_in
-from tests.factories import make_customer, make_deal, make_user
+from tests.factories import make_customer, make_deal, make_manager, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,3 +71,27 @@ def test_the_board_on_a_phone_shows_one_stage_at_a_time(page):
     expect(page.locator(f".deal-card[data-deal='{first.pk}']")).to_be_hidden()
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 2500
+
+
+def test_manager_filters_the_deal_list_by_picking_an_owner(page):
+    make_manager(username="bea")
+    anna, bert = (
+        make_user(first_name="Anna", last_name="Schmidt"),
+        make_user(first_name="Bert", last_name="Ernst"),
+    )
+    make_deal(make_customer(anna, name="Kunde A"), title="Deal Anna")
+    make_deal(make_customer(bert, name="Kunde B"), title="Deal Bert")
+    sign_in(page, "bea")
+    page.goto("/crm/deals/")
+    table = page.locator("#deal-table")
+    expect(table).to_contain_text("Deal Anna")
+    picker = page.get_by_role("combobox", name="Owner")
+    expect(picker).to_have_attribute("placeholder", "All owners")
+    picker.fill("ern")
+    expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(1)
+    picker.press("ArrowDown")
+    picker.press("Enter")
+    expect(picker).to_have_value("Bert Ernst")
+    expect(page).to_have_url(re.compile(f"owner={bert.pk}&"))
+    expect(table).to_contain_text("Deal Bert")
+    expect(table).not_to_contain_text("Deal Anna")
