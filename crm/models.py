@@ -396,6 +396,25 @@ class Deal(models.Model):
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
+            # The data-quality rules that almost nothing breaks (crm.quality, same conditions: a test
+            # compares them): their lists and counts read a tiny index instead of every deal.
+            models.Index(
+                fields=["id"],
+                condition=Q(status="open") & Q(expected_close_date__isnull=True),
+                name="dq_deal_open_close_date",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=Q(status="won") & Q(closed_at__isnull=True),
+                name="dq_deal_won_close_date",
+            ),
+            models.Index(fields=["id"], condition=Q(amount__lt=0), name="dq_deal_amount_nonneg"),
+            models.Index(
+                fields=["id"], condition=Q(closed_at__lt=F("created_at")), name="dq_deal_closed_after_created"
+            ),
+            models.Index(
+                fields=["id"], condition=Q(term_end__lte=F("term_start")), name="dq_deal_term_order"
+            ),
             # A rep's open deals by stage; what the KPI engine reads of every open deal on each run (the
             # pipeline, forecast and staleness of the current period) rides along for index-only scans.
             models.Index(
@@ -618,8 +637,32 @@ class Ticket(models.Model):
         ]
         indexes = [
             models.Index(fields=["assignee", "status"], name="ticket_assignee_status"),
+            # Data-quality rules almost nothing breaks (as for deals).
+            models.Index(
+                fields=["id"],
+                condition=Q(status__in=["solved", "closed"]) & Q(solved_at__isnull=True),
+                name="dq_ticket_solved_time",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=Q(closed_at__lt=F("created_at")),
+                name="dq_ticket_closed_after_created",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=Q(solved_at__lt=F("created_at")),
+                name="dq_ticket_solved_after_created",
+            ),
             models.Index(
                 fields=["status"], condition=Q(status__in=["new", "open", "pending"]), name="ticket_unsolved"
+            ),
+            # The open-tickets queue, soonest due first: without it the plan walks every ticket ever by
+            # due time to find the few unsolved ones (150 ms at 370 000 tickets).
+            models.Index(
+                F("resolution_due_at"),
+                F("id").desc(),
+                condition=Q(status__in=["new", "open", "pending"]),
+                name="ticket_unsolved_due",
             ),
             models.Index(fields=["customer"], name="ticket_customer"),
             models.Index(fields=["solved_at"], name="ticket_solved_at"),

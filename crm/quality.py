@@ -352,12 +352,27 @@ def iter_failures(
 
 def failure_counts(*, querysets: Mapping[type[models.Model], QuerySet] | None = None) -> dict[str, int]:
     """Failures per rule code, one aggregate query per model (conditional counts)."""
-    counts: dict[str, int] = {}
+    return {code: counts["failing"] for code, counts in rule_counts(querysets=querysets).items()}
+
+
+def rule_counts(
+    *, querysets: Mapping[type[models.Model], QuerySet] | None = None
+) -> dict[str, dict[str, int]]:
+    """Per rule code: the records it checks and those failing it, in one scan per model (conditional
+    counts of both at once)."""
+    counts: dict[str, dict[str, int]] = {}
     for model in MODELS:
         qs = (querysets or {}).get(model)
         qs = live_records(model) if qs is None else qs
-        rules = rules_for(model)
-        counts |= qs.aggregate(**{rule.code: Count("pk", filter=rule.failing) for rule in rules})
+        aggregates = {}
+        for rule in rules_for(model):
+            aggregates[f"{rule.code}__failing"] = Count("pk", filter=rule.failing)
+            aggregates[f"{rule.code}__checked"] = (
+                Count("pk", filter=rule.applies) if rule.applies else Count("pk")
+            )
+        for name, n in qs.aggregate(**aggregates).items():
+            code, what = name.rsplit("__", 1)
+            counts.setdefault(code, {})[what] = n
     return counts
 
 
@@ -405,14 +420,5 @@ def failure_links(rows: Iterable[Mapping[str, Any]]) -> list[Failure]:
 
 def quality_failure_counts(*, user: User) -> list[dict[str, Any]]:
     """Per rule: the rule, how many records it checks and how many of those the user may see fail."""
-    querysets = {model: checked(model, user=user) for model in MODELS}
-    failing = failure_counts(querysets=querysets)
-    checked_counts: dict[str, int] = {}
-    for model in MODELS:
-        rules = rules_for(model)
-        checked_counts |= querysets[model].aggregate(
-            **{rule.code: Count("pk", filter=rule.applies) if rule.applies else Count("pk") for rule in rules}
-        )
-    return [
-        {"rule": rule, "failing": failing[rule.code], "checked": checked_counts[rule.code]} for rule in RULES
-    ]
+    counts = rule_counts(querysets={model: checked(model, user=user) for model in MODELS})
+    return [{"rule": rule, **counts[rule.code]} for rule in RULES]

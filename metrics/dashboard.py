@@ -26,10 +26,11 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import Team, User
+from crm.models import Source
 from metrics import contribution, selectors, stats
 from metrics.kpis import charts as kpi_charts
-from metrics.kpis import registry
-from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Question, Significance, Unit
+from metrics.kpis import in_section, registry
+from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Question, Section, Significance, Unit
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
 from metrics.kpis.dimensions import DIMENSIONS
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
@@ -931,30 +932,64 @@ def freshness() -> dict[str, Any]:
     }
 
 
-def cached_fragment(request: Any, name: str, freshness: dict[str, Any], render: Callable[[], str]) -> str:
-    """HTML derived from snapshots and targets only, rendered once per recompute for this user, language
-    and query (RELIABILITY.md §5: cache the dashboard fragment per manager and period).
+def channel_rows(period: Period, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Acquisition by channel: per source, a card per channel KPI (Section.CHANNELS), so a running period
+    is compared with the same days of the period before, like the dashboard (KPIS.md §10.1)."""
+    kpis = in_section(Section.CHANNELS)
+    series = selectors.channel_series(period=period)
+    exposure = period_exposure(period, now)
+    before = period.previous().first_day
+    rows = []
+    for code, label in Source.choices:
+        values = series.get(code, {})
+        cards = {
+            kpi.code: Card(
+                kpi=kpi,
+                snapshot=values.get(kpi.code, {}).get(period.first_day),
+                previous=values.get(kpi.code, {}).get(before),
+                target=None,
+                exposure=exposure,
+                period=period,
+                now=now,
+            )
+            for kpi in kpis
+        }
+        rows.append({"code": code, "source": label, "cards": [cards[k.code] for k in kpis]})
+    return rows
 
-    The key holds the last run's finish time and the generation that every recompute and target change
-    bumps (both from ``freshness()``), so a change shows at once; without Redis or before the first run
-    the fragment is rendered.
-    """
+
+def _per_run(freshness: dict[str, Any], key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached under ``key`` for the last run (its finish time and the generation that every
+    recompute and target change bumps, both from ``freshness()``), so a change shows at once; without
+    Redis or before the first run it is computed every time."""
     as_of, generation = freshness["as_of"], freshness["generation"]
     if generation is None or as_of is None:
-        return SafeString(render())
-    query = hashlib.sha256(request.get_full_path().encode()).hexdigest()[:32]
-    parts = (name, as_of.timestamp(), generation, request.user.pk, get_language(), query)
-    key = "metrics:fragment:" + ":".join(map(str, parts))
+        return compute()
+    full_key = ":".join(map(str, ("metrics", *key, as_of.timestamp(), generation)))
     try:
-        html = cache.get(key)
+        value = cache.get(full_key)
     except (RedisError, OSError):
-        html = None
-    if html is None:
-        html = render()
+        value = None
+    if value is None:
+        value = compute()
         # Redis may have gone away since freshness(): the page is whole without the cache.
         with suppress(RedisError, OSError):
-            cache.set(key, str(html), FRAGMENT_CACHE_SECONDS)
-    return SafeString(html)
+            cache.set(full_key, value, FRAGMENT_CACHE_SECONDS)
+    return value
+
+
+def cached_per_run(name: str, freshness: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """Data that costs a scan of whole tables (the data-quality rules' counts), computed once per KPI run
+    for everyone who may see all of it (managers)."""
+    return _per_run(freshness, ("data", name), compute)
+
+
+def cached_fragment(request: Any, name: str, freshness: dict[str, Any], render: Callable[[], str]) -> str:
+    """HTML derived from snapshots and targets only, rendered once per recompute for this user, language
+    and query (RELIABILITY.md §5: cache the dashboard fragment per manager and period)."""
+    query = hashlib.sha256(request.get_full_path().encode()).hexdigest()[:32]
+    key = ("fragment", name, request.user.pk, get_language(), query)
+    return SafeString(_per_run(freshness, key, lambda: str(render())))
 
 
 def recompute_progress(run: SnapshotRun | None) -> int:

@@ -535,7 +535,8 @@ def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:
 
     Quintiles (NTILE(5), 5 = best, ties broken by customer id) over customers with a won deal in the 12
     months before ``as_of``; customers who bought before but not in the window get "no recent purchase".
-    The previous snapshot and the first-of-month snapshots are kept, so movement can be shown.
+    The previous snapshot and the first-of-month snapshots are kept, so movement can be shown; the first
+    of last month is scored too when it is missing, so there is always something to compare with.
     """
     as_of = as_of or local_date(timezone.now())
     instant = local_midnight(as_of)
@@ -555,6 +556,19 @@ def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:
                     {"start": window_start, "instant": instant, "as_of": as_of},
                 )
                 run.rows = cursor.rowcount
+                # Movement is shown against the first of last month: scored from history when missing
+                # (a new installation, or a month without a nightly run on its first day).
+                compare = _months_before(as_of.replace(day=1), 1)
+                if not CustomerRfm.objects.filter(as_of=compare).exists():
+                    cursor.execute(
+                        RFM_SQL,
+                        {
+                            "start": local_midnight(_months_before(compare, RFM_WINDOW_MONTHS)),
+                            "instant": local_midnight(compare),
+                            "as_of": compare,
+                        },
+                    )
+                    run.rows += cursor.rowcount
             previous = (
                 CustomerRfm.objects.filter(as_of__lt=as_of)
                 .order_by("-as_of")

@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -33,12 +34,12 @@ from crm.htmx import partial_template
 from crm.views import CappedPaginator
 from metrics import charts, contribution, dashboard, selectors
 from metrics.forms import DashboardFilterForm, TargetForm
-from metrics.kpis import registry
-from metrics.kpis.base import Basis, Better, Family, Kpi, Unit
+from metrics.kpis import in_section, registry
+from metrics.kpis.base import Basis, Better, Family, Kpi, Section, Unit
 from metrics.kpis.dimensions import breakdown_dimensions
 from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
-from metrics.periods import period_of
-from metrics.services import RecomputeError, kpi_target_set
+from metrics.periods import Period, period_of
+from metrics.services import LIKE_FOR_LIKE, RecomputeError, kpi_target_set
 
 DRILL_PAGE_SIZE = 25
 DEFAULT_PART_LABELS = {"numerator": _lazy("Numerator"), "denominator": _lazy("Denominator")}
@@ -80,15 +81,12 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         context = {"families": families, "charts": charts, "query": query, "scorecard": scorecard}
         return render_to_string("metrics/_dashboard_panels.html", context, request=request)
 
-    # One click to the last complete period (the running one is only partly over).
-    complete = request.GET.copy()
-    complete["period"] = filters.period.previous().first_day.isoformat()
     context = {
         "form": form,
         "filters": filters,
         # A rep's numbers lead with their own pipeline and tasks (live, two indexed aggregates).
         "my_day": crm_selectors.my_day(user=request.user) if request.user.is_rep else None,
-        "complete_query": complete.urlencode(),
+        "complete_query": _complete_query(request, filters),
         "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
         # The people a manager may filter by (hundreds in a big company), rendered once per recompute (a
         # new colleague is listed after the next one, within minutes).
@@ -145,7 +143,9 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
                 scope_id=filters.scope_id,
                 part=part,
             )
-            drill = CappedPaginator(records, DRILL_PAGE_SIZE).get_page(request.GET.get("page"))
+            drill = selectors.drill_page(
+                records, request.GET.get("page"), DRILL_PAGE_SIZE, CappedPaginator.COUNT_CAP
+            )
         except selectors.DrilldownError as exc:
             drill_error = str(exc)
     query = request.GET.copy()
@@ -412,8 +412,31 @@ def adoption_view(request: HttpRequest) -> HttpResponse:
             y_title=_("days"),
         ),
         "feedback": StaffFeedback.objects.select_related("user").order_by("-created_at")[:50],
+        "freshness": dashboard.freshness(),
     }
     return render(request, partial_template(request, "metrics/adoption.html", "adoption-table"), context)
+
+
+def _complete_query(request: HttpRequest, filters: dashboard.Filters) -> str:
+    """The page's query for the last complete period: one click away while a period runs (KPIS.md §10.1)."""
+    complete = request.GET.copy()
+    complete["period"] = filters.period.previous().first_day.isoformat()
+    complete.pop("page", None)
+    return complete.urlencode()
+
+
+def _channels_compared_label(period: Period) -> str | None:
+    """E.g. "vs Nov 1 – Nov 7" while a week or month runs: the same days of the period before, which the
+    channels' changes compare with (KPIS.md §10.1); None when they compare whole periods."""
+    today = timezone.localdate()
+    if period.granularity not in LIKE_FOR_LIKE or not period.first_day <= today < period.next().first_day:
+        return None
+    before = period.previous()
+    last = min(before.first_day + (today - period.first_day), before.next().first_day - timedelta(days=1))
+    return _("vs %(first)s – %(last)s") % {
+        "first": date_format(before.first_day, "MONTH_DAY_FORMAT"),
+        "last": date_format(last, "MONTH_DAY_FORMAT"),
+    }
 
 
 @login_required
@@ -423,7 +446,7 @@ def segments_view(request: HttpRequest) -> HttpResponse:
     form, filters = _filters(request)
     as_of_dates = selectors.rfm_as_of_dates()
     as_of = as_of_dates[0] if as_of_dates else None
-    previous = as_of_dates[1] if len(as_of_dates) > 1 else None
+    previous = selectors.rfm_comparison_date(as_of_dates)
     segment = request.GET.get("segment")
     segment = segment if segment in CustomerRfm.Segment.values else None
     members = None
@@ -450,7 +473,10 @@ def segments_view(request: HttpRequest) -> HttpResponse:
             ),
             key=lambda row: -row[2],
         )[:15],
-        "sources": selectors.channel_rows(period=filters.period),
+        "channel_kpis": in_section(Section.CHANNELS),
+        "sources": dashboard.channel_rows(filters.period),
+        "compared_label": _channels_compared_label(filters.period),
+        "complete_query": _complete_query(request, filters),
         "query": request.GET.urlencode(),
     }
     return render(request, "metrics/segments.html", context)
@@ -559,26 +585,40 @@ def _export_row(kpi: Kpi, period, scope: str, who: str, snapshot: KpiSnapshot | 
 @require_GET
 @vary_on_headers("HX-Request")
 def data_quality_view(request: HttpRequest) -> HttpResponse:
-    """Duplicate rate, completeness by field and the validation failures, each linked to its record."""
+    """Duplicate rate, completeness by field and the validation failures, each linked to its record.
+
+    The rules' counts cover every record (a scan of each table), so they are counted once per KPI run and
+    say so; the list of one rule's records is live, so a fixed record leaves it at once.
+    """
     _manager_only(request)
     form, filters = _filters(request)
     families, _series = dashboard.build_cards(
         dashboard.Filters(granularity=filters.granularity, period=filters.period, count=filters.count)
     )
     cards = [card for _label, group in families for card in group if card.kpi.family == Family.DATA_QUALITY]
-    rule = request.GET.get("rule") or None
-    page = CappedPaginator(
-        quality.quality_failure_list(user=request.user, rule=rule), DRILL_PAGE_SIZE
-    ).get_page(request.GET.get("page"))
+    freshness = dashboard.freshness()
+    counts = dashboard.cached_per_run("quality-rule-counts", freshness, lambda: quality.rule_counts())
+    rules = [{"rule": rule, **counts[rule.code]} for rule in quality.RULES]
+    rule = request.GET.get("rule")
+    if rule not in quality.RULES_BY_CODE:
+        # The first rule with something to fix (as counted); none at all: the list says so.
+        rule = next((row["rule"].code for row in rules if row["failing"]), None)
+    page = None
+    if rule is not None:
+        page = CappedPaginator(
+            quality.quality_failure_list(user=request.user, rule=rule), DRILL_PAGE_SIZE
+        ).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "form": form,
         "cards": cards,
-        "rules": quality.quality_failure_counts(user=request.user),
+        "rules": rules,
         "rule": rule,
+        "rule_label": quality.RULES_BY_CODE[rule].label if rule else "",
         "page": page,
-        "failures": quality.failure_links(page.object_list),
+        "failures": quality.failure_links(page.object_list) if page else [],
         "query": query.urlencode(),
+        "counted_at": freshness["as_of"],
     }
     return render(request, partial_template(request, "metrics/data_quality.html", "failure-list"), context)

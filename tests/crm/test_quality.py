@@ -160,3 +160,14 @@ def test_failing_any_finds_incomplete_records():
     required = quality.failing_any(Customer, kinds=[quality.Kind.REQUIRED])
     assert set(Customer.objects.filter(required).values_list("pk", flat=True)) == {incomplete.pk}
     assert set(Customer.objects.exclude(required).values_list("pk", flat=True)) == {complete.pk}
+
+
+def test_the_rule_indexes_have_the_rules_own_conditions():
+    """crm.models indexes the rules that almost nothing breaks; each condition must stay the rule's."""
+    indexes = [
+        index for model in quality.MODELS for index in model._meta.indexes if index.name.startswith("dq_")
+    ]
+    assert len(indexes) == 8
+    for index in indexes:
+        rule = quality.RULES_BY_CODE[index.name.removeprefix("dq_")]
+        assert index.condition == rule.failing, index.name

@@ -294,9 +294,30 @@ def test_data_quality_page_links_failures_to_their_records(client, manager):
     body = client.get(reverse("metrics:data_quality")).content.decode()
     assert "Records to fix" in body
     assert broken.get_absolute_url() in body
+    # An unknown rule is the first rule with something to fix; a rule without failures says so.
     fragment = client.get(reverse("metrics:data_quality"), {"rule": "nonexistent"}, headers=HTMX)
     assert fragment.status_code == 200 and b"<html" not in fragment.content
+    assert broken.get_absolute_url().encode() in fragment.content
+    fragment = client.get(reverse("metrics:data_quality"), {"rule": "deal_term_order"}, headers=HTMX)
     assert b"Nothing to fix here." in fragment.content
+
+
+def test_data_quality_counts_once_per_run_and_lists_live(client, manager, django_assert_max_num_queries):
+    rep = make_user()
+    broken = make_customer(rep, name="No Contact Ltd", email="", phone="")
+    now = timezone.now()
+    SnapshotRun.objects.create(kind="recent", status="ok", started_at=now, finished_at=now)
+    bump_generation()
+    url = reverse("metrics:data_quality") + "?rule=customer_contact"
+    with django_assert_max_num_queries(40) as first:
+        body = client.get(url).content.decode()
+    assert broken.get_absolute_url() in body and "Counted" in body
+    Customer.objects.filter(pk=broken.pk).update(email="fixed@example.com")
+    with django_assert_max_num_queries(len(first.captured_queries) - 3):  # no scan per model
+        body = client.get(url).content.decode()
+    rules = body[body.index("<tbody>") : body.index("</tbody>")]
+    assert '<td class="num">1</td>' in rules  # the count of the last run
+    assert broken.get_absolute_url() not in body  # the list is live: the fixed record has left it
 
 
 def test_data_quality_rules_name_what_they_check_and_show_small_shares(client, manager):
@@ -752,3 +773,78 @@ def test_a_running_month_is_compared_with_the_same_days_of_the_month_before(clie
     # Last month, complete, is compared with the whole month before it.
     done = client.get(reverse("metrics:dashboard"), {"period": first.isoformat()}).content.decode()
     assert "vs " + date_format(first, "MONTH_DAY_FORMAT") not in done
+
+
+@pytest.mark.parametrize("granularity", ["month", "year"])
+def test_adoption_page_counts_from_the_usage_facts_not_the_raw_events(
+    client, manager, granularity, django_assert_max_num_queries
+):
+    from metrics.services import snapshots_recompute
+    from tests.factories import make_login, make_usage_event
+
+    rita, otto = (
+        make_user(first_name="Rita", last_name="Rep"),
+        make_user(first_name="Otto", last_name="Other"),
+    )
+    period = period_of(timezone.now(), granularity).previous()  # wholly past
+    day = period.start + timedelta(hours=10)
+    make_usage_event(rita, day, verb="create")
+    make_usage_event(rita, day + timedelta(hours=1))
+    make_usage_event(rita, day + timedelta(days=1))
+    make_usage_event(rita, day, via="import", verb="create")  # an import is not the person's action
+    make_login(rita, day)
+    snapshots_recompute(
+        start=period.start, end=period.end, granularities=[granularity], kpis=["adoption_rate"]
+    )
+    make_usage_event(otto, day)  # after the run: in the next one, not on the page yet
+
+    with django_assert_max_num_queries(14):
+        response = client.get(
+            reverse("metrics:adoption"),
+            {"granularity": granularity, "period": period.first_day.isoformat(), "sort": "-actions"},
+        )
+    rows = {r["name"]: r for r in response.context["rows"]}
+    assert (rows["Rita Rep"]["actions"], rows["Rita Rep"]["created"], rows["Rita Rep"]["logins"]) == (3, 1, 1)
+    assert rows["Rita Rep"]["active_days"] == 2
+    assert rows["Otto Other"]["actions"] == 0
+    assert response.context["rows"][0]["name"] == "Rita Rep"  # sorted by actions, most first
+
+
+def test_segments_page_compares_channels_like_for_like_and_offers_the_last_complete_period(client, manager):
+    now = current()
+    span = {"from": now.previous().first_day.isoformat(), "until": now.previous().first_day.isoformat()}
+    compared = {"compared": {"value": 40.0, "numerator": 40, "denominator": 100, "n": 100, "days": 1, **span}}
+    snap("win_rate", now, "60", scope=Scope.SOURCE, scope_id="website", numerator=60, denominator=100,
+         sample_size=100, extra=compared)  # fmt: skip
+    snap("win_rate", now.previous(), "10", scope=Scope.SOURCE, scope_id="website", numerator=10,
+         denominator=100, sample_size=100)  # fmt: skip
+    body = client.get(reverse("metrics:segments")).content.decode()
+    channels = body[body.index('id="channels"') :]
+    assert "to date" in channels and "Show the last complete period" in channels
+    # +20 points against the same days of last month (40 %), not +50 against the whole month (10 %).
+    assert "60.0 %" in channels and "+20.0 pp" in channels and "+50.0" not in channels
+    assert 'name="granularity"' in body and 'name="period"' in body  # the period filter
+    # The last complete month: its own value, no "to date".
+    body = client.get(reverse("metrics:segments"), {"period": now.previous().first_day.isoformat()})
+    channels = body.content.decode()[body.content.decode().index('id="channels"') :]
+    assert "10.0 %" in channels and "to date" not in channels
+
+
+def test_segments_page_shows_the_moves_since_the_first_of_last_month(client, manager):
+    from metrics.models import CustomerRfm
+
+    today = timezone.localdate()
+    month_start = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    yesterday = today - timedelta(days=1)
+    customers = [make_customer(make_user(), name=f"Kunde {i}") for i in range(3)]
+    for customer, before, after in zip(
+        customers, ["champions", "champions", "loyal"], ["lost", "lost", "loyal"], strict=True
+    ):
+        CustomerRfm.objects.create(customer=customer, as_of=month_start, segment=before)
+        CustomerRfm.objects.create(customer=customer, as_of=yesterday, segment=after)
+        CustomerRfm.objects.create(customer=customer, as_of=today, segment=after)
+    body = client.get(reverse("metrics:segments")).content.decode()
+    moves = body[body.index("Biggest moves") :]
+    assert 'Champions → <strong>Lost</strong> <span class="muted">2</span>' in moves.replace("\n", "")
+    # Compared with the month start, not with last night (which would show no move at all).
+    assert date_format(month_start, "SHORT_DATE_FORMAT") in body

@@ -205,10 +205,13 @@ def test_rfm_quintiles_segments_and_kept_snapshots():
     assert scores[customers[5].pk].recency_days == 10
     assert scores[customers[5].pk].monetary == Decimal(500)
     assert scores[old.pk].segment == "no_recent" and scores[old.pk].r is None
+    # The first scoring also scores the first of last month, so movement has something to compare with.
+    assert set(CustomerRfm.objects.values_list("as_of", flat=True)) == {date(2026, 5, 1), as_of}
     for day in (date(2026, 6, 1), date(2026, 6, 14), date(2026, 6, 16)):
         rfm_refresh(as_of=day)
     # Kept: month starts and the snapshot before the latest (for movement); 14 June is dropped.
     assert set(CustomerRfm.objects.values_list("as_of", flat=True)) == {
+        date(2026, 5, 1),
         date(2026, 6, 1),
         as_of,
         date(2026, 6, 16),
