@@ -576,6 +576,9 @@ def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:
                 .first()
             )
             CustomerRfm.objects.filter(as_of__lt=as_of).exclude(as_of__day=1).exclude(as_of=previous).delete()
+            # Tens of thousands of new rows: fresh statistics, or the segments page's join plans for one.
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(CustomerRfm._meta.db_table)))
     except Exception:
         run.error = traceback.format_exc()
         _finish(run, SnapshotRun.Status.FAILED, clock)

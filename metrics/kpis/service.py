@@ -296,6 +296,9 @@ def _unsolved_at_end(user: User, period: Period, scope: str, scope_id: str) -> Q
     last = TicketStatusChange.objects.filter(ticket=OuterRef("pk"), at__lt=period.end).order_by("-at", "-id")
     return (
         _tickets(user)
+        # Closed is final: a ticket closed before the end was not unsolved then, nor one created after it.
+        # Leaving those out first spares the status lookup for nearly every ticket ever (0.6 s at 370 000).
+        .filter(~Q(status=Ticket.Status.CLOSED) | Q(closed_at__gte=period.end), created_at__lt=period.end)
         .filter(LIVE_TICKET, scope_filter(scope, scope_id, TICKET_SCOPES))
         .annotate(status_at_end=Subquery(last.values("to_status")[:1]))
         .filter(status_at_end__in=UNSOLVED)
