@@ -26,10 +26,16 @@ check-python:
 		exit 1; \
 	fi
 
-# One stamp per dependency set: reinstalled when pyproject.toml changes.
+# When make began: the demo's "ready in" counts installing the dependencies too.
+STARTED := $(shell date +%s.%N)
+
+# One stamp per dependency set: reinstalled when pyproject.toml changes. pip's own lines show the progress
+# (one per package), without the "already satisfied" noise of a reinstall.
 $(VENV)/.stamp-demo: pyproject.toml | check-python
+	@echo "[mini-crm] installing the dependencies into $(VENV) (first start only: a minute or two)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[embedded,i18n]"
+	@set -o pipefail; $(PY) -m pip install --disable-pip-version-check --progress-bar off -e ".[embedded,i18n]" \
+		| { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
 	@touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | check-python
@@ -45,8 +51,8 @@ messages-update:
 	$(PY) manage.py makemessages -l zh_Hans --ignore='.venv/*' --ignore='var/*' --no-obsolete
 
 demo: $(VENV)/.stamp-demo
-	@$(MAKE) --no-print-directory messages
-	$(PY) -m crm.embedded demo
+	@$(VENV)/bin/pybabel --quiet compile --use-fuzzy -d crm/locale -D django
+	@$(PY) -m crm.embedded demo --started $(STARTED)
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .

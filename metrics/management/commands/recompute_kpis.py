@@ -90,7 +90,7 @@ class Command(BaseCommand):
         )
         # Where the time went: the five slowest datasets (all of them are in the run's admin page).
         spent = {name: sum(v for k, v in t.items() if k.endswith("_ms")) for name, t in run.datasets.items()}
-        for name in sorted(spent, key=spent.get, reverse=True)[:5]:
+        for name in sorted(spent, key=spent.get, reverse=True)[: 5 if options["verbosity"] else 0]:
             rows = int(run.datasets[name].get("rows", 0))
             self.stdout.write(f"  {name}: {spent[name] / 1000:.1f} s, {rows:,} grouped rows")
         if options["rfm"]:
