@@ -454,14 +454,30 @@ def segments_view(request: HttpRequest) -> HttpResponse:
         members = CappedPaginator(
             selectors.customer_rfm_list(user=request.user, as_of=as_of, segment=segment), DRILL_PAGE_SIZE
         ).get_page(request.GET.get("page"))
-    movement = selectors.rfm_movement(user=request.user, before=previous, after=as_of) if previous else {}
+    # The scorings change nightly: their summary and moves (a join of two scorings of every customer, a
+    # manager sees them all) are counted once per KPI run and scoring.
+    freshness = dashboard.freshness()
+    summary = dashboard.cached_per_run(
+        f"rfm-summary:{as_of}:{previous}",
+        freshness,
+        lambda: selectors.rfm_segment_summary(user=request.user, as_of=as_of, previous=previous),
+    )
+    movement = (
+        dashboard.cached_per_run(
+            f"rfm-movement:{as_of}:{previous}",
+            freshness,
+            lambda: selectors.rfm_movement(user=request.user, before=previous, after=as_of),
+        )
+        if previous
+        else {}
+    )
     labels = dict(CustomerRfm.Segment.choices)
     context = {
         "form": form,
         "filters": filters,
         "as_of": as_of,
         "previous": previous,
-        "segments": selectors.rfm_segment_summary(user=request.user, as_of=as_of, previous=previous),
+        "segments": summary,
         "segment": segment,
         "segment_label": labels.get(segment),
         "members": members,

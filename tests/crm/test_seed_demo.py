@@ -101,6 +101,9 @@ def test_seed_demo_builds_a_company():
     assert not Seat.objects.filter(user__is_service_account=True).exists()
     assert "Demo logins (password 'minicrm-demo')" in output
     assert "rows/s" in output
+    # Quiet (make demo, which prints the sign-ins last): the one summary line.
+    quiet = seed("--deals", "300", "--reset", "-v", "0")
+    assert "rows/s" in quiet and "Demo logins" not in quiet and len(quiet.strip().splitlines()) == 1
 
 
 def test_seed_demo_deals_close_exactly_when_won_or_lost(seeded):

@@ -42,6 +42,9 @@ def test_recompute_kpis_for_a_range_granularity_and_kpis():
     spent = SnapshotRun.objects.get().datasets["closed_deals"]
     assert spent["scan_ms"] >= 0 and spent["rows"] >= 1
     assert "closed_deals: " in output and " grouped rows" in output
+    # Quiet (make demo): the one summary line.
+    quiet = run("--start", "2026-03-01", "--end", "2026-04-01", "--kpi", "win_rate", "-v", "0")
+    assert quiet.startswith("Finished") and len(quiet.strip().splitlines()) == 1
 
 
 def test_recompute_kpis_defaults_to_the_whole_history():
