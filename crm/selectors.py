@@ -152,6 +152,15 @@ STAFF_KINDS: dict[str, StaffKind] = {
     ),
     "agent": StaffKind((User.Role.AGENT,), empty_label=_("Assign automatically")),
     "assignee": StaffKind((User.Role.AGENT, User.Role.MANAGER), empty_label=_("Unassigned")),
+    # The dashboard's and KPI pages' numbers per person (reps and agents have them).
+    "person": StaffKind(
+        (User.Role.REP, User.Role.AGENT), include_inactive=True, managers_only=True, empty_label=_("Everyone")
+    ),
+    # A target for one person, and the security log's filter: anyone on the staff.
+    "staff": StaffKind(tuple(User.Role.values), include_inactive=True, managers_only=True),
+    "staff-filter": StaffKind(
+        tuple(User.Role.values), include_inactive=True, managers_only=True, empty_label=_("Everyone")
+    ),
 }
 
 

@@ -3,13 +3,12 @@
 from decimal import Decimal
 
 from django import forms
-from django.utils.html import format_html_join
-from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
 from accounts import dates
 from accounts.models import Team, User
+from crm.forms import StaffChoiceField
 from crm.text import interpolate_lazy
 from metrics.dashboard import RANGES
 from metrics.models import OWNER_SCOPES, Granularity, Scope
@@ -30,41 +29,15 @@ class DashboardFilterForm(forms.Form):
     team = forms.ModelChoiceField(
         label=_("Team"), queryset=Team.objects.none(), required=False, empty_label=_("All teams")
     )
-    rep = forms.ModelChoiceField(
-        label=_("Person"), queryset=User.objects.none(), required=False, empty_label=_("Everyone")
-    )
+    rep = StaffChoiceField("person", label=_("Person"), required=False)
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if user.is_manager:
             self.fields["team"].queryset = Team.objects.order_by("name")
-            self.fields["rep"].queryset = User.objects.filter(
-                role__in=[User.Role.REP, User.Role.AGENT], is_service_account=False
-            ).order_by("first_name", "username")
         else:
             del self.fields["team"]
             del self.fields["rep"]
-
-    def person_options(self) -> str:
-        """The ``<option>``s of the people the filter offers, the chosen one selected: built in one pass
-        here (a company has hundreds of people; a template loop per option costs milliseconds)."""
-        if "rep" not in self.fields:
-            return ""
-        chosen = str(self["rep"].value() or "")
-        return format_html_join(
-            "",
-            '<option value="{}"{}>{}</option>',
-            (
-                (
-                    pk,
-                    mark_safe(" selected") if str(pk) == chosen else "",
-                    f"{first} {last}".strip() or username,
-                )
-                for pk, first, last, username in self.fields["rep"].queryset.values_list(
-                    "pk", "first_name", "last_name", "username"
-                )
-            ),
-        )
 
     def cleaned(self) -> dict:
         """The cleaned values; a value that is not valid (``period=0001-01-01``) falls back to its default,
@@ -86,12 +59,7 @@ class TargetForm(forms.Form):
     period = dates.DateField(label=_("Period containing"), widget=forms.DateInput(attrs={"type": "date"}))
     scope = forms.ChoiceField(label=_("For"), choices=[c for c in Scope.choices if c[0] in OWNER_SCOPES])
     team = forms.ModelChoiceField(label=_("Team"), queryset=Team.objects.all(), required=False)
-    # Only what the option labels need: the list holds every person of the company.
-    rep = forms.ModelChoiceField(
-        label=_("Person"),
-        queryset=User.objects.filter(is_service_account=False).only("first_name", "last_name", "username"),
-        required=False,
-    )
+    rep = StaffChoiceField("staff", label=_("Person"), required=False)
 
     def __init__(self, *args, scopes: tuple[str, ...], **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -88,13 +88,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "my_day": crm_selectors.my_day(user=request.user) if request.user.is_rep else None,
         "complete_query": _complete_query(request, filters),
         "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
-        # The people a manager may filter by (hundreds in a big company), rendered once per recompute (a
-        # new colleague is listed after the next one, within minutes).
-        "person_options": (
-            dashboard.cached_fragment(request, "people", freshness, form.person_options)
-            if "rep" in form.fields
-            else ""
-        ),
         "freshness": freshness,
         "query": query,
     }

@@ -155,3 +155,34 @@ def test_a_ticket_is_assigned_by_picking_an_agent(client, manager):
     assert ticket.assignee == agnes
     body = client.get(reverse("crm:ticket_detail", args=[ticket.pk])).content.decode()
     assert 'value="Agnes Agent"' in body and 'role="combobox"' in body
+
+
+def test_the_dashboard_and_kpi_pages_pick_a_person_by_typing(client, manager):
+    rita = make_user(first_name="Rita", last_name="Rep")
+    make_agent(first_name="Agnes", last_name="Agent")
+    for _ in range(30):
+        make_user(first_name="Rep", last_name="Nummer")
+    body = client.get(reverse("metrics:dashboard")).content.decode()
+    assert 'role="combobox"' in body and "Nummer" not in body  # no list of every person
+    assert 'placeholder="Everyone"' in body
+    people = options(client, "person", "a").content.decode()
+    assert "Rita Rep" in people and "Agnes Agent" in people and "Bea Boss" not in people  # reps and agents
+    # Without JavaScript the typed name picks the one person it matches.
+    response = client.get(reverse("metrics:dashboard"), {"rep_search": "rita"})
+    assert response.context["filters"].rep == rita
+    page = client.get(reverse("metrics:kpi_detail", args=["win_rate"]), {"rep": rita.pk}).content.decode()
+    assert 'value="Rita Rep"' in page
+    # Several match: everyone's numbers, as for any filter value that is not valid.
+    assert client.get(reverse("metrics:dashboard"), {"rep_search": "nummer"}).context["filters"].rep is None
+
+
+def test_the_security_log_filters_by_a_picked_or_typed_user(client, manager):
+    rita = make_user(first_name="Rita", last_name="Rep")
+    body = client.get(reverse("accounts:security_events")).content.decode()
+    assert 'role="combobox"' in body and 'placeholder="Everyone"' in body
+    response = client.get(reverse("accounts:security_events"), {"user_search": "rita rep"})
+    assert response.context["form"].cleaned_data["user"] == rita
+    assert (
+        'value="Rita Rep"'
+        in client.get(reverse("accounts:security_events"), {"user": rita.pk}).content.decode()
+    )
