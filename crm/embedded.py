@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
+from urllib.request import urlopen
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -159,7 +160,7 @@ def demo(*, port: int, size: str, started: float | None = None) -> int:
                      "-s", str(VAR_DIR / "celerybeat-schedule")],
         }  # fmt: skip
         children = {name: subprocess.Popen(cmd, cwd=BASE_DIR, env=env) for name, cmd in processes.items()}  # noqa: S603
-        _wait_for_port(port)
+        _wait_for_web(port)
         print(flush=True)
         _log(f"ready in {time.time() - started:.1f} s — open http://127.0.0.1:{port}/")
         _log(f"sign in as manager, rep1 or agent1 (admin: admin); password: {DEMO_PASSWORD}")
@@ -167,14 +168,16 @@ def demo(*, port: int, size: str, started: float | None = None) -> int:
         return _supervise(children)
 
 
-def _wait_for_port(port: int, timeout: float = 60) -> None:
+def _wait_for_web(port: int, timeout: float = 60) -> None:
+    """Until the web server answers its health check: the port opens before its workers have loaded the
+    application, and "ready" means a page answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+        with suppress(OSError), urlopen(f"http://127.0.0.1:{port}/healthz/", timeout=2) as response:
+            if response.status == 200:
                 return
         time.sleep(0.2)
-    _log(f"the web server did not open port {port} within {timeout:.0f} s")
+    _log(f"the web server did not answer on port {port} within {timeout:.0f} s")
 
 
 def _supervise(children: dict[str, subprocess.Popen]) -> int:
