@@ -29,6 +29,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from psycopg import sql as pg
 
 from accounts.models import User
 from crm.models import Customer, DuplicateCandidate
@@ -182,20 +183,24 @@ class ScanResult:
     blocks: dict[str, int] = field(default_factory=dict)
 
 
-def _table() -> str:
-    return connection.ops.quote_name(Customer._meta.db_table)
+def _table() -> pg.Identifier:
+    return pg.Identifier(Customer._meta.db_table)
 
 
-LIVE = "merged_into_id IS NULL AND NOT is_internal"
+LIVE = pg.SQL("merged_into_id IS NULL AND NOT is_internal")
+NOTHING = pg.SQL("")
+# Company names long enough to compare.
+COMPANY_NAMES = pg.SQL("AND kind = 'company' AND length(name_key) >= 3")
 
 
-def _key_groups(column: str, extra: str = "") -> list[list[int]]:
+def _key_groups(column: str, extra: pg.Composable = NOTHING) -> list[list[int]]:
     """Ids of live customers sharing a non-empty value of ``column``, oldest first, per value."""
+    query = pg.SQL(
+        "SELECT array_agg(id ORDER BY id) FROM {table} WHERE {live} AND {column} <> '' {extra} "
+        "GROUP BY {column} HAVING count(*) > 1"
+    ).format(table=_table(), live=LIVE, column=pg.Identifier(column), extra=extra)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT array_agg(id ORDER BY id) FROM {_table()} "  # noqa: S608 (constant identifiers)
-            f"WHERE {LIVE} AND {column} <> '' {extra} GROUP BY {column} HAVING count(*) > 1"
-        )
+        cursor.execute(query)
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -207,32 +212,45 @@ def _group_pairs(ids: list[int]) -> list[tuple[int, int]]:
 
 def _neighbour_pairs() -> list[tuple[int, int]]:
     """Company names next to each other when sorted by name and by reversed name, similar enough."""
-    leads = ", ".join(f"lead(id, {k}) OVER w" for k in range(1, WINDOW + 1))
-    names = ", ".join(f"lead(name_key, {k}) OVER w" for k in range(1, WINDOW + 1))
+
+    def following(column: str) -> pg.Composable:
+        return pg.SQL(", ").join(
+            pg.SQL("lead({}, {}) OVER w").format(pg.Identifier(column), pg.Literal(k))
+            for k in range(1, WINDOW + 1)
+        )
+
+    part = pg.SQL(
+        "SELECT a, b FROM (SELECT id AS a, name_key AS na, unnest(ARRAY[{leads}]) AS b, "
+        "unnest(ARRAY[{names}]) AS nb FROM {table} WHERE {live} {companies} "
+        "WINDOW w AS (ORDER BY {order}, id)) n WHERE b IS NOT NULL AND similarity(na, nb) >= %s"
+    )
     parts = [
-        f"SELECT a, b FROM (SELECT id AS a, name_key AS na, unnest(ARRAY[{leads}]) AS b, "  # noqa: S608
-        f"unnest(ARRAY[{names}]) AS nb FROM {_table()} "
-        f"WHERE {LIVE} AND kind = 'company' AND length(name_key) >= 3 "
-        f"WINDOW w AS (ORDER BY {order}, id)) n "
-        f"WHERE b IS NOT NULL AND similarity(na, nb) >= %s"
-        for order in ("name_key", "reverse(name_key)")
+        part.format(
+            leads=following("id"),
+            names=following("name_key"),
+            table=_table(),
+            live=LIVE,
+            companies=COMPANY_NAMES,
+            order=order,
+        )
+        for order in (pg.SQL("name_key"), pg.SQL("reverse(name_key)"))
     ]
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ".join(parts), [NAME_THRESHOLD, NAME_THRESHOLD])
+        cursor.execute(pg.SQL(" UNION ").join(parts), [NAME_THRESHOLD, NAME_THRESHOLD])
         return cursor.fetchall()
 
 
 def _domain_pairs() -> list[tuple[int, int]]:
     """Customers writing from the same company domain (no free mail, no role mailbox), similar names."""
-    sql = f"""
+    sql = pg.SQL("""
         WITH d AS (
-            SELECT id, split_part(email_key, '@', 2) AS domain, name_key FROM {_table()}
-            WHERE {LIVE} AND email_key LIKE '%%@%%'
+            SELECT id, split_part(email_key, '@', 2) AS domain, name_key FROM {table}
+            WHERE {live} AND email_key LIKE '%%@%%'
               AND split_part(email_key, '@', 2) <> ALL(%s) AND split_part(email_key, '@', 1) <> ALL(%s)
         ), sized AS (SELECT *, count(*) OVER (PARTITION BY domain) AS members FROM d)
         SELECT a.id, b.id FROM sized a JOIN sized b ON a.domain = b.domain AND a.id < b.id
         WHERE a.members <= %s AND similarity(a.name_key, b.name_key) >= %s
-    """  # noqa: S608 (constant identifiers; values are parameters)
+    """).format(table=_table(), live=LIVE)
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
@@ -243,18 +261,18 @@ def _domain_pairs() -> list[tuple[int, int]]:
 
 def _index_pairs(since: datetime) -> list[tuple[int, int]]:
     """Companies changed since ``since`` looked up against all others through the GIN trigram index."""
-    sql = f"""
+    sql = pg.SQL("""
         SELECT p.id, c.id FROM (
-            SELECT id, name_key FROM {_table()}
-            WHERE {LIVE} AND kind = 'company' AND length(name_key) >= 3 AND updated_at >= %s
+            SELECT id, name_key FROM {table}
+            WHERE {live} AND kind = 'company' AND length(name_key) >= 3 AND updated_at >= %s
             ORDER BY updated_at DESC LIMIT %s
         ) p
         JOIN LATERAL (
-            SELECT id FROM {_table()} c
+            SELECT id FROM {table} c
             WHERE c.name_key %% p.name_key AND c.id <> p.id AND c.merged_into_id IS NULL
               AND NOT c.is_internal AND c.kind = 'company'
         ) c ON true
-    """  # noqa: S608 (constant identifiers; values are parameters)
+    """).format(table=_table(), live=LIVE)
     with connection.cursor() as cursor:
         # The index answers "%" for the session's threshold; SET LOCAL ends with the scan's transaction.
         cursor.execute("SET LOCAL pg_trgm.similarity_threshold = %s", [NAME_THRESHOLD])
@@ -267,12 +285,12 @@ def _assess(pairs: dict[tuple[int, int], Evidence]) -> None:
     if not pairs:
         return
     a_ids, b_ids = zip(*pairs, strict=True)
-    sql = f"""
+    sql = pg.SQL("""
         SELECT p.a, p.b, similarity(ca.name_key, cb.name_key), ca.kind = 'company' AND cb.kind = 'company',
                split_part(ca.email_key, '@', 1) = ANY(%s)
         FROM unnest(%s::bigint[], %s::bigint[]) AS p(a, b)
-        JOIN {_table()} ca ON ca.id = p.a JOIN {_table()} cb ON cb.id = p.b
-    """  # noqa: S608 (constant identifiers; values are parameters)
+        JOIN {table} ca ON ca.id = p.a JOIN {table} cb ON cb.id = p.b
+    """).format(table=_table())
     with connection.cursor() as cursor:
         cursor.execute(sql, [sorted(ROLE_MAILBOXES), list(a_ids), list(b_ids)])
         for a, b, similarity, companies, role in cursor.fetchall():
@@ -285,12 +303,12 @@ def _assess(pairs: dict[tuple[int, int], Evidence]) -> None:
 
 def _upsert(pairs: dict[tuple[int, int], Evidence], at: datetime) -> int:
     """Insert new pairs, refresh open ones; decided pairs are never touched. Returns pairs written."""
-    table = connection.ops.quote_name(DuplicateCandidate._meta.db_table)
+    table = pg.Identifier(DuplicateCandidate._meta.db_table)
     rows = [
         (a, b, ev.score(), ev.reason(), Decimal(str(round(ev.similarity, 3)))) for (a, b), ev in pairs.items()
     ]
     rows = [row for row in rows if row[3]]
-    sql = f"""
+    sql = pg.SQL("""
         INSERT INTO {table} (customer_a_id, customer_b_id, score, reason, name_similarity, status, found_at)
         SELECT a, b, s, r, n, 'open', %s
         FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::numeric[]) AS t(a, b, s, r, n)
@@ -298,7 +316,7 @@ def _upsert(pairs: dict[tuple[int, int], Evidence], at: datetime) -> int:
         SET score = EXCLUDED.score, reason = EXCLUDED.reason, name_similarity = EXCLUDED.name_similarity,
             found_at = EXCLUDED.found_at
         WHERE {table}.status = 'open'
-    """  # noqa: S608 (constant identifiers; values are parameters)
+    """).format(table=table)
     with connection.cursor() as cursor:
         for batch in batched(rows, UPSERT_BATCH):
             columns = [list(column) for column in zip(*batch, strict=True)]
@@ -334,7 +352,7 @@ def duplicate_scan(*, now: datetime | None = None) -> ScanResult | None:
 
         add("email", [p for ids in _key_groups("email_key") for p in _group_pairs(ids)], email=True)
         add("phone", [p for ids in _key_groups("phone_key") for p in _group_pairs(ids)], phone=True)
-        names = _key_groups("name_key", "AND kind = 'company' AND length(name_key) >= 3")
+        names = _key_groups("name_key", COMPANY_NAMES)
         add("name", [p for ids in names for p in _group_pairs(ids)])
         add("neighbours", _neighbour_pairs())
         add("domain", _domain_pairs(), domain=True)

@@ -25,6 +25,7 @@ from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
 from django.utils import translation
 from django.utils.translation import gettext_noop
+from psycopg import sql as pg
 from tqdm import tqdm
 
 from crm import normalize
@@ -1693,9 +1694,9 @@ def existing_data() -> dict[str, int]:
     found = {}
     with connection.cursor() as cursor:
         for table in COLUMNS:
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")  # noqa: S608 (fixed table names)
+            cursor.execute(pg.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(pg.Identifier(table)))
             if cursor.fetchone()[0]:
-                cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608
+                cursor.execute(pg.SQL("SELECT count(*) FROM {}").format(pg.Identifier(table)))
                 found[table] = cursor.fetchone()[0]
     return found
 
@@ -1737,12 +1738,16 @@ def _foreign_keys_dropped(cursor: Any, tables: list[str]) -> Iterator[None]:
         [tables],
     )
     keys = cursor.fetchall()
-    quote = connection.ops.quote_name
+    # ``table`` is regclass text (already quoted where it must be); the definition is PostgreSQL's own.
     for table, name, _definition in keys:
-        cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote(name)}")
+        cursor.execute(pg.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(pg.SQL(table), pg.Identifier(name)))
     yield
     for table, name, definition in keys:
-        cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {quote(name)} {definition}")
+        cursor.execute(
+            pg.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                pg.SQL(table), pg.Identifier(name), pg.SQL(definition)
+            )
+        )
 
 
 def seed(
@@ -1768,7 +1773,8 @@ def seed(
                 "company (this deletes all CRM and account data), or --if-empty to skip seeding."
             )
         if reset:
-            cursor.execute(f"TRUNCATE {', '.join(_reset_tables())} RESTART IDENTITY CASCADE")
+            tables_sql = pg.SQL(", ").join(map(pg.Identifier, _reset_tables()))
+            cursor.execute(pg.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(tables_sql))
         pipeline = _load_pipeline()
         loader = _Loader(cursor.cursor.connection)
         sink = Sink(loader)
@@ -1784,12 +1790,14 @@ def seed(
             loader.raise_error()
             phases["load"] = time.monotonic() - started - sum(phases.values())
         phases["foreign keys"] = time.monotonic() - started - sum(phases.values())
-        next_id = "SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM "
+        next_id = pg.SQL(
+            "SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {}"
+        )
         for table in tables:
-            cursor.execute(next_id + table, [table])
+            cursor.execute(next_id.format(pg.Identifier(table)), [table])
         CompanySettings.objects.update_or_create(pk=1, defaults={"go_live_date": go_live})
         for table in tables:
-            cursor.execute(f"ANALYZE {table}")
+            cursor.execute(pg.SQL("ANALYZE {}").format(pg.Identifier(table)))
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         phases["analyze"] = time.monotonic() - started - sum(phases.values())
     phases["commit"] = time.monotonic() - started - sum(phases.values())

@@ -45,6 +45,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from openpyxl.utils.exceptions import InvalidFileException
+from psycopg import sql as pg
 
 from accounts import dates
 from accounts.models import UsageEvent, User
@@ -1004,11 +1005,12 @@ class SeenKeys:
     def __init__(self) -> None:
         if not connection.in_atomic_block:
             raise RuntimeError("SeenKeys needs a transaction (its table lives until the transaction ends)")
-        self.table = f"crm_import_seen_{uuid.uuid4().hex[:16]}"
+        self.table = pg.Identifier(f"crm_import_seen_{uuid.uuid4().hex[:16]}")
         with connection.cursor() as cursor:
             cursor.execute(
-                f"CREATE TEMPORARY TABLE {self.table} (key uuid PRIMARY KEY, row integer NOT NULL) "
-                "ON COMMIT DROP"
+                pg.SQL(
+                    "CREATE TEMPORARY TABLE {} (key uuid PRIMARY KEY, row integer NOT NULL) ON COMMIT DROP"
+                ).format(self.table)
             )
 
     @staticmethod
@@ -1023,11 +1025,15 @@ class SeenKeys:
         keys, rows = [key for key, _row in entries], [row for _key, row in entries]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {self.table} (key, row) SELECT k, r FROM unnest(%s::uuid[], %s::int[]) "  # noqa: S608
-                "WITH ORDINALITY AS t(k, r, o) ORDER BY o ON CONFLICT (key) DO NOTHING",
+                pg.SQL(
+                    "INSERT INTO {} (key, row) SELECT k, r FROM unnest(%s::uuid[], %s::int[]) "
+                    "WITH ORDINALITY AS t(k, r, o) ORDER BY o ON CONFLICT (key) DO NOTHING"
+                ).format(self.table),
                 [keys, rows],
             )
-            cursor.execute(f"SELECT key::text, row FROM {self.table} WHERE key = ANY(%s::uuid[])", [keys])  # noqa: S608
+            cursor.execute(
+                pg.SQL("SELECT key::text, row FROM {} WHERE key = ANY(%s::uuid[])").format(self.table), [keys]
+            )
             return dict(cursor.fetchall())
 
 

@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "simple_history",
     "axes",
+    "django_ratelimit",  # its checks: the survey rate limit's cache must count atomically (Redis does)
     "accounts",
     "crm",
     "surveys",
@@ -382,6 +383,9 @@ SURVEYS_TICKET_SCAN_DAYS = 3
 SURVEYS_INTERNAL_DOMAINS = env_list("SURVEYS_INTERNAL_DOMAINS", [])
 # Requests per client address on the public survey pages ("N/s", "N/m" or "N/h"; empty: no limit).
 SURVEYS_RATE_LIMIT = os.environ.get("SURVEYS_RATE_LIMIT", "60/m")
+# django-ratelimit: a cache that cannot be reached allows the request (surveys/ratelimit.py also catches
+# the Redis errors it lets through).
+RATELIMIT_FAIL_OPEN = True
 # Behind a reverse proxy: the META key of the header carrying the client's address, e.g. HTTP_X_REAL_IP
 # (or HTTP_X_FORWARDED_FOR, whose last entry is used). Empty: REMOTE_ADDR.
 SURVEYS_CLIENT_IP_HEADER = os.environ.get("SURVEYS_CLIENT_IP_HEADER", "")

@@ -18,6 +18,7 @@ from typing import Any
 from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql as pg
 
 from accounts.models import User
 from crm.models import CompanySettings, Customer, Ticket
@@ -416,7 +417,7 @@ def seed_surveys(*, until: date, seed: int) -> dict[str, int]:
     with transaction.atomic(), connection.cursor() as cursor:
         next_id = {}
         for table in TABLES:
-            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # noqa: S608 (fixed table names)
+            cursor.execute(pg.SQL("SELECT COALESCE(MAX(id), 0) FROM {}").format(pg.Identifier(table)))
             next_id[table] = cursor.fetchone()[0]
         writer = _Writer(cursor.cursor, next_id)
         history = _History(writer=writer, rng=rng, seed=seed, start=start, end=end)

@@ -1,16 +1,15 @@
-"""A small fixed-window rate limiter on the shared cache (Redis) for the public survey pages.
+"""The public survey pages' rate limit per client, on django-ratelimit and the shared cache (Redis).
 
 It fails open: when the cache is unreachable every request is allowed (a survey must not go down with
-Redis), and it never raises.
+Redis), and it never raises. A malformed ``SURVEYS_RATE_LIMIT`` limits nothing and says so in the log.
 """
 
 import hashlib
 import logging
-import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest
+from django_ratelimit.core import is_ratelimited
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -44,19 +43,20 @@ def client_key(request: HttpRequest) -> str:
 
 def allow(request: HttpRequest, scope: str = "public") -> bool:
     """Count this request against the client's window; False once the window's limit is exceeded."""
-    parsed = parse_rate(settings.SURVEYS_RATE_LIMIT or "")
-    if parsed is None:
-        if settings.SURVEYS_RATE_LIMIT:
-            logger.warning(
-                "SURVEYS_RATE_LIMIT %r is not like '60/m': not limiting", settings.SURVEYS_RATE_LIMIT
-            )
+    rate = settings.SURVEYS_RATE_LIMIT or ""
+    if parse_rate(rate) is None:
+        if rate:
+            logger.warning("SURVEYS_RATE_LIMIT %r is not like '60/m': not limiting", rate)
         return True
-    limit, window = parsed
-    key = f"surveys:rl:{scope}:{client_key(request)}:{int(time.time() // window)}"
     try:
-        cache.add(key, 0, timeout=window + 1)
-        count = cache.incr(key)
+        limited = is_ratelimited(
+            request,
+            group=f"surveys:{scope}",
+            key=lambda _group, req: client_key(req),
+            rate=rate,
+            increment=True,
+        )
     except (RedisError, OSError, ValueError):
         logger.warning("survey rate limiter: cache unavailable, allowing the request")
         return True
-    return count <= limit
+    return not limited
