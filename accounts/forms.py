@@ -33,7 +33,7 @@ class SecurityEventFilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         from accounts.models import SecurityEvent
-        from crm.forms import StaffChoiceField
+        from accounts.pickers import StaffChoiceField
 
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [("", _("All kinds")), *SecurityEvent.Kind.choices]

@@ -3,15 +3,27 @@
 import ipaddress
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import SecurityEvent, User
 from accounts.text import storable_text
-from surveys.ratelimit import client_address
 
 # Keys of ``detail`` that are never stored, whatever a caller passes.
 _SECRET_KEYS = {"password", "password1", "password2", "token", "csrfmiddlewaretoken", "secret"}
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: REMOTE_ADDR, or the header the reverse proxy sets (SURVEYS_CLIENT_IP_HEADER).
+
+    Behind a proxy REMOTE_ADDR is the proxy for everyone. Of an X-Forwarded-For list only the last
+    entry, the one our own proxy appended, can be trusted; the others are whatever the client sent.
+    """
+    header = settings.SURVEYS_CLIENT_IP_HEADER
+    value = request.META.get(header, "") if header else ""
+    value = value.rsplit(",", 1)[-1].strip()
+    return value or request.META.get("REMOTE_ADDR", "")
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -46,3 +46,9 @@ class StorableJSONEncoder(DjangoJSONEncoder):
 
     def iterencode(self, o: Any, _one_shot: bool = False):
         return super().iterencode(storable(o), _one_shot)
+
+
+def is_record_id(text: str) -> bool:
+    """Whether ``text`` can be a record's primary key: ASCII digits that fit a bigint (at most 18), so
+    "٣", "１２" or 25 nines never reach the database."""
+    return text.isascii() and text.isdigit() and len(text) <= 18

@@ -11,4 +11,5 @@ urlpatterns = [
     path("2fa/verify/", views.totp_verify_view, name="totp_verify"),
     path("feedback/", views.feedback_view, name="feedback"),
     path("security/", views.security_event_list_view, name="security_events"),
+    path("people/<slug:kind>/", views.staff_options_view, name="staff_options"),
 ]

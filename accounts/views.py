@@ -15,11 +15,12 @@ from django.views.decorators.vary import vary_on_headers
 from accounts import selectors, totp
 from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm, TotpCodeForm
 from accounts.models import User
+from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.security import security_log
 from accounts.services import feedback_send
-from crm.htmx import partial_template
-from crm.views import PAGE_SIZE, CappedPaginator
+from accounts.text import storable_text
+from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
 
 
 class TwoFactorLoginView(auth_views.LoginView):
@@ -165,3 +166,26 @@ def security_event_list_view(request: HttpRequest) -> HttpResponse:
     return render(
         request, partial_template(request, "accounts/security_event_list.html", "security-events"), context
     )
+
+
+@login_required
+@require_GET
+def staff_options_view(request: HttpRequest, kind: str) -> HttpResponse:
+    """The people matching what is typed in a people picker of ``kind`` (``accounts.selectors.STAFF_KINDS``),
+    as listbox options; picking nobody (owners of a filter: everyone) comes first when it means something."""
+    spec = selectors.STAFF_KINDS.get(kind)
+    if spec is None or (spec.managers_only and not request.user.is_manager):
+        raise Http404
+    field = request.GET.get("field", "owner")
+    if not PICKER_FIELD.match(field):
+        field = "owner"
+    q = storable_text(request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200])
+    found = list(selectors.staff_search(selectors.staff_of_kind(kind), q)[: PICKER_OPTIONS + 1])
+    context = {
+        "people": found[:PICKER_OPTIONS],
+        "more": len(found) > PICKER_OPTIONS,
+        "field": field,
+        "q": q,
+        "empty_label": spec.empty_label,
+    }
+    return render(request, "accounts/_staff_options.html", context)

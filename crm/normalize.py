@@ -6,6 +6,8 @@ import unicodedata
 import phonenumbers
 from django.conf import settings
 
+from accounts.text import is_record_id  # noqa: F401 (the CRM's callers say normalize.is_record_id)
+
 # Legal-form suffixes dropped from company names before comparing them.
 LEGAL_SUFFIXES = frozenset(
     {
@@ -47,12 +49,6 @@ LEGAL_SUFFIXES = frozenset(
 )
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACES = re.compile(r"\s+")
-
-
-def is_record_id(text: str) -> bool:
-    """Whether ``text`` can be a record's primary key: ASCII digits that fit a bigint (at most 18), so
-    "٣", "１２" or 25 nines never reach the database."""
-    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def email_key(email: str) -> str:

@@ -8,7 +8,6 @@ Views fetch single objects with ``get_object_or_404(<model>_list(user=...), pk=.
 user may not see is a 404.
 """
 
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 from django.contrib.postgres.search import TrigramSimilarity
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from crm import normalize
@@ -129,60 +127,6 @@ def customer_search(qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
     if len(digits) >= 4:
         condition |= Q(phone_key__contains=digits.lstrip("0"))
     return qs.filter(condition)
-
-
-@dataclass(frozen=True)
-class StaffKind:
-    """Who a people picker offers (``STAFF_KINDS``): the roles, whether people who left count (filters
-    find their old records), who may ask (managers only for owners) and what picking nobody means."""
-
-    roles: tuple[str, ...]
-    include_inactive: bool = False
-    managers_only: bool = False
-    empty_label: Any = ""
-
-
-STAFF_KINDS: dict[str, StaffKind] = {
-    "owner": StaffKind((User.Role.REP, User.Role.MANAGER), managers_only=True),
-    "owner-filter": StaffKind(
-        (User.Role.REP, User.Role.MANAGER),
-        include_inactive=True,
-        managers_only=True,
-        empty_label=_("All owners"),
-    ),
-    "agent": StaffKind((User.Role.AGENT,), empty_label=_("Assign automatically")),
-    "assignee": StaffKind((User.Role.AGENT, User.Role.MANAGER), empty_label=_("Unassigned")),
-    # The dashboard's and KPI pages' numbers per person (reps and agents have them).
-    "person": StaffKind(
-        (User.Role.REP, User.Role.AGENT), include_inactive=True, managers_only=True, empty_label=_("Everyone")
-    ),
-    # A target for one person, and the security log's filter: anyone on the staff.
-    "staff": StaffKind(tuple(User.Role.values), include_inactive=True, managers_only=True),
-    "staff-filter": StaffKind(
-        tuple(User.Role.values), include_inactive=True, managers_only=True, empty_label=_("Everyone")
-    ),
-}
-
-
-def staff_of_kind(kind: str) -> QuerySet[User]:
-    """The people a picker of ``kind`` offers, by name. Forms validate against the same queryset."""
-    spec = STAFF_KINDS[kind]
-    qs = User.objects.filter(role__in=spec.roles, is_service_account=False)
-    if not spec.include_inactive:
-        qs = qs.filter(is_active=True)
-    return qs.select_related("team").order_by("first_name", "last_name", "username", "id")
-
-
-def staff_search(qs: QuerySet[User], q: str) -> QuerySet[User]:
-    """People whose first name, last name, user name or e-mail contains every typed word."""
-    for word in q.split()[:5]:
-        qs = qs.filter(
-            Q(first_name__icontains=word)
-            | Q(last_name__icontains=word)
-            | Q(username__icontains=word)
-            | Q(email__icontains=word)
-        )
-    return qs
 
 
 def customer_duplicate_candidates(

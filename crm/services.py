@@ -77,6 +77,12 @@ class ConcurrentEditError(Exception):
         super().__init__(_("This record was changed by someone else while you were editing it."))
 
 
+def two_factor_required(user: User) -> bool:
+    """The company's two-factor rule (settings.TWO_FACTOR_REQUIRED): managers and admins must set it up
+    when the company settings say so."""
+    return bool(user.is_manager and CompanySettings.load().require_2fa_for_managers)
+
+
 def _save(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
     """Validate, then save; a database constraint that still fires becomes a ValidationError, never a 500."""
     # Check constraints are left to PostgreSQL (saves a round trip per constraint); a violation that gets

@@ -386,6 +386,11 @@ SURVEYS_RATE_LIMIT = os.environ.get("SURVEYS_RATE_LIMIT", "60/m")
 # django-ratelimit: a cache that cannot be reached allows the request (surveys/ratelimit.py also catches
 # the Redis errors it lets through).
 RATELIMIT_FAIL_OPEN = True
+# django-ratelimit 4.1 names the cache backends it knew; Django's own RedisCache (newer than it) counts
+# with INCR, atomically, which is what its warning is about.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+# Who must set up two-factor sign-in (accounts.totp): managers and admins when the company says so.
+TWO_FACTOR_REQUIRED = "crm.services.two_factor_required"
 # Behind a reverse proxy: the META key of the header carrying the client's address, e.g. HTTP_X_REAL_IP
 # (or HTTP_X_FORWARDED_FOR, whose last entry is used). Empty: REMOTE_ADDR.
 SURVEYS_CLIENT_IP_HEADER = os.environ.get("SURVEYS_CLIENT_IP_HEADER", "")

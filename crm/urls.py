@@ -11,7 +11,6 @@ crm_patterns = [
     path("customers/new/", views.customer_create_view, name="customer_create"),
     path("customers/duplicates/", views.customer_duplicates_view, name="customer_duplicates"),
     path("customers/options/", views.customer_options_view, name="customer_options"),
-    path("people/options/<slug:kind>/", views.staff_options_view, name="staff_options"),
     path("customers/<int:pk>/", views.customer_detail_view, name="customer_detail"),
     path("customers/<int:pk>/edit/", views.customer_update_view, name="customer_update"),
     path("customers/<int:pk>/status/", views.customer_status_view, name="customer_status"),

@@ -4,12 +4,9 @@ Every object is fetched through a scoped selector (``get_object_or_404(<model>_l
 so a record the user may not see is a 404 on pages, fragments and actions alike.
 """
 
-import re
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -17,7 +14,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,35 +21,12 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from accounts.models import User
+from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.text import storable_text
+from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
 from crm import forms, normalize, selectors, services
-from crm.htmx import partial_template
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
-
-PAGE_SIZE = 25
-
-
-class CappedPaginator(Paginator):
-    """Counts at most ``COUNT_CAP`` rows, so a list over a million deals costs the same as over a thousand.
-
-    Beyond the cap the page shows "10,000+" and asks for a narrower filter instead of an exact total.
-    """
-
-    COUNT_CAP = 10_000
-
-    def __init__(self, object_list, per_page, *args, count: int | None = None, **kwargs) -> None:
-        super().__init__(object_list, per_page, *args, **kwargs)
-        if count is not None:  # counted already, e.g. by metrics.selectors.bounded_records
-            self.__dict__["count"] = count
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
-
-    @property
-    def is_capped(self) -> bool:
-        return self.count > self.COUNT_CAP
 
 
 def _form_errors_from(exc: ValidationError, form) -> None:
@@ -160,11 +133,6 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
     return render(request, partial_template(request, "crm/customer_list.html", "customer-table"), context)
 
 
-# The type-ahead picker shows this many matches; "keep typing" says there are more.
-PICKER_OPTIONS = 12
-PICKER_FIELD = re.compile(r"^[a-z_]{1,40}$")
-
-
 @login_required
 @require_GET
 def customer_options_view(request: HttpRequest) -> HttpResponse:
@@ -184,29 +152,6 @@ def customer_options_view(request: HttpRequest) -> HttpResponse:
         "q": q,
     }
     return render(request, "crm/_customer_options.html", context)
-
-
-@login_required
-@require_GET
-def staff_options_view(request: HttpRequest, kind: str) -> HttpResponse:
-    """The people matching what is typed in a people picker of ``kind`` (``crm.selectors.STAFF_KINDS``),
-    as listbox options; picking nobody (owners of a filter: everyone) comes first when it means something."""
-    spec = selectors.STAFF_KINDS.get(kind)
-    if spec is None or (spec.managers_only and not request.user.is_manager):
-        raise Http404
-    field = request.GET.get("field", "owner")
-    if not PICKER_FIELD.match(field):
-        field = "owner"
-    q = storable_text(request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200])
-    found = list(selectors.staff_search(selectors.staff_of_kind(kind), q)[: PICKER_OPTIONS + 1])
-    context = {
-        "people": found[:PICKER_OPTIONS],
-        "more": len(found) > PICKER_OPTIONS,
-        "field": field,
-        "q": q,
-        "empty_label": spec.empty_label,
-    }
-    return render(request, "crm/_staff_options.html", context)
 
 
 @login_required

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_noop
 
 from accounts import dates
 from accounts.models import Team, User
-from crm.forms import StaffChoiceField
+from accounts.pickers import StaffChoiceField
 from crm.text import interpolate_lazy
 from metrics.dashboard import RANGES
 from metrics.models import OWNER_SCOPES, Granularity, Scope

@@ -248,7 +248,7 @@ def drill_page(records: QuerySet, number: Any, per_page: int, cap: int) -> Page:
     matches with the columns they sort by, Python sorts them, and the page reads its 25 rows by id. More
     than ``cap``: the records as they are (dense matches fill a sorted page quickly).
     """
-    from crm.views import CappedPaginator
+    from accounts.web import CappedPaginator
 
     ordering = [*(records.query.order_by or records.model._meta.ordering), "-pk"]
     if not all(isinstance(o, str) and o.lstrip("-").replace("__", "").isidentifier() for o in ordering):

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from crm.forms import StaffChoiceField, StaffFilterField
+from accounts.pickers import StaffChoiceField, StaffFilterField
 from crm.models import Customer, Source
 from surveys.models import COMMENT_MAX_LENGTH, Survey, SurveyInvitation
 from surveys.services import SURVEY_FIELDS

@@ -12,6 +12,8 @@ from django.http import HttpRequest
 from django_ratelimit.core import is_ratelimited
 from redis.exceptions import RedisError
 
+from accounts.security import client_address
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,18 +24,6 @@ def parse_rate(rate: str) -> tuple[int, int] | None:
     if not count.isdigit() or window is None:
         return None
     return int(count), window
-
-
-def client_address(request: HttpRequest) -> str:
-    """The client's address: REMOTE_ADDR, or the header the reverse proxy sets (SURVEYS_CLIENT_IP_HEADER).
-
-    Behind a proxy REMOTE_ADDR is the proxy for everyone. Of an X-Forwarded-For list only the last
-    entry, the one our own proxy appended, can be trusted; the others are whatever the client sent.
-    """
-    header = settings.SURVEYS_CLIENT_IP_HEADER
-    value = request.META.get(header, "") if header else ""
-    value = value.rsplit(",", 1)[-1].strip()
-    return value or request.META.get("REMOTE_ADDR", "")
 
 
 def client_key(request: HttpRequest) -> str:

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
+from accounts.web import partial_template
 from crm import selectors as crm_selectors
-from crm.htmx import partial_template
 from surveys import selectors, services
 from surveys.forms import CampaignForm, InvitationFilterForm, ResponseFilterForm, SurveyForm
 from surveys.models import Survey

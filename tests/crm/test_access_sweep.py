@@ -8,7 +8,6 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import User
-from crm.selectors import STAFF_KINDS
 from tests.factories import (
     make_agent,
     make_customer,
@@ -90,16 +89,10 @@ def test_every_object_url_is_404_for_a_record_the_role_may_not_see(client, world
 @pytest.mark.parametrize("role", ["rep", "agent", "manager"])
 def test_collection_urls_never_show_another_reps_records(client, world, role):
     client.force_login(world[role])
-    urls = []
     for name, route in _crm_routes():
         if "<int:pk>" in route:
             continue
-        if "<slug:kind>" in route:  # the people pickers, one URL per kind
-            urls += [reverse(name, args=[kind]) for kind in STAFF_KINDS]
-        else:
-            urls.append(reverse(name))
-    for name in urls:
-        response = client.get(name)
+        response = client.get(reverse(name))
         assert response.status_code in (200, 404, 405), f"{name} as {role}: {response.status_code}"
         body = (b"".join(response.streaming_content) if response.streaming else response.content).decode()
         if role != "manager":

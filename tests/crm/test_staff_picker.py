@@ -17,7 +17,8 @@ HTMX = {"HX-Request": "true"}
 def options(client, kind: str, text: str, field: str = "owner"):
     encoded = quote(text.encode("utf-8", "surrogatepass"), safe="")
     return client.get(
-        f"{reverse('crm:staff_options', args=[kind])}?field={field}&{field}_search={encoded}", headers=HTMX
+        f"{reverse('accounts:staff_options', args=[kind])}?field={field}&{field}_search={encoded}",
+        headers=HTMX,
     )
 
 
