@@ -1,16 +1,19 @@
 """Every write to the CRM's domain models. Each service validates, writes history and a usage event."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+from psycopg import sql as pg
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from accounts.models import Team, UsageEvent, User
@@ -75,6 +78,129 @@ class ConcurrentEditError(Exception):
         self.changes = changes
         self.changed_by = changed_by
         super().__init__(_("This record was changed by someone else while you were editing it."))
+
+
+# Repairs (data migrations call these; so do their tests)
+# ---------------------------------------------------------------------------------------------------------
+
+DATE_APPS = ("accounts", "crm", "metrics", "surveys")
+EARLIEST_DATE, LATEST_DATE = date(1990, 1, 1), date(2100, 12, 31)
+SHOWN_PER_COLUMN = 20
+
+
+def _date_bounds(field: models.Field) -> tuple:
+    if field.get_internal_type() == "DateTimeField":
+        return datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC)
+    return EARLIEST_DATE, LATEST_DATE
+
+
+def stored_dates_repair(*, apps: Any = None, using: Any = None) -> list[str]:
+    """Bring every stored date of the project's apps into the CRM's range (1990-01-01 to 2100-12-31):
+    an out-of-range value that may be empty is cleared, one that may not is moved to the nearest end.
+    One scan per table, values read as text (Python cannot read a date before year 1). Returns (and
+    prints) one line per change. ``apps``: a migration's historical models (default: today's);
+    ``using``: the connection (default: the default one)."""
+    apps, using = apps or django_apps, using or connection
+    report: list[str] = []
+    for model in apps.get_models():
+        meta = model._meta
+        if meta.app_label not in DATE_APPS or meta.proxy or not meta.managed:
+            continue
+        fields = [
+            f for f in meta.local_concrete_fields if f.get_internal_type() in ("DateField", "DateTimeField")
+        ]
+        if not fields:
+            continue
+        table, pk = pg.Identifier(meta.db_table), pg.Identifier(meta.pk.column)
+        # One scan per table: the key, and per date column its value as text where it is out of range.
+        outside = [pg.SQL("({0} < %s OR {0} > %s)").format(pg.Identifier(f.column)) for f in fields]
+        shown = pg.SQL(", ").join(
+            pg.SQL("CASE WHEN {} THEN {}::text END").format(test, pg.Identifier(f.column))
+            for f, test in zip(fields, outside, strict=True)
+        )
+        params = [bound for f in fields for bound in _date_bounds(f)]
+        with using.cursor() as cursor:
+            cursor.execute(
+                pg.SQL("SELECT {}, {} FROM {} WHERE {}").format(
+                    pk, shown, table, pg.SQL(" OR ").join(outside)
+                ),
+                params * 2,
+            )
+            rows = cursor.fetchall()
+        for index, field in enumerate(fields, start=1):
+            changed = [(row[0], row[index]) for row in rows if row[index] is not None]
+            if not changed:
+                continue
+            low, high = _date_bounds(field)
+            column, ids = pg.Identifier(field.column), [pk_value for pk_value, _old in changed]
+            with using.cursor() as cursor:
+                if field.null:
+                    cursor.execute(
+                        pg.SQL("UPDATE {} SET {} = NULL WHERE {} = ANY(%s)").format(table, column, pk), [ids]
+                    )
+                else:
+                    cursor.execute(
+                        pg.SQL(
+                            "UPDATE {0} SET {1} = CASE WHEN {1} < %s THEN %s ELSE %s END WHERE {2} = ANY(%s)"
+                        ).format(table, column, pk),
+                        [low, low, high, ids],
+                    )
+            new = "cleared" if field.null else f"moved to the nearest of {low} and {high}"
+            for pk_value, old in changed[:SHOWN_PER_COLUMN]:
+                report.append(f"{meta.db_table}.{field.column} id {pk_value}: {old} {new}")
+            if len(changed) > SHOWN_PER_COLUMN:
+                report.append(
+                    f"{meta.db_table}.{field.column}: {len(changed) - SHOWN_PER_COLUMN} more rows {new}"
+                )
+    if report:
+        print(f"\n  Dates outside {EARLIEST_DATE.year}-{LATEST_DATE.year} brought into range:")
+        for line in report:
+            print(f"    {line}")
+    return report
+
+
+# Default rows (the data migration 0002 and the tests' database call defaults_seed)
+# ---------------------------------------------------------------------------------------------------------
+
+# Names are stored in English; PipelineStage.__str__ translates them (hence gettext_noop).
+DEFAULT_STAGES = [
+    # name, order, probability %, kind
+    (gettext_noop("Lead in"), 10, 10, "open"),
+    (gettext_noop("Qualified"), 20, 25, "open"),
+    (gettext_noop("Proposal"), 30, 50, "open"),
+    (gettext_noop("Negotiation"), 40, 75, "open"),
+    (gettext_noop("Won"), 90, 100, "won"),
+    (gettext_noop("Lost"), 99, 0, "lost"),
+]
+
+SLA_HOURS = [
+    # priority, first response, resolution
+    ("urgent", 1, 8),
+    ("high", 4, 24),
+    ("normal", 8, 72),
+    ("low", 24, 120),
+]
+
+
+def defaults_seed(apps: Any = None) -> None:
+    """The rows every installation starts with: the default sales pipeline, per-priority SLA hours and the
+    company settings row. Idempotent. ``apps``: a migration's historical models (default: today's)."""
+    apps = apps or django_apps
+    Pipeline = apps.get_model("crm", "Pipeline")
+    PipelineStage = apps.get_model("crm", "PipelineStage")
+    SlaPolicy = apps.get_model("crm", "SlaPolicy")
+    CompanySettings = apps.get_model("crm", "CompanySettings")
+    pipeline, _ = Pipeline.objects.get_or_create(name="Sales", defaults={"is_default": True})
+    for name, order, probability, kind in DEFAULT_STAGES:
+        PipelineStage.objects.get_or_create(
+            pipeline=pipeline, order=order, defaults={"name": name, "probability": probability, "kind": kind}
+        )
+    for priority, first_response, resolution in SLA_HOURS:
+        SlaPolicy.objects.get_or_create(
+            priority=priority,
+            defaults={"first_response_hours": first_response, "resolution_hours": resolution},
+        )
+    CompanySettings.objects.get_or_create(pk=1)
 
 
 def two_factor_required(user: User) -> bool:

@@ -8,14 +8,12 @@ and by support agent (CES), improve over time and dip in one bad quarter, so the
 Everything comes from one ``random.Random(seed)`` and is written with COPY.
 """
 
-import importlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql as pg
@@ -23,6 +21,7 @@ from psycopg import sql as pg
 from accounts.models import User
 from crm.models import CompanySettings, Customer, Ticket
 from surveys.models import Survey
+from surveys.services import default_surveys_seed
 
 DAY = timedelta(days=1)
 INVITATION_COLUMNS = (
@@ -400,7 +399,7 @@ def seed_surveys(*, until: date, seed: int) -> dict[str, int]:
     Call inside the seeding transaction, after the CRM seed. The default surveys are (re)created first,
     since ``seed_demo --reset`` empties the surveys tables too.
     """
-    importlib.import_module("surveys.migrations.0002_default_surveys").seed(django_apps, None)
+    default_surveys_seed()
     surveys = {(s.kind, s.trigger): s for s in Survey.objects.filter(is_active=True)}
     nps = surveys.get((Survey.Kind.NPS, Survey.Trigger.PERIODIC))
     ces = surveys.get((Survey.Kind.CES, Survey.Trigger.TICKET_SOLVED))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -25,6 +26,7 @@ from accounts.services import usage_record
 from crm.models import Activity, Customer, Ticket
 from crm.services import activity_log
 from surveys import emails, selectors
+from surveys.defaults import DEFAULT_SURVEYS, SCALES
 from surveys.models import (
     COMMENT_MAX_LENGTH,
     TEXT_FIELDS,
@@ -635,3 +637,34 @@ def survey_update(*, survey: Survey, data: dict[str, Any], actor: User) -> Surve
             _("Another active survey of this kind is already sent automatically on this trigger.")
         ) from exc
     return survey
+
+
+# Default surveys (the data migration 0002, the demo and the tests call it)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def default_surveys_seed(apps: Any = None) -> None:
+    """The surveys every installation starts with (surveys/defaults.py). Idempotent. ``apps``: a migration's
+    historical models (default: today's)."""
+    apps = apps or django_apps
+    Survey = apps.get_model("surveys", "Survey")
+    for name, kind, nps_type, trigger, window, cadence, active, texts in DEFAULT_SURVEYS:
+        low, high, negative_max, positive_min = SCALES[kind]
+        Survey.objects.get_or_create(
+            name=name,
+            defaults={
+                "kind": kind,
+                "nps_type": nps_type,
+                "trigger": trigger,
+                "scale_min": low,
+                "scale_max": high,
+                "higher_is_better": True,
+                "negative_max": negative_max,
+                "positive_min": positive_min,
+                "delay_hours": 24,
+                "response_window_days": window,
+                "cadence_days": cadence,
+                "is_active": active,
+                **texts,
+            },
+        )

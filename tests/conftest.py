@@ -1,13 +1,11 @@
-import importlib
-
 import pytest
 
 
 def seed_defaults() -> None:
     """The rows the data migrations create (default pipeline, SLA hours, company settings); idempotent."""
-    from django.apps import apps
+    from crm.services import defaults_seed
 
-    importlib.import_module("crm.migrations.0002_default_pipeline_and_sla").seed(apps, None)
+    defaults_seed()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,3 @@
-import importlib
-
 import pytest
 
 
@@ -14,9 +12,8 @@ def _survey_settings(settings):
 @pytest.fixture
 def default_surveys(db):
     """The surveys the data migration creates (browser tests empty the tables, so seed them again)."""
-    from django.apps import apps
-
     from surveys.models import Survey
+    from surveys.services import default_surveys_seed
 
-    importlib.import_module("surveys.migrations.0002_default_surveys").seed(apps, None)
+    default_surveys_seed()
     return {(s.kind, s.trigger): s for s in Survey.objects.all()}
