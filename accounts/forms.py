@@ -51,3 +51,15 @@ class TotpCodeForm(forms.Form):
             attrs={"autofocus": True, "autocomplete": "one-time-code", "inputmode": "numeric"}
         ),
     )
+
+
+class SecondStepForm(TotpCodeForm):
+    """The second step of a sign-in: a code from the authenticator app, or one of the recovery codes."""
+
+    code = forms.CharField(
+        label=_("Code from your app, or a recovery code"),
+        max_length=20,
+        widget=forms.TextInput(
+            attrs={"autofocus": True, "autocomplete": "one-time-code", "spellcheck": "false"}
+        ),
+    )

@@ -208,6 +208,7 @@ class SecurityEvent(models.Model):
         PERSONAL_DATA_ERASE = "personal_data_erase", _("personal data erased")
         TWO_FACTOR_FAILED = "two_factor_failed", _("two-factor code refused")
         TWO_FACTOR_SKIPPED = "two_factor_skipped", _("sign-in without its two-factor code refused")
+        RECOVERY_CODE_USED = "recovery_code_used", _("signed in with a recovery code")
 
     at = models.DateTimeField(_("at"), db_index=False, validators=[validate_date_in_range])
     kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)
@@ -236,29 +237,3 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.user or self.username} @ {self.at:%Y-%m-%d %H:%M}"
-
-
-class TotpDevice(models.Model):
-    """A user's authenticator app (TOTP, RFC 6238): 2FA is on once the device is confirmed with a code."""
-
-    user = models.OneToOneField(
-        User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="totp_device"
-    )
-    secret = models.CharField(_("secret"), max_length=64)
-    confirmed_at = models.DateTimeField(
-        _("confirmed at"), null=True, blank=True, validators=[validate_date_in_range]
-    )
-    # The 30-second time step of the last accepted code: a code is never accepted twice.
-    last_used_step = models.BigIntegerField(_("last used time step"), null=True, blank=True)
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True, validators=[validate_date_in_range])
-
-    class Meta:
-        verbose_name = _("two-factor device")
-        verbose_name_plural = _("two-factor devices")
-
-    def __str__(self) -> str:
-        return f"{self.user} ({'confirmed' if self.confirmed_at else 'pending'})"
-
-    @property
-    def is_confirmed(self) -> bool:
-        return self.confirmed_at is not None

@@ -1,14 +1,21 @@
-"""Optional TOTP two-factor sign-in: devices, code checks with replay protection, and the role rule."""
+"""Optional two-factor sign-in on django-otp: the authenticator device (TOTP, with replay protection and
+throttling), recovery codes (static tokens, each usable once), the setup QR code, and the role rule."""
 
-import time
+from base64 import b32encode
 
-import pyotp
+import segno
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from django.utils.module_loading import import_string
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import TotpDevice, User
+from accounts.models import User
+
+DEVICE_NAME = "Authenticator app"
+RECOVERY_DEVICE_NAME = "Recovery codes"
+# Recovery codes made at a time; each signs in once when the phone is lost.
+RECOVERY_CODES = 10
 
 # Seconds a correct password stays valid while the user types the code.
 PENDING_MAX_AGE = 5 * 60
@@ -31,13 +38,13 @@ NOT_ENROLLED = "not_enrolled"
 SKIPPED = "skipped"
 
 
-def confirmed_device(user: User) -> TotpDevice | None:
-    """The user's confirmed device, or None when 2FA is off for them."""
-    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
+def confirmed_device(user: User) -> TOTPDevice | None:
+    """The user's confirmed authenticator device, or None when 2FA is off for them."""
+    return TOTPDevice.objects.filter(user=user, confirmed=True).order_by("id").first()
 
 
 def has_confirmed_device(user: User) -> bool:
-    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
+    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
 def session_state_at_sign_in(*, user: User, code_given: bool) -> str:
@@ -48,54 +55,91 @@ def session_state_at_sign_in(*, user: User, code_given: bool) -> str:
     return SKIPPED if has_confirmed_device(user) else NOT_ENROLLED
 
 
-def device_get_or_create(*, user: User) -> TotpDevice:
-    """The user's device; a new unconfirmed one with a fresh random secret if they have none."""
-    device, _created = TotpDevice.objects.get_or_create(user=user, defaults={"secret": pyotp.random_base32()})
-    return device
+def device_get_or_create(*, user: User) -> TOTPDevice:
+    """The user's device (the confirmed one first); a new unconfirmed one with a fresh random key if they
+    have none."""
+    device = TOTPDevice.objects.filter(user=user).order_by("-confirmed", "id").first()
+    return device or TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
 
 
-def provisioning_uri(device: TotpDevice) -> str:
-    """The ``otpauth://`` URI an authenticator app accepts (typed or pasted, no QR code)."""
-    issuer = getattr(settings, "CRM_COMPANY_NAME", "Mini CRM") or "Mini CRM"
-    return pyotp.TOTP(device.secret).provisioning_uri(name=device.user.username, issuer_name=issuer)
+def secret(device: TOTPDevice) -> str:
+    """The key as authenticator apps take it typed in: base32, in groups of four."""
+    text = b32encode(device.bin_key).decode().rstrip("=")
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
-def code_verify(*, device: TotpDevice, code: str, at: float | None = None) -> bool:
-    """Accept a 6-digit code of the current, previous or next 30-second step, once only.
+def provisioning_uri(device: TOTPDevice) -> str:
+    """The ``otpauth://`` URI an authenticator app scans (the QR code) or takes pasted."""
+    return device.config_url
 
-    The accepted step is stored under a row lock, so the same code (or an older one) cannot be replayed.
-    """
+
+def qr_svg(device: TOTPDevice) -> str:
+    """The setup QR code as inline SVG, drawn on the server (no script, no image request)."""
+    return segno.make(provisioning_uri(device), error="m").svg_inline(scale=4, border=2, dark="#101828")
+
+
+def _token(code: str) -> str | None:
+    """The code as typed, without spaces, if it is 6 ASCII digits (``int()`` would take "٣" too)."""
     code = "".join(code.split())
-    if len(code) != 6 or not code.isdigit():
+    return code if len(code) == 6 and code.isascii() and code.isdigit() else None
+
+
+def code_verify(*, device: TOTPDevice, code: str) -> bool:
+    """Accept a 6-digit code of the current, previous or next 30-second step, once only, through
+    django-otp: the accepted step is stored (a code, or an older one, is never accepted again) and wrong
+    codes slow the device down (each failure doubles the wait before the next try)."""
+    token = _token(code)
+    if token is None:
         return False
-    now = time.time() if at is None else at
-    totp = pyotp.TOTP(device.secret)
-    current = int(now // totp.interval)
     with transaction.atomic():
-        locked = TotpDevice.objects.select_for_update().get(pk=device.pk)
-        for step in (current - 1, current, current + 1):
-            if locked.last_used_step is not None and step <= locked.last_used_step:
-                continue
-            if pyotp.utils.strings_equal(totp.generate_otp(step), code):
-                locked.last_used_step = step
-                locked.save(update_fields=["last_used_step"])
-                device.last_used_step = step
-                return True
-    return False
+        locked = TOTPDevice.objects.select_for_update().get(pk=device.pk)
+        verified = locked.verify_token(token)
+    if verified:
+        device.refresh_from_db()
+    return verified
 
 
-def device_confirm(*, device: TotpDevice, code: str) -> bool:
+def device_confirm(*, device: TOTPDevice, code: str) -> bool:
     """Turn 2FA on for the device's user if the code is right."""
     if not code_verify(device=device, code=code):
         return False
-    device.confirmed_at = timezone.now()
-    device.save(update_fields=["confirmed_at"])
+    TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    device.confirmed = True
     return True
 
 
-def device_delete(*, device: TotpDevice) -> None:
-    """Turn 2FA off: the next setup starts with a new secret."""
-    device.delete()
+def device_delete(*, device: TOTPDevice) -> None:
+    """Turn 2FA off: the device and the recovery codes go; the next setup starts with a new key."""
+    TOTPDevice.objects.filter(user_id=device.user_id).delete()
+    StaticDevice.objects.filter(user_id=device.user_id).delete()
+
+
+def recovery_codes_create(*, user: User) -> list[str]:
+    """New recovery codes for ``user`` (the old ones stop working): shown once, each usable once."""
+    with transaction.atomic():
+        device, _created = StaticDevice.objects.get_or_create(
+            user=user, name=RECOVERY_DEVICE_NAME, defaults={"confirmed": True}
+        )
+        device.token_set.all().delete()
+        codes = [StaticToken.random_token() for _ in range(RECOVERY_CODES)]
+        StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    return codes
+
+
+def recovery_codes_left(user: User) -> int:
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def recovery_code_verify(*, user: User, code: str) -> bool:
+    """Accept one of the user's recovery codes and use it up (django-otp deletes it; throttled like codes)."""
+    code = "".join(code.split()).lower()
+    if not code or len(code) > 16 or not code.isascii() or not code.isalnum():
+        return False
+    for device_id in StaticDevice.objects.filter(user=user, confirmed=True).values_list("pk", flat=True):
+        with transaction.atomic():
+            if StaticDevice.objects.select_for_update().get(pk=device_id).verify_token(code):
+                return True
+    return False
 
 
 def two_factor_required(user: User) -> bool:

@@ -8,12 +8,13 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from accounts import selectors, totp
-from accounts.forms import FeedbackForm, LoginForm, SecurityEventFilterForm, TotpCodeForm
+from accounts.forms import FeedbackForm, LoginForm, SecondStepForm, SecurityEventFilterForm, TotpCodeForm
 from accounts.models import User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
@@ -62,9 +63,17 @@ def totp_verify_view(request: HttpRequest) -> HttpResponse:
         if user_id:
             messages.error(request, _("Your sign-in expired. Please sign in again."))
         return redirect("accounts:login")
-    form = TotpCodeForm(request.POST or None)
+    form = SecondStepForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if totp.code_verify(device=device, code=form.cleaned_data["code"]):
+        code = form.cleaned_data["code"]
+        verified = totp.code_verify(device=device, code=code)
+        recovery = not verified and totp.recovery_code_verify(user=user, code=code)
+        if verified or recovery:
+            if recovery:
+                security_log(
+                    kind="recovery_code_used", request=request, user=user, username=user.username,
+                    left=totp.recovery_codes_left(user),
+                )  # fmt: skip
             backend = session.get(totp.PENDING_BACKEND_KEY)
             next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
             _pending_clear(request)
@@ -83,13 +92,17 @@ def totp_verify_view(request: HttpRequest) -> HttpResponse:
             user_login_failed.send(sender=__name__, credentials={"username": user.username}, request=request)
             messages.error(request, _("Too many wrong codes. Please sign in again."))
             return redirect("accounts:login")
-        form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
+        form.add_error(
+            "code",
+            _("That code is not right. Check your authenticator app (or a recovery code) and try again."),
+        )
     return render(request, "accounts/totp_verify.html", {"form": form})
 
 
 @login_required
 def totp_setup_view(request: HttpRequest) -> HttpResponse:
-    """Turn two-factor sign-in on (confirm a code from the app) or off (a current code, unless required)."""
+    """Turn two-factor sign-in on (scan the QR code, confirm a code from the app: the recovery codes are
+    shown once), make new recovery codes, or turn it off (a current code, unless the role requires it)."""
     user = request.user
     required = totp.two_factor_required(user)
     device = totp.device_get_or_create(user=user)
@@ -97,27 +110,42 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         code = form.cleaned_data["code"]
         action = request.POST.get("action", "confirm")
-        if action == "disable" and device.is_confirmed and not required:
+        if action == "disable" and device.confirmed and not required:
             if totp.code_verify(device=device, code=code):
                 totp.device_delete(device=device)
                 messages.success(request, _("Two-factor sign-in is off."))
                 return redirect("accounts:totp_setup")
-        elif (
-            action == "confirm" and not device.is_confirmed and totp.device_confirm(device=device, code=code)
-        ):
+        elif action == "recovery" and device.confirmed and totp.code_verify(device=device, code=code):
+            return _recovery_codes_page(request, totp.recovery_codes_create(user=user), required=required)
+        elif action == "confirm" and not device.confirmed and totp.device_confirm(device=device, code=code):
             request.session[totp.SESSION_KEY] = totp.VERIFIED
             messages.success(request, _("Two-factor sign-in is on."))
-            return redirect(settings.LOGIN_REDIRECT_URL if required else "accounts:totp_setup")
+            return _recovery_codes_page(request, totp.recovery_codes_create(user=user), required=required)
         security_log(kind="two_factor_failed", request=request, action=action)
         form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
     context = {
         "form": form,
         "device": device,
         "required": required,
-        "secret": device.secret,
+        "secret": totp.secret(device),
         "uri": totp.provisioning_uri(device),
+        # segno's SVG of our own otpauth URI: markup we make, nothing a user typed.
+        "qr": mark_safe(totp.qr_svg(device)) if not device.confirmed else "",
+        "recovery_left": totp.recovery_codes_left(user) if device.confirmed else None,
     }
     return render(request, "accounts/totp_setup.html", context)
+
+
+def _recovery_codes_page(request: HttpRequest, codes: list[str], *, required: bool) -> HttpResponse:
+    """The new recovery codes, once: they are never shown again (a new set replaces them), and the page is
+    not kept by the browser."""
+    response = render(
+        request,
+        "accounts/recovery_codes.html",
+        {"codes": codes, "next": settings.LOGIN_REDIRECT_URL if required else ""},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def locked_out_response(

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ERROR_FLAG, TO_FIELD_VAR
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -64,7 +65,8 @@ class CrmAdminSite(admin.AdminSite):
         """Every admin page, with its arguments checked first (after the admin's own permission check):
         an id that is not a number is a 404 (simple-history's views raise ValueError on it), an empty
         ``_to_field`` is ignored (the admin looks up a field named "" otherwise), and a filter Python or
-        PostgreSQL cannot take gets the admin's own "incorrect filter" answer."""
+        PostgreSQL cannot take gets the admin's own "incorrect filter" answer; a row that does not exist is a
+        404 on every page (not only the admin's own)."""
 
         @functools.wraps(view)
         def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -80,6 +82,10 @@ class CrmAdminSite(admin.AdminSite):
                     setattr(request, name, query)
             if _bad_lookup(request.GET):
                 return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
-            return view(request, *args, **kwargs)
+            try:
+                return view(request, *args, **kwargs)
+            except ObjectDoesNotExist:
+                # django-otp's device config and QR code pages look their device up with .get().
+                raise Http404 from None
 
         return super().admin_view(checked, cacheable)

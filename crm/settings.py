@@ -96,6 +96,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "simple_history",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "django_ratelimit",  # its checks: the survey rate limit's cache must count atomically (Redis does)
     "accounts",
     "crm",
@@ -391,6 +394,10 @@ RATELIMIT_FAIL_OPEN = True
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 # Who must set up two-factor sign-in (accounts.totp): managers and admins when the company says so.
 TWO_FACTOR_REQUIRED = "crm.services.two_factor_required"
+# django-otp: the name authenticator apps show, and wrong codes slow a device down (1 s, 2 s, 4 s, ...).
+OTP_TOTP_ISSUER = CRM_COMPANY_NAME or "Mini CRM"
+OTP_TOTP_THROTTLE_FACTOR = env_int("OTP_THROTTLE_FACTOR", 1)
+OTP_STATIC_THROTTLE_FACTOR = env_int("OTP_THROTTLE_FACTOR", 1)
 # Behind a reverse proxy: the META key of the header carrying the client's address, e.g. HTTP_X_REAL_IP
 # (or HTTP_X_FORWARDED_FOR, whose last entry is used). Empty: REMOTE_ADDR.
 SURVEYS_CLIENT_IP_HEADER = os.environ.get("SURVEYS_CLIENT_IP_HEADER", "")

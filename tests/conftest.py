@@ -26,6 +26,8 @@ def _test_settings(settings):
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME = "sessionid", "csrftoken"
     settings.LANGUAGE_CODE = "en"
+    # django-otp slows a device down after a wrong code (1 s, 2 s, ...): off, except where a test checks it.
+    settings.OTP_TOTP_THROTTLE_FACTOR = settings.OTP_STATIC_THROTTLE_FACTOR = 0
     # Pages render without a prior collectstatic: no manifest lookup, no STATIC_ROOT to scan.
     settings.STORAGES = {
         **settings.STORAGES,

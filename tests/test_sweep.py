@@ -276,7 +276,7 @@ def _admin_value(world: World, endpoint: Endpoint, name: str) -> str | None:
         return str(world.victim.pk)
     model = apps.get_model(*endpoint.local_route.split("/")[:2])
     last = model._default_manager.order_by("pk").last()
-    if name in ("object_id", "group1"):
+    if name in ("object_id", "group1", "pk"):  # pk: django-otp's device config and QR code pages
         return str(last.pk if last is not None else 1)
     if name == "group2" and hasattr(last, "history"):  # django-simple-history: one version of the row
         return str(last.history.order_by("history_id").last().history_id)

@@ -1,11 +1,12 @@
 """Optional TOTP two-factor sign-in: setup, the second sign-in step, replay, and the role requirement."""
 
-import pyotp
 import pytest
 from django.urls import reverse
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import totp
-from accounts.models import SecurityEvent, TotpDevice, User
+from accounts.models import SecurityEvent, User
 from crm.models import CompanySettings
 from tests.factories import make_manager, make_user
 
@@ -14,16 +15,17 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"
 
 
-def enrol(user: User) -> TotpDevice:
+def code_for(device: TOTPDevice) -> str:
+    """The authenticator app's current code for ``device``."""
+    return f"{TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift).token():06d}"
+
+
+def enrol(user: User) -> TOTPDevice:
     """A confirmed device for ``user`` (no code used yet)."""
     device = totp.device_get_or_create(user=user)
-    device.confirmed_at = device.created_at
-    device.save(update_fields=["confirmed_at"])
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
     return device
-
-
-def code_for(device: TotpDevice) -> str:
-    return pyotp.TOTP(device.secret).now()
 
 
 def sign_in(client, user: User):
@@ -35,19 +37,22 @@ def test_setup_shows_secret_and_confirming_turns_2fa_on(client):
     client.force_login(user)
     response = client.get(reverse("accounts:totp_setup"))
     assert response.status_code == 200
-    device = TotpDevice.objects.get(user=user)
-    assert device.secret in response.text
+    device = TOTPDevice.objects.get(user=user)
+    assert totp.secret(device) in response.text and "<svg" in response.text
     assert "otpauth://totp/" in response.text
-    assert device.confirmed_at is None
+    assert not device.confirmed
 
     response = client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": "000000"})
     assert response.status_code == 200
     assert "That code is not right" in response.text
     device.refresh_from_db()
-    assert device.confirmed_at is None
+    assert not device.confirmed
 
     response = client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": code_for(device)})
-    assert response.status_code == 302
+    # On: the recovery codes, shown this once and not kept by the browser.
+    assert response.status_code == 200 and "Your recovery codes" in response.text
+    assert response["Cache-Control"] == "no-store"
+    assert response.text.count("<li><code>") == totp.RECOVERY_CODES == totp.recovery_codes_left(user)
     assert totp.confirmed_device(user) is not None
 
 
@@ -60,10 +65,10 @@ def test_turning_off_needs_a_current_code(client):
     session.save()
     response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": "000000"})
     assert response.status_code == 200
-    assert TotpDevice.objects.filter(pk=device.pk).exists()
+    assert TOTPDevice.objects.filter(pk=device.pk).exists()
     response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": code_for(device)})
     assert response.status_code == 302
-    assert not TotpDevice.objects.filter(user=user).exists()
+    assert not TOTPDevice.objects.filter(user=user).exists()
 
 
 def test_login_without_2fa_is_unchanged(client):
@@ -148,7 +153,7 @@ def test_required_for_managers_redirects_unenrolled_manager_to_setup(client):
     assert response.status_code == 200
     assert "requires two-factor sign-in for your role" in response.text
 
-    device = TotpDevice.objects.get(user=manager)
+    device = TOTPDevice.objects.get(user=manager)
     client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": code_for(device)})
     assert client.get(reverse("crm:workspace")).status_code == 200
     # Required: it cannot be turned off.
@@ -190,3 +195,75 @@ def test_repeated_rounds_of_wrong_codes_lock_the_user_out_with_axes(client):
     assert statuses == [302, 302, 302, 302, 429]
     # Locked: even the right password is refused now.
     assert sign_in(client, user).status_code == 429
+
+
+# Recovery codes, throttling
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _pending(client, user: User) -> None:
+    response = sign_in(client, user)
+    assert response.url == reverse("accounts:totp_verify")
+
+
+def test_each_recovery_code_signs_in_once(client):
+    user = make_user()
+    enrol(user)
+    codes = totp.recovery_codes_create(user=user)
+    assert len(set(codes)) == totp.RECOVERY_CODES
+    first, second = codes[0], codes[1]
+
+    _pending(client, user)
+    response = client.post(reverse("accounts:totp_verify"), {"code": first.upper()})  # as typed, any case
+    assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+    assert totp.recovery_codes_left(user) == totp.RECOVERY_CODES - 1
+    assert SecurityEvent.objects.filter(kind="recovery_code_used", user=user).exists()
+    client.logout()
+
+    _pending(client, user)
+    response = client.post(reverse("accounts:totp_verify"), {"code": first})
+    assert response.status_code == 200 and "That code is not right" in response.text  # used up
+    assert "_auth_user_id" not in client.session
+    response = client.post(reverse("accounts:totp_verify"), {"code": second})
+    assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+
+
+def test_new_recovery_codes_need_a_current_code_and_replace_the_old_ones(client):
+    user = make_user()
+    device = enrol(user)
+    old = totp.recovery_codes_create(user=user)
+    client.force_login(user)
+    session = client.session
+    session[totp.SESSION_KEY] = totp.VERIFIED
+    session.save()
+    response = client.post(reverse("accounts:totp_setup"), {"action": "recovery", "code": "123456"})
+    assert "That code is not right" in response.text
+    response = client.post(reverse("accounts:totp_setup"), {"action": "recovery", "code": code_for(device)})
+    assert response.status_code == 200 and "Your recovery codes" in response.text
+    assert not totp.recovery_code_verify(user=user, code=old[0])  # the old set no longer works
+    assert totp.recovery_codes_left(user) == totp.RECOVERY_CODES
+
+
+@pytest.mark.parametrize("code", ["", "12345", "1234567", "٣٣٣٣٣٣", "\x00" * 6, "x" * 20, "' OR 1=1 --"])
+def test_codes_that_cannot_be_codes_are_refused_without_an_error(client, code):
+    user = make_user()
+    device = enrol(user)
+    totp.recovery_codes_create(user=user)
+    assert not totp.code_verify(device=device, code=code)
+    assert not totp.recovery_code_verify(user=user, code=code)
+
+
+def test_a_wrong_code_slows_the_device_down(client, settings):
+    settings.OTP_TOTP_THROTTLE_FACTOR = 1
+    user = make_user()
+    device = enrol(user)
+    assert not totp.code_verify(device=device, code="000000" if code_for(device) != "000000" else "111111")
+    # Within the second that follows, even the right code is refused (django-otp's throttling) ...
+    assert not totp.code_verify(device=device, code=code_for(device))
+    device.refresh_from_db()
+    assert device.throttling_failure_count >= 1
+    # ... and once the wait is over, it is accepted.
+    TOTPDevice.objects.filter(pk=device.pk).update(
+        throttling_failure_timestamp=None, throttling_failure_count=0
+    )
+    assert totp.code_verify(device=device, code=code_for(device))

@@ -122,3 +122,9 @@ def test_records_made_by_services_are_read_only_in_the_admin(admin_client, model
     assert admin_client.get(f"/admin/crm/{model}/add/").status_code == 403
     response = admin_client.post(f"/admin/crm/{model}/add/", {"headers": "9" * 10_000})
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("page", ["config", "qrcode"])
+def test_a_two_factor_device_that_does_not_exist_is_404_in_the_admin(admin_client, page):
+    """django-otp's admin pages look the device up with .get(): a 500 in the sweep."""
+    assert admin_client.get(f"/admin/otp_totp/totpdevice/999999/{page}/").status_code == 404
