@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
-from crm import imports
-from crm.merge import MERGE_FIELDS
+from crm.data import imports
+from crm.data.merge import MERGE_FIELDS
 from crm.models import Customer, ImportJob
 from crm.text import interpolate_lazy
 

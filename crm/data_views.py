@@ -23,7 +23,8 @@ from django_htmx.http import HttpResponseClientRefresh
 from accounts.models import User
 from accounts.security import security_log
 from accounts.web import partial_template
-from crm import data_forms, dedupe, exports, forms, imports, merge, normalize, selectors
+from crm import data_forms, forms, normalize, selectors
+from crm.data import dedupe, exports, imports, merge
 from crm.models import Activity, Customer, CustomerMerge, Deal, DuplicateCandidate, ImportJob, Ticket
 from crm.tasks import scan_duplicates
 from crm.views import _form_errors_from, _redirect

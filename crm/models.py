@@ -396,7 +396,7 @@ class Deal(models.Model):
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
-            # The data-quality rules that almost nothing breaks (crm.quality, same conditions: a test
+            # The data-quality rules that almost nothing breaks (crm.data.quality, same conditions: a test
             # compares them): their lists and counts read a tiny index instead of every deal.
             models.Index(
                 fields=["id"],
@@ -917,7 +917,7 @@ class ImportJob(models.Model):
     headers = models.JSONField(_("columns"), default=list, encoder=StorableJSONEncoder)
     row_count = models.PositiveIntegerField(_("rows"), default=0)
     mapping = models.JSONField(_("column mapping"), default=dict, blank=True, encoder=StorableJSONEncoder)
-    # What the preview found: counts, the first rows and the first problems (see crm.imports).
+    # What the preview found: counts, the first rows and the first problems (see crm.data.imports).
     preview = models.JSONField(_("preview"), default=dict, blank=True, encoder=StorableJSONEncoder)
     date_order = models.CharField(
         _("date order"), max_length=3, choices=DateOrder.choices, default=DateOrder.DMY

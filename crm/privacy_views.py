@@ -11,7 +11,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.security import security_log
-from crm import forms, privacy, selectors
+from crm import forms, selectors
+from crm.data import privacy
 from crm.models import Customer
 
 

@@ -8,7 +8,7 @@ from django.db import OperationalError
 def run_import(job_id: int) -> None:
     """Run one queued import. Idempotent: a finished job, or one another worker holds, is left alone;
     the run is one transaction, so a lost worker leaves nothing written and the redelivery starts over."""
-    from crm.imports import import_job_run
+    from crm.data.imports import import_job_run
 
     import_job_run(job_id=job_id)
 
@@ -17,7 +17,7 @@ def run_import(job_id: int) -> None:
 def check_import(job_id: int) -> None:
     """Check every row of a long import file into its preview. Idempotent: a job already checked (or
     being checked by another worker) is left alone."""
-    from crm.imports import import_job_check
+    from crm.data.imports import import_job_check
 
     import_job_check(job_id=job_id)
 
@@ -35,6 +35,6 @@ def check_import(job_id: int) -> None:
 def scan_duplicates() -> None:
     """Find duplicate candidate pairs among all customers. Idempotent (upsert keyed by the pair); an
     advisory lock makes an overlapping run return at once."""
-    from crm.dedupe import duplicate_scan
+    from crm.data.dedupe import duplicate_scan
 
     duplicate_scan()

@@ -28,9 +28,9 @@ from accounts import dates
 from accounts.models import StaffFeedback, User
 from accounts.security import security_log
 from accounts.web import CappedPaginator, partial_template
-from crm import quality
 from crm import selectors as crm_selectors
-from crm.exports import csv_response, xlsx_response
+from crm.data import quality
+from crm.data.exports import csv_response, xlsx_response
 from metrics import charts, contribution, dashboard, selectors
 from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import in_section, registry

@@ -268,7 +268,7 @@ def make_import_job(
 ) -> Any:
     """An uploaded import (through the services); ``checked`` also maps it (the guessed or given mapping)
     and validates every row into the preview, as the mapping step does."""
-    from crm import imports
+    from crm.data import imports
 
     data = content.encode("utf-8") if isinstance(content, str) else content
     job = imports.import_job_create(actor=user, kind=kind, file_name=name, data=data)

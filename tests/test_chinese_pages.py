@@ -20,7 +20,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from crm import merge
+from crm.data import merge
 from metrics.kpis import registry
 from metrics.services import snapshots_rebuild_all
 from surveys.emails import unsubscribe_token

@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import StaffFeedback
-from crm import imports
-from crm.imports import RowError
+from crm.data import imports
+from crm.data.imports import RowError
 from crm.models import ImportJob
 from metrics.kpis import registry
 from tests.crm.test_imports import run

@@ -63,7 +63,7 @@ from django.urls import resolve, reverse
 from django.utils import timezone
 from openpyxl import Workbook
 
-from crm import imports, merge
+from crm.data import imports, merge
 from crm.models import Customer, ImportJob
 from crm.tasks import check_import, run_import
 from metrics.kpis import registry

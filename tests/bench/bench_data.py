@@ -32,7 +32,8 @@ django.setup()
 from django.db import transaction  # noqa: E402
 
 from accounts.models import User  # noqa: E402
-from crm import dedupe, exports, imports, selectors  # noqa: E402
+from crm import selectors  # noqa: E402
+from crm.data import dedupe, exports, imports  # noqa: E402
 from crm.models import Customer, ImportJob  # noqa: E402
 
 CITIES = ["Berlin", "Hamburg", "München", "Köln", "上海", "北京", "Leipzig", "Dresden"]

@@ -11,9 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import UsageEvent
-from crm import dedupe, merge, selectors
-from crm.dedupe import duplicate_scan
-from crm.merge import MergeConflict, customer_merge, duplicate_mark_not_duplicate
+from crm import selectors
+from crm.data import dedupe, merge
+from crm.data.dedupe import duplicate_scan
+from crm.data.merge import MergeConflict, customer_merge, duplicate_mark_not_duplicate
 from crm.models import (
     Activity,
     Customer,

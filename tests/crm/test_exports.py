@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from crm import exports
+from crm.data import exports
 from crm.models import Customer, Deal
 from tests.factories import (
     make_agent,

@@ -16,8 +16,8 @@ from django.utils import timezone
 from openpyxl import Workbook, load_workbook
 
 from accounts.models import UsageEvent
-from crm import imports
-from crm.imports import RowError, import_job_run, parse_date
+from crm.data import imports
+from crm.data.imports import RowError, import_job_run, parse_date
 from crm.models import Customer, CustomerStatusChange, Deal, ImportJob, ImportMapping, Ticket
 from crm.tasks import check_import, run_import
 from tests.factories import (
@@ -748,7 +748,7 @@ def test_long_files_are_checked_by_a_task_while_the_page_polls(client, manager, 
 
 
 def test_an_export_imports_back_unchanged(client, manager):
-    from crm import exports
+    from crm.data import exports
 
     make_customer(manager, name="=cmd|' /C calc'!A0", phone="+49 30 1234567", email="calc@example.com")
     rows = list(exports.csv_lines(exports.export_rows("customers", Customer.objects.all())))

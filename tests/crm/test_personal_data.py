@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from accounts.models import SecurityEvent
 from crm import services
-from crm.merge import customer_merge
+from crm.data.merge import customer_merge
+from crm.data.privacy import customer_erase_personal_data
 from crm.models import (
     Activity,
     Customer,
@@ -22,7 +23,6 @@ from crm.models import (
     Ticket,
     TicketMessage,
 )
-from crm.privacy import customer_erase_personal_data
 from surveys.models import SurveyResponse
 from tests.factories import (
     make_agent,

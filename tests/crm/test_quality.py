@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from crm import quality
+from crm.data import quality
 from crm.models import Customer, Deal, Ticket
 from tests.factories import make_closed_deal, make_customer, make_deal, make_manager, make_ticket, make_user
 

@@ -4,7 +4,7 @@ import pytest
 from django.core.cache import cache
 from playwright.sync_api import expect
 
-from crm import imports
+from crm.data import imports
 from crm.models import Customer, ImportJob
 from crm.tasks import run_import
 from tests.e2e.conftest import sign_in
@@ -82,7 +82,7 @@ def test_rep_imports_customers_and_watches_the_progress(page, shot, tmp_path, mo
 
 
 def test_manager_reviews_and_merges_a_duplicate(page, shot):
-    from crm.dedupe import duplicate_scan
+    from crm.data.dedupe import duplicate_scan
     from tests.factories import make_deal, make_manager
 
     make_manager(username="mia", first_name="Mia")

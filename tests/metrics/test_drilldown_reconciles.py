@@ -16,7 +16,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
-from crm import merge, services
+from crm import services
+from crm.data import merge
 from crm.models import Customer, Deal, PipelineStage
 from metrics.kpis import registry
 from metrics.models import KpiSnapshot, Scope

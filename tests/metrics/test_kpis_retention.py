@@ -190,7 +190,7 @@ def test_merging_a_churned_duplicate_into_an_active_customer_restates_the_past(c
     """KPIS.md §10.13: the merged-away record leaves every period, its status history stays with it, and
     the survivor keeps its own. The customer did not churn: past churn is as if the duplicate had never
     existed, and the survivor never looks churned."""
-    from crm import merge
+    from crm.data import merge
     from crm.models import CustomerStatusChange
     from tests.factories import make_manager
 
@@ -220,7 +220,7 @@ def test_merging_a_churned_duplicate_into_an_active_customer_restates_the_past(c
 def test_merging_into_a_churned_survivor_that_the_duplicate_keeps_active_adds_one_status_row(customers):
     """The merge adds a status row to the survivor, stamped with the merge time, only when it changes the
     survivor's status (an active duplicate makes a churned survivor active again, from now)."""
-    from crm import merge
+    from crm.data import merge
     from crm.models import CustomerStatusChange
     from tests.factories import make_manager
 

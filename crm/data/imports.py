@@ -49,7 +49,8 @@ from psycopg import sql as pg
 
 from accounts import dates
 from accounts.models import UsageEvent, User
-from crm import normalize, quality, selectors, services
+from crm import normalize, selectors, services
+from crm.data import quality
 from crm.models import Customer, Deal, ImportJob, ImportMapping, PipelineStage, Source, Ticket
 
 logger = logging.getLogger(__name__)
