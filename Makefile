@@ -85,7 +85,7 @@ messages-update:
 
 demo: $(VENV)/.stamp-demo
 	@$(VENV)/bin/pybabel --quiet compile --use-fuzzy -d crm/locale -D django
-	@$(PY) -m crm.embedded demo --started $(STARTED)
+	@$(PY) -m crm.ops.embedded demo --started $(STARTED)
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
@@ -101,22 +101,22 @@ fmt: $(VENV)/.stamp-test
 test: $(VENV)/.stamp-test
 	@$(MAKE) --no-print-directory messages lint
 	@bash .ci/browser $(PY)
-	$(PY) -m crm.embedded run -- bash -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
+	$(PY) -m crm.ops.embedded run -- bash -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
 
-# Backups (README "Backups"): crm/backup.py picks pg_dump/pg_restore matching the server's version.
+# Backups (README "Backups"): crm/ops/backup.py picks pg_dump/pg_restore matching the server's version.
 # Without DATABASE_URL the embedded server is started for the command.
 ifdef DATABASE_URL
 DB_RUN :=
 else
-DB_RUN := $(PY) -m crm.embedded run --
+DB_RUN := $(PY) -m crm.ops.embedded run --
 endif
 
 backup: $(VENV)/.stamp-demo
-	$(DB_RUN) $(PY) -m crm.backup backup
+	$(DB_RUN) $(PY) -m crm.ops.backup backup
 
 restore: $(VENV)/.stamp-demo
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=var/backups/<timestamp>.dump"; exit 1; }
-	$(DB_RUN) $(PY) -m crm.backup restore "$(FILE)"
+	$(DB_RUN) $(PY) -m crm.ops.backup restore "$(FILE)"
 
 clean:
 	rm -rf $(VENV) var
@@ -125,4 +125,4 @@ clean:
 # "sweep: <n> requests, <n> server errors (500s), ..." and writes the findings to /tmp/sweep_findings.md.
 .PHONY: sweep
 sweep: $(VENV)/.stamp-test
-	$(PY) -m crm.embedded run -- env CRM_SWEEP=full $(PY) -m pytest tests/test_sweep.py -q $(PYTEST_ARGS)
+	$(PY) -m crm.ops.embedded run -- env CRM_SWEEP=full $(PY) -m pytest tests/test_sweep.py -q $(PYTEST_ARGS)

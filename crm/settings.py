@@ -39,7 +39,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def _embedded_service_url(name: str) -> str | None:
-    """URL written by ``crm.embedded`` for a running embedded server, so ``manage.py`` finds it too."""
+    """URL written by ``crm.ops.embedded`` for a running embedded server, so ``manage.py`` finds it too."""
     env_file = VAR_DIR / "embedded.env"
     if not env_file.exists():
         return None

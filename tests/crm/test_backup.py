@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from psycopg import sql
 
-from crm import backup
+from crm.ops import backup
 from tests.conftest import seed_defaults
 from tests.factories import make_answer, make_closed_deal, make_customer, make_survey, make_ticket, make_user
 from tests.fault_kit import child_database_url

