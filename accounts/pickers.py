@@ -26,15 +26,15 @@ class RecordPicker(forms.Widget):
     manager may see 100 000 customers or hundreds of people); the options come from ``options_url``."""
 
     template_name = "crm/widgets/record_picker.html"
+    # The options view, and its URL arguments (a people picker's kind).
+    options_url_name = ""
+    options_url_args: tuple[str, ...] = ()
     queryset: Any = User.objects.none()
     label_fields: tuple[str, ...] = ("name",)
     fallback_url_name = ""
     placeholder: Any = ""
     # Filters: picking nothing means everyone (shown as the first option).
     empty_label: Any = ""
-
-    def options_url(self) -> str:
-        raise NotImplementedError
 
     def label_of(self, record: Any) -> str:
         return str(record)
@@ -54,7 +54,7 @@ class RecordPicker(forms.Widget):
         context["widget"].update(
             value=text if picked and label else "",
             label=label,
-            url=self.options_url(),
+            url=reverse(self.options_url_name, args=self.options_url_args),
             fallback_url=reverse(self.fallback_url_name) if self.fallback_url_name else "",
             required=self.is_required,
             placeholder=self.placeholder,
@@ -72,15 +72,14 @@ class StaffPicker(RecordPicker):
 
     queryset = User.objects.none()
     label_fields = ("first_name", "last_name", "username")
+    options_url_name = "accounts:staff_options"
     placeholder = _("Type a name")
 
     def __init__(self, kind: str, empty_label: Any = "", attrs: dict | None = None) -> None:
         super().__init__(attrs)
         self.kind = kind
         self.empty_label = empty_label
-
-    def options_url(self) -> str:
-        return reverse("accounts:staff_options", args=[self.kind])
+        self.options_url_args = (kind,)
 
     def value_from_datadict(self, data: Any, files: Any, name: str) -> str | None:
         return data.get(name) or (data.get(f"{name}_search") or "").strip() or None

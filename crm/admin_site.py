@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
-from crm import normalize
+from accounts.text import is_record_id
 
 # URL arguments that name a row (and every positional one): every model in our admin has an integer key.
 ROW_ARGUMENTS = ("object_id", "history_id")
@@ -27,7 +27,7 @@ _DATE_PART_RANGE = {"year": (1, 9998), "month": (1, 12), "day": (1, 31)}
 
 
 def _is_row_key(value: str) -> bool:
-    return normalize.is_record_id(value)
+    return is_record_id(value)
 
 
 def _in_range(value: str, low: int, high: int) -> bool:

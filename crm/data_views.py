@@ -22,8 +22,9 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from accounts.models import User
 from accounts.security import security_log
+from accounts.text import is_record_id
 from accounts.web import partial_template
-from crm import data_forms, forms, normalize, selectors
+from crm import data_forms, forms, selectors
 from crm.data import dedupe, exports, imports, merge
 from crm.models import Activity, Customer, CustomerMerge, Deal, DuplicateCandidate, ImportJob, Ticket
 from crm.tasks import scan_duplicates
@@ -262,7 +263,7 @@ def activity_export_view(request: HttpRequest) -> HttpResponse:
     """Activities the user may see: of one customer (``?customer=``) or all of them."""
     activities = selectors.activity_list(user=request.user).order_by("-created_at", "-id")
     if customer_id := request.GET.get("customer"):
-        if not normalize.is_record_id(customer_id):
+        if not is_record_id(customer_id):
             raise Http404
         customer = get_object_or_404(selectors.customer_list(user=request.user), pk=int(customer_id))
         activities = activities.filter(customer=customer)

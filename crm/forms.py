@@ -7,7 +7,6 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import get_format, number_format
 from django.utils.translation import gettext_lazy as _
@@ -15,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import dates
 from accounts.models import User
 from accounts.pickers import RecordPicker, StaffChoiceField, StaffFilterField
+from accounts.text import is_record_id
 from crm import normalize
 from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket
 
@@ -32,10 +32,8 @@ class CustomerPicker(RecordPicker):
     """Customers among the user's, by name, e-mail or phone (``crm:customer_options``)."""
 
     fallback_url_name = "crm:customer_list"
+    options_url_name = "crm:customer_options"
     placeholder = _("Type a name, e-mail or phone")
-
-    def options_url(self) -> str:
-        return reverse("crm:customer_options")
 
 
 class CustomerChoiceField(forms.ModelChoiceField):
@@ -61,7 +59,7 @@ class CustomerChoiceField(forms.ModelChoiceField):
 
     def to_python(self, value: Any) -> Any:
         text = "" if value is None else str(value)
-        if text and not normalize.is_record_id(text):
+        if text and not is_record_id(text):
             raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
         return super().to_python(value)
 

@@ -6,8 +6,6 @@ import unicodedata
 import phonenumbers
 from django.conf import settings
 
-from accounts.text import is_record_id  # noqa: F401 (the CRM's callers say normalize.is_record_id)
-
 # Legal-form suffixes dropped from company names before comparing them.
 LEGAL_SUFFIXES = frozenset(
     {

@@ -23,9 +23,9 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from accounts.models import User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
-from accounts.text import storable_text
+from accounts.text import is_record_id, storable_text
 from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
-from crm import forms, normalize, selectors, services
+from crm import forms, selectors, services
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
 
@@ -593,7 +593,7 @@ def _activity_target(request: HttpRequest) -> tuple[Customer, Deal | None, Ticke
 
 
 def _int_or_404(value: str | None) -> int:
-    if not value or not normalize.is_record_id(value):
+    if not value or not is_record_id(value):
         raise Http404
     return int(value)
 

@@ -15,7 +15,6 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -37,8 +36,8 @@ from metrics.kpis import in_section, registry
 from metrics.kpis.base import Basis, Better, Family, Kpi, Section, Unit
 from metrics.kpis.dimensions import breakdown_dimensions
 from metrics.models import CustomerRfm, KpiSnapshot, Scope, SnapshotRun
-from metrics.periods import Period, period_of
-from metrics.services import LIKE_FOR_LIKE, RecomputeError, kpi_target_set
+from metrics.periods import period_of
+from metrics.services import RecomputeError, kpi_target_set
 
 DRILL_PAGE_SIZE = 25
 DEFAULT_PART_LABELS = {"numerator": _lazy("Numerator"), "denominator": _lazy("Denominator")}
@@ -417,20 +416,6 @@ def _complete_query(request: HttpRequest, filters: dashboard.Filters) -> str:
     return complete.urlencode()
 
 
-def _channels_compared_label(period: Period) -> str | None:
-    """E.g. "vs Nov 1 – Nov 7" while a week or month runs: the same days of the period before, which the
-    channels' changes compare with (KPIS.md §10.1); None when they compare whole periods."""
-    today = timezone.localdate()
-    if period.granularity not in LIKE_FOR_LIKE or not period.first_day <= today < period.next().first_day:
-        return None
-    before = period.previous()
-    last = min(before.first_day + (today - period.first_day), before.next().first_day - timedelta(days=1))
-    return _("vs %(first)s – %(last)s") % {
-        "first": date_format(before.first_day, "MONTH_DAY_FORMAT"),
-        "last": date_format(last, "MONTH_DAY_FORMAT"),
-    }
-
-
 @login_required
 @require_GET
 def segments_view(request: HttpRequest) -> HttpResponse:
@@ -464,6 +449,7 @@ def segments_view(request: HttpRequest) -> HttpResponse:
         else {}
     )
     labels = dict(CustomerRfm.Segment.choices)
+    sources = dashboard.channel_rows(filters.period)
     context = {
         "form": form,
         "filters": filters,
@@ -482,8 +468,11 @@ def segments_view(request: HttpRequest) -> HttpResponse:
             key=lambda row: -row[2],
         )[:15],
         "channel_kpis": in_section(Section.CHANNELS),
-        "sources": dashboard.channel_rows(filters.period),
-        "compared_label": _channels_compared_label(filters.period),
+        "sources": sources,
+        # What the changes compare with while a week or month runs, as the snapshots stored it.
+        "compared_label": next(
+            (card.compared_label for row in sources for card in row["cards"] if card.compared_label), None
+        ),
         "complete_query": _complete_query(request, filters),
         "query": request.GET.urlencode(),
     }

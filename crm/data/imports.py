@@ -49,6 +49,7 @@ from psycopg import sql as pg
 
 from accounts import dates
 from accounts.models import UsageEvent, User
+from accounts.text import is_record_id
 from crm import normalize, selectors, services
 from crm.data import quality
 from crm.models import Customer, Deal, ImportJob, ImportMapping, PipelineStage, Source, Ticket
@@ -576,7 +577,7 @@ def _user(*roles: str) -> Callable[[str, Context], User]:
 
 
 def _id(value: str, ctx: Context) -> int:
-    if not normalize.is_record_id(value):
+    if not is_record_id(value):
         raise RowError(_("“%(value)s” is not a record number") % {"value": value})
     return int(value)
 
