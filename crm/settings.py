@@ -431,7 +431,7 @@ CELERY_BEAT_SCHEDULE |= {
     },
 }
 
-# DATA QUALITY: imports, duplicate scan (crm/data/imports.py, crm/data/dedupe.py)
+# DATA QUALITY: imports, duplicate scan (crm/data/imports/, crm/data/dedupe.py)
 # ------------------------------------------------------------------------------
 # Largest CSV/XLSX file accepted for import; the file is kept in the database until the import has run.
 CRM_IMPORT_MAX_BYTES = env_int("CRM_IMPORT_MAX_MB", 50) * 1024 * 1024

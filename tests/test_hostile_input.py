@@ -6,11 +6,12 @@ Each request here answered 500 before; each now gets a clear answer and stores n
 from urllib.parse import quote
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from accounts.models import StaffFeedback
 from crm.data import imports
-from crm.data.imports import RowError
+from crm.data.imports import RowError, cells
 from crm.models import ImportJob
 from metrics.kpis import registry
 from tests.crm.test_imports import run
@@ -108,7 +109,7 @@ def test_duplicate_check_with_hostile_input_finds_nothing(client, field, value):
 @pytest.mark.parametrize("value", ["NaN", "nan", "sNaN", "Infinity", "-Inf", "1e999999"])
 def test_a_probability_of_nan_or_infinity_is_a_row_error(value):
     with pytest.raises(RowError, match="not a percentage from 0 to 100"):
-        imports._percent(value, None)
+        cells._percent(value, None)
 
 
 def test_a_deals_import_with_probability_nan_reports_the_row():
@@ -137,7 +138,7 @@ def test_digits_that_are_not_ascii_are_not_record_numbers(client, value):
         == 200
     )
     with pytest.raises(RowError):
-        imports._id(value, None)
+        cells._id(value, None)
 
 
 @pytest.mark.parametrize("charset", ["utf-7", "unicode_escape", "raw_unicode_escape", "utf-16"])
@@ -159,7 +160,7 @@ def test_a_query_string_in_another_charset_is_read_as_utf8(client, charset):
 def test_a_utf16_csv_with_a_lone_surrogate_gets_a_clear_message():
     manager = make_manager()
     data = "\ufeffname\nAcme\n".encode("utf-16-le") + b"\x00\xd8\n\x00"
-    with pytest.raises(imports.ValidationError, match="damaged further on"):
+    with pytest.raises(ValidationError, match="damaged further on"):
         imports.import_job_create(actor=manager, kind="customers", file_name="u16.csv", data=data)
     assert not ImportJob.objects.exists()
 

@@ -16,8 +16,9 @@ from django.utils import timezone
 from openpyxl import Workbook, load_workbook
 
 from accounts.models import UsageEvent
+from crm import services
 from crm.data import imports
-from crm.data.imports import RowError, import_job_run, parse_date
+from crm.data.imports import RowError, cells, import_job_run, parse_date, writing
 from crm.models import Customer, CustomerStatusChange, Deal, ImportJob, ImportMapping, Ticket
 from crm.tasks import check_import, run_import
 from tests.factories import (
@@ -263,7 +264,7 @@ def test_bad_dates_say_how_they_were_read(text, order, message):
     ],
 )
 def test_amounts_in_several_notations(text, expected):
-    assert imports._amount(text, None) == Decimal(expected)
+    assert cells._amount(text, None) == Decimal(expected)
 
 
 # Mapping
@@ -445,12 +446,12 @@ def test_an_unexpected_error_rolls_everything_back(manager, monkeypatch):
 
     job = make_import_job(manager, HEADER + "".join(f"F{i},f{i}@example.com,,\n" for i in range(2500)))
     monkeypatch.setattr(
-        imports,
+        writing,
         "_write_customers",
         lambda plans, actor, at: (
             explode()
             if plans[0].row > 2
-            else imports.services.customer_bulk_create(
+            else services.customer_bulk_create(
                 actor=actor, rows=[{"name": p.values["name"]} for p in plans], at=at
             )
         ),
