@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
 from crm import demo, normalize
+from crm.demo import seeding
 from crm.models import (
     Activity,
     CompanySettings,
@@ -256,7 +257,7 @@ def test_seed_demo_is_all_or_nothing(monkeypatch):
     def fail(*args: object) -> None:
         raise RuntimeError("generation failed")
 
-    monkeypatch.setattr(demo, "_write_spend", fail)
+    monkeypatch.setattr(seeding, "_write_spend", fail)
     with pytest.raises(RuntimeError, match="generation failed"):
         seed()
     assert not Customer.objects.exists()

@@ -10,7 +10,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import demo
-from surveys import demo as survey_demo
 
 
 class Command(BaseCommand):
@@ -56,8 +55,8 @@ class Command(BaseCommand):
                     config, reset=options["reset"], if_empty=options["if_empty"], progress=progress
                 )
                 if result is not None:
-                    # Surveys (surveys/demo.py): invitations, answers and follow-ups for the seeded company.
-                    for table, rows in survey_demo.seed_surveys(until=config.until, seed=config.seed).items():
+                    # Surveys (crm/demo/surveys.py): invitations, answers and follow-ups for the company.
+                    for table, rows in demo.seed_surveys(until=config.until, seed=config.seed).items():
                         result.rows[table] = result.rows.get(table, 0) + rows
         except demo.SeedError as exc:
             raise CommandError(str(exc)) from exc
