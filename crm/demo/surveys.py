@@ -163,6 +163,38 @@ class _Plan:
     campaign_id: int | None = None
 
 
+@dataclass
+class _Contact:
+    """What one customer has been sent so far: the 7-day cooldown, the per-kind cadence, an opt-out."""
+
+    last_sent: datetime | None = None
+    last_by_kind: dict[str, datetime] = field(default_factory=dict)
+    unsubscribed: datetime | None = None
+
+    def held_back(self, plan: _Plan) -> str:
+        """Why the rules hold this invitation back ("" if they do not)."""
+        at, kind = plan.at, plan.survey.kind
+        if self.unsubscribed is not None and at >= self.unsubscribed:
+            return "unsubscribed"
+        if kind in self.last_by_kind and at - self.last_by_kind[kind] < timedelta(
+            days=plan.survey.cadence_days
+        ):
+            return "cadence"
+        if self.last_sent is not None and at - self.last_sent < timedelta(days=7):
+            return "cooldown"
+        return ""
+
+
+@dataclass(frozen=True)
+class _Moments:
+    status: str
+    expires: datetime
+    answered_at: datetime | None
+    reminded_at: datetime | None
+    opened_at: datetime | None
+    finished_at: datetime | None
+
+
 class _History:
     def __init__(
         self, *, writer: _Writer, rng: random.Random, seed: int, start: datetime, end: datetime
@@ -196,87 +228,42 @@ class _History:
         return _clamp(g(mean, 0.95), 1, 5)
 
     def customer(self, row: tuple, plans: list[_Plan]) -> None:
-        cid, owner_id, language, email, internal = row
-        rng, w = self.rng, self.writer
-        last_sent: datetime | None = None
-        last_by_kind: dict[str, datetime] = {}
-        unsubscribed: datetime | None = None
+        cid, _owner_id, language, email, internal = row
+        w, contact = self.writer, _Contact()
         for plan in sorted(plans, key=lambda p: p.at):
             survey, at = plan.survey, plan.at
-            reason = ""
-            if internal:
-                reason = "internal"
-            elif not email:
-                reason = "no_email"
-            elif unsubscribed is not None and at >= unsubscribed:
-                reason = "unsubscribed"
-            elif survey.kind in last_by_kind and at - last_by_kind[survey.kind] < timedelta(
-                days=survey.cadence_days
-            ):
-                reason = "cadence"
-            elif last_sent is not None and at - last_sent < timedelta(days=7):
-                reason = "cooldown"
+            reason = "internal" if internal else "no_email" if not email else contact.held_back(plan)
             inv_id = w.new_id("surveys_surveyinvitation")
             base = (inv_id, survey.pk, cid, plan.ticket_id, plan.campaign_id, survey.trigger)
             if reason:
-                w.add(
-                    "surveys_surveyinvitation",
-                    (
-                        *base,
-                        "suppressed",
-                        reason,
-                        "",
-                        "",
-                        None,
-                        None,
-                        at,
-                        at,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        0,
-                        None,
-                    ),
+                suppressed = (
+                    "suppressed",
+                    reason,
+                    "",
+                    "",
+                    None,
+                    None,
+                    at,
+                    at,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    0,
+                    None,
                 )
+                w.add("surveys_surveyinvitation", (*base, *suppressed))
                 continue
-            last_sent = last_by_kind[survey.kind] = at
-            expires = at + timedelta(days=survey.response_window_days)
-            answered_at = None
-            if rng.random() < RESPONSE_RATE[survey.kind]:
-                delay = rng.expovariate(1 / 0.6) if rng.random() < 0.7 else 3 + rng.random() * 3
-                answered_at = at + timedelta(days=min(delay, survey.response_window_days - 0.01))
-                if answered_at >= self.end:
-                    answered_at = None
-            reminded_at = at + timedelta(days=3, hours=rng.random() * 6)
-            if reminded_at >= self.end or (answered_at is not None and answered_at < reminded_at):
-                reminded_at = None
-            opened_at = None
-            if answered_at is not None:
-                opened_at = answered_at - timedelta(seconds=20 + rng.random() * 300)
-            elif rng.random() < OPENED_WITHOUT_ANSWER:
-                opened_at = at + timedelta(hours=rng.random() * 30)
-                opened_at = opened_at if opened_at < self.end else None
-            finished_at = None
-            if answered_at is not None and rng.random() < COMMENT_STEP_DONE:
-                finished_at = answered_at + timedelta(seconds=15 + rng.random() * 240)
-                finished_at = finished_at if finished_at < self.end else None
-            if finished_at is not None:
-                status = "completed"
-            elif answered_at is not None:
-                status = "partial"
-            elif expires <= self.end:
-                status = "expired"
-            else:
-                status = "opened" if opened_at else "sent"
-            token = f"{rng.getrandbits(256):064x}"
-            reminder_token = f"{rng.getrandbits(256):064x}" if reminded_at else None
+            contact.last_sent = contact.last_by_kind[survey.kind] = at
+            m = self.moments(plan)
+            token = f"{self.rng.getrandbits(256):064x}"
+            reminder_token = f"{self.rng.getrandbits(256):064x}" if m.reminded_at else None
             w.add(
                 "surveys_surveyinvitation",
                 (
                     *base,
-                    status,
+                    m.status,
                     "",
                     email,
                     language,
@@ -285,50 +272,89 @@ class _History:
                     at,
                     at,
                     at,
-                    expires,
-                    opened_at,
-                    answered_at,
-                    finished_at,
-                    1 if reminded_at else 0,
-                    reminded_at,
+                    m.expires,
+                    m.opened_at,
+                    m.answered_at,
+                    m.finished_at,
+                    1 if m.reminded_at else 0,
+                    m.reminded_at,
                 ),
             )
-            if answered_at is None:
-                continue
-            score = self.score(plan, owner_id)
-            bucket = survey.bucket(score)
-            comment = ""
-            if finished_at is not None and rng.random() < COMMENT_WRITTEN:
-                comment = rng.choice(COMMENTS[(language if language == "zh-hans" else "en", bucket)])
-            task_id = None
-            if bucket == "negative" and owner_id is not None:
-                task_id = self.follow_up(plan, cid, owner_id, score, answered_at)
+            if m.answered_at is not None:
+                self.answer(plan, row, inv_id, m, contact)
+
+    def moments(self, plan: _Plan) -> _Moments:
+        """When the invitation was answered, reminded, opened and finished (None: not before the end)."""
+        rng, survey, at = self.rng, plan.survey, plan.at
+        expires = at + timedelta(days=survey.response_window_days)
+        answered_at = None
+        if rng.random() < RESPONSE_RATE[survey.kind]:
+            delay = rng.expovariate(1 / 0.6) if rng.random() < 0.7 else 3 + rng.random() * 3
+            answered_at = at + timedelta(days=min(delay, survey.response_window_days - 0.01))
+            if answered_at >= self.end:
+                answered_at = None
+        reminded_at: datetime | None = at + timedelta(days=3, hours=rng.random() * 6)
+        if reminded_at >= self.end or (answered_at is not None and answered_at < reminded_at):
+            reminded_at = None
+        opened_at = None
+        if answered_at is not None:
+            opened_at = answered_at - timedelta(seconds=20 + rng.random() * 300)
+        elif rng.random() < OPENED_WITHOUT_ANSWER:
+            opened_at = at + timedelta(hours=rng.random() * 30)
+            opened_at = opened_at if opened_at < self.end else None
+        finished_at = None
+        if answered_at is not None and rng.random() < COMMENT_STEP_DONE:
+            finished_at = answered_at + timedelta(seconds=15 + rng.random() * 240)
+            finished_at = finished_at if finished_at < self.end else None
+        if finished_at is not None:
+            status = "completed"
+        elif answered_at is not None:
+            status = "partial"
+        elif expires <= self.end:
+            status = "expired"
+        else:
+            status = "opened" if opened_at else "sent"
+        return _Moments(status, expires, answered_at, reminded_at, opened_at, finished_at)
+
+    def answer(self, plan: _Plan, row: tuple, inv_id: int, m: _Moments, contact: _Contact) -> None:
+        """The response to an answered invitation, its follow-up task if negative, and maybe an opt-out."""
+        cid, owner_id, language, _email, _internal = row
+        rng, w, survey, answered_at = self.rng, self.writer, plan.survey, m.answered_at
+        assert answered_at is not None
+        score = self.score(plan, owner_id)
+        bucket = survey.bucket(score)
+        comment = ""
+        if m.finished_at is not None and rng.random() < COMMENT_WRITTEN:
+            comment = rng.choice(COMMENTS[(language if language == "zh-hans" else "en", bucket)])
+        task_id = None
+        if bucket == "negative" and owner_id is not None:
+            task_id = self.follow_up(plan, cid, owner_id, score, answered_at)
+        w.add(
+            "surveys_surveyresponse",
+            (
+                w.new_id("surveys_surveyresponse"),
+                inv_id,
+                survey.pk,
+                cid,
+                owner_id,
+                plan.agent_id,
+                score,
+                survey.scale_min,
+                survey.scale_max,
+                comment,
+                answered_at,
+                m.finished_at is not None,
+                m.finished_at,
+                m.finished_at or answered_at,
+                task_id,
+            ),
+        )
+        if contact.unsubscribed is None and rng.random() < UNSUBSCRIBE_AFTER_ANSWER:
+            contact.unsubscribed = answered_at + timedelta(hours=1)
             w.add(
-                "surveys_surveyresponse",
-                (
-                    w.new_id("surveys_surveyresponse"),
-                    inv_id,
-                    survey.pk,
-                    cid,
-                    owner_id,
-                    plan.agent_id,
-                    score,
-                    survey.scale_min,
-                    survey.scale_max,
-                    comment,
-                    answered_at,
-                    finished_at is not None,
-                    finished_at,
-                    finished_at or answered_at,
-                    task_id,
-                ),
+                "surveys_surveysuppression",
+                (w.new_id("surveys_surveysuppression"), cid, "unsubscribed", contact.unsubscribed, inv_id),
             )
-            if unsubscribed is None and rng.random() < UNSUBSCRIBE_AFTER_ANSWER:
-                unsubscribed = answered_at + timedelta(hours=1)
-                w.add(
-                    "surveys_surveysuppression",
-                    (w.new_id("surveys_surveysuppression"), cid, "unsubscribed", unsubscribed, inv_id),
-                )
 
     def follow_up(self, plan: _Plan, cid: int, owner_id: int, score: int, at: datetime) -> int:
         survey = plan.survey

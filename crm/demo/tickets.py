@@ -70,35 +70,7 @@ class TicketHistory:
         if spam:
             events.append(("closed", t0 + rng.randint(300, DAY), agent))
         else:
-            better = 1 - 0.3 * self._gl(t0)
-            begin = t0 if priority == "urgent" else self.cal.business_start(t0)
-            reply = max(
-                t0 + 60,
-                begin + int(FIRST_RESPONSE_HOURS[priority] * better * rng.lognormvariate(0, 0.9) * 3600),
-            )
-            solve = max(
-                reply + 600,
-                begin + int(RESOLUTION_HOURS[priority] * better * rng.lognormvariate(0, 1.0) * 3600),
-            )
-            events.append(("open", reply, agent))
-            waits_for_fix = category == "problem" and rng.random() < 0.2
-            if waits_for_fix or rng.random() < 0.3:  # waiting on the customer, or on a bug fix
-                pending = reply + int((solve - reply) * rng.uniform(0.1, 0.4)) + 60
-                events.append(("pending", pending, agent))
-                if waits_for_fix:
-                    solve = pending + int(14 * DAY * rng.lognormvariate(0, 0.7)) + 600
-                if rng.random() < 0.6:
-                    events.append(
-                        ("open", pending + int((solve - pending) * rng.uniform(0.2, 0.7)) + 60, None)
-                    )
-            events.append(("solved", solve, agent))
-            if rng.random() < (0.15 if category == "complaint" else 0.06):  # the customer reopened it
-                reopened = solve + rng.randint(3_600, 3 * DAY)
-                again = (
-                    reopened + int(RESOLUTION_HOURS[priority] * 0.5 * rng.lognormvariate(0, 0.8) * 3600) + 600
-                )
-                events += [("open", reopened, None), ("solved", again, agent)]
-            events.append(("closed", events[-1][1] + 4 * DAY, None))  # closed automatically after four days
+            events += self._worked(t0, priority, category, agent)
         events = [e for e in events if e[1] < self.end]
         first_response = first_solved = solved = closed = None
         reopens = 0
@@ -153,6 +125,39 @@ class TicketHistory:
             f"{NULL if policy is None else ts(t0 + policy[1] * 3600)}\n"
         )
         return category == "complaint"
+
+    def _worked(
+        self, t0: int, priority: str, category: str, agent: Person
+    ) -> list[tuple[str, int, Person | None]]:
+        """The status changes of a ticket someone works on: answered, maybe pending (on the customer or on a
+        bug fix), solved, maybe reopened, closed automatically four days after the last solution."""
+        rng, events = self.rng, []
+        better = 1 - 0.3 * self._gl(t0)
+        begin = t0 if priority == "urgent" else self.cal.business_start(t0)
+        reply = max(
+            t0 + 60,
+            begin + int(FIRST_RESPONSE_HOURS[priority] * better * rng.lognormvariate(0, 0.9) * 3600),
+        )
+        solve = max(
+            reply + 600,
+            begin + int(RESOLUTION_HOURS[priority] * better * rng.lognormvariate(0, 1.0) * 3600),
+        )
+        events.append(("open", reply, agent))
+        waits_for_fix = category == "problem" and rng.random() < 0.2
+        if waits_for_fix or rng.random() < 0.3:  # waiting on the customer, or on a bug fix
+            pending = reply + int((solve - reply) * rng.uniform(0.1, 0.4)) + 60
+            events.append(("pending", pending, agent))
+            if waits_for_fix:
+                solve = pending + int(14 * DAY * rng.lognormvariate(0, 0.7)) + 600
+            if rng.random() < 0.6:
+                events.append(("open", pending + int((solve - pending) * rng.uniform(0.2, 0.7)) + 60, None))
+        events.append(("solved", solve, agent))
+        if rng.random() < (0.15 if category == "complaint" else 0.06):  # the customer reopened it
+            reopened = solve + rng.randint(3_600, 3 * DAY)
+            again = reopened + int(RESOLUTION_HOURS[priority] * 0.5 * rng.lognormvariate(0, 0.8) * 3600) + 600
+            events += [("open", reopened, None), ("solved", again, agent)]
+        events.append(("closed", events[-1][1] + 4 * DAY, None))  # closed automatically after four days
+        return events
 
     def _reply(self, ticket_id: int, agent: Person, body: str, at: int) -> None:
         self._message(
