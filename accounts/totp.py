@@ -1,10 +1,13 @@
 """Optional two-factor sign-in on django-otp: the authenticator device (TOTP, with replay protection and
 throttling), recovery codes (static tokens, each usable once), the setup QR code, and the role rule."""
 
+import time
 from base64 import b32encode
+from typing import Literal
 
 import segno
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.utils.module_loading import import_string
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
@@ -53,6 +56,18 @@ def session_state_at_sign_in(*, user: User, code_given: bool) -> str:
     if code_given:
         return VERIFIED
     return SKIPPED if has_confirmed_device(user) else NOT_ENROLLED
+
+
+def pending_sign_in(session: SessionBase) -> tuple[User, TOTPDevice] | None:
+    """The user and device of the sign-in waiting in ``session`` for its code; None when there is none, it
+    is older than PENDING_MAX_AGE, or the user is inactive or has no confirmed device any more."""
+    user_id = session.get(PENDING_USER_KEY)
+    started = session.get(PENDING_AT_KEY)
+    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
+    device = confirmed_device(user) if user is not None else None
+    if user is None or device is None or started is None or time.time() - float(started) > PENDING_MAX_AGE:
+        return None
+    return user, device
 
 
 def device_get_or_create(*, user: User) -> TOTPDevice:
@@ -140,6 +155,14 @@ def recovery_code_verify(*, user: User, code: str) -> bool:
             if StaticDevice.objects.select_for_update().get(pk=device_id).verify_token(code):
                 return True
     return False
+
+
+def sign_in_code_verify(*, user: User, device: TOTPDevice, code: str) -> Literal["totp", "recovery"] | None:
+    """Which second step of a sign-in ``code`` passes: a code from the app ("totp"), else one of the
+    user's recovery codes ("recovery", now used up), else none (None)."""
+    if code_verify(device=device, code=code):
+        return "totp"
+    return "recovery" if recovery_code_verify(user=user, code=code) else None
 
 
 def two_factor_required(user: User) -> bool:

@@ -12,6 +12,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import selectors, totp
 from accounts.forms import FeedbackForm, LoginForm, SecondStepForm, SecurityEventFilterForm, TotpCodeForm
@@ -53,50 +54,60 @@ def _pending_clear(request: HttpRequest) -> None:
 
 def totp_verify_view(request: HttpRequest) -> HttpResponse:
     """Second step of a sign-in: the code from the authenticator app (5 tries, 5 minutes)."""
-    session = request.session
-    user_id = session.get(totp.PENDING_USER_KEY)
-    started = session.get(totp.PENDING_AT_KEY)
-    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
-    device = totp.confirmed_device(user) if user is not None else None
-    if device is None or started is None or time.time() - float(started) > totp.PENDING_MAX_AGE:
+    pending = totp.pending_sign_in(request.session)
+    if pending is None:
+        expired = bool(request.session.get(totp.PENDING_USER_KEY))
         _pending_clear(request)
-        if user_id:
+        if expired:
             messages.error(request, _("Your sign-in expired. Please sign in again."))
         return redirect("accounts:login")
+    user, device = pending
     form = SecondStepForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        code = form.cleaned_data["code"]
-        verified = totp.code_verify(device=device, code=code)
-        recovery = not verified and totp.recovery_code_verify(user=user, code=code)
-        if verified or recovery:
-            if recovery:
-                security_log(
-                    kind="recovery_code_used", request=request, user=user, username=user.username,
-                    left=totp.recovery_codes_left(user),
-                )  # fmt: skip
-            backend = session.get(totp.PENDING_BACKEND_KEY)
-            next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
-            _pending_clear(request)
-            request.two_factor_verified = True  # read by accounts.signals.record_login
-            auth_login(request, user, backend=backend)
-            return redirect(next_url)
-        attempts = int(session.get(totp.PENDING_ATTEMPTS_KEY, 0)) + 1
-        session[totp.PENDING_ATTEMPTS_KEY] = attempts
-        security_log(
-            kind="two_factor_failed", request=request, user=user, username=user.username, attempt=attempts
-        )
-        if attempts >= totp.MAX_ATTEMPTS:
-            _pending_clear(request)
-            # One failed sign-in for django-axes per exhausted round, so password + code rounds cannot be
-            # repeated without end: after AXES_FAILURE_LIMIT rounds the username and address are locked.
-            user_login_failed.send(sender=__name__, credentials={"username": user.username}, request=request)
-            messages.error(request, _("Too many wrong codes. Please sign in again."))
-            return redirect("accounts:login")
+        passed = totp.sign_in_code_verify(user=user, device=device, code=form.cleaned_data["code"])
+        if passed is not None:
+            return _sign_in(request, user, recovery=passed == "recovery")
+        if (start_over := _wrong_code(request, user)) is not None:
+            return start_over
         form.add_error(
             "code",
             _("That code is not right. Check your authenticator app (or a recovery code) and try again."),
         )
     return render(request, "accounts/totp_verify.html", {"form": form})
+
+
+def _sign_in(request: HttpRequest, user: User, *, recovery: bool) -> HttpResponse:
+    """Finish the pending sign-in (its code was right) and go where the password step was headed."""
+    if recovery:
+        security_log(
+            kind="recovery_code_used", request=request, user=user, username=user.username,
+            left=totp.recovery_codes_left(user),
+        )  # fmt: skip
+    session = request.session
+    backend = session.get(totp.PENDING_BACKEND_KEY)
+    next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
+    _pending_clear(request)
+    request.two_factor_verified = True  # read by accounts.signals.record_login
+    auth_login(request, user, backend=backend)
+    return redirect(next_url)
+
+
+def _wrong_code(request: HttpRequest, user: User) -> HttpResponse | None:
+    """Count a wrong code (in the security log too); the last allowed one sends the user back to sign in."""
+    session = request.session
+    attempts = int(session.get(totp.PENDING_ATTEMPTS_KEY, 0)) + 1
+    session[totp.PENDING_ATTEMPTS_KEY] = attempts
+    security_log(
+        kind="two_factor_failed", request=request, user=user, username=user.username, attempt=attempts
+    )
+    if attempts < totp.MAX_ATTEMPTS:
+        return None
+    _pending_clear(request)
+    # One failed sign-in for django-axes per exhausted round, so password + code rounds cannot be
+    # repeated without end: after AXES_FAILURE_LIMIT rounds the username and address are locked.
+    user_login_failed.send(sender=__name__, credentials={"username": user.username}, request=request)
+    messages.error(request, _("Too many wrong codes. Please sign in again."))
+    return redirect("accounts:login")
 
 
 @login_required
@@ -123,6 +134,13 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
             return _recovery_codes_page(request, totp.recovery_codes_create(user=user), required=required)
         security_log(kind="two_factor_failed", request=request, action=action)
         form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
+    return _setup_page(request, form, device, required=required)
+
+
+def _setup_page(
+    request: HttpRequest, form: TotpCodeForm, device: TOTPDevice, *, required: bool
+) -> HttpResponse:
+    """The setup page: the key and QR code while the device is unconfirmed, the recovery codes left after."""
     context = {
         "form": form,
         "device": device,
@@ -131,7 +149,7 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
         "uri": totp.provisioning_uri(device),
         # segno's SVG of our own otpauth URI: markup we make, nothing a user typed.
         "qr": mark_safe(totp.qr_svg(device)) if not device.confirmed else "",
-        "recovery_left": totp.recovery_codes_left(user) if device.confirmed else None,
+        "recovery_left": totp.recovery_codes_left(request.user) if device.confirmed else None,
     }
     return render(request, "accounts/totp_setup.html", context)
 

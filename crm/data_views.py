@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -26,7 +25,7 @@ from accounts.text import is_record_id
 from accounts.web import partial_template
 from crm import data_forms, forms, selectors
 from crm.data import dedupe, exports, imports, merge
-from crm.models import Activity, Customer, CustomerMerge, Deal, DuplicateCandidate, ImportJob, Ticket
+from crm.models import CustomerMerge, DuplicateCandidate, ImportJob
 from crm.tasks import scan_duplicates
 from crm.views import _form_errors_from, _redirect
 
@@ -130,16 +129,8 @@ def import_map_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def import_preview_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _import_job(request, pk)
-    if job.preview.get("checking"):
-        return _render_checking(request, job)
-    if request.htmx and request.method == "GET" and request.htmx.target == "check-progress":
-        return HttpResponseClientRefresh()  # the background check has finished: show the whole preview
-    if job.preview.get("error"):
-        messages.error(request, job.preview["error"])
-    if not job.is_checked:
-        return redirect(reverse("crm:import_map", args=[job.pk]))
-    if job.status not in (ImportJob.Status.UPLOADED, ImportJob.Status.FAILED):
-        return redirect(job.get_absolute_url())
+    if (elsewhere := _instead_of_preview(request, job)) is not None:
+        return elsewhere
     form = data_forms.ImportStartForm(request.POST or None, job=job)
     if request.method == "POST" and form.is_valid():
         try:
@@ -153,6 +144,27 @@ def import_preview_view(request: HttpRequest, pk: int) -> HttpResponse:
             _form_errors_from(exc, form)
         else:
             return _redirect(request, job.get_absolute_url())
+    return _render_preview(request, job, form)
+
+
+def _instead_of_preview(request: HttpRequest, job: ImportJob) -> HttpResponse | None:
+    """What answers instead of the preview: the progress of a check still running, the whole page once
+    htmx polls a finished check, the mapping while the job is unchecked, the job's page once it started."""
+    if job.preview.get("checking"):
+        return _render_checking(request, job)
+    if request.htmx and request.method == "GET" and request.htmx.target == "check-progress":
+        return HttpResponseClientRefresh()
+    if job.preview.get("error"):
+        messages.error(request, job.preview["error"])
+    if not job.is_checked:
+        return redirect(reverse("crm:import_map", args=[job.pk]))
+    if job.status not in (ImportJob.Status.UPLOADED, ImportJob.Status.FAILED):
+        return redirect(job.get_absolute_url())
+    return None
+
+
+def _render_preview(request: HttpRequest, job: ImportJob, form: data_forms.ImportStartForm) -> HttpResponse:
+    """The checked rows as they would be imported, with what each mode would do, and the start form."""
     fields = {f.name: f.label for f in imports.import_fields(job.kind)}
     context = {
         "job": job,
@@ -336,13 +348,18 @@ def duplicate_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             _form_errors_from(exc, form)
         else:
             security_log(kind="merge", request=request, survivor=survivor.pk, merged=loser.pk)
-            messages.success(
-                request,
-                _("%(merged)s was merged into %(survivor)s.")
-                % {"merged": loser.name, "survivor": survivor.name},
-            )
+            names = {"merged": loser.name, "survivor": survivor.name}
+            messages.success(request, _("%(merged)s was merged into %(survivor)s.") % names)
             return _redirect(request, reverse("crm:customer_merges", args=[survivor.pk]))
-    counts = _record_counts([a, b])
+    return _render_pair(request, candidate, form)
+
+
+def _render_pair(
+    request: HttpRequest, candidate: DuplicateCandidate, form: data_forms.MergeForm
+) -> HttpResponse:
+    """The two customers side by side, with what each has that a merge would move, and the merge form."""
+    a, b = candidate.customer_a, candidate.customer_b
+    counts = selectors.customer_record_counts(customers=[a, b])
     context = {
         "candidate": candidate,
         "a": a,
@@ -352,18 +369,6 @@ def duplicate_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "decided": candidate.status != DuplicateCandidate.Status.OPEN,
     }
     return render(request, partial_template(request, "crm/duplicate_detail.html", "merge-form"), context)
-
-
-def _record_counts(customers: list[Customer]) -> dict[int, dict[str, int]]:
-    """How many deals, tickets and activities each customer has (what a merge would move)."""
-    ids = [c.pk for c in customers]
-    counts: dict[int, dict[str, int]] = {pk: {"deals": 0, "tickets": 0, "activities": 0} for pk in ids}
-    for key, model in (("deals", Deal), ("tickets", Ticket), ("activities", Activity)):
-        for row in (
-            model.objects.filter(customer__in=ids).values("customer").annotate(n=Count("id")).order_by()
-        ):
-            counts[row["customer"]][key] = row["n"]
-    return counts
 
 
 @login_required

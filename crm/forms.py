@@ -247,6 +247,16 @@ class DealForm(forms.Form):
             del self.fields["stage"]
             self.fields["version"].required = True
 
+    def deal_fields(self) -> dict[str, Any]:
+        """The deal's fields as ``deal_create`` and ``deal_update`` take them (the version goes apart)."""
+        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+
+    def rebase(self, *, version: int) -> None:
+        """After a conflicting edit: the user's input stays in the form, now based on the stored
+        ``version``, so that saving again deliberately applies it over the other user's changes."""
+        self.data = self.data.copy()
+        self.data["version"] = version
+
 
 class DealMoveForm(forms.Form):
     stage = forms.ModelChoiceField(label=_("Stage"), queryset=PipelineStage.objects.none())
@@ -374,6 +384,12 @@ class ActivityForm(forms.Form):
             due = data.get("follow_up_due") or (timezone.localdate() + timedelta(days=2))
             data["follow_up_due_at"] = timezone.make_aware(datetime.combine(due, time(9, 0)))
         return data
+
+    def activity_fields(self) -> dict[str, Any]:
+        """What ``activity_log_with_follow_up`` takes from the form (the follow-up's due time, not day)."""
+        data = self.cleaned_data
+        fields = {name: data[name] for name in ("kind", "subject", "notes", "due_at", "follow_up")}
+        return {**fields, "follow_up_due_at": data.get("follow_up_due_at")}
 
 
 class ErasePersonalDataForm(forms.Form):

@@ -9,17 +9,18 @@ user may not see is a 404.
 """
 
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib.postgres.search import TrigramSimilarity
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, Field, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
-from crm import normalize
+from crm import customer_data, normalize
+from crm.customer_data import TimelineEntry
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
-from surveys.selectors import survey_response_list
 
 
 def _agent_ticket_filter(user: User, prefix: str = "") -> Q:
@@ -154,9 +155,10 @@ def customer_duplicate_candidates(
     return list(qs.order_by("name", "id")[:limit])
 
 
-def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> list[dict]:
-    """Deals, tickets, activities and survey answers of one customer that ``user`` may see, newest first."""
-    entries = [
+def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> list[TimelineEntry]:
+    """Deals, tickets, activities and what other apps register (survey answers) of one customer that
+    ``user`` may see, newest first."""
+    entries: list[TimelineEntry] = [
         {"at": deal.created_at, "kind": "deal", "object": deal}
         for deal in deal_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
     ]
@@ -168,12 +170,8 @@ def customer_timeline(*, customer: Customer, user: User, limit: int = 50) -> lis
         {"at": activity.created_at, "kind": "activity", "object": activity}
         for activity in activity_list(user=user).filter(customer=customer).order_by("-created_at")[:limit]
     ]
-    entries += [
-        {"at": answer.score_submitted_at, "kind": "survey", "object": answer}
-        for answer in survey_response_list(user=user)
-        .filter(customer=customer)
-        .order_by("-score_submitted_at")[:limit]
-    ]
+    for source in customer_data.registered():
+        entries += source.timeline(customer, user, limit)
     return sorted(entries, key=lambda entry: entry["at"], reverse=True)[:limit]
 
 
@@ -256,15 +254,23 @@ def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) 
     return [
         {
             "stage": stage,
-            "count": totals.get(stage.pk, {}).get("count", 0),
-            "total": totals.get(stage.pk, {}).get("total") or 0,
+            "count": totals[stage.pk]["count"] if stage.pk in totals else 0,
+            "total": (totals[stage.pk]["total"] if stage.pk in totals else None) or 0,
             "deals": cards.get(stage.pk, []),
         }
         for stage in stages
     ]
 
 
-def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, dict]:
+class StageTotals(TypedDict):
+    """The open deals of one stage: the stage's id, how many, and their amounts summed (None: no amount)."""
+
+    stage: int
+    count: int
+    total: Decimal | None
+
+
+def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, StageTotals]:
     """Count and sum of open deals per stage id (the user's own with ``mine_only``), from the index alone."""
     deals = deal_list(user=user).filter(status=Deal.Status.OPEN)
     if mine_only:
@@ -328,3 +334,65 @@ def ticket_queue(
 
 def ticket_default_queue(user: User) -> str:
     return "open" if (user.is_manager or user.is_rep) else "mine"
+
+
+# Pages that combine several reads
+# ---------------------------------------------------------------------------------------------------------
+
+
+def workspace_summary(*, user: User, now: datetime) -> dict[str, Any]:
+    """The workspace's reads for ``user``: open deals per stage (a rep's own), unsolved ticket counts and the
+    eight due soonest (a rep's customers', otherwise the user's own), open tasks, the user's latest
+    activities and how many customers they see. The lists stay sliced querysets for the template."""
+    totals = open_deal_totals(user=user, mine_only=user.is_rep)
+    open_deals = [{**totals[stage.pk], "stage": stage} for stage in stage_list() if stage.pk in totals]
+    tickets = ticket_list(user=user).filter(status__in=Ticket.UNSOLVED)
+    my_tickets = tickets if user.is_rep else tickets.filter(assignee=user)
+    tasks = task_list(user=user)
+    return {
+        "open_deals": open_deals,
+        "open_deals_total": sum((row["total"] or 0) for row in open_deals),
+        "open_deals_count": sum(row["count"] for row in open_deals),
+        "ticket_counts": tickets.aggregate(
+            mine=Count("id", filter=Q(assignee=user)),
+            unassigned=Count("id", filter=Q(assignee__isnull=True)),
+            breached=Count("id", filter=Q(resolution_due_at__lt=now)),
+            total=Count("id"),
+        ),
+        "my_tickets": my_tickets.order_by("resolution_due_at", "id")[:8],
+        "tasks": tasks[:10],
+        "overdue_tasks": tasks.filter(due_at__lt=now).count(),
+        "recent_activities": activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
+        "customer_count": customer_list(user=user).count(),
+    }
+
+
+def deal_changes_display(*, changes: dict[str, tuple[Any, Any]]) -> list[dict[str, Any]]:
+    """Human labels for the deal fields another user changed (``ConcurrentEditError.changes``): related
+    rows' ids resolved to names (one query per related field), choices to their labels."""
+    described = []
+    for name, (old, new) in changes.items():
+        field = Deal._meta.get_field(name)
+        if not isinstance(field, Field):  # a reverse relation: not a field a deal's form edits
+            raise TypeError(f"{name!r} is not one of a deal's own fields")
+        if field.is_relation and (related := field.related_model) is not None:
+            names = {o.pk: str(o) for o in related._default_manager.filter(pk__in=[old, new])}
+            old, new = names.get(old, old), names.get(new, new)
+        elif field.choices:
+            labels = dict(field.choices)
+            old, new = labels.get(old, old), labels.get(new, new)
+        described.append({"label": field.verbose_name, "old": old, "new": new})
+    return described
+
+
+def customer_record_counts(*, customers: list[Customer]) -> dict[int, dict[str, int]]:
+    """How many deals, tickets and activities each customer has (what a merge would move); one query per
+    kind. Not scoped to a user: the caller has already fetched the customers through a scoped read."""
+    ids = [c.pk for c in customers]
+    counts: dict[int, dict[str, int]] = {pk: {"deals": 0, "tickets": 0, "activities": 0} for pk in ids}
+    for key, model in (("deals", Deal), ("tickets", Ticket), ("activities", Activity)):
+        for row in (
+            model.objects.filter(customer__in=ids).values("customer").annotate(n=Count("id")).order_by()
+        ):
+            counts[row["customer"]][key] = row["n"]
+    return counts

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
-from django.db.models import Count, Q
+from django.forms import BaseForm
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
@@ -36,6 +36,11 @@ def _form_errors_from(exc: ValidationError, form) -> None:
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+def _form_error_text(form: BaseForm) -> str:
+    """All of a form's errors as one message, for views that answer with a redirect."""
+    return " ".join(e for errors in form.errors.values() for e in errors)
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
@@ -74,33 +79,12 @@ def health_view(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def workspace_view(request: HttpRequest) -> HttpResponse:
-    user = request.user
     now = timezone.now()
-    totals = selectors.open_deal_totals(user=user, mine_only=user.is_rep)
-    open_deals = [
-        {**totals[stage.pk], "stage": stage} for stage in selectors.stage_list() if stage.pk in totals
-    ]
-    tickets = selectors.ticket_list(user=user).filter(status__in=Ticket.UNSOLVED)
-    my_tickets = tickets if user.is_rep else tickets.filter(assignee=user)
-    ticket_counts = tickets.aggregate(
-        mine=Count("id", filter=Q(assignee=user)),
-        unassigned=Count("id", filter=Q(assignee__isnull=True)),
-        breached=Count("id", filter=Q(resolution_due_at__lt=now)),
-        total=Count("id"),
-    )
-    tasks = selectors.task_list(user=user)
+    summary = selectors.workspace_summary(user=request.user, now=now)
     context = {
-        "open_deals": open_deals,
-        "open_deals_total": sum((row["total"] or 0) for row in open_deals),
-        "open_deals_count": sum(row["count"] for row in open_deals),
-        "ticket_counts": ticket_counts,
-        "my_tickets": my_tickets.order_by("resolution_due_at", "id")[:8],
-        "tasks": tasks[:10],
-        "overdue_tasks": tasks.filter(due_at__lt=now).count(),
-        "recent_activities": selectors.activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
+        **summary,
         "activity_form": forms.ActivityForm(),
-        "customer_count": (customer_count := selectors.customer_list(user=user).count()),
-        "quick_log": customer_count > 0,
+        "quick_log": summary["customer_count"] > 0,
         "now": now,
     }
     return render(request, "crm/workspace.html", context)
@@ -314,9 +298,8 @@ def deal_create_view(request: HttpRequest) -> HttpResponse:
     initial = {"customer": request.GET.get("customer"), "stage": stages.first()}
     form = forms.DealForm(request.POST or None, initial=initial, customers=customers, stages=stages)
     if request.method == "POST" and form.is_valid():
-        data = {k: v for k, v in form.cleaned_data.items() if k != "version"}
         try:
-            deal = services.deal_create(actor=request.user, **data)
+            deal = services.deal_create(actor=request.user, **form.deal_fields())
         except ValidationError as exc:
             _form_errors_from(exc, form)
         else:
@@ -327,21 +310,6 @@ def deal_create_view(request: HttpRequest) -> HttpResponse:
 
 def _open_stages_qs():
     return selectors.stage_list().filter(kind=PipelineStage.Kind.OPEN)
-
-
-def _describe_changes(deal: Deal, changes: dict) -> list[dict]:
-    """Human labels for the fields another user changed (ids of related rows resolved to names)."""
-    described = []
-    for name, (old, new) in changes.items():
-        field = Deal._meta.get_field(name)
-        if field.is_relation:
-            names = {o.pk: str(o) for o in field.related_model._default_manager.filter(pk__in=[old, new])}
-            old, new = names.get(old, old), names.get(new, new)
-        elif field.choices:
-            labels = dict(field.choices)
-            old, new = labels.get(old, old), labels.get(new, new)
-        described.append({"label": field.verbose_name, "old": old, "new": new})
-    return described
 
 
 @login_required
@@ -356,16 +324,13 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     )
     conflict = None
     if request.method == "POST" and form.is_valid():
-        data = {k: v for k, v in form.cleaned_data.items() if k != "version"}
         try:
             deal = services.deal_update(
-                deal=deal, actor=request.user, data=data, version=form.cleaned_data["version"]
+                deal=deal, actor=request.user, data=form.deal_fields(), version=form.cleaned_data["version"]
             )
         except services.ConcurrentEditError as exc:
-            conflict = {"changes": _describe_changes(deal, exc.changes), "by": exc.changed_by}
-            # The user's input stays in the form; saving again deliberately applies it over the new version.
-            form.data = form.data.copy()
-            form.data["version"] = exc.current.version
+            conflict = {"changes": selectors.deal_changes_display(changes=exc.changes), "by": exc.changed_by}
+            form.rebase(version=exc.current.version)
         except ValidationError as exc:
             _form_errors_from(exc, form)
         else:
@@ -402,37 +367,32 @@ def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Move a deal to another stage (board drag-and-drop, the card's menu, or won/lost on the detail page)."""
     _require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
-    stages = selectors.stage_list(pipeline_id=deal.stage.pipeline_id)
-    form = forms.DealMoveForm(request.POST, stages=stages)
+    form = forms.DealMoveForm(request.POST, stages=selectors.stage_list(pipeline_id=deal.stage.pipeline_id))
     error = None
     if form.is_valid():
         try:
-            deal = services.deal_move_stage(
-                deal=deal,
-                stage=form.cleaned_data["stage"],
-                version=form.cleaned_data["version"],
-                lost_reason=form.cleaned_data["lost_reason"],
-                actor=request.user,
-            )
+            deal = services.deal_move_stage(deal=deal, actor=request.user, **form.cleaned_data)
         except services.ConcurrentEditError as exc:
             deal = exc.current
             error = _("Someone else changed this deal a moment ago; it is shown as it is now. Try again.")
         except ValidationError as exc:
             error = " ".join(exc.messages)
     else:
-        error = " ".join(e for errors in form.errors.values() for e in errors)
+        error = _form_error_text(form)
+    return _deal_move_answer(request, deal, error=error)
+
+
+def _deal_move_answer(request: HttpRequest, deal: Deal, *, error: str | None) -> HttpResponse:
+    """The outcome as a message, then the board again (a move made on it) or the deal's page; a move that
+    happened also tells the page's other regions (``dealMoved``)."""
     if error:
         messages.error(request, error)
     else:
         messages.success(
             request, _("%(title)s moved to %(stage)s.") % {"title": deal.title, "stage": deal.stage}
         )
-    if request.htmx and request.POST.get("from") == "board":
-        response = _render_board(request)
-    elif request.htmx:
-        response = HttpResponseClientRedirect(deal.get_absolute_url())
-    else:
-        response = redirect(deal.get_absolute_url())
+    from_board = request.htmx and request.POST.get("from") == "board"
+    response = _render_board(request) if from_board else _redirect(request, deal.get_absolute_url())
     if error:
         return response
     return trigger_client_event(response, "dealMoved", {"id": deal.pk, "stage": deal.stage_id})
@@ -575,8 +535,17 @@ def ticket_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _activity_target(request: HttpRequest) -> tuple[Customer, Deal | None, Ticket | None]:
-    """The customer (and deal or ticket) an activity is logged on, each fetched via its scoped selector."""
+def _activity_target(
+    request: HttpRequest, form: forms.ActivityForm, *, quick: bool
+) -> tuple[Customer | None, Deal | None, Ticket | None]:
+    """The customer (and deal or ticket) an activity is logged on, each fetched via its scoped selector.
+
+    The workspace's quick-log form with no customer picked yet is the user's slip, not a missing page:
+    no target, and an error on the form."""
+    if quick and not request.POST.get("customer"):
+        form.is_valid()
+        form.add_error(None, _("Choose the customer: type part of the name and pick it from the list."))
+        return None, None, None
     user = request.user
     deal = ticket = None
     if deal_id := request.POST.get("deal"):
@@ -603,28 +572,12 @@ def _int_or_404(value: str | None) -> int:
 def activity_create_view(request: HttpRequest) -> HttpResponse:
     quick = request.POST.get("quick") == "1"
     form = forms.ActivityForm(request.POST)
+    customer, deal, ticket = _activity_target(request, form, quick=quick)
     saved = False
-    if quick and not request.POST.get("customer"):
-        # The workspace's quick-log form: no customer picked yet is the user's slip, not a missing page.
-        customer = deal = ticket = None
-        form.is_valid()
-        form.add_error(None, _("Choose the customer: type part of the name and pick it from the list."))
-    else:
-        customer, deal, ticket = _activity_target(request)
     if customer is not None and form.is_valid():
-        data = form.cleaned_data
         try:
             services.activity_log_with_follow_up(
-                actor=request.user,
-                customer=customer,
-                deal=deal,
-                ticket=ticket,
-                kind=data["kind"],
-                subject=data["subject"],
-                notes=data["notes"],
-                due_at=data["due_at"],
-                follow_up=data["follow_up"],
-                follow_up_due_at=data.get("follow_up_due_at"),
+                actor=request.user, customer=customer, deal=deal, ticket=ticket, **form.activity_fields()
             )
         except ValidationError as exc:
             _form_errors_from(exc, form)
@@ -632,21 +585,24 @@ def activity_create_view(request: HttpRequest) -> HttpResponse:
             raise Http404 from None
         else:
             saved, form = True, forms.ActivityForm()
-    if quick:
-        # The workspace's quick-log form: the user picks the customer each time.
-        target, quick_log = None, True
-    else:
-        target, quick_log = {"customer": customer, "deal": deal, "ticket": ticket}, False
-    context = {"activity_form": form, "target": target, "quick_log": quick_log, "saved": saved}
     if not request.htmx:
-        if saved:
-            messages.success(request, _("Logged."))
-        else:
-            messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
-        record = deal or ticket or customer
-        return redirect(record.get_absolute_url() if record is not None else reverse("crm:workspace"))
+        return _activity_redirect(request, form, saved=saved, record=deal or ticket or customer)
+    # The workspace's quick-log form: the user picks the customer each time.
+    target = None if quick else {"customer": customer, "deal": deal, "ticket": ticket}
+    context = {"activity_form": form, "target": target, "quick_log": quick, "saved": saved}
     response = render(request, "crm/_activity_form.html", context)
     return trigger_client_event(response, "activityLogged") if saved else response
+
+
+def _activity_redirect(
+    request: HttpRequest, form: forms.ActivityForm, *, saved: bool, record: Customer | Deal | Ticket | None
+) -> HttpResponse:
+    """Without htmx: the outcome as a message, back on the record (the workspace for the quick-log form)."""
+    if saved:
+        messages.success(request, _("Logged."))
+    else:
+        messages.error(request, _form_error_text(form))
+    return redirect(record.get_absolute_url() if record is not None else reverse("crm:workspace"))
 
 
 @login_required

@@ -12,7 +12,11 @@ class SurveysConfig(AppConfig):
     verbose_name = _("Surveys")
 
     def ready(self) -> None:
+        from crm import customer_data
+        from surveys.customer_data import SURVEYS
         from surveys.log_filters import RedactSurveyTokens
+
+        customer_data.register(SURVEYS)
 
         for name in PATH_LOGGERS:
             logger = logging.getLogger(name)

@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
+from crm import customer_data
 from crm.models import Activity, Customer, CustomerMerge, Deal, Ticket, TicketMessage
 from crm.transactions import atomic_retrying
 
@@ -50,8 +51,6 @@ def _history(queryset: QuerySet) -> list[dict[str, Any]]:
 
 def customer_personal_data(*, customer: Customer) -> dict[str, Any]:
     """Everything held about one customer, as JSON-ready data (dates as datetimes, amounts as Decimals)."""
-    from surveys.models import SurveyInvitation, SurveyResponse
-
     deals = Deal.objects.filter(customer=customer).order_by("created_at", "id")
     tickets = Ticket.objects.filter(customer=customer).order_by("created_at", "id")
     return {
@@ -70,12 +69,11 @@ def customer_personal_data(*, customer: Customer) -> dict[str, Any]:
             for ticket in tickets
         ],
         "activities": _rows(Activity.objects.filter(customer=customer).order_by("created_at", "id")),
-        "survey_invitations": _rows(
-            SurveyInvitation.objects.filter(customer=customer).order_by("created_at")
-        ),
-        "survey_responses": _rows(
-            SurveyResponse.objects.filter(customer=customer).order_by("score_submitted_at")
-        ),
+        **{
+            section: _rows(rows)
+            for source in customer_data.registered()
+            for section, rows in source.export(customer).items()
+        },
         "merges": _rows(
             CustomerMerge.objects.filter(Q(survivor=customer) | Q(merged=customer)).order_by("at")
         ),
@@ -93,8 +91,6 @@ def _replace_name(field: str, old: str, new: str) -> Replace:
 
 def _erase_one(customer: Customer) -> None:
     """Anonymise one customer row, its history and the free text about them (no new history rows)."""
-    from surveys.models import SurveyInvitation, SurveyResponse
-
     old_name, new_name = customer.name, erased_name(customer)
     blank = {field: "" for field in PERSONAL_FIELDS if field != "name"}
     Customer.objects.filter(pk=customer.pk).update(
@@ -104,8 +100,8 @@ def _erase_one(customer: Customer) -> None:
     tickets = Ticket.objects.filter(customer=customer)
     TicketMessage.objects.filter(ticket__in=tickets).update(body="")
     Activity.objects.filter(customer=customer).update(notes="")
-    SurveyResponse.objects.filter(customer=customer).update(comment="")
-    SurveyInvitation.objects.filter(customer=customer).update(email="")
+    for source in customer_data.registered():
+        source.erase(customer)
     if old_name:
         # Merges write the other customer's name into the change reason, on either side.
         Customer.history.filter(history_change_reason__contains=old_name).update(

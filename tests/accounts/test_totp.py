@@ -267,3 +267,25 @@ def test_a_wrong_code_slows_the_device_down(client, settings):
         throttling_failure_timestamp=None, throttling_failure_count=0
     )
     assert totp.code_verify(device=device, code=code_for(device))
+
+
+def test_pending_sign_in_is_the_user_and_device_while_fresh_and_active(client):
+    user = make_user()
+    device = enrol(user)
+    sign_in(client, user)
+    session = client.session
+    assert totp.pending_sign_in(session) == (user, device)
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    assert totp.pending_sign_in(session) is None
+    User.objects.filter(pk=user.pk).update(is_active=True)
+    session[totp.PENDING_AT_KEY] -= totp.PENDING_MAX_AGE + 1
+    assert totp.pending_sign_in(session) is None
+
+
+def test_sign_in_code_verify_tells_an_app_code_from_a_recovery_code():
+    user = make_user()
+    device = enrol(user)
+    codes = totp.recovery_codes_create(user=user)
+    assert totp.sign_in_code_verify(user=user, device=device, code=code_for(device)) == "totp"
+    assert totp.sign_in_code_verify(user=user, device=device, code=codes[0]) == "recovery"
+    assert totp.sign_in_code_verify(user=user, device=device, code=codes[0]) is None  # used up

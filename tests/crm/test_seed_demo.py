@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
-from crm import demo, normalize
+from crm import normalize
 from crm.demo import seeding
 from crm.models import (
     Activity,

@@ -1,18 +1,22 @@
 """Access rules (DESIGN.md §6): who sees which customers, deals, tickets and activities."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import User
-from crm import selectors, services
+from crm import customer_data, selectors, services
 from crm.models import Activity, Customer, Deal, Ticket
 from tests.factories import (
     make_admin,
     make_agent,
+    make_answer,
     make_customer,
     make_deal,
     make_manager,
+    make_survey,
     make_task,
     make_ticket,
     make_user,
@@ -135,3 +139,43 @@ def test_task_list_shows_own_open_tasks_soonest_first(book):
     done = make_task(book.customer_a)
     services.activity_complete(activity=done, actor=book.rep_a)
     assert list(selectors.task_list(user=book.rep_a)) == [sooner, later]
+
+
+def test_the_timeline_holds_what_other_apps_register_within_the_same_access_rules():
+    """Survey answers reach a customer's timeline through crm.customer_data (crm never imports surveys)."""
+    rep, other_rep = make_user(), make_user()
+    customer = make_customer(rep)
+    make_deal(customer)
+    make_answer(make_survey("nps"), customer, 9, timezone.now() - timedelta(hours=2), comment="Great")
+
+    assert [source.app for source in customer_data.registered()] == ["surveys"]
+    kinds = [entry["kind"] for entry in selectors.customer_timeline(customer=customer, user=make_manager())]
+    assert sorted(kinds) == ["deal", "survey"]
+    assert selectors.customer_timeline(customer=customer, user=other_rep) == []
+
+
+def test_workspace_summary_holds_what_the_rep_may_see(book):
+    summary = selectors.workspace_summary(user=book.rep_a, now=timezone.now() + timedelta(minutes=1))
+    assert summary["customer_count"] == 1
+    assert summary["open_deals_count"] == 1 and summary["open_deals_total"] == book.deal_a.amount
+    assert summary["ticket_counts"] == {"mine": 0, "unassigned": 0, "breached": 0, "total": 1}
+    assert list(summary["my_tickets"]) == [book.ticket_a_agent_1]
+    assert list(summary["tasks"]) == [book.task_a] and summary["overdue_tasks"] == 1
+
+
+def test_deal_changes_display_names_related_rows_and_choice_labels(book):
+    changes = {"owner": (book.rep_a.pk, book.rep_b.pk), "kind": ("new", "renewal"), "title": ("Old", "New")}
+    shown = selectors.deal_changes_display(changes=changes)
+    assert [(row["old"], row["new"]) for row in shown] == [
+        (str(book.rep_a), str(book.rep_b)),
+        (Deal.Kind.NEW.label, Deal.Kind.RENEWAL.label),
+        ("Old", "New"),
+    ]
+
+
+def test_customer_record_counts_counts_what_a_merge_would_move(book):
+    counts = selectors.customer_record_counts(customers=[book.customer_a, book.customer_c])
+    assert counts == {
+        book.customer_a.pk: {"deals": 1, "tickets": 1, "activities": 1},
+        book.customer_c.pk: {"deals": 0, "tickets": 1, "activities": 1},
+    }
