@@ -1,6 +1,7 @@
 """Dashboard filters and the target form: parsing and validation only."""
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -12,6 +13,7 @@ from accounts.pickers import StaffChoiceField
 from crm.text import interpolate_lazy
 from metrics.dashboard import RANGES
 from metrics.models import OWNER_SCOPES, Granularity, Scope
+from metrics.periods import period_of
 
 
 class DashboardFilterForm(forms.Form):
@@ -82,3 +84,21 @@ class TargetForm(forms.Form):
         if scope == Scope.USER:
             return str(self.cleaned_data["rep"].pk)
         return ""
+
+    def target(self) -> dict[str, Any]:
+        """The valid target as ``kpi_target_set`` takes it: for the period containing the date chosen."""
+        period = period_of(self.cleaned_data["period"], self.cleaned_data["granularity"])
+        return {
+            "granularity": period.granularity,
+            "period_start": period.start,
+            "value": self.cleaned_data["value"],
+            "scope": self.cleaned_data["scope"],
+            "scope_id": self.scope_id,
+        }
+
+    def errors_text(self) -> str:
+        """Every error on one line, a field's after its label (for a message)."""
+        return " ".join(
+            f"{self.fields[f].label}: {' '.join(e)}" if f in self.fields else " ".join(e)
+            for f, e in self.errors.items()
+        )

@@ -7,9 +7,10 @@ access selectors (``customer_list``, ``deal_list``, ``ticket_list``, …). The m
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from django.core.paginator import Page
@@ -19,7 +20,7 @@ from django.db.models.sql.where import WhereNode
 from django.utils import timezone
 from psycopg import sql as pg
 
-from accounts.models import LoginEvent, UsageEvent, User
+from accounts.models import LoginEvent, StaffFeedback, UsageEvent, User
 from crm.models import CompanySettings, CrmCostItem
 from crm.selectors import customer_list
 from metrics.kpis import get_kpi, in_section
@@ -261,12 +262,12 @@ def drill_page(records: QuerySet, number: Any, per_page: int, cap: int) -> Page:
     for i in reversed(range(len(names))):
         descending = ordering[i].startswith("-")
         present = [row for row in found if row[i + 1] is not None]
-        present.sort(key=lambda row, i=i: row[i + 1], reverse=descending)
+        present.sort(key=itemgetter(i + 1), reverse=descending)
         missing = [row for row in found if row[i + 1] is None]
         found = missing + present if descending else present + missing
     ids = [row[0] for row in found]
     page = CappedPaginator(ids, per_page, count=len(ids)).get_page(number)
-    by_id = records._chain()
+    by_id = records.all()
     by_id.query.where = WhereNode()  # the ids came through the conditions and the access rules
     rows = {record.pk: record for record in by_id.filter(pk__in=page.object_list)}
     page.object_list = [rows[pk] for pk in page.object_list if pk in rows]
@@ -310,6 +311,7 @@ def staff_adoption_rows(*, period: Period, sort: str = "name") -> list[dict[str,
     )
     first, after = period.first_day, period.next().first_day
     months = whole_months(first, after)
+    usage: Mapping[str, Mapping[str, Decimal]]
     if months and months[0] == first and _month_after(months[-1]) == after:
         usage = month_totals_by_user(USAGE, months)
     else:
@@ -403,7 +405,7 @@ def rfm_segment_summary(*, user: User, as_of: date | None, previous: date | None
     total_revenue = sum((r["revenue"] or 0) for r in rows.values()) or None
     summary = []
     for code, label in CustomerRfm.Segment.choices:
-        row = rows.get(code, {})
+        row: Mapping[str, Any] = rows.get(code, {})
         n, revenue = row.get("n", 0), row.get("revenue") or Decimal(0)
         summary.append(
             {
@@ -427,7 +429,7 @@ def rfm_movement(*, user: User, before: date, after: date) -> dict[tuple[str, st
         FROM {rfm} e LEFT JOIN {rfm} l ON l.customer_id = e.customer_id AND l.as_of = %s
         WHERE e.as_of = %s AND e.customer_id IN ({visible})
         GROUP BY 1, 2
-    """).format(rfm=pg.Identifier(CustomerRfm._meta.db_table), visible=pg.SQL(visible))  # type: ignore[arg-type]
+    """).format(rfm=pg.Identifier(CustomerRfm._meta.db_table), visible=pg.SQL(visible))
     with connection.cursor() as cursor:
         cursor.execute(query, [after, before, *params])
         return {(a, b): n for a, b, n in cursor.fetchall()}
@@ -462,7 +464,7 @@ def go_live_comparison(*, months: int = 6) -> dict[str, Any]:
         "year_earlier": (first.previous(12).start, first.previous(12 - months).start),
     }
     months_of: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for kpi, start, value, numerator, denominator, sample_size in KpiSnapshot.objects.filter(
+    for code, start, value, numerator, denominator, sample_size in KpiSnapshot.objects.filter(
         kpi__in=[k.code for k in kpis],
         granularity="month",
         scope=Scope.COMPANY,
@@ -472,7 +474,7 @@ def go_live_comparison(*, months: int = 6) -> dict[str, Any]:
     ).values_list("kpi", "period_start", "value", "numerator", "denominator", "sample_size"):
         for name, (lo, hi) in windows.items():
             if lo <= start < hi:
-                months_of[kpi][name].append((value, numerator, denominator, sample_size))
+                months_of[code][name].append((value, numerator, denominator, sample_size))
     for kpi in kpis:
         pooled = {name: _pooled(months_of[kpi.code][name]) for name in windows}
         result["rows"].append(
@@ -497,6 +499,13 @@ def _pooled(months: list[tuple]) -> SnapshotValues | None:
         parts = [m[i] for m in months]
         return None if any(p is None for p in parts) else sum(parts)
 
+    samples = [m[3] for m in months]
+    n = None if any(s is None for s in samples) else sum(samples)
     mean = sum(m[0] for m in months) / len(months)
     # A count's months add up (its value is a count); the extra carries that total for its test.
-    return SnapshotValues(mean, total(1), total(2), total(3), {"total": total(0)}, False, timezone.now(), 0)
+    return SnapshotValues(mean, total(1), total(2), n, {"total": total(0)}, False, timezone.now(), 0)
+
+
+def staff_feedback_list(*, limit: int = 50) -> QuerySet[StaffFeedback]:
+    """The newest ``limit`` feedback notes of the staff, with their authors (for the adoption page)."""
+    return StaffFeedback.objects.select_related("user").order_by("-created_at")[:limit]
