@@ -9,13 +9,14 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 python; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
 
-.PHONY: help demo test lint fmt lock check-python messages messages-update clean backup restore
+.PHONY: help demo test lint typecheck fmt lock check-python messages messages-update clean backup restore
 help:
 	@echo "make demo   run the demo: web + Celery worker + beat on embedded PostgreSQL/Redis (unless DATABASE_URL/REDIS_URL are set)"
-	@echo "make test   install dev dependencies and run ruff, the migrations check and pytest"
+	@echo "make test   install dev dependencies and run ruff, mypy, the migrations check and pytest"
 	@echo "make sweep  the full hostile-input sweep of every URL as every role and of every import step (about an hour)"
 	@echo "make backup               pg_dump the database (DATABASE_URL, else the embedded one) into var/backups/"
 	@echo "make restore FILE=<dump>  restore a backup into the database (replaces its tables)"
+	@echo "make typecheck  mypy (django-stubs) on the services, the selectors and the KPI registry (part of make lint)"
 	@echo "make fmt    format the code and apply ruff's fixes"
 	@echo "make lock   after changing dependencies in pyproject.toml: a new uv.lock and its pip export"
 	@echo "make clean  remove the virtualenv and var/ (embedded databases)"
@@ -91,7 +92,12 @@ lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	@$(MAKE) --no-print-directory typecheck
 	@if [ -x "$(UV)" ]; then $(UV) lock --check --quiet || { echo "uv.lock is out of date: make lock"; exit 1; }; fi
+
+# The modules and settings are in pyproject.toml ([tool.mypy]); needs no database (crm/settings_typecheck.py).
+typecheck: $(VENV)/.stamp-test
+	$(VENV)/bin/mypy
 
 # Format and fix what ruff can (the pre-commit hooks run the same checks: .pre-commit-config.yaml).
 fmt: $(VENV)/.stamp-test

@@ -15,11 +15,19 @@ def usage_record(
     return UsageEvent.objects.create(
         user=user,
         verb=verb,
-        object_type=obj._meta.model_name,
+        object_type=usage_object_type(obj),
         object_id=obj.pk,
         via=via,
         at=at or timezone.now(),
     )
+
+
+def usage_object_type(obj: models.Model) -> str:
+    """What a usage event calls ``obj``'s kind (``UsageEvent.object_type``): its model's name, e.g. "deal"."""
+    model_name = obj._meta.model_name
+    if model_name is None:  # only before Django has prepared the model class
+        raise TypeError(f"{type(obj).__name__} is not a prepared model")
+    return model_name
 
 
 def login_record(*, user: User, at: datetime | None = None) -> LoginEvent:

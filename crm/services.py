@@ -17,7 +17,7 @@ from psycopg import sql as pg
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from accounts.models import Team, UsageEvent, User
-from accounts.services import usage_record
+from accounts.services import usage_object_type, usage_record
 from crm import normalize
 from crm.models import (
     Activity,
@@ -229,7 +229,8 @@ def _constraint_name(exc: IntegrityError) -> str:
 
 
 def _set_history_user(obj: models.Model, actor: User | None) -> None:
-    obj._history_user = actor  # read by django-simple-history when the row is saved
+    # Read by django-simple-history when the row is saved; Model does not declare it.
+    obj._history_user = actor  # type: ignore[attr-defined]
 
 
 def _refresh_match_keys(customer: Customer) -> None:
@@ -380,10 +381,7 @@ def deal_create(
     if unknown:
         raise TypeError(f"unknown deal fields: {sorted(unknown)}")
     at = at or timezone.now()
-    stage = (
-        stage
-        or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").order_by("order").first()
-    )
+    stage = stage or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").earliest("order")
     owner = actor if actor.is_rep else (owner or customer.owner or actor)
     deal = Deal(
         customer=customer,
@@ -619,7 +617,7 @@ def ticket_reply(
     return message
 
 
-TICKET_TRANSITIONS = {
+TICKET_TRANSITIONS: dict[str, set[str]] = {
     Ticket.Status.NEW: {
         Ticket.Status.OPEN,
         Ticket.Status.PENDING,
@@ -905,7 +903,7 @@ def _bulk_usage(
     UsageEvent.objects.bulk_create(
         [
             UsageEvent(
-                user=actor, verb=verb, object_type=obj._meta.model_name, object_id=obj.pk, via=via, at=at
+                user=actor, verb=verb, object_type=usage_object_type(obj), object_id=obj.pk, via=via, at=at
             )
             for obj in objs
         ],

@@ -5,10 +5,11 @@ import logging
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import batched
 
 from django.conf import settings
@@ -23,10 +24,10 @@ from accounts.models import User
 from crm.models import Customer, Deal, SpendEntry
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Kpi, Row, Run
-from metrics.kpis.builders import Offset
+from metrics.kpis.builders import ComparedFromFacts, ComparedFromRecords, Offset
 from metrics.kpis.dataset import Dataset
 from metrics.kpis.details import Detail
-from metrics.kpis.sql import INCREMENTAL_SETTINGS, records_query, with_plans_off
+from metrics.kpis.sql import INCREMENTAL_SETTINGS, Grouped, records_query, with_plans_off
 from metrics.models import CustomerRfm, KpiTarget, Scope, SnapshotRun
 from metrics.periods import GRANULARITIES, Period, local_date, local_midnight, periods_between, recent_periods
 
@@ -377,9 +378,10 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
     same offset, churn from the customers active at the period's start, …), or for medians and
     percentiles from the records of those days (one grouped query per dataset and granularity)."""
     builder = kpi.compute
-    statistics = getattr(builder, "statistics_dataset", None)
-    at_offset = getattr(builder, "at_offset", None)
-    if statistics is None and at_offset is None:
+    from_facts = builder if isinstance(builder, ComparedFromFacts) else None
+    from_records = builder if isinstance(builder, ComparedFromRecords) else None
+    statistics = from_records.statistics_dataset if from_records is not None else None
+    if statistics is None and from_facts is None:
         return rows
     today = local_date(ctx.now)
     # Only the running week's and month's rows change: find them by their first day (a rebuild writes
@@ -392,16 +394,15 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
         days = (today - period.first_day).days + 1
         span = (before.first_day, min(before.first_day + timedelta(days=days), before.next().first_day))
         found = None
-        if at_offset is not None:
-            totals = _day_totals(ctx, builder.day_datasets, span)
-            found = at_offset(ctx, kpi, Offset(before, span[1], row.scope, row.scope_id, totals))
-        if found is None and statistics is not None:
+        if from_facts is not None:
+            totals = _day_totals(ctx, from_facts.day_datasets, span)
+            found = from_facts.at_offset(ctx, kpi, Offset(before, span[1], row.scope, row.scope_id, totals))
+        if found is None and from_records is not None and statistics is not None:
             g = row.granularity
             grouped = ctx.memo(
-                ("to date", statistics.name, g, span),
-                lambda g=g, span=span: records_query(ctx, statistics, [g], [span]).run(),
+                ("to date", statistics.name, g, span), partial(_records_grouped, ctx, statistics, g, span)
             )
-            found = builder.to_date(kpi, grouped.get((g, before.first_day, row.scope, row.scope_id), {}))
+            found = from_records.to_date(kpi, grouped.get((g, before.first_day, row.scope, row.scope_id), {}))
         if found is None:
             continue
         value, numerator, denominator, n = found
@@ -419,6 +420,11 @@ def _with_like_for_like(ctx: Context, kpi: Kpi, rows: list[tuple[Row, Period]]) 
     return rows
 
 
+def _records_grouped(ctx: Context, ds: Dataset, granularity: str, span: tuple[date, date]) -> Grouped:
+    """The dataset's measures from its records of the days of ``span``, for ``granularity``."""
+    return records_query(ctx, ds, [granularity], [span]).run()
+
+
 def _day_totals(ctx: Context, datasets: Iterable[Dataset], span: tuple[date, date]) -> facts.DayTotals:
     """The datasets' measures summed over the day facts of ``span``, per scope. An incremental run has
     rewritten every dataset's facts before computing: one query reads them all. A full build rewrites
@@ -428,11 +434,16 @@ def _day_totals(ctx: Context, datasets: Iterable[Dataset], span: tuple[date, dat
         every = ctx.memo(("to date", span), lambda: facts.day_totals(_day_datasets(), *span, team_of))
         return {ds.name: every.get(ds.name, {}) for ds in datasets}
     return {
-        ds.name: ctx.memo(
-            ("to date", ds.name, span), lambda ds=ds: facts.day_totals([ds], *span, team_of)[ds.name]
-        )
+        ds.name: ctx.memo(("to date", ds.name, span), partial(_dataset_day_totals, ds, span, team_of))
         for ds in datasets
     }
+
+
+def _dataset_day_totals(
+    ds: Dataset, span: tuple[date, date], team_of: Mapping[str, str]
+) -> Mapping[tuple[str, str], Mapping[str, Decimal]]:
+    """One dataset's measures summed over its day facts of ``span``, per scope."""
+    return facts.day_totals([ds], *span, team_of)[ds.name]
 
 
 def _day_datasets() -> list[Dataset]:
@@ -575,7 +586,10 @@ def rfm_refresh(*, as_of: date | None = None) -> SnapshotRun:
                 .values_list("as_of", flat=True)
                 .first()
             )
-            CustomerRfm.objects.filter(as_of__lt=as_of).exclude(as_of__day=1).exclude(as_of=previous).delete()
+            stale = CustomerRfm.objects.filter(as_of__lt=as_of).exclude(as_of__day=1)
+            if previous is not None:
+                stale = stale.exclude(as_of=previous)
+            stale.delete()
             # Tens of thousands of new rows: fresh statistics, or the segments page's join plans for one.
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(CustomerRfm._meta.db_table)))

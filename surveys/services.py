@@ -307,6 +307,7 @@ def ticket_invitations_create(*, now: datetime | None = None) -> int:
                 scheduled_for=solved_at + delay,
             )
             for ticket_id, customer_id, solved_at in tickets
+            if solved_at is not None  # always set (the filter above): narrows the nullable column
         ]
         created += len(SurveyInvitation.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True))
     return created

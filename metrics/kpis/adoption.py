@@ -140,8 +140,10 @@ def _counts_at(
 
 def _staff_and_seats() -> tuple[dict[int, int | None], dict[int, list[tuple[datetime, datetime | None]]]]:
     """Staff (not service accounts) with their team, and each one's seats."""
-    staff = dict(User.objects.filter(is_service_account=False).values_list("id", "team_id"))
-    seats = defaultdict(list)
+    staff: dict[int, int | None] = dict(
+        User.objects.filter(is_service_account=False).values_list("id", "team_id")
+    )
+    seats: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
     for user_id, started, ended in Seat.objects.filter(user_id__in=staff).values_list(
         "user_id", "started_at", "ended_at"
     ):

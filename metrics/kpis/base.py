@@ -1,7 +1,7 @@
 """The declarative KPI definition, the compute context and the result row."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -139,7 +139,8 @@ class Row(NamedTuple):
     numerator: Decimal | None = None
     denominator: Decimal | None = None
     sample_size: int | None = None
-    extra: dict[str, Any] | None = None
+    # The KPI's detail class, or a plain dict (stored as it is).
+    extra: Detail | dict[str, Any] | None = None
     provisional: bool = False
 
 
@@ -196,7 +197,8 @@ class Run:
     """What a recompute is: the periods it answers (per granularity), its clock and its kind. It never
     changes while the run goes; what the run finds is its ``Context``."""
 
-    periods: Mapping[str, tuple[Period, ...]]
+    # Per granularity; kept sorted, without repeats (a tuple each).
+    periods: Mapping[str, Sequence[Period]]
     now: datetime
     # Incremental: rewrite the facts of the days whose records changed since each dataset's watermark
     # (``facts.prepare``), then answer only the periods those days count for. Full: everything from the
@@ -205,6 +207,8 @@ class Run:
     # The hourly run of the statistics (medians, percentiles) of quarters and years, which the
     # every-few-minutes run leaves out: only KPIs reading them are answered.
     long_statistics: bool = False
+    # The requested periods by granularity and first day.
+    _by_day: Mapping[str, Mapping[date, Period]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         periods = {g: tuple(sorted(set(ps))) for g, ps in self.periods.items() if ps}
@@ -281,7 +285,7 @@ class Context:
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
-    def periods(self) -> Mapping[str, tuple[Period, ...]]:
+    def periods(self) -> Mapping[str, Sequence[Period]]:
         return self.run.periods
 
     @property

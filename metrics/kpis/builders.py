@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from django.db.models import Q
 
@@ -20,6 +20,7 @@ from metrics.kpis.base import Context, Kpi, Row
 from metrics.kpis.dataset import (
     Dataset,
     Measure,
+    ScopePaths,
     count,
     count_distinct,
     days_between,
@@ -32,9 +33,6 @@ from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, SAMPLE, VALUE, Drill,
 from metrics.kpis.sql import Grouped, current_grouped, grouping_sets_query, in_spans, part, records_query
 from metrics.models import Scope
 from metrics.periods import Period
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "Dataset",
@@ -171,7 +169,9 @@ class DayFactsComparison:
     of the measures (``to_date``), summed over the day facts of the same elapsed days of the period before
     (KPIS.md §10.1)."""
 
-    facts_dataset: "Dataset | None"
+    @property
+    def facts_dataset(self) -> Dataset | None:
+        raise NotImplementedError
 
     def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
         raise NotImplementedError
@@ -384,6 +384,28 @@ class Offset:
         return self.totals.get(dataset.name, {}).get((self.scope, self.scope_id), {})
 
 
+@runtime_checkable
+class ComparedFromFacts(Protocol):
+    """A builder whose KPI, while a week or month runs, is compared with the same elapsed days of the period
+    before through the day facts of ``day_datasets`` (``at_offset``: None when it cannot be)."""
+
+    @property
+    def day_datasets(self) -> tuple[Dataset, ...]: ...
+
+    def at_offset(self, ctx: Context, kpi: Kpi, at: Offset) -> tuple | None: ...
+
+
+@runtime_checkable
+class ComparedFromRecords(Protocol):
+    """A builder whose KPI (a median, a percentile) is compared like for like from the records of those days:
+    of ``statistics_dataset`` (None: not this way), through ``to_date``."""
+
+    @property
+    def statistics_dataset(self) -> Dataset | None: ...
+
+    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple: ...
+
+
 # (measures of one period and scope, the period, scope, scope id) -> (value, numerator, denominator, n,
 # details[, provisional]), or None for no row.
 RowFn = Callable[[Mapping[str, Any], Period, str, str], tuple | None]
@@ -469,7 +491,7 @@ def period_range(period: Period, *, date_field: str, day: bool = False) -> Q:
     return Q(**{f"{date_field}__gte": period.start, f"{date_field}__lt": period.end})
 
 
-def scope_filter(scope: str, scope_id: str, paths: Mapping[str, str]) -> Q:
+def scope_filter(scope: str, scope_id: str, paths: ScopePaths) -> Q:
     """Rows of one scope: ``paths`` maps team/user/source to the field holding the scope id."""
     if scope == Scope.COMPANY:
         return Q()

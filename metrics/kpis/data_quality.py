@@ -7,7 +7,7 @@ Checked records: customers that are not merged duplicates or internal, and their
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Question, Row, Section, Unit
 from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
+from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.details import CompletenessDetail, ValidationDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
 from metrics.kpis.shared import DEAL_SCOPES, OPEN, WON, live
@@ -48,7 +49,7 @@ EMPTY_VALUES = ["", "-", "n/a", "na", "none", "null", "unknown", "?"]
 CUSTOMER_FIELDS = ("industry", "city", "segment")
 EMAIL_SYNTAX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 STALE_DAYS = 30
-OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+OWNER_SCOPES: ScopePaths = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
 QUALITY_CHART = Chart("chart-quality", _("Data quality"), "lines", order=90, y_title="%")
 DQ_EXCLUSIONS = _("merged duplicates and internal/test customers (and their deals) are not checked")
 
@@ -57,7 +58,8 @@ def _filled(field: str) -> Q:
     return ~Q(**{f"{field}_clean__in": EMPTY_VALUES})
 
 
-def _customer_rows(ctx: Context) -> QuerySet:
+def _customer_rows(ctx: Context | None) -> QuerySet:
+    """Live customers with their checked fields cleaned (the same in every run: ``ctx`` is not read)."""
     cleaned = {f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)}
     return Customer.objects.filter(live()).annotate(**cleaned)
 
@@ -187,7 +189,7 @@ def _validation(ctx: Context, kpi: Kpi) -> Iterator[Row]:
 def _stale(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     data = grouped(ctx, STALE)
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+    def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         if period != ctx.current(period.granularity):
             return None
         stale, open_deals = Decimal(values.get("stale") or 0), Decimal(values.get("open") or 0)
@@ -277,7 +279,7 @@ def _duplicates(ctx: Context, kpi: Kpi) -> Iterator[Row]:
                 if team_of.get(owner_id) is not None:
                     redundant[(Scope.TEAM, str(team_of[owner_id]))] += 1
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+    def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         if period != ctx.current(period.granularity):
             return None
         extra_records, records = (

@@ -90,6 +90,9 @@ def days_between(start: str, end: str) -> Expression:
 
 ADDITIVE = ("count", "sum")
 
+# Scope -> the field (path) holding a row's scope id, e.g. ``{Scope.USER: "owner_id"}``.
+ScopePaths = Mapping[str, str]
+
 # (context, instant) -> the local days whose rows may have changed since that instant.
 Touch = Callable[["Context", datetime], Iterable[date]]
 # (context, half-open ranges of local days) -> SQL and parameters of the day rows of those days:
@@ -122,7 +125,7 @@ class Dataset:
     rows: Callable[["Context"], QuerySet]
     date: str | Expression
     measures: Mapping[str, Measure]
-    scopes: Mapping[str, str] = field(default_factory=dict)
+    scopes: ScopePaths = field(default_factory=dict)
     granularities: tuple[str, ...] = ("week", "month", "quarter", "year")
     # The earlier periods a period's figures are compared with (growth: the previous one, a year before).
     compare: Callable[[Period], Iterable[Period]] | None = None

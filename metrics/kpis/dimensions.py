@@ -7,6 +7,7 @@ called. The KPI page's breakdowns are a loop over ``kpi.scopes`` through this ta
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from django.db.models import Choices
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
@@ -24,7 +25,7 @@ def _user_names(ids: Iterable[str]) -> dict[str, str]:
     return {str(u.pk): str(u) for u in User.objects.filter(pk__in=list(ids))}
 
 
-def _choice_names(choices: type) -> Callable[[Iterable[str]], dict[str, str]]:
+def _choice_names(choices: type[Choices]) -> Callable[[Iterable[str]], dict[str, str]]:
     return lambda _ids: {value: str(label) for value, label in choices.choices}
 
 

@@ -101,6 +101,8 @@ def measure_rows(
     where = measure.where or Q()
     if measure.where_by_granularity is not None:
         where &= measure.where_by_granularity(period.granularity)
+    if not isinstance(dataset.date, str):
+        raise ValueError(f"{dataset.name}: its rows are dated by an expression, which has no drill-down")
     in_scope = scope_filter(scope, scope_id, dataset.scopes)
     in_period = period_range(period, date_field=dataset.date, day=dataset.date_is_day)
     if not dataset.window:
@@ -114,9 +116,11 @@ def measure_rows(
 
 
 def _aggregate(measure: "Measure") -> Any:
-    value = measure.value
     if measure.agg == "count":
         return Count("pk")
+    value = measure.value
+    if value is None:
+        raise ValueError(f"a {measure.agg!r} measure needs a value")
     if measure.agg == "count_distinct":
         return Count(value, distinct=True)
     if measure.agg == "sum":

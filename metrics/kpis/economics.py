@@ -3,7 +3,7 @@
 Spend is entered per month, so these KPIs exist for months, quarters and years, not weeks.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -71,7 +71,7 @@ def _cac_values(ctx: Context) -> dict[tuple[str, Any, str, str], tuple[Decimal |
 def _cac(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     values = _cac_values(ctx)
 
-    def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def fn(_v: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         cac, cost, customers = values.get(
             (period.granularity, period.first_day, scope, scope_id), (None, 0, 0)
         )
@@ -107,7 +107,7 @@ CAC = Kpi(
 def _retention_cost(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     spend, activity = grouped(ctx, SPEND), customer_activity(ctx)
 
-    def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def fn(_v: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         key = (period.granularity, period.first_day, scope, scope_id)
         s = spend.get(key, {})
         cost, retained = dec(s.get("retention")), Decimal(activity.get(key, {}).get("retained", 0))
@@ -141,12 +141,13 @@ RETENTION_COST = Kpi(
 )
 
 
-def _clv_values(
-    ctx: Context,
-) -> dict[tuple[str, Any], tuple[Decimal | None, Decimal | None, Decimal | None, dict]]:
+ClvValues = dict[tuple[str, date], tuple[Decimal | None, Decimal | None, Decimal | None, ClvDetail]]
+
+
+def _clv_values(ctx: Context) -> ClvValues:
     """(CLV, ARPA × margin, churn fraction, details) per company period."""
 
-    def build() -> dict[tuple[str, Any], tuple[Decimal | None, Decimal | None, Decimal | None, dict]]:
+    def build() -> ClvValues:
         margin = CompanySettings.load().gross_margin_percent / HUNDRED
         won, activity = grouped(ctx, CLOSED_DEALS), customer_activity(ctx)
         out = {}
@@ -180,7 +181,7 @@ def _clv_values(
 def _clv(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     values = _clv_values(ctx)
 
-    def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def fn(_v: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         value, num, den, details = values[(period.granularity, period.first_day)]
         return value, num, den, details.active_customers, details
 
@@ -212,7 +213,7 @@ CLV = Kpi(
 def _clv_cac(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     clv, cac = _clv_values(ctx), _cac_values(ctx)
 
-    def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def fn(_v: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         lifetime = clv[(period.granularity, period.first_day)][0]
         acquisition = cac.get((period.granularity, period.first_day, Scope.COMPANY, ""), (None, 0, 0))[0]
         value = divide(lifetime, acquisition) if lifetime is not None and acquisition is not None else None
@@ -267,6 +268,7 @@ def _closed_by_month(ctx: Context, first: date, after: date) -> dict[date, dict[
     incremental run, else (a partial range) straight from the deals.
     """
     months = _month_list(first, shift_date(after, "month", -1))
+    values: Mapping[date, Mapping[str, Any]]
     if all(ctx.period("month", m) for m in months):
         data = grouped(ctx, CLOSED_DEALS)
         values = {m: data.get(("month", m, Scope.COMPANY, ""), {}) for m in months}
@@ -323,8 +325,8 @@ def _crm_roi(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     )
     today = ctx.now.astimezone(reporting_tz()).date()
 
-    def fn(_v: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
-        if inputs is None:
+    def fn(_v: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        if inputs is None or go_live is None:  # the inputs are read only with a go-live date
             return None, None, None, None, RoiDetail(missing="go_live_date")
         last_month = min(shift_date(period.next().first_day, "month", -1), today.replace(day=1))
         if last_month < go_live.replace(day=1):

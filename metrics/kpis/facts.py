@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
@@ -138,7 +139,7 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
         days = dirty_days(ctx, ds, since) if ds.refresh else set()
         ctx.dirty[ds.name] = Dirty(frozenset(days), ds.compare, ds.opening_balance)
         if ds.uses_facts and days:
-            ctx.timed(ds.name, "changed_days", lambda ds=ds, days=days: rewrite(ctx, ds, days))
+            ctx.timed(ds.name, "changed_days", partial(rewrite, ctx, ds, days))
     ctx.touched = {
         g: {p for p in periods if ctx.everything or any(d.touches(p) for d in ctx.dirty.values())}
         for g, periods in ctx.periods.items()
@@ -204,7 +205,7 @@ def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first
     """
     n = len(fact_columns(ds))
     first_day = max(first_day, start)
-    params = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
+    params: dict[str, str | date] = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
     stored_facts = pg.SQL(
         "FROM {} f WHERE f.dataset = %(name)s AND ("
         "(f.grain = 'day' AND f.day >= %(first_day)s AND f.day < %(after)s) "

@@ -1,6 +1,6 @@
 """Retention KPIs (KPIS.md §3): churn, retention, renewals, repeat purchases, referrals."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -39,6 +39,7 @@ from metrics.kpis.builders import (
     rows_from,
     scope_filter,
 )
+from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.details import TextbookRetentionDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, VALUE, Drill, Part, record_count
 from metrics.kpis.shared import (
@@ -56,7 +57,7 @@ from metrics.models import Scope
 from metrics.periods import Period
 
 ACTIVE, CHURNED = Customer.Status.ACTIVE, Customer.Status.CHURNED
-OWNER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+OWNER_SCOPES: ScopePaths = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
 RETENTION_CHART = Chart("chart-retention", _("Churn and retention"), "lines", order=60, y_title="%")
 
 
@@ -129,7 +130,7 @@ class Activity:
     (KPIS.md §10.1): the customers active at its start, and the level changes, churns, lost chains and new
     customers of those days, from the day facts."""
 
-    fn: Callable[[dict[str, Any], Period, str, str], tuple]
+    fn: Callable[[Mapping[str, Any], Period, str, str], tuple]
     with_new: bool = False
 
     def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
@@ -137,7 +138,7 @@ class Activity:
             return rows_from(ctx, kpi, customer_activity(ctx), self.fn)
         new = grouped(ctx, NEW_CUSTOMERS)
 
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             joined = new.get((period.granularity, period.first_day, scope, scope_id), {}).get("new")
             return self.fn({**values, "new": dec(joined)}, period, scope, scope_id)
 
@@ -157,21 +158,21 @@ class Activity:
         return value, numerator, denominator, n
 
 
-def _churn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+def _churn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
     churned, start = Decimal(values.get("churned", 0)), Decimal(values.get("start", 0))
     return divide(churned, start, HUNDRED), churned, start, int(start), None
 
 
-def _retention(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+def _retention(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
     retained, start = Decimal(values.get("retained", 0)), Decimal(values.get("start", 0))
     return divide(retained, start, HUNDRED), retained, start, int(start), None
 
 
-def _active(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+def _active(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
     return Decimal(values.get("end", 0)), None, None, None, None
 
 
-def _textbook(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+def _textbook(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
     start, end, joined = Decimal(values.get("start", 0)), Decimal(values.get("end", 0)), values["new"]
     extra = TextbookRetentionDetail(end=int(end), new=int(joined))
     return divide(end - joined, start, HUNDRED), end - joined, start, int(start), extra

@@ -1,7 +1,7 @@
 """Sales KPIs (KPIS.md §4): revenue, win rate, deal size, cycle, pipeline, forecast, growth, funnel."""
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -575,7 +575,7 @@ def _funnel(ctx: Context, kpi: Kpi) -> Iterator[Row]:
         return iter(())
     first = f"reached_{stages[0].pk}"
 
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+    def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
         entered, won = int(values.get(first) or 0), int(values.get("won") or 0)
         steps = []
         counts = [int(values.get(f"reached_{s.pk}") or 0) for s in stages] + [won]

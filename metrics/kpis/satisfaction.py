@@ -8,6 +8,7 @@ separate KPIs, never pooled. Survey KPIs carry their sample size, a 95 % interva
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -32,6 +33,7 @@ from metrics.kpis.base import (
     Unit,
 )
 from metrics.kpis.builders import HUNDRED, Dataset, OfDataset, RowFn, count, dec, grouped, total
+from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part
 from metrics.kpis.shared import live, local_days
@@ -42,9 +44,9 @@ from surveys.models import Survey, SurveyInvitation, SurveyResponse
 
 # Per owner (the account owner when the customer answered), and per support agent (the assignee, when the
 # customer answered, of the ticket a CSAT or CES survey asked about: an agent's own satisfaction numbers).
-ANSWER_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id", Scope.AGENT: "agent_id"}
+ANSWER_SCOPES: ScopePaths = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id", Scope.AGENT: "agent_id"}
 SERVICE_ANSWER_SCOPES = (*ALL_SCOPES, Scope.AGENT)
-INVITATION_SCOPES = {
+INVITATION_SCOPES: ScopePaths = {
     Scope.USER: "customer__owner_id",
     Scope.TEAM: "customer__owner__team_id",
     Scope.SURVEY: "survey__kind",
@@ -179,11 +181,11 @@ def _nps(kind: str) -> OfDataset:
     def row(ctx: Context, kpi: Kpi) -> Fn:
         data = grouped(ctx, ANSWERS)
 
-        def counts(values: dict[str, Any]) -> tuple[int, int, int]:
+        def counts(values: Mapping[str, Any]) -> tuple[int, int, int]:
             n, promoters, detractors = (int(values.get(f"{kind}_{part}") or 0) for part in ("n", "p", "d"))
             return n, promoters, detractors
 
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
             n, promoters, detractors = counts(values)
             if n == 0 and scope != Scope.COMPANY:
                 return None
@@ -217,12 +219,13 @@ def _nps(kind: str) -> OfDataset:
 
 
 def _csat_percent(ctx: Context, kpi: Kpi) -> Fn:
-    def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+    def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
         n, top = int(values.get("csat_n") or 0), int(values.get("csat_top") or 0)
-        if n == 0:
+        interval = wilson_interval(top, n)  # None without answers
+        if interval is None:
             empty = (None, Decimal(0), Decimal(0), 0, ProportionDetail(low_sample=True))
             return None if scope != Scope.COMPANY else empty
-        low, high = wilson_interval(top, n)
+        low, high = interval
         extra = ProportionDetail(
             wilson_low=_round(100 * low),
             wilson_high=_round(100 * high),
@@ -236,7 +239,7 @@ def _csat_percent(ctx: Context, kpi: Kpi) -> Fn:
 
 def _mean(prefix: str, scale: tuple[int, int]) -> OfDataset:
     def row(ctx: Context, kpi: Kpi) -> Fn:
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple | None:
             n = int(values.get(f"{prefix}_n") or 0)
             extra = MeanDetail(scale_min=scale[0], scale_max=scale[1], low_sample=n < kpi.min_sample)
             if n == 0:
@@ -266,7 +269,7 @@ def _response_rate(numerator: str) -> OfDataset:
     def row(ctx: Context, kpi: Kpi) -> Fn:
         window = _longest_window(ctx)
 
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             delivered = int(values.get("delivered") or 0)
             started, completed = int(values.get("started") or 0), int(values.get("completed") or 0)
             num = Decimal(completed if numerator == "completed" else started)

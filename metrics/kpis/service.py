@@ -191,7 +191,7 @@ class Sla:
         data = [grouped(ctx, ds) for ds in self.day_datasets]
         keys = {key for found in data for key in found}
 
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             key = (period.granularity, period.first_day, scope, scope_id)
             return self.row(*(found.get(key, {}) for found in data))
 
@@ -333,7 +333,7 @@ class ComplaintRate:
     def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
         complaints, active = grouped(ctx, COMPLAINTS), customer_activity(ctx)
 
-        def fn(values: dict[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
+        def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             key = (period.granularity, period.first_day, scope, scope_id)
             return self.row(
                 dec(complaints.get(key, {}).get("complaints")), active.get(key, {}).get("during", 0)

@@ -7,7 +7,7 @@ scopes use the record's *current* owner (or assignee) and that user's current te
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -58,6 +58,7 @@ from metrics.kpis.builders import (
     percentile,
     total,
 )
+from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.sql import LocalDay, Spans, in_spans, part
 from metrics.models import Scope
 from metrics.periods import GRANULARITIES, Period, local_midnight, period_index, reporting_tz
@@ -130,15 +131,19 @@ def reopened_ticket_days(ctx: Context, since: datetime) -> set[date]:
     return local_days(TicketStatusChange.objects.filter(ticket_id__in=reopened), "at")
 
 
-DEAL_SCOPES = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
-DEAL_ACQUISITION_SCOPES = {**DEAL_SCOPES, Scope.SOURCE: "source", Scope.SEGMENT: "customer__segment"}
-CUSTOMER_SCOPES = {
+DEAL_SCOPES: ScopePaths = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"}
+DEAL_ACQUISITION_SCOPES: ScopePaths = {
+    **DEAL_SCOPES,
+    Scope.SOURCE: "source",
+    Scope.SEGMENT: "customer__segment",
+}
+CUSTOMER_SCOPES: ScopePaths = {
     Scope.USER: "owner_id",
     Scope.TEAM: "owner__team_id",
     Scope.SOURCE: "source",
     Scope.SEGMENT: "segment",
 }
-TICKET_SCOPES = {Scope.USER: "assignee_id", Scope.TEAM: "assignee__team_id"}
+TICKET_SCOPES: ScopePaths = {Scope.USER: "assignee_id", Scope.TEAM: "assignee__team_id"}
 PRICED = Q(amount__gt=0)
 
 
@@ -412,9 +417,8 @@ RENEWALS = Dataset(
 def _renewed_term_days(since: datetime) -> set[date]:
     """A renewal won (or reopened) changes the renewed deal's row, on its term end."""
     renewals = Deal.objects.filter(updated_at__gte=since, renewal_of__isnull=False).values("renewal_of_id")
-    return set(
-        Deal.objects.filter(pk__in=renewals, term_end__isnull=False).values_list("term_end", flat=True)
-    )
+    days = Deal.objects.filter(pk__in=renewals, term_end__isnull=False).values_list("term_end", flat=True)
+    return {day for day in days if day is not None}
 
 
 def _repeat_rows(ctx: Context) -> QuerySet:
@@ -430,11 +434,11 @@ def _repeat_rows(ctx: Context) -> QuerySet:
         for lo, hi in ctx.scan:
             scanned |= Q(closed_at__lt=hi) if lo is None else Q(closed_at__gte=lo, closed_at__lt=hi)
         deals = won.filter(customer_id__in=won.filter(scanned).values("customer_id"))
-    order = {"partition_by": [F("customer_id")], "order_by": [F("closed_at").asc(), F("id").asc()]}
+    partition, order = [F("customer_id")], [F("closed_at").asc(), F("id").asc()]
     # Periods compared as local days (a period begins at local midnight): no time zone per granularity.
     return deals.annotate(
-        previous_at=Window(Lag("closed_at"), **order),
-        nth=Window(RowNumber(), **order),
+        previous_at=Window(Lag("closed_at"), partition_by=partition, order_by=order),
+        nth=Window(RowNumber(), partition_by=partition, order_by=order),
         third_or_later=ExpressionWrapper(Q(nth__gte=3), output_field=BooleanField()),
         this_day=LocalDay("closed_at"),
         previous_day=LocalDay("previous_at"),
@@ -567,15 +571,17 @@ def _activity_day_rows(ctx: Context, spans: Spans) -> Iterator[tuple]:
             for i, (s_day, e_day) in enumerate(intervals):
                 s = period_index(s_day, g)
                 e = period_index(e_day, g) if e_day is not None else None
-                if e is not None and s < e and wanted(e_day):
+                if e_day is not None and e is not None and s < e and wanted(e_day):
                     cells[(e_day, scope_id)][base] += 1  # churned
                 if chain_start is None or previous_end != s:
                     chain_start = (s_day, s)
                     if wanted(s_day):
                         cells[(s_day, scope_id)][base + 1] += 1  # chain_start
                 previous_end = e
+                if e_day is None or e is None:
+                    continue  # still active (no later change): its chain does not end
                 following = intervals[i + 1][0] if i + 1 < len(intervals) else None
-                ends_chain = e is not None and (following is None or period_index(following, g) != e)
+                ends_chain = following is None or period_index(following, g) != e
                 if ends_chain and chain_start[1] < e and wanted(e_day):
                     cells[(e_day, scope_id)][base + 2] += 1  # chain_lost
     for (day, scope_id), values in cells.items():
@@ -848,7 +854,7 @@ SPEND = Dataset(
 
 
 def rollup_by_owner(
-    rows: list[tuple[Any, ...]], team_of: dict[int, int | None]
+    rows: list[tuple[Any, ...]], team_of: Mapping[int, int | None]
 ) -> dict[tuple[str, str], list[Any]]:
     """Sum per-user rows ``(user_id, v1, v2, ...)`` into user, team and company scope keys."""
     out: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0] * (len(rows[0]) - 1) if rows else [])

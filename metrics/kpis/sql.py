@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
     DateField,
@@ -37,6 +38,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Greatest, Trunc
+from django.db.models.sql.compiler import SQLCompiler
 from psycopg import sql as pg
 
 from metrics.kpis.base import Context
@@ -195,9 +197,17 @@ class LocalDay(Func):
 
     output_field = DateField()
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, tuple[str | int, ...]]:
         sql, params = compiler.compile(self.source_expressions[0])
-        return f"(({sql}) AT TIME ZONE %s)::date", [*params, settings.TIME_ZONE]
+        return f"(({sql}) AT TIME ZONE %s)::date", (*params, settings.TIME_ZONE)
 
 
 def _annotations(ds: Dataset, *, bucket: Any, day: bool, grans: Sequence[str]) -> dict[str, Any]:
@@ -256,7 +266,8 @@ def inner_query(
             bucket = Greatest(
                 date_expr, Value(floor - timedelta(microseconds=1), output_field=DateTimeField())
             )
-    ranges = [(_instant(ds, a), _instant(ds, b)) for a, b in spans]
+    # (None, end): every row before end.
+    ranges: list[tuple[date | None, date]] = [(_instant(ds, a), _instant(ds, b)) for a, b in spans]
     if opening_before is not None:
         ranges = [(None, _instant(ds, opening_before)), *ranges]
     annotations = _annotations(ds, bucket=bucket, day=day, grans=grans)
@@ -281,7 +292,7 @@ def inner_query(
         qs = qs.filter(condition)
     sql, params = qs.values(*annotations).query.sql_with_params()
     # SQL the ORM compiled (values are its parameters).
-    return pg.SQL(sql), [*params, *where_params], where  # type: ignore[arg-type]
+    return pg.SQL(sql), [*params, *where_params], where
 
 
 def scope_sets(ds: Dataset) -> list[str | None]:
@@ -350,14 +361,11 @@ def day_table_statements(
         pg.SQL(", ").join(pg.Literal(i + 1) for i in range(1 + len(columns))),
     )
     all_rows = pg.Identifier(f"{table}_all")
-    statements: Statements = [
-        (pg.SQL("DROP TABLE IF EXISTS {}, {}").format(pg.Identifier(table), all_rows), [])
-    ]
+    statements = [(pg.SQL("DROP TABLE IF EXISTS {}, {}").format(pg.Identifier(table), all_rows), [])]
     if len(sets) == 1:
-        scope = sets[0] or ""
         scope_id = pg.SQL("COALESCE({}::text, '')").format(columns[0]) if columns else pg.Literal("")
         select = pg.SQL("SELECT on_day, {}::text AS scope, {} AS scope_id, {} FROM ({}) AS g").format(
-            pg.Literal(scope), scope_id, parts(n), first
+            pg.Literal(sets[0] or ""), scope_id, parts(n), first
         )
         return [*statements, (_create(kind, table, select), params)]
     statements.append((_create(kind, f"{table}_all", first), params))
@@ -411,8 +419,10 @@ def _create_python_day_table(
     if opening_before is not None:
         spans = [(EARLIEST, opening_before), *spans]
     n = len(fact_columns(ds))
+    if ds.day_rows is None:
+        raise ValueError(f"{ds.name}: its day rows are not computed in Python")
     # Computed before the COPY starts: computing them reads from the same connection.
-    rows = list(ds.day_rows(ctx, spans))  # type: ignore[misc]
+    rows = list(ds.day_rows(ctx, spans))
     name = pg.Identifier(table)
     cursor.execute(pg.SQL("DROP TABLE IF EXISTS {}").format(name))
     cursor.execute(
@@ -425,6 +435,16 @@ def _create_python_day_table(
             copy.write_row(row)
     if opening_before is not None:
         cursor.execute(*_opening_update(table, opening_before))
+
+
+def _per_granularity(
+    aggregates: dict[str, pg.Composable | dict[str, pg.Composable]], measure: str
+) -> dict[str, pg.Composable]:
+    """The SQL of ``measure`` per granularity in ``aggregates`` (a measure whose condition depends on it)."""
+    found = aggregates.setdefault(measure, {})
+    if not isinstance(found, dict):
+        raise TypeError(f"{measure} has one aggregate for all granularities already")
+    return found
 
 
 def periods_from_days(
@@ -449,7 +469,7 @@ def periods_from_days(
         if c.granularity is None:
             sums[c.measure] = total
         elif c.granularity in grans:
-            sums.setdefault(c.measure, {})[c.granularity] = total  # type: ignore[index]
+            _per_granularity(sums, c.measure)[c.granularity] = total
     buckets, bucket_params = [], []
     for g in grans:
         first = trunc_day(g)
@@ -544,7 +564,9 @@ def grouping_sets(
     company only.
     """
     columns = [*buckets.values(), *scopes.values()]
-    sets, masks = [], {}
+    sets: list[pg.Composable] = []
+    # GROUPING() mask -> (granularity, scope, position of the scope's column or None for the company).
+    masks: dict[int, tuple[str, str, int | None]] = {}
     full = (1 << len(columns)) - 1
     for gi, (g, bucket) in enumerate(buckets.items()):
         bit_g = 1 << (len(columns) - 1 - gi)
@@ -562,9 +584,10 @@ def grouping_sets(
             agg_index[name] = len(agg_cols)
             agg_cols.append(sql)
         else:
-            agg_index[name] = {}
+            per_granularity: dict[str, int] = {}
+            agg_index[name] = per_granularity
             for g, g_sql in sql.items():
-                agg_index[name][g] = len(agg_cols)  # type: ignore[index]
+                per_granularity[g] = len(agg_cols)
                 agg_cols.append(g_sql)
     grouping = pg.SQL("GROUPING({})").format(pg.SQL(", ").join(columns))
     # Named, so the result can also be kept as a table (see facts.Prefetch).
@@ -626,7 +649,7 @@ def records_query(ctx: Context, ds: Dataset, grans: Sequence[str], spans: Spans)
         if c.granularity is None:
             aggregates[c.measure] = c.sql
         elif c.granularity in grans:
-            aggregates.setdefault(c.measure, {})[c.granularity] = c.sql  # type: ignore[index]
+            _per_granularity(aggregates, c.measure)[c.granularity] = c.sql
     return grouping_sets(
         inner_sql,
         params,
@@ -693,7 +716,8 @@ def current_grouped(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         cursor.execute(sql, [*in_params, *params])
         for row in cursor.fetchall():
             position = masks[row[0]]
-            scope, scope_id = Scope.COMPANY, ""
+            scope: str = Scope.COMPANY
+            scope_id = ""
             if position is not None:
                 raw = row[1 + position]
                 if raw is None or raw == "":
