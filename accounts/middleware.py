@@ -78,14 +78,16 @@ class TwoFactorSessionMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            from accounts import totp
+            from accounts.services import two_factor
 
-            state = request.session.get(totp.SESSION_KEY)
+            state = request.session.get(two_factor.SESSION_KEY)
             if state is None:
-                state = totp.SKIPPED if totp.has_confirmed_device(user) else totp.NOT_ENROLLED
-                if state == totp.NOT_ENROLLED:
-                    request.session[totp.SESSION_KEY] = state
-            if state not in (totp.VERIFIED, totp.NOT_ENROLLED):
+                state = (
+                    two_factor.SKIPPED if two_factor.has_confirmed_device(user) else two_factor.NOT_ENROLLED
+                )
+                if state == two_factor.NOT_ENROLLED:
+                    request.session[two_factor.SESSION_KEY] = state
+            if state not in (two_factor.VERIFIED, two_factor.NOT_ENROLLED):
                 return self._sign_out(request)
         return self.get_response(request)
 
@@ -126,8 +128,8 @@ class TwoFactorRequiredMiddleware:
             and user.is_manager
             and not request.path.startswith((*self.EXEMPT_PREFIXES, settings.STATIC_URL or "/static/"))
         ):
-            from accounts import totp
+            from accounts.services import two_factor
 
-            if totp.two_factor_required(user) and totp.confirmed_device(user) is None:
+            if two_factor.two_factor_required(user) and two_factor.confirmed_device(user) is None:
                 return redirect("accounts:totp_setup")
         return self.get_response(request)

@@ -8,16 +8,15 @@ def record_login(sender, request, user, **kwargs) -> None:
     """Record in the new session whether the second step was passed; count the sign-in for adoption and
     log it. A sign-in that skipped a required code is logged as such and not counted: the next request
     ends that session (accounts.middleware.TwoFactorSessionMiddleware)."""
-    from accounts import totp
     from accounts.security import security_log
-    from accounts.services import login_record
+    from accounts.services import login_record, two_factor
 
-    state = totp.session_state_at_sign_in(
+    state = two_factor.session_state_at_sign_in(
         user=user, code_given=getattr(request, "two_factor_verified", False)
     )
     if request is not None and hasattr(request, "session"):
-        request.session[totp.SESSION_KEY] = state
-    if state == totp.SKIPPED:
+        request.session[two_factor.SESSION_KEY] = state
+    if state == two_factor.SKIPPED:
         security_log(kind="two_factor_skipped", request=request, user=user, username=user.username)
         return
     login_record(user=user)

@@ -14,13 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts import selectors, totp
+from accounts import selectors
 from accounts.forms import FeedbackForm, LoginForm, SecondStepForm, SecurityEventFilterForm, TotpCodeForm
 from accounts.models import User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.security import security_log
-from accounts.services import feedback_send
+from accounts.services import feedback_send, two_factor
 from accounts.text import storable_text
 from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
 
@@ -30,15 +30,15 @@ class TwoFactorLoginView(auth_views.LoginView):
 
     def form_valid(self, form: LoginForm) -> HttpResponse:
         user = form.get_user()
-        if totp.confirmed_device(user) is None:
+        if two_factor.confirmed_device(user) is None:
             return super().form_valid(form)
         session = self.request.session
         session.cycle_key()
-        session[totp.PENDING_USER_KEY] = user.pk
-        session[totp.PENDING_AT_KEY] = time.time()
-        session[totp.PENDING_BACKEND_KEY] = user.backend
-        session[totp.PENDING_NEXT_KEY] = self.get_success_url()
-        session[totp.PENDING_ATTEMPTS_KEY] = 0
+        session[two_factor.PENDING_USER_KEY] = user.pk
+        session[two_factor.PENDING_AT_KEY] = time.time()
+        session[two_factor.PENDING_BACKEND_KEY] = user.backend
+        session[two_factor.PENDING_NEXT_KEY] = self.get_success_url()
+        session[two_factor.PENDING_ATTEMPTS_KEY] = 0
         return redirect("accounts:totp_verify")
 
 
@@ -48,15 +48,15 @@ login_view = TwoFactorLoginView.as_view(
 
 
 def _pending_clear(request: HttpRequest) -> None:
-    for key in totp.PENDING_KEYS:
+    for key in two_factor.PENDING_KEYS:
         request.session.pop(key, None)
 
 
 def totp_verify_view(request: HttpRequest) -> HttpResponse:
     """Second step of a sign-in: the code from the authenticator app (5 tries, 5 minutes)."""
-    pending = totp.pending_sign_in(request.session)
+    pending = two_factor.pending_sign_in(request.session)
     if pending is None:
-        expired = bool(request.session.get(totp.PENDING_USER_KEY))
+        expired = bool(request.session.get(two_factor.PENDING_USER_KEY))
         _pending_clear(request)
         if expired:
             messages.error(request, _("Your sign-in expired. Please sign in again."))
@@ -64,7 +64,7 @@ def totp_verify_view(request: HttpRequest) -> HttpResponse:
     user, device = pending
     form = SecondStepForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        passed = totp.sign_in_code_verify(user=user, device=device, code=form.cleaned_data["code"])
+        passed = two_factor.sign_in_code_verify(user=user, device=device, code=form.cleaned_data["code"])
         if passed is not None:
             return _sign_in(request, user, recovery=passed == "recovery")
         if (start_over := _wrong_code(request, user)) is not None:
@@ -81,11 +81,11 @@ def _sign_in(request: HttpRequest, user: User, *, recovery: bool) -> HttpRespons
     if recovery:
         security_log(
             kind="recovery_code_used", request=request, user=user, username=user.username,
-            left=totp.recovery_codes_left(user),
+            left=two_factor.recovery_codes_left(user),
         )  # fmt: skip
     session = request.session
-    backend = session.get(totp.PENDING_BACKEND_KEY)
-    next_url = session.get(totp.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
+    backend = session.get(two_factor.PENDING_BACKEND_KEY)
+    next_url = session.get(two_factor.PENDING_NEXT_KEY) or settings.LOGIN_REDIRECT_URL
     _pending_clear(request)
     request.two_factor_verified = True  # read by accounts.signals.record_login
     auth_login(request, user, backend=backend)
@@ -95,12 +95,12 @@ def _sign_in(request: HttpRequest, user: User, *, recovery: bool) -> HttpRespons
 def _wrong_code(request: HttpRequest, user: User) -> HttpResponse | None:
     """Count a wrong code (in the security log too); the last allowed one sends the user back to sign in."""
     session = request.session
-    attempts = int(session.get(totp.PENDING_ATTEMPTS_KEY, 0)) + 1
-    session[totp.PENDING_ATTEMPTS_KEY] = attempts
+    attempts = int(session.get(two_factor.PENDING_ATTEMPTS_KEY, 0)) + 1
+    session[two_factor.PENDING_ATTEMPTS_KEY] = attempts
     security_log(
         kind="two_factor_failed", request=request, user=user, username=user.username, attempt=attempts
     )
-    if attempts < totp.MAX_ATTEMPTS:
+    if attempts < two_factor.MAX_ATTEMPTS:
         return None
     _pending_clear(request)
     # One failed sign-in for django-axes per exhausted round, so password + code rounds cannot be
@@ -115,23 +115,31 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
     """Turn two-factor sign-in on (scan the QR code, confirm a code from the app: the recovery codes are
     shown once), make new recovery codes, or turn it off (a current code, unless the role requires it)."""
     user = request.user
-    required = totp.two_factor_required(user)
-    device = totp.device_get_or_create(user=user)
+    required = two_factor.two_factor_required(user)
+    device = two_factor.device_get_or_create(user=user)
     form = TotpCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         code = form.cleaned_data["code"]
         action = request.POST.get("action", "confirm")
         if action == "disable" and device.confirmed and not required:
-            if totp.code_verify(device=device, code=code):
-                totp.device_delete(device=device)
+            if two_factor.code_verify(device=device, code=code):
+                two_factor.device_delete(device=device)
                 messages.success(request, _("Two-factor sign-in is off."))
                 return redirect("accounts:totp_setup")
-        elif action == "recovery" and device.confirmed and totp.code_verify(device=device, code=code):
-            return _recovery_codes_page(request, totp.recovery_codes_create(user=user), required=required)
-        elif action == "confirm" and not device.confirmed and totp.device_confirm(device=device, code=code):
-            request.session[totp.SESSION_KEY] = totp.VERIFIED
+        elif action == "recovery" and device.confirmed and two_factor.code_verify(device=device, code=code):
+            return _recovery_codes_page(
+                request, two_factor.recovery_codes_create(user=user), required=required
+            )
+        elif (
+            action == "confirm"
+            and not device.confirmed
+            and two_factor.device_confirm(device=device, code=code)
+        ):
+            request.session[two_factor.SESSION_KEY] = two_factor.VERIFIED
             messages.success(request, _("Two-factor sign-in is on."))
-            return _recovery_codes_page(request, totp.recovery_codes_create(user=user), required=required)
+            return _recovery_codes_page(
+                request, two_factor.recovery_codes_create(user=user), required=required
+            )
         security_log(kind="two_factor_failed", request=request, action=action)
         form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
     return _setup_page(request, form, device, required=required)
@@ -145,11 +153,11 @@ def _setup_page(
         "form": form,
         "device": device,
         "required": required,
-        "secret": totp.secret(device),
-        "uri": totp.provisioning_uri(device),
+        "secret": two_factor.secret(device),
+        "uri": two_factor.provisioning_uri(device),
         # segno's SVG of our own otpauth URI: markup we make, nothing a user typed.
-        "qr": mark_safe(totp.qr_svg(device)) if not device.confirmed else "",
-        "recovery_left": totp.recovery_codes_left(request.user) if device.confirmed else None,
+        "qr": mark_safe(two_factor.qr_svg(device)) if not device.confirmed else "",
+        "recovery_left": two_factor.recovery_codes_left(request.user) if device.confirmed else None,
     }
     return render(request, "accounts/totp_setup.html", context)
 
@@ -226,7 +234,7 @@ def staff_options_view(request: HttpRequest, kind: str) -> HttpResponse:
     if not PICKER_FIELD.match(field):
         field = "owner"
     q = storable_text(request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200])
-    found = list(selectors.staff_search(selectors.staff_of_kind(kind), q)[: PICKER_OPTIONS + 1])
+    found = list(selectors.staff_search(qs=selectors.staff_of_kind(kind=kind), q=q)[: PICKER_OPTIONS + 1])
     context = {
         "people": found[:PICKER_OPTIONS],
         "more": len(found) > PICKER_OPTIONS,

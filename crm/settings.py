@@ -392,7 +392,8 @@ RATELIMIT_FAIL_OPEN = True
 # django-ratelimit 4.1 names the cache backends it knew; Django's own RedisCache (newer than it) counts
 # with INCR, atomically, which is what its warning is about.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-# Who must set up two-factor sign-in (accounts.totp): managers and admins when the company says so.
+# Who must set up two-factor sign-in (accounts.services.two_factor): managers and admins, if the company
+# says so.
 TWO_FACTOR_REQUIRED = "crm.services.two_factor_required"
 # django-otp: the name authenticator apps show, and wrong codes slow a device down (1 s, 2 s, 4 s, ...).
 OTP_TOTP_ISSUER = CRM_COMPANY_NAME or "Mini CRM"

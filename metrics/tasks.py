@@ -123,6 +123,6 @@ def refresh_rfm_segments(as_of_iso: str | None = None) -> int:
 )
 def send_weekly_reports() -> int:
     """E-mail last week's headline KPIs to the managers (once per manager and week)."""
-    from metrics.reports import weekly_report_send
+    from metrics.services.weekly_report import weekly_report_send
 
     return weekly_report_send()

@@ -5,8 +5,8 @@ from django.urls import reverse
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts import totp
 from accounts.models import SecurityEvent, User
+from accounts.services import two_factor
 from crm.models import CompanySettings
 from tests.factories import make_manager, make_user
 
@@ -22,7 +22,7 @@ def code_for(device: TOTPDevice) -> str:
 
 def enrol(user: User) -> TOTPDevice:
     """A confirmed device for ``user`` (no code used yet)."""
-    device = totp.device_get_or_create(user=user)
+    device = two_factor.device_get_or_create(user=user)
     device.confirmed = True
     device.save(update_fields=["confirmed"])
     return device
@@ -38,7 +38,7 @@ def test_setup_shows_secret_and_confirming_turns_2fa_on(client):
     response = client.get(reverse("accounts:totp_setup"))
     assert response.status_code == 200
     device = TOTPDevice.objects.get(user=user)
-    assert totp.secret(device) in response.text and "<svg" in response.text
+    assert two_factor.secret(device) in response.text and "<svg" in response.text
     assert "otpauth://totp/" in response.text
     assert not device.confirmed
 
@@ -52,8 +52,10 @@ def test_setup_shows_secret_and_confirming_turns_2fa_on(client):
     # On: the recovery codes, shown this once and not kept by the browser.
     assert response.status_code == 200 and "Your recovery codes" in response.text
     assert response["Cache-Control"] == "no-store"
-    assert response.text.count("<li><code>") == totp.RECOVERY_CODES == totp.recovery_codes_left(user)
-    assert totp.confirmed_device(user) is not None
+    assert (
+        response.text.count("<li><code>") == two_factor.RECOVERY_CODES == two_factor.recovery_codes_left(user)
+    )
+    assert two_factor.confirmed_device(user) is not None
 
 
 def test_turning_off_needs_a_current_code(client):
@@ -61,7 +63,7 @@ def test_turning_off_needs_a_current_code(client):
     device = enrol(user)
     client.force_login(user)
     session = client.session
-    session[totp.SESSION_KEY] = totp.VERIFIED  # as if the code had been given at sign-in
+    session[two_factor.SESSION_KEY] = two_factor.VERIFIED  # as if the code had been given at sign-in
     session.save()
     response = client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": "000000"})
     assert response.status_code == 200
@@ -121,7 +123,7 @@ def test_expired_pending_sign_in_goes_back_to_login(client):
     device = enrol(user)
     sign_in(client, user)
     session = client.session
-    session[totp.PENDING_AT_KEY] -= totp.PENDING_MAX_AGE + 1
+    session[two_factor.PENDING_AT_KEY] -= two_factor.PENDING_MAX_AGE + 1
     session.save()
     response = client.post(reverse("accounts:totp_verify"), {"code": code_for(device)})
     assert response.status_code == 302
@@ -133,8 +135,8 @@ def test_code_replay_is_refused(client):
     user = make_user()
     device = enrol(user)
     code = code_for(device)
-    assert totp.code_verify(device=device, code=code)
-    assert not totp.code_verify(device=device, code=code)
+    assert two_factor.code_verify(device=device, code=code)
+    assert not two_factor.code_verify(device=device, code=code)
 
     sign_in(client, user)
     response = client.post(reverse("accounts:totp_verify"), {"code": code})
@@ -158,7 +160,7 @@ def test_required_for_managers_redirects_unenrolled_manager_to_setup(client):
     assert client.get(reverse("crm:workspace")).status_code == 200
     # Required: it cannot be turned off.
     client.post(reverse("accounts:totp_setup"), {"action": "disable", "code": code_for(device)})
-    assert totp.confirmed_device(manager) is not None
+    assert two_factor.confirmed_device(manager) is not None
 
 
 def test_required_for_managers_does_not_touch_reps(client):
@@ -189,7 +191,7 @@ def test_repeated_rounds_of_wrong_codes_lock_the_user_out_with_axes(client):
     statuses = []
     for _round in range(5):
         assert sign_in(client, user).status_code == 302
-        for _ in range(totp.MAX_ATTEMPTS):
+        for _ in range(two_factor.MAX_ATTEMPTS):
             response = client.post(reverse("accounts:totp_verify"), {"code": "000000"})
         statuses.append(response.status_code)
     assert statuses == [302, 302, 302, 302, 429]
@@ -209,14 +211,14 @@ def _pending(client, user: User) -> None:
 def test_each_recovery_code_signs_in_once(client):
     user = make_user()
     enrol(user)
-    codes = totp.recovery_codes_create(user=user)
-    assert len(set(codes)) == totp.RECOVERY_CODES
+    codes = two_factor.recovery_codes_create(user=user)
+    assert len(set(codes)) == two_factor.RECOVERY_CODES
     first, second = codes[0], codes[1]
 
     _pending(client, user)
     response = client.post(reverse("accounts:totp_verify"), {"code": first.upper()})  # as typed, any case
     assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
-    assert totp.recovery_codes_left(user) == totp.RECOVERY_CODES - 1
+    assert two_factor.recovery_codes_left(user) == two_factor.RECOVERY_CODES - 1
     assert SecurityEvent.objects.filter(kind="recovery_code_used", user=user).exists()
     client.logout()
 
@@ -231,42 +233,44 @@ def test_each_recovery_code_signs_in_once(client):
 def test_new_recovery_codes_need_a_current_code_and_replace_the_old_ones(client):
     user = make_user()
     device = enrol(user)
-    old = totp.recovery_codes_create(user=user)
+    old = two_factor.recovery_codes_create(user=user)
     client.force_login(user)
     session = client.session
-    session[totp.SESSION_KEY] = totp.VERIFIED
+    session[two_factor.SESSION_KEY] = two_factor.VERIFIED
     session.save()
     response = client.post(reverse("accounts:totp_setup"), {"action": "recovery", "code": "123456"})
     assert "That code is not right" in response.text
     response = client.post(reverse("accounts:totp_setup"), {"action": "recovery", "code": code_for(device)})
     assert response.status_code == 200 and "Your recovery codes" in response.text
-    assert not totp.recovery_code_verify(user=user, code=old[0])  # the old set no longer works
-    assert totp.recovery_codes_left(user) == totp.RECOVERY_CODES
+    assert not two_factor.recovery_code_verify(user=user, code=old[0])  # the old set no longer works
+    assert two_factor.recovery_codes_left(user) == two_factor.RECOVERY_CODES
 
 
 @pytest.mark.parametrize("code", ["", "12345", "1234567", "٣٣٣٣٣٣", "\x00" * 6, "x" * 20, "' OR 1=1 --"])
 def test_codes_that_cannot_be_codes_are_refused_without_an_error(client, code):
     user = make_user()
     device = enrol(user)
-    totp.recovery_codes_create(user=user)
-    assert not totp.code_verify(device=device, code=code)
-    assert not totp.recovery_code_verify(user=user, code=code)
+    two_factor.recovery_codes_create(user=user)
+    assert not two_factor.code_verify(device=device, code=code)
+    assert not two_factor.recovery_code_verify(user=user, code=code)
 
 
 def test_a_wrong_code_slows_the_device_down(client, settings):
     settings.OTP_TOTP_THROTTLE_FACTOR = 1
     user = make_user()
     device = enrol(user)
-    assert not totp.code_verify(device=device, code="000000" if code_for(device) != "000000" else "111111")
+    assert not two_factor.code_verify(
+        device=device, code="000000" if code_for(device) != "000000" else "111111"
+    )
     # Within the second that follows, even the right code is refused (django-otp's throttling) ...
-    assert not totp.code_verify(device=device, code=code_for(device))
+    assert not two_factor.code_verify(device=device, code=code_for(device))
     device.refresh_from_db()
     assert device.throttling_failure_count >= 1
     # ... and once the wait is over, it is accepted.
     TOTPDevice.objects.filter(pk=device.pk).update(
         throttling_failure_timestamp=None, throttling_failure_count=0
     )
-    assert totp.code_verify(device=device, code=code_for(device))
+    assert two_factor.code_verify(device=device, code=code_for(device))
 
 
 def test_pending_sign_in_is_the_user_and_device_while_fresh_and_active(client):
@@ -274,18 +278,18 @@ def test_pending_sign_in_is_the_user_and_device_while_fresh_and_active(client):
     device = enrol(user)
     sign_in(client, user)
     session = client.session
-    assert totp.pending_sign_in(session) == (user, device)
+    assert two_factor.pending_sign_in(session) == (user, device)
     User.objects.filter(pk=user.pk).update(is_active=False)
-    assert totp.pending_sign_in(session) is None
+    assert two_factor.pending_sign_in(session) is None
     User.objects.filter(pk=user.pk).update(is_active=True)
-    session[totp.PENDING_AT_KEY] -= totp.PENDING_MAX_AGE + 1
-    assert totp.pending_sign_in(session) is None
+    session[two_factor.PENDING_AT_KEY] -= two_factor.PENDING_MAX_AGE + 1
+    assert two_factor.pending_sign_in(session) is None
 
 
 def test_sign_in_code_verify_tells_an_app_code_from_a_recovery_code():
     user = make_user()
     device = enrol(user)
-    codes = totp.recovery_codes_create(user=user)
-    assert totp.sign_in_code_verify(user=user, device=device, code=code_for(device)) == "totp"
-    assert totp.sign_in_code_verify(user=user, device=device, code=codes[0]) == "recovery"
-    assert totp.sign_in_code_verify(user=user, device=device, code=codes[0]) is None  # used up
+    codes = two_factor.recovery_codes_create(user=user)
+    assert two_factor.sign_in_code_verify(user=user, device=device, code=code_for(device)) == "totp"
+    assert two_factor.sign_in_code_verify(user=user, device=device, code=codes[0]) == "recovery"
+    assert two_factor.sign_in_code_verify(user=user, device=device, code=codes[0]) is None  # used up

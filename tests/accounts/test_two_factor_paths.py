@@ -6,8 +6,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts import totp
 from accounts.models import LoginEvent, SecurityEvent, User
+from accounts.services import two_factor
 from tests.factories import make_admin, make_user
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def code_for(device: TOTPDevice) -> str:
 
 
 def enrol(user: User) -> TOTPDevice:
-    device = totp.device_get_or_create(user=user)
+    device = two_factor.device_get_or_create(user=user)
     device.confirmed = True
     device.save(update_fields=["confirmed"])
     return device
@@ -107,7 +107,7 @@ def test_a_session_made_without_the_code_is_ended_on_its_next_request(client, st
     session is signed out before it reaches a page, logged, and not counted as a sign-in."""
     user, _device = staff
     client.force_login(user)
-    assert client.session[totp.SESSION_KEY] == totp.SKIPPED
+    assert client.session[two_factor.SESSION_KEY] == two_factor.SKIPPED
     response = client.get(reverse("crm:workspace"))
     assert response.status_code == 302
     assert response.url == reverse("accounts:login")
@@ -132,18 +132,18 @@ def test_a_session_from_before_the_mark_is_checked_once(client):
     for user, expected in ((plain, 200), (enrolled, 302)):
         client.force_login(user)
         session = client.session
-        del session[totp.SESSION_KEY]
+        del session[two_factor.SESSION_KEY]
         session.save()
         assert client.get(reverse("crm:workspace")).status_code == expected
     client.force_login(plain)
-    assert client.session[totp.SESSION_KEY] == totp.NOT_ENROLLED
+    assert client.session[two_factor.SESSION_KEY] == two_factor.NOT_ENROLLED
 
 
 def test_the_two_step_sign_in_marks_the_session_verified(client, staff):
     user, device = staff
     client.post(reverse("accounts:login"), {"username": user.username, "password": PASSWORD})
     client.post(reverse("accounts:totp_verify"), {"code": code_for(device)})
-    assert client.session[totp.SESSION_KEY] == totp.VERIFIED
+    assert client.session[two_factor.SESSION_KEY] == two_factor.VERIFIED
     assert client.get(reverse("crm:workspace")).status_code == 200
     assert LoginEvent.objects.filter(user=user).count() == 1
 
@@ -151,8 +151,8 @@ def test_the_two_step_sign_in_marks_the_session_verified(client, staff):
 def test_turning_2fa_on_keeps_the_current_session(client):
     user = make_user()
     client.force_login(user)
-    device = totp.device_get_or_create(user=user)
+    device = two_factor.device_get_or_create(user=user)
     code = code_for(device)
     client.post(reverse("accounts:totp_setup"), {"action": "confirm", "code": code})
-    assert totp.confirmed_device(user) is not None
+    assert two_factor.confirmed_device(user) is not None
     assert client.get(reverse("crm:workspace")).status_code == 200

@@ -3,8 +3,8 @@ read them: each case below answered 500 in the hostile sweep."""
 
 import pytest
 
-from accounts import totp
 from accounts.models import User
+from accounts.services import two_factor
 from tests.factories import make_admin
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +16,7 @@ def admin_client(client):
     User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
     client.force_login(user)
     session = client.session
-    session[totp.SESSION_KEY] = totp.VERIFIED
+    session[two_factor.SESSION_KEY] = two_factor.VERIFIED
     session.save()
     return client
 

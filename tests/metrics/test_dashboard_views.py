@@ -375,7 +375,7 @@ def test_cards_are_rendered_once_per_recompute_and_target_change(
 
 def test_nps_is_a_whole_number_on_cards_pages_exports_and_the_weekly_report(client, manager):
     """KPIS.md §1: NPS is an integer from −100 to +100; it is stored unrounded."""
-    from metrics.reports import weekly_report_cards
+    from metrics.services.weekly_report import weekly_report_cards
 
     now, before = current(), current().previous()
     snap("nps_relationship", before, "21.6", sample_size=40)
