@@ -96,7 +96,7 @@ class StaffChoiceField(forms.ModelChoiceField):
         spec = STAFF_KINDS[kind]
         kwargs.setdefault("error_messages", {"invalid_choice": _("Choose someone from the list.")})
         super().__init__(
-            queryset=staff_of_kind(kind),
+            queryset=staff_of_kind(kind=kind),
             widget=StaffPicker(kind, empty_label=spec.empty_label),
             **kwargs,
         )
@@ -114,7 +114,7 @@ class StaffChoiceField(forms.ModelChoiceField):
         return self.from_text(storable_text(text)[:200])
 
     def from_text(self, text: str) -> Any:
-        found = list(staff_search(self.queryset, text)[:2])
+        found = list(staff_search(qs=self.queryset, q=text)[:2])
         if not found:
             raise ValidationError(
                 _("No one matches “%(text)s”."), code="invalid_choice", params={"text": text}
@@ -133,4 +133,4 @@ class StaffFilterField(StaffChoiceField):
     queryset of people, for ``owner__in``)."""
 
     def from_text(self, text: str) -> Any:
-        return staff_search(self.queryset, text)
+        return staff_search(qs=self.queryset, q=text)

@@ -54,7 +54,7 @@ STAFF_KINDS: dict[str, StaffKind] = {
 }
 
 
-def staff_of_kind(kind: str) -> QuerySet[User]:
+def staff_of_kind(*, kind: str) -> QuerySet[User]:
     """The people a picker of ``kind`` offers, by name. Forms validate against the same queryset."""
     spec = STAFF_KINDS[kind]
     qs = User.objects.filter(role__in=spec.roles, is_service_account=False)
@@ -63,7 +63,7 @@ def staff_of_kind(kind: str) -> QuerySet[User]:
     return qs.select_related("team").order_by("first_name", "last_name", "username", "id")
 
 
-def staff_search(qs: QuerySet[User], q: str) -> QuerySet[User]:
+def staff_search(*, qs: QuerySet[User], q: str) -> QuerySet[User]:
     """People whose first name, last name, user name or e-mail contains every typed word."""
     for word in q.split()[:5]:
         qs = qs.filter(

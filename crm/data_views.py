@@ -240,7 +240,9 @@ def customer_export_view(request: HttpRequest) -> HttpResponse:
     """The customer list as shown (same filters and sort), as CSV or XLSX."""
     form = forms.CustomerFilterForm(request.GET, user=request.user)
     customers = selectors.customer_list(user=request.user)
-    customers = selectors.customer_filter(customers, form.cleaned_data) if form.is_valid() else customers
+    customers = (
+        selectors.customer_filter(qs=customers, data=form.cleaned_data) if form.is_valid() else customers
+    )
     return _export(request, "customers", customers)
 
 
@@ -252,7 +254,9 @@ def deal_export_view(request: HttpRequest) -> HttpResponse:
     form = forms.DealFilterForm(request.GET, user=request.user, stages=selectors.stage_list())
     deals = selectors.deal_list(user=request.user)
     deals = (
-        selectors.deal_filter(deals, form.cleaned_data) if form.is_valid() else deals.order_by("-created_at")
+        selectors.deal_filter(qs=deals, data=form.cleaned_data)
+        if form.is_valid()
+        else deals.order_by("-created_at")
     )
     return _export(request, "deals", deals)
 
@@ -262,9 +266,9 @@ def deal_export_view(request: HttpRequest) -> HttpResponse:
 def ticket_export_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     queue = request.GET.get("queue")
-    queue = queue if queue in selectors.TICKET_QUEUES else selectors.ticket_default_queue(user)
+    queue = queue if queue in selectors.TICKET_QUEUES else selectors.ticket_default_queue(user=user)
     tickets = selectors.ticket_queue(
-        selectors.ticket_list(user=user), user=user, queue=queue, status=request.GET.get("status")
+        qs=selectors.ticket_list(user=user), user=user, queue=queue, status=request.GET.get("status")
     )
     return _export(request, "tickets", tickets)
 

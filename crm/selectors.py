@@ -118,7 +118,7 @@ def assignable_user_list() -> QuerySet[User]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def customer_search(qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
+def customer_search(*, qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
     """Filter customers by a free-text term: name (contains), e-mail or phone (normalised)."""
     q = q.strip()
     if not q:
@@ -285,29 +285,31 @@ def open_deal_totals(*, user: User, mine_only: bool = False) -> dict[int, StageT
 # ---------------------------------------------------------------------------------------------------------
 
 
-def by_owner(owner: User | QuerySet[User] | None, field: str = "owner") -> dict[str, Any]:
+def by_owner(*, owner: User | QuerySet[User] | None, field: str = "owner") -> dict[str, Any]:
     """Filter arguments for an owner filter's value: one person, or everyone a typed name matched."""
     if owner is None:
         return {}
     return {f"{field}__in": owner} if isinstance(owner, QuerySet) else {field: owner}
 
 
-def customer_filter(qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]:
+def customer_filter(*, qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]:
     """The customer list's search, filters and sort (``CustomerFilterForm.cleaned_data``)."""
     from crm.forms import CustomerFilterForm
 
-    qs = customer_search(qs, data.get("q") or "")
+    qs = customer_search(qs=qs, q=data.get("q") or "")
     filters = {f: data[f] for f in ("status", "source", "segment") if data.get(f)}
-    return qs.filter(**filters, **by_owner(data.get("owner"))).order_by(
+    return qs.filter(**filters, **by_owner(owner=data.get("owner"))).order_by(
         *CustomerFilterForm.SORTS[data.get("sort") or "name"]
     )
 
 
-def deal_filter(qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
+def deal_filter(*, qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
     """The deal list's search and filters (``DealFilterForm.cleaned_data``), newest first."""
     if data.get("q"):
         qs = qs.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
-    qs = qs.filter(**{f: data[f] for f in ("status", "stage") if data.get(f)}, **by_owner(data.get("owner")))
+    qs = qs.filter(
+        **{f: data[f] for f in ("status", "stage") if data.get(f)}, **by_owner(owner=data.get("owner"))
+    )
     return qs.order_by("-created_at", "-id")
 
 
@@ -315,7 +317,7 @@ TICKET_QUEUES = ("mine", "unassigned", "open", "all")
 
 
 def ticket_queue(
-    qs: QuerySet[Ticket], *, user: User, queue: str, status: str | None = None
+    *, qs: QuerySet[Ticket], user: User, queue: str, status: str | None = None
 ) -> QuerySet[Ticket]:
     """One ticket queue (mine, unassigned, all open, all), optionally one status; soonest due first.
 
@@ -332,7 +334,7 @@ def ticket_queue(
     return qs.order_by("resolution_due_at", "-id")
 
 
-def ticket_default_queue(user: User) -> str:
+def ticket_default_queue(*, user: User) -> str:
     return "open" if (user.is_manager or user.is_rep) else "mine"
 
 

@@ -102,7 +102,7 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
     form = forms.CustomerFilterForm(request.GET, user=user)
     customers = selectors.customer_list(user=user)
     if form.is_valid():
-        customers = selectors.customer_filter(customers, form.cleaned_data)
+        customers = selectors.customer_filter(qs=customers, data=form.cleaned_data)
     else:
         customers = customers.order_by("name", "id")
     page = CappedPaginator(customers, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -127,7 +127,7 @@ def customer_options_view(request: HttpRequest) -> HttpResponse:
     if not PICKER_FIELD.match(field):
         field = "customer"
     q = request.GET.get(f"{field}_search", request.GET.get("q", ""))[:200]
-    customers = selectors.customer_search(selectors.customer_list(user=request.user), storable_text(q))
+    customers = selectors.customer_search(qs=selectors.customer_list(user=request.user), q=storable_text(q))
     found = list(customers.order_by("name", "id").only("id", "name", "city", "owner")[: PICKER_OPTIONS + 1])
     context = {
         "customers": found[:PICKER_OPTIONS],
@@ -266,7 +266,7 @@ def deal_list_view(request: HttpRequest) -> HttpResponse:
     form = forms.DealFilterForm(request.GET, user=request.user, stages=stages)
     deals = selectors.deal_list(user=request.user)
     if form.is_valid():
-        deals = selectors.deal_filter(deals, form.cleaned_data)
+        deals = selectors.deal_filter(qs=deals, data=form.cleaned_data)
     page = CappedPaginator(deals.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -414,10 +414,12 @@ QUEUES = {
 @vary_on_headers("HX-Request")
 def ticket_list_view(request: HttpRequest) -> HttpResponse:
     user = request.user
-    default = selectors.ticket_default_queue(user)
+    default = selectors.ticket_default_queue(user=user)
     queue = request.GET.get("queue") if request.GET.get("queue") in QUEUES else default
     status = request.GET.get("status")
-    tickets = selectors.ticket_queue(selectors.ticket_list(user=user), user=user, queue=queue, status=status)
+    tickets = selectors.ticket_queue(
+        qs=selectors.ticket_list(user=user), user=user, queue=queue, status=status
+    )
     page = CappedPaginator(tickets, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

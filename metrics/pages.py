@@ -86,7 +86,9 @@ def kpi_drilldown_context(
                 scope_id=filters.scope_id,
                 part=part,
             )
-            drill = selectors.drill_page(records, page, DRILL_PAGE_SIZE, CappedPaginator.COUNT_CAP)
+            drill = selectors.drill_page(
+                records=records, number=page, per_page=DRILL_PAGE_SIZE, cap=CappedPaginator.COUNT_CAP
+            )
         except selectors.DrilldownError as exc:
             drill_error = str(exc)
     return {
@@ -306,7 +308,7 @@ def segments_context(*, user: User, segment: str | None, page: str | None) -> di
     the scoring it is compared with, and one page of ``segment``'s customers."""
     as_of_dates = selectors.rfm_as_of_dates()
     as_of = as_of_dates[0] if as_of_dates else None
-    previous = selectors.rfm_comparison_date(as_of_dates)
+    previous = selectors.rfm_comparison_date(as_of_dates=as_of_dates)
     segment = segment if segment in CustomerRfm.Segment.values else None
     members = None
     if as_of is not None and segment:

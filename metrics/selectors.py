@@ -186,7 +186,7 @@ def snapshot_runs_health() -> tuple[SnapshotRun | None, SnapshotRun | None]:
     return last_ok, latest
 
 
-def snapshot_run_since(since: datetime) -> SnapshotRun | None:
+def snapshot_run_since(*, since: datetime) -> SnapshotRun | None:
     """The latest KPI run started at ``since`` or after it (the RFM refresh is not one)."""
     return (
         SnapshotRun.objects.filter(started_at__gte=since - timedelta(seconds=2))
@@ -196,7 +196,7 @@ def snapshot_run_since(since: datetime) -> SnapshotRun | None:
     )
 
 
-def snapshot_run_last_duration(kind: str) -> float | None:
+def snapshot_run_last_duration(*, kind: str) -> float | None:
     """How long the last successful run of ``kind`` took, in seconds."""
     return (
         SnapshotRun.objects.filter(kind=kind, status=SnapshotRun.Status.OK, duration_seconds__isnull=False)
@@ -240,7 +240,7 @@ def kpi_drilldown(
     return drill.records(user, period_of(period_start, granularity), scope, scope_id, part)
 
 
-def drill_page(records: QuerySet, number: Any, per_page: int, cap: int) -> Page:
+def drill_page(*, records: QuerySet, number: Any, per_page: int, cap: int) -> Page:
     """One page of a drill-down's ``records``, in their order, counted up to ``cap``.
 
     A drill-down's conditions (subqueries: renewed by a later deal, status at the period's end) fool the
@@ -371,7 +371,7 @@ def rfm_as_of_dates() -> list[date]:
     return list(CustomerRfm.objects.order_by("-as_of").values_list("as_of", flat=True).distinct())
 
 
-def rfm_comparison_date(as_of_dates: Sequence[date]) -> date | None:
+def rfm_comparison_date(*, as_of_dates: Sequence[date]) -> date | None:
     """What the newest scoring is compared with: the latest first-of-month scoring at least four weeks
     older (movement over a month, not since last night), else the scoring before it."""
     if len(as_of_dates) < 2:

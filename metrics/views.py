@@ -188,7 +188,7 @@ def recompute_status_view(request: HttpRequest) -> HttpResponse:
         raise Http404
     since_text = request.GET.get("since", "")
     since = _requested_at(since_text)
-    run = selectors.snapshot_run_since(since)
+    run = selectors.snapshot_run_since(since=since)
     if run is not None and run.status in (SnapshotRun.Status.OK, SnapshotRun.Status.SKIPPED):
         return HttpResponseClientRefresh()
     context = {

@@ -164,7 +164,7 @@ def _render_step(
 
 @public_page
 def answer_view(request: HttpRequest, token: str) -> HttpResponse:
-    invitation = selectors.invitation_by_token(token)
+    invitation = selectors.invitation_by_token(token=token)
     if invitation is None:
         return _message(request, "not_found", status=404)
     with translation.override(_language(invitation)):
@@ -239,7 +239,7 @@ def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
     """GET asks for confirmation (mail scanners follow links); POST opts out. The signed token is the
     credential, so the one-click POST of mail clients (RFC 8058, no CSRF token) is accepted."""
     invitation_id = emails.unsubscribe_invitation_id(token)
-    invitation = selectors.invitation_for_unsubscribe(invitation_id) if invitation_id else None
+    invitation = selectors.invitation_for_unsubscribe(invitation_id=invitation_id) if invitation_id else None
     if invitation is None:
         return _message(request, "not_found", status=404)
     with translation.override(_language(invitation)):

@@ -28,7 +28,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def invitation_by_token(token: str) -> SurveyInvitation | None:
+def invitation_by_token(*, token: str) -> SurveyInvitation | None:
     """The invitation whose e-mailed (or reminder) link carries ``token``; None for anything else.
 
     Read-only: looking a token up never writes, so probing with guessed tokens leaves no trace in the DB.
@@ -43,7 +43,7 @@ def invitation_by_token(token: str) -> SurveyInvitation | None:
     )
 
 
-def invitation_for_unsubscribe(invitation_id: int) -> SurveyInvitation | None:
+def invitation_for_unsubscribe(*, invitation_id: int) -> SurveyInvitation | None:
     """The invitation named by a genuine (signed) unsubscribe token, with its customer."""
     return SurveyInvitation.objects.select_related("customer").filter(pk=invitation_id).first()
 
@@ -91,7 +91,7 @@ def invitation_list(*, user: User) -> QuerySet[SurveyInvitation]:
     return SurveyInvitation.objects.select_related("survey", "customer", "ticket", "response")
 
 
-def invitation_funnel(invitations: QuerySet[SurveyInvitation]) -> dict[str, Any]:
+def invitation_funnel(*, invitations: QuerySet[SurveyInvitation]) -> dict[str, Any]:
     """Sent → opened → answered → completed, plus the sends skipped by reason (two queries; counting rows or
     ``created_at``, not ids, lets an index holding the columns answer them: ``surveyinv_created``).
 
@@ -155,20 +155,20 @@ def campaign_list() -> QuerySet[SurveyCampaign]:
     )
 
 
-def campaign_customer_list(filters: dict[str, Any]) -> QuerySet[Customer]:
+def campaign_customer_list(*, filters: dict[str, Any]) -> QuerySet[Customer]:
     """Customers a campaign with ``filters`` (status, source, segment, owner id) goes to; merged excluded."""
     qs = Customer.objects.filter(merged_into__isnull=True)
     lookups = {name: filters[name] for name in CAMPAIGN_FILTERS if filters.get(name) not in (None, "")}
     return qs.filter(**lookups)
 
 
-def campaign_preview(filters: dict[str, Any]) -> dict[str, int]:
+def campaign_preview(*, filters: dict[str, Any]) -> dict[str, int]:
     """How many customers match, and how many of them can be e-mailed at all (one query).
 
     Cooldown and cadence are only known at send time, so "reachable" is an upper bound.
     """
     opted_out = SurveySuppression.objects.filter(customer=OuterRef("pk"))
-    return campaign_customer_list(filters).aggregate(
+    return campaign_customer_list(filters=filters).aggregate(
         matched=Count("id"),
         reachable=Count("id", filter=Q(is_internal=False) & ~Q(email="") & ~Q(Exists(opted_out))),
     )

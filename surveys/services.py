@@ -369,7 +369,7 @@ def campaign_launch(
     clean = {
         name: filters.get(name) for name in selectors.CAMPAIGN_FILTERS if filters.get(name) not in (None, "")
     }
-    matched = selectors.campaign_customer_list(clean).count()
+    matched = selectors.campaign_customer_list(filters=clean).count()
     if not matched:
         raise ValidationError(_("No customer matches these filters."))
     campaign = SurveyCampaign.objects.create(
@@ -388,7 +388,7 @@ def campaign_run(*, campaign_id: int, now: datetime | None = None) -> SendResult
         campaign = SurveyCampaign.objects.select_for_update().select_related("survey").get(pk=campaign_id)
         if campaign.status == SurveyCampaign.Status.DONE:
             return SendResult()
-        customers = selectors.campaign_customer_list(campaign.filters).values_list("id", flat=True)
+        customers = selectors.campaign_customer_list(filters=campaign.filters).values_list("id", flat=True)
         SurveyInvitation.objects.bulk_create(
             [
                 SurveyInvitation(

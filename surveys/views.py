@@ -57,7 +57,7 @@ def survey_home_view(request: HttpRequest) -> HttpResponse:
     invitations = selectors.invitation_list(user=request.user).filter(created_at__gte=since)
     context = {
         "surveys": selectors.survey_list(),
-        "funnel": selectors.invitation_funnel(invitations),
+        "funnel": selectors.invitation_funnel(invitations=invitations),
         "followups": selectors.open_followup_list(user=request.user)[:20],
         "followup_count": selectors.open_followup_list(user=request.user).count(),
         "now": timezone.now(),
@@ -100,7 +100,7 @@ def invitation_list_view(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "page": page,
-        "funnel": selectors.invitation_funnel(invitations),
+        "funnel": selectors.invitation_funnel(invitations=invitations),
         "query": _query(request),
         "now": timezone.now(),
     }
@@ -134,7 +134,7 @@ def response_list_view(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         if data["survey"]:
             responses = responses.filter(survey=data["survey"])
-        responses = responses.filter(**crm_selectors.by_owner(data["owner"]))
+        responses = responses.filter(**crm_selectors.by_owner(owner=data["owner"]))
         if data["with_comment"]:
             responses = responses.exclude(comment="")
         bucket = {
@@ -185,5 +185,5 @@ def campaign_preview_view(request: HttpRequest) -> HttpResponse:
     form = CampaignForm(request.GET)
     form.is_valid()
     # The survey is not needed to count customers; any other invalid filter shows no count.
-    preview = selectors.campaign_preview(form.filters()) if set(form.errors) <= {"survey"} else None
+    preview = selectors.campaign_preview(filters=form.filters()) if set(form.errors) <= {"survey"} else None
     return render(request, "surveys/campaign_list.html#campaign-preview", {"preview": preview, "form": form})

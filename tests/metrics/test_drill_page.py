@@ -38,7 +38,7 @@ def deals():
 def test_pages_follow_the_records_order_with_nulls_where_postgresql_puts_them(deals, ordering):
     records = deals.order_by(*ordering)
     expected = list(records.values_list("pk", flat=True))
-    pages = [drill_page(records, number, 3, cap=100) for number in (1, 2, 3)]
+    pages = [drill_page(records=records, number=number, per_page=3, cap=100) for number in (1, 2, 3)]
     assert [d.pk for page in pages for d in page.object_list] == expected
     assert pages[0].paginator.count == 7 and not pages[0].paginator.is_capped
     assert pages[0].object_list[0].customer.name  # the records' own select_related survives
@@ -46,14 +46,17 @@ def test_pages_follow_the_records_order_with_nulls_where_postgresql_puts_them(de
 
 def test_a_page_costs_two_queries_and_an_empty_drill_none(deals, django_assert_num_queries):
     with django_assert_num_queries(2):
-        page = drill_page(deals.order_by("-created_at"), 1, 3, cap=100)
+        page = drill_page(records=deals.order_by("-created_at"), number=1, per_page=3, cap=100)
         assert len(page.object_list) == 3
     with django_assert_num_queries(1):
-        assert list(drill_page(deals.filter(title="nobody"), 1, 3, cap=100).object_list) == []
+        assert (
+            list(drill_page(records=deals.filter(title="nobody"), number=1, per_page=3, cap=100).object_list)
+            == []
+        )
 
 
 def test_beyond_the_cap_the_records_are_paged_as_they_are(deals):
     records = deals.order_by("-expected_close_date", "id")
-    page = drill_page(records, 2, 3, cap=5)
+    page = drill_page(records=records, number=2, per_page=3, cap=5)
     assert [d.pk for d in page.object_list] == list(records.values_list("pk", flat=True))[3:6]
     assert page.paginator.count == 7

@@ -48,7 +48,7 @@ def test_the_email_has_the_link_score_links_and_unsubscribe_as_html_and_text():
     tokens = set(LINK.findall(message.body)) | set(LINK.findall(html))
     assert len(tokens) == 1
     token = tokens.pop()
-    assert invitation_by_token(token) == invitation
+    assert invitation_by_token(token=token) == invitation
     for score in range(11):
         assert f"/s/{token}/?score={score}" in message.body
         assert f"/s/{token}/?score={score}" in html
@@ -213,7 +213,7 @@ def test_one_reminder_after_three_days_to_those_who_have_not_completed(client):
     assert "Reminder" in mail.outbox[0].subject
     # The reminder's own link works; so does the first one.
     token = LINK.search(mail.outbox[0].body).group(1)
-    assert invitation_by_token(token).reminder_count == 1
+    assert invitation_by_token(token=token).reminder_count == 1
     assert client.get(f"/s/{waiting.token}/").status_code == 200
 
 

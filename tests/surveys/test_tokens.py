@@ -67,12 +67,12 @@ def test_10000_random_and_tampered_tokens_are_accepted_zero_times_and_write_noth
     assert len(candidates) >= 9_990
     statements: list[str] = []
     with connection.execute_wrapper(recording(statements)):
-        accepted = [c for c in candidates if selectors.invitation_by_token(c) is not None]
+        accepted = [c for c in candidates if selectors.invitation_by_token(token=c) is not None]
     assert accepted == []
     assert 0 < len(statements) <= len(candidates)
     assert all(sql.lstrip().upper().startswith("SELECT") for sql in statements)
     # Every real token still works.
-    assert all(selectors.invitation_by_token(t) is not None for t in real_tokens)
+    assert all(selectors.invitation_by_token(token=t) is not None for t in real_tokens)
 
 
 def test_tampered_tokens_over_http_are_404_with_the_privacy_headers_and_no_writes(client, real_tokens):
