@@ -427,73 +427,114 @@ def detail_facts(kpi: Kpi, extra: dict | None) -> list[tuple[str, str]]:
     Only what the KPI's detail class holds and what is known is listed; raw internal values never are.
     """
     d = kpi.details_of(extra)
-
-    def pct(value: float | None) -> str | None:
-        return None if value is None else f"{number_format(value, 1)} %"
-
-    def amount(value: float | None) -> str | None:
-        return (
-            None
-            if value is None
-            else f"{number_format(value, 0, force_grouping=True)} {settings.CRM_CURRENCY}"
-        )
-
-    def plus_minus(value: float | None, places: int) -> str | None:
-        return None if value is None else f"± {number_format(value, places)}"
-
-    facts: list[tuple[str, str | None]] = []
-    if isinstance(d, NpsDetail):
-        shares = [pct(v) for v in (d.promoters_pct, d.passives_pct, d.detractors_pct) if v is not None]
-        facts.append((_("Promoters / passives / detractors"), " / ".join(shares) or None))
-        facts.append((_("%(level)s %% margin of error") % LEVEL, plus_minus(d.moe95, 0)))
-        if d.significant is not None:
-            significant = _("yes (%(level)s %%)") % LEVEL if d.significant else _("no — within the noise")
-            facts.append((_("Change significant?"), significant))
-    elif isinstance(d, ProportionDetail):
-        if d.wilson_low is not None:
-            interval = f"{number_format(d.wilson_low, 1)} – {pct(d.wilson_high)}"
-            facts.append((_("%(level)s %% interval") % LEVEL, interval))
-        facts.append((_("Mean score"), None if d.mean is None else number_format(d.mean, 2)))
-    elif isinstance(d, MeanDetail):
-        if d.scale_min is not None:
-            facts.append((_("Scale"), f"{d.scale_min}–{d.scale_max}"))
-        facts += [
-            (_("%(level)s %% margin of error") % LEVEL, plus_minus(d.moe95, 2)),
-            (_("Easy answers"), pct(d.easy_pct)),
-        ]
-    elif isinstance(d, ResponseDetail) and d.delivered is not None:
-        facts += [
-            (_("Delivered"), str(d.delivered)),
-            (_("Opened"), str(d.opened)),
-            (_("Score submitted"), str(d.started)),
-            (_("Completed"), str(d.completed)),
-            (_("Drop-off"), pct(d.drop_off_pct)),
-        ]
-    elif isinstance(d, RoiDetail):
-        if d.missing:
-            facts.append((_("Missing input"), _("the go-live date")))
-        if d.horizon:
-            facts.append((_("From go-live to"), f"{d.horizon[0][:7]} – {d.horizon[1][:7]}"))
-        payback = None
-        if d.payback_months is not None:
-            payback = _("%(n)s months") % {"n": number_format(d.payback_months, 1)}
-        facts += [
-            (_("Costs so far"), amount(d.costs)),
-            (_("Gains so far"), amount(d.gains)),
-            (_("of which time saved"), amount(d.time_saved_value)),
-            (_("Licensed user-months"), str(d.licensed_user_months) if d.licensed_user_months else None),
-            (_("Win rate since go-live"), pct(d.win_rate_after_go_live)),
-            (_("Win rate the 12 months before"), pct(d.win_rate_baseline)),
-            (_("Win-rate uplift"), _uplift(d)),
-            (_("ROI, %(level)s %% range") % LEVEL, _roi_range(d)),
-            (_("Closed amount since go-live"), amount(d.closed_amount)),
-            (_("Gross margin"), pct(d.gross_margin_percent)),
-            (_("Pays back after"), payback),
-        ]
-    elif isinstance(d, SlaDetail) and d.first_response is not None:
-        for label, (met, total) in ((_("First response"), d.first_response), (_("Resolution"), d.resolution)):
-            facts.append((label, _("%(met)s of %(total)s met") % {"met": met, "total": total}))
+    facts = next((facts_of(d) for kind, facts_of in _FACTS if isinstance(d, kind)), [])
     return [(str(label), value) for label, value in facts if value is not None]
+
+
+Facts = list[tuple[Any, str | None]]
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else f"{number_format(value, 1)} %"
+
+
+def _amount(value: float | None) -> str | None:
+    return (
+        None if value is None else f"{number_format(value, 0, force_grouping=True)} {settings.CRM_CURRENCY}"
+    )
+
+
+def _plus_minus(value: float | None, places: int) -> str | None:
+    return None if value is None else f"± {number_format(value, places)}"
+
+
+def _nps_facts(d: NpsDetail) -> Facts:
+    shares = [_pct(v) for v in (d.promoters_pct, d.passives_pct, d.detractors_pct) if v is not None]
+    facts: Facts = [
+        (_("Promoters / passives / detractors"), " / ".join(s for s in shares if s) or None),
+        (_("%(level)s %% margin of error") % LEVEL, _plus_minus(d.moe95, 0)),
+    ]
+    if d.significant is not None:
+        significant = _("yes (%(level)s %%)") % LEVEL if d.significant else _("no — within the noise")
+        facts.append((_("Change significant?"), significant))
+    return facts
+
+
+def _proportion_facts(d: ProportionDetail) -> Facts:
+    facts: Facts = []
+    if d.wilson_low is not None:
+        interval = f"{number_format(d.wilson_low, 1)} – {_pct(d.wilson_high)}"
+        facts.append((_("%(level)s %% interval") % LEVEL, interval))
+    facts.append((_("Mean score"), None if d.mean is None else number_format(d.mean, 2)))
+    return facts
+
+
+def _mean_facts(d: MeanDetail) -> Facts:
+    facts: Facts = []
+    if d.scale_min is not None:
+        facts.append((_("Scale"), f"{d.scale_min}–{d.scale_max}"))
+    facts += [
+        (_("%(level)s %% margin of error") % LEVEL, _plus_minus(d.moe95, 2)),
+        (_("Easy answers"), _pct(d.easy_pct)),
+    ]
+    return facts
+
+
+def _response_facts(d: ResponseDetail) -> Facts:
+    if d.delivered is None:
+        return []
+    return [
+        (_("Delivered"), str(d.delivered)),
+        (_("Opened"), str(d.opened)),
+        (_("Score submitted"), str(d.started)),
+        (_("Completed"), str(d.completed)),
+        (_("Drop-off"), _pct(d.drop_off_pct)),
+    ]
+
+
+def _roi_facts(d: RoiDetail) -> Facts:
+    facts: Facts = []
+    if d.missing:
+        facts.append((_("Missing input"), _("the go-live date")))
+    if d.horizon:
+        facts.append((_("From go-live to"), f"{d.horizon[0][:7]} – {d.horizon[1][:7]}"))
+    payback = None
+    if d.payback_months is not None:
+        payback = _("%(n)s months") % {"n": number_format(d.payback_months, 1)}
+    facts += [
+        (_("Costs so far"), _amount(d.costs)),
+        (_("Gains so far"), _amount(d.gains)),
+        (_("of which time saved"), _amount(d.time_saved_value)),
+        (_("Licensed user-months"), str(d.licensed_user_months) if d.licensed_user_months else None),
+        (_("Win rate since go-live"), _pct(d.win_rate_after_go_live)),
+        (_("Win rate the 12 months before"), _pct(d.win_rate_baseline)),
+        (_("Win-rate uplift"), _uplift(d)),
+        (_("ROI, %(level)s %% range") % LEVEL, _roi_range(d)),
+        (_("Closed amount since go-live"), _amount(d.closed_amount)),
+        (_("Gross margin"), _pct(d.gross_margin_percent)),
+        (_("Pays back after"), payback),
+    ]
+    return facts
+
+
+def _sla_facts(d: SlaDetail) -> Facts:
+    if d.first_response is None:
+        return []
+    return [
+        (label, _("%(met)s of %(total)s met") % {"met": met, "total": total})
+        for label, (met, total) in ((_("First response"), d.first_response), (_("Resolution"), d.resolution))
+    ]
+
+
+# The facts each kind of snapshot detail shows, the first matching kind wins.
+_FACTS: tuple[tuple[type, Callable[[Any], Facts]], ...] = (
+    (NpsDetail, _nps_facts),
+    (ProportionDetail, _proportion_facts),
+    (MeanDetail, _mean_facts),
+    (ResponseDetail, _response_facts),
+    (RoiDetail, _roi_facts),
+    (SlaDetail, _sla_facts),
+)
 
 
 def _signed_points(value: Decimal | float) -> str:
@@ -1000,6 +1041,6 @@ def recompute_progress(run: SnapshotRun | None) -> int:
     """
     if run is None:
         return 0
-    last = selectors.snapshot_run_last_duration(run.kind)
+    last = selectors.snapshot_run_last_duration(kind=run.kind)
     elapsed = (timezone.now() - run.started_at).total_seconds()
     return min(95, int(elapsed / max(last or 5.0, 0.5) * 100))
