@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractUser
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
@@ -72,6 +74,10 @@ class User(AbstractUser):
     @property
     def is_manager(self) -> bool:
         return self.role in (self.Role.MANAGER, self.Role.ADMIN) or self.is_superuser
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == self.Role.ADMIN or self.is_superuser
 
     @property
     def is_rep(self) -> bool:
@@ -209,6 +215,10 @@ class SecurityEvent(models.Model):
         TWO_FACTOR_FAILED = "two_factor_failed", _("two-factor code refused")
         TWO_FACTOR_SKIPPED = "two_factor_skipped", _("sign-in without its two-factor code refused")
         RECOVERY_CODE_USED = "recovery_code_used", _("signed in with a recovery code")
+        API_TOKEN_CREATED = "api_token_created", _("API token created")
+        API_TOKEN_REVOKED = "api_token_revoked", _("API token revoked")
+        API_TOKEN_USED = "api_token_used", _("API token used")
+        API_TOKEN_REFUSED = "api_token_refused", _("API token refused")
 
     at = models.DateTimeField(_("at"), db_index=False, validators=[validate_date_in_range])
     kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)
@@ -237,3 +247,53 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.user or self.username} @ {self.at:%Y-%m-%d %H:%M}"
+
+
+class ApiToken(models.Model):
+    """A personal API token: the API acts as its user, within its scope, until it expires or is revoked.
+
+    The token itself is shown once, when it is created; only its SHA-256 is stored (it is 256 random
+    bits, so a plain hash is as strong as a slow one and lets a request be checked with one index look-up).
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", _("read only")
+        WRITE = "write", _("read and write")
+
+    user = models.ForeignKey(
+        User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(_("name"), max_length=100)
+    # The first characters of the token, shown in lists so that people can tell their tokens apart.
+    prefix = models.CharField(_("starts with"), max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(_("scope"), max_length=5, choices=Scope.choices, default=Scope.READ)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, validators=[validate_date_in_range])
+    created_by = models.ForeignKey(
+        User, verbose_name=_("created by"), null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expires_at = models.DateTimeField(
+        _("expires"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    last_used_at = models.DateTimeField(
+        _("last used"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    revoked_at = models.DateTimeField(
+        _("revoked"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return (
+            self.revoked_at is None
+            and (self.expires_at is None or self.expires_at > now)
+            and self.user.is_active
+        )

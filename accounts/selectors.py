@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import SecurityEvent, User
+from accounts.models import ApiToken, SecurityEvent, User
 
 
 def security_event_list(*, user: User, kind: str = "", actor: User | None = None) -> QuerySet[SecurityEvent]:
@@ -73,3 +73,16 @@ def staff_search(*, qs: QuerySet[User], q: str) -> QuerySet[User]:
             | Q(email__icontains=word)
         )
     return qs
+
+
+def staff_directory() -> QuerySet[User]:
+    """Every member of staff (service accounts included, flagged), active first, then by name."""
+    return User.objects.order_by("-is_active", "first_name", "last_name", "username", "id")
+
+
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
+    """The tokens ``user`` may see and revoke: their own, and (admins) those of service accounts."""
+    qs = ApiToken.objects.select_related("user")
+    if user.is_admin:
+        return qs.filter(Q(user=user) | Q(user__is_service_account=True))
+    return qs.filter(user=user)

@@ -12,4 +12,7 @@ urlpatterns = [
     path("feedback/", views.feedback_view, name="feedback"),
     path("security/", views.security_event_list_view, name="security_events"),
     path("people/<slug:kind>/", views.staff_options_view, name="staff_options"),
+    path("api-tokens/", views.api_token_list_view, name="api_tokens"),
+    path("api-tokens/service-accounts/", views.service_account_create_view, name="service_account_create"),
+    path("api-tokens/<int:pk>/revoke/", views.api_token_revoke_view, name="api_token_revoke"),
 ]

@@ -1,4 +1,5 @@
 import time
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -6,21 +7,31 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import selectors
-from accounts.forms import FeedbackForm, LoginForm, SecondStepForm, SecurityEventFilterForm, TotpCodeForm
+from accounts.forms import (
+    ApiTokenForm,
+    FeedbackForm,
+    LoginForm,
+    SecondStepForm,
+    SecurityEventFilterForm,
+    ServiceAccountForm,
+    TotpCodeForm,
+)
 from accounts.models import User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.security import security_log
-from accounts.services import feedback_send, two_factor
+from accounts.services import api_tokens, feedback_send, two_factor
 from accounts.text import storable_text
 from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
 
@@ -243,3 +254,61 @@ def staff_options_view(request: HttpRequest, kind: str) -> HttpResponse:
         "empty_label": spec.empty_label,
     }
     return render(request, "accounts/_staff_options.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_token_list_view(request: HttpRequest) -> HttpResponse:
+    """The user's API tokens (admins: also the service accounts'). A new token goes through the session to
+    the page the browser is sent to next, so it is shown exactly once and a reload does not make another."""
+    form = ApiTokenForm(request.POST or None, user=request.user)
+    if form.is_bound and form.is_valid():
+        try:
+            new = api_tokens.api_token_create(actor=request.user, request=request, **form.token_fields())
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            request.session[NEW_TOKEN_KEY] = {"secret": new.secret, "name": new.token.name}
+            return redirect("accounts:api_tokens")
+    return _api_tokens_page(request, form=form, created=request.session.pop(NEW_TOKEN_KEY, None))
+
+
+@login_required
+@require_POST
+def service_account_create_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_admin:
+        raise Http404
+    account_form = ServiceAccountForm(request.POST)
+    if account_form.is_valid():
+        try:
+            account = api_tokens.service_account_create(actor=request.user, **account_form.cleaned_data)
+        except ValidationError as exc:
+            account_form.add_error(None, exc)
+        else:
+            messages.success(
+                request, _("Service account %(name)s created: now give it a token.") % {"name": account}
+            )
+            return redirect("accounts:api_tokens")
+    return _api_tokens_page(request, form=ApiTokenForm(user=request.user), account_form=account_form)
+
+
+NEW_TOKEN_KEY = "api_token_new"  # noqa: S105 (a session key, not a secret)
+
+
+def _api_tokens_page(request: HttpRequest, **context: Any) -> HttpResponse:
+    user = request.user
+    context.setdefault("account_form", ServiceAccountForm() if user.is_admin else None)
+    context["tokens"] = selectors.api_token_list(user=user)
+    context["api_docs"] = reverse("api_docs")
+    response = render(request, "accounts/api_tokens.html", context)
+    response["Cache-Control"] = "no-store"  # a new token is on the page
+    return response
+
+
+@login_required
+@require_POST
+def api_token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(selectors.api_token_list(user=request.user), pk=pk)
+    api_tokens.api_token_revoke(actor=request.user, token=token, request=request)
+    messages.success(request, _("Token %(name)s revoked: it no longer works.") % {"name": token.name})
+    return redirect("accounts:api_tokens")

@@ -748,13 +748,15 @@ def activity_log_with_follow_up(
 
 
 @atomic_retrying
-def activity_complete(*, activity: Activity, actor: User, at: datetime | None = None) -> Activity:
+def activity_complete(
+    *, activity: Activity, actor: User, at: datetime | None = None, via: str = UsageEvent.Via.WEB
+) -> Activity:
     """Mark a task done (idempotent: a done task keeps its first completion time)."""
     _ensure_owns_customer(actor, activity.customer)
     if activity.done_at is None:
         activity.done_at = at or timezone.now()
         _save(activity)
-        usage_record(user=actor, verb=UsageEvent.Verb.COMPLETE, obj=activity)
+        usage_record(user=actor, verb=UsageEvent.Verb.COMPLETE, obj=activity, via=via)
     return activity
 
 

@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "django_ratelimit",  # its checks: the survey rate limit's cache must count atomically (Redis does)
+    "ninja",  # the API (crm/api/): its Swagger UI is served from our static files, not a CDN
     "accounts",
     "crm",
     "surveys",
@@ -115,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    # An API POST with an Idempotency-Key that was seen in the last 24 h gets the first answer again.
+    "crm.api.common.IdempotencyMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -465,3 +468,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# API (crm/api/): requests per token (429 with Retry-After beyond it).
+CRM_API_RATE = os.environ.get("CRM_API_RATE", "600/min")

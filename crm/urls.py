@@ -1,9 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.i18n import set_language
 
 from crm import data_urls, privacy_views, views
+from crm.api.site import api
+from crm.api.site import docs_view as api_docs_view
+from crm.api.site import not_found_view as api_not_found_view
 
 crm_patterns = [
     path("", views.workspace_view, name="workspace"),
@@ -48,6 +51,9 @@ urlpatterns = [
     path("metrics/", include("metrics.urls")),
     path("surveys/", include("surveys.urls")),
     path("s/", include("surveys.public_urls")),
+    path("api/v1/docs", api_docs_view, name="api_docs"),
+    path("api/v1/", api.urls),
+    re_path(r"^api/(?P<rest>.*)$", api_not_found_view),
     path("i18n/setlang/", set_language, name="set_language"),
     path(f"{settings.ADMIN_URL}", admin.site.urls),
 ]

@@ -509,3 +509,8 @@ def _pooled(months: list[tuple]) -> SnapshotValues | None:
 def staff_feedback_list(*, limit: int = 50) -> QuerySet[StaffFeedback]:
     """The newest ``limit`` feedback notes of the staff, with their authors (for the adoption page)."""
     return StaffFeedback.objects.select_related("user").order_by("-created_at")[:limit]
+
+
+def kpi_target_list(*, scope: str, scope_id: str) -> QuerySet[KpiTarget]:
+    """Every target set for one scope, newest period first."""
+    return KpiTarget.objects.filter(scope=scope, scope_id=scope_id).order_by("-period_start", "kpi")

@@ -19,7 +19,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import ApiToken, User
+from accounts.services.api_tokens import api_token_create
 from crm.data import merge
 from metrics.kpis import registry
 from metrics.services import snapshots_rebuild_all
@@ -149,6 +150,11 @@ class World:
         }
         self.own = {role: {"import_job": make_import_job(self.users[role], import_text, name="客户.csv")}
                     for role in ("manager", "admin")}  # fmt: skip
+        # API tokens are their owner's only: each role revokes its own.
+        for role, user in self.users.items():
+            token = api_token_create(actor=user, user=user, name="网店同步", scope=ApiToken.Scope.READ).token
+            self.own.setdefault(role, {})["api_token"] = token
+        self.records["api_token"] = self.own["rep"]["api_token"]
         self.tokens = {
             "surveys_public:answer": invitation.token,
             "surveys_public:unsubscribe": unsubscribe_token(invitation),
@@ -184,6 +190,7 @@ PK_RECORDS = {
     ("crm", "duplicates"): "duplicate",
     ("surveys", "<int:pk>"): "survey",
     ("surveys", "invitations"): "invitation",
+    ("accounts", "api-tokens"): "api_token",
 }
 
 

@@ -63,6 +63,8 @@ from django.urls import resolve, reverse
 from django.utils import timezone
 from openpyxl import Workbook
 
+from accounts.models import ApiToken
+from accounts.services.api_tokens import api_token_create
 from crm.data import imports, merge
 from crm.models import Customer, ImportJob
 from crm.tasks import check_import, run_import
@@ -116,6 +118,7 @@ PK_RECORDS = {
     ("crm", "duplicates"): "duplicate",
     ("surveys", "<int:pk>"): "survey",
     ("surveys", "invitations"): "invitation",
+    ("accounts", "api-tokens"): "api_token",
 }
 TOKENS = {"surveys_public:answer": "token", "surveys_public:unsubscribe": "unsubscribe_token"}
 PK_VARIANTS = {"pk-zero": "0", "pk-beyond-bigint": "9" * 25}
@@ -181,6 +184,11 @@ class World:
             role: {"import_job": make_import_job(self.users[role], import_text)}
             for role in ("manager", "admin")
         }
+        # API tokens are their owner's only: each role revokes its own.
+        for role, user in self.users.items():
+            token = api_token_create(actor=user, user=user, name="Sweep", scope=ApiToken.Scope.READ).token
+            self.own.setdefault(role, {})["api_token"] = token
+        self.records["api_token"] = self.own["rep"]["api_token"]
         self.token = invitation.token
         self.unsubscribe_token = unsubscribe_token(invitation)
         self.kpi = next(iter(registry()))

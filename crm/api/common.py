@@ -1,0 +1,239 @@
+"""What every API endpoint shares: the one error shape, keyset (cursor) pagination, form validation with
+field-level messages, ``Idempotency-Key`` replays and the per-token rate limit.
+
+Errors always read ``{"error": {"code": …, "message": …, "fields": {field: [messages]}}}``.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db.models import Model, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Schema
+from ninja.throttling import SimpleRateThrottle
+
+from accounts.models import UsageEvent
+from accounts.text import storable_text
+
+VIA = UsageEvent.Via.API
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+IDEMPOTENCY_SECONDS = 24 * 3600
+
+
+class ApiError(Exception):
+    """An answer other than success: its status, a stable code, a sentence and field messages."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, list[str]] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields, self.extra = status, code, message, fields, extra
+
+
+def error_response(
+    status: int, code: str, message: str, fields: dict[str, list[str]] | None = None, **extra: Any
+) -> JsonResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    body.update(extra)
+    return JsonResponse({"error": body}, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    fields: dict[str, list[str]] | None = None
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "not_found", "No such record, or not one you may see.")
+
+
+def get_visible(qs: QuerySet, pk: int) -> Any:
+    """The record ``pk`` of an access-scoped queryset; one the user may not see is a 404, as in the UI."""
+    obj = qs.filter(pk=pk).first()
+    if obj is None:
+        raise not_found()
+    return obj
+
+
+def clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """JSON values as a form reads them: text stripped of NUL and lone surrogates, numbers as text."""
+
+    def one(value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return storable_text(value)
+        if isinstance(value, bool):
+            return "on" if value else ""
+        if isinstance(value, (int, float, Decimal, date, datetime)):
+            return str(value)
+        return value
+
+    return {key: one(value) for key, value in payload.items()}
+
+
+def validated(form: forms.Form) -> dict[str, Any]:
+    """The form's cleaned data, or a 422 naming each field's problem in the user's language."""
+    if not form.is_valid():
+        fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+        raise ApiError(422, "invalid", "Some fields are not valid.", fields)
+    return form.cleaned_data
+
+
+def validation_fields(exc: ValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {name: [str(m) for e in errors for m in e.messages] for name, errors in exc.error_dict.items()}
+    return {"__all__": [str(m) for m in exc.messages]}
+
+
+# Keyset pagination ---------------------------------------------------------------------------------------
+
+
+class Page(Schema):
+    next: str | None = None
+    results: list[Any]
+
+
+def _encode(values: list[Any]) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, (date, datetime)) else str(v) for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, size: int) -> list[str]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        values = None
+    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
+        raise bad_cursor()
+    return values
+
+
+def bad_cursor() -> ApiError:
+    return ApiError(422, "invalid", "The cursor is not valid.", {"cursor": ["Use the `next` of a page."]})
+
+
+def paginate(qs: QuerySet, *, order: str, cursor: str | None, limit: int | None) -> dict[str, Any]:
+    """One page of ``qs`` ordered by ``order`` (a non-null field, ``-`` for descending) then id, after
+    ``cursor``: a keyset page, so that page 1 000 costs what page 1 does and rows added meanwhile
+    neither repeat nor go missing."""
+    field = order.lstrip("-")
+    descending = order.startswith("-")
+    size = min(max(limit or PAGE_SIZE, 1), MAX_PAGE_SIZE)
+    qs = qs.order_by(f"-{field}" if descending else field, "-pk" if descending else "pk")
+    if cursor:
+        value, pk = _decode(cursor, 2)
+        model_field = qs.model._meta.get_field(field)
+        try:
+            value, pk = model_field.to_python(value), int(pk)
+        except (ValidationError, ValueError, TypeError):
+            raise bad_cursor() from None
+        if value is None or not 0 < pk < 2**63:
+            raise bad_cursor()
+        op = "lt" if descending else "gt"
+        qs = qs.filter(Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk}))
+    rows = list(qs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    last = rows[-1] if rows else None
+    return {
+        "next": _encode([getattr(last, field), last.pk]) if more and last is not None else None,
+        "results": rows,
+    }
+
+
+# Idempotency ---------------------------------------------------------------------------------------------
+
+
+class IdempotencyMiddleware:
+    """``Idempotency-Key`` on an API POST: a replay with the same key (per token) within 24 h gets the first
+    answer again and changes nothing; the same key with another body is refused (422), and one still
+    running answers 409. Answers of 500 and above are not kept, so that a retry can still succeed."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        key = request.headers.get("Idempotency-Key", "")
+        if request.method != "POST" or not key or not request.path.startswith("/api/"):
+            return self.get_response(request)
+        who = hashlib.sha256(request.headers.get("Authorization", "").encode("utf-8", "replace")).hexdigest()
+        what = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+        cache_key = f"api-idem:{who}:{what}"
+        digest = hashlib.sha256(request.path.encode("utf-8", "replace") + b"\0" + request.body).hexdigest()
+        stored = cache.get(cache_key)
+        if stored is None and cache.add(cache_key, {"body": digest}, IDEMPOTENCY_SECONDS):
+            response = self.get_response(request)
+            if response.status_code < 500:
+                kept = {"body": digest, "status": response.status_code, "content": response.content}
+                cache.set(cache_key, kept, IDEMPOTENCY_SECONDS)
+            else:
+                cache.delete(cache_key)
+            return response
+        stored = stored or cache.get(cache_key) or {}
+        if stored.get("body") != digest:
+            return error_response(
+                422, "idempotency_key_reused", "This Idempotency-Key was used with another request."
+            )
+        if "content" not in stored:
+            return error_response(409, "in_progress", "A request with this Idempotency-Key is still running.")
+        response = HttpResponse(stored["content"], status=stored["status"], content_type="application/json")
+        response["Idempotent-Replayed"] = "true"
+        return response
+
+
+# Rate limit ----------------------------------------------------------------------------------------------
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    """Requests per token (``CRM_API_RATE``, e.g. ``600/min``); over it, 429 with ``Retry-After``."""
+
+    scope = "token"
+
+    def __init__(self) -> None:
+        super().__init__(settings.CRM_API_RATE)
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        if self.rate != settings.CRM_API_RATE:  # the setting changed (tests, a reload)
+            self.rate = settings.CRM_API_RATE
+            self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request)
+
+    def get_cache_key(self, request: HttpRequest) -> str | None:
+        token = getattr(request, "auth", None)
+        return None if token is None else f"api-rate:{token.pk}"
+
+
+def model_dict(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in fields}
+
+
+def require_role(user: Any, *roles: str) -> None:
+    """Managers and admins, or one of ``roles``; anyone else gets the 404 the pages give."""
+    if not (user.is_manager or user.role in roles):
+        raise not_found()
+
+
+def form_defaults(form_class: type[forms.Form]) -> dict[str, Any]:
+    """The defaults a new record gets on its page (each field's initial value), for fields not sent."""
+    return {
+        name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None
+    }

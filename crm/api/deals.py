@@ -1,0 +1,229 @@
+"""Deals: list (the UI's filters, keyset pages), read, create, change with optimistic locking (``version``
+or ``If-Match``), and stage moves, won or lost with a reason."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.http import HttpRequest
+from ninja import Header, ModelSchema, Query, Router, Schema, Status
+
+from accounts.models import User
+from crm import forms, selectors, services
+from crm.api.common import (
+    VIA,
+    ApiError,
+    ErrorOut,
+    Page,
+    clean_payload,
+    form_defaults,
+    get_visible,
+    paginate,
+    require_role,
+    validated,
+)
+from crm.models import Customer, Deal, PipelineStage
+
+router = Router(tags=["deals"])
+ORDERS = ("created_at", "-created_at", "updated_at", "-updated_at", "title", "-title")
+
+
+class DealOut(ModelSchema):
+    class Meta:
+        model = Deal
+        fields = [
+            "id",
+            "customer",
+            "owner",
+            "title",
+            "amount",
+            "kind",
+            "stage",
+            "status",
+            "probability",
+            "source",
+            "expected_close_date",
+            "created_at",
+            "updated_at",
+            "closed_at",
+            "lost_reason",
+            "term_start",
+            "term_end",
+            "renewal_of",
+            "version",
+        ]
+
+
+class DealPage(Page):
+    results: list[DealOut]
+
+
+class DealFilters(Schema):
+    q: str = ""
+    status: str = ""
+    stage: int | None = None
+    owner: int | None = None
+    order: str = "-created_at"
+    cursor: str | None = None
+    limit: int | None = None
+
+
+class DealIn(Schema):
+    customer: int | None = None
+    title: str | None = None
+    amount: Decimal | None = None
+    kind: str | None = None
+    stage: int | None = None
+    probability: int | None = None
+    source: str | None = None
+    expected_close_date: date | None = None
+    version: int | None = None
+
+
+class DealMoveIn(Schema):
+    stage: int
+    version: int | None = None
+    lost_reason: str = ""
+
+
+class ConflictOut(Schema):
+    class Body(Schema):
+        code: str
+        message: str
+        changes: dict[str, list[str | None]]
+        changed_by: list[str]
+        current_version: int
+
+    error: Body
+
+
+def _version(payload_version: int | None, if_match: str | None) -> int | None:
+    """The version the client read: the body's ``version``, else the ``If-Match`` ETag (``"3"``)."""
+    if payload_version is not None:
+        return payload_version
+    tag = (if_match or "").strip().removeprefix("W/").strip('"')
+    if not tag:
+        return None
+    if not tag.isdigit() or len(tag) > 9:
+        raise ApiError(
+            422, "invalid", "If-Match is not a deal version.", {"If-Match": ["Send the deal's version."]}
+        )
+    return int(tag)
+
+
+def _conflict(exc: services.ConcurrentEditError) -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        "Someone else changed this deal since your version; nothing was written.",
+        changes={name: [_text(then), _text(now)] for name, (then, now) in exc.changes.items()},
+        changed_by=[str(user) for user in exc.changed_by],
+        current_version=exc.current.version,
+    )
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(getattr(value, "pk", value))
+
+
+def _deal_form(request: HttpRequest, data: dict, deal: Deal | None = None) -> forms.DealForm:
+    customers = selectors.customer_list(user=request.user)
+    if deal is None:
+        customers = customers.exclude(status=Customer.Status.CHURNED)
+    stages = selectors.stage_list().filter(kind=PipelineStage.Kind.OPEN)
+    if deal is not None:
+        stored = {f: getattr(deal, f) for f in forms.DealForm.base_fields if f not in ("stage", "version")}
+        stored["customer"] = deal.customer_id
+        data = {**stored, **data}
+    else:
+        data = {**form_defaults(forms.DealForm), **data}
+        if "stage" not in data and (first := stages.first()) is not None:
+            data["stage"] = first.pk
+    return forms.DealForm(clean_payload(data), customers=customers, stages=stages, editing=deal is not None)
+
+
+@contextmanager
+def _conflict_is_409() -> Iterator[None]:
+    try:
+        yield
+    except services.ConcurrentEditError as exc:
+        raise _conflict(exc) from None
+
+
+@router.get("/", response={200: DealPage, 422: ErrorOut}, summary="List deals")
+def deal_list(request: HttpRequest, filters: Query[DealFilters]) -> dict:
+    """The deals you may see, with the deal list's filters; ``order``: created_at, updated_at, title."""
+    stages = selectors.stage_list()
+    query = clean_payload(filters.dict(exclude={"order", "cursor", "limit"}))
+    data = validated(forms.DealFilterForm(query, user=request.user, stages=stages))
+    qs = selectors.deal_filter(qs=selectors.deal_list(user=request.user), data=data)
+    order = filters.order if filters.order in ORDERS else "-created_at"
+    return paginate(qs, order=order, cursor=filters.cursor, limit=filters.limit)
+
+
+@router.get("/{deal_id}", response={200: DealOut, 404: ErrorOut}, summary="Read a deal")
+def deal_detail(request: HttpRequest, deal_id: int) -> Deal:
+    return get_visible(selectors.deal_list(user=request.user), deal_id)
+
+
+@router.post("/", response={201: DealOut, 404: ErrorOut, 422: ErrorOut}, summary="Create a deal")
+def deal_create(request: HttpRequest, payload: DealIn) -> Status[Deal]:
+    require_role(request.user, User.Role.REP)
+    form = _deal_form(request, payload.dict(exclude_unset=True, exclude={"version"}))
+    validated(form)
+    return Status(201, services.deal_create(actor=request.user, via=VIA, **form.deal_fields()))
+
+
+@router.patch(
+    "/{deal_id}",
+    response={200: DealOut, 404: ErrorOut, 409: ConflictOut, 422: ErrorOut},
+    summary="Change a deal",
+)
+def deal_update(
+    request: HttpRequest, deal_id: int, payload: DealIn, if_match: str | None = Header(None, alias="If-Match")
+) -> Deal:
+    """Only the fields sent change; the stage changes through ``/move``. Send the ``version`` you read (or
+    ``If-Match: "<version>"``): if someone saved in between, nothing is written and 409 says what changed
+    and who changed it."""
+    require_role(request.user, User.Role.REP)
+    deal = get_visible(selectors.deal_list(user=request.user), deal_id)
+    version = _version(payload.version, if_match)
+    if version is None:
+        raise ApiError(422, "invalid", "Send the version you read.", {"version": ["This field is required."]})
+    form = _deal_form(
+        request, {**payload.dict(exclude_unset=True, exclude={"stage"}), "version": version}, deal
+    )
+    validated(form)
+    with _conflict_is_409():
+        return services.deal_update(
+            deal=deal, actor=request.user, data=form.deal_fields(), version=version, via=VIA
+        )
+
+
+@router.post(
+    "/{deal_id}/move",
+    response={200: DealOut, 404: ErrorOut, 409: ConflictOut, 422: ErrorOut},
+    summary="Move a deal to a stage (won and lost stages close it)",
+)
+def deal_move(
+    request: HttpRequest,
+    deal_id: int,
+    payload: DealMoveIn,
+    if_match: str | None = Header(None, alias="If-Match"),
+) -> Deal:
+    """A lost stage needs ``lost_reason``; with ``version`` (or ``If-Match``) a stale move gets 409."""
+    require_role(request.user, User.Role.REP)
+    deal = get_visible(selectors.deal_list(user=request.user), deal_id)
+    version = _version(payload.version, if_match)
+    data = {**payload.dict(), "version": version or deal.version}
+    form = forms.DealMoveForm(
+        clean_payload(data), stages=selectors.stage_list(pipeline_id=deal.stage.pipeline_id)
+    )
+    cleaned = validated(form)
+    with _conflict_is_409():
+        return services.deal_move_stage(deal=deal, actor=request.user, via=VIA, **cleaned)

@@ -1,0 +1,129 @@
+"""Tickets: list (the queues), read with messages, create, reply or note, change status, assign."""
+
+from django.http import HttpRequest
+from ninja import ModelSchema, Query, Router, Schema, Status
+
+from crm import forms, selectors, services
+from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, validated
+from crm.models import Ticket, TicketMessage
+
+router = Router(tags=["tickets"])
+ORDERS = ("created_at", "-created_at", "updated_at", "-updated_at")
+
+
+class TicketOut(ModelSchema):
+    class Meta:
+        model = Ticket
+        fields = [
+            "id",
+            "customer",
+            "assignee",
+            "subject",
+            "description",
+            "priority",
+            "category",
+            "channel",
+            "status",
+            "created_at",
+            "updated_at",
+            "first_response_at",
+            "first_solved_at",
+            "solved_at",
+            "closed_at",
+            "reopen_count",
+            "first_response_due_at",
+            "resolution_due_at",
+        ]
+
+
+class MessageOut(ModelSchema):
+    class Meta:
+        model = TicketMessage
+        fields = ["id", "author", "body", "is_public", "created_at"]
+
+
+class TicketDetailOut(TicketOut):
+    messages: list[MessageOut]
+
+    @staticmethod
+    def resolve_messages(ticket: Ticket) -> list[TicketMessage]:
+        return list(ticket.messages.order_by("created_at", "id"))
+
+
+class TicketPage(Page):
+    results: list[TicketOut]
+
+
+class TicketFilters(Schema):
+    queue: str = "all"
+    status: str = ""
+    order: str = "-created_at"
+    cursor: str | None = None
+    limit: int | None = None
+
+
+class TicketIn(Schema):
+    customer: int
+    subject: str
+    description: str = ""
+    priority: str = Ticket.Priority.NORMAL
+    category: str
+    channel: str
+    assignee: int | None = None
+
+
+class ReplyIn(Schema):
+    body: str
+    public: bool = True
+
+
+class StatusIn(Schema):
+    status: str
+
+
+@router.get("/", response={200: TicketPage, 422: ErrorOut}, summary="List tickets")
+def ticket_list(request: HttpRequest, filters: Query[TicketFilters]) -> dict:
+    """The tickets you may see; ``queue``: mine, unassigned, open or all, as on the tickets page."""
+    qs = selectors.ticket_queue(
+        qs=selectors.ticket_list(user=request.user),
+        user=request.user,
+        queue=filters.queue,
+        status=filters.status or None,
+    )
+    order = filters.order if filters.order in ORDERS else "-created_at"
+    return paginate(qs, order=order, cursor=filters.cursor, limit=filters.limit)
+
+
+@router.get("/{ticket_id}", response={200: TicketDetailOut, 404: ErrorOut}, summary="Read a ticket")
+def ticket_detail(request: HttpRequest, ticket_id: int) -> Ticket:
+    return get_visible(selectors.ticket_list(user=request.user), ticket_id)
+
+
+@router.post("/", response={201: TicketOut, 404: ErrorOut, 422: ErrorOut}, summary="Create a ticket")
+def ticket_create(request: HttpRequest, payload: TicketIn) -> Status[Ticket]:
+    customers = selectors.customer_list(user=request.user)
+    data = validated(forms.TicketForm(clean_payload(payload.dict()), customers=customers))
+    return Status(201, services.ticket_create(actor=request.user, via=VIA, **data))
+
+
+@router.post(
+    "/{ticket_id}/messages",
+    response={201: MessageOut, 404: ErrorOut, 422: ErrorOut},
+    summary="Reply to the customer, or add an internal note (public=false)",
+)
+def ticket_reply(request: HttpRequest, ticket_id: int, payload: ReplyIn) -> Status[TicketMessage]:
+    ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
+    reply = {"body": payload.body, "public": "1" if payload.public else "0"}
+    data = validated(forms.TicketReplyForm(clean_payload(reply)))
+    return Status(201, services.ticket_reply(ticket=ticket, actor=request.user, via=VIA, **data))
+
+
+@router.post(
+    "/{ticket_id}/status",
+    response={200: TicketOut, 404: ErrorOut, 422: ErrorOut},
+    summary="Change a ticket's status (the transitions the ticket page offers)",
+)
+def ticket_status(request: HttpRequest, ticket_id: int, payload: StatusIn) -> Ticket:
+    ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
+    data = validated(forms.TicketStatusForm(clean_payload(payload.dict())))
+    return services.ticket_set_status(ticket=ticket, status=data["status"], actor=request.user, via=VIA)
