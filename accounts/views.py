@@ -130,27 +130,18 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
     device = two_factor.device_get_or_create(user=user)
     form = TotpCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        code = form.cleaned_data["code"]
         action = request.POST.get("action", "confirm")
-        if action == "disable" and device.confirmed and not required:
-            if two_factor.code_verify(device=device, code=code):
-                two_factor.device_delete(device=device)
-                messages.success(request, _("Two-factor sign-in is off."))
-                return redirect("accounts:totp_setup")
-        elif action == "recovery" and device.confirmed and two_factor.code_verify(device=device, code=code):
-            return _recovery_codes_page(
-                request, two_factor.recovery_codes_create(user=user), required=required
-            )
-        elif (
-            action == "confirm"
-            and not device.confirmed
-            and two_factor.device_confirm(device=device, code=code)
-        ):
+        code = form.cleaned_data["code"]
+        done = two_factor.setup_step(device=device, action=action, code=code, required=required)
+        if done == "disable":
+            messages.success(request, _("Two-factor sign-in is off."))
+            return redirect("accounts:totp_setup")
+        if done == "confirm":
             request.session[two_factor.SESSION_KEY] = two_factor.VERIFIED
             messages.success(request, _("Two-factor sign-in is on."))
-            return _recovery_codes_page(
-                request, two_factor.recovery_codes_create(user=user), required=required
-            )
+        if done in ("confirm", "recovery"):
+            codes = two_factor.recovery_codes_create(user=user)
+            return _recovery_codes_page(request, codes, required=required)
         security_log(kind="two_factor_failed", request=request, action=action)
         form.add_error("code", _("That code is not right. Check your authenticator app and try again."))
     return _setup_page(request, form, device, required=required)

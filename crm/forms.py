@@ -16,7 +16,7 @@ from accounts.models import User
 from accounts.pickers import RecordPicker, StaffChoiceField, StaffFilterField
 from accounts.text import is_record_id
 from crm import normalize
-from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket
+from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket, WebhookSubscription
 
 MAX_AMOUNT = Decimal("999999999999.99")
 
@@ -406,3 +406,18 @@ class ErasePersonalDataForm(forms.Form):
         if value != self.customer.name.strip():
             raise ValidationError(_("This is not the customer's name."))
         return value
+
+
+# Webhooks
+# ---------------------------------------------------------------------------------------------------------
+
+
+class WebhookForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100)
+    url = forms.URLField(
+        label=_("URL"), max_length=500, assume_scheme="https", help_text=_("Where the events are POSTed.")
+    )
+    events = forms.MultipleChoiceField(
+        label=_("Events"), choices=WebhookSubscription.Event.choices, widget=forms.CheckboxSelectMultiple
+    )
+    is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)

@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -785,6 +786,8 @@ class Activity(models.Model):
         ]
         indexes = [
             models.Index(fields=["customer", "-created_at"], name="activity_customer_created"),
+            # The API's activity list, newest first, a keyset page at a time.
+            models.Index(fields=["-created_at", "-id"], name="activity_created"),
             models.Index(fields=["user", "-created_at"], name="activity_user_created"),
             models.Index(
                 fields=["user", "due_at"],
@@ -1097,3 +1100,89 @@ class CustomerMerge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.merged_id} → {self.survivor_id} @ {self.at:%Y-%m-%d}"
+
+
+# Webhooks
+# ---------------------------------------------------------------------------------------------------------
+
+
+class WebhookSubscription(models.Model):
+    """Where to send which events, signed with the subscription's secret (Standard Webhooks)."""
+
+    class Event(models.TextChoices):
+        CUSTOMER_CREATED = "customer.created", _("A customer is created")
+        CUSTOMER_UPDATED = "customer.updated", _("A customer is changed")
+        CUSTOMER_MERGED = "customer.merged", _("Two customers are merged")
+        CUSTOMER_CHURNED = "customer.churned", _("A customer churns")
+        DEAL_CREATED = "deal.created", _("A deal is created")
+        DEAL_UPDATED = "deal.updated", _("A deal is changed")
+        DEAL_STAGE_CHANGED = "deal.stage_changed", _("A deal moves to another stage")
+        DEAL_WON = "deal.won", _("A deal is won")
+        DEAL_LOST = "deal.lost", _("A deal is lost")
+        TICKET_CREATED = "ticket.created", _("A ticket is created")
+        TICKET_UPDATED = "ticket.updated", _("A ticket is changed or answered")
+        TICKET_SOLVED = "ticket.solved", _("A ticket is solved")
+        SURVEY_RESPONSE_CREATED = "survey_response.created", _("A survey is answered")
+
+    name = models.CharField(_("name"), max_length=100)
+    url = models.URLField(_("URL"), max_length=500)
+    events = ArrayField(models.CharField(max_length=40, choices=Event.choices), verbose_name=_("events"))
+    secret = models.CharField(max_length=80)
+    # After a rotation the old secret still signs (a second signature) until this moment.
+    previous_secret = models.CharField(max_length=80, blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True, validators=[validate_date_in_range])
+    is_active = models.BooleanField(_("active"), default=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created"), validators=[validate_date_in_range])
+    # Deliveries that gave up in a row; at WEBHOOK_DISABLE_AFTER the subscription is switched off.
+    failures_in_a_row = models.PositiveIntegerField(default=0)
+    disabled_reason = models.CharField(_("why it was switched off"), max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = _("webhook")
+        verbose_name_plural = _("webhooks")
+        indexes = [GinIndex(fields=["events"], name="webhook_events", condition=Q(is_active=True))]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """One event for one subscription: the outbox row, written in the transaction of the change, then
+    delivered (and retried) by a worker. Its ``message_id`` is the ``webhook-id`` of every attempt, so a
+    receiver that saw it once can ignore a repeat."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting")
+        DELIVERED = "delivered", _("delivered")
+        FAILED = "failed", _("gave up")
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    message_id = models.CharField(max_length=40, unique=True)
+    event = models.CharField(_("event"), max_length=40)
+    payload = models.JSONField(encoder=StorableJSONEncoder)
+    created_at = models.DateTimeField(_("created"), validators=[validate_date_in_range])
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, validators=[validate_date_in_range])
+    delivered_at = models.DateTimeField(
+        _("delivered"), null=True, blank=True, validators=[validate_date_in_range]
+    )
+    last_status_code = models.PositiveSmallIntegerField(_("answer"), null=True, blank=True)
+    last_error = models.CharField(_("error"), max_length=300, blank=True)
+    last_duration_ms = models.PositiveIntegerField(_("time (ms)"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="webhook_due", condition=Q(status="pending")),
+            models.Index(fields=["subscription", "-created_at"], name="webhook_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.subscription_id} ({self.status})"

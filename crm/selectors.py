@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import User
 from crm import customer_data, normalize
 from crm.customer_data import TimelineEntry
-from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
+from crm.models import Activity, Customer, Deal, PipelineStage, Ticket, WebhookDelivery, WebhookSubscription
 
 
 def _agent_ticket_filter(user: User, prefix: str = "") -> Q:
@@ -398,3 +398,22 @@ def customer_record_counts(*, customers: list[Customer]) -> dict[int, dict[str, 
         ):
             counts[row["customer"]][key] = row["n"]
     return counts
+
+
+def webhook_list() -> QuerySet[WebhookSubscription]:
+    """Every webhook subscription with how many of its deliveries wait and how many were given up."""
+    pending, failed = WebhookDelivery.Status.PENDING, WebhookDelivery.Status.FAILED
+    return WebhookSubscription.objects.select_related("owner").annotate(
+        waiting=Count("deliveries", filter=Q(deliveries__status=pending)),
+        given_up=Count("deliveries", filter=Q(deliveries__status=failed)),
+    )
+
+
+def webhook_initial(*, subscription: WebhookSubscription) -> dict[str, Any]:
+    fields = ("name", "url", "events", "is_active")
+    return {name: getattr(subscription, name) for name in fields}
+
+
+def webhook_deliveries(*, subscription: WebhookSubscription | int) -> QuerySet[WebhookDelivery]:
+    """One subscription's delivery log, newest first."""
+    return WebhookDelivery.objects.filter(subscription=subscription).order_by("-created_at", "-id")

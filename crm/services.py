@@ -32,8 +32,13 @@ from crm.models import (
     Ticket,
     TicketMessage,
     TicketStatusChange,
+    WebhookSubscription,
 )
 from crm.transactions import atomic_retrying
+from crm.webhooks import payloads
+from crm.webhooks.services import webhook_emit
+
+Event = WebhookSubscription.Event
 
 CUSTOMER_FIELDS = (
     "name",
@@ -274,6 +279,7 @@ def customer_create(
     _save(customer)
     CustomerStatusChange.objects.create(customer=customer, from_status="", to_status=status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=customer, via=via, at=at)
+    webhook_emit(event=Event.CUSTOMER_CREATED, data=payloads.customer_data(customer))
     return customer
 
 
@@ -295,6 +301,7 @@ def customer_update(
     _set_history_user(customer, actor)
     _save(customer)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via)
+    webhook_emit(event=Event.CUSTOMER_UPDATED, data=payloads.customer_data(customer))
     return customer
 
 
@@ -339,6 +346,9 @@ def customer_set_status(
     )
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via, at=at)
+    churned = status == Customer.Status.CHURNED
+    event = Event.CUSTOMER_CHURNED if churned else Event.CUSTOMER_UPDATED
+    webhook_emit(event=event, data=payloads.customer_data(customer))
     return customer
 
 
@@ -397,6 +407,7 @@ def deal_create(
     DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=deal, via=via, at=at)
     _activate_customer_on_win(deal, actor=actor, at=at, via=via)
+    webhook_emit(event=Event.DEAL_CREATED, data=payloads.deal_data(deal))
     return deal
 
 
@@ -462,6 +473,7 @@ def deal_update(
     _set_history_user(current, actor)
     _save(current)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
+    webhook_emit(event=Event.DEAL_UPDATED, data=payloads.deal_data(current))
     return current
 
 
@@ -495,6 +507,12 @@ def deal_move_stage(
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
     _activate_customer_on_win(current, actor=actor, at=at, via=via)
+    data = payloads.deal_data(current) | {"from_stage": previous.pk}
+    webhook_emit(event=Event.DEAL_STAGE_CHANGED, data=data)
+    if stage.kind in (PipelineStage.Kind.WON, PipelineStage.Kind.LOST):
+        webhook_emit(
+            event=Event.DEAL_WON if stage.kind == PipelineStage.Kind.WON else Event.DEAL_LOST, data=data
+        )
     return current
 
 
@@ -569,6 +587,7 @@ def ticket_create(
     _save(ticket)
     TicketStatusChange.objects.create(ticket=ticket, from_status="", to_status=ticket.status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=ticket, via=via, at=at)
+    webhook_emit(event=Event.TICKET_CREATED, data=payloads.ticket_data(ticket))
     return ticket
 
 
@@ -583,6 +602,7 @@ def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Tick
     _set_history_user(ticket, actor)
     _save(ticket)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=ticket)
+    webhook_emit(event=Event.TICKET_UPDATED, data=payloads.ticket_data(ticket))
     return ticket
 
 
@@ -614,6 +634,7 @@ def ticket_reply(
     _set_history_user(ticket, actor)
     _save(ticket)
     usage_record(user=actor, verb=UsageEvent.Verb.REPLY, obj=ticket, via=via, at=at)
+    webhook_emit(event=Event.TICKET_UPDATED, data=payloads.ticket_data(ticket))
     return message
 
 
@@ -667,6 +688,10 @@ def ticket_set_status(
     _save(current)
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via, at=at)
+    solved = status == Ticket.Status.SOLVED
+    webhook_emit(
+        event=Event.TICKET_SOLVED if solved else Event.TICKET_UPDATED, data=payloads.ticket_data(current)
+    )
     return current
 
 

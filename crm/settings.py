@@ -323,6 +323,8 @@ CELERY_TASK_TIME_LIMIT = 55 * 60
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Each beat entry states its cadence and why; apps add theirs in their own settings block below.
 CELERY_BEAT_SCHEDULE: dict = {
+    # Every minute: webhook deliveries that are due (retries, and any whose task was lost).
+    "webhooks-sweep": {"task": "crm.tasks.sweep_webhooks", "schedule": 60.0, "options": {"expires": 50}},
     # Nightly at a quiet hour: drop expired sessions so the session table does not grow for ever.
     "clear-expired-sessions": {
         "task": "accounts.tasks.clear_expired_sessions",
@@ -471,3 +473,7 @@ LOGGING = {
 
 # API (crm/api/): requests per token (429 with Retry-After beyond it).
 CRM_API_RATE = os.environ.get("CRM_API_RATE", "600/min")
+# Webhooks (crm/webhooks/): targets on private, loopback or link-local addresses are refused unless this is
+# set (development, tests); a subscription is switched off after this many deliveries given up in a row.
+CRM_WEBHOOKS_ALLOW_PRIVATE = os.environ.get("CRM_WEBHOOKS_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
+CRM_WEBHOOKS_DISABLE_AFTER = int(os.environ.get("CRM_WEBHOOKS_DISABLE_AFTER", "5"))

@@ -38,3 +38,29 @@ def scan_duplicates() -> None:
     from crm.data.dedupe import duplicate_scan
 
     duplicate_scan()
+
+
+@shared_task(
+    name="crm.tasks.deliver_webhook",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=60,
+    time_limit=90,
+    ignore_result=True,
+)
+def deliver_webhook(delivery_id: int) -> None:
+    """One attempt at one webhook delivery. Idempotent: one delivered, given up, not yet due, or being
+    sent by another worker is left alone; a worker lost mid-attempt leaves it pending for the redelivery
+    (or the sweep), which sends it with the same ``webhook-id``."""
+    from crm.webhooks.services import webhook_deliver
+
+    webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task(name="crm.tasks.sweep_webhooks", expires=50, ignore_result=True)
+def sweep_webhooks() -> None:
+    """Every minute: queue the deliveries that are due (retries, and any whose task was lost)."""
+    from crm.webhooks.services import due_delivery_ids
+
+    for delivery_id in due_delivery_ids():
+        deliver_webhook.delay(delivery_id)

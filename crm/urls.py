@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.i18n import set_language
 
-from crm import data_urls, privacy_views, views
+from crm import data_urls, privacy_views, views, webhook_views
 from crm.api.site import api
 from crm.api.site import docs_view as api_docs_view
 from crm.api.site import not_found_view as api_not_found_view
@@ -40,6 +40,14 @@ crm_patterns += [  # personal data of one customer (managers only)
         name="customer_personal_data",
     ),
     path("customers/<int:pk>/erase/", privacy_views.customer_erase_view, name="customer_erase"),
+    path("webhooks/", webhook_views.webhook_list_view, name="webhook_list"),
+    path("webhooks/<int:pk>/", webhook_views.webhook_detail_view, name="webhook_detail"),
+    path("webhooks/<int:pk>/secret/", webhook_views.webhook_rotate_view, name="webhook_rotate"),
+    path(
+        "webhooks/<int:pk>/deliveries/<int:delivery_pk>/again/",
+        webhook_views.webhook_redeliver_view,
+        name="webhook_redeliver",
+    ),
 ]
 
 urlpatterns = [

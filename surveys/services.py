@@ -23,8 +23,9 @@ from django.utils.translation import gettext as _
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
-from crm.models import Activity, Customer, Ticket
+from crm.models import Activity, Customer, Ticket, WebhookSubscription
 from crm.services import activity_log
+from crm.webhooks.services import webhook_emit
 from surveys import emails, selectors
 from surveys.defaults import DEFAULT_SURVEYS, SCALES
 from surveys.models import (
@@ -498,7 +499,15 @@ def response_submit_score(
     invitation.save(update_fields=["status", "started_at", "opened_at"])
     if survey.bucket(score) == "negative":
         _follow_up(response, invitation, now)
+    webhook_emit(event=WebhookSubscription.Event.SURVEY_RESPONSE_CREATED, data=_response_data(response))
     return response, True
+
+
+def _response_data(response: SurveyResponse) -> dict[str, Any]:
+    """The answer as the API shows it (``surveys.api.ResponseOut``)."""
+    from surveys.api import ResponseOut
+
+    return ResponseOut.from_orm(response).model_dump(mode="json")
 
 
 @transaction.atomic

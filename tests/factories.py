@@ -293,3 +293,21 @@ def make_duplicate_pair(
         status=status,
         found_at=timezone.now(),
     )
+
+
+def make_webhook(owner: User, *, name: str = "Hook") -> tuple[Any, Any]:
+    """A webhook with one delivery in its log, made directly (the service would resolve the host name)."""
+    from crm.models import WebhookDelivery, WebhookSubscription
+
+    webhook = WebhookSubscription.objects.create(
+        name=name, url="https://hooks.example.com/crm", events=["deal.won"], secret="whsec_AA==",
+        owner=owner, created_at=timezone.now(),
+    )  # fmt: skip
+    delivery = WebhookDelivery.objects.create(
+        subscription=webhook,
+        message_id=f"msg_{next(_seq)}",
+        event="deal.won",
+        payload={},
+        created_at=timezone.now(),
+    )
+    return webhook, delivery

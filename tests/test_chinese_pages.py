@@ -42,6 +42,7 @@ from tests.factories import (
     make_team,
     make_ticket,
     make_user,
+    make_webhook,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -57,7 +58,8 @@ ALLOWED = {
     "mini", "crm", "nps", "csat", "ces", "kpi", "kpis", "sla", "roi", "clv", "cac", "nrr", "grr", "rfm",
     "arpa", "rr", "eur", "usd", "cny", "gbp", "chf", "csv", "xlsx", "xlsm", "tsv", "txt", "png", "json",
     "excel", "utf", "id", "url", "api", "totp", "html", "ip", "ms", "pp", "km", "mb", "gb", "bom", "gbk",
-    "windows", "wilson", "english", "ios", "android", "google", "authenticator", "microsoft", "plotly",
+    "windows", "wilson", "english", "webhook", "webhooks", "ios", "android", "google", "authenticator",
+    "microsoft", "plotly",
 }  # fmt: skip
 # Whatever is not prose: e-mail addresses, URLs and paths, identifiers with underscores, placeholders
 # such as {company}, quoted literal values ('n/a'), ISO dates, hexadecimal tokens.
@@ -155,6 +157,9 @@ class World:
             token = api_token_create(actor=user, user=user, name="网店同步", scope=ApiToken.Scope.READ).token
             self.own.setdefault(role, {})["api_token"] = token
         self.records["api_token"] = self.own["rep"]["api_token"]
+        self.records["webhook"], self.records["webhook_delivery"] = make_webhook(
+            self.users["manager"], name="网店同步"
+        )
         self.tokens = {
             "surveys_public:answer": invitation.token,
             "surveys_public:unsubscribe": unsubscribe_token(invitation),
@@ -172,6 +177,8 @@ class World:
             if (name, converter) == ("pk", "int"):
                 key = PK_RECORDS[(endpoint.namespace, first)]
                 values[name] = str((self.own.get(role, {}).get(key) or self.records[key]).pk)
+            elif (name, converter) == ("delivery_pk", "int"):
+                values[name] = str(self.records["webhook_delivery"].pk)
             elif (name, converter) == ("code", "slug"):
                 values[name] = next(iter(registry()))
             elif (name, converter) == ("kind", "slug"):  # a people picker
@@ -191,6 +198,7 @@ PK_RECORDS = {
     ("surveys", "<int:pk>"): "survey",
     ("surveys", "invitations"): "invitation",
     ("accounts", "api-tokens"): "api_token",
+    ("crm", "webhooks"): "webhook",
 }
 
 

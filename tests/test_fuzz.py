@@ -35,6 +35,7 @@ from tests.factories import (
     make_task,
     make_ticket,
     make_user,
+    make_webhook,
 )
 from tests.fault_kit import celery_broker, redis_server
 
@@ -133,6 +134,7 @@ OBJECT_FOR_PREFIX = {
     "tasks": "task",
     "imports": "import_job",
     "duplicates": "duplicate",
+    "webhooks": "webhook",
 }
 FIELDS = _form_field_names()
 
@@ -152,6 +154,7 @@ def world(settings):
         "import_job": make_import_job(rep, "name\nFuzz Import Row\n"),
         "duplicate": make_duplicate_pair(customer, make_customer(rep, name="Fuzz Twin")),
         "foreign_deal": make_deal(other),
+        **_webhook(manager),
     }
     clients = {}
     for role, user in (("rep", rep), ("agent", agent), ("manager", manager)):
@@ -168,6 +171,11 @@ def world(settings):
         }
 
 
+def _webhook(owner) -> dict:
+    webhook, delivery = make_webhook(owner)
+    return {"webhook": webhook, "webhook_delivery": delivery}
+
+
 def _url(world: dict[str, Any], name: str, route: str) -> str:
     kwargs: dict[str, Any] = {}
     if "<int:pk>" in route:
@@ -178,7 +186,10 @@ def _url(world: dict[str, Any], name: str, route: str) -> str:
         kwargs["kind"] = "owner"
     if "<str:token>" in route:
         kwargs["token"] = world["invitation"].token
-    unknown = set(re.findall(r"<[^>]+>", route)) - {"<int:pk>", "<slug:code>", "<slug:kind>", "<str:token>"}
+    if "<int:delivery_pk>" in route:
+        kwargs["delivery_pk"] = world["objects"]["webhook_delivery"].pk
+    known = {"<int:pk>", "<slug:code>", "<slug:kind>", "<str:token>", "<int:delivery_pk>"}
+    unknown = set(re.findall(r"<[^>]+>", route)) - known
     assert not unknown, f"teach the fuzzer the converter(s) {unknown} of {name}"
     return reverse(name, kwargs=kwargs)
 

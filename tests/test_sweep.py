@@ -86,6 +86,7 @@ from tests.factories import (
     make_team,
     make_ticket,
     make_user,
+    make_webhook,
 )
 from tests.fault_kit import celery_broker, redis_server
 from tests.sweep_kit import HOSTILE, Endpoint, Harness, Ledger, PageScan, Sent
@@ -119,6 +120,7 @@ PK_RECORDS = {
     ("surveys", "<int:pk>"): "survey",
     ("surveys", "invitations"): "invitation",
     ("accounts", "api-tokens"): "api_token",
+    ("crm", "webhooks"): "webhook",
 }
 TOKENS = {"surveys_public:answer": "token", "surveys_public:unsubscribe": "unsubscribe_token"}
 PK_VARIANTS = {"pk-zero": "0", "pk-beyond-bigint": "9" * 25}
@@ -189,6 +191,9 @@ class World:
             token = api_token_create(actor=user, user=user, name="Sweep", scope=ApiToken.Scope.READ).token
             self.own.setdefault(role, {})["api_token"] = token
         self.records["api_token"] = self.own["rep"]["api_token"]
+        self.records["webhook"], self.records["webhook_delivery"] = make_webhook(
+            self.users["manager"], name="Sweep hook"
+        )
         self.token = invitation.token
         self.unsubscribe_token = unsubscribe_token(invitation)
         self.kpi = next(iter(registry()))
@@ -256,6 +261,8 @@ def _path_value(world: World, endpoint: Endpoint, role: str, name: str, converte
     first_segment = endpoint.local_route.split("/", 1)[0]
     if (name, converter) == ("pk", "int") and (endpoint.namespace, first_segment) in PK_RECORDS:
         return str(world.record(role, PK_RECORDS[(endpoint.namespace, first_segment)]).pk)
+    if (name, converter) == ("delivery_pk", "int"):
+        return str(world.records["webhook_delivery"].pk)
     if (name, converter) == ("code", "slug"):
         return world.kpi
     if (name, converter) == ("kind", "slug"):  # a people picker: the owners' (managers only)

@@ -171,3 +171,17 @@ def two_factor_required(user: User) -> bool:
     ``accounts`` free of the other apps."""
     policy = getattr(settings, "TWO_FACTOR_REQUIRED", "")
     return bool(policy and import_string(policy)(user))
+
+
+def setup_step(*, device: TOTPDevice, action: str, code: str, required: bool) -> str | None:
+    """One step on the setup page, if ``code`` is right for it: "disable" (deletes the device; not when
+    the role requires 2FA), "recovery" (new codes are due) or "confirm" (the new device is on); None when
+    nothing was done."""
+    if action == "disable" and device.confirmed and not required and code_verify(device=device, code=code):
+        device_delete(device=device)
+        return "disable"
+    if action == "recovery" and device.confirmed and code_verify(device=device, code=code):
+        return "recovery"
+    if action == "confirm" and not device.confirmed and device_confirm(device=device, code=code):
+        return "confirm"
+    return None

@@ -13,9 +13,11 @@ from simple_history.utils import bulk_update_with_history, get_history_manager_f
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
-from crm.models import Customer, CustomerMerge, CustomerStatusChange, DuplicateCandidate
+from crm.models import Customer, CustomerMerge, CustomerStatusChange, DuplicateCandidate, WebhookSubscription
 from crm.services import _refresh_match_keys, _save, _set_history_user
 from crm.transactions import atomic_retrying
+from crm.webhooks import payloads
+from crm.webhooks.services import webhook_emit
 
 # The fields a manager picks, one by one, from either record.
 MERGE_FIELDS = (
@@ -132,6 +134,8 @@ def customer_merge(
     )
     _settle_candidates(survivor, merged, candidate, actor=actor, at=now)
     usage_record(user=actor, verb=UsageEvent.Verb.MERGE, obj=survivor, via=UsageEvent.Via.WEB, at=now)
+    data = payloads.customer_data(survivor) | {"merged_id": merged.pk}
+    webhook_emit(event=WebhookSubscription.Event.CUSTOMER_MERGED, data=data)
     return record
 
 

@@ -18,6 +18,7 @@ from tests.factories import (
     make_task,
     make_ticket,
     make_user,
+    make_webhook,
 )
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +31,7 @@ FORBIDDEN_OBJECT = {
     "tasks": "task",
     "imports": "import_job",
     "duplicates": "duplicate",
+    "webhooks": "webhook",
 }
 
 
@@ -59,8 +61,14 @@ def world():
             "task": make_task(secret, subject="Secret task"),
             "import_job": make_import_job(other_rep, "name\nSecret Import Row\n"),
             "duplicate": make_duplicate_pair(secret, make_customer(other_rep, name="Secret Twin")),
+            **_webhook(manager),
         },
     }
+
+
+def _webhook(owner) -> dict:
+    webhook, delivery = make_webhook(owner)
+    return {"webhook": webhook, "webhook_delivery": delivery}
 
 
 @pytest.mark.parametrize("role", ["rep", "agent"])
@@ -72,7 +80,10 @@ def test_every_object_url_is_404_for_a_record_the_role_may_not_see(client, world
             continue
         prefix = route.split("/", 1)[0]
         assert prefix in FORBIDDEN_OBJECT, f"add the route {route!r} ({name}) to FORBIDDEN_OBJECT"
-        url = reverse(name, args=[world["forbidden"][FORBIDDEN_OBJECT[prefix]].pk])
+        args = [world["forbidden"][FORBIDDEN_OBJECT[prefix]].pk]
+        if "<int:delivery_pk>" in route:
+            args.append(world["forbidden"]["webhook_delivery"].pk)
+        url = reverse(name, args=args)
         for method in ("get", "post"):
             response = getattr(client, method)(url)
             assert response.status_code in (404, 405), (
