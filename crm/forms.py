@@ -138,6 +138,8 @@ class CustomerForm(forms.Form):
     source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
     language = forms.ChoiceField(label=_("Language"), choices=User.Language.choices, initial=User.Language.EN)
     owner = StaffChoiceField("owner", label=_("Owner"), required=False)
+    # The version the edit page was loaded at (optimistic locking); a new customer has none.
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def __init__(self, *args, user: User, duplicate_check_url: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -157,6 +159,15 @@ class CustomerForm(forms.Form):
                         "hx-sync": "closest form:abort",
                     }
                 )
+
+    def customer_fields(self) -> dict[str, Any]:
+        """The customer's fields as ``customer_create`` and ``customer_update`` take them."""
+        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+
+    def rebase(self, *, version: int) -> None:
+        """After a conflicting edit: the user's input stays, now based on the stored ``version``."""
+        self.data = self.data.copy()
+        self.data["version"] = version
 
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"].strip()

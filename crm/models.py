@@ -118,6 +118,9 @@ class Customer(models.Model):
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.LEAD)
     created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
     updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
+    # Optimistic locking: every write adds one; a form or API client sends the version it read. The
+    # database default lets bulk writers (COPY in the demo) leave it out.
+    version = models.PositiveIntegerField(default=1, db_default=1, editable=False)
     became_customer_at = models.DateTimeField(
         _("became a customer at"), null=True, blank=True, validators=[validate_date_in_range]
     )

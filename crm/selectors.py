@@ -369,14 +369,16 @@ def workspace_summary(*, user: User, now: datetime) -> dict[str, Any]:
     }
 
 
-def deal_changes_display(*, changes: dict[str, tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """Human labels for the deal fields another user changed (``ConcurrentEditError.changes``): related
+def record_changes_display(
+    *, model: type[Customer] | type[Deal], changes: dict[str, tuple[Any, Any]]
+) -> list[dict[str, Any]]:
+    """Human labels for the fields another user changed (``ConcurrentEditError.changes``): related
     rows' ids resolved to names (one query per related field), choices to their labels."""
     described = []
     for name, (old, new) in changes.items():
-        field = Deal._meta.get_field(name)
-        if not isinstance(field, Field):  # a reverse relation: not a field a deal's form edits
-            raise TypeError(f"{name!r} is not one of a deal's own fields")
+        field = model._meta.get_field(name)
+        if not isinstance(field, Field):  # a reverse relation: not a field the record's form edits
+            raise TypeError(f"{name!r} is not one of the record's own fields")
         if field.is_relation and (related := field.related_model) is not None:
             names = {o.pk: str(o) for o in related._default_manager.filter(pk__in=[old, new])}
             old, new = names.get(old, old), names.get(new, new)

@@ -283,12 +283,29 @@ def customer_create(
     return customer
 
 
+def _lock_customer_version(customer: Customer, version: int | None) -> None:
+    """Lock the customer's row and move ``customer.version`` one past the stored one; refuse the write
+    when ``version`` (the one the user read) is not the stored one, saying what changed since."""
+    current = Customer.objects.select_for_update(of=("self",), no_key=True).get(pk=customer.pk)
+    if version is not None and current.version != version:
+        changes, changed_by = _changes_since(current, version)
+        raise ConcurrentEditError(current, changes, changed_by)
+    customer.version = current.version + 1
+
+
 @atomic_retrying
 def customer_update(
-    *, customer: Customer, actor: User, data: dict[str, Any], via: str = UsageEvent.Via.WEB
+    *,
+    customer: Customer,
+    actor: User,
+    data: dict[str, Any],
+    version: int | None = None,
+    via: str = UsageEvent.Via.WEB,
 ) -> Customer:
-    """Change a customer's fields (not its status: see ``customer_set_status``)."""
+    """Change a customer's fields (not its status: see ``customer_set_status``); a stale ``version``
+    raises ConcurrentEditError listing what changed since."""
     _ensure_owns_customer(actor, customer)
+    _lock_customer_version(customer, version)
     unknown = set(data) - set(CUSTOMER_FIELDS)
     if unknown:
         raise TypeError(f"unknown customer fields: {sorted(unknown)}")
@@ -329,6 +346,7 @@ def customer_set_status(
         raise ValidationError({"status": _("Unknown status.")})
     if status == Customer.Status.LEAD and previous != Customer.Status.LEAD:
         raise ValidationError({"status": _("A customer cannot become a lead again.")})
+    _lock_customer_version(customer, None)
     if status == Customer.Status.ACTIVE:
         customer.became_customer_at = customer.became_customer_at or at
         customer.churned_at = None
@@ -432,12 +450,12 @@ def _lock_current_version(deal: Deal, version: int | None) -> Deal:
         .get(pk=deal.pk)
     )
     if version is not None and current.version != version:
-        changes, changed_by = _deal_changes_since(current, version)
+        changes, changed_by = _changes_since(current, version)
         raise ConcurrentEditError(current, changes, changed_by)
     return current
 
 
-def _deal_changes_since(current: Deal, version: int) -> tuple[dict[str, tuple[Any, Any]], list[User]]:
+def _changes_since(current: Customer | Deal, version: int) -> tuple[dict[str, tuple[Any, Any]], list[User]]:
     """What the audit trail says changed between ``version`` and now, and who changed it."""
     records = list(
         current.history.filter(version__gte=version)
@@ -592,7 +610,9 @@ def ticket_create(
 
 
 @atomic_retrying
-def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Ticket:
+def ticket_assign(
+    *, ticket: Ticket, assignee: User | None, actor: User, via: str = UsageEvent.Via.WEB
+) -> Ticket:
     """Give the ticket to ``assignee`` (None: back to the unassigned queue)."""
     _ensure_owns_customer(actor, ticket.customer)
     if assignee is not None and assignee.role not in (User.Role.AGENT, User.Role.MANAGER, User.Role.ADMIN):
@@ -601,7 +621,7 @@ def ticket_assign(*, ticket: Ticket, assignee: User | None, actor: User) -> Tick
     ticket.updated_at = timezone.now()
     _set_history_user(ticket, actor)
     _save(ticket)
-    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=ticket)
+    usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=ticket, via=via)
     webhook_emit(event=Event.TICKET_UPDATED, data=payloads.ticket_data(ticket))
     return ticket
 
@@ -911,7 +931,9 @@ def customer_bulk_update(
             _customer_status_dates(customer, status, at)
             fields |= {"status", "became_customer_at", "churned_at", "churn_reason"}
         customer.updated_at = timezone.now()
+        customer.version += 1
         _refresh_match_keys(customer)
+    fields.add("version")
     try:
         with transaction.atomic():
             bulk_update_with_history(

@@ -147,7 +147,7 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         try:
-            customer = services.customer_create(actor=request.user, **form.cleaned_data)
+            customer = services.customer_create(actor=request.user, **form.customer_fields())
         except ValidationError as exc:
             _form_errors_from(exc, form)
         else:
@@ -193,21 +193,25 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_staff_role(request.user, User.Role.REP)
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
     initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields}
+    duplicate_check_url = reverse("crm:customer_duplicates")
     form = forms.CustomerForm(
-        request.POST or None,
-        initial=initial,
-        user=request.user,
-        duplicate_check_url=reverse("crm:customer_duplicates"),
+        request.POST or None, initial=initial, user=request.user, duplicate_check_url=duplicate_check_url
     )
+    conflict = None
     if request.method == "POST" and form.is_valid():
+        data, version = form.customer_fields(), form.cleaned_data["version"]
         try:
-            services.customer_update(customer=customer, actor=request.user, data=form.cleaned_data)
+            services.customer_update(customer=customer, actor=request.user, data=data, version=version)
+        except services.ConcurrentEditError as exc:
+            changes = selectors.record_changes_display(model=Customer, changes=exc.changes)
+            conflict = {"changes": changes, "by": exc.changed_by}
+            form.rebase(version=exc.current.version)
         except ValidationError as exc:
             _form_errors_from(exc, form)
         else:
             messages.success(request, _("Changes saved."))
             return _redirect(request, customer.get_absolute_url())
-    context = {"form": form, "customer": customer}
+    context = {"form": form, "customer": customer, "conflict": conflict}
     return render(request, partial_template(request, "crm/customer_form.html", "customer-form"), context)
 
 
@@ -329,7 +333,10 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
                 deal=deal, actor=request.user, data=form.deal_fields(), version=form.cleaned_data["version"]
             )
         except services.ConcurrentEditError as exc:
-            conflict = {"changes": selectors.deal_changes_display(changes=exc.changes), "by": exc.changed_by}
+            conflict = {
+                "changes": selectors.record_changes_display(model=Deal, changes=exc.changes),
+                "by": exc.changed_by,
+            }
             form.rebase(version=exc.current.version)
         except ValidationError as exc:
             _form_errors_from(exc, form)

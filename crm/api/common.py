@@ -8,7 +8,8 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from ninja.throttling import SimpleRateThrottle
 
 from accounts.models import UsageEvent
 from accounts.text import storable_text
+from crm import services
 
 VIA = UsageEvent.Via.API
 PAGE_SIZE = 50
@@ -237,3 +239,58 @@ def form_defaults(form_class: type[forms.Form]) -> dict[str, Any]:
     return {
         name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None
     }
+
+
+# Optimistic locking ----------------------------------------------------------------------------------
+
+
+class ConflictOut(Schema):
+    class Body(Schema):
+        code: str
+        message: str
+        changes: dict[str, list[str | None]]
+        changed_by: list[str]
+        current_version: int
+
+    error: Body
+
+
+def client_version(payload_version: int | None, if_match: str | None) -> int | None:
+    """The version the client read: the body's ``version``, else the ``If-Match`` ETag (``"3"``)."""
+    if payload_version is not None:
+        return payload_version
+    tag = (if_match or "").strip().removeprefix("W/").strip('"')
+    if not tag:
+        return None
+    if not tag.isdigit() or len(tag) > 9:
+        raise ApiError(
+            422, "invalid", "If-Match is not a version.", {"If-Match": ["Send the version you read."]}
+        )
+    return int(tag)
+
+
+def _conflict(exc: services.ConcurrentEditError) -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        "Someone else changed this record since your version; nothing was written.",
+        changes={name: [_text(then), _text(now)] for name, (then, now) in exc.changes.items()},
+        changed_by=[str(user) for user in exc.changed_by],
+        current_version=exc.current.version,
+    )
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(getattr(value, "pk", value))
+
+
+@contextmanager
+def conflict_is_409() -> Iterator[None]:
+    try:
+        yield
+    except services.ConcurrentEditError as exc:
+        raise _conflict(exc) from None

@@ -1,10 +1,23 @@
 """Customers: list (the UI's filters, keyset pages), read, create, change, and move between statuses."""
 
 from django.http import HttpRequest
-from ninja import ModelSchema, Query, Router, Schema, Status
+from ninja import Header, ModelSchema, Query, Router, Schema, Status
 
 from crm import forms, selectors, services
-from crm.api.common import VIA, ErrorOut, Page, clean_payload, form_defaults, get_visible, paginate, validated
+from crm.api.common import (
+    VIA,
+    ApiError,
+    ConflictOut,
+    ErrorOut,
+    Page,
+    clean_payload,
+    client_version,
+    conflict_is_409,
+    form_defaults,
+    get_visible,
+    paginate,
+    validated,
+)
 from crm.models import Customer
 
 router = Router(tags=["customers"])
@@ -17,6 +30,7 @@ class CustomerOut(ModelSchema):
         fields = [
             "id",
             *services.CUSTOMER_FIELDS,
+            "version",
             "status",
             "created_at",
             "updated_at",
@@ -52,6 +66,7 @@ class CustomerIn(Schema):
     source: str | None = None
     language: str | None = None
     owner: int | None = None
+    version: int | None = None
 
 
 class CustomerStatusIn(Schema):
@@ -66,8 +81,9 @@ def _form(request: HttpRequest, data: dict, customer: Customer | None = None) ->
         initial = {f: getattr(customer, f) for f in services.CUSTOMER_FIELDS}
     if customer is not None:
         initial["owner"] = customer.owner_id
-    merged = clean_payload({**initial, **data})
-    return validated(forms.CustomerForm(merged, user=request.user))
+    form = forms.CustomerForm(clean_payload({**initial, **data}), user=request.user)
+    validated(form)
+    return form.customer_fields()
 
 
 @router.get("/", response={200: CustomerPage, 422: ErrorOut}, summary="List customers")
@@ -89,20 +105,32 @@ def customer_detail(request: HttpRequest, customer_id: int) -> Customer:
 @router.post("/", response={201: CustomerOut, 422: ErrorOut}, summary="Create a customer")
 def customer_create(request: HttpRequest, payload: CustomerIn) -> Status[Customer]:
     """Creates a lead; a rep's customers are always their own."""
-    data = _form(request, payload.dict(exclude_unset=True))
+    data = _form(request, payload.dict(exclude_unset=True, exclude={"version"}))
     return Status(201, services.customer_create(actor=request.user, via=VIA, **data))
 
 
 @router.patch(
     "/{customer_id}",
-    response={200: CustomerOut, 404: ErrorOut, 422: ErrorOut},
+    response={200: CustomerOut, 404: ErrorOut, 409: ConflictOut, 422: ErrorOut},
     summary="Change a customer",
 )
-def customer_update(request: HttpRequest, customer_id: int, payload: CustomerIn) -> Customer:
-    """Only the fields sent change."""
+def customer_update(
+    request: HttpRequest,
+    customer_id: int,
+    payload: CustomerIn,
+    if_match: str | None = Header(None, alias="If-Match"),
+) -> Customer:
+    """Only the fields sent change. Send the ``version`` you read (or ``If-Match: "<version>"``): if
+    someone saved in between, nothing is written and 409 says what changed and who changed it."""
     customer = get_visible(selectors.customer_list(user=request.user), customer_id)
-    data = _form(request, payload.dict(exclude_unset=True), customer)
-    return services.customer_update(customer=customer, actor=request.user, data=data, via=VIA)
+    version = client_version(payload.version, if_match)
+    if version is None:
+        raise ApiError(422, "invalid", "Send the version you read.", {"version": ["This field is required."]})
+    data = _form(request, payload.dict(exclude_unset=True, exclude={"version"}), customer)
+    with conflict_is_409():
+        return services.customer_update(
+            customer=customer, actor=request.user, data=data, version=version, via=VIA
+        )
 
 
 @router.post(

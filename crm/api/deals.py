@@ -1,9 +1,7 @@
 """Deals: list (the UI's filters, keyset pages), read, create, change with optimistic locking (``version``
 or ``If-Match``), and stage moves, won or lost with a reason."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 
 from django.http import HttpRequest
@@ -14,9 +12,12 @@ from crm import forms, selectors, services
 from crm.api.common import (
     VIA,
     ApiError,
+    ConflictOut,
     ErrorOut,
     Page,
     clean_payload,
+    client_version,
+    conflict_is_409,
     form_defaults,
     get_visible,
     paginate,
@@ -87,50 +88,6 @@ class DealMoveIn(Schema):
     lost_reason: str = ""
 
 
-class ConflictOut(Schema):
-    class Body(Schema):
-        code: str
-        message: str
-        changes: dict[str, list[str | None]]
-        changed_by: list[str]
-        current_version: int
-
-    error: Body
-
-
-def _version(payload_version: int | None, if_match: str | None) -> int | None:
-    """The version the client read: the body's ``version``, else the ``If-Match`` ETag (``"3"``)."""
-    if payload_version is not None:
-        return payload_version
-    tag = (if_match or "").strip().removeprefix("W/").strip('"')
-    if not tag:
-        return None
-    if not tag.isdigit() or len(tag) > 9:
-        raise ApiError(
-            422, "invalid", "If-Match is not a deal version.", {"If-Match": ["Send the deal's version."]}
-        )
-    return int(tag)
-
-
-def _conflict(exc: services.ConcurrentEditError) -> ApiError:
-    return ApiError(
-        409,
-        "conflict",
-        "Someone else changed this deal since your version; nothing was written.",
-        changes={name: [_text(then), _text(now)] for name, (then, now) in exc.changes.items()},
-        changed_by=[str(user) for user in exc.changed_by],
-        current_version=exc.current.version,
-    )
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return str(getattr(value, "pk", value))
-
-
 def _deal_form(request: HttpRequest, data: dict, deal: Deal | None = None) -> forms.DealForm:
     customers = selectors.customer_list(user=request.user)
     if deal is None:
@@ -145,14 +102,6 @@ def _deal_form(request: HttpRequest, data: dict, deal: Deal | None = None) -> fo
         if "stage" not in data and (first := stages.first()) is not None:
             data["stage"] = first.pk
     return forms.DealForm(clean_payload(data), customers=customers, stages=stages, editing=deal is not None)
-
-
-@contextmanager
-def _conflict_is_409() -> Iterator[None]:
-    try:
-        yield
-    except services.ConcurrentEditError as exc:
-        raise _conflict(exc) from None
 
 
 @router.get("/", response={200: DealPage, 422: ErrorOut}, summary="List deals")
@@ -192,14 +141,14 @@ def deal_update(
     and who changed it."""
     require_role(request.user, User.Role.REP)
     deal = get_visible(selectors.deal_list(user=request.user), deal_id)
-    version = _version(payload.version, if_match)
+    version = client_version(payload.version, if_match)
     if version is None:
         raise ApiError(422, "invalid", "Send the version you read.", {"version": ["This field is required."]})
     form = _deal_form(
         request, {**payload.dict(exclude_unset=True, exclude={"stage"}), "version": version}, deal
     )
     validated(form)
-    with _conflict_is_409():
+    with conflict_is_409():
         return services.deal_update(
             deal=deal, actor=request.user, data=form.deal_fields(), version=version, via=VIA
         )
@@ -219,11 +168,11 @@ def deal_move(
     """A lost stage needs ``lost_reason``; with ``version`` (or ``If-Match``) a stale move gets 409."""
     require_role(request.user, User.Role.REP)
     deal = get_visible(selectors.deal_list(user=request.user), deal_id)
-    version = _version(payload.version, if_match)
+    version = client_version(payload.version, if_match)
     data = {**payload.dict(), "version": version or deal.version}
     form = forms.DealMoveForm(
         clean_payload(data), stages=selectors.stage_list(pipeline_id=deal.stage.pipeline_id)
     )
     cleaned = validated(form)
-    with _conflict_is_409():
+    with conflict_is_409():
         return services.deal_move_stage(deal=deal, actor=request.user, via=VIA, **cleaned)

@@ -3,8 +3,9 @@
 from django.http import HttpRequest
 from ninja import ModelSchema, Query, Router, Schema, Status
 
+from accounts.models import User
 from crm import forms, selectors, services
-from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, validated
+from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, require_role, validated
 from crm.models import Ticket, TicketMessage
 
 router = Router(tags=["tickets"])
@@ -81,6 +82,10 @@ class StatusIn(Schema):
     status: str
 
 
+class AssignIn(Schema):
+    assignee: int | None = None
+
+
 @router.get("/", response={200: TicketPage, 422: ErrorOut}, summary="List tickets")
 def ticket_list(request: HttpRequest, filters: Query[TicketFilters]) -> dict:
     """The tickets you may see; ``queue``: mine, unassigned, open or all, as on the tickets page."""
@@ -127,3 +132,15 @@ def ticket_status(request: HttpRequest, ticket_id: int, payload: StatusIn) -> Ti
     ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
     data = validated(forms.TicketStatusForm(clean_payload(payload.dict())))
     return services.ticket_set_status(ticket=ticket, status=data["status"], actor=request.user, via=VIA)
+
+
+@router.post(
+    "/{ticket_id}/assign",
+    response={200: TicketOut, 404: ErrorOut, 422: ErrorOut},
+    summary="Assign a ticket to an agent or a manager (null: back to the unassigned queue)",
+)
+def ticket_assign(request: HttpRequest, ticket_id: int, payload: AssignIn) -> Ticket:
+    ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
+    require_role(request.user, User.Role.AGENT)
+    data = validated(forms.TicketAssignForm(clean_payload(payload.dict())))
+    return services.ticket_assign(ticket=ticket, assignee=data["assignee"], actor=request.user, via=VIA)

@@ -113,12 +113,14 @@ def customer_merge(
     moved = _move_related(survivor, merged, actor=actor)
     survivor.created_at = min(survivor.created_at, merged.created_at)
     survivor.updated_at = now
+    survivor.version += 1
     _refresh_match_keys(survivor)
     survivor._change_reason = _("Merged with %(name)s (#%(id)s)") % {"name": merged.name, "id": merged.pk}
     _set_history_user(survivor, actor)
     _save(survivor)
     merged.merged_into = survivor
     merged.updated_at = now
+    merged.version += 1
     merged._change_reason = _("Merged into %(name)s (#%(id)s)") % {"name": survivor.name, "id": survivor.pk}
     _set_history_user(merged, actor)
     _save(merged)

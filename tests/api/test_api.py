@@ -205,3 +205,27 @@ def test_every_write_counts_as_api_use_not_staff_adoption(api):
     client.post("/activities/", {"deal": deal.pk, "kind": "call", "subject": "Kick-off"})
     events = UsageEvent.objects.filter(user=deal.owner, at__gt=deal.created_at)
     assert events.exists() and set(events.values_list("via", flat=True)) == {UsageEvent.Via.API}
+
+
+def test_a_stale_customer_version_is_409_and_writes_nothing(api):
+    rep = make_user()
+    customer = make_customer(rep, city="Berlin")
+    client = api(rep)
+    read = client.get(f"/customers/{customer.pk}").json()
+    assert client.patch(f"/customers/{customer.pk}", {"city": "Köln"}).status_code == 422  # no version
+    first = client.patch(f"/customers/{customer.pk}", {"city": "Köln", "version": read["version"]})
+    assert first.status_code == 200 and first.json()["version"] == read["version"] + 1
+    stale = client.patch(f"/customers/{customer.pk}", {"city": "Bonn", "version": read["version"]})
+    assert stale.status_code == 409 and stale.json()["error"]["changes"]["city"] == ["Berlin", "Köln"]
+    assert Customer.objects.get(pk=customer.pk).city == "Köln"
+
+
+def test_an_agent_takes_a_ticket_and_a_rep_cannot_assign(api):
+    agent = make_agent()
+    ticket = make_ticket()
+    response = api(agent).post(f"/tickets/{ticket.pk}/assign", {"assignee": agent.pk})
+    assert response.status_code == 200 and response.json()["assignee"] == agent.pk
+    assert (
+        api(ticket.customer.owner).post(f"/tickets/{ticket.pk}/assign", {"assignee": None}).status_code == 404
+    )
+    assert api(agent).post(f"/tickets/{ticket.pk}/assign", {"assignee": "x"}).status_code == 422

@@ -165,7 +165,7 @@ def test_workspace_summary_holds_what_the_rep_may_see(book):
 
 def test_deal_changes_display_names_related_rows_and_choice_labels(book):
     changes = {"owner": (book.rep_a.pk, book.rep_b.pk), "kind": ("new", "renewal"), "title": ("Old", "New")}
-    shown = selectors.deal_changes_display(changes=changes)
+    shown = selectors.record_changes_display(model=Deal, changes=changes)
     assert [(row["old"], row["new"]) for row in shown] == [
         (str(book.rep_a), str(book.rep_b)),
         (Deal.Kind.NEW.label, Deal.Kind.RENEWAL.label),

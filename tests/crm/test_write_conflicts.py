@@ -10,10 +10,10 @@ from django.db import connection
 from django.urls import reverse
 
 from crm import services
-from crm.models import Deal, DealStageChange, PipelineStage
+from crm.models import Customer, Deal, DealStageChange, PipelineStage
 from crm.transactions import WriteConflict
 from tests.conftest import seed_defaults
-from tests.factories import make_customer, make_deal, make_user
+from tests.factories import make_customer, make_deal, make_manager, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,3 +104,33 @@ def test_inside_an_outer_transaction_the_conflict_goes_to_the_outer_caller(deal_
     deal, target = deal_and_stages
     with stage_change_inserts_fail(1, "40P01"), pytest.raises(OperationalError), transaction.atomic():
         services.deal_move_stage(deal=deal, stage=target, actor=deal.owner, version=deal.version)
+
+
+def test_two_people_editing_one_customer_the_second_sees_what_changed(client):
+    seed_defaults()
+    manager = make_manager(first_name="Mia")
+    customer = make_customer(city="Berlin")
+    form = {
+        "name": customer.name,
+        "kind": "company",
+        "source": "other",
+        "language": "en",
+        "version": customer.version,
+    }
+    services.customer_update(
+        customer=customer, actor=manager, data={"city": "Köln"}, version=customer.version
+    )
+    client.force_login(customer.owner)
+    response = client.post(reverse("crm:customer_update", args=[customer.pk]), {**form, "city": "Bonn"})
+    assert response.status_code == 200
+    assert (
+        "Someone else saved this customer" in response.text
+        and "Köln" in response.text
+        and "Mia" in response.text
+    )
+    assert Customer.objects.get(pk=customer.pk).city == "Köln"
+    again = client.post(
+        reverse("crm:customer_update", args=[customer.pk]),
+        {**form, "city": "Bonn", "version": customer.version},
+    )
+    assert again.status_code == 302 and Customer.objects.get(pk=customer.pk).city == "Bonn"
