@@ -6,8 +6,12 @@ Errors always read ``{"error": {"code": …, "message": …, "fields": {field: [
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -21,11 +25,13 @@ from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Schema
-from ninja.throttling import SimpleRateThrottle
+from ninja.throttling import BaseThrottle
 
 from accounts.models import UsageEvent
 from accounts.text import storable_text
 from crm import services
+
+logger = logging.getLogger(__name__)
 
 VIA = UsageEvent.Via.API
 PAGE_SIZE = 50
@@ -205,23 +211,46 @@ class IdempotencyMiddleware:
 # Rate limit ----------------------------------------------------------------------------------------------
 
 
-class TokenRateThrottle(SimpleRateThrottle):
-    """Requests per token (``CRM_API_RATE``, e.g. ``600/min``); over it, 429 with ``Retry-After``."""
+UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 
-    scope = "token"
+
+@functools.cache
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"600/min"`` → (600, 60); anything else → (0, 0), no limit (and a warning in the log)."""
+    count, _, unit = rate.partition("/")
+    if count.strip().isdigit() and unit.strip() in UNIT_SECONDS:
+        return int(count), UNIT_SECONDS[unit.strip()]
+    logger.warning("CRM_API_RATE %r is not <n>/<s|min|h|d>: the API is not rate limited", rate)
+    return 0, 0
+
+
+class TokenRateThrottle(BaseThrottle):
+    """Requests per token (``CRM_API_RATE``, e.g. ``600/min``) in fixed windows, counted atomically in Redis
+    (INCR), so that concurrent requests in many processes cannot slip past the limit; over it, 429 with
+    ``Retry-After`` (the seconds to the next window). While the cache is down, requests are allowed."""
 
     def __init__(self) -> None:
-        super().__init__(settings.CRM_API_RATE)
+        self._wait = threading.local()
 
     def allow_request(self, request: HttpRequest) -> bool:
-        if self.rate != settings.CRM_API_RATE:  # the setting changed (tests, a reload)
-            self.rate = settings.CRM_API_RATE
-            self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
-
-    def get_cache_key(self, request: HttpRequest) -> str | None:
         token = getattr(request, "auth", None)
-        return None if token is None else f"api-rate:{token.pk}"
+        limit, seconds = parse_rate(settings.CRM_API_RATE)
+        if token is None or not limit:
+            return True
+        now = time.time()
+        window = int(now // seconds)
+        key = f"api-rate:{token.key_hash[:24]}:{seconds}:{window}"  # per token, never reused
+        try:
+            cache.add(key, 0, seconds + 1)
+            count = cache.incr(key)
+        except Exception:  # the cache is down: the API stays up
+            logger.warning("API rate limit not counted", exc_info=True)
+            return True
+        self._wait.seconds = (window + 1) * seconds - now
+        return count <= limit
+
+    def wait(self) -> float | None:
+        return getattr(self._wait, "seconds", None)
 
 
 def model_dict(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:

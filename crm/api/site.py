@@ -7,6 +7,7 @@ served from our own static files (django-ninja ships Swagger UI), for signed-in 
 """
 
 import logging
+import math
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -52,7 +53,7 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 
 def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
     response = error_response(429, "rate_limited", "Too many requests for this token; wait and retry.")
-    response["Retry-After"] = str(max(1, int(exc.wait or 1)))
+    response["Retry-After"] = str(max(1, math.ceil(exc.wait or 1)))
     return response
 
 
