@@ -6,6 +6,7 @@ from their facts (``facts``), the others straight from the records (``sql``). :f
 :func:`measure` and :func:`stock` turn the grouped measures into snapshot rows.
 """
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -164,17 +165,17 @@ def rows_from(
                         yield Row(g, period.first_day, Scope.COMPANY, "", *result)
 
 
-class DayFactsComparison:
+class DayFactsComparison(ABC):
     """Like for like for a KPI made of one dataset's sums and counts (``facts_dataset``): the same function
     of the measures (``to_date``), summed over the day facts of the same elapsed days of the period before
     (KPIS.md §10.1)."""
 
     @property
-    def facts_dataset(self) -> Dataset | None:
-        raise NotImplementedError
+    @abstractmethod
+    def facts_dataset(self) -> Dataset | None: ...
 
-    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
-        raise NotImplementedError
+    @abstractmethod
+    def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple: ...
 
     @property
     def day_datasets(self) -> tuple[Dataset, ...]:
