@@ -33,7 +33,7 @@ from accounts.redirects import safe_local_path
 from accounts.security import security_log
 from accounts.services import api_tokens, feedback_send, two_factor
 from accounts.text import storable_text
-from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
+from accounts.web import PAGE_SIZE, CappedPaginator, form_errors_from, partial_template
 
 
 class TwoFactorLoginView(auth_views.LoginView):
@@ -257,7 +257,7 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
         try:
             new = api_tokens.api_token_create(actor=request.user, request=request, **form.token_fields())
         except ValidationError as exc:
-            form.add_error(None, exc)
+            form_errors_from(exc, form)
         else:
             request.session[NEW_TOKEN_KEY] = {"secret": new.secret, "name": new.token.name}
             return redirect("accounts:api_tokens")
@@ -274,7 +274,7 @@ def service_account_create_view(request: HttpRequest) -> HttpResponse:
         try:
             account = api_tokens.service_account_create(actor=request.user, **account_form.cleaned_data)
         except ValidationError as exc:
-            account_form.add_error(None, exc)
+            form_errors_from(exc, account_form)
         else:
             messages.success(
                 request, _("Service account %(name)s created: now give it a token.") % {"name": account}

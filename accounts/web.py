@@ -1,11 +1,15 @@
-"""Web helpers every app's views share: htmx partials and the capped paginator. They live in ``accounts``,
+"""Web helpers every app's views share: htmx partials, the capped paginator, the role check and service
+errors onto forms. They live in ``accounts``,
 the app every other one builds on, so that ``accounts`` itself needs no other app (the layering rules in
 pyproject.toml)."""
 
 from functools import cached_property
+from typing import Any
 
+from django import forms
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 # Rows per page of a list.
 PAGE_SIZE = 25
@@ -38,3 +42,19 @@ class CappedPaginator(Paginator):
     @property
     def is_capped(self) -> bool:
         return self.count > self.COUNT_CAP
+
+
+def require_staff_role(user: Any, *roles: str) -> None:
+    """Managers and admins, or one of ``roles``; anyone else gets a 404 (a page they may not use does not
+    exist for them). Without ``roles``: managers and admins only."""
+    if not (user.is_manager or user.role in roles):
+        raise Http404
+
+
+def form_errors_from(exc: ValidationError, form: forms.BaseForm) -> None:
+    """Put a service's ValidationError onto the form, field by field where it names one of the form's."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)

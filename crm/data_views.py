@@ -22,12 +22,12 @@ from django_htmx.http import HttpResponseClientRefresh
 from accounts.models import User
 from accounts.security import security_log
 from accounts.text import is_record_id
-from accounts.web import partial_template
+from accounts.web import form_errors_from, partial_template, require_staff_role
 from crm import data_forms, forms, selectors
 from crm.data import dedupe, exports, imports, merge
 from crm.models import CustomerMerge, DuplicateCandidate, ImportJob
 from crm.tasks import scan_duplicates
-from crm.views import _form_errors_from, _redirect
+from crm.views import _redirect
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 25
@@ -35,11 +35,6 @@ PAGE_SIZE = 25
 
 def _require_importer(user: User) -> None:
     if not (user.is_manager or user.is_rep):
-        raise Http404
-
-
-def _require_manager(user: User) -> None:
-    if not user.is_manager:
         raise Http404
 
 
@@ -118,7 +113,7 @@ def import_map_view(request: HttpRequest, pk: int) -> HttpResponse:
                 date_order=form.cleaned_data["date_order"],
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             return _redirect(request, reverse("crm:import_preview", args=[job.pk]))
     context = {"job": job, "form": form}
@@ -141,7 +136,7 @@ def import_preview_view(request: HttpRequest, pk: int) -> HttpResponse:
                 all_or_nothing=form.cleaned_data["scope"],
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             return _redirect(request, job.get_absolute_url())
     return _render_preview(request, job, form)
@@ -300,7 +295,7 @@ STATUS_TABS = {
 @require_GET
 @vary_on_headers("HX-Request")
 def duplicate_list_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request.user)
+    require_staff_role(request.user)
     status = request.GET.get("status")
     status = status if status in STATUS_TABS else DuplicateCandidate.Status.OPEN
     pairs = dedupe.duplicate_candidate_list(user=request.user, status=status)
@@ -318,7 +313,7 @@ def duplicate_list_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def duplicate_scan_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request.user)
+    require_staff_role(request.user)
     scan_duplicates.delay_on_commit()
     messages.success(
         request, _("The scan has started. New pairs appear here in a minute or two; reload the page.")
@@ -327,7 +322,7 @@ def duplicate_scan_view(request: HttpRequest) -> HttpResponse:
 
 
 def _candidate(request: HttpRequest, pk: int) -> DuplicateCandidate:
-    _require_manager(request.user)
+    require_staff_role(request.user)
     return get_object_or_404(dedupe.duplicate_candidate_list(user=request.user, status=None), pk=pk)
 
 
@@ -349,7 +344,7 @@ def duplicate_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
                 candidate=candidate,
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             security_log(kind="merge", request=request, survivor=survivor.pk, merged=loser.pk)
             names = {"merged": loser.name, "survivor": survivor.name}

@@ -24,18 +24,9 @@ from accounts.models import User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.text import is_record_id, storable_text
-from accounts.web import PAGE_SIZE, CappedPaginator, partial_template
+from accounts.web import PAGE_SIZE, CappedPaginator, form_errors_from, partial_template, require_staff_role
 from crm import forms, selectors, services
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
-
-
-def _form_errors_from(exc: ValidationError, form) -> None:
-    """Put a service's ValidationError onto the form, field by field where it names one."""
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 def _form_error_text(form: BaseForm) -> str:
@@ -45,11 +36,6 @@ def _form_error_text(form: BaseForm) -> str:
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-def _require_staff_role(user: User, *roles: str) -> None:
-    if not (user.is_manager or user.role in roles):
-        raise Http404
 
 
 @require_GET
@@ -141,7 +127,7 @@ def customer_options_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def customer_create_view(request: HttpRequest) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     form = forms.CustomerForm(
         request.POST or None, user=request.user, duplicate_check_url=reverse("crm:customer_duplicates")
     )
@@ -149,7 +135,7 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
         try:
             customer = services.customer_create(actor=request.user, **form.customer_fields())
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Customer %(name)s created.") % {"name": customer.name})
             return _redirect(request, customer.get_absolute_url())
@@ -162,7 +148,7 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 def customer_duplicates_view(request: HttpRequest) -> HttpResponse:
     """While a customer is typed in: existing ones that look alike (only those the user may see are named)."""
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     form = forms.DuplicateCheckForm(request.GET)
     # Half-typed or hostile input (a NUL, 300 characters) finds nothing rather than failing.
     candidates = (
@@ -190,7 +176,7 @@ def customer_duplicates_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
     initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields}
     duplicate_check_url = reverse("crm:customer_duplicates")
@@ -207,7 +193,7 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
             conflict = {"changes": changes, "by": exc.changed_by}
             form.rebase(version=exc.current.version)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Changes saved."))
             return _redirect(request, customer.get_absolute_url())
@@ -218,7 +204,7 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def customer_status_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
     form = forms.CustomerStatusForm(request.POST)
     if form.is_valid():
@@ -230,7 +216,7 @@ def customer_status_view(request: HttpRequest, pk: int) -> HttpResponse:
                 actor=request.user,
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(
                 request, _("Status changed to %(status)s.") % {"status": customer.get_status_display()}
@@ -265,7 +251,7 @@ def customer_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def deal_list_view(request: HttpRequest) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     stages = selectors.stage_list()
     form = forms.DealFilterForm(request.GET, user=request.user, stages=stages)
     deals = selectors.deal_list(user=request.user)
@@ -282,7 +268,7 @@ def deal_list_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def deal_board_view(request: HttpRequest) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     return _render_board(request)
 
 
@@ -296,7 +282,7 @@ def _render_board(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def deal_create_view(request: HttpRequest) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     customers = selectors.customer_list(user=request.user).exclude(status=Customer.Status.CHURNED)
     stages = _open_stages_qs()
     initial = {"customer": request.GET.get("customer"), "stage": stages.first()}
@@ -305,7 +291,7 @@ def deal_create_view(request: HttpRequest) -> HttpResponse:
         try:
             deal = services.deal_create(actor=request.user, **form.deal_fields())
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Deal %(title)s created.") % {"title": deal.title})
             return _redirect(request, deal.get_absolute_url())
@@ -319,7 +305,7 @@ def _open_stages_qs():
 @login_required
 @require_http_methods(["GET", "POST"])
 def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
     customers = selectors.customer_list(user=request.user)
     initial = {f: getattr(deal, f) for f in forms.DealForm.base_fields if f != "stage"}
@@ -339,7 +325,7 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
             }
             form.rebase(version=exc.current.version)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Changes saved."))
             return _redirect(request, deal.get_absolute_url())
@@ -350,7 +336,7 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def deal_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
     context = {
         "deal": deal,
@@ -372,7 +358,7 @@ def deal_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def deal_move_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Move a deal to another stage (board drag-and-drop, the card's menu, or won/lost on the detail page)."""
-    _require_staff_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
     form = forms.DealMoveForm(request.POST, stages=selectors.stage_list(pipeline_id=deal.stage.pipeline_id))
     error = None
@@ -452,7 +438,7 @@ def ticket_create_view(request: HttpRequest) -> HttpResponse:
         try:
             ticket = services.ticket_create(actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         except PermissionDenied:
             raise Http404 from None
         else:
@@ -493,7 +479,7 @@ def ticket_reply_view(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.ticket_reply(ticket=ticket, actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Reply sent.") if form.cleaned_data["public"] else _("Note added."))
             return _redirect(request, ticket.get_absolute_url())
@@ -526,7 +512,7 @@ def ticket_status_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def ticket_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
     ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
-    _require_staff_role(request.user, User.Role.AGENT)
+    require_staff_role(request.user, User.Role.AGENT)
     form = forms.TicketAssignForm(request.POST)
     if form.is_valid():
         try:
@@ -589,7 +575,7 @@ def activity_create_view(request: HttpRequest) -> HttpResponse:
                 actor=request.user, customer=customer, deal=deal, ticket=ticket, **form.activity_fields()
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         except PermissionDenied:
             raise Http404 from None
         else:

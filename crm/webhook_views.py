@@ -4,12 +4,12 @@ a new secret, and sending a delivery again."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.web import CappedPaginator
+from accounts.web import CappedPaginator, form_errors_from, require_staff_role
 from crm import selectors
 from crm.forms import WebhookForm
 from crm.models import WebhookSubscription
@@ -18,27 +18,17 @@ from crm.webhooks import services
 NEW_SECRET_KEY = "webhook_new_secret"  # noqa: S105 (a session key, not a secret)
 
 
-def _manager(request: HttpRequest) -> None:
-    if not request.user.is_manager:
-        raise Http404
-
-
-def _form_errors_from(exc: ValidationError, form: WebhookForm) -> None:
-    for field, errors in getattr(exc, "error_dict", {None: exc.error_list}).items():
-        form.add_error(field if field in form.fields else None, errors)
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def webhook_list_view(request: HttpRequest) -> HttpResponse:
-    _manager(request)
+    require_staff_role(request.user)
     form = WebhookForm(request.POST or None)
     if form.is_bound and form.is_valid():
         data = {k: v for k, v in form.cleaned_data.items() if k != "is_active"}
         try:
             subscription, secret = services.subscription_create(actor=request.user, **data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             request.session[NEW_SECRET_KEY] = secret
             return redirect("crm:webhook_detail", pk=subscription.pk)
@@ -49,14 +39,14 @@ def webhook_list_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def webhook_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _manager(request)
+    require_staff_role(request.user)
     subscription = get_object_or_404(WebhookSubscription, pk=pk)
     form = WebhookForm(request.POST or None, initial=selectors.webhook_initial(subscription=subscription))
     if form.is_bound and form.is_valid():
         try:
             services.subscription_update(actor=request.user, subscription=subscription, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Webhook saved."))
             return redirect("crm:webhook_detail", pk=pk)
@@ -75,7 +65,7 @@ def webhook_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def webhook_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _manager(request)
+    require_staff_role(request.user)
     subscription = get_object_or_404(WebhookSubscription, pk=pk)
     request.session[NEW_SECRET_KEY] = services.subscription_rotate_secret(
         actor=request.user, subscription=subscription
@@ -87,7 +77,7 @@ def webhook_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def webhook_redeliver_view(request: HttpRequest, pk: int, delivery_pk: int) -> HttpResponse:
-    _manager(request)
+    require_staff_role(request.user)
     delivery = get_object_or_404(selectors.webhook_deliveries(subscription=pk), pk=delivery_pk)
     services.webhook_redeliver(actor=request.user, delivery=delivery)
     messages.success(request, _("The delivery is sent again."))

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from accounts import dates
 from accounts.security import security_log
-from accounts.web import partial_template
+from accounts.web import partial_template, require_staff_role
 from crm import selectors as crm_selectors
 from crm.data.exports import csv_response, xlsx_response
 from metrics import dashboard, pages, selectors
@@ -204,16 +204,11 @@ def recompute_status_view(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _manager_only(request: HttpRequest) -> None:
-    if not request.user.is_manager:
-        raise Http404
-
-
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
 def adoption_view(request: HttpRequest) -> HttpResponse:
-    _manager_only(request)
+    require_staff_role(request.user)
     form, filters = _filters(request)
     context = {
         **pages.adoption_context(user=request.user, filters=filters, sort=request.GET.get("sort", "name")),
@@ -241,7 +236,7 @@ def _query_without(request: HttpRequest, name: str) -> str:
 @login_required
 @require_GET
 def segments_view(request: HttpRequest) -> HttpResponse:
-    _manager_only(request)
+    require_staff_role(request.user)
     form, filters = _filters(request)
     segment, page = request.GET.get("segment"), request.GET.get("page")
     context = {
@@ -258,7 +253,7 @@ def segments_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def go_live_view(request: HttpRequest) -> HttpResponse:
-    _manager_only(request)
+    require_staff_role(request.user)
     comparison = selectors.go_live_comparison()
     for row in comparison["rows"]:
         for name in ("before", "after", "year_earlier"):
@@ -309,7 +304,7 @@ def kpi_export_view(request: HttpRequest, code: str) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def data_quality_view(request: HttpRequest) -> HttpResponse:
     """Duplicate rate, completeness by field and the validation failures, each linked to its record."""
-    _manager_only(request)
+    require_staff_role(request.user)
     form, filters = _filters(request)
     rule, page = request.GET.get("rule"), request.GET.get("page")
     context = {

@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import F, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -17,18 +17,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.web import partial_template
+from accounts.web import form_errors_from, partial_template, require_staff_role
 from crm import selectors as crm_selectors
 from surveys import selectors, services
 from surveys.forms import CampaignForm, InvitationFilterForm, ResponseFilterForm, SurveyForm
 from surveys.models import Survey
 
 PAGE_SIZE = 25
-
-
-def _require_manager(request: HttpRequest) -> None:
-    if not request.user.is_manager:
-        raise Http404
 
 
 def _query(request: HttpRequest) -> str:
@@ -41,18 +36,10 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
-def _form_errors_from(exc: ValidationError, form) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
-
-
 @login_required
 @require_GET
 def survey_home_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     since = timezone.now() - timedelta(days=90)
     invitations = selectors.invitation_list(user=request.user).filter(created_at__gte=since)
     context = {
@@ -68,14 +55,14 @@ def survey_home_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def survey_update_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     survey = get_object_or_404(Survey, pk=pk)
     form = SurveyForm(request.POST or None, instance=Survey.objects.get(pk=pk))
     if request.method == "POST" and form.is_valid():
         try:
             services.survey_update(survey=survey, data=form.cleaned_data, actor=request.user)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, _("Survey %(name)s saved.") % {"name": survey.name})
             return _redirect(request, reverse("surveys:home"))
@@ -87,7 +74,7 @@ def survey_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def invitation_list_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     form = InvitationFilterForm(request.GET)
     invitations = selectors.invitation_list(user=request.user)
     if form.is_valid():
@@ -112,7 +99,7 @@ def invitation_list_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def invitation_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     invitation = get_object_or_404(selectors.invitation_list(user=request.user), pk=pk)
     try:
         services.invitation_revoke(invitation=invitation, actor=request.user)
@@ -127,7 +114,7 @@ def invitation_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def response_list_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     form = ResponseFilterForm(request.GET)
     responses = selectors.survey_response_list(user=request.user).select_related("followup_task")
     if form.is_valid():
@@ -154,7 +141,7 @@ def response_list_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def campaign_view(request: HttpRequest) -> HttpResponse:
-    _require_manager(request)
+    require_staff_role(request.user)
     form = CampaignForm(request.POST or None, initial={"status": "active"})
     if request.method == "POST" and form.is_valid():
         try:
@@ -162,7 +149,7 @@ def campaign_view(request: HttpRequest) -> HttpResponse:
                 survey=form.cleaned_data["survey"], filters=form.filters(), actor=request.user
             )
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(
                 request,
@@ -181,7 +168,7 @@ def campaign_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 def campaign_preview_view(request: HttpRequest) -> HttpResponse:
     """How many customers the campaign form's filters match (swapped in while the manager chooses)."""
-    _require_manager(request)
+    require_staff_role(request.user)
     form = CampaignForm(request.GET)
     form.is_valid()
     # The survey is not needed to count customers; any other invalid filter shows no count.

@@ -22,7 +22,7 @@ from django import forms
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Schema
 from ninja.throttling import BaseThrottle
@@ -251,16 +251,6 @@ class TokenRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return getattr(self._wait, "seconds", None)
-
-
-def model_dict(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in fields}
-
-
-def require_role(user: Any, *roles: str) -> None:
-    """Managers and admins, or one of ``roles``; anyone else gets the 404 the pages give."""
-    if not (user.is_manager or user.role in roles):
-        raise not_found()
 
 
 def form_defaults(form_class: type[forms.Form]) -> dict[str, Any]:

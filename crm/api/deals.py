@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from ninja import Header, ModelSchema, Query, Router, Schema, Status
 
 from accounts.models import User
+from accounts.web import require_staff_role
 from crm import forms, selectors, services
 from crm.api.common import (
     VIA,
@@ -21,7 +22,6 @@ from crm.api.common import (
     form_defaults,
     get_visible,
     paginate,
-    require_role,
     validated,
 )
 from crm.models import Customer, Deal, PipelineStage
@@ -122,7 +122,7 @@ def deal_detail(request: HttpRequest, deal_id: int) -> Deal:
 
 @router.post("/", response={201: DealOut, 404: ErrorOut, 422: ErrorOut}, summary="Create a deal")
 def deal_create(request: HttpRequest, payload: DealIn) -> Status[Deal]:
-    require_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     form = _deal_form(request, payload.dict(exclude_unset=True, exclude={"version"}))
     validated(form)
     return Status(201, services.deal_create(actor=request.user, via=VIA, **form.deal_fields()))
@@ -139,7 +139,7 @@ def deal_update(
     """Only the fields sent change; the stage changes through ``/move``. Send the ``version`` you read (or
     ``If-Match: "<version>"``): if someone saved in between, nothing is written and 409 says what changed
     and who changed it."""
-    require_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     deal = get_visible(selectors.deal_list(user=request.user), deal_id)
     version = client_version(payload.version, if_match)
     if version is None:
@@ -166,7 +166,7 @@ def deal_move(
     if_match: str | None = Header(None, alias="If-Match"),
 ) -> Deal:
     """A lost stage needs ``lost_reason``; with ``version`` (or ``If-Match``) a stale move gets 409."""
-    require_role(request.user, User.Role.REP)
+    require_staff_role(request.user, User.Role.REP)
     deal = get_visible(selectors.deal_list(user=request.user), deal_id)
     version = client_version(payload.version, if_match)
     data = {**payload.dict(), "version": version or deal.version}

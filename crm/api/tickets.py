@@ -4,8 +4,9 @@ from django.http import HttpRequest
 from ninja import ModelSchema, Query, Router, Schema, Status
 
 from accounts.models import User
+from accounts.web import require_staff_role
 from crm import forms, selectors, services
-from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, require_role, validated
+from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, validated
 from crm.models import Ticket, TicketMessage
 
 router = Router(tags=["tickets"])
@@ -141,6 +142,6 @@ def ticket_status(request: HttpRequest, ticket_id: int, payload: StatusIn) -> Ti
 )
 def ticket_assign(request: HttpRequest, ticket_id: int, payload: AssignIn) -> Ticket:
     ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
-    require_role(request.user, User.Role.AGENT)
+    require_staff_role(request.user, User.Role.AGENT)
     data = validated(forms.TicketAssignForm(clean_payload(payload.dict())))
     return services.ticket_assign(ticket=ticket, assignee=data["assignee"], actor=request.user, via=VIA)

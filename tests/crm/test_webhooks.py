@@ -280,3 +280,16 @@ def test_the_readme_snippet_verifies_a_real_delivery(receiver):
     headers, body = receiver.requests[0]
     assert namespace["verify"](secret, headers, body)
     assert not namespace["verify"](secret, headers, body + b" ")
+
+
+@pytest.mark.django_db
+def test_a_refused_target_is_a_field_message_on_the_page_not_an_error(client, settings):
+    from django.urls import reverse
+
+    settings.CRM_WEBHOOKS_ALLOW_PRIVATE = False
+    client.force_login(make_manager())
+    data = {"name": "Private", "url": "http://10.0.0.5/hook", "events": ["deal.won"], "is_active": "on"}
+    response = client.post(reverse("crm:webhook_list"), data)
+    assert response.status_code == 200
+    assert "public addresses only" in response.context["form"].errors["url"][0]
+    assert not WebhookSubscription.objects.exists()
