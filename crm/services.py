@@ -284,13 +284,13 @@ def customer_create(
 
 
 def _lock_customer_version(customer: Customer, version: int | None) -> None:
-    """Lock the customer's row and move ``customer.version`` one past the stored one; refuse the write
-    when ``version`` (the one the user read) is not the stored one, saying what changed since."""
-    current = Customer.objects.select_for_update(of=("self",), no_key=True).get(pk=customer.pk)
-    if version is not None and current.version != version:
-        changes, changed_by = _changes_since(current, version)
-        raise ConcurrentEditError(current, changes, changed_by)
-    customer.version = current.version + 1
+    """Lock the customer's row and reload ``customer`` from it (so that only the fields the caller then
+    sets change); refuse the write when ``version`` (the one the user read) is not the
+    stored one, saying what changed since."""
+    customer.refresh_from_db(from_queryset=Customer.objects.select_for_update(of=("self",), no_key=True))
+    if version is not None and customer.version != version:
+        changes, changed_by = _changes_since(customer, version)
+        raise ConcurrentEditError(customer, changes, changed_by)
 
 
 @atomic_retrying
@@ -316,6 +316,7 @@ def customer_update(
     customer.updated_at = timezone.now()
     _refresh_match_keys(customer)
     _set_history_user(customer, actor)
+    customer.version += 1
     _save(customer)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via)
     webhook_emit(event=Event.CUSTOMER_UPDATED, data=payloads.customer_data(customer))
@@ -339,14 +340,14 @@ def customer_set_status(
     if actor is not None:
         _ensure_owns_customer(actor, customer)
     at = at or timezone.now()
+    if status not in Customer.Status.values:
+        raise ValidationError({"status": _("Unknown status.")})
+    _lock_customer_version(customer, None)
     previous = customer.status
     if status == previous:
         return customer
-    if status not in Customer.Status.values:
-        raise ValidationError({"status": _("Unknown status.")})
     if status == Customer.Status.LEAD and previous != Customer.Status.LEAD:
         raise ValidationError({"status": _("A customer cannot become a lead again.")})
-    _lock_customer_version(customer, None)
     if status == Customer.Status.ACTIVE:
         customer.became_customer_at = customer.became_customer_at or at
         customer.churned_at = None
@@ -358,6 +359,7 @@ def customer_set_status(
     customer.status = status
     customer.updated_at = timezone.now()
     _set_history_user(customer, actor)
+    customer.version += 1
     _save(customer)
     CustomerStatusChange.objects.create(
         customer=customer, from_status=previous, to_status=status, at=at, by=actor, reason=reason

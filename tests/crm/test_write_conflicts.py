@@ -134,3 +134,13 @@ def test_two_people_editing_one_customer_the_second_sees_what_changed(client):
         {**form, "city": "Bonn", "version": customer.version},
     )
     assert again.status_code == 302 and Customer.objects.get(pk=customer.pk).city == "Bonn"
+
+
+def test_a_status_change_from_a_stale_copy_keeps_the_other_users_changes():
+    seed_defaults()
+    customer = make_customer(name="Alt GmbH")
+    stale = Customer.objects.get(pk=customer.pk)
+    services.customer_update(customer=customer, actor=make_manager(), data={"name": "Neu GmbH"}, version=1)
+    services.customer_set_status(customer=stale, status=Customer.Status.CHURNED, actor=None, reason="Price")
+    stored = Customer.objects.get(pk=customer.pk)
+    assert (stored.name, stored.status, stored.version) == ("Neu GmbH", Customer.Status.CHURNED, 3)
