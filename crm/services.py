@@ -279,7 +279,7 @@ def customer_create(
     _save(customer)
     CustomerStatusChange.objects.create(customer=customer, from_status="", to_status=status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=customer, via=via, at=at)
-    webhook_emit(event=Event.CUSTOMER_CREATED, data=payloads.customer_data(customer))
+    webhook_emit(event=Event.CUSTOMER_CREATED, data=lambda: payloads.customer_data(customer))
     return customer
 
 
@@ -319,7 +319,7 @@ def customer_update(
     customer.version += 1
     _save(customer)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via)
-    webhook_emit(event=Event.CUSTOMER_UPDATED, data=payloads.customer_data(customer))
+    webhook_emit(event=Event.CUSTOMER_UPDATED, data=lambda: payloads.customer_data(customer))
     return customer
 
 
@@ -368,7 +368,7 @@ def customer_set_status(
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via, at=at)
     churned = status == Customer.Status.CHURNED
     event = Event.CUSTOMER_CHURNED if churned else Event.CUSTOMER_UPDATED
-    webhook_emit(event=event, data=payloads.customer_data(customer))
+    webhook_emit(event=event, data=lambda: payloads.customer_data(customer))
     return customer
 
 
@@ -427,7 +427,7 @@ def deal_create(
     DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=deal, via=via, at=at)
     _activate_customer_on_win(deal, actor=actor, at=at, via=via)
-    webhook_emit(event=Event.DEAL_CREATED, data=payloads.deal_data(deal))
+    webhook_emit(event=Event.DEAL_CREATED, data=lambda: payloads.deal_data(deal))
     return deal
 
 
@@ -493,7 +493,7 @@ def deal_update(
     _set_history_user(current, actor)
     _save(current)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
-    webhook_emit(event=Event.DEAL_UPDATED, data=payloads.deal_data(current))
+    webhook_emit(event=Event.DEAL_UPDATED, data=lambda: payloads.deal_data(current))
     return current
 
 
@@ -527,12 +527,13 @@ def deal_move_stage(
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
     _activate_customer_on_win(current, actor=actor, at=at, via=via)
-    data = payloads.deal_data(current) | {"from_stage": previous.pk}
-    webhook_emit(event=Event.DEAL_STAGE_CHANGED, data=data)
-    if stage.kind in (PipelineStage.Kind.WON, PipelineStage.Kind.LOST):
-        webhook_emit(
-            event=Event.DEAL_WON if stage.kind == PipelineStage.Kind.WON else Event.DEAL_LOST, data=data
-        )
+    closed = {PipelineStage.Kind.WON: Event.DEAL_WON, PipelineStage.Kind.LOST: Event.DEAL_LOST}.get(
+        stage.kind
+    )
+    webhook_emit(
+        event=(Event.DEAL_STAGE_CHANGED, *([closed] if closed else [])),
+        data=lambda: payloads.deal_data(current) | {"from_stage": previous.pk},
+    )
     return current
 
 
@@ -607,7 +608,7 @@ def ticket_create(
     _save(ticket)
     TicketStatusChange.objects.create(ticket=ticket, from_status="", to_status=ticket.status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=ticket, via=via, at=at)
-    webhook_emit(event=Event.TICKET_CREATED, data=payloads.ticket_data(ticket))
+    webhook_emit(event=Event.TICKET_CREATED, data=lambda: payloads.ticket_data(ticket))
     return ticket
 
 
@@ -624,7 +625,7 @@ def ticket_assign(
     _set_history_user(ticket, actor)
     _save(ticket)
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=ticket, via=via)
-    webhook_emit(event=Event.TICKET_UPDATED, data=payloads.ticket_data(ticket))
+    webhook_emit(event=Event.TICKET_UPDATED, data=lambda: payloads.ticket_data(ticket))
     return ticket
 
 
@@ -656,7 +657,7 @@ def ticket_reply(
     _set_history_user(ticket, actor)
     _save(ticket)
     usage_record(user=actor, verb=UsageEvent.Verb.REPLY, obj=ticket, via=via, at=at)
-    webhook_emit(event=Event.TICKET_UPDATED, data=payloads.ticket_data(ticket))
+    webhook_emit(event=Event.TICKET_UPDATED, data=lambda: payloads.ticket_data(ticket))
     return message
 
 
@@ -712,7 +713,8 @@ def ticket_set_status(
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via, at=at)
     solved = status == Ticket.Status.SOLVED
     webhook_emit(
-        event=Event.TICKET_SOLVED if solved else Event.TICKET_UPDATED, data=payloads.ticket_data(current)
+        event=Event.TICKET_SOLVED if solved else Event.TICKET_UPDATED,
+        data=lambda: payloads.ticket_data(current),
     )
     return current
 

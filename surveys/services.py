@@ -499,7 +499,9 @@ def response_submit_score(
     invitation.save(update_fields=["status", "started_at", "opened_at"])
     if survey.bucket(score) == "negative":
         _follow_up(response, invitation, now)
-    webhook_emit(event=WebhookSubscription.Event.SURVEY_RESPONSE_CREATED, data=_response_data(response))
+    webhook_emit(
+        event=WebhookSubscription.Event.SURVEY_RESPONSE_CREATED, data=lambda: _response_data(response)
+    )
     return response, True
 
 

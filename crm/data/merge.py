@@ -136,8 +136,10 @@ def customer_merge(
     )
     _settle_candidates(survivor, merged, candidate, actor=actor, at=now)
     usage_record(user=actor, verb=UsageEvent.Verb.MERGE, obj=survivor, via=UsageEvent.Via.WEB, at=now)
-    data = payloads.customer_data(survivor) | {"merged_id": merged.pk}
-    webhook_emit(event=WebhookSubscription.Event.CUSTOMER_MERGED, data=data)
+    webhook_emit(
+        event=WebhookSubscription.Event.CUSTOMER_MERGED,
+        data=lambda: payloads.customer_data(survivor) | {"merged_id": merged.pk},
+    )
     return record
 
 

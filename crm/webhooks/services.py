@@ -10,15 +10,15 @@ is sent again with the same ``webhook-id``.
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -104,24 +104,29 @@ def subscription_rotate_secret(*, actor: User, subscription: WebhookSubscription
     return subscription.secret
 
 
-def webhook_emit(*, event: str, data: dict[str, Any]) -> None:
-    """Put ``event`` in the outbox of every active subscription to it, in the caller's transaction; it is
-    sent after the commit (nothing is sent for a change that rolls back)."""
-    subscriptions = list(WebhookSubscription.objects.filter(is_active=True, events__contains=[event]))
+def webhook_emit(*, event: str | tuple[str, ...], data: Callable[[], dict[str, Any]]) -> None:
+    """Put ``event`` (or each of several events about one change) in the outbox of every active
+    subscription to it, in the caller's transaction; it is sent after the commit (nothing is sent for a
+    change that rolls back). ``data`` is only built when someone listens: one indexed query is all a
+    write pays otherwise."""
+    events = (event,) if isinstance(event, str) else event
+    subscriptions = list(WebhookSubscription.objects.filter(is_active=True, events__overlap=list(events)))
     if not subscriptions:
         return
     now = timezone.now()
-    body = json.loads(json.dumps({"type": event, "timestamp": now, "data": data}, cls=DjangoJSONEncoder))
+    payload = data()
     deliveries = WebhookDelivery.objects.bulk_create(
         WebhookDelivery(
             subscription=subscription,
             message_id=f"msg_{uuid.uuid4().hex}",
-            event=event,
-            payload=body,
+            event=name,
+            payload={"type": name, "timestamp": now.isoformat(), "data": payload},
             created_at=now,
             next_attempt_at=now,
         )
         for subscription in subscriptions
+        for name in events
+        if name in subscription.events
     )
     ids = [delivery.pk for delivery in deliveries]
     transaction.on_commit(lambda: _enqueue(ids), robust=True)
@@ -186,7 +191,8 @@ def _record(delivery: WebhookDelivery, answer: targets.Answer) -> None:
             now,
             None,
         )
-        WebhookSubscription.objects.filter(pk=subscription.pk).update(failures_in_a_row=0)
+        if subscription.failures_in_a_row:  # not a write on every delivery to a healthy receiver
+            WebhookSubscription.objects.filter(pk=subscription.pk).update(failures_in_a_row=0)
     elif delivery.attempts <= len(RETRY_DELAYS):
         delivery.next_attempt_at = now + RETRY_DELAYS[delivery.attempts - 1]
     else:
@@ -196,17 +202,19 @@ def _record(delivery: WebhookDelivery, answer: targets.Answer) -> None:
 
 
 def _count_failure(subscription: WebhookSubscription) -> None:
+    """One more delivery given up in a row (counted in the row itself, so concurrent workers add up);
+    at ``CRM_WEBHOOKS_DISABLE_AFTER`` the subscription is switched off and its owner told."""
+    WebhookSubscription.objects.filter(pk=subscription.pk).update(
+        failures_in_a_row=F("failures_in_a_row") + 1
+    )
     subscription.refresh_from_db(fields=["failures_in_a_row", "is_active"])
-    subscription.failures_in_a_row += 1
-    fields = ["failures_in_a_row"]
     if subscription.is_active and subscription.failures_in_a_row >= settings.CRM_WEBHOOKS_DISABLE_AFTER:
         subscription.is_active = False
         subscription.disabled_reason = _("%(n)s deliveries in a row failed for a day.") % {
             "n": subscription.failures_in_a_row
         }
-        fields += ["is_active", "disabled_reason"]
+        subscription.save(update_fields=["is_active", "disabled_reason"])
         transaction.on_commit(lambda: _tell_owner(subscription), robust=True)
-    subscription.save(update_fields=fields)
 
 
 def _tell_owner(subscription: WebhookSubscription) -> None:
@@ -223,10 +231,11 @@ def _tell_owner(subscription: WebhookSubscription) -> None:
 
 @transaction.atomic
 def webhook_redeliver(*, actor: User, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Send a delivery again (the log's button): pending and due now, with the same ``webhook-id``."""
+    """Send a delivery again (the log's button): pending and due now, with the same ``webhook-id`` and a
+    new series of retries (so a given-up delivery is not counted as given up again at its next failure)."""
     _ensure_manager(actor)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now()
+        status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now(), attempts=0
     )
     transaction.on_commit(lambda: _enqueue([delivery.pk]), robust=True)
     delivery.refresh_from_db()

@@ -293,3 +293,15 @@ def test_a_refused_target_is_a_field_message_on_the_page_not_an_error(client, se
     assert response.status_code == 200
     assert "public addresses only" in response.context["form"].errors["url"][0]
     assert not WebhookSubscription.objects.exists()
+
+
+@pytest.mark.django_db
+def test_without_a_listener_a_change_builds_no_payload_and_writes_no_outbox_row(django_assert_num_queries):
+    from crm.webhooks.services import webhook_emit
+
+    def payload() -> dict:
+        raise AssertionError("built although nobody listens")
+
+    with django_assert_num_queries(1):
+        webhook_emit(event=(Event.DEAL_STAGE_CHANGED, Event.DEAL_WON), data=payload)
+    assert not WebhookDelivery.objects.exists()
