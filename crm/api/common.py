@@ -37,6 +37,8 @@ VIA = UsageEvent.Via.API
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 IDEMPOTENCY_SECONDS = 24 * 3600
+# Longer than any request may run (gunicorn kills a worker after 30 s).
+IN_PROGRESS_SECONDS = 120
 
 
 class ApiError(Exception):
@@ -174,7 +176,9 @@ def paginate(qs: QuerySet, *, order: str, cursor: str | None, limit: int | None)
 class IdempotencyMiddleware:
     """``Idempotency-Key`` on an API POST: a replay with the same key (per token) within 24 h gets the first
     answer again and changes nothing; the same key with another body is refused (422), and one still
-    running answers 409. Answers of 500 and above are not kept, so that a retry can still succeed."""
+    running answers 409 (for ``IN_PROGRESS_SECONDS`` at most: a request whose process died does not block
+    its key for a day). Transient answers are not kept, so that a retry can still succeed: 5xx, and any
+    that says when to retry (``Retry-After``: the rate limit, a write that collided)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -188,9 +192,9 @@ class IdempotencyMiddleware:
         cache_key = f"api-idem:{who}:{what}"
         digest = hashlib.sha256(request.path.encode("utf-8", "replace") + b"\0" + request.body).hexdigest()
         stored = cache.get(cache_key)
-        if stored is None and cache.add(cache_key, {"body": digest}, IDEMPOTENCY_SECONDS):
+        if stored is None and cache.add(cache_key, {"body": digest}, IN_PROGRESS_SECONDS):
             response = self.get_response(request)
-            if response.status_code < 500:
+            if response.status_code < 500 and not response.has_header("Retry-After"):
                 kept = {"body": digest, "status": response.status_code, "content": response.content}
                 cache.set(cache_key, kept, IDEMPOTENCY_SECONDS)
             else:

@@ -18,6 +18,7 @@ from ninja.errors import ValidationError as SchemaError
 
 from accounts.api import TokenAuth
 from crm.api.common import ApiError, TokenRateThrottle, error_response, validation_fields
+from crm.transactions import WriteConflict
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,17 @@ api.add_exception_handler(ApiError, _api_error)
 api.add_exception_handler(Throttled, _throttled)
 api.add_exception_handler(AuthenticationError, _unauthorized)
 api.add_exception_handler(HttpError, _http_error)
-api.add_exception_handler(
-    ValidationError,
-    lambda request, exc: error_response(422, "invalid", "Some fields are not valid.", validation_fields(exc)),
-)
+
+
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    if isinstance(exc, WriteConflict):  # transient: nothing was written, the same request may succeed
+        response = error_response(409, "write_conflict", " ".join(exc.messages))
+        response["Retry-After"] = "1"
+        return response
+    return error_response(422, "invalid", "Some fields are not valid.", validation_fields(exc))
+
+
+api.add_exception_handler(ValidationError, _invalid)
 api.add_exception_handler(
     Http404, lambda request, exc: error_response(404, "not_found", "No such record, or not one you may see.")
 )

@@ -235,3 +235,14 @@ def test_a_rate_that_is_not_understood_limits_nothing(api, settings):
     settings.CRM_API_RATE = "many/often"
     client = api(make_user())
     assert {client.get("/pipelines/").status_code for _ in range(5)} == {200}
+
+
+def test_a_rate_limited_post_is_not_replayed_for_its_idempotency_key(api, settings):
+    settings.CRM_API_RATE = "1/d"
+    client = api(make_user())
+    assert client.get("/pipelines/").status_code == 200
+    limited = client.post("/customers/", {"name": "Later"}, headers={"Idempotency-Key": "k2"})
+    assert limited.status_code == 429
+    settings.CRM_API_RATE = "100/d"
+    retried = client.post("/customers/", {"name": "Later"}, headers={"Idempotency-Key": "k2"})
+    assert retried.status_code == 201 and Customer.objects.filter(name="Later").count() == 1
