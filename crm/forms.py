@@ -125,7 +125,22 @@ def amount_field(**kwargs) -> forms.DecimalField:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class CustomerForm(forms.Form):
+class VersionedForm(forms.Form):
+    """A form for a record with optimistic locking: its hidden ``version`` is the one the page was loaded
+    at, and goes to the service apart from the record's fields."""
+
+    def record_fields(self) -> dict[str, Any]:
+        """The record's fields as the create and update services take them (the version goes apart)."""
+        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+
+    def rebase(self, *, version: int) -> None:
+        """After a conflicting edit: the user's input stays in the form, now based on the stored
+        ``version``, so that saving again deliberately applies it over the other user's changes."""
+        self.data = self.data.copy()
+        self.data["version"] = version
+
+
+class CustomerForm(VersionedForm):
     name = forms.CharField(label=_("Name"), max_length=200)
     kind = forms.ChoiceField(label=_("Kind"), choices=Customer.Kind.choices, initial=Customer.Kind.COMPANY)
     email = forms.EmailField(label=_("E-mail"), required=False, max_length=254)
@@ -159,15 +174,6 @@ class CustomerForm(forms.Form):
                         "hx-sync": "closest form:abort",
                     }
                 )
-
-    def customer_fields(self) -> dict[str, Any]:
-        """The customer's fields as ``customer_create`` and ``customer_update`` take them."""
-        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
-
-    def rebase(self, *, version: int) -> None:
-        """After a conflicting edit: the user's input stays, now based on the stored ``version``."""
-        self.data = self.data.copy()
-        self.data["version"] = version
 
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"].strip()
@@ -232,7 +238,7 @@ class CustomerStatusForm(forms.Form):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class DealForm(forms.Form):
+class DealForm(VersionedForm):
     customer = CustomerChoiceField()
     title = forms.CharField(label=_("Title"), max_length=200)
     amount = amount_field(required=False)
@@ -257,16 +263,6 @@ class DealForm(forms.Form):
             # Stage changes go through the board or the won/lost actions, which keep the stage history.
             del self.fields["stage"]
             self.fields["version"].required = True
-
-    def deal_fields(self) -> dict[str, Any]:
-        """The deal's fields as ``deal_create`` and ``deal_update`` take them (the version goes apart)."""
-        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
-
-    def rebase(self, *, version: int) -> None:
-        """After a conflicting edit: the user's input stays in the form, now based on the stored
-        ``version``, so that saving again deliberately applies it over the other user's changes."""
-        self.data = self.data.copy()
-        self.data["version"] = version
 
 
 class DealMoveForm(forms.Form):

@@ -527,11 +527,9 @@ def deal_move_stage(
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
     _activate_customer_on_win(current, actor=actor, at=at, via=via)
-    closed = {PipelineStage.Kind.WON: Event.DEAL_WON, PipelineStage.Kind.LOST: Event.DEAL_LOST}.get(
-        stage.kind
-    )
+    closed = {PipelineStage.Kind.WON: (Event.DEAL_WON,), PipelineStage.Kind.LOST: (Event.DEAL_LOST,)}
     webhook_emit(
-        event=(Event.DEAL_STAGE_CHANGED, *([closed] if closed else [])),
+        event=(Event.DEAL_STAGE_CHANGED, *closed.get(PipelineStage.Kind(stage.kind), ())),
         data=lambda: payloads.deal_data(current) | {"from_stage": previous.pk},
     )
     return current

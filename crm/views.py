@@ -133,7 +133,7 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         try:
-            customer = services.customer_create(actor=request.user, **form.customer_fields())
+            customer = services.customer_create(actor=request.user, **form.record_fields())
         except ValidationError as exc:
             form_errors_from(exc, form)
         else:
@@ -185,7 +185,7 @@ def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     )
     conflict = None
     if request.method == "POST" and form.is_valid():
-        data, version = form.customer_fields(), form.cleaned_data["version"]
+        data, version = form.record_fields(), form.cleaned_data["version"]
         try:
             services.customer_update(customer=customer, actor=request.user, data=data, version=version)
         except services.ConcurrentEditError as exc:
@@ -289,7 +289,7 @@ def deal_create_view(request: HttpRequest) -> HttpResponse:
     form = forms.DealForm(request.POST or None, initial=initial, customers=customers, stages=stages)
     if request.method == "POST" and form.is_valid():
         try:
-            deal = services.deal_create(actor=request.user, **form.deal_fields())
+            deal = services.deal_create(actor=request.user, **form.record_fields())
         except ValidationError as exc:
             form_errors_from(exc, form)
         else:
@@ -316,7 +316,7 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             deal = services.deal_update(
-                deal=deal, actor=request.user, data=form.deal_fields(), version=form.cleaned_data["version"]
+                deal=deal, actor=request.user, data=form.record_fields(), version=form.cleaned_data["version"]
             )
         except services.ConcurrentEditError as exc:
             conflict = {

@@ -78,12 +78,10 @@ def _form(request: HttpRequest, data: dict, customer: Customer | None = None) ->
     """The customer form's cleaned data: ``data`` over the customer's stored values, as the edit page."""
     initial = form_defaults(forms.CustomerForm)
     if customer is not None:
-        initial = {f: getattr(customer, f) for f in services.CUSTOMER_FIELDS}
-    if customer is not None:
-        initial["owner"] = customer.owner_id
+        initial = {f: getattr(customer, f) for f in services.CUSTOMER_FIELDS} | {"owner": customer.owner_id}
     form = forms.CustomerForm(clean_payload({**initial, **data}), user=request.user)
     validated(form)
-    return form.customer_fields()
+    return form.record_fields()
 
 
 @router.get("/", response={200: CustomerPage, 422: ErrorOut}, summary="List customers")

@@ -125,7 +125,7 @@ def deal_create(request: HttpRequest, payload: DealIn) -> Status[Deal]:
     require_staff_role(request.user, User.Role.REP)
     form = _deal_form(request, payload.dict(exclude_unset=True, exclude={"version"}))
     validated(form)
-    return Status(201, services.deal_create(actor=request.user, via=VIA, **form.deal_fields()))
+    return Status(201, services.deal_create(actor=request.user, via=VIA, **form.record_fields()))
 
 
 @router.patch(
@@ -150,7 +150,7 @@ def deal_update(
     validated(form)
     with conflict_is_409():
         return services.deal_update(
-            deal=deal, actor=request.user, data=form.deal_fields(), version=version, via=VIA
+            deal=deal, actor=request.user, data=form.record_fields(), version=version, via=VIA
         )
 
 
