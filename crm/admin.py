@@ -32,7 +32,6 @@ class CompanySettingsAdmin(admin.ModelAdmin):
         "company_name",
         "go_live_date",
         "gross_margin_percent",
-        "auto_assign_tickets",
         "require_2fa_for_managers",
     ]
 

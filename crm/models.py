@@ -5,7 +5,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, JSONField, Q, Value
 from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils.translation import gettext
@@ -48,7 +48,6 @@ class CompanySettings(models.Model):
         _("hours saved per user and month"), max_digits=6, decimal_places=2, default=Decimal("4")
     )
     loaded_hourly_rate = models.DecimalField(_("loaded hourly rate"), **MONEY, default=Decimal("45"))
-    auto_assign_tickets = models.BooleanField(_("assign new tickets automatically"), default=True)
     require_2fa_for_managers = models.BooleanField(
         _("require two-factor sign-in for managers and admins"), default=False
     )
@@ -129,6 +128,14 @@ class Customer(models.Model):
     )
     churn_reason = models.CharField(_("churn reason"), max_length=200, blank=True)
     is_internal = models.BooleanField(_("internal or test"), default=False)
+    # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
+    custom = models.JSONField(
+        _("custom fields"),
+        default=dict,
+        db_default=Value({}, JSONField()),
+        blank=True,
+        encoder=StorableJSONEncoder,
+    )
     # Normalised match keys for duplicate detection, maintained by the services.
     email_key = models.CharField(max_length=254, blank=True, editable=False)
     phone_key = models.CharField(max_length=20, blank=True, editable=False)
@@ -198,6 +205,7 @@ class Customer(models.Model):
                 name="customer_excluded",
             ),
             models.Index(fields=["-updated_at"], name="customer_updated"),
+            GinIndex(fields=["custom"], name="customer_custom"),
         ]
 
     def __str__(self) -> str:
@@ -347,6 +355,14 @@ class Deal(models.Model):
         _("closed at"), null=True, blank=True, validators=[validate_date_in_range]
     )
     lost_reason = models.CharField(_("lost reason"), max_length=200, blank=True)
+    # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
+    custom = models.JSONField(
+        _("custom fields"),
+        default=dict,
+        db_default=Value({}, JSONField()),
+        blank=True,
+        encoder=StorableJSONEncoder,
+    )
     # Subscription term bought by a won deal; a renewal deal points at the deal it renews.
     term_start = models.DateField(_("term start"), null=True, blank=True, validators=[validate_date_in_range])
     term_end = models.DateField(_("term end"), null=True, blank=True, validators=[validate_date_in_range])
@@ -400,6 +416,7 @@ class Deal(models.Model):
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
+            GinIndex(fields=["custom"], name="deal_custom"),
             # The data-quality rules that almost nothing breaks (crm.data.quality, same conditions: a test
             # compares them): their lists and counts read a tiny index instead of every deal.
             models.Index(
@@ -582,6 +599,14 @@ class Ticket(models.Model):
     )
     channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices, default=Channel.EMAIL)
     is_spam = models.BooleanField(_("spam"), default=False)
+    # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
+    custom = models.JSONField(
+        _("custom fields"),
+        default=dict,
+        db_default=Value({}, JSONField()),
+        blank=True,
+        encoder=StorableJSONEncoder,
+    )
     created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
     updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
     first_response_at = models.DateTimeField(
@@ -641,6 +666,7 @@ class Ticket(models.Model):
         ]
         indexes = [
             models.Index(fields=["assignee", "status"], name="ticket_assignee_status"),
+            GinIndex(fields=["custom"], name="ticket_custom"),
             # Data-quality rules almost nothing breaks (as for deals).
             models.Index(
                 fields=["id"],
@@ -773,6 +799,14 @@ class Activity(models.Model):
     created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
     due_at = models.DateTimeField(_("due at"), null=True, blank=True, validators=[validate_date_in_range])
     done_at = models.DateTimeField(_("done at"), null=True, blank=True, validators=[validate_date_in_range])
+    # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
+    custom = models.JSONField(
+        _("custom fields"),
+        default=dict,
+        db_default=Value({}, JSONField()),
+        blank=True,
+        encoder=StorableJSONEncoder,
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -805,6 +839,7 @@ class Activity(models.Model):
                 name="activity_open_tasks_due",
             ),
             BrinIndex(fields=["created_at"], name="activity_created_brin"),
+            GinIndex(fields=["custom"], name="activity_custom"),
         ]
 
     def __str__(self) -> str:
@@ -1126,6 +1161,7 @@ class WebhookSubscription(models.Model):
         TICKET_UPDATED = "ticket.updated", _("A ticket is changed or answered")
         TICKET_SOLVED = "ticket.solved", _("A ticket is solved")
         SURVEY_RESPONSE_CREATED = "survey_response.created", _("A survey is answered")
+        AUTOMATION_RULE_FIRED = "automation.rule_fired", _("An automation rule sends a webhook")
 
     name = models.CharField(_("name"), max_length=100)
     url = models.URLField(_("URL"), max_length=500)
@@ -1189,3 +1225,10 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.subscription_id} ({self.status})"
+
+
+# Models kept in their own modules, registered with the crm app here.
+from crm.automation.models import AutomationRule, AutomationRun  # noqa: E402
+from crm.custom_fields.models import CustomField  # noqa: E402
+
+__all__ = ["AutomationRule", "AutomationRun", "CustomField"]

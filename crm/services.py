@@ -19,8 +19,13 @@ from simple_history.utils import bulk_create_with_history, bulk_update_with_hist
 from accounts.models import Team, UsageEvent, User
 from accounts.services import usage_object_type, usage_record
 from crm import normalize
+from crm.automation import builtins
+from crm.automation.events import automation_emit
+from crm.automation.models import note
+from crm.custom_fields import services as custom_fields
 from crm.models import (
     Activity,
+    AutomationRule,
     CompanySettings,
     Customer,
     CustomerStatusChange,
@@ -52,6 +57,7 @@ CUSTOMER_FIELDS = (
     "source",
     "owner",
     "is_internal",
+    "custom",
 )
 DEAL_FIELDS = (
     "customer",
@@ -65,8 +71,10 @@ DEAL_FIELDS = (
     "term_start",
     "term_end",
     "renewal_of",
+    "custom",
 )
-TICKET_FIELDS = ("customer", "subject", "description", "priority", "category", "channel")
+TICKET_FIELDS = ("customer", "subject", "description", "priority", "category", "channel", "custom")
+Trigger = AutomationRule.Trigger
 
 
 class ConcurrentEditError(Exception):
@@ -205,6 +213,7 @@ def defaults_seed(apps: Any = None) -> None:
             priority=priority,
             defaults={"first_response_hours": first_response, "resolution_hours": resolution},
         )
+    builtins.seed(apps.get_model("crm", "AutomationRule"))
     CompanySettings.objects.get_or_create(pk=1)
 
 
@@ -269,6 +278,7 @@ def customer_create(
         raise TypeError(f"unknown customer fields: {sorted(unknown)}")
     if actor.is_rep:
         fields["owner"] = actor
+    fields["custom"] = custom_fields.values_clean(entity="customer", current={}, changes=fields.get("custom"))
     customer = Customer(**fields, status=status, created_at=at, updated_at=timezone.now())
     if status != Customer.Status.LEAD:
         customer.became_customer_at = at
@@ -280,6 +290,7 @@ def customer_create(
     CustomerStatusChange.objects.create(customer=customer, from_status="", to_status=status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=customer, via=via, at=at)
     webhook_emit(event=Event.CUSTOMER_CREATED, data=lambda: payloads.customer_data(customer))
+    automation_emit(trigger=Trigger.CUSTOMER_CREATED, obj=customer, key="created")
     return customer
 
 
@@ -311,6 +322,12 @@ def customer_update(
         raise TypeError(f"unknown customer fields: {sorted(unknown)}")
     if actor.is_rep:
         data = {k: v for k, v in data.items() if k != "owner"}
+    if "custom" in data:
+        data = data | {
+            "custom": custom_fields.values_clean(
+                entity="customer", current=customer.custom, changes=data["custom"]
+            )
+        }
     for name, value in data.items():
         setattr(customer, name, value)
     customer.updated_at = timezone.now()
@@ -361,7 +378,7 @@ def customer_set_status(
     _set_history_user(customer, actor)
     customer.version += 1
     _save(customer)
-    CustomerStatusChange.objects.create(
+    change = CustomerStatusChange.objects.create(
         customer=customer, from_status=previous, to_status=status, at=at, by=actor, reason=reason
     )
     if actor is not None:
@@ -369,6 +386,12 @@ def customer_set_status(
     churned = status == Customer.Status.CHURNED
     event = Event.CUSTOMER_CHURNED if churned else Event.CUSTOMER_UPDATED
     webhook_emit(event=event, data=lambda: payloads.customer_data(customer))
+    automation_emit(
+        trigger=Trigger.CUSTOMER_STATUS_CHANGED,
+        obj=customer,
+        key=f"status:{change.pk}",
+        event={"from": previous, "to": status},
+    )
     return customer
 
 
@@ -413,6 +436,9 @@ def deal_create(
     at = at or timezone.now()
     stage = stage or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").earliest("order")
     owner = actor if actor.is_rep else (owner or customer.owner or actor)
+    fields["custom"] = custom_fields.values_clean(
+        entity="deal", current={}, changes=fields.get("custom"), stage=stage
+    )
     deal = Deal(
         customer=customer,
         owner=owner,
@@ -424,11 +450,19 @@ def deal_create(
     _apply_stage(deal, stage, at=at, lost_reason=lost_reason)
     _set_history_user(deal, actor)
     _save(deal)
-    DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
+    change = DealStageChange.objects.create(deal=deal, from_stage=None, to_stage=stage, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=deal, via=via, at=at)
     _activate_customer_on_win(deal, actor=actor, at=at, via=via)
     webhook_emit(event=Event.DEAL_CREATED, data=lambda: payloads.deal_data(deal))
+    automation_emit(trigger=Trigger.DEAL_CREATED, obj=deal, key="created")
+    _emit_closed(deal, change)
     return deal
+
+
+def _emit_closed(deal: Deal, change: DealStageChange) -> None:
+    closed = {Deal.Status.WON: Trigger.DEAL_WON, Deal.Status.LOST: Trigger.DEAL_LOST}.get(deal.status)
+    if closed is not None:
+        automation_emit(trigger=closed, obj=deal, key=f"closed:{change.pk}")
 
 
 def _activate_customer_on_win(deal: Deal, *, actor: User | None, at: datetime, via: str) -> None:
@@ -486,6 +520,12 @@ def deal_update(
         data = {k: v for k, v in data.items() if k != "owner"}
         if "customer" in data:
             _ensure_owns_customer(actor, data["customer"])
+    if "custom" in data:
+        data = data | {
+            "custom": custom_fields.values_clean(
+                entity="deal", current=current.custom, changes=data["custom"], stage=current.stage
+            )
+        }
     for name, value in data.items():
         setattr(current, name, value)
     current.updated_at = timezone.now()
@@ -516,6 +556,14 @@ def deal_move_stage(
         raise ValidationError({"stage": _("That stage belongs to another pipeline.")})
     if stage.pk == current.stage_id:
         return current
+    missing = custom_fields.missing_for_stage(deal=current, stage=stage)
+    if missing:
+        raise ValidationError(
+            {
+                "stage": _("Fill in %(fields)s before moving the deal to %(stage)s.")
+                % {"fields": ", ".join(f.label for f in missing), "stage": stage.name}
+            }
+        )
     at = at or timezone.now()
     previous = current.stage
     _apply_stage(current, stage, at=at, lost_reason=lost_reason)
@@ -523,7 +571,9 @@ def deal_move_stage(
     current.version += 1
     _set_history_user(current, actor)
     _save(current)
-    DealStageChange.objects.create(deal=current, from_stage=previous, to_stage=stage, at=at, by=actor)
+    change = DealStageChange.objects.create(
+        deal=current, from_stage=previous, to_stage=stage, at=at, by=actor
+    )
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.STAGE, obj=current, via=via, at=at)
     _activate_customer_on_win(current, actor=actor, at=at, via=via)
@@ -532,6 +582,13 @@ def deal_move_stage(
         event=(Event.DEAL_STAGE_CHANGED, *closed.get(PipelineStage.Kind(stage.kind), ())),
         data=lambda: payloads.deal_data(current) | {"from_stage": previous.pk},
     )
+    automation_emit(
+        trigger=Trigger.DEAL_STAGE_CHANGED,
+        obj=current,
+        key=f"stage:{change.pk}",
+        event={"from_stage": previous.pk, "to_stage": stage.pk},
+    )
+    _emit_closed(current, change)
     return current
 
 
@@ -549,7 +606,7 @@ def _sla_due_times(priority: str, created_at: datetime) -> tuple[datetime | None
     )
 
 
-def _least_loaded_agent() -> User | None:
+def least_loaded_agent() -> User | None:
     """The active support agent with the fewest unsolved tickets, or None when there is none."""
     agents = User.objects.filter(role=User.Role.AGENT, is_active=True, team__kind=Team.Kind.SUPPORT)
     return (
@@ -588,8 +645,10 @@ def ticket_create(
         raise TypeError(f"unknown ticket fields: {sorted(unknown)}")
     _ensure_owns_customer(actor, customer)
     at = at or timezone.now()
-    if assignee is None and CompanySettings.load().auto_assign_tickets:
-        assignee = _least_loaded_agent()
+    auto_assign = builtins.active(AutomationRule.Builtin.TICKET_AUTO_ASSIGN) if assignee is None else None
+    if auto_assign is not None:
+        assignee = least_loaded_agent()
+    fields["custom"] = custom_fields.values_clean(entity="ticket", current={}, changes=fields.get("custom"))
     first_due, resolution_due = _sla_due_times(fields.get("priority", Ticket.Priority.NORMAL), at)
     ticket = Ticket(
         customer=customer,
@@ -607,7 +666,16 @@ def ticket_create(
     TicketStatusChange.objects.create(ticket=ticket, from_status="", to_status=ticket.status, at=at, by=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=ticket, via=via, at=at)
     webhook_emit(event=Event.TICKET_CREATED, data=lambda: payloads.ticket_data(ticket))
+    if auto_assign is not None:
+        builtins.ran(auto_assign, obj=ticket, key="created", outcome=_assigned_outcome(assignee))
+    automation_emit(trigger=Trigger.TICKET_CREATED, obj=ticket, key="created")
     return ticket
+
+
+def _assigned_outcome(assignee: User | None) -> list[dict]:
+    if assignee is None:
+        return [note(gettext_noop("No active support agent to assign the ticket to."))]
+    return [note(gettext_noop("Assigned to %(name)s."), name=assignee.get_full_name() or assignee.username)]
 
 
 @atomic_retrying
@@ -710,6 +778,11 @@ def ticket_set_status(
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via, at=at)
     solved = status == Ticket.Status.SOLVED
+    if solved:
+        change = current.status_changes.order_by("-pk").first()
+        automation_emit(
+            trigger=Trigger.TICKET_SOLVED, obj=current, key=f"solved:{change.pk if change else at}"
+        )
     webhook_emit(
         event=Event.TICKET_SOLVED if solved else Event.TICKET_UPDATED,
         data=lambda: payloads.ticket_data(current),
@@ -734,6 +807,7 @@ def activity_log(
     due_at: datetime | None = None,
     at: datetime | None = None,
     done: bool | None = None,
+    custom: Mapping[str, Any] | None = None,
     via: str = UsageEvent.Via.WEB,
 ) -> Activity:
     """Log a call, e-mail, meeting or note (done now), or schedule a task (open until completed)."""
@@ -756,6 +830,7 @@ def activity_log(
         created_at=at,
         due_at=due_at if is_task else None,
         done_at=at if done else None,
+        custom=custom_fields.values_clean(entity="activity", current={}, changes=custom),
     )
     _save(activity)
     if deal is not None:
@@ -764,6 +839,7 @@ def activity_log(
             last_activity_at=Greatest(Coalesce("last_activity_at", Value(at)), Value(at))
         )
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=activity, via=via, at=at)
+    automation_emit(trigger=Trigger.ACTIVITY_LOGGED, obj=activity, key="logged", event={"kind": kind})
     return activity
 
 
@@ -809,6 +885,30 @@ def activity_complete(
 
 # Spend
 # ---------------------------------------------------------------------------------------------------------
+
+
+@atomic_retrying
+def custom_values_set(
+    *, obj: Customer | Deal | Ticket | Activity, actor: User | None, changes: Mapping[str, Any], via: str
+) -> Customer | Deal | Ticket | Activity:
+    """Change some of a record's custom-field values (the others stay), validated, with history."""
+    if actor is not None:
+        _ensure_owns_customer(actor, obj if isinstance(obj, Customer) else obj.customer)
+    model = type(obj)
+    current = model.objects.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
+    entity = model._meta.model_name
+    current.custom = custom_fields.values_clean(
+        entity=entity, current=current.custom, changes=changes, stage=getattr(current, "stage", None)
+    )
+    if hasattr(current, "version"):
+        current.version += 1
+    if hasattr(current, "updated_at"):
+        current.updated_at = timezone.now()
+    _set_history_user(current, actor)
+    _save(current)
+    if actor is not None:
+        usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
+    return current
 
 
 @atomic_retrying

@@ -325,6 +325,13 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE: dict = {
     # Every minute: webhook deliveries that are due (retries, and any whose task was lost).
     "webhooks-sweep": {"task": "crm.tasks.sweep_webhooks", "schedule": 60.0, "options": {"expires": 50}},
+    # Every five minutes: automation's time-based triggers (a deal idle for N days, a ticket near its
+    # SLA) and rule runs whose hand-over to a worker was lost.
+    "automation-sweep": {
+        "task": "crm.tasks.sweep_automation",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
     # Nightly at a quiet hour: drop expired sessions so the session table does not grow for ever.
     "clear-expired-sessions": {
         "task": "accounts.tasks.clear_expired_sessions",

@@ -64,3 +64,30 @@ def sweep_webhooks() -> None:
 
     for delivery_id in due_delivery_ids():
         deliver_webhook.delay(delivery_id)
+
+
+@shared_task(
+    name="crm.tasks.run_automation",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=120,
+    time_limit=150,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def run_automation(run_id: int) -> None:
+    """Do one rule's run on one record. Idempotent: a run already done, or held by another worker, is
+    left alone; a worker lost mid-run rolls the run back, and the redelivery (or the sweep) does it."""
+    from crm.automation.engine import run_one
+
+    run_one(run_id)
+
+
+@shared_task(name="crm.tasks.sweep_automation", expires=240, ignore_result=True)
+def sweep_automation() -> None:
+    """Fire the time-based triggers (idle deals, tickets near their SLA) and hand lost runs over again."""
+    from crm.automation.engine import sweep
+
+    sweep()

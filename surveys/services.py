@@ -20,10 +20,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
-from crm.models import Activity, Customer, Ticket, WebhookSubscription
+from crm.automation import builtins
+from crm.automation.events import automation_emit
+from crm.automation.models import note
+from crm.models import Activity, AutomationRule, Customer, Ticket, WebhookSubscription
 from crm.services import activity_log
 from crm.webhooks.services import webhook_emit
 from surveys import emails, selectors
@@ -497,8 +501,16 @@ def response_submit_score(
     invitation.started_at = now
     invitation.opened_at = invitation.opened_at or now
     invitation.save(update_fields=["status", "started_at", "opened_at"])
-    if survey.bucket(score) == "negative":
-        _follow_up(response, invitation, now)
+    if survey.bucket(score) == "negative" and (
+        rule := builtins.active(AutomationRule.Builtin.SURVEY_FOLLOW_UP)
+    ):
+        _follow_up(response, invitation, now, rule)
+    automation_emit(
+        trigger=AutomationRule.Trigger.SURVEY_ANSWERED,
+        obj=invitation.customer,
+        key=f"response:{response.pk}",
+        event={"score": score, "survey_kind": survey.kind, "response": response.pk},
+    )
     webhook_emit(
         event=WebhookSubscription.Event.SURVEY_RESPONSE_CREATED, data=lambda: _response_data(response)
     )
@@ -547,7 +559,9 @@ def add_business_days(moment: datetime, days: int) -> datetime:
     return local
 
 
-def _follow_up(response: SurveyResponse, invitation: SurveyInvitation, now: datetime) -> None:
+def _follow_up(
+    response: SurveyResponse, invitation: SurveyInvitation, now: datetime, rule: AutomationRule
+) -> None:
     """The closed loop: a task for the account owner (else the ticket's assignee), due in 2 business days.
 
     Written with the response in one transaction, so each low score gets exactly one task. The task is
@@ -593,6 +607,8 @@ def _follow_up(response: SurveyResponse, invitation: SurveyInvitation, now: date
         return
     response.followup_task = task
     response.save(update_fields=["followup_task"])
+    outcome = [note(gettext_noop("Task created: %(task)s"), task=task.subject)]
+    builtins.ran(rule, obj=customer, key=f"response:{response.pk}", outcome=outcome)
 
 
 # Opt-outs, revocation and settings

@@ -43,6 +43,8 @@ def _test_settings(settings):
 @pytest.fixture
 def no_auto_assign(db):
     """New tickets stay unassigned unless a test assigns them."""
-    from crm.models import CompanySettings
+    from crm.automation.builtins import seed
+    from crm.models import AutomationRule
 
-    CompanySettings.objects.filter(pk=CompanySettings.load().pk).update(auto_assign_tickets=False)
+    seed()
+    AutomationRule.objects.filter(builtin=AutomationRule.Builtin.TICKET_AUTO_ASSIGN).update(is_active=False)

@@ -75,7 +75,13 @@ def test_migration_seeds_sla_policy_for_every_ticket_priority():
 
 def test_migration_seeds_company_settings_singleton():
     assert list(CompanySettings.objects.values_list("pk", flat=True)) == [1]
-    assert CompanySettings.load().auto_assign_tickets is True
+
+
+def test_migration_seeds_the_builtin_rules_switched_on():
+    from crm.models import AutomationRule
+
+    builtin = dict(AutomationRule.objects.exclude(builtin="").values_list("builtin", "is_active"))
+    assert builtin == {"survey_follow_up": True, "ticket_auto_assign": True}
 
 
 # accounts

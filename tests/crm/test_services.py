@@ -388,9 +388,11 @@ def test_ticket_create_leaves_ticket_unassigned_without_agents():
     assert make_ticket().assignee is None
 
 
-def test_ticket_create_does_not_assign_when_company_turned_it_off():
+def test_ticket_create_does_not_assign_when_the_builtin_rule_is_off():
+    from crm.models import AutomationRule
+
     make_agent()
-    CompanySettings.objects.filter(pk=1).update(auto_assign_tickets=False)
+    AutomationRule.objects.filter(builtin="ticket_auto_assign").update(is_active=False)
     assert make_ticket().assignee is None
 
 

@@ -1,0 +1,191 @@
+"""Create, change, switch and dry-run automation rules (managers and admins)."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+from accounts.models import User
+from crm.automation import engine, rules
+from crm.automation.events import ENTITY_OF
+from crm.automation.models import AutomationRule, AutomationRun, note, note_text
+from crm.custom_fields.models import CustomField
+
+Trigger = AutomationRule.Trigger
+DRY_RUN_DAYS = 7
+DRY_RUN_SAMPLE = 10
+
+
+def _ensure_manager(actor: User) -> None:
+    if not actor.is_manager:
+        raise PermissionDenied(_("Only managers and admins change automation rules."))
+
+
+def _checked(rule: AutomationRule) -> None:
+    found = rules.problem(rule)
+    if found:
+        raise ValidationError(note_text(found))
+
+
+@transaction.atomic
+def rule_create(
+    *,
+    actor: User,
+    name: str,
+    trigger: str,
+    params: dict[str, Any],
+    conditions: list[dict[str, Any]],
+    actions: list[dict[str, Any]],
+    is_active: bool = False,
+) -> AutomationRule:
+    """A new rule, checked; off unless ``is_active`` (the page suggests a dry run first)."""
+    _ensure_manager(actor)
+    now = timezone.now()
+    rule = AutomationRule(
+        name=name.strip()[:120],
+        trigger=trigger,
+        params=params,
+        conditions=conditions,
+        actions=actions,
+        is_active=is_active,
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    _checked(rule)
+    rule.save()
+    return rule
+
+
+@transaction.atomic
+def rule_update(*, actor: User, rule: AutomationRule, **changes: Any) -> AutomationRule:
+    """Change a rule; its author becomes ``actor`` (the actions run as the last manager who saved it).
+    Built-in rules can only be switched on and off."""
+    _ensure_manager(actor)
+    rule = AutomationRule.objects.select_for_update().get(pk=rule.pk)
+    allowed = (
+        {"is_active"} if rule.builtin else {"name", "trigger", "params", "conditions", "actions", "is_active"}
+    )
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValidationError(_("A built-in rule can only be switched on or off."))
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    if not rule.builtin:
+        rule.created_by = actor
+        _checked(rule)
+    if rule.is_active:
+        rule.disabled_reason = {}
+    rule.updated_at = timezone.now()
+    rule.save()
+    return rule
+
+
+def rule_set_active(*, actor: User, rule: AutomationRule, is_active: bool) -> AutomationRule:
+    return rule_update(actor=actor, rule=rule, is_active=is_active)
+
+
+def rules_disable_for_field(*, field: CustomField) -> int:
+    """Switch off the rules that read or write ``field`` (archived), saying why; returns how many."""
+    entity_triggers = [t for t, e in ENTITY_OF.items() if e == field.entity]
+    reason = note(
+        gettext_noop("It uses the field “%(field)s”, which was archived or removed."), field=field.key
+    )
+    count = 0
+    for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger__in=entity_triggers):
+        if field.key in rules.custom_fields_used(rule):
+            AutomationRule.objects.filter(pk=rule.pk).update(
+                is_active=False, disabled_reason=reason, updated_at=timezone.now()
+            )
+            count += 1
+    return count
+
+
+def rule_counts() -> dict[int, dict[str, int]]:
+    """Each rule's runs by status (the rules page), in one query."""
+    counts: dict[int, dict[str, int]] = {}
+    for row in AutomationRun.objects.values("rule", "status").annotate(n=Count("id")).order_by():
+        counts.setdefault(row["rule"], {})[row["status"]] = row["n"]
+    return counts
+
+
+def dry_run(rule: AutomationRule, *, now: Any = None) -> dict[str, Any]:
+    """What ``rule`` would have matched in the last seven days: the number of events, of records, and a
+    few of the records (nothing is written)."""
+    found = rules.problem(rule)
+    if found:
+        raise ValidationError(note_text(found))
+    now = now or timezone.now()
+    since = now - timedelta(days=DRY_RUN_DAYS)
+    events, records = _events_since(rule, since, now)
+    matching = engine.matches(rule, records)
+    ids = list(matching.values_list("pk", flat=True)[:100_000])
+    sample = list(matching.order_by("-pk")[:DRY_RUN_SAMPLE])
+    matched_events = events.filter(record__in=ids).count() if events is not None else len(ids)
+    return {"events": matched_events, "records": len(ids), "sample": sample, "days": DRY_RUN_DAYS}
+
+
+def _events_since(rule: AutomationRule, since: Any, now: Any) -> tuple[QuerySet | None, QuerySet]:
+    """The trigger's events in [since, now] (``record`` names each one's record; None when one record
+    is one event) and the records they happened to."""
+    from django.apps import apps
+    from django.db.models import F
+
+    from crm.models import (
+        Activity,
+        Customer,
+        CustomerStatusChange,
+        Deal,
+        DealStageChange,
+        Ticket,
+        TicketStatusChange,
+    )
+
+    params, trigger = rule.params or {}, rule.trigger
+    if trigger == Trigger.DEAL_CREATED:
+        return None, Deal.objects.filter(created_at__gte=since)
+    if trigger in (Trigger.DEAL_WON, Trigger.DEAL_LOST):
+        status = Deal.Status.WON if trigger == Trigger.DEAL_WON else Deal.Status.LOST
+        return None, Deal.objects.filter(status=status, closed_at__gte=since)
+    if trigger == Trigger.DEAL_STAGE_CHANGED:
+        events = DealStageChange.objects.filter(at__gte=since, from_stage__isnull=False)
+        if params.get("stage"):
+            events = events.filter(to_stage_id=params["stage"])
+        events = events.annotate(record=F("deal_id"))
+        return events, Deal.objects.filter(pk__in=events.values("deal_id"))
+    if trigger == Trigger.DEAL_IDLE:
+        return None, engine.idle_deals(rule, since=since, now=now)
+    if trigger == Trigger.CUSTOMER_CREATED:
+        return None, Customer.objects.filter(created_at__gte=since)
+    if trigger == Trigger.CUSTOMER_STATUS_CHANGED:
+        events = CustomerStatusChange.objects.filter(at__gte=since).exclude(from_status="")
+        if params.get("status"):
+            events = events.filter(to_status=params["status"])
+        events = events.annotate(record=F("customer_id"))
+        return events, Customer.objects.filter(pk__in=events.values("customer_id"))
+    if trigger == Trigger.TICKET_CREATED:
+        return None, Ticket.objects.filter(created_at__gte=since)
+    if trigger == Trigger.TICKET_SLA_NEAR:
+        return None, engine.sla_near_tickets(rule, since=since, now=now + timedelta(hours=params["hours"]))
+    if trigger == Trigger.TICKET_SOLVED:
+        events = TicketStatusChange.objects.filter(at__gte=since, to_status=Ticket.Status.SOLVED)
+        events = events.annotate(record=F("ticket_id"))
+        return events, Ticket.objects.filter(pk__in=events.values("ticket_id"))
+    if trigger == Trigger.SURVEY_ANSWERED:
+        responses = apps.get_model("surveys", "SurveyResponse").objects.filter(
+            score_submitted_at__gte=since, score__lte=params["score_max"]
+        )
+        events = responses.annotate(record=F("customer_id"))
+        return events, Customer.objects.filter(pk__in=responses.values("customer_id"))
+    activities = Activity.objects.filter(created_at__gte=since)
+    if params.get("activity_kind"):
+        activities = activities.filter(kind=params["activity_kind"])
+    return None, activities
+
+
+__all__ = ["Q", "dry_run", "rule_counts", "rule_create", "rule_set_active", "rule_update"]

@@ -1,0 +1,75 @@
+"""Filter, search and group records by their custom fields, in SQL.
+
+Equality on a choice, a yes/no, a user or a multiple-choice option is jsonb containment (``custom @>
+{"key": value}``), which the GIN index on ``custom`` answers; numbers and dates compare the key's text
+cast to numeric or as ISO text.
+"""
+
+from typing import Any
+
+from django.db.models import DecimalField, Q, QuerySet
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+
+from crm.custom_fields import kinds
+from crm.custom_fields.models import CustomField
+
+Kind = CustomField.Kind
+NUMERIC = (Kind.INTEGER, Kind.DECIMAL, Kind.MONEY)
+CONTAINED = (Kind.CHOICE, Kind.YES_NO, Kind.USER)
+TEXTUAL = (Kind.TEXT, Kind.LONG_TEXT, Kind.URL, Kind.EMAIL)
+OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "empty", "set")
+
+
+def annotation_name(field: CustomField) -> str:
+    return f"cf_{field.key}_value"
+
+
+def with_value(qs: QuerySet, field: CustomField) -> QuerySet:
+    """``qs`` annotated with the field's value as SQL can compare it (numeric for numbers, text else)."""
+    expression = KT(f"custom__{field.key}")
+    if field.kind in NUMERIC:
+        expression = Cast(expression, DecimalField(max_digits=30, decimal_places=8))
+    return qs.annotate(**{annotation_name(field): expression})
+
+
+def condition(qs: QuerySet, field: CustomField, op: str, value: Any) -> QuerySet:
+    """``qs`` narrowed to records whose ``field`` stands in ``op`` to ``value`` (a stored value, as
+    ``kinds.clean`` makes it; ignored for "empty" and "set")."""
+    has = Q(custom__has_key=field.key)
+    if op == "empty":
+        return qs.exclude(has)
+    if op == "set":
+        return qs.filter(has)
+    if op in ("eq", "ne", "contains") and field.kind in (*CONTAINED, Kind.MULTI_CHOICE):
+        wanted = [value] if field.kind == Kind.MULTI_CHOICE and not isinstance(value, list) else value
+        contained = Q(custom__contains={field.key: wanted})
+        return qs.exclude(contained) if op == "ne" else qs.filter(contained)
+    qs = with_value(qs, field)
+    name = annotation_name(field)
+    typed = kinds.typed(field, value)
+    if op == "contains":
+        return qs.filter(**{f"{name}__icontains": str(value)})
+    if op == "ne":
+        return qs.exclude(**{name: typed if field.kind in NUMERIC else value})
+    lookup = "exact" if op == "eq" else op
+    comparable = typed if field.kind in NUMERIC else value
+    return qs.filter(**{f"{name}__{lookup}": comparable})
+
+
+def between(qs: QuerySet, field: CustomField, low: Any, high: Any) -> QuerySet:
+    """A list filter's range on a number, money or date field (either end may be open)."""
+    if low not in (None, ""):
+        qs = condition(qs, field, "gte", low)
+    if high not in (None, ""):
+        qs = condition(qs, field, "lte", high)
+    return qs
+
+
+def search_q(fields: list[CustomField], text: str) -> Q:
+    """Records whose text-like custom fields contain ``text`` (case-insensitive)."""
+    q = Q()
+    for field in fields:
+        if field.kind in TEXTUAL:
+            q |= Q(**{f"custom__{field.key}__icontains": text})
+    return q
