@@ -52,9 +52,11 @@ def require_staff_role(user: Any, *roles: str) -> None:
 
 
 def form_errors_from(exc: ValidationError, form: forms.BaseForm) -> None:
-    """Put a service's ValidationError onto the form, field by field where it names one of the form's."""
+    """Put a service's ValidationError onto the form, field by field where it names one of the form's (a
+    custom field's ``custom.<key>`` is the form's ``cf_<key>``)."""
     if hasattr(exc, "error_dict"):
         for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
+            name = f"cf_{field.removeprefix('custom.')}" if field.startswith("custom.") else field
+            form.add_error(name if name in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)

@@ -6,8 +6,10 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
+from crm import selectors
+from crm.custom_fields.models import CustomField
 from crm.data import imports
-from crm.data.merge import MERGE_FIELDS
+from crm.data.merge import CUSTOM_PREFIX, MERGE_FIELDS
 from crm.models import Customer, ImportJob
 from crm.text import interpolate_lazy
 
@@ -134,6 +136,8 @@ class MergeForm(forms.Form):
         self.fields["survivor"].choices = pair
         self.fields["survivor"].initial = a.pk
         self.rows = []
+        # Form field (``cf_<key>``) → the merge's name for a custom field (``custom.<key>``).
+        self.custom_names: dict[str, str] = {}
         for name in MERGE_FIELDS:
             field = Customer._meta.get_field(name)
             values = [_display(a, name), _display(b, name)]
@@ -152,10 +156,43 @@ class MergeForm(forms.Form):
                 widget=forms.RadioSelect,
             )
             self.rows.append({"label": field.verbose_name, "values": values, "field": self[name]})
+        self._custom_rows(a, b, pair)
+
+    def _custom_rows(self, a: Customer, b: Customer, pair: list[tuple[int, str]]) -> None:
+        """A row per active custom field either customer has a value for, after the built-in fields;
+        where they differ, a radio picks the value (by default the filled one, else the older record's)."""
+        mine, theirs = a.custom or {}, b.custom or {}
+        if not (mine or theirs):
+            return
+        shown = selectors.custom_fields_shown(entity=CustomField.Entity.CUSTOMER, values=[mine, theirs])
+        for key in shown.keys(mine, theirs):
+            field = shown.fields.get(key)
+            if field is None or not field.is_active:
+                continue  # archived values stay with the survivor, or come from the merged record
+            values = [shown.value(key, mine.get(key)), shown.value(key, theirs.get(key))]
+            if mine.get(key) == theirs.get(key):
+                self.rows.append({"label": field.label, "values": values, "field": None})
+                continue
+            self.fields[field.form_name] = forms.TypedChoiceField(
+                label=field.label,
+                choices=pair,
+                coerce=int,
+                initial=b.pk if key not in mine else a.pk,
+                required=False,
+                empty_value=None,
+                widget=forms.RadioSelect,
+            )
+            self.custom_names[field.form_name] = f"{CUSTOM_PREFIX}{key}"
+            self.rows.append({"label": field.label, "values": values, "field": self[field.form_name]})
 
     def choices(self) -> dict[str, int]:
-        """Field → id of the customer whose value to keep; a field left unanswered keeps the survivor's."""
-        return {name: self.cleaned_data[name] for name in MERGE_FIELDS if self.cleaned_data.get(name)}
+        """Field → id of the customer whose value to keep; a field left unanswered keeps the survivor's
+        (a custom field: the survivor's, or the merged record's where the survivor has none)."""
+        chosen = {name: self.cleaned_data[name] for name in MERGE_FIELDS if self.cleaned_data.get(name)}
+        for form_name, name in self.custom_names.items():
+            if self.cleaned_data.get(form_name):
+                chosen[name] = self.cleaned_data[form_name]
+        return chosen
 
 
 def _display(customer: Customer, name: str) -> str:

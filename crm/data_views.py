@@ -166,7 +166,9 @@ def _render_preview(request: HttpRequest, job: ImportJob, form: data_forms.Impor
         "form": form,
         "outcomes": imports.preview_outcomes(job),
         "columns": [
-            (int(index), fields[name]) for index, name in sorted(job.mapping.items(), key=lambda i: int(i[0]))
+            # .get: a custom field archived since the mapping is shown by its name
+            (int(index), fields.get(name, name))
+            for index, name in sorted(job.mapping.items(), key=lambda i: int(i[0]))
         ],
         "counts": job.preview["counts"],
         "rows": job.preview["rows"],

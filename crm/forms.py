@@ -16,6 +16,8 @@ from accounts.models import User
 from accounts.pickers import RecordPicker, StaffChoiceField, StaffFilterField
 from accounts.text import is_record_id
 from crm import normalize
+from crm.custom_field_forms import CustomFieldsForm
+from crm.custom_fields.lists import CustomFilterForm
 from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket, WebhookSubscription
 
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -125,13 +127,13 @@ def amount_field(**kwargs) -> forms.DecimalField:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class VersionedForm(forms.Form):
+class VersionedForm(CustomFieldsForm):
     """A form for a record with optimistic locking: its hidden ``version`` is the one the page was loaded
     at, and goes to the service apart from the record's fields."""
 
     def record_fields(self) -> dict[str, Any]:
         """The record's fields as the create and update services take them (the version goes apart)."""
-        return {name: value for name, value in self.cleaned_data.items() if name != "version"}
+        return {name: value for name, value in super().record_fields().items() if name != "version"}
 
     def rebase(self, *, version: int) -> None:
         """After a conflicting edit: the user's input stays in the form, now based on the stored
@@ -141,6 +143,7 @@ class VersionedForm(forms.Form):
 
 
 class CustomerForm(VersionedForm):
+    custom_entity = "customer"
     name = forms.CharField(label=_("Name"), max_length=200)
     kind = forms.ChoiceField(label=_("Kind"), choices=Customer.Kind.choices, initial=Customer.Kind.COMPANY)
     email = forms.EmailField(label=_("E-mail"), required=False, max_length=254)
@@ -193,7 +196,8 @@ class DuplicateCheckForm(forms.Form):
     exclude = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
 
-class CustomerFilterForm(forms.Form):
+class CustomerFilterForm(CustomFilterForm):
+    custom_entity = "customer"
     SORTS = {
         "name": ("name", "id"),
         "-name": ("-name", "-id"),
@@ -239,6 +243,7 @@ class CustomerStatusForm(forms.Form):
 
 
 class DealForm(VersionedForm):
+    custom_entity = "deal"
     customer = CustomerChoiceField()
     title = forms.CharField(label=_("Title"), max_length=200)
     amount = amount_field(required=False)
@@ -286,7 +291,8 @@ class DealMoveForm(forms.Form):
         return data
 
 
-class DealFilterForm(forms.Form):
+class DealFilterForm(CustomFilterForm):
+    custom_entity = "deal"
     q = forms.CharField(label=_("Search"), required=False, max_length=100)
     status = forms.ChoiceField(
         label=_("Status"), choices=[("", _("All")), *Deal.Status.choices], required=False
@@ -307,7 +313,15 @@ class DealFilterForm(forms.Form):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class TicketForm(forms.Form):
+class TicketFilterForm(CustomFilterForm):
+    """The ticket list's search and custom-field filters (the queue and status are its tabs)."""
+
+    custom_entity = "ticket"
+    q = forms.CharField(label=_("Search"), required=False, max_length=100)
+
+
+class TicketForm(CustomFieldsForm):
+    custom_entity = "ticket"
     customer = CustomerChoiceField()
     subject = forms.CharField(label=_("Subject"), max_length=200)
     description = forms.CharField(
@@ -359,7 +373,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-class ActivityForm(forms.Form):
+class ActivityForm(CustomFieldsForm):
+    custom_entity = "activity"
     kind = forms.ChoiceField(
         label=_("Kind"), choices=Activity.Kind.choices, initial=Activity.Kind.CALL, widget=forms.RadioSelect
     )
@@ -396,7 +411,8 @@ class ActivityForm(forms.Form):
         """What ``activity_log_with_follow_up`` takes from the form (the follow-up's due time, not day)."""
         data = self.cleaned_data
         fields = {name: data[name] for name in ("kind", "subject", "notes", "due_at", "follow_up")}
-        return {**fields, "follow_up_due_at": data.get("follow_up_due_at")}
+        custom = {"custom": self.custom_changes()} if self.custom_definitions else {}
+        return {**fields, "follow_up_due_at": data.get("follow_up_due_at"), **custom}
 
 
 class ErasePersonalDataForm(forms.Form):

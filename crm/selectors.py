@@ -8,6 +8,8 @@ Views fetch single objects with ``get_object_or_404(<model>_list(user=...), pk=.
 user may not see is a 404.
 """
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -19,6 +21,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from crm import customer_data, normalize
+from crm.custom_fields import kinds
+from crm.custom_fields import query as custom_query
+from crm.custom_fields import services as custom_fields
+from crm.custom_fields.models import CustomField
 from crm.customer_data import TimelineEntry
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket, WebhookDelivery, WebhookSubscription
 
@@ -118,8 +124,12 @@ def assignable_user_list() -> QuerySet[User]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def customer_search(*, qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
-    """Filter customers by a free-text term: name (contains), e-mail or phone (normalised)."""
+def customer_search(
+    *, qs: QuerySet[Customer], q: str, also: Iterable[CustomField] = ()
+) -> QuerySet[Customer]:
+    """Filter customers by a free-text term: name (contains), e-mail or phone (normalised), and the text of
+    the custom fields ``also`` names. Theirs is OR'd in only when there are some: without it the name,
+    e-mail and phone indexes answer the search; with it the customers are scanned."""
     q = q.strip()
     if not q:
         return qs
@@ -127,6 +137,8 @@ def customer_search(*, qs: QuerySet[Customer], q: str) -> QuerySet[Customer]:
     digits = "".join(ch for ch in q if ch.isdigit())
     if len(digits) >= 4:
         condition |= Q(phone_key__contains=digits.lstrip("0"))
+    if (custom := custom_query.search_q(also, q)) is not None:
+        condition |= custom
     return qs.filter(condition)
 
 
@@ -199,9 +211,17 @@ def _displayed_fields(obj) -> set[str]:
 
 
 def _display_changes(obj, entries: list[dict]) -> None:
-    """Turn raw history changes into labelled display values; one query per related model."""
+    """Turn raw history changes into labelled display values; one query per related model. A change of
+    the custom fields becomes one line per changed field, with its label (and the custom fields' two
+    queries, only when one changed)."""
     fields = {f.name: f for f in obj._meta.concrete_fields}
     wanted: dict = {}
+    custom = [c for entry in entries for c in entry.get("changes", []) if c.field == "custom"]
+    shown = (
+        custom_fields_shown(entity=obj._meta.model_name, values=[v for c in custom for v in (c.old, c.new)])
+        if custom
+        else None
+    )
     for entry in entries:
         for change in entry.get("changes", []):
             if fields[change.field].is_relation:
@@ -222,13 +242,75 @@ def _display_changes(obj, entries: list[dict]) -> None:
 
     for entry in entries:
         entry["changes"] = [
-            {
-                "field": fields[c.field].verbose_name,
-                "old": display(fields[c.field], c.old),
-                "new": display(fields[c.field], c.new),
-            }
+            line
             for c in entry.get("changes", [])
+            for line in (
+                shown.changes(c.old, c.new)
+                if c.field == "custom" and shown is not None
+                else [
+                    {
+                        "field": fields[c.field].verbose_name,
+                        "old": display(fields[c.field], c.old),
+                        "new": display(fields[c.field], c.new),
+                    }
+                ]
+            )
         ]
+
+
+@dataclass(frozen=True)
+class CustomFieldsShown:
+    """A record type's custom fields (archived ones too, so that old values keep their labels), to show
+    stored values: each key's label and a value as a person reads it (users by name)."""
+
+    fields: dict[str, CustomField]
+    user_names: dict[int, str]
+
+    def label(self, key: str) -> str:
+        field = self.fields.get(key)
+        return field.label if field is not None else key
+
+    def value(self, key: str, value: Any) -> str:
+        field = self.fields.get(key)
+        if field is None:
+            return "" if kinds.is_empty(value) else str(value)
+        return kinds.display(field, value, user_names=self.user_names)
+
+    def keys(self, *values: Mapping[str, Any] | None) -> list[str]:
+        """The keys set in any of ``values``, in the fields' order (unknown keys last)."""
+        order = {key: index for index, key in enumerate(self.fields)}
+        present = {key for custom in values for key in (custom or {})}
+        return sorted(present, key=lambda key: (order.get(key, len(order)), key))
+
+    def changes(self, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        """One ``{"field", "old", "new"}`` line per custom field whose value differs."""
+        old, new = old or {}, new or {}
+        return [
+            {
+                "field": self.label(key),
+                "old": self.value(key, old.get(key)),
+                "new": self.value(key, new.get(key)),
+            }
+            for key in self.keys(old, new)
+            if old.get(key) != new.get(key)
+        ]
+
+
+def custom_fields_shown(*, entity: str, values: Iterable[Mapping[str, Any] | None] = ()) -> CustomFieldsShown:
+    """The custom fields of ``entity`` ready to show ``values`` (custom dicts): one query for the fields,
+    one for the names of the users that user fields among ``values`` hold (if any)."""
+    fields = {f.key: f for f in custom_fields.fields_of(entity, active_only=False)}
+    user_ids = {
+        value
+        for custom in values
+        for key, value in (custom or {}).items()
+        if key in fields
+        and fields[key].kind == CustomField.Kind.USER
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    }
+    names = {user.pk: str(user) for user in User.objects.filter(pk__in=user_ids)} if user_ids else {}
+    return CustomFieldsShown(fields=fields, user_names=names)
 
 
 def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) -> list[dict]:
@@ -293,24 +375,47 @@ def by_owner(*, owner: User | QuerySet[User] | None, field: str = "owner") -> di
 
 
 def customer_filter(*, qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]:
-    """The customer list's search, filters and sort (``CustomerFilterForm.cleaned_data``)."""
+    """The customer list's search, filters and sort (``CustomerFilterForm.cleaned_data``, with its custom
+    fields' filters and text fields)."""
     from crm.forms import CustomerFilterForm
 
-    qs = customer_search(qs=qs, q=data.get("q") or "")
+    qs = customer_search(qs=qs, q=data.get("q") or "", also=data.get("custom_search") or ())
     filters = {f: data[f] for f in ("status", "source", "segment") if data.get(f)}
+    qs = custom_query.filtered(qs, data.get("custom") or ())
     return qs.filter(**filters, **by_owner(owner=data.get("owner"))).order_by(
         *CustomerFilterForm.SORTS[data.get("sort") or "name"]
     )
 
 
+def _text_search(qs: QuerySet, q: str, paths: tuple[str, ...], custom: Iterable[CustomField]) -> QuerySet:
+    """``qs`` narrowed to rows where any of ``paths`` or of the text-like ``custom`` fields contains ``q``."""
+    q = q.strip()
+    if not q:
+        return qs
+    condition = Q()
+    for path in paths:
+        condition |= Q(**{f"{path}__icontains": q})
+    if (found := custom_query.search_q(custom, q)) is not None:
+        condition |= found
+    return qs.filter(condition)
+
+
 def deal_filter(*, qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
-    """The deal list's search and filters (``DealFilterForm.cleaned_data``), newest first."""
-    if data.get("q"):
-        qs = qs.filter(Q(title__icontains=data["q"]) | Q(customer__name__icontains=data["q"]))
+    """The deal list's search and filters (``DealFilterForm.cleaned_data``, with its custom fields'),
+    newest first."""
+    qs = _text_search(qs, data.get("q") or "", ("title", "customer__name"), data.get("custom_search") or ())
+    qs = custom_query.filtered(qs, data.get("custom") or ())
     qs = qs.filter(
         **{f: data[f] for f in ("status", "stage") if data.get(f)}, **by_owner(owner=data.get("owner"))
     )
     return qs.order_by("-created_at", "-id")
+
+
+def ticket_filter(*, qs: QuerySet[Ticket], data: dict) -> QuerySet[Ticket]:
+    """The ticket list's search (subject, customer, text custom fields) and custom-field filters
+    (``TicketFilterForm.cleaned_data``); the queue's order is kept."""
+    qs = _text_search(qs, data.get("q") or "", ("subject", "customer__name"), data.get("custom_search") or ())
+    return custom_query.filtered(qs, data.get("custom") or ())
 
 
 TICKET_QUEUES = ("mine", "unassigned", "open", "all")
@@ -376,6 +481,13 @@ def record_changes_display(
     rows' ids resolved to names (one query per related field), choices to their labels."""
     described = []
     for name, (old, new) in changes.items():
+        if name == "custom":
+            shown = custom_fields_shown(entity=model._meta.model_name or "", values=[old, new])
+            described += [
+                {"label": line["field"], "old": line["old"], "new": line["new"]}
+                for line in shown.changes(old, new)
+            ]
+            continue
         field = model._meta.get_field(name)
         if not isinstance(field, Field):  # a reverse relation: not a field the record's form edits
             raise TypeError(f"{name!r} is not one of the record's own fields")

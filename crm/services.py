@@ -22,6 +22,7 @@ from crm import normalize
 from crm.automation import builtins
 from crm.automation.events import automation_emit
 from crm.automation.models import note
+from crm.custom_fields import kinds
 from crm.custom_fields import services as custom_fields
 from crm.models import (
     Activity,
@@ -213,8 +214,12 @@ def defaults_seed(apps: Any = None) -> None:
             priority=priority,
             defaults={"first_response_hours": first_response, "resolution_hours": resolution},
         )
-    builtins.seed(apps.get_model("crm", "AutomationRule"))
     CompanySettings.objects.get_or_create(pk=1)
+    try:
+        rules = apps.get_model("crm", "AutomationRule")
+    except LookupError:  # an early migration: the rules' own migration seeds them
+        return
+    builtins.seed(rules)
 
 
 def two_factor_required(user: User) -> bool:
@@ -460,9 +465,10 @@ def deal_create(
 
 
 def _emit_closed(deal: Deal, change: DealStageChange) -> None:
-    closed = {Deal.Status.WON: Trigger.DEAL_WON, Deal.Status.LOST: Trigger.DEAL_LOST}.get(deal.status)
-    if closed is not None:
-        automation_emit(trigger=closed, obj=deal, key=f"closed:{change.pk}")
+    closed: dict[str, str] = {Deal.Status.WON: Trigger.DEAL_WON, Deal.Status.LOST: Trigger.DEAL_LOST}
+    trigger = closed.get(deal.status)
+    if trigger is not None:
+        automation_emit(trigger=trigger, obj=deal, key=f"closed:{change.pk}")
 
 
 def _activate_customer_on_win(deal: Deal, *, actor: User | None, at: datetime, via: str) -> None:
@@ -866,6 +872,7 @@ def activity_log_with_follow_up(
             kind=Activity.Kind.TASK,
             subject=follow_up.strip(),
             due_at=follow_up_due_at or timezone.now() + timedelta(days=2),
+            custom=activity.custom,  # the same custom values: a required one is filled in for both
         )
     return activity, task
 
@@ -896,7 +903,7 @@ def custom_values_set(
         _ensure_owns_customer(actor, obj if isinstance(obj, Customer) else obj.customer)
     model = type(obj)
     current = model.objects.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
-    entity = model._meta.model_name
+    entity = str(model._meta.model_name)
     current.custom = custom_fields.values_clean(
         entity=entity, current=current.custom, changes=changes, stage=getattr(current, "stage", None)
     )
@@ -908,7 +915,18 @@ def custom_values_set(
     _save(current)
     if actor is not None:
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
+    _emit_updated(current)
     return current
+
+
+def _emit_updated(record: Customer | Deal | Ticket | Activity) -> None:
+    """The webhook event of a changed customer, deal or ticket (activities have none)."""
+    if isinstance(record, Customer):
+        webhook_emit(event=Event.CUSTOMER_UPDATED, data=lambda: payloads.customer_data(record))
+    elif isinstance(record, Deal):
+        webhook_emit(event=Event.DEAL_UPDATED, data=lambda: payloads.deal_data(record))
+    elif isinstance(record, Ticket):
+        webhook_emit(event=Event.TICKET_UPDATED, data=lambda: payloads.ticket_data(record))
 
 
 @atomic_retrying
@@ -939,6 +957,18 @@ def _customer_status_dates(customer: Customer, status: str, at: datetime) -> Non
     customer.status = status
 
 
+def _custom_merged(current: Mapping[str, Any] | None, changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``current`` custom values with ``changes`` (stored values, already cleaned) applied; an empty value
+    removes its key, as ``custom_fields.values_clean`` does."""
+    merged = dict(current or {})
+    for key, value in (changes or {}).items():
+        if kinds.is_empty(value):
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _bulk_integrity(exc: IntegrityError) -> ValidationError:
     return ValidationError(_("The record breaks a data rule: %(rule)s") % {"rule": _constraint_name(exc)})
 
@@ -956,7 +986,8 @@ def customer_bulk_create(
     audit trail and usage events as ``customer_create`` row by row.
 
     The rows hold CUSTOMER_FIELDS (and ``status``) already checked by the caller (choices, formats,
-    lengths). A database rule that still fires raises ValidationError and none of the rows is written.
+    lengths; ``custom``: key → stored value as ``kinds.clean`` gives it, every required field filled).
+    A database rule that still fires raises ValidationError and none of the rows is written.
     """
     at = at or timezone.now()
     customers = []
@@ -968,6 +999,7 @@ def customer_bulk_create(
             raise TypeError(f"unknown customer fields: {sorted(unknown)}")
         if actor.is_rep:
             fields["owner"] = actor
+        fields["custom"] = _custom_merged({}, fields.get("custom"))
         customer = Customer(**fields, created_at=at, updated_at=timezone.now())
         _customer_status_dates(customer, status, at)
         _refresh_match_keys(customer)
@@ -1002,8 +1034,10 @@ def customer_bulk_update(
     """Change many customers at once, each with its own field values (CUSTOMER_FIELDS and ``status``).
 
     The rows are locked and re-read first (in id order, so two imports never deadlock); a status change
-    keeps the dates and writes the status history as ``customer_set_status`` does. Reps cannot change
-    owners, and only their own customers. A database rule that fires raises ValidationError, nothing written.
+    keeps the dates and writes the status history as ``customer_set_status`` does. ``custom`` changes only
+    the keys it names (stored values, checked by the caller; an empty one clears its key). Reps cannot
+    change owners, and only their own customers. A database rule that fires raises ValidationError,
+    nothing written.
     """
     at = at or timezone.now()
     wanted = {customer.pk: data for customer, data in changes}
@@ -1019,6 +1053,8 @@ def customer_bulk_update(
         unknown = set(data) - set(CUSTOMER_FIELDS)
         if unknown:
             raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+        if "custom" in data:
+            data["custom"] = _custom_merged(customer.custom, data["custom"])
         for name, value in data.items():
             setattr(customer, name, value)
             fields.add(name)

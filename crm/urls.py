@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.i18n import set_language
 
-from crm import data_urls, privacy_views, views, webhook_views
+from crm import automation_views, custom_field_views, data_urls, privacy_views, views, webhook_views
 from crm.api.site import api
 from crm.api.site import docs_view as api_docs_view
 from crm.api.site import not_found_view as api_not_found_view
@@ -29,6 +29,7 @@ crm_patterns = [
     path("tickets/<int:pk>/reply/", views.ticket_reply_view, name="ticket_reply"),
     path("tickets/<int:pk>/status/", views.ticket_status_view, name="ticket_status"),
     path("tickets/<int:pk>/assign/", views.ticket_assign_view, name="ticket_assign"),
+    path("tickets/<int:pk>/fields/", views.ticket_fields_view, name="ticket_fields"),
     path("activities/new/", views.activity_create_view, name="activity_create"),
     path("tasks/<int:pk>/complete/", views.task_complete_view, name="task_complete"),
 ]
@@ -48,6 +49,25 @@ crm_patterns += [  # personal data of one customer (managers only)
         webhook_views.webhook_redeliver_view,
         name="webhook_redeliver",
     ),
+]
+crm_patterns += [  # custom field definitions (managers only)
+    path("fields/", custom_field_views.custom_field_list_view, name="custom_field_list"),
+    path("fields/new/", custom_field_views.custom_field_create_view, name="custom_field_create"),
+    path("fields/<int:pk>/", custom_field_views.custom_field_update_view, name="custom_field_update"),
+    path(
+        "fields/<int:pk>/archive/", custom_field_views.custom_field_archive_view, name="custom_field_archive"
+    ),
+    path(
+        "fields/<int:pk>/restore/", custom_field_views.custom_field_restore_view, name="custom_field_restore"
+    ),
+]
+crm_patterns += [  # automation rules (managers only)
+    path("automation/", automation_views.automation_list_view, name="automation_list"),
+    path("automation/new/", automation_views.automation_create_view, name="automation_create"),
+    path("automation/<int:pk>/", automation_views.automation_detail_view, name="automation_detail"),
+    path("automation/<int:pk>/edit/", automation_views.automation_update_view, name="automation_update"),
+    path("automation/<int:pk>/switch/", automation_views.automation_switch_view, name="automation_switch"),
+    path("automation/<int:pk>/dry-run/", automation_views.automation_dry_run_view, name="automation_dry_run"),
 ]
 
 urlpatterns = [

@@ -20,12 +20,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from accounts.models import User
+from accounts.models import UsageEvent, User
 from accounts.pickers import PICKER_FIELD, PICKER_OPTIONS
 from accounts.redirects import safe_local_path
 from accounts.text import is_record_id, storable_text
 from accounts.web import PAGE_SIZE, CappedPaginator, form_errors_from, partial_template, require_staff_role
 from crm import forms, selectors, services
+from crm.custom_field_forms import CustomValuesForm
+from crm.custom_fields import lists as custom_lists
+from crm.custom_fields.selectors import custom_values_shown
 from crm.models import Activity, Customer, Deal, PipelineStage, Ticket
 
 
@@ -92,13 +95,11 @@ def customer_list_view(request: HttpRequest) -> HttpResponse:
     else:
         customers = customers.order_by("name", "id")
     page = CappedPaginator(customers, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     context = {
         "form": form,
         "page": page,
-        "query": query.urlencode(),
         "sort": request.GET.get("sort", "name"),
+        **custom_lists.list_context(request, entity="customer", fields=form.custom_fields, page=page),
     }
     return render(request, partial_template(request, "crm/customer_list.html", "customer-table"), context)
 
@@ -128,9 +129,7 @@ def customer_options_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def customer_create_view(request: HttpRequest) -> HttpResponse:
     require_staff_role(request.user, User.Role.REP)
-    form = forms.CustomerForm(
-        request.POST or None, user=request.user, duplicate_check_url=reverse("crm:customer_duplicates")
-    )
+    form = _customer_form(request)
     if request.method == "POST" and form.is_valid():
         try:
             customer = services.customer_create(actor=request.user, **form.record_fields())
@@ -141,6 +140,19 @@ def customer_create_view(request: HttpRequest) -> HttpResponse:
             return _redirect(request, customer.get_absolute_url())
     return render(
         request, partial_template(request, "crm/customer_form.html", "customer-form"), {"form": form}
+    )
+
+
+def _customer_form(request: HttpRequest, customer: Customer | None = None) -> forms.CustomerForm:
+    """The customer form (bound to a POST), showing ``customer``'s values when it edits one."""
+    initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields} if customer else None
+    duplicate_check_url = reverse("crm:customer_duplicates")
+    return forms.CustomerForm(
+        request.POST or None,
+        initial=initial,
+        user=request.user,
+        duplicate_check_url=duplicate_check_url,
+        record=customer,
     )
 
 
@@ -178,11 +190,7 @@ def customer_duplicates_view(request: HttpRequest) -> HttpResponse:
 def customer_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     require_staff_role(request.user, User.Role.REP)
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
-    initial = {f: getattr(customer, f) for f in forms.CustomerForm.base_fields}
-    duplicate_check_url = reverse("crm:customer_duplicates")
-    form = forms.CustomerForm(
-        request.POST or None, initial=initial, user=request.user, duplicate_check_url=duplicate_check_url
-    )
+    form = _customer_form(request, customer)
     conflict = None
     if request.method == "POST" and form.is_valid():
         data, version = form.record_fields(), form.cleaned_data["version"]
@@ -232,15 +240,23 @@ def customer_status_view(request: HttpRequest, pk: int) -> HttpResponse:
 def customer_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     customer = get_object_or_404(selectors.customer_list(user=request.user), pk=pk)
     can_edit = request.user.is_manager or customer.owner_id == request.user.pk
+    timeline = selectors.customer_timeline(customer=customer, user=request.user)
+    _show_custom_values(customer, [entry["object"] for entry in timeline if entry["kind"] == "activity"])
     context = {
         "customer": customer,
         "can_edit": can_edit,
-        "timeline": selectors.customer_timeline(customer=customer, user=request.user),
+        "timeline": timeline,
         "history": selectors.record_history(obj=customer),
         "activity_form": forms.ActivityForm(),
         "customer_target": {"customer": customer},
     }
     return render(request, "crm/customer_detail.html", context)
+
+
+def _show_custom_values(record: Customer | Deal | Ticket, activities: list[Activity]) -> None:
+    """The custom values a record's page shows: the record's own (``custom_shown``), and its activities'."""
+    custom_values_shown(entity=record._meta.model_name, records=[record])
+    custom_values_shown(entity="activity", records=activities)
 
 
 # Deals
@@ -258,9 +274,8 @@ def deal_list_view(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         deals = selectors.deal_filter(qs=deals, data=form.cleaned_data)
     page = CappedPaginator(deals.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode()}
+    columns = custom_lists.list_context(request, entity="deal", fields=form.custom_fields, page=page)
+    context = {"form": form, "page": page, **columns}
     return render(request, partial_template(request, "crm/deal_list.html", "deal-table"), context)
 
 
@@ -307,11 +322,7 @@ def _open_stages_qs():
 def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
-    customers = selectors.customer_list(user=request.user)
-    initial = {f: getattr(deal, f) for f in forms.DealForm.base_fields if f != "stage"}
-    form = forms.DealForm(
-        request.POST or None, initial=initial, customers=customers, stages=_open_stages_qs(), editing=True
-    )
+    form = _deal_edit_form(request, deal)
     conflict = None
     if request.method == "POST" and form.is_valid():
         try:
@@ -333,20 +344,36 @@ def deal_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, partial_template(request, "crm/deal_form.html", "deal-form"), context)
 
 
+def _deal_edit_form(request: HttpRequest, deal: Deal) -> forms.DealForm:
+    """The deal form (bound to a POST) showing ``deal``'s values; its stage moves on the board instead."""
+    initial = {f: getattr(deal, f) for f in forms.DealForm.base_fields if f != "stage"}
+    customers = selectors.customer_list(user=request.user)
+    return forms.DealForm(
+        request.POST or None,
+        initial=initial,
+        customers=customers,
+        stages=_open_stages_qs(),
+        editing=True,
+        record=deal,
+    )
+
+
 @login_required
 @require_GET
 def deal_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     require_staff_role(request.user, User.Role.REP)
     deal = get_object_or_404(selectors.deal_list(user=request.user), pk=pk)
+    activities = list(
+        selectors.activity_list(user=request.user).filter(deal=deal).order_by("-created_at")[:50]
+    )
+    _show_custom_values(deal, activities)
     context = {
         "deal": deal,
         "stages": selectors.stage_list(pipeline_id=deal.stage.pipeline_id),
         "stage_changes": deal.stage_changes.select_related("from_stage", "to_stage", "by").order_by(
             "-at", "-id"
         )[:50],
-        "activities": selectors.activity_list(user=request.user)
-        .filter(deal=deal)
-        .order_by("-created_at")[:50],
+        "activities": activities,
         "history": selectors.record_history(obj=deal),
         "activity_form": forms.ActivityForm(),
         "deal_target": {"customer": deal.customer, "deal": deal},
@@ -413,16 +440,20 @@ def ticket_list_view(request: HttpRequest) -> HttpResponse:
     tickets = selectors.ticket_queue(
         qs=selectors.ticket_list(user=user), user=user, queue=queue, status=status
     )
+    form = forms.TicketFilterForm(request.GET)
+    if form.is_valid():
+        tickets = selectors.ticket_filter(qs=tickets, data=form.cleaned_data)
     page = CappedPaginator(tickets, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     context = {
+        "form": form,
         "page": page,
         "queue": queue,
         "queues": list(QUEUES.items()),
         "status": status,
-        "query": query.urlencode(),
         "now": timezone.now(),
+        **custom_lists.list_context(
+            request, entity="ticket", fields=form.custom_fields, page=page, tabs=("queue", "status")
+        ),
     }
     return render(request, partial_template(request, "crm/ticket_list.html", "ticket-table"), context)
 
@@ -436,7 +467,7 @@ def ticket_create_view(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         try:
-            ticket = services.ticket_create(actor=request.user, **form.cleaned_data)
+            ticket = services.ticket_create(actor=request.user, **form.record_fields())
         except ValidationError as exc:
             form_errors_from(exc, form)
         except PermissionDenied:
@@ -448,6 +479,9 @@ def ticket_create_view(request: HttpRequest) -> HttpResponse:
 
 
 def _ticket_context(request: HttpRequest, ticket: Ticket, **extra) -> dict:
+    custom_values_shown(entity="ticket", records=[ticket])
+    if "fields_form" not in extra:
+        extra["fields_form"] = CustomValuesForm(entity="ticket", record=ticket)
     return {
         "ticket": ticket,
         "ticket_messages": ticket.messages.select_related("author").order_by("created_at", "id"),
@@ -485,6 +519,29 @@ def ticket_reply_view(request: HttpRequest, pk: int) -> HttpResponse:
             return _redirect(request, ticket.get_absolute_url())
     context = _ticket_context(request, ticket, reply_form=form)
     return render(request, partial_template(request, "crm/ticket_detail.html", "reply-form"), context)
+
+
+@login_required
+@require_POST
+def ticket_fields_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change the ticket's custom-field values (tickets have no edit form)."""
+    ticket = get_object_or_404(selectors.ticket_list(user=request.user), pk=pk)
+    form = CustomValuesForm(request.POST, entity="ticket", record=ticket)
+    if form.is_valid():
+        try:
+            if changes := form.custom_changes():
+                services.custom_values_set(
+                    obj=ticket, actor=request.user, changes=changes, via=UsageEvent.Via.WEB
+                )
+        except ValidationError as exc:
+            form_errors_from(exc, form)
+        except PermissionDenied:
+            raise Http404 from None
+        else:
+            messages.success(request, _("Changes saved."))
+            return _redirect(request, ticket.get_absolute_url())
+    context = _ticket_context(request, ticket, fields_form=form)
+    return render(request, partial_template(request, "crm/ticket_detail.html", "ticket-fields"), context)
 
 
 @login_required

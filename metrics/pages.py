@@ -19,9 +19,9 @@ from crm.data import quality
 from metrics import charts, contribution, dashboard, selectors
 from metrics.kpis import in_section
 from metrics.kpis.base import Basis, Better, Family, Kpi, Section, Unit
-from metrics.kpis.dimensions import Dimension, breakdown_dimensions
+from metrics.kpis.dimensions import Dimension, breakdown_dimensions, custom_dimensions
 from metrics.models import CustomerRfm, KpiSnapshot, Scope
-from metrics.periods import Period
+from metrics.periods import Period, local_date
 from metrics.selectors import SnapshotValues
 
 DRILL_PAGE_SIZE = 25
@@ -101,7 +101,9 @@ def kpi_drilldown_context(
 
 def kpi_breakdowns(*, user: User, kpi: Kpi, filters: dashboard.Filters) -> list[dict[str, Any]]:
     """The KPI for the shown period per dimension it declares (per team, person, channel, survey kind,
-    trigger): managers see every row, a rep only their own per-person row."""
+    trigger): managers see every row, a rep only their own per-person row. Then per option of each
+    single-choice custom field of its record type, live from the records in the filters' scope: a
+    manager's from all of them, anyone else's from the records they may see (one query per field)."""
     found = []
     for dimension in breakdown_dimensions(kpi.scopes):
         if not (user.is_manager or dimension.own_row):
@@ -117,7 +119,37 @@ def kpi_breakdowns(*, user: User, kpi: Kpi, filters: dashboard.Filters) -> list[
         )
         if rows:
             found.append(_breakdown(user, kpi, filters, dimension, rows))
+    for dimension in custom_dimensions(kpi):
+        rows = _custom_rows(user, kpi, filters, dimension)
+        if rows:
+            found.append(_breakdown(user, kpi, filters, dimension, rows))
     return found
+
+
+def _custom_rows(
+    user: User, kpi: Kpi, filters: dashboard.Filters, dimension: Dimension, *, before: bool = False
+) -> list[KpiSnapshot]:
+    """A custom dimension's rows for the shown period, or (``before``) for what it is compared with: the
+    period before, up to the same elapsed days while the shown one runs (KPIS.md §10.1)."""
+    if dimension.field is None:
+        return []
+    period = filters.period
+    first_day, until = period.first_day, period.next().first_day
+    if before:
+        first_day, until = period.previous().first_day, period.first_day
+        if filters.running:
+            elapsed = timedelta(days=(local_date(timezone.now()) - period.first_day).days + 1)
+            until = min(first_day + elapsed, until)
+    return selectors.kpi_custom_breakdown(
+        user=user,
+        kpi=kpi,
+        field=dimension.field,
+        granularity=filters.granularity,
+        first_day=first_day,
+        until=until,
+        scope=filters.scope_of(kpi),
+        scope_id=filters.scope_id,
+    )
 
 
 def _breakdown(
@@ -126,7 +158,7 @@ def _breakdown(
     """One dimension's table, its chart and (for a manager) why the KPI changed."""
     names = dimension.names([r.scope_id for r in rows])
     table = _ranked(kpi, rows, names)
-    why = _why_it_changed(user, kpi, filters, dimension.scope, rows, names) if user.is_manager else None
+    why = _why_it_changed(user, kpi, filters, dimension, rows, names) if user.is_manager else None
     chart = charts.by_user_chart(
         title=f"{kpi.label} — {dimension.label}",
         names=[t["name"] for t in table],
@@ -141,6 +173,9 @@ def _breakdown(
         "chart": chart,
         "id": f"chart-{dimension.scope}",
         "why": why,
+        # A custom field's rows are counted from the records when the page is shown, headed by the field.
+        "heading": dimension.field.label if dimension.field is not None else None,
+        "live": dimension.field is not None,
     }
 
 
@@ -161,7 +196,7 @@ def _why_it_changed(
     user: User,
     kpi: Kpi,
     filters: dashboard.Filters,
-    scope: str,
+    dimension: Dimension,
     rows: list[KpiSnapshot],
     names: dict[str, str],
 ) -> dict[str, Any] | None:
@@ -169,18 +204,25 @@ def _why_it_changed(
     with (the same elapsed days of the period before while a week or month runs, else the whole period
     before): the three that pushed it up most and down most, with their n; None when the KPI is neither
     a sum nor a ratio (a median, a state) or there is nothing to compare with."""
-    before_rows = selectors.kpi_breakdown(
-        user=user,
-        kpi=kpi.code,
-        granularity=filters.granularity,
-        period_start=filters.period.previous().start,
-        scope=scope,
-    )
+    if dimension.field is not None:
+        # Live rows carry no stored like-for-like values: those before are read over the same days.
+        before_rows, like_for_like = _custom_rows(user, kpi, filters, dimension, before=True), False
+    else:
+        before_rows = list(
+            selectors.kpi_breakdown(
+                user=user,
+                kpi=kpi.code,
+                granularity=filters.granularity,
+                period_start=filters.period.previous().start,
+                scope=dimension.scope,
+            )
+        )
+        like_for_like = filters.running
     found = dashboard.explain(
         kpi,
         {s.scope_id: s for s in rows},
         {s.scope_id: s for s in before_rows},
-        like_for_like=filters.running,
+        like_for_like=like_for_like,
     )
     if not found:
         return None

@@ -21,10 +21,11 @@ from django.utils import timezone
 from psycopg import sql as pg
 
 from accounts.models import LoginEvent, StaffFeedback, UsageEvent, User
+from crm.custom_fields.models import CustomField
 from crm.models import CompanySettings, CrmCostItem
 from crm.selectors import customer_list
-from metrics.kpis import get_kpi, in_section
-from metrics.kpis.base import Section
+from metrics.kpis import custom, get_kpi, in_section
+from metrics.kpis.base import Kpi, Section
 from metrics.models import CustomerRfm, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
 
@@ -112,6 +113,32 @@ def kpi_breakdown(
     if not user.is_manager:
         qs = qs.filter(scope_id=str(user.pk)) if scope in PERSONAL_SCOPES else qs.none()
     return qs.order_by("scope_id")
+
+
+def kpi_custom_breakdown(
+    *,
+    user: User,
+    kpi: Kpi,
+    field: CustomField,
+    granularity: str,
+    first_day: date,
+    until: date,
+    scope: str,
+    scope_id: str,
+) -> list[KpiSnapshot]:
+    """One KPI per option of a custom choice field over the days [first_day, until) of ``scope``, live
+    from the records (``metrics.kpis.custom``): a manager's from all of them, anyone else's from those
+    they may see. Unsaved snapshots, one grouped query."""
+    return custom.breakdown(
+        kpi=kpi,
+        field=field,
+        user=user,
+        granularity=granularity,
+        first_day=first_day,
+        until=until,
+        scope=scope,
+        scope_id=scope_id,
+    )
 
 
 def kpi_segments(

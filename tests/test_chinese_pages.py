@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 from datetime import timedelta
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -21,6 +22,10 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from accounts.services.api_tokens import api_token_create
+from crm import services
+from crm.automation.models import AutomationRun, note
+from crm.automation.services import rule_create
+from crm.custom_fields.services import field_create
 from crm.data import merge
 from metrics.kpis import registry
 from metrics.services import snapshots_rebuild_all
@@ -160,6 +165,8 @@ class World:
         self.records["webhook"], self.records["webhook_delivery"] = make_webhook(
             self.users["manager"], name="网店同步"
         )
+        self.records["custom_field"] = _custom_fields(manager, customer)
+        self.records["automation_rule"] = _automation_rule(manager, self.records["deal"])
         self.tokens = {
             "surveys_public:answer": invitation.token,
             "surveys_public:unsubscribe": unsubscribe_token(invitation),
@@ -188,6 +195,43 @@ class World:
         return sweep_kit.build_path(endpoint, values)
 
 
+def _custom_fields(manager: User, customer: Any) -> Any:
+    """Fields with Chinese labels, help and options on each record type, the customer holding values; the
+    first is the one a ``fields/<pk>/`` URL names."""
+    # Keys and English labels as codes: the definition form shows them (company data, not our text).
+    options = [{"key": "h1", "en": "H1", "zh": "住宅"}, {"key": "f2", "en": "F2", "zh": "公寓"}]
+    fields = [
+        field_create(actor=manager, entity=entity, key=key, label_en=key, label_zh=label, help_zh="请填写",
+                     kind=kind, choices=options if kind == "choice" else [])
+        for entity, key, label, kind in [
+            ("customer", "housing", "住房", "choice"), ("customer", "vip", "贵宾", "yes_no"),
+            ("deal", "po", "订单号", "text"), ("ticket", "serial", "序列号", "text"),
+            ("activity", "minutes", "分钟", "integer"),
+        ]
+    ]  # fmt: skip
+    services.custom_values_set(obj=customer, actor=manager, changes={"housing": "f2", "vip": True}, via="web")
+    return fields[0]
+
+
+def _automation_rule(manager: User, deal: Any) -> Any:
+    """A rule with a Chinese name and texts, a condition on a custom field, and a run in its log."""
+    rule = rule_create(
+        actor=manager,
+        name="大额合同跟进",
+        trigger="deal.created",
+        params={},
+        conditions=[{"field": "amount", "op": "gte", "value": 5000}, {"field": "custom.po", "op": "set"}],
+        actions=[
+            {"type": "create_task", "assignee": "owner", "days": 2, "subject_en": "", "subject_zh": "回电"}
+        ],
+    )
+    AutomationRun.objects.create(
+        rule=rule, object_type="deal", object_id=deal.pk, event_key="created", status="done",
+        outcome=[note("Note added.")], created_at=timezone.now(),
+    )  # fmt: skip
+    return rule
+
+
 PK_RECORDS = {
     ("crm", "customers"): "customer",
     ("crm", "deals"): "deal",
@@ -199,6 +243,8 @@ PK_RECORDS = {
     ("surveys", "invitations"): "invitation",
     ("accounts", "api-tokens"): "api_token",
     ("crm", "webhooks"): "webhook",
+    ("crm", "fields"): "custom_field",
+    ("crm", "automation"): "automation_rule",
 }
 
 

@@ -19,8 +19,12 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crm import automation_forms as crm_automation_forms
+from crm import custom_field_forms as crm_custom_field_forms
 from crm import data_forms as crm_data_forms
 from crm import forms as crm_forms
+from crm.automation.services import rule_create
+from crm.custom_fields.services import field_create
 from metrics import forms as metrics_forms
 from metrics.kpis import registry
 from surveys import forms as survey_forms
@@ -97,7 +101,12 @@ HOSTILE = [
 def _form_field_names() -> list[str]:
     """Every field name of every form class of the apps under test (so payloads reach real code)."""
     names: set[str] = {"step", "score", "comment", "next", "version", "q", "csrfmiddlewaretoken"}
-    for module in (crm_forms, crm_data_forms, metrics_forms, survey_forms):
+    names.add("cf_lot")  # the world's custom field, in the customer forms
+    # The rule form's rows (its fields are made per row).
+    names |= {f"conditions-0-{part}" for part in ("field", "op", "value")}
+    names |= {f"actions-0-{part}" for part in ("type", "days", "user", "stage", "field", "value", "body_en")}
+    modules = (crm_forms, crm_data_forms, crm_custom_field_forms, crm_automation_forms, metrics_forms)
+    for module in (*modules, survey_forms):
         for _name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, django_forms.BaseForm):
                 names.update(getattr(cls, "base_fields", {}))
@@ -135,6 +144,8 @@ OBJECT_FOR_PREFIX = {
     "imports": "import_job",
     "duplicates": "duplicate",
     "webhooks": "webhook",
+    "fields": "custom_field",
+    "automation": "automation_rule",
 }
 FIELDS = _form_field_names()
 
@@ -155,6 +166,10 @@ def world(settings):
         "duplicate": make_duplicate_pair(customer, make_customer(rep, name="Fuzz Twin")),
         "foreign_deal": make_deal(other),
         **_webhook(manager),
+        "custom_field": field_create(
+            actor=manager, entity="customer", key="lot", label_en="Lot", kind="integer"
+        ),
+        "automation_rule": _rule(manager),
     }
     clients = {}
     for role, user in (("rep", rep), ("agent", agent), ("manager", manager)):
@@ -174,6 +189,13 @@ def world(settings):
 def _webhook(owner) -> dict:
     webhook, delivery = make_webhook(owner)
     return {"webhook": webhook, "webhook_delivery": delivery}
+
+
+def _rule(manager):
+    note = {"type": "add_note", "text_en": "Fuzz note"}
+    return rule_create(
+        actor=manager, name="Fuzz rule", trigger="deal.created", params={}, conditions=[], actions=[note]
+    )
 
 
 def _url(world: dict[str, Any], name: str, route: str) -> str:

@@ -65,6 +65,10 @@ from openpyxl import Workbook
 
 from accounts.models import ApiToken
 from accounts.services.api_tokens import api_token_create
+from crm.automation.models import AutomationRun, note
+from crm.automation.services import rule_create
+from crm.custom_fields.models import CustomField
+from crm.custom_fields.services import field_create
 from crm.data import imports, merge
 from crm.models import Customer, ImportJob
 from crm.tasks import check_import, run_import
@@ -121,6 +125,8 @@ PK_RECORDS = {
     ("surveys", "invitations"): "invitation",
     ("accounts", "api-tokens"): "api_token",
     ("crm", "webhooks"): "webhook",
+    ("crm", "fields"): "custom_field",
+    ("crm", "automation"): "automation_rule",
 }
 TOKENS = {"surveys_public:answer": "token", "surveys_public:unsubscribe": "unsubscribe_token"}
 PK_VARIANTS = {"pk-zero": "0", "pk-beyond-bigint": "9" * 25}
@@ -194,6 +200,8 @@ class World:
         self.records["webhook"], self.records["webhook_delivery"] = make_webhook(
             self.users["manager"], name="Sweep hook"
         )
+        self.records["custom_field"] = _custom_fields(manager)
+        self.records["automation_rule"] = _automation_rule(manager, self.records["deal"])
         self.token = invitation.token
         self.unsubscribe_token = unsubscribe_token(invitation)
         self.kpi = next(iter(registry()))
@@ -207,6 +215,42 @@ class World:
 
     def record(self, role: str, key: str) -> Any:
         return self.own.get(role, {}).get(key) or self.records[key]
+
+
+def _custom_fields(manager: Any) -> Any:
+    """A custom field of every type on customers (their forms take hostile values too), one on deals,
+    tickets and activities; the first is the one a ``fields/<pk>/`` URL names."""
+    options = [{"key": "a", "en": "A", "zh": "甲"}, {"key": "b", "en": "B", "zh": "乙"}]
+    fields = [
+        field_create(actor=manager, entity=entity, key=f"sweep_{kind}", label_en=kind, kind=kind,
+                     choices=options if kind.endswith("choice") else [])
+        for entity, kind in [*(("customer", kind) for kind in CustomField.Kind.values),
+                             ("deal", "date"), ("ticket", "integer"), ("activity", "yes_no")]
+    ]  # fmt: skip
+    return fields[0]
+
+
+def _automation_rule(manager: Any, deal: Any) -> Any:
+    """A rule with settings, conditions (one on a custom field) and actions, and a run in its log."""
+    rule = rule_create(
+        actor=manager,
+        name="Sweep rule",
+        trigger="deal.idle",
+        params={"days": 14, "stage": deal.stage_id},
+        conditions=[
+            {"field": "amount", "op": "gte", "value": 1000},
+            {"field": "custom.sweep_date", "op": "set"},
+        ],
+        actions=[
+            {"type": "create_task", "assignee": "owner", "days": 2, "subject_en": "Call", "subject_zh": ""},
+            {"type": "send_email", "to": "customer", "subject_en": "Hello", "body_en": "Hi {{ customer }}"},
+        ],
+    )
+    AutomationRun.objects.create(
+        rule=rule, object_type="deal", object_id=deal.pk, event_key="idle:sweep", status="done",
+        outcome=[note("Note added.")], created_at=timezone.now(),
+    )  # fmt: skip
+    return rule
 
 
 @pytest.fixture(scope="module")

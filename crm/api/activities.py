@@ -1,18 +1,33 @@
 """Activities and tasks: list, log one on a customer (or one of its deals or tickets), complete a task."""
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest
-from ninja import ModelSchema, Query, Router, Schema, Status
+from ninja import Field, ModelSchema, Query, Router, Schema, Status
 
 from crm import forms, selectors, services
-from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, validated
+from crm.api.common import (
+    CUSTOM_IN,
+    CUSTOM_OUT,
+    VIA,
+    ErrorOut,
+    Page,
+    builtin_form,
+    clean_payload,
+    custom_changes,
+    get_visible,
+    paginate,
+    validated,
+)
 from crm.models import Activity
 
 router = Router(tags=["activities"])
 
 
 class ActivityOut(ModelSchema):
+    custom: dict[str, Any] = Field(description=CUSTOM_OUT)
+
     class Meta:
         model = Activity
         fields = [
@@ -50,6 +65,7 @@ class ActivityIn(Schema):
     subject: str
     notes: str = ""
     due_at: datetime | None = None
+    custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
 
 
 @router.get("/", response={200: ActivityPage, 422: ErrorOut}, summary="List activities and tasks")
@@ -78,7 +94,7 @@ def activity_create(request: HttpRequest, payload: ActivityIn) -> Status[Activit
     else:
         customer = get_visible(selectors.customer_list(user=user), payload.customer or 0)
     fields = clean_payload(payload.dict(include={"kind", "subject", "notes", "due_at"}))
-    form = forms.ActivityForm(fields)
+    form = builtin_form(forms.ActivityForm)(fields)
     validated(form)
     data = form.activity_fields()
     activity = services.activity_log(
@@ -88,6 +104,7 @@ def activity_create(request: HttpRequest, payload: ActivityIn) -> Status[Activit
         ticket=ticket,
         via=VIA,
         **{k: data[k] for k in ("kind", "subject", "notes", "due_at")},
+        **custom_changes(payload),
     )
     return Status(201, activity)
 

@@ -108,6 +108,31 @@ def validated(form: forms.Form) -> dict[str, Any]:
     return form.cleaned_data
 
 
+CUSTOM_OUT = (
+    "The record's custom fields: key → stored value (text, a number, an amount or decimal as a string such "
+    "as “1250.50”, a date as “YYYY-MM-DD”, true/false, an option's key, a list of option keys, a "
+    "user's id); an empty field has no key."
+)
+CUSTOM_IN = (
+    "Custom field values by key, as ``custom`` reads them (an option may also be given by its label); "
+    "only the keys sent change, null clears one. Problems come back as 422 under ``custom.<key>``."
+)
+
+
+def custom_changes(payload: Schema) -> dict[str, Any]:
+    """``{"custom": …}`` when the body sent custom values, else nothing (the record's stay)."""
+    custom = getattr(payload, "custom", None)
+    return {"custom": custom} if custom is not None else {}
+
+
+@functools.cache
+def builtin_form[FormClass: type[forms.Form]](form_class: FormClass) -> FormClass:
+    """A record's page form without the fields it gains per custom field (``cf_<key>``): the API reads the
+    built-in fields with it and hands ``custom`` to the service, which checks it (a problem comes back at
+    ``custom.<key>``, and a value not sent is never read as emptied)."""
+    return type(form_class.__name__, (form_class,), {"custom_entity": "", "__module__": __name__})
+
+
 def validation_fields(exc: ValidationError) -> dict[str, list[str]]:
     if hasattr(exc, "error_dict"):
         return {name: [str(m) for e in errors for m in e.messages] for name, errors in exc.error_dict.items()}

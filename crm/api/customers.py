@@ -1,18 +1,24 @@
 """Customers: list (the UI's filters, keyset pages), read, create, change, and move between statuses."""
 
+from typing import Any
+
 from django.http import HttpRequest
-from ninja import Header, ModelSchema, Query, Router, Schema, Status
+from ninja import Field, Header, ModelSchema, Query, Router, Schema, Status
 
 from crm import forms, selectors, services
 from crm.api.common import (
+    CUSTOM_IN,
+    CUSTOM_OUT,
     VIA,
     ApiError,
     ConflictOut,
     ErrorOut,
     Page,
+    builtin_form,
     clean_payload,
     client_version,
     conflict_is_409,
+    custom_changes,
     form_defaults,
     get_visible,
     paginate,
@@ -25,6 +31,8 @@ ORDERS = ("name", "-name", "created_at", "-created_at", "updated_at", "-updated_
 
 
 class CustomerOut(ModelSchema):
+    custom: dict[str, Any] = Field(description=CUSTOM_OUT)
+
     class Meta:
         model = Customer
         fields = [
@@ -66,6 +74,7 @@ class CustomerIn(Schema):
     source: str | None = None
     language: str | None = None
     owner: int | None = None
+    custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
     version: int | None = None
 
 
@@ -79,7 +88,7 @@ def _form(request: HttpRequest, data: dict, customer: Customer | None = None) ->
     initial = form_defaults(forms.CustomerForm)
     if customer is not None:
         initial = {f: getattr(customer, f) for f in services.CUSTOMER_FIELDS} | {"owner": customer.owner_id}
-    form = forms.CustomerForm(clean_payload({**initial, **data}), user=request.user)
+    form = builtin_form(forms.CustomerForm)(clean_payload({**initial, **data}), user=request.user)
     validated(form)
     return form.record_fields()
 
@@ -103,7 +112,8 @@ def customer_detail(request: HttpRequest, customer_id: int) -> Customer:
 @router.post("/", response={201: CustomerOut, 422: ErrorOut}, summary="Create a customer")
 def customer_create(request: HttpRequest, payload: CustomerIn) -> Status[Customer]:
     """Creates a lead; a rep's customers are always their own."""
-    data = _form(request, payload.dict(exclude_unset=True, exclude={"version"}))
+    data = _form(request, payload.dict(exclude_unset=True, exclude={"version", "custom"}))
+    data |= custom_changes(payload)
     return Status(201, services.customer_create(actor=request.user, via=VIA, **data))
 
 
@@ -118,13 +128,15 @@ def customer_update(
     payload: CustomerIn,
     if_match: str | None = Header(None, alias="If-Match"),
 ) -> Customer:
-    """Only the fields sent change. Send the ``version`` you read (or ``If-Match: "<version>"``): if
-    someone saved in between, nothing is written and 409 says what changed and who changed it."""
+    """Only the fields sent change (of ``custom``, only the keys sent). Send the ``version`` you read
+    (or ``If-Match: "<version>"``): if someone saved in between, nothing is written and 409 says what
+    changed and who changed it."""
     customer = get_visible(selectors.customer_list(user=request.user), customer_id)
     version = client_version(payload.version, if_match)
     if version is None:
         raise ApiError(422, "invalid", "Send the version you read.", {"version": ["This field is required."]})
-    data = _form(request, payload.dict(exclude_unset=True, exclude={"version"}), customer)
+    data = _form(request, payload.dict(exclude_unset=True, exclude={"version", "custom"}), customer)
+    data |= custom_changes(payload)
     with conflict_is_409():
         return services.customer_update(
             customer=customer, actor=request.user, data=data, version=version, via=VIA

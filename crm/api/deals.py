@@ -3,22 +3,27 @@ or ``If-Match``), and stage moves, won or lost with a reason."""
 
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from django.http import HttpRequest
-from ninja import Header, ModelSchema, Query, Router, Schema, Status
+from ninja import Field, Header, ModelSchema, Query, Router, Schema, Status
 
 from accounts.models import User
 from accounts.web import require_staff_role
 from crm import forms, selectors, services
 from crm.api.common import (
+    CUSTOM_IN,
+    CUSTOM_OUT,
     VIA,
     ApiError,
     ConflictOut,
     ErrorOut,
     Page,
+    builtin_form,
     clean_payload,
     client_version,
     conflict_is_409,
+    custom_changes,
     form_defaults,
     get_visible,
     paginate,
@@ -31,6 +36,8 @@ ORDERS = ("created_at", "-created_at", "updated_at", "-updated_at", "title", "-t
 
 
 class DealOut(ModelSchema):
+    custom: dict[str, Any] = Field(description=CUSTOM_OUT)
+
     class Meta:
         model = Deal
         fields = [
@@ -79,6 +86,7 @@ class DealIn(Schema):
     probability: int | None = None
     source: str | None = None
     expected_close_date: date | None = None
+    custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
     version: int | None = None
 
 
@@ -101,7 +109,9 @@ def _deal_form(request: HttpRequest, data: dict, deal: Deal | None = None) -> fo
         data = {**form_defaults(forms.DealForm), **data}
         if "stage" not in data and (first := stages.first()) is not None:
             data["stage"] = first.pk
-    return forms.DealForm(clean_payload(data), customers=customers, stages=stages, editing=deal is not None)
+    return builtin_form(forms.DealForm)(
+        clean_payload(data), customers=customers, stages=stages, editing=deal is not None
+    )
 
 
 @router.get("/", response={200: DealPage, 422: ErrorOut}, summary="List deals")
@@ -123,9 +133,10 @@ def deal_detail(request: HttpRequest, deal_id: int) -> Deal:
 @router.post("/", response={201: DealOut, 404: ErrorOut, 422: ErrorOut}, summary="Create a deal")
 def deal_create(request: HttpRequest, payload: DealIn) -> Status[Deal]:
     require_staff_role(request.user, User.Role.REP)
-    form = _deal_form(request, payload.dict(exclude_unset=True, exclude={"version"}))
+    form = _deal_form(request, payload.dict(exclude_unset=True, exclude={"version", "custom"}))
     validated(form)
-    return Status(201, services.deal_create(actor=request.user, via=VIA, **form.record_fields()))
+    data = form.record_fields() | custom_changes(payload)
+    return Status(201, services.deal_create(actor=request.user, via=VIA, **data))
 
 
 @router.patch(
@@ -136,22 +147,21 @@ def deal_create(request: HttpRequest, payload: DealIn) -> Status[Deal]:
 def deal_update(
     request: HttpRequest, deal_id: int, payload: DealIn, if_match: str | None = Header(None, alias="If-Match")
 ) -> Deal:
-    """Only the fields sent change; the stage changes through ``/move``. Send the ``version`` you read (or
-    ``If-Match: "<version>"``): if someone saved in between, nothing is written and 409 says what changed
-    and who changed it."""
+    """Only the fields sent change (of ``custom``, only the keys sent); the stage changes through
+    ``/move``. Send the ``version`` you read (or ``If-Match: "<version>"``): if someone saved in between,
+    nothing is written and 409 says what changed and who changed it."""
     require_staff_role(request.user, User.Role.REP)
     deal = get_visible(selectors.deal_list(user=request.user), deal_id)
     version = client_version(payload.version, if_match)
     if version is None:
         raise ApiError(422, "invalid", "Send the version you read.", {"version": ["This field is required."]})
     form = _deal_form(
-        request, {**payload.dict(exclude_unset=True, exclude={"stage"}), "version": version}, deal
+        request, {**payload.dict(exclude_unset=True, exclude={"stage", "custom"}), "version": version}, deal
     )
     validated(form)
+    data = form.record_fields() | custom_changes(payload)
     with conflict_is_409():
-        return services.deal_update(
-            deal=deal, actor=request.user, data=form.record_fields(), version=version, via=VIA
-        )
+        return services.deal_update(deal=deal, actor=request.user, data=data, version=version, via=VIA)
 
 
 @router.post(

@@ -1,12 +1,26 @@
 """Tickets: list (the queues), read with messages, create, reply or note, change status, assign."""
 
+from typing import Any
+
 from django.http import HttpRequest
-from ninja import ModelSchema, Query, Router, Schema, Status
+from ninja import Field, ModelSchema, Query, Router, Schema, Status
 
 from accounts.models import User
 from accounts.web import require_staff_role
 from crm import forms, selectors, services
-from crm.api.common import VIA, ErrorOut, Page, clean_payload, get_visible, paginate, validated
+from crm.api.common import (
+    CUSTOM_IN,
+    CUSTOM_OUT,
+    VIA,
+    ErrorOut,
+    Page,
+    builtin_form,
+    clean_payload,
+    custom_changes,
+    get_visible,
+    paginate,
+    validated,
+)
 from crm.models import Ticket, TicketMessage
 
 router = Router(tags=["tickets"])
@@ -14,6 +28,8 @@ ORDERS = ("created_at", "-created_at", "updated_at", "-updated_at")
 
 
 class TicketOut(ModelSchema):
+    custom: dict[str, Any] = Field(description=CUSTOM_OUT)
+
     class Meta:
         model = Ticket
         fields = [
@@ -72,6 +88,7 @@ class TicketIn(Schema):
     category: str
     channel: str
     assignee: int | None = None
+    custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
 
 
 class ReplyIn(Schema):
@@ -108,7 +125,9 @@ def ticket_detail(request: HttpRequest, ticket_id: int) -> Ticket:
 @router.post("/", response={201: TicketOut, 404: ErrorOut, 422: ErrorOut}, summary="Create a ticket")
 def ticket_create(request: HttpRequest, payload: TicketIn) -> Status[Ticket]:
     customers = selectors.customer_list(user=request.user)
-    data = validated(forms.TicketForm(clean_payload(payload.dict()), customers=customers))
+    ticket_form = builtin_form(forms.TicketForm)
+    data = validated(ticket_form(clean_payload(payload.dict(exclude={"custom"})), customers=customers))
+    data |= custom_changes(payload)
     return Status(201, services.ticket_create(actor=request.user, via=VIA, **data))
 
 

@@ -146,7 +146,7 @@ def send_email(action: dict[str, Any], record: Any, rule: AutomationRule) -> dic
     body = render(_pick(action, "body", language), record)[:20000]
     # Sent once the run is stored (never for a run that rolls back).
     transaction.on_commit(
-        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address], fail_silently=True),
+        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address]),
         robust=True,
     )
     return note(gettext_noop("E-mail “%(subject)s” to %(address)s."), subject=subject, address=address)
@@ -178,8 +178,11 @@ def set_stage(action: dict[str, Any], record: Any, rule: AutomationRule) -> dict
     from crm.models import PipelineStage
 
     stage = PipelineStage.objects.get(pk=action["stage"])
+    deal = getattr(record, "deal", None) if record._meta.model_name == "activity" else record
+    if deal is None:
+        raise ValidationError(_("The activity is not on a deal, so there is no deal to move."))
     services.deal_move_stage(
-        deal=record,
+        deal=deal,
         stage=stage,
         actor=_author(rule),
         lost_reason=_("Closed by the rule “%(rule)s”.") % {"rule": rule.name},

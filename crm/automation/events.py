@@ -52,7 +52,7 @@ _chain: ContextVar[Chain | None] = ContextVar("automation_chain", default=None)
 @contextlib.contextmanager
 def chain_of(run: AutomationRun) -> Iterator[None]:
     """While ``run``'s actions run: the events they cause belong to its chain, one link deeper."""
-    links = tuple(tuple(link) for link in run.chain) + ((run.rule_id, run.object_type, run.object_id),)
+    links = (*(tuple(link) for link in run.chain), (run.rule_id, run.object_type, run.object_id))
     token = _chain.set(Chain(depth=run.depth, links=links))  # type: ignore[arg-type]
     try:
         yield
@@ -85,7 +85,8 @@ def automation_emit(
     rules: list[AutomationRule] | None = None,
 ) -> list[int]:
     """Record that ``trigger`` happened to ``obj`` (``key`` names this occurrence among the record's
-    events); returns the ids of the runs written. One indexed query when no rule listens."""
+    events); returns the ids of the runs it wrote (none for an event already recorded). One indexed
+    query when no rule listens."""
     event = event or {}
     if rules is None:
         rules = list(AutomationRule.objects.filter(trigger=trigger, is_active=True, builtin=""))
@@ -120,6 +121,7 @@ def automation_emit(
             object_id=obj.pk,
             event_key=key[:120],
             status=AutomationRun.Status.PENDING,
+            created_at=now,  # written here, not by an earlier report of the same event
         ).values_list("pk", flat=True)
     )
     if pending:

@@ -151,44 +151,61 @@ def _conditions_problem(rule: AutomationRule, entity: str, fields: dict[str, Cus
 
 
 def _actions_problem(rule: AutomationRule, entity: str, fields: dict[str, CustomField]) -> dict | None:
-    from crm.models import PipelineStage
-
     actions = rule.actions or []
     if not isinstance(actions, list) or not actions or len(actions) > MAX_ACTIONS:
         return note(gettext_noop("A rule needs one to %(count)s actions."), count=MAX_ACTIONS)
     for action in actions:
-        kind = action.get("type")
-        if kind not in ACTIONS:
+        if action.get("type") not in ACTIONS:
             return note(gettext_noop("An action is not one this CRM knows."))
-        if kind == "set_stage":
-            if entity != "deal":
-                return note(gettext_noop("Only a deal can be moved to a stage."))
-            if not PipelineStage.objects.filter(pk=action.get("stage") or 0).exists():
-                return note(gettext_noop("The action's stage no longer exists."))
-        if kind == "assign_ticket" and entity != "ticket":
-            return note(gettext_noop("Only a ticket can be assigned."))
-        if kind == "set_field":
-            name = str(action.get("field", ""))
-            if name.startswith("custom."):
-                field = fields.get(name[7:])
-                if field is None or not field.is_active:
-                    return note(
-                        gettext_noop("An action sets the field “%(field)s”, which was removed."),
-                        field=name[7:],
-                    )
-            elif name not in SETTABLE[entity]:
-                return note(
-                    gettext_noop("An action sets “%(field)s”, which a rule cannot change."), field=name[:40]
-                )
-        user = action.get("user")
-        if kind in ("set_owner", "assign_ticket") and user and not _active_user(user):
-            return note(gettext_noop("The action's user is no longer active."))
-        if kind == "set_owner" and not user:
-            return note(gettext_noop("Choose the new owner."))
-        if kind == "create_task" and action.get("assignee", "owner") not in ("owner", *TASK_ROLES):
-            return note(gettext_noop("Choose who gets the task."))
-        if kind == "send_email" and action.get("to") not in ("customer", "owner"):
-            return note(gettext_noop("Choose who gets the e-mail."))
+        found = (
+            _target_problem(action, entity) or _field_problem(action, entity, fields) or _who_problem(action)
+        )
+        if found:
+            return found
+    return None
+
+
+def _target_problem(action: dict[str, Any], entity: str) -> dict | None:
+    """A stage move or an assignment on a record that has no stage or assignee."""
+    from crm.models import PipelineStage
+
+    kind = action["type"]
+    if kind == "set_stage":
+        if entity not in ("deal", "activity"):
+            return note(gettext_noop("Only a deal (or an activity's deal) can be moved to a stage."))
+        if not PipelineStage.objects.filter(pk=action.get("stage") or 0).exists():
+            return note(gettext_noop("The action's stage no longer exists."))
+    if kind == "assign_ticket" and entity != "ticket":
+        return note(gettext_noop("Only a ticket can be assigned."))
+    return None
+
+
+def _field_problem(action: dict[str, Any], entity: str, fields: dict[str, CustomField]) -> dict | None:
+    if action["type"] != "set_field":
+        return None
+    name = str(action.get("field", ""))
+    if name.startswith("custom."):
+        field = fields.get(name[7:])
+        if field is None or not field.is_active:
+            return note(
+                gettext_noop("An action sets the field “%(field)s”, which was removed."), field=name[7:]
+            )
+    elif name not in SETTABLE[entity]:
+        return note(gettext_noop("An action sets “%(field)s”, which a rule cannot change."), field=name[:40])
+    return None
+
+
+def _who_problem(action: dict[str, Any]) -> dict | None:
+    """The person an action names: an active user, a role, the owner or the customer."""
+    kind, user = action["type"], action.get("user")
+    if kind in ("set_owner", "assign_ticket") and user and not _active_user(user):
+        return note(gettext_noop("The action's user is no longer active."))
+    if kind == "set_owner" and not user:
+        return note(gettext_noop("Choose the new owner."))
+    if kind == "create_task" and action.get("assignee", "owner") not in ("owner", *TASK_ROLES):
+        return note(gettext_noop("Choose who gets the task."))
+    if kind == "send_email" and action.get("to") not in ("customer", "owner"):
+        return note(gettext_noop("Choose who gets the e-mail."))
     return None
 
 

@@ -171,7 +171,13 @@ def _events_since(rule: AutomationRule, since: Any, now: Any) -> tuple[QuerySet 
     if trigger == Trigger.TICKET_CREATED:
         return None, Ticket.objects.filter(created_at__gte=since)
     if trigger == Trigger.TICKET_SLA_NEAR:
-        return None, engine.sla_near_tickets(rule, since=since, now=now + timedelta(hours=params["hours"]))
+        # Tickets whose "N hours before the SLA" moment fell in the window while they were unsolved.
+        hours = timedelta(hours=params["hours"])
+        tickets = Ticket.objects.filter(
+            resolution_due_at__gte=since + hours, resolution_due_at__lte=now + hours
+        )
+        near = Q(solved_at__isnull=True) | Q(solved_at__gte=F("resolution_due_at") - hours)
+        return None, tickets.filter(near)
     if trigger == Trigger.TICKET_SOLVED:
         events = TicketStatusChange.objects.filter(at__gte=since, to_status=Ticket.Status.SOLVED)
         events = events.annotate(record=F("ticket_id"))
@@ -186,6 +192,3 @@ def _events_since(rule: AutomationRule, since: Any, now: Any) -> tuple[QuerySet 
     if params.get("activity_kind"):
         activities = activities.filter(kind=params["activity_kind"])
     return None, activities
-
-
-__all__ = ["Q", "dry_run", "rule_counts", "rule_create", "rule_set_active", "rule_update"]

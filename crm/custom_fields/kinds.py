@@ -141,7 +141,8 @@ def _yes_no(field: CustomField, value: Any, _users: Any) -> bool:
 
 
 def _option_key(field: CustomField, value: Any) -> str:
-    """An option's key, or the option whose English or Chinese label is ``value`` (as a spreadsheet has it)."""
+    """An option's key, or the key of the option labelled ``value`` in English or Chinese (as a
+    spreadsheet has it)."""
     text = storable_text(str(value)).strip()
     for option in field.choices or []:
         if text == option["key"] or text.casefold() in (
@@ -166,7 +167,7 @@ def _choice(field: CustomField, value: Any, _users: Any) -> str:
 
 def _multi_choice(field: CustomField, value: Any, _users: Any) -> list[str] | None:
     if isinstance(value, str):
-        value = [part for part in value.replace("；", ";").replace("，", ",").replace(";", ",").split(",")]
+        value = value.replace("；", ";").replace("，", ",").replace(";", ",").split(",")
     if not isinstance(value, list | tuple | set):
         raise ValidationError(_("Choose one or more options."), code="invalid_choice")
     keys = {_option_key(field, item) for item in value if not is_empty(item)}

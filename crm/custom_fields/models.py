@@ -40,9 +40,7 @@ class CustomField(models.Model):
         validators=[
             RegexValidator(
                 KEY_PATTERN,
-                _(
-                    "Use lower-case letters, digits and underscores, starting with a letter (e.g. lot_number)."
-                ),
+                _("Use lower-case letters, digits and underscores, starting with a letter: lot_number."),
             )
         ],
         help_text=_("The field's stable name in imports, exports and the API; it cannot change."),

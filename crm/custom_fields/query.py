@@ -5,11 +5,13 @@ Equality on a choice, a yes/no, a user or a multiple-choice option is jsonb cont
 cast to numeric or as ISO text.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import DecimalField, Q, QuerySet
-from django.db.models.fields.json import KT
+from django.db.models import DecimalField, Expression, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
+from django.db.models.lookups import IContains
 
 from crm.custom_fields import kinds
 from crm.custom_fields.models import CustomField
@@ -25,12 +27,19 @@ def annotation_name(field: CustomField) -> str:
     return f"cf_{field.key}_value"
 
 
+def text_of(field: CustomField) -> Expression:
+    """``custom ->> key``: the field's value as text (NULL when the record has none). Built from the key
+    itself, not a ``custom__<key>`` lookup path, which would split a key such as ``lot__no`` in two."""
+    return KeyTextTransform(field.key, "custom")
+
+
 def with_value(qs: QuerySet, field: CustomField) -> QuerySet:
-    """``qs`` annotated with the field's value as SQL can compare it (numeric for numbers, text else)."""
-    expression = KT(f"custom__{field.key}")
+    """``qs`` with the field's value as SQL can compare it (numeric for numbers, text else), as an alias
+    (filtered on, not selected)."""
+    expression = text_of(field)
     if field.kind in NUMERIC:
         expression = Cast(expression, DecimalField(max_digits=30, decimal_places=8))
-    return qs.annotate(**{annotation_name(field): expression})
+    return qs.alias(**{annotation_name(field): expression})
 
 
 def condition(qs: QuerySet, field: CustomField, op: str, value: Any) -> QuerySet:
@@ -66,10 +75,19 @@ def between(qs: QuerySet, field: CustomField, low: Any, high: Any) -> QuerySet:
     return qs
 
 
-def search_q(fields: list[CustomField], text: str) -> Q:
-    """Records whose text-like custom fields contain ``text`` (case-insensitive)."""
-    q = Q()
+def filtered(qs: QuerySet, conditions: Iterable[tuple[CustomField, str, Any]]) -> QuerySet:
+    """``qs`` narrowed by every (field, op, stored value) of a list's filters (``condition`` each)."""
+    for field, op, value in conditions:
+        qs = condition(qs, field, op, value)
+    return qs
+
+
+def search_q(fields: Iterable[CustomField], text: str) -> Q | None:
+    """Records whose text-like custom fields contain ``text`` (case-insensitive); None when none of
+    ``fields`` holds text, so that a search can leave the predicate out (and keep its indexes)."""
+    q = None
     for field in fields:
         if field.kind in TEXTUAL:
-            q |= Q(**{f"custom__{field.key}__icontains": text})
+            found = Q(IContains(text_of(field), text))
+            q = found if q is None else q | found
     return q

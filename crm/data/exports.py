@@ -5,6 +5,10 @@ The querysets come from the access-scoped selectors with the list pages' own fil
 (UTF-8 with BOM, so Excel shows Chinese text correctly). XLSX is written by openpyxl's write-only
 workbook, which keeps rows in a temporary file, and that file is streamed out.
 
+Each active custom field of the record type adds a column (headed with its label in the user's language):
+numbers, amounts and dates as values (native cells in XLSX), the other types as a person reads them
+(choices by their labels, yes/no, users by user name), so that the file imports back.
+
 Text that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
 return) gets a leading apostrophe in both formats (OWASP "CSV injection").
 """
@@ -25,6 +29,10 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import User
+from crm.custom_fields import kinds
+from crm.custom_fields import services as custom_fields
+from crm.custom_fields.models import CustomField
 from crm.models import Activity, Customer, Deal, Ticket
 
 CHUNK_SIZE = 2000
@@ -115,6 +123,19 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
 }
 MODELS = {"customers": Customer, "deals": Deal, "tickets": Ticket, "activities": Activity}
+ENTITIES = {
+    "customers": CustomField.Entity.CUSTOMER,
+    "deals": CustomField.Entity.DEAL,
+    "tickets": CustomField.Entity.TICKET,
+    "activities": CustomField.Entity.ACTIVITY,
+}
+# Custom-field types exported as values (numbers and dates stay numbers and dates in XLSX).
+RAW_KINDS = (
+    CustomField.Kind.INTEGER,
+    CustomField.Kind.DECIMAL,
+    CustomField.Kind.MONEY,
+    CustomField.Kind.DATE,
+)
 
 
 def _converter(model: type, column: Column) -> Callable[[Any], Any]:
@@ -132,14 +153,43 @@ def _converter(model: type, column: Column) -> Callable[[Any], Any]:
     return lambda value: value or ""
 
 
+def _custom_converter(field: CustomField, user_names: dict[int, str]) -> Callable[[Any], Any]:
+    """How one custom field's stored value is exported (None when the record has none)."""
+
+    def convert(value: Any) -> Any:
+        if kinds.is_empty(value):
+            return None
+        if field.kind in RAW_KINDS:
+            try:
+                return kinds.typed(field, value)
+            except (ArithmeticError, ValueError, TypeError):  # a value stored before a change of type
+                return str(value)
+        if field.kind in (CustomField.Kind.TEXT, CustomField.Kind.LONG_TEXT):
+            return str(value)
+        return kinds.display(field, value, user_names=user_names)
+
+    return convert
+
+
 def export_rows(kind: str, queryset: QuerySet) -> Iterator[list[Any]]:
-    """The header, then one row per record: plain values read in chunks (never all rows at once)."""
+    """The header, then one row per record: plain values read in chunks (never all rows at once); the
+    record's custom fields come last, read with the row (``custom``) rather than per record."""
     columns = COLUMNS[kind]
     converters = [_converter(MODELS[kind], column) for column in columns]
-    yield [str(column.header) for column in columns]
-    rows = queryset.values_list(*(column.path for column in columns)).iterator(chunk_size=CHUNK_SIZE)
+    fields = custom_fields.fields_of(ENTITIES[kind])
+    user_names: dict[int, str] = {}
+    if any(f.kind == CustomField.Kind.USER for f in fields):
+        user_names = dict(User.objects.values_list("pk", "username"))
+    custom = [(f.key, _custom_converter(f, user_names)) for f in fields]
+    yield [str(column.header) for column in columns] + [f.label for f in fields]
+    paths = [column.path for column in columns] + (["custom"] if fields else [])
+    rows = queryset.values_list(*paths).iterator(chunk_size=CHUNK_SIZE)
     for values in rows:
-        yield [convert(value) for convert, value in zip(converters, values, strict=True)]
+        row = [convert(value) for convert, value in zip(converters, values[: len(columns)], strict=True)]
+        if custom:
+            stored = values[-1] or {}
+            row += [convert(stored.get(key)) for key, convert in custom]
+        yield row
 
 
 def _csv_value(value: Any) -> str:

@@ -13,7 +13,10 @@ from simple_history.utils import bulk_update_with_history, get_history_manager_f
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
+from crm.custom_fields import services as custom_fields
+from crm.custom_fields.models import CustomField
 from crm.models import Customer, CustomerMerge, CustomerStatusChange, DuplicateCandidate, WebhookSubscription
+from crm.selectors import custom_fields_shown
 from crm.services import _refresh_match_keys, _save, _set_history_user
 from crm.transactions import atomic_retrying
 from crm.webhooks import payloads
@@ -36,6 +39,8 @@ MERGE_FIELDS = (
 # §10.13: the merged-away record leaves every KPI, past periods included, and its history never moves; the
 # survivor keeps its own, so merging a churned duplicate does not make the survivor look churned).
 _STAYS = (CustomerMerge, DuplicateCandidate, CustomerStatusChange)
+# A custom field's name in ``choices``, ``chosen`` and the snapshot: ``custom.<key>``.
+CUSTOM_PREFIX = "custom."
 _STATUS_RANK = {Customer.Status.LEAD: 0, Customer.Status.CHURNED: 1, Customer.Status.ACTIVE: 2}
 
 
@@ -76,6 +81,8 @@ def customer_merge(
     """Merge ``merged`` into ``survivor``: the survivor takes the chosen value of each field
     (``choices``: field → id of the customer whose value to keep; the survivor's by default) and every
     record of the merged customer; the merged customer is kept with ``merged_into`` set, never deleted.
+    Custom fields: the survivor keeps its values and takes the merged customer's where it has none, unless
+    ``choices`` names ``custom.<key>`` (an active field) with the other customer.
 
     Related records move generically: every reverse foreign key to Customer is repointed except
     ``merged_into``, the merge bookkeeping and the status history (``_STAYS``), so relations added later
@@ -108,6 +115,7 @@ def customer_merge(
             raise ValidationError(_("The customers are not the pair under review."))
     now = timezone.now()
     snapshot = {name: _display(merged, name) for name in (*MERGE_FIELDS, "status", "created_at")}
+    snapshot |= {f"{CUSTOM_PREFIX}{key}": value for key, value in (merged.custom or {}).items()}
     chosen = _apply_choices(survivor, merged, choices or {})
     _combine_status(survivor, merged, actor=actor, at=now)
     moved = _move_related(survivor, merged, actor=actor)
@@ -145,7 +153,8 @@ def customer_merge(
 
 def _apply_choices(survivor: Customer, merged: Customer, choices: Mapping[str, int]) -> dict[str, Any]:
     """Set the chosen values on the survivor; returns what was decided for each field that differed."""
-    unknown = set(choices) - set(MERGE_FIELDS)
+    custom = {name: source for name, source in choices.items() if name.startswith(CUSTOM_PREFIX)}
+    unknown = set(choices) - set(MERGE_FIELDS) - set(custom)
     if unknown:
         raise ValidationError(_("Unknown fields: %(names)s") % {"names": ", ".join(sorted(unknown))})
     decided = {}
@@ -169,6 +178,40 @@ def _apply_choices(survivor: Customer, merged: Customer, choices: Mapping[str, i
             "survivor": before,
             "merged": _display(merged, name),
         }
+    return decided | _combine_custom(survivor, merged, custom)
+
+
+def _combine_custom(survivor: Customer, merged: Customer, choices: Mapping[str, int]) -> dict[str, Any]:
+    """The survivor's custom values, with the merged customer's for the keys it lacks and where
+    ``choices`` (``custom.<key>`` → customer id) picks the merged customer (its empty value clears the
+    key). Returns what was decided per key whose values differed, as stored values (the explanation shows
+    them in the reader's language)."""
+    active = {f.key for f in custom_fields.fields_of(CustomField.Entity.CUSTOMER)}
+    for name, source in choices.items():
+        if name.removeprefix(CUSTOM_PREFIX) not in active:
+            raise ValidationError(_("Unknown fields: %(names)s") % {"names": name})
+        if source not in (survivor.pk, merged.pk):
+            raise ValidationError(
+                _("Choose the value of %(field)s from one of the two customers.") % {"field": name}
+            )
+    mine, theirs = dict(survivor.custom or {}), merged.custom or {}
+    values, decided = dict(mine), {}
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) == theirs.get(key):
+            continue
+        name = f"{CUSTOM_PREFIX}{key}"
+        source = choices.get(name) or (survivor.pk if key in mine else merged.pk)
+        if source == merged.pk:
+            values.pop(key, None)
+            if key in theirs:
+                values[key] = theirs[key]
+        decided[name] = {
+            "kept": "merged" if source == merged.pk else "survivor",
+            "value": values.get(key),
+            "survivor": mine.get(key),
+            "merged": theirs.get(key),
+        }
+    survivor.custom = values
     return decided
 
 
@@ -349,14 +392,47 @@ def merge_explanation(record: CustomerMerge) -> dict[str, list]:
         shown = {key: _shown(name, found[key]) for key in ("value", "survivor", "merged") if key in found}
         return {**found, **shown, "label": label(name)}
 
+    custom_chosen, custom_snapshot = _custom_explained(record)
     return {
-        "chosen": [chosen(f) for f in order if f in record.chosen],
+        "chosen": [chosen(f) for f in order if f in record.chosen] + custom_chosen,
         "snapshot": [
             (label(f), _shown(f, record.merged_snapshot[f])) for f in order if f in record.merged_snapshot
-        ],
+        ]
+        + custom_snapshot,
         "moved": [m for m in moved if not m["kept"]],
         "kept": [m for m in moved if m["kept"]],
     }
+
+
+def _custom_explained(record: CustomerMerge) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The custom fields of a merge record: decided values and the merged record's snapshot, labelled and
+    shown in the reader's language (archived fields keep their labels); no query without any."""
+    chosen = {
+        k.removeprefix(CUSTOM_PREFIX): v for k, v in record.chosen.items() if k.startswith(CUSTOM_PREFIX)
+    }
+    snapshot = {
+        k.removeprefix(CUSTOM_PREFIX): v
+        for k, v in record.merged_snapshot.items()
+        if k.startswith(CUSTOM_PREFIX)
+    }
+    if not (chosen or snapshot):
+        return [], []
+    values = [
+        snapshot,
+        *({k: found.get(part) for k, found in chosen.items()} for part in ("value", "survivor", "merged")),
+    ]
+    shown = custom_fields_shown(entity=CustomField.Entity.CUSTOMER, values=values)
+    return (
+        [
+            {
+                **chosen[key],
+                **{part: shown.value(key, chosen[key].get(part)) for part in ("value", "survivor", "merged")},
+                "label": shown.label(key),
+            }
+            for key in shown.keys(chosen)
+        ],
+        [(shown.label(key), shown.value(key, snapshot[key])) for key in shown.keys(snapshot)],
+    )
 
 
 @atomic_retrying

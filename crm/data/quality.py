@@ -13,6 +13,10 @@ The ``Q`` objects need no annotations and no joins beyond the model's own column
 those of :func:`checked`: live customers (not merged, not internal or test), their deals, their tickets
 that are not spam.
 
+The company's required custom fields are checked by one rule per record type ("required custom field
+missing"), whose SQL reads the field definitions itself (:func:`custom_missing`): a field made required
+or archived counts from the next query on, and no rule list has to be rebuilt.
+
 Bumping ``RULESET_VERSION`` when a rule is added or changed lets charts annotate the step change.
 """
 
@@ -26,16 +30,18 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models
-from django.db.models import CharField, Count, F, Q, QuerySet, Value
+from django.db.models import BooleanField, CharField, Count, Exists, F, Func, OuterRef, Q, QuerySet, Value
 from django.urls import reverse
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from crm import normalize
+from crm.custom_fields import services as custom_fields
+from crm.custom_fields.models import CustomField
 from crm.models import Customer, Deal, Ticket
 
-RULESET_VERSION = 1
+RULESET_VERSION = 2  # 2: required custom fields
 
 # A text field holding only a placeholder (or nothing) is empty: "", " ", "-", "n/a", "none", "null",
 # "unknown", "?". The same pattern runs in PostgreSQL (``~*``) and in Python (``re.IGNORECASE``).
@@ -104,6 +110,60 @@ def _filled(values: Mapping[str, Any], name: str) -> bool:
 
 WON, OPEN = Deal.Status.WON, Deal.Status.OPEN
 
+
+def has_custom_key(outer: str = "custom") -> Func:
+    """SQL: the outer record's ``custom`` holds the inner custom field's key (``custom ? key``)."""
+    return Func(
+        OuterRef(outer), F("key"), template="(%(expressions)s)", arg_joiner=" ? ", output_field=BooleanField()
+    )
+
+
+def required_fields(entity: str) -> QuerySet:
+    """The active required custom fields of ``entity`` (a subquery: no query of its own)."""
+    return CustomField.objects.filter(entity=entity, is_active=True, required=True)
+
+
+def custom_missing(entity: str) -> Q:
+    """Records lacking the value of at least one active required custom field that applies to them (a
+    deal field required from a stage on: deals in that stage or a later one of its pipeline, not lost)."""
+    missing = required_fields(entity).filter(~Q(has_custom_key()))
+    if entity != CustomField.Entity.DEAL:
+        return Q(Exists(missing))
+    from_stage = missing.filter(
+        required_from_stage__pipeline_id=OuterRef("stage__pipeline_id"),
+        required_from_stage__order__lte=OuterRef("stage__order"),
+    )
+    return Q(Exists(missing.filter(required_from_stage__isnull=True))) | (
+        ~Q(status=Deal.Status.LOST) & Q(Exists(from_stage))
+    )
+
+
+def _custom_check(entity: str) -> Callable[[Mapping[str, Any]], bool]:
+    """The Python form of :func:`custom_missing` (``custom``: the stored values; deals: ``stage``)."""
+
+    def check(values: Mapping[str, Any]) -> bool:
+        stored = values.get("custom") or {}
+        return any(
+            custom_fields.required_here(field, values.get("stage")) and field.key not in stored
+            for field in custom_fields.fields_of(entity)
+        )
+
+    return check
+
+
+def _custom_rule(model: type[models.Model], entity: str, label: Promise) -> Rule:
+    return Rule(
+        code=f"{entity}_custom_required",
+        model=model,
+        kind=Kind.REQUIRED,
+        field="custom",
+        label=label,
+        message=_("A required custom field is empty."),
+        broken=custom_missing(entity),
+        check=_custom_check(entity),
+    )
+
+
 RULES: tuple[Rule, ...] = (
     # Customers: required fields.
     Rule(
@@ -116,6 +176,7 @@ RULES: tuple[Rule, ...] = (
         broken=empty("email") & empty("phone"),
         check=lambda v: not (_filled(v, "email") or _filled(v, "phone")),
     ),
+    _custom_rule(Customer, CustomField.Entity.CUSTOMER, _("Customer has its required custom fields")),
     *(
         Rule(
             code=f"customer_{name}",
@@ -179,6 +240,7 @@ RULES: tuple[Rule, ...] = (
         broken=Q(expected_close_date__isnull=True),
         check=lambda v: v.get("status") == OPEN and v.get("expected_close_date") is None,
     ),
+    _custom_rule(Deal, CustomField.Entity.DEAL, _("Deal has its required custom fields")),
     # Deals: consistency.
     Rule(
         code="deal_won_amount",
@@ -232,6 +294,7 @@ RULES: tuple[Rule, ...] = (
         broken=Q(term_end__lte=F("term_start")),
         check=lambda v: bool(v.get("term_end") and v.get("term_start") and v["term_end"] <= v["term_start"]),
     ),
+    _custom_rule(Ticket, CustomField.Entity.TICKET, _("Ticket has its required custom fields")),
     # Tickets: consistency.
     Rule(
         code="ticket_solved_time",

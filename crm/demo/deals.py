@@ -12,6 +12,7 @@ from crm.demo.world import (
     DEAL_TOUCHES,
     LOST_REASONS,
     NULL,
+    PRODUCT_LINES,
     SEGMENT_CHECKINS,
     SEGMENT_PACE,
     STEP_DAYS,
@@ -170,7 +171,8 @@ class DealHistory:
             f"{ts(last)}\t{ts(last) if status != 'open' else NULL}\t{reason if status == 'lost' else ''}\t"
             # Every activity of a generated deal is logged at one of its stage moves: the last move is
             # its last activity.
-            f"{term}\t{_n(renewal_of)}\t{len(path)}\t{ts(last)}\n"
+            f"{term}\t{_n(renewal_of)}\t{len(path)}\t{ts(last)}\t"
+            f'{{"product_line": "{PRODUCT_LINES[deal_id % len(PRODUCT_LINES)][0]}"}}\n'
         )
         if imported is not None:  # one stage change, straight to won; the usage event is the import's
             importer, at = imported

@@ -13,17 +13,18 @@ from zoneinfo import ZoneInfo
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import translation
+from django.utils import timezone, translation
 from psycopg import sql as pg
 from tqdm import tqdm
 
+from accounts.models import User
 from crm.demo.company import _calibrate, _creation_times, _golive, _write_costs, _write_spend, _write_staff
 from crm.demo.config import SeedConfig, SeedError, SeedResult, Setup
 from crm.demo.days import Calendar
 from crm.demo.history import History
 from crm.demo.output import Sink, _Loader
 from crm.demo.people import Staff
-from crm.demo.world import COLUMNS, DEALS_PER_CUSTOMER, KEPT_MODELS, RESET_APPS
+from crm.demo.world import COLUMNS, DEALS_PER_CUSTOMER, KEPT_MODELS, PRODUCT_LINES, RESET_APPS
 from crm.models import CompanySettings, PipelineStage, SlaPolicy
 
 
@@ -80,6 +81,44 @@ def _reset_tables() -> list[str]:
         if model._meta.label_lower not in KEPT_MODELS and model._meta.managed and not model._meta.proxy
     }
     return sorted(tables & existing)
+
+
+def _fields_and_rules() -> None:
+    """The built-in automation rules (a reset removed them), the deals' "product line" field and one rule
+    of the company's own: a won deal gets an onboarding call for its owner the next day."""
+    from crm.automation import builtins
+    from crm.models import AutomationRule, CustomField
+
+    builtins.seed()
+    now = timezone.now()
+    CustomField.objects.create(
+        entity=CustomField.Entity.DEAL,
+        key="product_line",
+        label_en="Product line",
+        label_zh="产品线",
+        kind=CustomField.Kind.CHOICE,
+        choices=[{"key": key, "en": en, "zh": zh} for key, en, zh in PRODUCT_LINES],
+        order=10,
+        created_at=now,
+        updated_at=now,
+    )
+    AutomationRule.objects.create(
+        name="Onboarding call after a win",
+        trigger=AutomationRule.Trigger.DEAL_WON,
+        actions=[
+            {
+                "type": "create_task",
+                "assignee": "owner",
+                "days": 1,
+                "subject_en": "Onboarding call with {{ customer }}",
+                "subject_zh": "与 {{ customer }} 进行上手培训电话",
+            }
+        ],
+        is_active=True,
+        created_by=User.objects.filter(role=User.Role.MANAGER, is_active=True).order_by("pk").first(),
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _load_pipeline() -> Setup:
@@ -164,6 +203,7 @@ def seed(
         for table in tables:
             cursor.execute(next_id.format(pg.Identifier(table)), [table])
         CompanySettings.objects.update_or_create(pk=1, defaults={"go_live_date": go_live})
+        _fields_and_rules()
         for table in tables:
             cursor.execute(pg.SQL("ANALYZE {}").format(pg.Identifier(table)))
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")

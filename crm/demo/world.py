@@ -27,7 +27,7 @@ COLUMNS = {
     "crm_customerstatuschange": "id, customer_id, from_status, to_status, at, by_id, reason",
     "crm_deal": "id, customer_id, owner_id, title, amount, kind, stage_id, status, probability, source, "
     "expected_close_date, created_at, updated_at, closed_at, lost_reason, term_start, term_end, "
-    "renewal_of_id, version, last_activity_at",
+    "renewal_of_id, version, last_activity_at, custom",
     "crm_dealstagechange": "id, deal_id, from_stage_id, to_stage_id, at, by_id",
     "crm_ticket": "id, customer_id, assignee_id, created_by_id, subject, description, priority, status, "
     "category, channel, is_spam, created_at, updated_at, first_response_at, first_solved_at, solved_at, "
@@ -40,6 +40,13 @@ COLUMNS = {
     "crm_crmcostitem": "id, name, kind, amount, start_month, end_month",
 }
 # Kept by --reset: the seeded pipeline, the SLA hours and the company settings row.
+# The demo's deal custom field "product line" (crm.demo.setup), its option picked by the deal's id.
+PRODUCT_LINES = (
+    ("pumps", "Pumps", "泵"),
+    ("valves", "Valves", "阀门"),
+    ("sensors", "Sensors", "传感器"),
+    ("service", "Service contracts", "服务合同"),
+)
 KEPT_MODELS = {"crm.pipeline", "crm.pipelinestage", "crm.slapolicy", "crm.companysettings"}
 RESET_APPS = ("accounts", "crm", "surveys", "metrics", "admin", "sessions")
 

@@ -74,7 +74,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('entity', models.CharField(choices=[('customer', 'customers'), ('deal', 'deals'), ('ticket', 'tickets'), ('activity', 'activities')], max_length=10, verbose_name='record')),
-                ('key', models.CharField(help_text="The field's stable name in imports, exports and the API; it cannot change.", max_length=40, validators=[django.core.validators.RegexValidator('^[a-z][a-z0-9_]{0,39}$', 'Use lower-case letters, digits and underscores, starting with a letter (e.g. lot_number).')], verbose_name='key')),
+                ('key', models.CharField(help_text="The field's stable name in imports, exports and the API; it cannot change.", max_length=40, validators=[django.core.validators.RegexValidator('^[a-z][a-z0-9_]{0,39}$', 'Use lower-case letters, digits and underscores, starting with a letter: lot_number.')], verbose_name='key')),
                 ('label_en', models.CharField(max_length=100, verbose_name='label (English)')),
                 ('label_zh', models.CharField(blank=True, max_length=100, verbose_name='label (Chinese)')),
                 ('kind', models.CharField(choices=[('text', 'text'), ('long_text', 'long text'), ('integer', 'whole number'), ('decimal', 'decimal number'), ('money', 'money'), ('date', 'date'), ('yes_no', 'yes/no'), ('choice', 'single choice'), ('multi_choice', 'multiple choice'), ('user', 'user'), ('url', 'URL'), ('email', 'e-mail')], default='text', max_length=12, verbose_name='type')),

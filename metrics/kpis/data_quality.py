@@ -3,6 +3,11 @@ now: each run writes them for the current period only, and the rows of past peri
 measured while those periods were current.
 
 Checked records: customers that are not merged duplicates or internal, and their deals.
+
+Field completeness counts the company's active required custom fields too (customers: each such field;
+open deals: each that applies to the deal's stage), per record in SQL from the field definitions, so a
+field made required counts wherever the records are counted next (the facts of days whose records did
+not change take it in with the nightly rebuild).
 """
 
 import logging
@@ -19,20 +24,36 @@ from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
     F,
+    IntegerField,
     Max,
+    OuterRef,
     Q,
     QuerySet,
+    Subquery,
+    Sum,
     Value,
 )
-from django.db.models.functions import Lower, Trim
+from django.db.models.functions import Coalesce, Lower, Trim
 from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisError
 
 from accounts.models import User
+from crm.custom_fields.models import CustomField
+from crm.data import quality
 from crm.models import Customer, Deal
 from crm.selectors import customer_list, deal_list
 from metrics.kpis.base import Basis, Better, Chart, Context, Family, Kpi, Plot, Question, Row, Section, Unit
-from metrics.kpis.builders import HUNDRED, Dataset, count, divide, grouped, rows_from, scope_filter, stock
+from metrics.kpis.builders import (
+    HUNDRED,
+    Dataset,
+    count,
+    divide,
+    grouped,
+    rows_from,
+    scope_filter,
+    stock,
+    total,
+)
 from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.details import CompletenessDetail, ValidationDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, dataset_part, record_count
@@ -58,10 +79,39 @@ def _filled(field: str) -> Q:
     return ~Q(**{f"{field}_clean__in": EMPTY_VALUES})
 
 
+def _count_of(fields: QuerySet) -> Coalesce:
+    """SQL: how many rows ``fields`` (a subquery, possibly correlated with the record) has."""
+    counted = fields.order_by().values("entity").annotate(n=Count("pk")).values("n")[:1]
+    return Coalesce(Subquery(counted), Value(0), output_field=IntegerField())
+
+
+def custom_slots(entity: str) -> dict[str, Coalesce]:
+    """Per record: its required custom fields (``custom_slots``: the active required fields of ``entity``;
+    deals: those required from any stage, or from one the deal's stage is at or after) and how many of
+    them it fills (``custom_filled``)."""
+    fields = quality.required_fields(entity)
+    if entity == CustomField.Entity.DEAL:
+        fields = fields.filter(
+            Q(required_from_stage__isnull=True)
+            | Q(
+                required_from_stage__pipeline_id=OuterRef("stage__pipeline_id"),
+                required_from_stage__order__lte=OuterRef("stage__order"),
+            )
+        )
+    return {
+        "custom_slots": _count_of(fields),
+        "custom_filled": _count_of(fields.filter(quality.has_custom_key())),
+    }
+
+
 def _customer_rows(ctx: Context | None) -> QuerySet:
     """Live customers with their checked fields cleaned (the same in every run: ``ctx`` is not read)."""
     cleaned = {f"{f}_clean": Lower(Trim(f)) for f in ("email", "phone", *CUSTOMER_FIELDS)}
-    return Customer.objects.filter(live()).annotate(**cleaned)
+    return (
+        Customer.objects.filter(live())
+        .annotate(**cleaned)
+        .annotate(**custom_slots(CustomField.Entity.CUSTOMER))
+    )
 
 
 INVALID_CUSTOMER = (_filled("email") & ~Q(email__regex=EMAIL_SYNTAX)) | (_filled("phone") & Q(phone_key=""))
@@ -80,6 +130,8 @@ DQ_CUSTOMERS = Dataset(
         "filled_contact": count(_filled("email") | _filled("phone")),
         **{f"filled_{f}": count(_filled(f)) for f in CUSTOMER_FIELDS},
         "invalid": count(INVALID_CUSTOMER),
+        "filled_custom": total("custom_filled"),
+        "custom_slots": total("custom_slots"),
     },
 )
 
@@ -105,9 +157,14 @@ INVALID_DEAL = (
     | Q(term_end__lte=F("term_start"))
 )
 
+
+def _deal_rows(ctx: Context | None) -> QuerySet:
+    return Deal.objects.filter(live("customer__")).annotate(**custom_slots(CustomField.Entity.DEAL))
+
+
 DQ_DEALS = Dataset(
     name="dq_deals",
-    rows=lambda ctx: Deal.objects.filter(live("customer__")),
+    rows=_deal_rows,
     date="created_at",
     opening_balance=True,
     current_only=True,
@@ -118,6 +175,8 @@ DQ_DEALS = Dataset(
         "open_amount": count(Q(status=OPEN, amount__isnull=False)),
         "open_close_date": count(Q(status=OPEN, expected_close_date__isnull=False)),
         "invalid": count(INVALID_DEAL),
+        "open_custom_slots": total("custom_slots", Q(status=OPEN)),
+        "open_custom_filled": total("custom_filled", Q(status=OPEN)),
     },
 )
 
@@ -148,9 +207,10 @@ def _combined(ctx: Context, fn: Any) -> Any:
 
 def _completeness(ctx: Context, kpi: Kpi) -> Iterator[Row]:
     def fn(c: dict[str, Any], d: dict[str, Any]) -> tuple:
-        customer_filled = sum(int(c.get(f"filled_{f}", 0)) for f in ("contact", *CUSTOMER_FIELDS))
-        deal_filled = int(d.get("open_amount", 0)) + int(d.get("open_close_date", 0))
-        customer_slots, deal_slots = 4 * int(c.get("records", 0)), 2 * int(d.get("open", 0))
+        customer_filled = sum(int(c.get(f"filled_{f}", 0)) for f in ("contact", *CUSTOMER_FIELDS, "custom"))
+        deal_filled = sum(int(d.get(f, 0)) for f in ("open_amount", "open_close_date", "open_custom_filled"))
+        customer_slots = 4 * int(c.get("records", 0)) + int(c.get("custom_slots", 0))
+        deal_slots = 2 * int(d.get("open", 0)) + int(d.get("open_custom_slots", 0))
         filled, slots = customer_filled + deal_filled, customer_slots + deal_slots
         extra = CompletenessDetail(
             customer_filled=customer_filled,
@@ -316,12 +376,26 @@ def _counting(condition: Q, times: int = 1) -> Any:
 
 
 def _filled_customer_slots(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
-    """Filled fields of the customers: a contact (e-mail or phone), industry, city and segment each."""
+    """Filled fields of the customers: a contact (e-mail or phone), industry, city and segment each, and
+    their required custom fields."""
     conditions = [_filled("email") | _filled("phone"), *(_filled(f) for f in CUSTOMER_FIELDS)]
     counts = records.order_by().aggregate(
-        **{f"f{i}": Count("pk", filter=c) for i, c in enumerate(conditions)}
+        **{f"f{i}": Count("pk", filter=c) for i, c in enumerate(conditions)},
+        custom=Coalesce(Sum(custom_slots(CustomField.Entity.CUSTOMER)["custom_filled"]), 0),
     )
     return sum(counts.values())
+
+
+def _slots(entity: str, fields: int) -> Any:
+    """All fields of the records: ``fields`` built-in ones each, and their required custom fields."""
+
+    def total(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
+        counts = records.order_by().aggregate(
+            n=Count("pk"), custom=Coalesce(Sum(custom_slots(entity)["custom_slots"]), 0)
+        )
+        return fields * counts["n"] + counts["custom"]
+
+    return total
 
 
 def _open_deals_checked(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
@@ -329,12 +403,14 @@ def _open_deals_checked(user: User, period: Period, scope: str, scope_id: str) -
 
 
 def _filled_deal_slots(records: QuerySet, period: Period, scope: str, scope_id: str) -> int:
-    """Filled fields of the open deals: the amount and the expected close date each."""
+    """Filled fields of the open deals: the amount and the expected close date each, and the required
+    custom fields that apply to them."""
     counts = records.order_by().aggregate(
         amount=Count("pk", filter=Q(amount__isnull=False)),
         close=Count("pk", filter=Q(expected_close_date__isnull=False)),
+        custom=Coalesce(Sum(custom_slots(CustomField.Entity.DEAL)["custom_filled"]), 0),
     )
-    return counts["amount"] + counts["close"]
+    return counts["amount"] + counts["close"] + counts["custom"]
 
 
 COMPLETENESS_DRILL = Drill(
@@ -343,15 +419,15 @@ COMPLETENESS_DRILL = Drill(
             _customers_checked,
             "customer_filled",
             _filled_customer_slots,
-            _("Customers (4 fields each)"),
-            also=(("customer_slots", _counting(Q(), times=4)),),
+            _("Customers (4 fields each, and their required custom fields)"),
+            also=(("customer_slots", _slots(CustomField.Entity.CUSTOMER, 4)),),
         ),
         "deals": Part(
             _open_deals_checked,
             "deal_filled",
             _filled_deal_slots,
-            _("Open deals (2 fields each)"),
-            also=(("deal_slots", _counting(Q(), times=2)),),
+            _("Open deals (2 fields each, and the required custom fields of their stage)"),
+            also=(("deal_slots", _slots(CustomField.Entity.DEAL, 2)),),
         ),
     }
 )
@@ -413,7 +489,8 @@ FIELD_COMPLETENESS = Kpi(
     better=Better.UP,
     formula=_(
         "filled required fields ÷ required fields; customers: e-mail or phone, industry, city, segment; open "
-        "deals: amount, expected close date; '', '-', 'n/a', 'unknown' count as empty; now"
+        "deals: amount, expected close date; and the required custom fields of each (a deal's from its stage "
+        "on); '', '-', 'n/a', 'unknown' count as empty; now"
     ),
     compute=_completeness,
     basis=Basis.CURRENT,

@@ -8,6 +8,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import User
+from crm.automation.services import rule_create
+from crm.custom_fields.services import field_create
 from tests.factories import (
     make_agent,
     make_customer,
@@ -32,6 +34,8 @@ FORBIDDEN_OBJECT = {
     "imports": "import_job",
     "duplicates": "duplicate",
     "webhooks": "webhook",
+    "fields": "custom_field",
+    "automation": "automation_rule",
 }
 
 
@@ -62,8 +66,17 @@ def world():
             "import_job": make_import_job(other_rep, "name\nSecret Import Row\n"),
             "duplicate": make_duplicate_pair(secret, make_customer(other_rep, name="Secret Twin")),
             **_webhook(manager),
+            "custom_field": field_create(actor=manager, entity="customer", key="secret", label_en="Secret"),
+            "automation_rule": _rule(manager),
         },
     }
+
+
+def _rule(manager):
+    note = {"type": "add_note", "text_en": "Secret note"}
+    return rule_create(
+        actor=manager, name="Secret rule", trigger="deal.created", params={}, conditions=[], actions=[note]
+    )
 
 
 def _webhook(owner) -> dict:

@@ -10,7 +10,6 @@ from accounts.services import user_deactivate
 from crm import services
 from crm.models import (
     Activity,
-    CompanySettings,
     Customer,
     Deal,
     PipelineStage,

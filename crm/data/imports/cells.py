@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
@@ -19,6 +20,8 @@ from accounts import dates
 from accounts.models import User
 from accounts.text import is_record_id
 from crm import selectors
+from crm.custom_fields import kinds
+from crm.custom_fields.models import CustomField
 from crm.models import ImportJob, PipelineStage
 
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -46,6 +49,8 @@ class ImportField:
     synonyms: tuple[str, ...] = ()
     example: str = ""
     help: Promise | str = ""
+    # The custom field this column fills (its name is ``custom.<key>``); None for the built-in fields.
+    custom: CustomField | None = None
 
 
 @dataclass
@@ -259,3 +264,30 @@ def _stage(value: str, ctx: Context) -> PipelineStage:
             _("“%(value)s” is not a stage of the pipeline: %(names)s") % {"value": value, "names": names}
         )
     return stage
+
+
+def _custom(field: CustomField) -> Callable[[str, Context], Any]:
+    """A custom field's cell as ``kinds.clean`` stores it; dates in the job's date order, amounts as
+    people write them (1.250,50 · € 1 250), a user by user name, e-mail or full name, as the built-in
+    fields read them."""
+    kind = CustomField.Kind(field.kind)
+
+    def convert(value: str, ctx: Context) -> Any:
+        typed: Any = value
+        if kind == CustomField.Kind.DATE:
+            typed = parse_date(value, ctx.date_order)
+        elif kind == CustomField.Kind.MONEY:
+            typed = _amount(value, ctx)
+        elif kind == CustomField.Kind.USER:
+            user = ctx.users.get(value.strip().casefold())
+            if user is None:
+                raise RowError(
+                    _("no active colleague with the user name or e-mail “%(value)s”") % {"value": value}
+                )
+            typed = user.pk
+        try:
+            return kinds.clean(field, typed)
+        except ValidationError as exc:
+            raise RowError(" ".join(exc.messages)) from None
+
+    return convert

@@ -1,18 +1,26 @@
 """The importable fields of customers, deals and tickets, their header synonyms (English and Chinese),
 and the guess of a column mapping from a file's header row.
+
+Besides the built-in fields, each active custom field of the record type is a column target named
+``custom.<key>``, shown with its label; a column headed with its key or its English or Chinese label maps
+to it.
 """
 
 from collections.abc import Sequence
 
 from django.conf import settings
 from django.utils import translation
+from django.utils.functional import lazy
 from django.utils.translation import gettext_lazy
 
 from accounts.models import User
+from crm.custom_fields import services as custom_fields
+from crm.custom_fields.models import CustomField
 from crm.data.imports.cells import (
     ImportField,
     _amount,
     _choice,
+    _custom,
     _customer_ref,
     _date,
     _email,
@@ -354,13 +362,43 @@ FIELDS: dict[str, tuple[ImportField, ...]] = {
 }
 
 
+CUSTOM_PREFIX = "custom."
+ENTITIES = {
+    ImportJob.Kind.CUSTOMERS: CustomField.Entity.CUSTOMER,
+    ImportJob.Kind.DEALS: CustomField.Entity.DEAL,
+    ImportJob.Kind.TICKETS: CustomField.Entity.TICKET,
+}
+
+
 def import_fields(kind: str) -> tuple[ImportField, ...]:
-    return FIELDS[kind]
+    """The built-in fields of ``kind``, then its active custom fields (one query)."""
+    return FIELDS[kind] + tuple(_custom_field(field) for field in custom_fields.fields_of(ENTITIES[kind]))
+
+
+def _custom_field(field: CustomField) -> ImportField:
+    """A custom field as a column target. Required when it is always required (a deal field required
+    from a stage on is checked against the row's stage when the rows are planned)."""
+    example = ""
+    if field.is_choice and field.choices:
+        example = field.choices[0].get("en") or field.choices[0]["key"]
+    return ImportField(
+        f"{CUSTOM_PREFIX}{field.key}",
+        lazy(lambda: field.label, str)(),
+        _custom(field),
+        required=field.required and field.required_from_stage_id is None,
+        synonyms=tuple(word for word in (field.key, field.label_en, field.label_zh) if word),
+        example=example,
+        help=field.help,
+        custom=field,
+    )
 
 
 def has_date_fields(kind: str) -> bool:
     """Whether the date order (3/1/2026) matters for this kind of import."""
-    return any(f.convert in (_date, _past_day) for f in import_fields(kind))
+    return any(
+        f.convert in (_date, _past_day) or (f.custom is not None and f.custom.kind == CustomField.Kind.DATE)
+        for f in import_fields(kind)
+    )
 
 
 def modes_for(kind: str) -> list[str]:
@@ -377,8 +415,17 @@ def guess_mapping(
     synonyms and the field labels; each field is used at most once, unknown columns stay unmapped."""
     fields = import_fields(kind)
     by_word: dict[str, str] = {}
+    # A built-in field's own name first, then a custom field's key and labels (the company's own words),
+    # then the built-in synonyms and labels.
     for f in fields:
-        for word in (f.name, *f.synonyms):
+        if f.custom is None:
+            by_word.setdefault(normalize_header(f.name), f.name)
+    for f in fields:
+        if f.custom is not None:
+            for word in f.synonyms:
+                by_word.setdefault(normalize_header(word), f.name)
+    for f in fields:
+        for word in f.synonyms if f.custom is None else ():
             by_word.setdefault(normalize_header(word), f.name)
         for language in _languages():
             with translation.override(language):

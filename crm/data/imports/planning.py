@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.db import connection
@@ -15,9 +16,10 @@ from psycopg import sql as pg
 
 from accounts.models import User
 from crm import normalize, selectors, services
+from crm.custom_fields import services as custom_fields
 from crm.data import quality
 from crm.data.imports.cells import Context, RowError
-from crm.data.imports.fields import import_fields
+from crm.data.imports.fields import CUSTOM_PREFIX, import_fields
 from crm.models import Customer, Deal, ImportJob, PipelineStage, Ticket
 
 CHUNK_SIZE = 2000
@@ -137,6 +139,12 @@ class Planner:
                 plan.fail(_("%(field)s is required.") % {"field": spec.label})
         if self.actor.is_rep:
             plan.values.pop("owner", None)
+        custom = {
+            name.removeprefix(CUSTOM_PREFIX): plan.values.pop(name)
+            for name in [n for n in plan.values if n.startswith(CUSTOM_PREFIX)]
+        }
+        if custom:
+            plan.values["custom"] = custom
 
     def _claim(self, claims: list[tuple[RowPlan, str, Any, str]]) -> None:
         """Register each row's key; a row whose key an earlier row of the file had fails with the
@@ -259,7 +267,11 @@ class Planner:
         for name, value in plan.values.items():
             if name not in updatable:
                 continue
-            if name in ("owner", "stage"):
+            if name == "custom":
+                stored = match.custom or {}
+                value = {key: v for key, v in value.items() if stored.get(key) != v}
+                differs = bool(value)
+            elif name in ("owner", "stage"):
                 differs = getattr(match, f"{name}_id") != value.pk
             elif name == "email":
                 differs = normalize.email_key(match.email) != normalize.email_key(value)
@@ -332,6 +344,8 @@ class Planner:
                     )
                     continue
             stage = values.get("stage") or (match.stage if match else None)
+            if not self._has_stage_fields(plan, match, stage):
+                continue
             closing = stage is not None and stage.kind != PipelineStage.Kind.OPEN
             if "stage" in values and stage.kind == PipelineStage.Kind.LOST and not values.get("lost_reason"):
                 plan.fail(_("Say why the deal was lost (Lost reason)."))
@@ -363,6 +377,27 @@ class Planner:
         for plan, match in decided:
             if plan.action != FAIL:
                 self._decide(plan, match, _("ID") if match else "")
+
+    @cached_property
+    def _first_stage(self) -> PipelineStage | None:
+        """Where a new deal without a stage starts (as ``deal_create`` places it)."""
+        return (
+            PipelineStage.objects.filter(pipeline__is_default=True, kind=PipelineStage.Kind.OPEN)
+            .order_by("order")
+            .first()
+        )
+
+    def _has_stage_fields(self, plan: RowPlan, match: Deal | None, stage: PipelineStage | None) -> bool:
+        """Whether the row fills every deal field required from its stage on (the deal's stored values
+        count); a row missing one fails, as a missing required column does."""
+        stored = {**(match.custom if match else {}), **plan.values.get("custom", {})}
+        for spec in self.fields.values():
+            field = spec.custom
+            if field is None or field.required_from_stage_id is None or field.key in stored:
+                continue
+            if custom_fields.required_here(field, stage or self._first_stage):
+                plan.fail(_("%(field)s is required.") % {"field": spec.label})
+        return plan.action != FAIL
 
     def _plan_tickets(self, plans: list[RowPlan]) -> None:
         self._resolve_customers(plans)

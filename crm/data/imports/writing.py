@@ -116,7 +116,8 @@ def _write_ticket(plan: RowPlan, actor: User, at: datetime) -> None:
     values = plan.values
     via = UsageEvent.Via.IMPORT
     created = values.get("created_at") or at
-    fields = {k: values[k] for k in ("description", "priority", "category", "channel") if k in values}
+    passed = ("description", "priority", "category", "channel", "custom")
+    fields = {k: values[k] for k in passed if k in values}
     ticket = services.ticket_create(
         actor=actor,
         customer=values["customer"],
