@@ -4,10 +4,11 @@ Erasure anonymises in place: ids, amounts, dates and statuses stay, so every cou
 same; the name, contact details and free text about the person go, in the audit history too.
 """
 
+import json
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
@@ -16,7 +17,8 @@ from django.utils.translation import gettext as _
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
 from crm import customer_data
-from crm.models import Activity, Customer, CustomerMerge, Deal, Ticket, TicketMessage
+from crm.custom_fields.query import TEXTUAL
+from crm.models import Activity, Customer, CustomerMerge, CustomField, Deal, Ticket, TicketMessage
 from crm.transactions import atomic_retrying
 
 # Customer fields that identify the person; erased (blanked, or the name replaced).
@@ -93,10 +95,12 @@ def _erase_one(customer: Customer) -> None:
     """Anonymise one customer row, its history and the free text about them (no new history rows)."""
     old_name, new_name = customer.name, erased_name(customer)
     blank = {field: "" for field in PERSONAL_FIELDS if field != "name"}
+    custom = _custom_without_text(customer.custom)
     Customer.objects.filter(pk=customer.pk).update(
-        name=new_name, **blank, **dict.fromkeys(MATCH_KEYS, ""), updated_at=timezone.now()
+        name=new_name, **blank, **dict.fromkeys(MATCH_KEYS, ""), custom=custom, updated_at=timezone.now()
     )
-    Customer.history.filter(id=customer.pk).update(name=new_name, **blank)
+    Customer.history.filter(id=customer.pk).update(name=new_name, **blank, custom=custom)
+    _erase_from_run_log([old_name, customer.email], new_name)
     tickets = Ticket.objects.filter(customer=customer)
     TicketMessage.objects.filter(ticket__in=tickets).update(body="")
     Activity.objects.filter(customer=customer).update(notes="")
@@ -126,6 +130,30 @@ def _erase_one(customer: Customer) -> None:
         if record.merged_id == customer.pk:
             record.merged_snapshot = {}
         record.save(update_fields=["chosen", "merged_snapshot"])
+
+
+def _custom_without_text(values: dict[str, Any]) -> dict[str, Any]:
+    """The customer's custom values without the free text (text, long text, e-mail, URL): they may name
+    or reach the person. Choices, numbers, dates and yes/no stay, as the built-in ones do."""
+    textual = set(
+        CustomField.objects.filter(entity=CustomField.Entity.CUSTOMER, kind__in=TEXTUAL).values_list(
+            "key", flat=True
+        )
+    )
+    return {key: value for key, value in (values or {}).items() if key not in textual}
+
+
+def _erase_from_run_log(texts: list[str], replacement: str) -> None:
+    """Automation runs quote names and addresses in what they did ("Task “Call ACME” for …"): replace
+    them in every run that does (as JSON text, so quotes and backslashes in a name match too)."""
+    for text in filter(None, texts):
+        old, new = json.dumps(text)[1:-1], json.dumps(replacement)[1:-1]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE crm_automationrun SET outcome = replace(outcome::text, %s, %s)::jsonb "
+                "WHERE strpos(outcome::text, %s) > 0",
+                [old, new, old],
+            )
 
 
 @atomic_retrying

@@ -172,3 +172,23 @@ def test_erasure_keeps_kpi_numbers_and_leaves_no_personal_string(client, person)
 def test_erasure_service_refuses_non_managers(person):
     with pytest.raises(Exception, match="Only managers"):
         customer_erase_personal_data(customer=person, actor=person.owner)
+
+
+def test_erasure_clears_the_customers_free_text_custom_values_and_keeps_the_rest():
+    from crm.custom_fields.services import field_create
+
+    manager = make_manager()
+    field_create(actor=manager, entity="customer", key="contact_note", label_en="Contact note", kind="text")
+    field_create(
+        actor=manager,
+        entity="customer",
+        key="tier",
+        label_en="Tier",
+        kind="choice",
+        choices=[{"key": "gold", "en": "Gold"}],
+    )
+    customer = make_customer(custom={"contact_note": "Ask for Zyxwvut at home", "tier": "gold"})
+    customer_erase_personal_data(customer=customer, actor=manager)
+    customer.refresh_from_db()
+    assert customer.custom == {"tier": "gold"}
+    assert all("Zyxwvut" not in str(row.custom) for row in customer.history.all())
