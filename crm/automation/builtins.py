@@ -27,8 +27,13 @@ DEFINITIONS = {
 
 
 def active(builtin: str) -> AutomationRule | None:
-    """The built-in rule when it is switched on."""
-    return AutomationRule.objects.filter(builtin=builtin, is_active=True).first()
+    """The built-in rule when it is switched on. Built-in rules are on unless switched off: a database
+    without them (emptied, or restored from before they existed) gets them back here."""
+    rule = AutomationRule.objects.filter(builtin=builtin).first()
+    if rule is None:
+        seed()
+        rule = AutomationRule.objects.get(builtin=builtin)
+    return rule if rule.is_active else None
 
 
 def ran(rule: AutomationRule, *, obj: models.Model, key: str, outcome: list[dict]) -> None:
