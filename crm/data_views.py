@@ -267,6 +267,9 @@ def ticket_export_view(request: HttpRequest) -> HttpResponse:
     tickets = selectors.ticket_queue(
         qs=selectors.ticket_list(user=user), user=user, queue=queue, status=request.GET.get("status")
     )
+    form = forms.TicketFilterForm(request.GET)  # the list's search and custom-field filters
+    if form.is_valid():
+        tickets = selectors.ticket_filter(qs=tickets, data=form.cleaned_data)
     return _export(request, "tickets", tickets)
 
 

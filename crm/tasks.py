@@ -85,6 +85,26 @@ def run_automation(run_id: int) -> None:
     run_one(run_id)
 
 
+@shared_task(
+    name="crm.tasks.run_automations",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=600,
+    time_limit=660,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def run_automations(run_ids: list[int]) -> None:
+    """Do several runs, each in its own transaction (as ``run_automation``); a redelivered batch skips
+    the runs already done."""
+    from crm.automation.engine import run_one
+
+    for run_id in run_ids:
+        run_one(run_id)
+
+
 @shared_task(name="crm.tasks.sweep_automation", expires=240, ignore_result=True)
 def sweep_automation() -> None:
     """Fire the time-based triggers (idle deals, tickets near their SLA) and hand lost runs over again."""

@@ -141,18 +141,22 @@ def throughput(rep: User, deal_ids: list[int], runs: int, concurrency: int) -> f
         ],
         is_active=True,
     )
-    deals = list(Deal.objects.filter(owner=rep, status="open").order_by("pk")[:runs])
+    deals = list(Deal.objects.filter(status="open", amount__isnull=False).order_by("-pk")[: runs + 40])
+    warm_up: list[int] = []
     ids: list[int] = []
     with transaction.atomic():
-        for deal in deals:
-            ids += automation_emit(trigger="deal.created", obj=deal, key=f"bench:{concurrency}", rules=[rule])
+        for n, deal in enumerate(deals):
+            made = automation_emit(trigger="deal.created", obj=deal, key=f"bench:{concurrency}", rules=[rule])
+            (warm_up if n < 40 else ids).extend(made)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "crm", "worker", "--concurrency", str(concurrency),
          "--loglevel", "warning", "--without-heartbeat", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=os.environ.copy(),
     )  # fmt: skip
     try:
-        time.sleep(6)  # the worker's start, apart from the rate
+        enqueue(warm_up)  # the worker's start and its processes' first tasks, apart from the rate
+        while AutomationRun.objects.filter(pk__in=warm_up, status="pending").exists():
+            time.sleep(0.05)
         started = time.perf_counter()
         enqueue(ids)
         while AutomationRun.objects.filter(pk__in=ids, status="pending").exists():

@@ -465,3 +465,24 @@ def test_keys_with_double_underscores_are_one_key(boss):
     text = field_create(actor=boss, entity="deal", key="a__b", label_en="AB", kind="text")
     make_deal(customer, title="Deal ab", custom={"a__b": "needle"})
     assert [d.title for d in deals.filter(query.search_q([text], "NEEDLE"))] == ["Deal ab"]
+
+
+@pytest.mark.django_db
+def test_the_ticket_export_keeps_the_lists_search_and_custom_filters(client, no_auto_assign):
+    manager = make_manager()
+    field_create(
+        actor=manager,
+        entity="ticket",
+        key="device",
+        label_en="Device",
+        kind="choice",
+        choices=[{"key": "pump", "en": "Pump"}, {"key": "valve", "en": "Valve"}],
+    )
+    pump = make_ticket(subject="Pump leaks", custom={"device": "pump"})
+    make_ticket(subject="Valve sticks", custom={"device": "valve"})
+    client.force_login(manager)
+    page = client.get("/crm/tickets/?queue=all&cf_device=pump")
+    assert "cf_device=pump" in page.content.decode()
+    response = client.get("/crm/tickets/export/?queue=all&cf_device=pump&format=csv")
+    body = b"".join(response.streaming_content).decode() if response.streaming else response.content.decode()
+    assert pump.subject in body and "Valve sticks" not in body
