@@ -88,7 +88,7 @@ class PipelineAdmin(admin.ModelAdmin):
 
 @admin.register(PipelineStage)
 class PipelineStageAdmin(admin.ModelAdmin):
-    list_display = ["name", "pipeline", "order", "probability", "kind"]
+    list_display = ["name", "pipeline", "order", "probability", "kind", "rotting_days"]
     list_filter = ["pipeline", "kind"]
 
 

@@ -279,6 +279,15 @@ class PipelineStage(models.Model):
         _("probability %"), validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
     kind = models.CharField(_("kind"), max_length=5, choices=Kind.choices, default=Kind.OPEN)
+    rotting_days = models.PositiveSmallIntegerField(
+        _("rotting after (days)"),
+        default=14,
+        db_default=14,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text=_(
+            "An open deal in this stage with no activity, stage move or edit for longer than this is rotting."
+        ),
+    )
 
     class Meta:
         ordering = ["pipeline", "order"]

@@ -16,7 +16,19 @@ from itertools import pairwise
 from typing import Any, TypedDict
 
 from django.contrib.postgres.search import TrigramSimilarity
-from django.db.models import Count, F, Field, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Field,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
@@ -313,8 +325,43 @@ def custom_fields_shown(*, entity: str, values: Iterable[Mapping[str, Any] | Non
     return CustomFieldsShown(fields=fields, user_names=names)
 
 
-def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) -> list[dict]:
-    """A column per open stage: count and sum of the user's open deals, and the top ``per_stage`` deals.
+# When a deal was last touched: its last activity or stage move (``last_activity_at``), or any edit.
+TOUCHED = Greatest("last_activity_at", "updated_at", "created_at")
+
+
+def deals_rotting(*, qs: QuerySet[Deal], now: datetime) -> QuerySet[Deal]:
+    """The open deals of ``qs`` untouched for longer than their stage's rotting days (KPIS.md §10.7),
+    with ``touched`` (when they were last touched) annotated."""
+    rotting_days = ExpressionWrapper(
+        F("stage__rotting_days") * Value(timedelta(days=1), output_field=DurationField()),
+        output_field=DurationField(),
+    )
+    return (
+        qs.filter(status=Deal.Status.OPEN)
+        .annotate(touched=TOUCHED)
+        .alias(rots_at=ExpressionWrapper(F("touched") + rotting_days, output_field=DateTimeField()))
+        .filter(rots_at__lt=now)
+    )
+
+
+def mark_rotting(deals: Iterable[Deal], *, now: datetime) -> None:
+    """Set ``idle_days`` and ``is_rotting`` on deals fetched with their stage (and ``touched``, if
+    annotated), for the board's and the workspace's marks."""
+    for deal in deals:
+        touched = getattr(deal, "touched", None) or max(
+            filter(None, (deal.last_activity_at, deal.updated_at, deal.created_at))
+        )
+        deal.idle_days = max(0, (now - touched).days)
+        deal.is_rotting = deal.status == Deal.Status.OPEN and now - touched > timedelta(
+            days=deal.stage.rotting_days
+        )
+
+
+def deal_board(
+    *, user: User, stages: list[PipelineStage], per_stage: int = 20, now: datetime | None = None
+) -> list[dict]:
+    """A column per open stage: count and sum of the user's open deals, and the top ``per_stage`` deals
+    (each marked when it is rotting).
 
     The sums come from the open-deals index alone; the cards from one index scan per stage.
     """
@@ -333,6 +380,7 @@ def deal_board(*, user: User, stages: list[PipelineStage], per_stage: int = 20) 
         )
         for stage in stages
     }
+    mark_rotting([deal for column in cards.values() for deal in column], now=now or timezone.now())
     return [
         {
             "stage": stage,
@@ -470,8 +518,18 @@ def workspace_summary(*, user: User, now: datetime) -> dict[str, Any]:
         "tasks": tasks[:10],
         "overdue_tasks": tasks.filter(due_at__lt=now).count(),
         "recent_activities": activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
+        **_my_rotting_deals(user=user, now=now),
         "customer_count": customer_list(user=user).count(),
     }
+
+
+def _my_rotting_deals(*, user: User, now: datetime, shown: int = 8) -> dict[str, Any]:
+    """The user's own rotting deals: how many, and the ``shown`` untouched longest."""
+    rotting = deals_rotting(qs=deal_list(user=user).filter(owner=user), now=now)
+    deals = list(rotting.order_by("touched", "id")[:shown])
+    mark_rotting(deals, now=now)
+    count = len(deals) if len(deals) < shown else rotting.count()
+    return {"rotting_deals": deals, "rotting_count": count}
 
 
 def record_changes_display(
