@@ -518,18 +518,18 @@ def workspace_summary(*, user: User, now: datetime) -> dict[str, Any]:
         "tasks": tasks[:10],
         "overdue_tasks": tasks.filter(due_at__lt=now).count(),
         "recent_activities": activity_list(user=user).filter(user=user).order_by("-created_at")[:8],
-        **_my_rotting_deals(user=user, now=now),
+        **_my_rotting(user=user, now=now),
         "customer_count": customer_list(user=user).count(),
     }
 
 
-def _my_rotting_deals(*, user: User, now: datetime, shown: int = 8) -> dict[str, Any]:
+def _my_rotting(*, user: User, now: datetime, shown: int = 8) -> dict[str, Any]:
     """The user's own rotting deals: how many, and the ``shown`` untouched longest."""
     rotting = deals_rotting(qs=deal_list(user=user).filter(owner=user), now=now)
     deals = list(rotting.order_by("touched", "id")[:shown])
     mark_rotting(deals, now=now)
     count = len(deals) if len(deals) < shown else rotting.count()
-    return {"rotting_deals": deals, "rotting_count": count}
+    return {"rotting_list": deals, "rotting_count": count}
 
 
 def record_changes_display(

@@ -85,6 +85,7 @@ from metrics.kpis.shared import (
     OPEN_BY_CLOSE_DATE,
     OPEN_PIPELINE_NOW,
     PIPELINE_DELTAS,
+    ROTTING_NOW,
     WON,
     WON_DEAL_STATS,
     live,
@@ -276,6 +277,42 @@ WEIGHTED_PIPELINE = Kpi(
     compute=Stocked(PIPELINE_DELTAS, OPEN_PIPELINE_NOW, "weighted", sample="open"),
     basis=Basis.STOCK,
     drill=Drill({NUMERATOR: Part(_open_at_end, VALUE, sum_of(WEIGHTED_AMOUNT), OPEN_AT_END)}),
+)
+
+
+ROTTING_DEALS = Kpi(
+    code="rotting_deals",
+    family=Family.SALES,
+    label=_("Rotting deals"),
+    unit=Unit.COUNT,
+    better=Better.DOWN,
+    formula=_(
+        "open deals with no activity, stage move or edit for longer than their stage's rotting days, now"
+    ),
+    compute=measure(ROTTING_NOW, "rotting", sample="open"),
+    basis=Basis.CURRENT,
+)
+
+ROTTING_VALUE = Kpi(
+    code="rotting_value",
+    family=Family.SALES,
+    label=_("Rotting pipeline value"),
+    unit=Unit.CURRENCY,
+    better=Better.DOWN,
+    formula=_("Σ amount of the rotting deals (as for rotting deals), now"),
+    compute=measure(ROTTING_NOW, "rotting_amount", sample="rotting"),
+    basis=Basis.CURRENT,
+)
+
+ROTTING_SHARE = Kpi(
+    code="rotting_share",
+    family=Family.SALES,
+    label=_("Rotting share of the pipeline"),
+    unit=Unit.PERCENT,
+    better=Better.DOWN,
+    formula=_("Σ amount of the rotting deals ÷ Σ amount of all open deals, now"),
+    compute=ratio(ROTTING_NOW, "rotting_amount", "amount"),
+    basis=Basis.CURRENT,
 )
 
 
@@ -767,6 +804,7 @@ DATASETS = [
     OPEN_BY_CLOSE_DATE,
     FORECAST_DELTAS,
     LEADS,
+    ROTTING_NOW,
 ]
 
 KPIS = [
@@ -780,6 +818,9 @@ KPIS = [
     SALES_CYCLE_P90,
     PIPELINE_VALUE,
     WEIGHTED_PIPELINE,
+    ROTTING_DEALS,
+    ROTTING_VALUE,
+    ROTTING_SHARE,
     FORECAST_WEIGHTED,
     SALES_GROWTH_POP,
     SALES_GROWTH_YOY,

@@ -2,7 +2,7 @@
 than its stage's rotting days is marked on the board and listed in its owner's workspace. Worked by hand,
 in a reporting time zone far from UTC."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.urls import reverse
@@ -102,3 +102,41 @@ def test_rotting_days_are_validated_per_stage():
     with pytest.raises(ValidationError):
         first.full_clean()
     assert PipelineStage._meta.get_field("rotting_days").default == 14
+
+
+def test_the_rotting_kpis_count_value_and_share_by_hand_per_rep_and_company():
+    """Now is 20 March 2026, noon on Kiritimati (UTC+14); the first stage rots after 10 days."""
+    from datetime import datetime
+    from decimal import Decimal
+    from zoneinfo import ZoneInfo
+
+    from metrics.models import Scope
+    from tests.metrics.kit import compute
+
+    now = datetime(2026, 3, 20, 12, tzinfo=ZoneInfo("Pacific/Kiritimati"))
+    PipelineStage.objects.filter(pk=stage().pk).update(rotting_days=10)
+    ana, ben = make_user(), make_user()
+
+    def deal(owner, amount: int, *, untouched_days: float, won: bool = False) -> Deal:
+        made = make_deal(make_customer(owner), amount=Decimal(amount))
+        if won:
+            services.deal_move_stage(deal=made, stage=stage("won"), actor=owner)
+        at = now - timedelta(days=untouched_days)
+        Deal.objects.filter(pk=made.pk).update(
+            created_at=now - timedelta(days=60), updated_at=at, last_activity_at=at - timedelta(days=1)
+        )
+        return made
+
+    deal(ana, 1000, untouched_days=11)  # rotting
+    deal(ana, 3000, untouched_days=5)  # 5 days: not yet
+    deal(ben, 2000, untouched_days=20)  # rotting
+    deal(ben, 9000, untouched_days=40, won=True)  # closed: never rots
+    first_day = date(2026, 3, 1)
+    for code, company, ana_value in (
+        ("rotting_deals", Decimal(2), Decimal(1)),
+        ("rotting_value", Decimal(3000), Decimal(1000)),
+        ("rotting_share", Decimal(50), Decimal(25)),  # 3000 of 6000 open; Ana's 1000 of her 4000
+    ):
+        rows = compute(code, first_day=first_day, now=now)
+        assert Decimal(rows[(Scope.COMPANY, "")].value) == company, code
+        assert Decimal(rows[(Scope.USER, str(ana.pk))].value) == ana_value, code
