@@ -351,9 +351,10 @@ def mark_rotting(deals: Iterable[Deal], *, now: datetime) -> None:
         touched = getattr(deal, "touched", None) or max(
             filter(None, (deal.last_activity_at, deal.updated_at, deal.created_at))
         )
-        deal.idle_days = max(0, (now - touched).days)
-        deal.is_rotting = deal.status == Deal.Status.OPEN and now - touched > timedelta(
-            days=deal.stage.rotting_days
+        # Display attributes for the templates, not model fields.
+        deal.idle_days = max(0, (now - touched).days)  # type: ignore[attr-defined]
+        deal.is_rotting = (  # type: ignore[attr-defined]
+            deal.status == Deal.Status.OPEN and now - touched > timedelta(days=deal.stage.rotting_days)
         )
 
 
@@ -526,7 +527,7 @@ def workspace_summary(*, user: User, now: datetime) -> dict[str, Any]:
 def _my_rotting(*, user: User, now: datetime, shown: int = 8) -> dict[str, Any]:
     """The user's own rotting deals: how many, and the ``shown`` untouched longest."""
     rotting = deals_rotting(qs=deal_list(user=user).filter(owner=user), now=now)
-    deals = list(rotting.order_by("touched", "id")[:shown])
+    deals = list(rotting.order_by(TOUCHED.asc(), "id")[:shown])
     mark_rotting(deals, now=now)
     count = len(deals) if len(deals) < shown else rotting.count()
     return {"rotting_list": deals, "rotting_count": count}
