@@ -54,7 +54,7 @@ def _form_page(request: HttpRequest, form: AutomationRuleForm, rule: AutomationR
 @require_GET
 def automation_list_view(request: HttpRequest) -> HttpResponse:
     require_staff_role(request.user)
-    context = {"rules": selectors.rule_list(lookups=selectors.Lookups())}
+    context = {"rules": selectors.rule_list(lookups=selectors.Lookups()), "days": services.COUNTED_DAYS}
     return render(request, "crm/automation_list.html", context)
 
 

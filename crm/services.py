@@ -816,8 +816,14 @@ def activity_log(
     custom: Mapping[str, Any] | None = None,
     via: str = UsageEvent.Via.WEB,
 ) -> Activity:
-    """Log a call, e-mail, meeting or note (done now), or schedule a task (open until completed)."""
-    _ensure_owns_customer(actor, customer)
+    """Log a call, e-mail, meeting or note (done now), or schedule a task (open until completed).
+
+    What the system logs itself (``via=system``: a rule's task or note, a survey follow-up) is not held to
+    the person's rules: the task may go to someone who does not own the customer (a rule's "least busy
+    manager"), and required custom fields need not be filled in."""
+    system = via == UsageEvent.Via.SYSTEM
+    if not system:
+        _ensure_owns_customer(actor, customer)
     if deal is not None and deal.customer_id != customer.pk:
         raise ValidationError({"deal": _("The deal belongs to another customer.")})
     if ticket is not None and ticket.customer_id != customer.pk:
@@ -836,7 +842,7 @@ def activity_log(
         created_at=at,
         due_at=due_at if is_task else None,
         done_at=at if done else None,
-        custom=custom_fields.values_clean(entity="activity", current={}, changes=custom),
+        custom=custom_fields.values_clean(entity="activity", current={}, changes=custom, require=not system),
     )
     _save(activity)
     if deal is not None:

@@ -602,8 +602,10 @@ def _follow_up(
                 at=now,
                 via=UsageEvent.Via.SYSTEM,
             )
-    except (ValidationError, PermissionDenied):
+    except (ValidationError, PermissionDenied) as exc:
         logger.exception("survey response %s: the follow-up task could not be created", response.pk)
+        failed = [note(gettext_noop("The follow-up task could not be created: %(reason)s"), reason=exc)]
+        builtins.ran(rule, obj=customer, key=f"response:{response.pk}", outcome=failed, status="failed")
         return
     response.followup_task = task
     response.save(update_fields=["followup_task"])

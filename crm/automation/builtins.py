@@ -36,7 +36,14 @@ def active(builtin: str) -> AutomationRule | None:
     return rule if rule.is_active else None
 
 
-def ran(rule: AutomationRule, *, obj: models.Model, key: str, outcome: list[dict]) -> None:
+def ran(
+    rule: AutomationRule,
+    *,
+    obj: models.Model,
+    key: str,
+    outcome: list[dict],
+    status: str = AutomationRun.Status.DONE,
+) -> None:
     """Log a built-in rule's run (done in the same transaction as the write)."""
     now = timezone.now()
     AutomationRun.objects.bulk_create(
@@ -46,7 +53,7 @@ def ran(rule: AutomationRule, *, obj: models.Model, key: str, outcome: list[dict
                 object_type=obj._meta.model_name,
                 object_id=obj.pk,
                 event_key=key,
-                status=AutomationRun.Status.DONE,
+                status=status,
                 outcome=outcome,
                 created_at=now,
                 finished_at=now,

@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DatabaseError, models, transaction
-from django.db.models import Q, QuerySet
+from django.db import DatabaseError, OperationalError, models, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -63,10 +63,14 @@ def _execute(run: AutomationRun) -> tuple[str, list[dict]]:
     if record is None:
         return Status.SKIPPED, [note(gettext_noop("The record no longer exists."))]
     try:
-        if not matches(rule, records).exists():
-            return Status.SKIPPED, [note(gettext_noop("The conditions did not hold."))]
+        # One savepoint around the conditions and the actions: whatever fails in them, the run's own row
+        # can still be written (never left waiting).
         with transaction.atomic(), chain_of(run):
+            if not matches(rule, records).exists():
+                return Status.SKIPPED, [note(gettext_noop("The conditions did not hold."))]
             return Status.DONE, [actions.perform(action, record=record, rule=rule) for action in rule.actions]
+    except OperationalError:
+        raise  # a deadlock or a lost connection: the task is retried, the run still waits
     except (ValidationError, PermissionDenied) as exc:
         messages = getattr(exc, "messages", None) or [str(exc)]
         text = " ".join(str(m) for m in messages)
@@ -148,10 +152,14 @@ def sweep(now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
     counts = {"idle": 0, "sla": 0, "requeued": 0}
     for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger=Trigger.DEAL_IDLE):
-        for deal in idle_deals(rule, since=now - SWEEP_WINDOW, now=now)[:SWEEP_BATCH]:
+        fired = _runs_of(rule, "deal").filter(created_at__gte=OuterRef("idle_since"))
+        for deal in idle_deals(rule, since=now - SWEEP_WINDOW, now=now).exclude(Exists(fired))[:SWEEP_BATCH]:
             counts["idle"] += len(_emit_idle(rule, deal))
     for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger=Trigger.TICKET_SLA_NEAR):
-        for ticket in sla_near_tickets(rule, since=now - SWEEP_WINDOW, now=now)[:SWEEP_BATCH]:
+        near_since = F("resolution_due_at") - timedelta(hours=rule.params["hours"])
+        fired = _runs_of(rule, "ticket").filter(created_at__gte=OuterRef("near_since"))
+        tickets = sla_near_tickets(rule, since=now - SWEEP_WINDOW, now=now).alias(near_since=near_since)
+        for ticket in tickets.exclude(Exists(fired))[:SWEEP_BATCH]:
             counts["sla"] += len(_emit_sla(rule, ticket))
     stale = list(
         AutomationRun.objects.filter(status=Status.PENDING, created_at__lt=now - STALE_AFTER)
@@ -164,6 +172,11 @@ def sweep(now: Any = None) -> dict[str, int]:
         enqueue(stale)
     counts["requeued"] = len(stale)
     return counts
+
+
+def _runs_of(rule: AutomationRule, object_type: str) -> QuerySet:
+    """The rule's runs on the outer query's record (the sweep leaves out what already fired)."""
+    return AutomationRun.objects.filter(rule=rule, object_type=object_type, object_id=OuterRef("pk"))
 
 
 def idle_deals(rule: AutomationRule, *, since: Any, now: Any) -> QuerySet:

@@ -1,6 +1,7 @@
 """Automation rules ("when … if … then …") and their run log."""
 
 from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext
@@ -108,6 +109,7 @@ class AutomationRun(models.Model):
         indexes = [
             models.Index(fields=["rule", "-created_at"], name="automation_run_log"),
             models.Index(fields=["created_at"], condition=Q(status="pending"), name="automation_run_pending"),
+            BrinIndex(fields=["created_at"], name="automation_run_created_brin"),
         ]
 
     def __str__(self) -> str:

@@ -7,11 +7,13 @@ gone, a user who left), or None. A rule with a problem is refused when saved and
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy, gettext_noop
 
 from accounts.models import User
 from crm.automation.events import ENTITY_OF
 from crm.automation.models import AutomationRule, note
+from crm.custom_fields import kinds
 from crm.custom_fields.models import CustomField
 
 Trigger = AutomationRule.Trigger
@@ -142,6 +144,8 @@ def _conditions_problem(rule: AutomationRule, entity: str, fields: dict[str, Cus
                 return note(
                     gettext_noop("A condition uses the field “%(field)s”, which was removed."), field=name[7:]
                 )
+            if op not in ("empty", "set") and not _fits(field, condition.get("value")):
+                return _misfit(field, condition.get("value"))
         elif name not in CONDITION_FIELDS[entity]:
             return note(
                 gettext_noop("A condition uses “%(field)s”, which these records do not have."),
@@ -190,6 +194,8 @@ def _field_problem(action: dict[str, Any], entity: str, fields: dict[str, Custom
             return note(
                 gettext_noop("An action sets the field “%(field)s”, which was removed."), field=name[7:]
             )
+        if not _fits(field, action.get("value")):
+            return _misfit(field, action.get("value"))
     elif name not in SETTABLE[entity]:
         return note(gettext_noop("An action sets “%(field)s”, which a rule cannot change."), field=name[:40])
     return None
@@ -207,6 +213,25 @@ def _who_problem(action: dict[str, Any]) -> dict | None:
     if kind == "send_email" and action.get("to") not in ("customer", "owner"):
         return note(gettext_noop("Choose who gets the e-mail."))
     return None
+
+
+def _fits(field: CustomField, value: Any) -> bool:
+    """Whether a rule's value still reads as a value of ``field`` (its type or options may have changed)."""
+    try:
+        kinds.clean(field, value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _misfit(field: CustomField, value: Any) -> dict:
+    return note(
+        gettext_noop(
+            "The value “%(value)s” no longer fits the field “%(field)s” (its type or options changed)."
+        ),
+        value=str(value)[:50],
+        field=field.key,
+    )
 
 
 def _active_user(pk: Any) -> bool:

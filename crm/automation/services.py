@@ -18,6 +18,7 @@ from crm.custom_fields.models import CustomField
 
 Trigger = AutomationRule.Trigger
 DRY_RUN_DAYS = 7
+COUNTED_DAYS = 30
 DRY_RUN_SAMPLE = 10
 
 
@@ -106,10 +107,27 @@ def rules_disable_for_field(*, field: CustomField) -> int:
     return count
 
 
-def rule_counts() -> dict[int, dict[str, int]]:
-    """Each rule's runs by status (the rules page), in one query."""
+def rules_recheck_for_field(*, field: CustomField) -> int:
+    """After a change of a field's type or options: switch off the rules whose values for it no longer
+    fit, saying why; returns how many."""
+    entity_triggers = [t for t, e in ENTITY_OF.items() if e == field.entity]
+    count = 0
+    for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger__in=entity_triggers):
+        if field.key in rules.custom_fields_used(rule) and (reason := rules.problem(rule)):
+            AutomationRule.objects.filter(pk=rule.pk).update(
+                is_active=False, disabled_reason=reason, updated_at=timezone.now()
+            )
+            count += 1
+    return count
+
+
+def rule_counts(*, days: int = COUNTED_DAYS) -> dict[int, dict[str, int]]:
+    """Each rule's runs of the last ``days`` days by status (the rules page), in one query (the run log
+    grows for ever; a BRIN index on its time keeps this a scan of the recent runs only)."""
+    since = timezone.now() - timedelta(days=days)
     counts: dict[int, dict[str, int]] = {}
-    for row in AutomationRun.objects.values("rule", "status").annotate(n=Count("id")).order_by():
+    runs = AutomationRun.objects.filter(created_at__gte=since)
+    for row in runs.values("rule", "status").annotate(n=Count("id")).order_by():
         counts.setdefault(row["rule"], {})[row["status"]] = row["n"]
     return counts
 

@@ -8,7 +8,7 @@ cast to numeric or as ISO text.
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import DecimalField, Expression, Q, QuerySet
+from django.db.models import Case, DecimalField, Expression, Q, QuerySet, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.db.models.lookups import IContains
@@ -20,6 +20,7 @@ Kind = CustomField.Kind
 NUMERIC = (Kind.INTEGER, Kind.DECIMAL, Kind.MONEY)
 CONTAINED = (Kind.CHOICE, Kind.YES_NO, Kind.USER)
 TEXTUAL = (Kind.TEXT, Kind.LONG_TEXT, Kind.URL, Kind.EMAIL)
+NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,8})?$"
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "empty", "set")
 
 
@@ -38,7 +39,14 @@ def with_value(qs: QuerySet, field: CustomField) -> QuerySet:
     (filtered on, not selected)."""
     expression = text_of(field)
     if field.kind in NUMERIC:
-        expression = Cast(expression, DecimalField(max_digits=30, decimal_places=8))
+        # Only text that is a number is cast (a value stored before a type change, or written behind the
+        # CRM's back, compares as empty rather than failing the whole query).
+        number = DecimalField(max_digits=30, decimal_places=8)
+        expression = Case(
+            When(Q(**{f"{annotation_name(field)}_text__regex": NUMBER}), then=Cast(expression, number)),
+            default=Value(None, output_field=number),
+        )
+        qs = qs.alias(**{f"{annotation_name(field)}_text": text_of(field)})
     return qs.alias(**{annotation_name(field): expression})
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from accounts.models import User
 from crm.custom_fields import kinds
 from crm.custom_fields.models import CustomField
+from crm.transactions import atomic_retrying
 
 Kind = CustomField.Kind
 Entity = CustomField.Entity
@@ -82,10 +83,17 @@ def values_clean(
     changes: Mapping[str, Any] | None,
     stage: Any = None,
     fields: list[CustomField] | None = None,
+    require: bool = True,
 ) -> dict[str, Any]:
     """The record's new ``custom`` values: ``current`` with ``changes`` (key → value as typed; an empty
-    value clears the field) applied and validated, every required field filled in. Values of archived
-    fields are kept untouched. Raises ValidationError keyed ``custom.<key>``."""
+    value clears the field) applied and validated, every required field filled in (unless ``require``
+    is off: what the system itself writes, a rule's task, is not held to what a person must fill in).
+    Values of archived fields are kept untouched. Raises ValidationError keyed ``custom.<key>``.
+
+    The definitions are read under a shared lock held to the end of the caller's transaction: a change
+    of type waits for the writes in flight, and writes that start meanwhile wait for it and then read
+    the new definitions (no value of the old type is stored after the conversion)."""
+    _definitions_locked(entity, shared=True)
     by_key = {f.key: f for f in (fields if fields is not None else fields_of(entity, active_only=False))}
     result = dict(current or {})
     errors: dict[str, list[str]] = {}
@@ -107,11 +115,19 @@ def values_clean(
         else:
             result[key] = value
     for field in by_key.values():
-        if field.is_active and required_here(field, stage) and field.key not in result:
+        if require and field.is_active and required_here(field, stage) and field.key not in result:
             errors.setdefault(f"custom.{field.key}", [_("Fill in %(field)s.") % {"field": field.label}])
     if errors:
         raise ValidationError(errors)
     return result
+
+
+def _definitions_locked(entity: str, *, shared: bool) -> None:
+    """The transaction-long advisory lock on an entity's field definitions (shared: a write of values;
+    exclusive: a change of type or choices)."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(hashtext(%s))", [f"minicrm.custom_fields.{entity}"])
 
 
 def _user_ids() -> set[int]:
@@ -178,7 +194,11 @@ def field_create(*, actor: User, entity: str, key: str, **definition: Any) -> Cu
     if definition.get("order") is None:
         field.order = (CustomField.objects.filter(entity=entity).count() + 1) * 10
     field.full_clean(validate_constraints=False)
-    field.save()
+    try:
+        with transaction.atomic():
+            field.save()
+    except IntegrityError:  # another manager made the same key a moment ago
+        raise ValidationError({"key": _("There is already a field with this key.")}) from None
     return field
 
 
@@ -209,7 +229,7 @@ class ValuesWouldNotFit(ValidationError):
         )
 
 
-@transaction.atomic
+@atomic_retrying
 def field_update(*, actor: User, field: CustomField, **changes: Any) -> CustomField:
     """Change a field's labels, help, order, required rule, archive state, choices or type (the key and
     the record type never change). A new type or a narrower set of choices is applied only when every
@@ -219,6 +239,8 @@ def field_update(*, actor: User, field: CustomField, **changes: Any) -> CustomFi
     if unknown:
         raise TypeError(f"unknown custom field settings: {sorted(unknown)}")
     field = CustomField.objects.select_for_update().get(pk=field.pk)
+    if "kind" in changes or "choices" in changes:
+        _definitions_locked(field.entity, shared=False)  # no write of values while they are converted
     before = CustomField(**{f.attname: getattr(field, f.attname) for f in field._meta.concrete_fields})
     kind = changes.get("kind", field.kind)
     if "choices" in changes or "kind" in changes:
@@ -228,9 +250,14 @@ def field_update(*, actor: User, field: CustomField, **changes: Any) -> CustomFi
         setattr(field, name, value)
     field.updated_at = timezone.now()
     field.full_clean(validate_constraints=False)
-    if field.kind != before.kind or field.choices != before.choices:
+    retyped = field.kind != before.kind or field.choices != before.choices
+    if retyped:
         _convert_values(before, field)
     field.save()
+    if retyped:
+        from crm.automation.services import rules_recheck_for_field
+
+        rules_recheck_for_field(field=field)
     if before.is_active and not field.is_active:
         _field_gone(field)
     return field

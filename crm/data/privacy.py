@@ -4,11 +4,10 @@ Erasure anonymises in place: ids, amounts, dates and statuses stay, so every cou
 same; the name, contact details and free text about the person go, in the audit history too.
 """
 
-import json
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import connection, models
+from django.db import models
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
@@ -18,7 +17,16 @@ from accounts.models import UsageEvent, User
 from accounts.services import usage_record
 from crm import customer_data
 from crm.custom_fields.query import TEXTUAL
-from crm.models import Activity, Customer, CustomerMerge, CustomField, Deal, Ticket, TicketMessage
+from crm.models import (
+    Activity,
+    AutomationRun,
+    Customer,
+    CustomerMerge,
+    CustomField,
+    Deal,
+    Ticket,
+    TicketMessage,
+)
 from crm.transactions import atomic_retrying
 
 # Customer fields that identify the person; erased (blanked, or the name replaced).
@@ -100,7 +108,7 @@ def _erase_one(customer: Customer) -> None:
         name=new_name, **blank, **dict.fromkeys(MATCH_KEYS, ""), custom=custom, updated_at=timezone.now()
     )
     Customer.history.filter(id=customer.pk).update(name=new_name, **blank, custom=custom)
-    _erase_from_run_log([old_name, customer.email], new_name)
+    _erase_from_run_log(customer, [old_name, customer.email], new_name)
     tickets = Ticket.objects.filter(customer=customer)
     TicketMessage.objects.filter(ticket__in=tickets).update(body="")
     Activity.objects.filter(customer=customer).update(notes="")
@@ -143,17 +151,35 @@ def _custom_without_text(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in (values or {}).items() if key not in textual}
 
 
-def _erase_from_run_log(texts: list[str], replacement: str) -> None:
-    """Automation runs quote names and addresses in what they did ("Task “Call ACME” for …"): replace
-    them in every run that does (as JSON text, so quotes and backslashes in a name match too)."""
-    for text in filter(None, texts):
-        old, new = json.dumps(text)[1:-1], json.dumps(replacement)[1:-1]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE crm_automationrun SET outcome = replace(outcome::text, %s, %s)::jsonb "
-                "WHERE strpos(outcome::text, %s) > 0",
-                [old, new, old],
-            )
+def _erase_from_run_log(customer: Customer, texts: list[str], replacement: str) -> None:
+    """Automation runs on the customer and their records quote names and addresses in what they did
+    ("Task “Call ACME” for …"): replace them in those runs' note parameters (never in the JSON's
+    structure, and never in other customers' runs)."""
+    texts = [text for text in texts if text]
+    if not texts:
+        return
+    records = Q(object_type="customer", object_id=customer.pk)
+    for object_type, model in (("deal", Deal), ("ticket", Ticket), ("activity", Activity)):
+        records |= Q(
+            object_type=object_type, object_id__in=model.objects.filter(customer=customer).values("pk")
+        )
+    for run in AutomationRun.objects.filter(records).only("pk", "outcome"):
+        outcome = [
+            {**entry, "params": {k: _scrubbed(v, texts, replacement) for k, v in entry["params"].items()}}
+            if entry.get("params")
+            else entry
+            for entry in run.outcome or []
+        ]
+        if outcome != run.outcome:
+            AutomationRun.objects.filter(pk=run.pk).update(outcome=outcome)
+
+
+def _scrubbed(value: Any, texts: list[str], replacement: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    for text in sorted(texts, key=len, reverse=True):
+        value = value.replace(text, replacement)
+    return value
 
 
 @atomic_retrying

@@ -539,3 +539,86 @@ def test_the_dry_run_of_near_the_sla_counts_the_tickets_that_came_near_in_the_wi
     )
     result = dry_run(near)
     assert result["records"] == 1 and [t.pk for t in result["sample"]] == [came_near.pk]
+
+
+# What a review found
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_stored_value_that_is_not_a_number_fails_no_query_and_leaves_no_run_waiting():
+    field_create(actor=make_manager(), entity="deal", key="size", label_en="Size", kind="integer")
+    sized = rule(
+        Trigger.DEAL_CREATED, [TASK], conditions=[{"field": "custom.size", "op": "gt", "value": "3"}]
+    )
+    big, odd = make_deal(custom={"size": 9}), make_deal()
+    Deal.objects.filter(pk=odd.pk).update(custom={"size": "abc"})  # written behind the CRM's back
+    assert sorted(run_pending()) == [Status.DONE, Status.SKIPPED]
+    assert {r.object_id: r.status for r in sized.runs.all()} == {big.pk: Status.DONE, odd.pk: Status.SKIPPED}
+
+
+@pytest.mark.django_db
+def test_a_required_activity_field_does_not_stop_the_tasks_rules_and_follow_ups_create():
+    field_create(
+        actor=make_manager(), entity="activity", key="outcome", label_en="Outcome", kind="text", required=True
+    )
+    rule(Trigger.DEAL_CREATED, [TASK, {"type": "add_note", "text_en": "Noted"}])
+    deal = make_deal()
+    assert run_pending() == [Status.DONE]
+    assert len(tasks_for(deal)) == 1
+    unhappy = make_customer()
+    make_answer(make_survey("nps"), unhappy, 1, timezone.now())  # the built-in follow-up
+    assert len(tasks_for(unhappy)) == 1
+
+
+@pytest.mark.django_db
+def test_a_task_for_the_least_busy_rep_goes_to_a_rep_who_does_not_own_the_customer():
+    other_rep = make_user()
+    rule(Trigger.DEAL_CREATED, [{"type": "create_task", "assignee": "rep", "days": 1, "subject_en": "Help"}])
+    deal = make_deal()
+    busy_owner = deal.owner
+    for _ in range(3):
+        services.activity_log(
+            actor=busy_owner, customer=deal.customer, kind="task", subject="Busy", due_at=timezone.now()
+        )
+    assert run_pending()[-1] == Status.DONE
+    assert Activity.objects.get(subject="Help").user == other_rep
+
+
+@pytest.mark.django_db
+def test_changing_a_fields_options_switches_off_the_rules_whose_values_no_longer_fit():
+    manager = make_manager()
+    line = field_create(
+        actor=manager,
+        entity="deal",
+        key="line",
+        label_en="Line",
+        kind="choice",
+        choices=[{"key": "pumps", "en": "Pumps"}, {"key": "valves", "en": "Valves"}],
+    )
+    uses_valves = rule(
+        Trigger.DEAL_CREATED, [TASK], conditions=[{"field": "custom.line", "op": "eq", "value": "valves"}]
+    )
+    uses_pumps = rule(
+        Trigger.DEAL_CREATED, [TASK], conditions=[{"field": "custom.line", "op": "eq", "value": "pumps"}]
+    )
+    field_update(actor=manager, field=line, choices=[{"key": "pumps", "en": "Pumps"}])
+    uses_valves.refresh_from_db()
+    uses_pumps.refresh_from_db()
+    assert not uses_valves.is_active and "valves" in uses_valves.disabled_reason_text()
+    assert uses_pumps.is_active
+
+
+@pytest.mark.django_db
+def test_erasing_a_customer_scrubs_only_their_own_runs():
+    from crm.data.privacy import customer_erase_personal_data
+
+    rule(Trigger.DEAL_CREATED, [TASK])
+    li = make_customer(name="Li")
+    lisa = make_customer(name="Lisa Chen")
+    li_deal, lisa_deal = make_deal(li), make_deal(lisa)
+    run_pending()
+    customer_erase_personal_data(customer=li, actor=make_manager())
+    texts = {run.object_id: run.outcome_text() for run in AutomationRun.objects.filter(object_type="deal")}
+    assert "Call Lisa Chen" in texts[lisa_deal.pk]  # another customer's run is left as it was
+    assert texts[li_deal.pk].startswith(f"Task “Call Erased customer #{li.pk}”")
