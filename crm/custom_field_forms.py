@@ -1,6 +1,7 @@
 """Custom fields in forms: the definition form (managers and admins), and the fields a record's form gains,
 one per active custom field of its record type (``cf_<key>``), after its own."""
 
+import json
 import re
 from typing import Any
 
@@ -295,8 +296,52 @@ class CustomFieldsForm(forms.Form):
 
 
 class CustomValuesForm(CustomFieldsForm):
-    """Only a record's custom fields (the ticket page's form, for tickets have no edit form)."""
+    """Only a record's custom fields (the ticket page's form, for tickets have no edit form).
+
+    It carries the values as the page showed them (``seen``): a save sends only the fields the user
+    changed from those, and refuses a field someone else changed meanwhile (showing its value now; a
+    second save applies the user's knowingly), so concurrent edits never silently overwrite each other."""
+
+    seen = forms.CharField(widget=forms.HiddenInput, required=False, max_length=200_000)
 
     def __init__(self, *args: Any, entity: str, **kwargs: Any) -> None:
         self.custom_entity = entity
         super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.fields["seen"].initial = json.dumps(dict(getattr(self.custom_record, "custom", None) or {}))
+
+    def _stored(self) -> dict[str, Any]:
+        """What the user saw (posted back), else the record as it is."""
+        if self.is_bound:
+            try:
+                seen = json.loads(self.data.get("seen") or "")
+            except (TypeError, ValueError):
+                seen = None
+            if isinstance(seen, dict):
+                return seen
+        return super()._stored()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        now = dict(getattr(self.custom_record, "custom", None) or {})
+        seen = self._stored()
+        changed = self.custom_changes()
+        overwritten = [
+            d for d in self.custom_definitions if d.key in changed and now.get(d.key) != seen.get(d.key)
+        ]
+        for definition in overwritten:
+            shown = kinds.display(definition, now.get(definition.key)) or gettext("(empty)")
+            message = gettext(
+                "Someone else changed this field meanwhile; it is now “%(value)s”. Save again to replace it."
+            )
+            self.add_error(definition.form_name, message % {"value": shown})
+        if overwritten:  # based on the values now, a second save applies the user's input knowingly
+            rebased = dict(seen)
+            for definition in overwritten:
+                if definition.key in now:
+                    rebased[definition.key] = now[definition.key]
+                else:
+                    rebased.pop(definition.key, None)
+            self.data = self.data.copy()
+            self.data["seen"] = json.dumps(rebased)
+        return data

@@ -1,6 +1,8 @@
 """Custom fields on the web: the definition pages (managers only), one field per type in the record forms,
 required and required-from-stage, archive / rename / retype without losing values, the detail pages."""
 
+import html
+import re
 from decimal import Decimal
 
 import pytest
@@ -635,3 +637,29 @@ def test_a_conflicting_edit_keeps_the_input_and_saving_again_applies_it(client, 
     assert client.post(reverse("crm:customer_update", args=[customer.pk]), payload).status_code == 302
     customer.refresh_from_db()
     assert customer.name == "Mine" and customer.custom == {"lot": "A1", "size": 5}
+
+
+def test_two_people_editing_a_tickets_fields_never_silently_overwrite_each_other(client, rep):
+    import json
+
+    from crm.models import Ticket
+    from crm.services import custom_values_set
+
+    make_field(entity="ticket", key="serial", label_en="Serial number")
+    make_field(entity="ticket", key="site", label_en="Site")
+    ticket = make_ticket(make_customer(rep), custom={"serial": "SN-1", "site": "Berlin"})
+    seen = json.dumps(ticket.custom)  # what the page showed Rita
+    assert 'name="seen"' in client.get(ticket.get_absolute_url()).content.decode()
+    custom_values_set(obj=ticket, actor=rep, changes={"serial": "SN-2"}, via="web")  # someone else, meanwhile
+    url = reverse("crm:ticket_fields", args=[ticket.pk])
+    # Rita changes only the site: the other person's serial number stays.
+    client.post(url, {"seen": seen, "cf_serial": "SN-1", "cf_site": "Hamburg"})
+    assert Ticket.objects.get().custom == {"serial": "SN-2", "site": "Hamburg"}
+    # Rita changes the serial number the other person changed: refused, with its value now.
+    response = client.post(url, {"seen": seen, "cf_serial": "SN-9", "cf_site": "Hamburg"}, headers=HTMX)
+    body = response.content.decode()
+    assert response.status_code == 200 and "it is now “SN-2”" in body
+    assert Ticket.objects.get().custom["serial"] == "SN-2"
+    rebased = re.search(r'name="seen" value="([^"]*)"', body).group(1)
+    client.post(url, {"seen": html.unescape(rebased), "cf_serial": "SN-9", "cf_site": "Hamburg"})
+    assert Ticket.objects.get().custom == {"serial": "SN-9", "site": "Hamburg"}  # applied knowingly
