@@ -329,17 +329,23 @@ def custom_fields_shown(*, entity: str, values: Iterable[Mapping[str, Any] | Non
 TOUCHED = Greatest("last_activity_at", "updated_at", "created_at")
 
 
-def deals_rotting(*, qs: QuerySet[Deal], now: datetime) -> QuerySet[Deal]:
-    """The open deals of ``qs`` untouched for longer than their stage's rotting days (KPIS.md §10.7),
-    with ``touched`` (when they were last touched) annotated."""
+def rots_at() -> ExpressionWrapper:
+    """When a deal starts rotting (KPIS.md §10.7): last touched + its stage's rotting days. The board,
+    the workspace and the rotting KPIs (metrics.kpis.shared.ROTTING_NOW) all read it."""
     rotting_days = ExpressionWrapper(
         F("stage__rotting_days") * Value(timedelta(days=1), output_field=DurationField()),
         output_field=DurationField(),
     )
+    return ExpressionWrapper(TOUCHED + rotting_days, output_field=DateTimeField())
+
+
+def deals_rotting(*, qs: QuerySet[Deal], now: datetime) -> QuerySet[Deal]:
+    """The open deals of ``qs`` untouched for longer than their stage's rotting days, with ``touched``
+    (when they were last touched) annotated."""
     return (
         qs.filter(status=Deal.Status.OPEN)
         .annotate(touched=TOUCHED)
-        .alias(rots_at=ExpressionWrapper(F("touched") + rotting_days, output_field=DateTimeField()))
+        .alias(rots_at=rots_at())
         .filter(rots_at__lt=now)
     )
 

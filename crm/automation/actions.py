@@ -163,11 +163,10 @@ def set_field(action: dict[str, Any], record: Any, rule: AutomationRule) -> dict
     else:
         field = type(record)._meta.get_field(name)
         typed = None if value in (None, "") else field.to_python(value)
-        update = services.deal_update if isinstance(record, Deal) else services.customer_update
         if isinstance(record, Deal):
             services.deal_update(deal=record, actor=actor, data={name: typed}, version=None, via=SYSTEM)
         elif isinstance(record, Customer):
-            update(customer=record, actor=actor, data={name: typed}, via=SYSTEM)
+            services.customer_update(customer=record, actor=actor, data={name: typed}, via=SYSTEM)
     return note(
         gettext_noop("%(field)s set to “%(value)s”."), field=name.removeprefix("custom."), value=value
     )

@@ -56,7 +56,7 @@ def _execute(run: AutomationRun) -> tuple[str, list[dict]]:
         return Status.SKIPPED, [note(gettext_noop("The rule was switched off before it ran."))]
     reason = rules.problem(rule)
     if reason:
-        _switch_off(rule, reason)
+        switch_off(rule, reason)
         return Status.FAILED, [note(gettext_noop("The rule was switched off:")), reason]
     records = entity_model(run.object_type)._default_manager.filter(pk=run.object_id)
     record = records.first()
@@ -85,7 +85,8 @@ def _execute(run: AutomationRun) -> tuple[str, list[dict]]:
         ]
 
 
-def _switch_off(rule: AutomationRule, reason: dict) -> None:
+def switch_off(rule: AutomationRule, reason: dict) -> None:
+    """The CRM switches ``rule`` off, saying why (a run-log note shown on the rules page)."""
     AutomationRule.objects.filter(pk=rule.pk).update(
         is_active=False, disabled_reason=reason, updated_at=timezone.now()
     )

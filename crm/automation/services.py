@@ -91,32 +91,31 @@ def rule_set_active(*, actor: User, rule: AutomationRule, is_active: bool) -> Au
     return rule_update(actor=actor, rule=rule, is_active=is_active)
 
 
+def _rules_using(field: CustomField) -> list[AutomationRule]:
+    """The switched-on rules of the field's record type that read or write it."""
+    triggers = [t for t, e in ENTITY_OF.items() if e == field.entity]
+    found = AutomationRule.objects.filter(is_active=True, builtin="", trigger__in=triggers)
+    return [rule for rule in found if field.key in rules.custom_fields_used(rule)]
+
+
 def rules_disable_for_field(*, field: CustomField) -> int:
     """Switch off the rules that read or write ``field`` (archived), saying why; returns how many."""
-    entity_triggers = [t for t, e in ENTITY_OF.items() if e == field.entity]
     reason = note(
         gettext_noop("It uses the field “%(field)s”, which was archived or removed."), field=field.key
     )
-    count = 0
-    for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger__in=entity_triggers):
-        if field.key in rules.custom_fields_used(rule):
-            AutomationRule.objects.filter(pk=rule.pk).update(
-                is_active=False, disabled_reason=reason, updated_at=timezone.now()
-            )
-            count += 1
-    return count
+    using = _rules_using(field)
+    for rule in using:
+        engine.switch_off(rule, reason)
+    return len(using)
 
 
 def rules_recheck_for_field(*, field: CustomField) -> int:
     """After a change of a field's type or options: switch off the rules whose values for it no longer
     fit, saying why; returns how many."""
-    entity_triggers = [t for t, e in ENTITY_OF.items() if e == field.entity]
     count = 0
-    for rule in AutomationRule.objects.filter(is_active=True, builtin="", trigger__in=entity_triggers):
-        if field.key in rules.custom_fields_used(rule) and (reason := rules.problem(rule)):
-            AutomationRule.objects.filter(pk=rule.pk).update(
-                is_active=False, disabled_reason=reason, updated_at=timezone.now()
-            )
+    for rule in _rules_using(field):
+        if reason := rules.problem(rule):
+            engine.switch_off(rule, reason)
             count += 1
     return count
 

@@ -20,7 +20,6 @@ from django.db.models import (
     Case,
     DateField,
     DateTimeField,
-    DurationField,
     Exists,
     ExpressionWrapper,
     F,
@@ -32,7 +31,7 @@ from django.db.models import (
     When,
     Window,
 )
-from django.db.models.functions import Cast, Coalesce, Greatest, Lag, Round, RowNumber, Trunc, TruncDate
+from django.db.models.functions import Cast, Coalesce, Lag, Round, RowNumber, Trunc, TruncDate
 from psycopg import sql as pg
 
 from crm.models import (
@@ -46,6 +45,7 @@ from crm.models import (
     Ticket,
     TicketStatusChange,
 )
+from crm.selectors import rots_at
 from metrics.kpis.base import Context
 from metrics.kpis.builders import (
     Dataset,
@@ -279,16 +279,10 @@ OPEN_PIPELINE_NOW = Dataset(
 def _rotting_rows(ctx: Context) -> QuerySet:
     """The open deals now, each marked ``rotting`` (1) when untouched — no activity, stage move or edit —
     for longer than its stage's rotting days (KPIS.md §10.7), with its amount when it is."""
-    touched = Greatest("last_activity_at", "updated_at", "created_at")
-    allowed = ExpressionWrapper(
-        F("stage__rotting_days") * Value(timedelta(days=1), output_field=DurationField()),
-        output_field=DurationField(),
-    )
-    rots_at = ExpressionWrapper(touched + allowed, output_field=DateTimeField())
     rotting = Case(When(Q(rots_at__lt=ctx.now), then=Value(1)), default=Value(0), output_field=IntegerField())
     return (
         Deal.objects.filter(live("customer__"), status=OPEN)
-        .alias(rots_at=rots_at)
+        .alias(rots_at=rots_at())
         .annotate(as_of=Value(ctx.now, output_field=DateTimeField()), cents=_cents("amount"), rotting=rotting)
     )
 
