@@ -1,6 +1,7 @@
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
+from crm.forecasting.services import stage_probability_record
 from crm.models import (
     Activity,
     CompanySettings,
@@ -16,6 +17,7 @@ from crm.models import (
     PipelineStage,
     SlaPolicy,
     SpendEntry,
+    StageProbabilityVersion,
     Ticket,
     TicketMessage,
     TicketStatusChange,
@@ -80,16 +82,51 @@ class PipelineStageInline(admin.TabularInline):
         return super().get_formset(request, obj, absolute_max=self.max_num, **kwargs)
 
 
+def _record_probability(request, stage: PipelineStage) -> None:
+    """A stage saved in the pipeline settings: its probability, if it changed (or the stage is new), is a
+    new version, so forecasts frozen before keep the probability they used (crm.forecasting)."""
+    reason = StageProbabilityVersion.Reason.ADMIN
+    stage_probability_record(stage=stage, actor=request.user, reason=reason, note="admin")
+
+
 @admin.register(Pipeline)
 class PipelineAdmin(admin.ModelAdmin):
     list_display = ["name", "is_default"]
     inlines = [PipelineStageInline]
 
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is PipelineStage:
+            for stage in formset.new_objects + [obj for obj, _fields in formset.changed_objects]:
+                _record_probability(request, stage)
+
 
 @admin.register(PipelineStage)
 class PipelineStageAdmin(admin.ModelAdmin):
-    list_display = ["name", "pipeline", "order", "probability", "kind", "rotting_days"]
-    list_filter = ["pipeline", "kind"]
+    list_display = ["name", "pipeline", "order", "probability", "forecast_category", "kind", "rotting_days"]
+    list_filter = ["pipeline", "kind", "forecast_category"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _record_probability(request, obj)
+
+
+@admin.register(StageProbabilityVersion)
+class StageProbabilityVersionAdmin(admin.ModelAdmin):
+    """The versions are history: read here, written only when a stage's probability changes."""
+
+    list_display = ["stage", "probability", "valid_from", "set_by", "reason", "note"]
+    list_filter = ["reason", "stage"]
+    list_select_related = ["stage", "set_by"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Deal)

@@ -38,6 +38,13 @@ def _require_importer(user: User) -> None:
         raise Http404
 
 
+def _kinds(user: User) -> list[tuple[str, str]]:
+    """What ``user`` may import: campaigns are the managers'."""
+    return [
+        (k, label) for k, label in ImportJob.Kind.choices if user.is_manager or k != ImportJob.Kind.CAMPAIGNS
+    ]
+
+
 def _import_job(request: HttpRequest, pk: int) -> ImportJob:
     """One of the user's own imports (everyone else's is a 404), without the file's bytes."""
     _require_importer(request.user)
@@ -53,7 +60,7 @@ def _import_job(request: HttpRequest, pk: int) -> ImportJob:
 def import_list_view(request: HttpRequest) -> HttpResponse:
     _require_importer(request.user)
     jobs = ImportJob.objects.without_content().filter(created_by=request.user).order_by("-created_at", "-id")
-    context = {"jobs": jobs[:30], "kinds": ImportJob.Kind.choices}
+    context = {"jobs": jobs[:30], "kinds": _kinds(request.user)}
     return render(request, "crm/import_list.html", context)
 
 
@@ -61,8 +68,10 @@ def import_list_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def import_upload_view(request: HttpRequest) -> HttpResponse:
     _require_importer(request.user)
-    kind = request.GET.get("kind") if request.GET.get("kind") in ImportJob.Kind.values else "customers"
+    kinds = _kinds(request.user)
+    kind = request.GET.get("kind") if request.GET.get("kind") in dict(kinds) else "customers"
     form = data_forms.ImportUploadForm(request.POST or None, request.FILES or None, initial={"kind": kind})
+    form.fields["kind"].choices = kinds
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
@@ -77,7 +86,7 @@ def import_upload_view(request: HttpRequest) -> HttpResponse:
             form.add_error("file", exc.messages)
         else:
             return _redirect(request, reverse("crm:import_map", args=[job.pk]))
-    context = {"form": form, "kind": kind, "kinds": ImportJob.Kind.choices}
+    context = {"form": form, "kind": kind, "kinds": kinds}
     return render(request, partial_template(request, "crm/import_upload.html", "upload-form"), context)
 
 
@@ -87,7 +96,7 @@ def import_template_view(request: HttpRequest) -> HttpResponse:
     """An example file for one kind, in CSV or XLSX, with the column names the mapping recognises."""
     _require_importer(request.user)
     kind = request.GET.get("kind")
-    if kind not in ImportJob.Kind.values:
+    if kind not in dict(_kinds(request.user)):
         raise Http404
     file_format = "xlsx" if request.GET.get("format") == "xlsx" else "csv"
     rows = imports.template_rows(kind)

@@ -16,9 +16,20 @@ from accounts.models import User
 from accounts.pickers import RecordPicker, StaffChoiceField, StaffFilterField
 from accounts.text import is_record_id
 from crm import normalize
+from crm.campaigns.fields import CampaignChoiceField
 from crm.custom_field_forms import CustomFieldsForm
 from crm.custom_fields.lists import CustomFilterForm
-from crm.models import MONEY, Activity, Customer, Deal, PipelineStage, Source, Ticket, WebhookSubscription
+from crm.models import (
+    MONEY,
+    Activity,
+    Customer,
+    Deal,
+    ForecastCategory,
+    PipelineStage,
+    Source,
+    Ticket,
+    WebhookSubscription,
+)
 
 MAX_AMOUNT = Decimal("999999999999.99")
 
@@ -156,11 +167,15 @@ class CustomerForm(VersionedForm):
     source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
     language = forms.ChoiceField(label=_("Language"), choices=User.Language.choices, initial=User.Language.EN)
     owner = StaffChoiceField("owner", label=_("Owner"), required=False)
+    campaign = CampaignChoiceField(
+        label=_("Campaign (first touch)"), help_text=_("The campaign this customer came from.")
+    )
     # The version the edit page was loaded at (optimistic locking); a new customer has none.
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def __init__(self, *args, user: User, duplicate_check_url: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["campaign"].offer(self.initial.get("campaign"))
         if not user.is_manager:
             del self.fields["owner"]
         if duplicate_check_url:
@@ -216,6 +231,7 @@ class CustomerFilterForm(CustomFilterForm):
     segment = forms.ChoiceField(
         label=_("Segment"), choices=[("", _("All segments")), *Customer.Segment.choices], required=False
     )
+    campaign = CampaignChoiceField(label=_("Campaign"), empty_label=_("All campaigns"))
     sort = forms.ChoiceField(choices=[(key, key) for key in SORTS], required=False)
 
     def __init__(self, *args, user: User, **kwargs) -> None:
@@ -256,12 +272,23 @@ class DealForm(VersionedForm):
         max_value=100,
         help_text=_("Leave empty to use the stage's probability."),
     )
+    forecast_category = forms.ChoiceField(
+        label=_("Forecast category"),
+        choices=[("", _("From the stage")), *ForecastCategory.choices],
+        required=False,
+        help_text=_("Commit, best case, pipeline or omitted; empty uses the stage's category."),
+    )
     source = forms.ChoiceField(label=_("Source"), choices=Source.choices, initial=Source.OTHER)
+    campaign = CampaignChoiceField(
+        label=_("Campaign (last touch)"),
+        help_text=_("Left empty on a new deal: the campaign that last touched the customer."),
+    )
     expected_close_date = dates.DateField(label=_("Expected close date"), required=False, widget=DateInput())
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def __init__(self, *args, customers, stages, editing: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["campaign"].offer(self.initial.get("campaign"))
         self.fields["customer"].queryset = customers
         self.fields["stage"].queryset = stages
         if editing:
@@ -301,6 +328,12 @@ class DealFilterForm(CustomFilterForm):
         label=_("Stage"), queryset=PipelineStage.objects.none(), required=False, empty_label=_("All stages")
     )
     owner = StaffFilterField("owner-filter", label=_("Owner"), required=False)
+    campaign = CampaignChoiceField(label=_("Campaign"), empty_label=_("All campaigns"))
+    forecast_category = forms.ChoiceField(
+        label=_("Forecast category"),
+        choices=[("", _("All categories")), *ForecastCategory.choices],
+        required=False,
+    )
 
     def __init__(self, *args, user: User, stages, **kwargs) -> None:
         super().__init__(*args, **kwargs)

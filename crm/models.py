@@ -6,9 +6,9 @@ from django.contrib.postgres.indexes import BrinIndex, GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, JSONField, Q, Value
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower, Upper
 from django.urls import reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -128,6 +128,16 @@ class Customer(models.Model):
     )
     churn_reason = models.CharField(_("churn reason"), max_length=200, blank=True)
     is_internal = models.BooleanField(_("internal or test"), default=False)
+    # First touch (KPIS.md §10.11): the campaign the customer came from; set on creation, editable.
+    campaign = models.ForeignKey(
+        "Campaign",
+        verbose_name=pgettext_lazy("marketing", "campaign"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="customers",
+        db_index=False,
+    )
     # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
     custom = models.JSONField(
         _("custom fields"),
@@ -206,6 +216,8 @@ class Customer(models.Model):
             ),
             models.Index(fields=["-updated_at"], name="customer_updated"),
             GinIndex(fields=["custom"], name="customer_custom"),
+            # The few customers a campaign brought (attribution, the campaign filter).
+            models.Index(fields=["campaign"], condition=Q(campaign__isnull=False), name="customer_campaign"),
         ]
 
     def __str__(self) -> str:
@@ -264,6 +276,16 @@ class Pipeline(models.Model):
         return self.name
 
 
+class ForecastCategory(models.TextChoices):
+    """Where a deal stands in the forecast (KPIS.md §4, §10.6): commit and best case are the rep's call,
+    pipeline the rest, omitted left out of the category sums."""
+
+    COMMIT = "commit", _("Commit")
+    BEST_CASE = "best_case", _("Best case")
+    PIPELINE = "pipeline", _("Pipeline")
+    OMITTED = "omitted", _("Omitted")
+
+
 class PipelineStage(models.Model):
     class Kind(models.TextChoices):
         OPEN = "open", _("Open")
@@ -288,6 +310,14 @@ class PipelineStage(models.Model):
             "An open deal in this stage with no activity, stage move or edit for longer than this is rotting."
         ),
     )
+    forecast_category = models.CharField(
+        _("forecast category"),
+        max_length=10,
+        choices=ForecastCategory.choices,
+        default=ForecastCategory.PIPELINE,
+        db_default=ForecastCategory.PIPELINE,
+        help_text=_("The forecast category of the stage's deals, unless a deal sets its own."),
+    )
 
     class Meta:
         ordering = ["pipeline", "order"]
@@ -310,6 +340,9 @@ class PipelineStage(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(kind="lost") | Q(probability=0), name="stage_lost_probability_0"
+            ),
+            models.CheckConstraint(
+                condition=Q(forecast_category__in=ForecastCategory.values), name="stage_forecast_category"
             ),
         ]
 
@@ -355,6 +388,17 @@ class Deal(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(100)],
     )
     source = models.CharField(_("source"), max_length=12, choices=Source.choices, default=Source.OTHER)
+    # Last touch (KPIS.md §10.11): the campaign that last touched the customer before the deal was created,
+    # taken from the customer's touches then; editable.
+    campaign = models.ForeignKey(
+        "Campaign",
+        verbose_name=pgettext_lazy("marketing", "campaign"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="deals",
+        db_index=False,
+    )
     expected_close_date = models.DateField(
         _("expected close date"), null=True, blank=True, validators=[validate_date_in_range]
     )
@@ -364,6 +408,17 @@ class Deal(models.Model):
         _("closed at"), null=True, blank=True, validators=[validate_date_in_range]
     )
     lost_reason = models.CharField(_("lost reason"), max_length=200, blank=True)
+    # Empty: the stage's category (``effective_forecast_category``). The database default lets bulk
+    # writers (COPY in the demo) leave it out.
+    forecast_category = models.CharField(
+        _("forecast category"),
+        max_length=10,
+        choices=ForecastCategory.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("Leave empty to use the stage's category."),
+    )
     # The company's own fields (crm.custom_fields): key → value, validated by custom_fields.services.
     custom = models.JSONField(
         _("custom fields"),
@@ -422,6 +477,10 @@ class Deal(models.Model):
                 name="deal_term_ends_after_start",
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="deal_version_positive"),
+            models.CheckConstraint(
+                condition=Q(forecast_category__in=["", *ForecastCategory.values]),
+                name="deal_forecast_category",
+            ),
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="deal_owner_created"),
@@ -491,6 +550,14 @@ class Deal(models.Model):
             ),
             # Deals changed since the last KPI run (metrics.kpis.facts).
             models.Index(fields=["updated_at"], name="deal_updated_at"),
+            # The few deals a campaign touched: their list, and revenue won per campaign from the index alone.
+            models.Index(fields=["campaign"], condition=Q(campaign__isnull=False), name="deal_campaign"),
+            models.Index(
+                fields=["closed_at"],
+                include=["campaign", "amount"],
+                condition=Q(status="won") & Q(campaign__isnull=False),
+                name="deal_won_campaign",
+            ),
             BrinIndex(fields=["created_at"], name="deal_created_brin"),
         ]
 
@@ -507,6 +574,14 @@ class Deal(models.Model):
         if self.status == self.Status.LOST:
             return 0
         return self.probability if self.probability is not None else self.stage.probability
+
+    @property
+    def effective_forecast_category(self) -> str:
+        """The deal's own forecast category, else its stage's."""
+        return self.forecast_category or self.stage.forecast_category
+
+    def get_effective_forecast_category_display(self) -> str:
+        return str(ForecastCategory(self.effective_forecast_category).label)
 
 
 class DealStageChange(models.Model):
@@ -917,6 +992,100 @@ class CrmCostItem(models.Model):
         return self.name
 
 
+# Campaigns and attribution (KPIS.md §10.11)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Campaign(models.Model):
+    """A marketing campaign: its channel, the days it runs (both included) and what it cost.
+
+    The cost is spread evenly over the days it runs (``metrics.kpis.campaigns``). Archived campaigns leave
+    the pickers but keep their customers, deals and figures.
+    """
+
+    name = models.CharField(_("name"), max_length=200)
+    channel = models.CharField(_("channel"), max_length=12, choices=Source.choices, default=Source.OTHER)
+    start = models.DateField(_("first day"), validators=[validate_date_in_range])
+    end = models.DateField(_("last day"), validators=[validate_date_in_range])
+    cost = models.DecimalField(_("cost"), **MONEY, default=Decimal(0), validators=[MinValueValidator(0)])
+    note = models.CharField(_("note"), max_length=500, blank=True)
+    is_archived = models.BooleanField(_("archived"), default=False)
+    created_at = models.DateTimeField(_("created at"), validators=[validate_date_in_range])
+    updated_at = models.DateTimeField(_("updated at"), validators=[validate_date_in_range])
+    # Optimistic locking, as for customers and deals: every write adds one.
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    class Meta:
+        ordering = ["-start", "name", "id"]
+        verbose_name = pgettext_lazy("marketing", "campaign")
+        verbose_name_plural = pgettext_lazy("marketing", "campaigns")
+        constraints = [
+            # Imports and the customer and deal columns find a campaign by its name, whatever its case.
+            models.UniqueConstraint(Lower("name"), name="campaign_unique_name"),
+            models.CheckConstraint(condition=Q(end__gte=F("start")), name="campaign_end_after_start"),
+            models.CheckConstraint(condition=Q(cost__gte=0), name="campaign_cost_nonneg"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="campaign_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:campaign_detail", args=[self.pk])
+
+    @property
+    def days(self) -> int:
+        """The days it runs, the first and the last included."""
+        return (self.end - self.start).days + 1
+
+
+class CampaignTouch(models.Model):
+    """A campaign reached a customer at ``at``: written when a customer is associated with a campaign (the
+    form, an import, the API; a new customer's at its creation time). A deal's last-touch campaign is the
+    customer's latest touch at or before the deal's creation. A touch that repeats the customer's latest
+    campaign is not written again: each touch is a campaign taking over as the customer's latest."""
+
+    class Via(models.TextChoices):
+        WEB = "web", _("web")
+        IMPORT = "import", _("import")
+        API = "api", _("API")
+        SYSTEM = "system", _("system")
+
+    customer = models.ForeignKey(
+        Customer, verbose_name=_("customer"), on_delete=models.CASCADE, related_name="campaign_touches"
+    )
+    campaign = models.ForeignKey(
+        Campaign,
+        verbose_name=pgettext_lazy("marketing", "campaign"),
+        on_delete=models.PROTECT,
+        related_name="touches",
+    )
+    at = models.DateTimeField(_("at"), validators=[validate_date_in_range])
+    via = models.CharField(_("via"), max_length=6, choices=Via.choices, default=Via.WEB)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["customer", "at", "id"]
+        verbose_name = _("campaign touch")
+        verbose_name_plural = _("campaign touches")
+        indexes = [
+            # A customer's latest touch before an instant (a new deal's last-touch campaign).
+            models.Index(fields=["customer", "at"], name="campaigntouch_customer_at"),
+            models.Index(fields=["campaign", "at"], name="campaigntouch_campaign_at"),
+            models.Index(fields=["at"], name="campaigntouch_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} ← {self.campaign} ({self.at:%Y-%m-%d})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:customer_detail", args=[self.customer_id])
+
+
 # Data quality: imports, duplicates and merges (issue 7)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -937,6 +1106,7 @@ class ImportJob(models.Model):
         CUSTOMERS = "customers", _("Customers")
         DEALS = "deals", _("Deals")
         TICKETS = "tickets", _("Tickets")
+        CAMPAIGNS = "campaigns", pgettext_lazy("marketing", "Campaigns")
 
     class Mode(models.TextChoices):
         CREATE = "create", _("Create new records only")
@@ -1239,5 +1409,6 @@ class WebhookDelivery(models.Model):
 # Models kept in their own modules, registered with the crm app here.
 from crm.automation.models import AutomationRule, AutomationRun  # noqa: E402
 from crm.custom_fields.models import CustomField  # noqa: E402
+from crm.forecasting.models import StageProbabilityVersion  # noqa: E402
 
-__all__ = ["AutomationRule", "AutomationRun", "CustomField"]
+__all__ = ["AutomationRule", "AutomationRun", "CustomField", "StageProbabilityVersion"]

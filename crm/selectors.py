@@ -435,7 +435,7 @@ def customer_filter(*, qs: QuerySet[Customer], data: dict) -> QuerySet[Customer]
     from crm.forms import CustomerFilterForm
 
     qs = customer_search(qs=qs, q=data.get("q") or "", also=data.get("custom_search") or ())
-    filters = {f: data[f] for f in ("status", "source", "segment") if data.get(f)}
+    filters = {f: data[f] for f in ("status", "source", "segment", "campaign") if data.get(f)}
     qs = custom_query.filtered(qs, data.get("custom") or ())
     return qs.filter(**filters, **by_owner(owner=data.get("owner"))).order_by(
         *CustomerFilterForm.SORTS[data.get("sort") or "name"]
@@ -461,8 +461,13 @@ def deal_filter(*, qs: QuerySet[Deal], data: dict) -> QuerySet[Deal]:
     qs = _text_search(qs, data.get("q") or "", ("title", "customer__name"), data.get("custom_search") or ())
     qs = custom_query.filtered(qs, data.get("custom") or ())
     qs = qs.filter(
-        **{f: data[f] for f in ("status", "stage") if data.get(f)}, **by_owner(owner=data.get("owner"))
+        **{f: data[f] for f in ("status", "stage", "campaign") if data.get(f)},
+        **by_owner(owner=data.get("owner")),
     )
+    if category := data.get("forecast_category"):
+        # The deal's own category, else its stage's (Deal.effective_forecast_category).
+        own = Q(forecast_category=category)
+        qs = qs.filter(own | Q(forecast_category="", stage__forecast_category=category))
     return qs.order_by("-created_at", "-id")
 
 

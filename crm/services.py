@@ -22,8 +22,10 @@ from crm import normalize
 from crm.automation import builtins
 from crm.automation.events import automation_emit
 from crm.automation.models import note
+from crm.campaigns.touches import campaign_touch_record, campaign_touches_bulk_record, last_touch_campaign
 from crm.custom_fields import kinds
 from crm.custom_fields import services as custom_fields
+from crm.forecasting.services import stage_versions_seed
 from crm.models import (
     Activity,
     AutomationRule,
@@ -58,6 +60,7 @@ CUSTOMER_FIELDS = (
     "source",
     "owner",
     "is_internal",
+    "campaign",
     "custom",
 )
 DEAL_FIELDS = (
@@ -67,11 +70,13 @@ DEAL_FIELDS = (
     "amount",
     "kind",
     "probability",
+    "forecast_category",
     "source",
     "expected_close_date",
     "term_start",
     "term_end",
     "renewal_of",
+    "campaign",
     "custom",
 )
 TICKET_FIELDS = ("customer", "subject", "description", "priority", "category", "channel", "custom")
@@ -215,6 +220,7 @@ def defaults_seed(apps: Any = None) -> None:
             defaults={"first_response_hours": first_response, "resolution_hours": resolution},
         )
     CompanySettings.objects.get_or_create(pk=1)
+    stage_versions_seed(apps)
     try:
         rules = apps.get_model("crm", "AutomationRule")
     except LookupError:  # an early migration: the rules' own migration seeds them
@@ -293,6 +299,8 @@ def customer_create(
     _set_history_user(customer, actor)
     _save(customer)
     CustomerStatusChange.objects.create(customer=customer, from_status="", to_status=status, at=at, by=actor)
+    if customer.campaign_id is not None and customer.campaign is not None:
+        campaign_touch_record(customer=customer, campaign=customer.campaign, at=at, via=via, actor=actor)
     usage_record(user=actor, verb=UsageEvent.Verb.CREATE, obj=customer, via=via, at=at)
     webhook_emit(event=Event.CUSTOMER_CREATED, data=lambda: payloads.customer_data(customer))
     automation_emit(trigger=Trigger.CUSTOMER_CREATED, obj=customer, key="created")
@@ -333,6 +341,7 @@ def customer_update(
                 entity="customer", current=customer.custom, changes=data["custom"]
             )
         }
+    campaign_before = customer.campaign_id
     for name, value in data.items():
         setattr(customer, name, value)
     customer.updated_at = timezone.now()
@@ -340,6 +349,11 @@ def customer_update(
     _set_history_user(customer, actor)
     customer.version += 1
     _save(customer)
+    changed = customer.campaign_id != campaign_before
+    if changed and customer.campaign_id is not None and customer.campaign is not None:
+        campaign_touch_record(
+            customer=customer, campaign=customer.campaign, at=customer.updated_at, via=via, actor=actor
+        )
     usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=customer, via=via)
     webhook_emit(event=Event.CUSTOMER_UPDATED, data=lambda: payloads.customer_data(customer))
     return customer
@@ -433,12 +447,15 @@ def deal_create(
     via: str = UsageEvent.Via.WEB,
     **fields: Any,
 ) -> Deal:
-    """Create a deal in ``stage`` (the first open stage of the default pipeline by default)."""
+    """Create a deal in ``stage`` (the first open stage of the default pipeline by default). Without a
+    campaign it gets the one that last touched its customer at or before ``at`` (KPIS.md §10.11)."""
     _ensure_owns_customer(actor, customer)
     unknown = set(fields) - set(DEAL_FIELDS)
     if unknown:
         raise TypeError(f"unknown deal fields: {sorted(unknown)}")
     at = at or timezone.now()
+    if fields.get("campaign") is None:
+        fields["campaign"] = last_touch_campaign(customer=customer, at=at)
     stage = stage or PipelineStage.objects.filter(pipeline__is_default=True, kind="open").earliest("order")
     owner = actor if actor.is_rep else (owner or customer.owner or actor)
     fields["custom"] = custom_fields.values_clean(
@@ -1024,6 +1041,9 @@ def customer_bulk_create(
         ],
         batch_size=batch_size,
     )
+    campaign_touches_bulk_record(
+        pairs=[(c, c.campaign) for c in customers if c.campaign is not None], at=at, via=via, actor=actor
+    )
     _bulk_usage(actor, UsageEvent.Verb.CREATE, customers, via=via, at=at, batch_size=batch_size)
     return customers
 
@@ -1043,19 +1063,26 @@ def customer_bulk_update(
     keeps the dates and writes the status history as ``customer_set_status`` does. ``custom`` changes only
     the keys it names (stored values, checked by the caller; an empty one clears its key). Reps cannot
     change owners, and only their own customers. A database rule that fires raises ValidationError,
-    nothing written.
+    nothing written. A ``campaign`` records that the campaign touched the customer (a webinar's list,
+    say); it becomes their first-touch campaign only when they had none (KPIS.md §10.11).
     """
     at = at or timezone.now()
     wanted = {customer.pk: data for customer, data in changes}
     locked = list(Customer.objects.select_for_update().filter(pk__in=wanted).order_by("pk"))
     fields: set[str] = {"updated_at", "email_key", "phone_key", "name_key"}
     status_changes = []
+    touched = []
     for customer in locked:
         _ensure_owns_customer(actor, customer)
         data = dict(wanted[customer.pk])
         if actor.is_rep:
             data.pop("owner", None)
         status = data.pop("status", None)
+        campaign = data.pop("campaign", None)
+        if campaign is not None:
+            touched.append((customer, campaign))
+            if customer.campaign_id is None:
+                data["campaign"] = campaign
         unknown = set(data) - set(CUSTOMER_FIELDS)
         if unknown:
             raise TypeError(f"unknown customer fields: {sorted(unknown)}")
@@ -1086,6 +1113,7 @@ def customer_bulk_update(
     except IntegrityError as exc:
         raise _bulk_integrity(exc) from exc
     CustomerStatusChange.objects.bulk_create(status_changes, batch_size=batch_size)
+    campaign_touches_bulk_record(pairs=touched, at=at, via=via, actor=actor)
     _bulk_usage(actor, UsageEvent.Verb.UPDATE, locked, via=via, at=at, batch_size=batch_size)
     return locked
 

@@ -376,6 +376,51 @@ CELERY_BEAT_SCHEDULE |= {
         "schedule": crontab(minute=45, hour=3),
         "options": {"expires": 3 * 3600},
     },
+    # Nightly at 04:05, after the RFM scoring: every active customer's health score as of today and its
+    # backtest over the last 12 month starts (KPIS.md §10.10); the 5-minute run then snapshots the bands.
+    "customer-health-nightly": {
+        "task": "metrics.tasks.refresh_customer_health",
+        "schedule": crontab(minute=5, hour=4),
+        "options": {"expires": 3 * 3600},
+    },
+    # Every 15 minutes: freeze the forecast of a week, month or quarter that has just begun (KPIS.md
+    # §10.6). Idempotent, so the ticks after the first do nothing; a start missed while beat was down is
+    # frozen at the next tick (late, and its frozen_at says so).
+    "forecasts-freeze": {
+        "task": "metrics.tasks.freeze_forecasts",
+        "schedule": crontab(minute="*/15"),
+        "options": {"expires": 14 * 60},
+    },
+    # Nightly at 04:10, after the rebuild and RFM: each stage's win rate and the Brier scores over the last
+    # four quarters' closed deals (a pass over their stage history), stored for the calibration page.
+    "forecast-calibration-nightly": {
+        "task": "metrics.tasks.compute_forecast_calibration",
+        "schedule": crontab(minute=10, hour=4),
+        "options": {"expires": 3 * 3600},
+    },
+    # Nightly at 04:20, after the rebuild: cohorts, NRR, GRR and the revenue waterfall (KPIS.md §10.9), a
+    # pass over every customer's status history and won revenue, too heavy for the 5-minute run.
+    "cohort-snapshots-nightly": {
+        "task": "metrics.tasks.recompute_cohort_snapshots",
+        "schedule": crontab(minute=20, hour=4),
+        "options": {"expires": 3 * 3600},
+    },
+}
+CELERY_BEAT_SCHEDULE |= {
+    # Hourly at :27, clear of the 5-minute runs: time in stage of the recent weeks and months from the stage
+    # history (KPIS.md §10.7), too heavy a scan for the 5-minute run; expires before the next hour.
+    "time-in-stage-recent": {
+        "task": "metrics.tasks.recompute_time_in_stage",
+        "schedule": crontab(minute=27),
+        "options": {"expires": 55 * 60},
+    },
+    # Nightly at 03:17, after the rebuild: time in stage of every period of the whole history.
+    "time-in-stage-nightly": {
+        "task": "metrics.tasks.recompute_time_in_stage",
+        "schedule": crontab(minute=17, hour=3),
+        "kwargs": {"full": True},
+        "options": {"expires": 3 * 3600},
+    },
 }
 # Full rebuilds scan the records on a second database connection ahead of the first (metrics.kpis.facts.
 # Prefetch): both cores work. Off, a rebuild scans them one by one on its own connection.

@@ -7,6 +7,7 @@ from crm import automation_views, custom_field_views, data_urls, privacy_views, 
 from crm.api.site import api
 from crm.api.site import docs_view as api_docs_view
 from crm.api.site import not_found_view as api_not_found_view
+from crm.campaigns import views as campaign_views
 
 crm_patterns = [
     path("", views.workspace_view, name="workspace"),
@@ -60,6 +61,15 @@ crm_patterns += [  # custom field definitions (managers only)
     path(
         "fields/<int:pk>/restore/", custom_field_views.custom_field_restore_view, name="custom_field_restore"
     ),
+]
+crm_patterns += [  # campaigns (managers only) and a campaign touch recorded on a customer's page
+    path("campaigns/", campaign_views.campaign_list_view, name="campaign_list"),
+    path("campaigns/new/", campaign_views.campaign_create_view, name="campaign_create"),
+    path("campaigns/<int:pk>/", campaign_views.campaign_detail_view, name="campaign_detail"),
+    path("campaigns/<int:pk>/edit/", campaign_views.campaign_update_view, name="campaign_update"),
+    path("campaigns/<int:pk>/archive/", campaign_views.campaign_archive_view, name="campaign_archive"),
+    path("campaigns/<int:pk>/restore/", campaign_views.campaign_restore_view, name="campaign_restore"),
+    path("customers/<int:pk>/campaign-touch/", campaign_views.customer_touch_view, name="customer_touch"),
 ]
 crm_patterns += [  # automation rules (managers only)
     path("automation/", automation_views.automation_list_view, name="automation_list"),

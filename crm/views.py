@@ -26,6 +26,8 @@ from accounts.redirects import safe_local_path
 from accounts.text import is_record_id, storable_text
 from accounts.web import PAGE_SIZE, CappedPaginator, form_errors_from, partial_template, require_staff_role
 from crm import forms, selectors, services
+from crm.campaigns import selectors as campaign_selectors
+from crm.campaigns.forms import TouchForm
 from crm.custom_field_forms import CustomValuesForm
 from crm.custom_fields import lists as custom_lists
 from crm.custom_fields.selectors import custom_values_shown
@@ -249,6 +251,8 @@ def customer_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "history": selectors.record_history(obj=customer),
         "activity_form": forms.ActivityForm(),
         "customer_target": {"customer": customer},
+        "campaign_touches": campaign_selectors.customer_touches(customer_id=customer.pk),
+        "touch_form": TouchForm() if can_edit and not request.user.is_agent else None,
     }
     return render(request, "crm/customer_detail.html", context)
 

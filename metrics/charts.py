@@ -441,3 +441,101 @@ def _same_days_trace(kpi: Kpi, periods: Sequence[Period], series: dict, x: list[
         "y": [round(value) if kpi.unit == Unit.POINTS else value],
         "marker": {"symbol": "line-ew-open", "size": 30, "line": {"width": 3, "color": PALETTE[2]}},
     }
+
+
+# Cohorts and revenue retention (KPIS.md §10.9)
+# ---------------------------------------------------------------------------------------------------------
+
+GAIN, LOSS, TOTAL = "#1f8a4c", "#c8362f", PALETTE[0]
+
+
+def waterfall_chart(*, title: str, steps: Sequence[tuple[str, float, str]], currency: str) -> Spec:
+    """Bars from the previous total to the current one. ``steps``: (label, amount, measure), the measure
+    "absolute" for the starting total, "relative" for a move (negative for revenue lost) and "total" for the
+    end, which plotly adds up from the moves (so the bars show that they add up)."""
+    from django.utils.formats import number_format
+
+    def shown(amount: float) -> str:
+        return f"{'+' if amount > 0 else ''}{number_format(amount, 0, force_grouping=True)}"
+
+    data = [
+        {
+            "type": "waterfall",
+            "orientation": "v",
+            "x": [label for label, _amount, _measure in steps],
+            "y": [0 if measure == "total" else amount for _label, amount, measure in steps],
+            "measure": [measure for _label, _amount, measure in steps],
+            "text": [
+                shown(amount) if measure == "relative" else number_format(amount, 0, force_grouping=True)
+                for _label, amount, measure in steps
+            ],
+            "textposition": "outside",
+            "cliponaxis": False,
+            "connector": {"line": {"color": "#c9ced8", "width": 1}},
+            "increasing": {"marker": {"color": GAIN}},
+            "decreasing": {"marker": {"color": LOSS}},
+            "totals": {"marker": {"color": TOTAL}},
+            "hovertemplate": "%{x}: %{text} " + currency + "<extra></extra>",
+        }
+    ]
+    layout = _layout(title, y_title=currency, showlegend=False, hovermode="closest")
+    layout["xaxis"] = {"type": "category", "automargin": True}
+    return {"data": data, "layout": layout}
+
+
+def cohort_heatmap(*, title: str, rows: Sequence[dict[str, Any]], months: int, low_n: int) -> Spec | None:
+    """Cohort × months since joining: the share of each cohort active at the end of each month. ``rows``
+    (oldest first): ``label``, ``size`` and ``shares`` / ``active`` per month (None where not yet ended).
+    Cohorts of fewer than ``low_n`` customers are drawn grey and faint (KPIS.md §10.2: not read as real)."""
+    if not rows or months <= 0:
+        return None
+    x = list(range(months))
+    labels = [f"{row['label']} · n = {row['size']}" for row in rows]
+
+    def trace(low: bool) -> dict[str, Any]:
+        z, hover = [], []
+        for row in rows:
+            mine = (row["size"] < low_n) == low
+            shares = (list(row["shares"]) + [None] * months)[:months]
+            active = (list(row["active"]) + [None] * months)[:months]
+            z.append([share if mine else None for share in shares])
+            hover.append(
+                [
+                    _("%(active)s of %(size)s active") % {"active": a, "size": row["size"]}
+                    if a is not None
+                    else ""
+                    for a in active
+                ]
+            )
+        return {
+            "type": "heatmap",
+            "x": x,
+            "y": labels,
+            "z": z,
+            "zmin": 0,
+            "zmax": 100,
+            "customdata": hover,
+            "xgap": 1,
+            "ygap": 1,
+            "hoverongaps": False,
+            "colorscale": [[0, "#e8eaef"], [1, "#c9ced8"]] if low else [[0, "#f4f7fe"], [1, "#1d3fae"]],
+            "showscale": not low,
+            "opacity": 0.55 if low else 1,
+            "colorbar": {"title": {"text": "%"}, "thickness": 10},
+            "hovertemplate": "%{y}<br>" + _("month") + " %{x}: %{z:.1f} %<br>%{customdata}<extra></extra>",
+        }
+
+    layout = _layout(title, hovermode="closest", showlegend=False)
+    layout["xaxis"] = {
+        "title": {"text": _("months since joining")},
+        "dtick": 1,
+        "side": "top",
+        "automargin": True,
+    }
+    layout["yaxis"] = {"autorange": "reversed", "automargin": True, "type": "category"}
+    layout["margin"] = {"l": 8, "r": 8, "t": 96, "b": 16}
+    layout["height"] = max(260, 120 + 22 * len(rows))
+    data = [trace(low=False)]
+    if any(row["size"] < low_n for row in rows):
+        data.append(trace(low=True))
+    return {"data": data, "layout": layout}

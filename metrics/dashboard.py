@@ -21,17 +21,28 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.formats import number_format as django_number_format
 from django.utils.safestring import SafeString
-from django.utils.translation import get_language, gettext_lazy
+from django.utils.translation import get_language, gettext_lazy, ngettext, pgettext
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import Team, User
-from crm.models import Source
+from crm.models import Campaign, Source
 from metrics import contribution, selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import in_section, registry
 from metrics.kpis.base import Basis, Better, Chart, Family, Kpi, Plot, Question, Section, Significance, Unit
-from metrics.kpis.details import MeanDetail, NpsDetail, ProportionDetail, ResponseDetail, RoiDetail, SlaDetail
+from metrics.kpis.campaigns import CampaignDetail
+from metrics.kpis.details import (
+    CohortDetail,
+    MeanDetail,
+    NpsDetail,
+    ProportionDetail,
+    ResponseDetail,
+    RevenueRetentionDetail,
+    RoiDetail,
+    SlaDetail,
+    WaterfallDetail,
+)
 from metrics.kpis.dimensions import DIMENSIONS
 from metrics.models import Granularity, KpiSnapshot, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
@@ -61,6 +72,7 @@ class Filters:
     scope_id: str = ""
     team: Team | None = None
     rep: User | None = None
+    campaign: Campaign | None = None
 
     @property
     def label(self) -> str:
@@ -405,6 +417,9 @@ def format_value(kpi: Kpi, value: Decimal | None) -> str:
         return "—"
     if kpi.unit == Unit.CURRENCY:
         return f"{number_format(value, 0, force_grouping=True)} {settings.CRM_CURRENCY}"
+    if kpi.unit == Unit.CURRENCY_PER_DAY:
+        amount = number_format(value, 0, force_grouping=True)
+        return _("%(amount)s %(currency)s/day") % {"amount": amount, "currency": settings.CRM_CURRENCY}
     if kpi.unit == Unit.PERCENT:
         return f"{number_format(value, 1)} %"
     if kpi.unit == Unit.DAYS:
@@ -526,6 +541,62 @@ def _sla_facts(d: SlaDetail) -> Facts:
     ]
 
 
+def _amount_of(value: float | None, customers: int | None) -> str | None:
+    """E.g. "12,400 CNY (3 customers)"."""
+    shown = _amount(value)
+    if shown is None or customers is None:
+        return shown
+    return ngettext("%(amount)s (%(n)s customer)", "%(amount)s (%(n)s customers)", customers) % {
+        "amount": shown,
+        "n": customers,
+    }
+
+
+def _days(first: str, until: str) -> str:
+    """A half-open span of local days as its first and last day: "1 Oct 2025 – 31 Dec 2025"."""
+    days = (date.fromisoformat(first), date.fromisoformat(until) - timedelta(days=1))
+    return " – ".join(date_format(day, "SHORT_DATE_FORMAT") for day in days)
+
+
+def _revenue_retention_facts(d: RevenueRetentionDetail) -> Facts:
+    windows = None
+    if d.windows:
+        earlier, later, until = d.windows
+        windows = _("%(later)s against %(earlier)s") % {
+            "later": _days(later, until),
+            "earlier": _days(earlier, later),
+        }
+    return [
+        (_("Revenue of the base in the earlier 12 months"), _amount(d.base)),
+        (_("Expansion"), _amount_of(d.expansion, d.expanded)),
+        (_("Contraction"), _amount_of(d.contraction, d.contracted)),
+        (_("Churned revenue"), _amount_of(d.churned, d.lost)),
+        (_("Windows compared"), windows),
+    ]
+
+
+def _waterfall_facts(d: WaterfallDetail) -> Facts:
+    before, now = pgettext("waterfall", "Before"), pgettext("waterfall", "Now")
+    if d.spans:
+        before = _("Before: %(days)s") % {"days": _days(*d.spans[:2])}
+        now = _("Now: %(days)s") % {"days": _days(*d.spans[2:])}
+    return [
+        (before, _amount(d.previous)),
+        (pgettext("revenue waterfall", "New"), _amount_of(d.new, d.new_customers)),
+        (pgettext("revenue waterfall", "Expansion"), _amount_of(d.expansion, d.expanded)),
+        (pgettext("revenue waterfall", "Contraction"), _amount_of(d.contraction, d.contracted)),
+        (pgettext("revenue waterfall", "Churned"), _amount_of(d.churned, d.lost)),
+        (pgettext("revenue waterfall", "Reactivated"), _amount_of(d.reactivated, d.reactivated_customers)),
+        (now, _amount(d.current)),
+    ]
+
+
+def _cohort_facts(d: CohortDetail) -> Facts:
+    if d.month is None:
+        return []
+    return [(_("Read at the end of month"), str(d.month))]
+
+
 # The facts each kind of snapshot detail shows, the first matching kind wins.
 _FACTS: tuple[tuple[type, Callable[[Any], Facts]], ...] = (
     (NpsDetail, _nps_facts),
@@ -534,6 +605,10 @@ _FACTS: tuple[tuple[type, Callable[[Any], Facts]], ...] = (
     (ResponseDetail, _response_facts),
     (RoiDetail, _roi_facts),
     (SlaDetail, _sla_facts),
+    (CampaignDetail, CampaignDetail.facts),
+    (RevenueRetentionDetail, _revenue_retention_facts),
+    (WaterfallDetail, _waterfall_facts),
+    (CohortDetail, _cohort_facts),
 )
 
 
@@ -599,8 +674,10 @@ def resolve_filters(
     count: int | None,
     team: Team | None,
     rep: User | None,
+    campaign: Campaign | None = None,
 ) -> Filters:
-    """Turn (already validated) filter values into Filters; a rep always gets their own scope."""
+    """Turn (already validated) filter values into Filters; a rep always gets their own scope; a manager's
+    campaign is that campaign's figures (the campaign KPIs, KPIS.md §10.11)."""
     granularity = granularity or "month"
     now_period = period_of(timezone.now(), granularity)
     chosen = now_period
@@ -617,6 +694,8 @@ def resolve_filters(
         filters.scope, filters.scope_id, filters.rep = Scope.USER, str(rep.pk), rep
     elif team is not None:
         filters.scope, filters.scope_id, filters.team = Scope.TEAM, str(team.pk), team
+    elif campaign is not None:
+        filters.scope, filters.scope_id, filters.campaign = Scope.CAMPAIGN, str(campaign.pk), campaign
     return filters
 
 
@@ -738,10 +817,15 @@ def why_sentence(
     top = contribution.biggest(found, minimum=kpi.min_sample)
     if top is None:
         return None
-    values = {"name": names.get(top.key, top.key), "change": format_change(kpi, top.ranked_by)}
-    if top.n is None:
+    return contributor_sentence(kpi, names.get(top.key, top.key), top.ranked_by, top.n)
+
+
+def contributor_sentence(kpi: Kpi, name: str, change: Decimal, n: int | None) -> str:
+    """The sentence naming a segment and its contribution (also an alert's, from what it stored)."""
+    values = {"name": name, "change": format_change(kpi, change)}
+    if n is None:
         return _("Mostly %(name)s: %(change)s") % values
-    return _("Mostly %(name)s: %(change)s (n = %(n)s)") % {**values, "n": top.n}
+    return _("Mostly %(name)s: %(change)s (n = %(n)s)") % {**values, "n": n}
 
 
 def explain_cards(families: list[tuple[str, list[Card]]], filters: Filters, user: User) -> None:

@@ -34,6 +34,8 @@ class Scope(models.TextChoices):
     TRIGGER = "trigger", _("Survey trigger")
     AGENT = "agent", _("Support agent")
     SEGMENT = "segment", _("Customer segment")
+    # The campaign KPIs (KPIS.md §10.11): one campaign's figures; ``scope_id`` is its primary key.
+    CAMPAIGN = "campaign", _("Campaign")
 
 
 # The scopes a target can be set for and a dashboard shown for: the others are breakdowns only.
@@ -333,3 +335,19 @@ class ReportDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.week_start}"
+
+
+# Forecast calibration (KPIS.md §10.6): models kept in their own module, registered with the metrics app here.
+from metrics.forecasts.models import ForecastCalibration, FrozenForecast, FrozenForecastItem  # noqa: E402
+
+__all__ = ["ForecastCalibration", "FrozenForecast", "FrozenForecastItem"]
+
+# Customer health (KPIS.md §10.10): models kept in their own module, registered with the metrics app here.
+from metrics.health.models import CustomerHealth, CustomerHealthRun, HealthSettings  # noqa: E402
+
+__all__ += ["CustomerHealth", "CustomerHealthRun", "HealthSettings"]
+
+# Alerts (KPIS.md §10.8): models kept in their own module, registered with the metrics app here.
+from metrics.alerts.models import Alert, AlertNotice  # noqa: E402
+
+__all__ += ["Alert", "AlertNotice"]

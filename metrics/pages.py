@@ -29,6 +29,8 @@ DEFAULT_PART_LABELS = {"numerator": _lazy("Numerator"), "denominator": _lazy("De
 
 
 def _unit_label(kpi: Kpi) -> str:
+    if kpi.unit == Unit.CURRENCY_PER_DAY:
+        return _("%(currency)s/day") % {"currency": settings.CRM_CURRENCY}
     return settings.CRM_CURRENCY if kpi.unit == Unit.CURRENCY else str(Unit(kpi.unit).label)
 
 

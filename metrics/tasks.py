@@ -126,3 +126,81 @@ def send_weekly_reports() -> int:
     from metrics.services.weekly_report import weekly_report_send
 
     return weekly_report_send()
+
+
+@shared_task(
+    name="metrics.tasks.freeze_forecasts",
+    soft_time_limit=10 * 60,
+    time_limit=12 * 60,
+    expires=14 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def freeze_forecasts() -> int:
+    """Freeze the forecast of the current week, month and quarter if not yet frozen (idempotent; a run
+    after the period's start freezes it late and says so). Returns the company rows written."""
+    from metrics.forecasts.services import forecasts_freeze
+
+    return len(forecasts_freeze())
+
+
+@shared_task(
+    name="metrics.tasks.compute_forecast_calibration",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def compute_forecast_calibration() -> int:
+    """The stage calibration and Brier scores over the last four quarters' closed deals, for the page."""
+    from metrics.forecasts.services import forecast_calibration_compute
+
+    return forecast_calibration_compute().pk
+
+
+@shared_task(
+    name="metrics.tasks.refresh_customer_health",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def refresh_customer_health() -> int | None:
+    """Score every active customer's health as of today and backtest the score (KPIS.md §10.10)."""
+    from metrics.health.services import health_refresh
+
+    run = health_refresh()
+    return run.pk if run else None
+
+
+@shared_task(
+    name="metrics.tasks.recompute_time_in_stage",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=55 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def recompute_time_in_stage(full: bool = False) -> int:
+    """Time in stage from the stage history (KPIS.md §10.7): the recent weeks and months, or (``full``)
+    every period of the whole history."""
+    from metrics.services.velocity import time_in_stage_recompute
+
+    return time_in_stage_recompute(full=full).pk
+
+
+@shared_task(
+    name="metrics.tasks.recompute_cohort_snapshots",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+    **RETRY,
+)
+def recompute_cohort_snapshots() -> int:
+    """Recompute the cohorts, NRR, GRR and the revenue waterfall over the whole history (their own task)."""
+    from metrics.cohorts.services import cohort_snapshots_recompute
+
+    return cohort_snapshots_recompute().pk

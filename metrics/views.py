@@ -27,11 +27,13 @@ from accounts.web import partial_template, require_staff_role
 from crm import selectors as crm_selectors
 from crm.data.exports import csv_response, xlsx_response
 from metrics import dashboard, pages, selectors
+from metrics.alerts import pages as alert_pages
 from metrics.forms import DashboardFilterForm, TargetForm
 from metrics.kpis import registry
 from metrics.kpis.base import Kpi
 from metrics.models import SnapshotRun
 from metrics.services import RecomputeError, kpi_target_set
+from metrics.velocity import pages as velocity_pages
 
 
 def _filters(request: HttpRequest) -> tuple[DashboardFilterForm, dashboard.Filters]:
@@ -44,6 +46,7 @@ def _filters(request: HttpRequest) -> tuple[DashboardFilterForm, dashboard.Filte
         count=data["count"],
         team=data.get("team"),
         rep=data.get("rep"),
+        campaign=data.get("campaign"),
     )
     return form, filters
 
@@ -70,6 +73,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         # A rep's numbers lead with their own pipeline and tasks (live, two indexed aggregates).
         "my_day": crm_selectors.my_day(user=request.user) if request.user.is_rep else None,
+        # The user's active alerts (KPIS.md §10.8): live, so a dismissal shows at once (one query).
+        "alerts": alert_pages.alert_panel(user=request.user),
         "complete_query": _complete_query(request, filters),
         "panels": dashboard.cached_fragment(request, "dashboard", freshness, panels),
         "freshness": freshness,
@@ -113,6 +118,11 @@ def kpi_detail_view(request: HttpRequest, code: str) -> HttpResponse:
         "query": _query_without(request, "page"),
         "freshness": freshness,
     }
+    # Velocity's four factors; time in stage per stage, with one stage's stays as its records.
+    context |= velocity_pages.kpi_panel(
+        user=request.user, kpi=kpi, filters=filters, card=context["card"], query=context["query"],
+        stage=request.GET.get("stage"), page=page,
+    )  # fmt: skip
     return render(request, partial_template(request, "metrics/kpi_detail.html", "drilldown"), context)
 
 

@@ -109,6 +109,30 @@ def make_pipeline(**overrides: Any) -> Pipeline:
     return pipeline
 
 
+def make_campaign(
+    *,
+    start: Any = None,
+    end: Any = None,
+    cost: Decimal | int = 0,
+    actor: User | None = None,
+    **overrides: Any,
+) -> Any:
+    """A campaign (through ``campaign_create``); by default one running the whole of 2026, free."""
+    from datetime import date
+
+    from crm.campaigns.services import campaign_create
+
+    n = next(_seq)
+    fields = {"name": f"Campaign {n}", "channel": "ads", **overrides}
+    return campaign_create(
+        actor=actor or make_manager(),
+        start=start or date(2026, 1, 1),
+        end=end or date(2026, 12, 31),
+        cost=Decimal(cost),
+        **fields,
+    )
+
+
 # Metrics: deals closed at a given time, usage and login events, spend and CRM cost inputs.
 # ---------------------------------------------------------------------------------------------------------
 
@@ -311,3 +335,33 @@ def make_webhook(owner: User, *, name: str = "Hook") -> tuple[Any, Any]:
         created_at=timezone.now(),
     )
     return webhook, delivery
+
+
+def make_alert(person: User | None = None, *, kpi: str = "win_rate", **overrides: Any) -> Any:
+    """An active anomaly alert of last month, made directly (alerts are raised by the evaluation): about
+    ``person``'s own numbers, or the company's."""
+    from metrics.alerts.models import Alert
+    from metrics.models import Scope
+    from metrics.periods import period_of
+
+    period = period_of(timezone.now(), "month").previous()
+    now = timezone.now()
+    fields = {
+        "kpi": kpi,
+        "granularity": period.granularity,
+        "period_start": period.start,
+        "period_end": period.end,
+        "scope": Scope.USER if person is not None else Scope.COMPANY,
+        "scope_id": str(person.pk) if person is not None else "",
+        "kind": Alert.Kind.ANOMALY,
+        "value": Decimal("12"),
+        "sample_size": 40,
+        "centre": Decimal("45"),
+        "lower_limit": Decimal("30"),
+        "upper_limit": Decimal("60"),
+        "created_at": now,
+        "raised_at": now,
+        "updated_at": now,
+        **overrides,
+    }
+    return Alert.objects.create(**fields)

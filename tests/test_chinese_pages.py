@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
@@ -27,15 +28,22 @@ from crm.automation.models import AutomationRun, note
 from crm.automation.services import rule_create
 from crm.custom_fields.services import field_create
 from crm.data import merge
+from metrics.cohorts.services import cohort_snapshots_recompute
+from metrics.forecasts.services import forecast_calibration_compute, forecasts_freeze
+from metrics.health.services import health_refresh
 from metrics.kpis import registry
+from metrics.kpis.velocity import TIME_IN_STAGE, VELOCITY, open_stages
 from metrics.services import snapshots_rebuild_all
+from metrics.services.velocity import time_in_stage_recompute
 from surveys.emails import unsubscribe_token
 from surveys.models import TEXT_FIELDS, TEXT_SUFFIX, Survey
 from tests import sweep_kit
 from tests.factories import (
     make_admin,
     make_agent,
+    make_alert,
     make_answer,
+    make_campaign,
     make_customer,
     make_deal,
     make_duplicate_pair,
@@ -64,7 +72,7 @@ ALLOWED = {
     "arpa", "rr", "eur", "usd", "cny", "gbp", "chf", "csv", "xlsx", "xlsm", "tsv", "txt", "png", "json",
     "excel", "utf", "id", "url", "api", "totp", "html", "ip", "ms", "pp", "km", "mb", "gb", "bom", "gbk",
     "windows", "wilson", "english", "webhook", "webhooks", "ios", "android", "google", "authenticator",
-    "microsoft", "plotly",
+    "microsoft", "plotly", "brier",
 }  # fmt: skip
 # Whatever is not prose: e-mail addresses, URLs and paths, identifiers with underscores, placeholders
 # such as {company}, quoted literal values ('n/a'), ISO dates, hexadecimal tokens.
@@ -132,7 +140,14 @@ class World:
         }
         User.objects.filter(pk__in=[u.pk for u in self.users.values()]).update(language=ZH)
         rep, manager = self.users["rep"], self.users["manager"]
-        customer = make_customer(rep, name="星辰科技", phone="+86 21 5555 0123", city="上海", language=ZH)
+        today = timezone.localdate()
+        campaign = make_campaign(
+            name="春季展会", channel="event", cost=3000, start=today - timedelta(days=30),
+            end=today + timedelta(days=30), note="上海展馆", actor=manager,
+        )  # fmt: skip
+        customer = make_customer(
+            rep, name="星辰科技", phone="+86 21 5555 0123", city="上海", language=ZH, campaign=campaign
+        )
         question = "您向同事推荐{company}的可能性有多大？"
         texts = {f"{name}_{suffix}": question for name in TEXT_FIELDS for suffix in TEXT_SUFFIX.values()}
         # The default surveys the migrations create carry English names (data a company renames): this
@@ -154,6 +169,8 @@ class World:
             "duplicate": make_duplicate_pair(customer, make_customer(rep, name="星辰科技有限公司")),
             "survey": survey,
             "invitation": invitation,
+            "campaign": campaign,
+            "alert": make_alert(rep),
         }
         self.own = {role: {"import_job": make_import_job(self.users[role], import_text, name="客户.csv")}
                     for role in ("manager", "admin")}  # fmt: skip
@@ -171,7 +188,14 @@ class World:
             "surveys_public:answer": invitation.token,
             "surveys_public:unsubscribe": unsubscribe_token(invitation),
         }
+        # Scored as of tomorrow's start, so today's customers are scored: the health pages list them with
+        # their components (and, first, so the KPI snapshots read the scores).
+        health_refresh(now=timezone.now() + timedelta(days=1))
+        forecasts_freeze()  # the frozen forecast of the running periods and the stored calibration
+        forecast_calibration_compute()
         snapshots_rebuild_all()
+        cohort_snapshots_recompute()  # the cohorts and revenue retention KPIs: a task of their own
+        time_in_stage_recompute(full=True)  # time in stage: a task of its own too
         self.clients = {role: Client() for role in ROLES}
         self.clients["anonymous"].cookies["django_language"] = ZH
         for role, user in self.users.items():
@@ -245,6 +269,9 @@ PK_RECORDS = {
     ("crm", "webhooks"): "webhook",
     ("crm", "fields"): "custom_field",
     ("crm", "automation"): "automation_rule",
+    ("metrics", "customers"): "customer",
+    ("crm", "campaigns"): "campaign",
+    ("metrics", "alerts"): "alert",
 }
 
 
@@ -267,6 +294,24 @@ def test_every_page_as_every_role_reads_in_chinese(settings):
     report = "\n".join(
         f"{word}: {sorted(where)[0]} (+{len(where) - 1} more)" for word, where in sorted(found.items())
     )
+    assert not found, f"English words on Chinese pages:\n{report}"
+
+
+def test_velocity_and_time_in_stage_pages_read_in_chinese(settings):
+    """The KPI page of every KPI is one URL pattern (the sweep above opens the first KPI's): these two add
+    their own panels and records, opened here with each drill-down part and stage."""
+    settings.LANGUAGE_CODE = "en"
+    world = World()
+    found: dict[str, set[str]] = defaultdict(set)
+    queries = [(VELOCITY, f"part={part}") for part in VELOCITY.drilldown.parts]
+    queries += [(TIME_IN_STAGE, f"stage={stage.pk}") for stage in open_stages()]
+    for (kpi, query), role in itertools.product(queries, ("rep", "manager")):
+        url = f"{reverse('metrics:kpi_detail', args=[kpi.code])}?{query}"
+        response = world.clients[role].get(url)
+        assert response.status_code == 200, url
+        for word, around in english_words(response.content.decode()).items():
+            found[word].add(f"{url} as {role}: …{around}…")
+    report = "\n".join(f"{word}: {sorted(where)[0]}" for word, where in sorted(found.items()))
     assert not found, f"English words on Chinese pages:\n{report}"
 
 

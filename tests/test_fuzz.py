@@ -24,12 +24,17 @@ from crm import custom_field_forms as crm_custom_field_forms
 from crm import data_forms as crm_data_forms
 from crm import forms as crm_forms
 from crm.automation.services import rule_create
+from crm.campaigns import forms as crm_campaign_forms
 from crm.custom_fields.services import field_create
 from metrics import forms as metrics_forms
+from metrics.cohorts import forms as metrics_cohort_forms
+from metrics.health import forms as metrics_health_forms
 from metrics.kpis import registry
 from surveys import forms as survey_forms
 from tests.factories import (
     make_agent,
+    make_alert,
+    make_campaign,
     make_customer,
     make_deal,
     make_duplicate_pair,
@@ -54,7 +59,10 @@ MAIN_TABLES = (
     "crm_activity",
     "crm_importjob",
     "crm_duplicatecandidate",
+    "crm_campaign",
     "metrics_kpitarget",
+    "metrics_healthsettings",
+    "metrics_alert",
     "surveys_survey",
     "surveys_surveyinvitation",
     "surveys_surveyresponse",
@@ -105,7 +113,16 @@ def _form_field_names() -> list[str]:
     # The rule form's rows (its fields are made per row).
     names |= {f"conditions-0-{part}" for part in ("field", "op", "value")}
     names |= {f"actions-0-{part}" for part in ("type", "days", "user", "stage", "field", "value", "body_en")}
-    modules = (crm_forms, crm_data_forms, crm_custom_field_forms, crm_automation_forms, metrics_forms)
+    modules = (
+        crm_forms,
+        crm_data_forms,
+        crm_custom_field_forms,
+        crm_automation_forms,
+        crm_campaign_forms,
+        metrics_forms,
+        metrics_cohort_forms,
+        metrics_health_forms,
+    )
     for module in (*modules, survey_forms):
         for _name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, django_forms.BaseForm):
@@ -146,6 +163,8 @@ OBJECT_FOR_PREFIX = {
     "webhooks": "webhook",
     "fields": "custom_field",
     "automation": "automation_rule",
+    "campaigns": "campaign",
+    "alerts": "alert",
 }
 FIELDS = _form_field_names()
 
@@ -170,6 +189,8 @@ def world(settings):
             actor=manager, entity="customer", key="lot", label_en="Lot", kind="integer"
         ),
         "automation_rule": _rule(manager),
+        "campaign": make_campaign(name="Fuzz campaign", cost=500, actor=manager),
+        "alert": make_alert(rep),
     }
     clients = {}
     for role, user in (("rep", rep), ("agent", agent), ("manager", manager)):

@@ -72,13 +72,16 @@ from crm.custom_fields.services import field_create
 from crm.data import imports, merge
 from crm.models import Customer, ImportJob
 from crm.tasks import check_import, run_import
+from metrics.health.services import health_refresh
 from metrics.kpis import registry
 from surveys.emails import unsubscribe_token
 from tests import sweep_kit
 from tests.factories import (
     make_admin,
     make_agent,
+    make_alert,
     make_answer,
+    make_campaign,
     make_customer,
     make_deal,
     make_duplicate_pair,
@@ -127,6 +130,9 @@ PK_RECORDS = {
     ("crm", "webhooks"): "webhook",
     ("crm", "fields"): "custom_field",
     ("crm", "automation"): "automation_rule",
+    ("metrics", "customers"): "customer",
+    ("crm", "campaigns"): "campaign",
+    ("metrics", "alerts"): "alert",
 }
 TOKENS = {"surveys_public:answer": "token", "surveys_public:unsubscribe": "unsubscribe_token"}
 PK_VARIANTS = {"pk-zero": "0", "pk-beyond-bigint": "9" * 25}
@@ -202,6 +208,11 @@ class World:
         )
         self.records["custom_field"] = _custom_fields(manager)
         self.records["automation_rule"] = _automation_rule(manager, self.records["deal"])
+        # Scored as of tomorrow's start, so today's customers are scored: the health pages list them with
+        # their components (and, first, so the KPI snapshots read the scores).
+        health_refresh(now=timezone.now() + timedelta(days=1))
+        self.records["campaign"] = make_campaign(name="Sweep campaign", cost=1200, actor=manager)
+        self.records["alert"] = make_alert(rep)  # the rep's numbers: theirs and the managers' to dismiss
         self.token = invitation.token
         self.unsubscribe_token = unsubscribe_token(invitation)
         self.kpi = next(iter(registry()))

@@ -58,6 +58,7 @@ class CustomerFilters(Schema):
     owner: int | None = None
     source: str = ""
     segment: str = ""
+    campaign: int | None = None
     order: str = "name"
     cursor: str | None = None
     limit: int | None = None
@@ -74,6 +75,7 @@ class CustomerIn(Schema):
     source: str | None = None
     language: str | None = None
     owner: int | None = None
+    campaign: int | None = Field(None, description="The campaign the customer came from (first touch).")
     custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
     version: int | None = None
 

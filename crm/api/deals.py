@@ -37,6 +37,13 @@ ORDERS = ("created_at", "-created_at", "updated_at", "-updated_at", "title", "-t
 
 class DealOut(ModelSchema):
     custom: dict[str, Any] = Field(description=CUSTOM_OUT)
+    effective_forecast_category: str = Field(
+        description="The forecast category that counts: the deal's own (forecast_category), else its stage's."
+    )
+
+    @staticmethod
+    def resolve_effective_forecast_category(deal: Deal) -> str:
+        return deal.effective_forecast_category
 
     class Meta:
         model = Deal
@@ -50,7 +57,9 @@ class DealOut(ModelSchema):
             "stage",
             "status",
             "probability",
+            "forecast_category",
             "source",
+            "campaign",
             "expected_close_date",
             "created_at",
             "updated_at",
@@ -72,6 +81,8 @@ class DealFilters(Schema):
     status: str = ""
     stage: int | None = None
     owner: int | None = None
+    campaign: int | None = None
+    forecast_category: str = ""
     order: str = "-created_at"
     cursor: str | None = None
     limit: int | None = None
@@ -84,7 +95,13 @@ class DealIn(Schema):
     kind: str | None = None
     stage: int | None = None
     probability: int | None = None
+    forecast_category: str | None = Field(
+        None, description="commit, best_case, pipeline or omitted; empty: the stage's category."
+    )
     source: str | None = None
+    campaign: int | None = Field(
+        None, description="The campaign that last touched the customer; left out on a new deal, it is found."
+    )
     expected_close_date: date | None = None
     custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
     version: int | None = None

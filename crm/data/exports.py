@@ -75,6 +75,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column(_("Customer since"), "became_customer_at", "time"),
         Column(_("Churned"), "churned_at", "time"),
         Column(_("Churn reason"), "churn_reason"),
+        Column(_("Campaign"), "campaign__name"),
     ),
     "deals": (
         Column(_("ID"), "pk", "raw"),
@@ -92,6 +93,9 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column(_("Created"), "created_at", "time"),
         Column(_("Closed"), "closed_at", "time"),
         Column(_("Lost reason"), "lost_reason"),
+        # The deal's own category; empty: its stage's (imports back the same way).
+        Column(_("Forecast category"), "forecast_category", "choice"),
+        Column(_("Campaign"), "campaign__name"),
     ),
     "tickets": (
         Column(_("ID"), "pk", "raw"),

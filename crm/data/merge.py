@@ -13,6 +13,7 @@ from simple_history.utils import bulk_update_with_history, get_history_manager_f
 
 from accounts.models import UsageEvent, User
 from accounts.services import usage_record
+from crm.campaigns.touches import campaign_touches_collapse
 from crm.custom_fields import services as custom_fields
 from crm.custom_fields.models import CustomField
 from crm.models import Customer, CustomerMerge, CustomerStatusChange, DuplicateCandidate, WebhookSubscription
@@ -119,6 +120,10 @@ def customer_merge(
     chosen = _apply_choices(survivor, merged, choices or {})
     _combine_status(survivor, merged, actor=actor, at=now)
     moved = _move_related(survivor, merged, actor=actor)
+    # Attribution (KPIS.md §10.11): the survivor keeps its first-touch campaign (takes the other's when it
+    # has none); the moved touches read as one customer's history.
+    survivor.campaign_id = survivor.campaign_id or merged.campaign_id
+    campaign_touches_collapse(customer=survivor)
     survivor.created_at = min(survivor.created_at, merged.created_at)
     survivor.updated_at = now
     survivor.version += 1

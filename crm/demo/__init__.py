@@ -8,11 +8,13 @@ The package, by what it holds: ``world`` (sizes, tables, the company's parameter
 (what a seed is asked for and produced), ``days`` (the day grid), ``people`` (staff and customer
 accounts), ``identities`` (who the customers are), ``history`` with its ``deals`` and ``tickets`` parts
 (the company lived customer by customer), ``company`` (staff rows, spend, costs, calibration),
-``output`` (COPY), ``seeding`` (the database side) and ``surveys`` (the survey history, seeded after the
-CRM and read back from it). ``manage.py seed_demo`` calls ``seed`` then ``seed_surveys``.
+``output`` (COPY), ``seeding`` (the database side), ``surveys`` (the survey history, seeded after the
+CRM and read back from it) and ``health`` (the warning signs before churns). ``manage.py seed_demo`` calls
+``seed``, ``seed_surveys`` then ``seed_health``.
 """
 
 from crm.demo.config import SeedConfig, SeedError, SeedResult
+from crm.demo.health import seed_health
 from crm.demo.seeding import seed
 from crm.demo.surveys import seed_surveys
 from crm.demo.world import COLUMNS, DEMO_PASSWORD, MAX_DEALS, MAX_YEARS, SIZES
@@ -27,5 +29,6 @@ __all__ = [
     "SeedError",
     "SeedResult",
     "seed",
+    "seed_health",
     "seed_surveys",
 ]

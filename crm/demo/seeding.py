@@ -18,9 +18,13 @@ from psycopg import sql as pg
 from tqdm import tqdm
 
 from accounts.models import User
+from crm.demo.alerts import seed_alert_story
+from crm.demo.campaigns import seed_campaigns
+from crm.demo.cohorts import promotion_cohort
 from crm.demo.company import _calibrate, _creation_times, _golive, _write_costs, _write_spend, _write_staff
 from crm.demo.config import SeedConfig, SeedError, SeedResult, Setup
 from crm.demo.days import Calendar
+from crm.demo.forecasting import seed_forecasting
 from crm.demo.history import History
 from crm.demo.output import Sink, _Loader
 from crm.demo.people import Staff
@@ -48,6 +52,7 @@ def generate(
     with tqdm(total=customers, unit=" customers", disable=not progress, desc="seed_demo") as bar:
         history.live(created, legacy, bar.update)
     history.internal_customers(customers + 1)
+    promotion_cohort(history, customers=customers, first_id=customers + 3, seed=config.seed)  # §10.9's story
     _write_spend(sink, cal, rng, staff, created, history)
     _write_costs(sink, cal, staff, golive_day)
     sink.flush()
@@ -204,6 +209,9 @@ def seed(
             cursor.execute(next_id.format(pg.Identifier(table)), [table])
         CompanySettings.objects.update_or_create(pk=1, defaults={"go_live_date": go_live})
         _fields_and_rules()
+        seed_campaigns(config)
+        seed_forecasting(until=config.until)  # stage probabilities and over-forecasting reps (§10.6)
+        seed_alert_story(config)  # an incident week and targets off pace (§10.8)
         for table in tables:
             cursor.execute(pg.SQL("ANALYZE {}").format(pg.Identifier(table)))
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")

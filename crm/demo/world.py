@@ -104,7 +104,9 @@ def _t(text: str) -> str:
     return found
 
 
-STEP_DAYS = (6.0, 10.0, 12.0, 9.0)  # median days spent in each open stage before moving on
+# Median days spent in each open stage before moving on. Proposals stall: they wait for the customer's legal
+# and procurement review, far longer than in any other stage (time in stage, KPIS.md §10.7).
+STEP_DAYS = (6.0, 10.0, 28.0, 9.0)
 LOST_REASONS = {
     "new": (
         (gettext_noop("Price too high"), 25),

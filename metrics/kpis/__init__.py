@@ -26,7 +26,20 @@ if TYPE_CHECKING:
     from metrics.kpis.base import Context
     from metrics.kpis.dataset import Dataset
 
-FAMILY_MODULES = ("sales", "retention", "satisfaction", "service", "economics", "adoption", "data_quality")
+FAMILY_MODULES = (
+    "sales",
+    "velocity",
+    "retention",
+    "satisfaction",
+    "service",
+    "economics",
+    "adoption",
+    "data_quality",
+    "campaigns",
+    "forecasting",
+    "revenue_retention",
+    "health",
+)
 
 
 @cache

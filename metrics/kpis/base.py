@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.db import models
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from metrics.kpis.details import Detail
 from metrics.models import Scope
@@ -27,6 +28,7 @@ class Family(models.TextChoices):
     ECONOMICS = "economics", _("Unit economics")
     ADOPTION = "adoption", _("Adoption")
     DATA_QUALITY = "data_quality", _("Data quality")
+    CAMPAIGNS = "campaigns", pgettext_lazy("marketing", "Campaigns")
 
 
 class Unit(models.TextChoices):
@@ -39,6 +41,8 @@ class Unit(models.TextChoices):
     NUMBER = "number", _("number")
     # A score from −100 to +100 (NPS), shown as a whole number; its changes are in points.
     POINTS = "points", _("points")
+    # A rate of money (pipeline velocity): not a sum over time or segments, so no pace and no contributions.
+    CURRENCY_PER_DAY = "currency_day", _("amount per day")
 
 
 class Better(models.TextChoices):
@@ -173,6 +177,9 @@ class Kpi:
     sections: frozenset[str] = frozenset()
     # The scorecard line it answers (the first KPI of a line is its headline).
     question: str | None = None
+    # Computed by a scheduled task of its own (a scan too heavy for the 5-minute run and the nightly
+    # rebuild, e.g. time in stage): those runs leave it out; a run that names it, or a range run, computes it.
+    own_task: bool = False
 
     @property
     def drilldown(self) -> "Drill | None":

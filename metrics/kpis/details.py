@@ -228,3 +228,103 @@ class ValidationDetail(Detail):
     customers_checked: int | None = None
     deals_invalid: int | None = None
     deals_checked: int | None = None
+
+
+@dataclass(frozen=True)
+class CohortDetail(Detail):
+    """A cohort of new customers (KPIS.md §10.9): how many of them were active at the end of each month since
+    the month they joined (``active[0]``: that month itself), for the months that have ended; ``month``: the
+    month the value is read at (12 once it has ended, else the latest one)."""
+
+    active: tuple[int, ...] | None = None
+    month: int | None = None
+
+
+@dataclass(frozen=True)
+class RevenueRetentionDetail(Detail):
+    """NRR and GRR (KPIS.md §10.9): the base (the earlier 12 months' revenue of the customers who had some)
+    and how it moved in the 12 months after, how many base customers expanded, contracted or were lost, and
+    the windows as local days: [earlier from, later from) and [later from, until)."""
+
+    base: float | None = None
+    expansion: float | None = None
+    contraction: float | None = None
+    churned: float | None = None
+    expanded: int | None = None
+    contracted: int | None = None
+    lost: int | None = None
+    windows: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class WaterfallDetail(Detail):
+    """The revenue waterfall (KPIS.md §10.9): previous + new + expansion − contraction − churned +
+    reactivated = current, the customers in each bucket, and the spans compared as local days: [compared
+    from, compared until) and [current from, current until) (a running period to date against the same
+    elapsed days of the period before)."""
+
+    previous: float | None = None
+    new: float | None = None
+    expansion: float | None = None
+    contraction: float | None = None
+    churned: float | None = None
+    reactivated: float | None = None
+    current: float | None = None
+    new_customers: int | None = None
+    expanded: int | None = None
+    contracted: int | None = None
+    lost: int | None = None
+    reactivated_customers: int | None = None
+    spans: tuple[str, str, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class VelocityDetail(Detail):
+    """Pipeline velocity's four factors (KPIS.md §10.7), each as its own KPI's snapshot of the same period
+    and scope holds it: open deals (the pipeline's n), win rate (%, won of closed), average deal size (won
+    with an amount), sales cycle (median days, over the won deals)."""
+
+    open_deals: int | None = None
+    win_rate: float | None = None
+    won: int | None = None
+    closed: int | None = None
+    avg_deal_size: float | None = None
+    won_priced: int | None = None
+    won_priced_amount: float | None = None
+    cycle_days: float | None = None
+    cycle_n: int | None = None
+
+
+@dataclass(frozen=True)
+class StageStays:
+    """Time in one stage: completed stays (left the stage in the period), and with the stays still running
+    counted at their time so far (``*_open``, the running period only)."""
+
+    stage: int
+    name: str
+    n: int = 0
+    median: float | None = None
+    p90: float | None = None
+    pipeline: str = ""
+    n_open: int | None = None
+    median_open: float | None = None
+    p90_open: float | None = None
+    still_in: int | None = None
+
+
+@dataclass(frozen=True)
+class TimeInStageDetail(Detail):
+    """Days in each open stage (KPIS.md §10.7): the median and p90 of the stays that ended in the period,
+    over all stages and per stage; for the running period also with the stays still running at their time
+    so far (``*_open``; ``still_in`` of them)."""
+
+    p90: float | None = None
+    n_open: int | None = None
+    median_open: float | None = None
+    p90_open: float | None = None
+    still_in: int | None = None
+    stages: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def per_stage(self) -> list[StageStays]:
+        return [StageStays(**stage) for stage in self.stages]

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Team, User
 from crm.custom_fields.models import CustomField
-from crm.models import Customer, Source
+from crm.models import Campaign, Customer, Source
 from metrics.kpis import custom
 from metrics.kpis.base import Kpi
 from metrics.models import Scope
@@ -29,6 +29,11 @@ def _team_names(ids: Iterable[str]) -> dict[str, str]:
 
 def _user_names(ids: Iterable[str]) -> dict[str, str]:
     return {str(u.pk): str(u) for u in User.objects.filter(pk__in=list(ids))}
+
+
+def _campaign_names(ids: Iterable[str]) -> dict[str, str]:
+    wanted = [int(pk) for pk in ids if pk.isdigit()]
+    return {str(pk): name for pk, name in Campaign.objects.filter(pk__in=wanted).values_list("pk", "name")}
 
 
 def _choice_names(choices: type[Choices]) -> Callable[[Iterable[str]], dict[str, str]]:
@@ -57,6 +62,7 @@ DIMENSIONS = {
         Dimension(Scope.TRIGGER, _("By trigger"), _choice_names(Survey.Trigger)),
         Dimension(Scope.AGENT, _("By support agent"), _user_names, own_row=True),
         Dimension(Scope.SEGMENT, _("By customer segment"), _choice_names(Customer.Segment)),
+        Dimension(Scope.CAMPAIGN, _("By campaign"), _campaign_names),
     )
 }
 

@@ -155,7 +155,7 @@ def dataset_part(dataset: "Dataset", name: str, gives: str, *, label: Promise | 
 def visible(model: type, user: "User") -> QuerySet:
     """Every record of ``model`` that ``user`` may see: the access selector of each model a KPI counts."""
     from accounts.models import User as UserModel
-    from crm.models import Customer, Deal, SpendEntry, Ticket
+    from crm.models import CampaignTouch, Customer, Deal, SpendEntry, Ticket
     from crm.selectors import customer_list, deal_list, ticket_list
     from surveys.models import SurveyInvitation, SurveyResponse
     from surveys.selectors import invitation_list, survey_response_list
@@ -164,6 +164,10 @@ def visible(model: type, user: "User") -> QuerySet:
         Deal: lambda: deal_list(user=user),
         Customer: lambda: customer_list(user=user),
         Ticket: lambda: ticket_list(user=user),
+        # A campaign's touches of the customers the user may see (metrics.kpis.campaigns).
+        CampaignTouch: lambda: CampaignTouch.objects.filter(
+            customer__in=customer_list(user=user)
+        ).select_related("customer", "campaign"),
         SurveyResponse: lambda: survey_response_list(user=user),
         SurveyInvitation: lambda: invitation_list(user=user),
         # Spend and the staff list are the managers' (a rep sees their own user only).

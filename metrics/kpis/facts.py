@@ -526,7 +526,7 @@ def inputs_signature() -> str:
     """A hash of the small tables every period's figures depend on besides the records: who is in which
     team and holds a seat (team figures, licences), spend, CRM costs and company settings (unit
     economics), pipeline stages (weighted pipeline, funnel) and surveys (satisfaction)."""
-    from crm.models import CompanySettings, CrmCostItem, PipelineStage, SpendEntry
+    from crm.models import Campaign, CompanySettings, CrmCostItem, PipelineStage, SpendEntry
     from surveys.models import Survey
 
     tables = [
@@ -537,6 +537,8 @@ def inputs_signature() -> str:
         CompanySettings.objects.values_list(),
         PipelineStage.objects.values_list("pk", "pipeline_id", "order", "probability", "kind"),
         Survey.objects.values_list("pk", "kind", "nps_type", "positive_min", "is_active"),
+        # Campaign costs spread over their runs (metrics.kpis.campaigns).
+        Campaign.objects.values_list("pk", "start", "end", "cost"),
     ]
     return hashlib.sha256(repr([list(t.order_by("pk")) for t in tables]).encode()).hexdigest()
 

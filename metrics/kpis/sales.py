@@ -769,7 +769,8 @@ def _forecast_at_start(user: User, period: Period, scope: str, scope_id: str) ->
 FORECAST_ACCURACY = Kpi(
     code="forecast_accuracy",
     family=Family.SALES,
-    label=_("Forecast accuracy"),
+    # Beside the frozen forecasts' own accuracy (metrics.kpis.forecasting), which reads what was frozen.
+    label=_("Forecast accuracy (reconstructed from history)"),
     unit=Unit.PERCENT,
     better=Better.UP,
     formula=_(

@@ -14,7 +14,7 @@ from itertools import batched
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 from psycopg import sql
@@ -211,10 +211,14 @@ def _granularities(granularities: Sequence[str] | None) -> list[str]:
     return grans
 
 
-def _select_kpis(codes: Sequence[str] | None) -> list[Kpi]:
+# The scheduled runs, which leave out the KPIs computed by a task of their own (``Kpi.own_task``).
+SCHEDULED_KINDS = (SnapshotRun.Kind.FULL, SnapshotRun.Kind.RECENT, SnapshotRun.Kind.LONG)
+
+
+def _select_kpis(codes: Sequence[str] | None, kind: str = SnapshotRun.Kind.RANGE) -> list[Kpi]:
     known = registry()
     if not codes:
-        return list(known.values())
+        return [k for k in known.values() if not (k.own_task and kind in SCHEDULED_KINDS)]
     unknown = [c for c in codes if c not in known]
     if unknown:
         raise RecomputeError(f"unknown KPI: {', '.join(unknown)}")
@@ -224,7 +228,7 @@ def _select_kpis(codes: Sequence[str] | None) -> list[Kpi]:
 def _recompute(
     ctx: Context, *, kpis: Sequence[str] | None, kind: str, progress: Progress | None = None
 ) -> SnapshotRun:
-    selected = _select_kpis(kpis)
+    selected = _select_kpis(kpis, kind)
     starts = [p.start for ps in ctx.periods.values() for p in ps]
     ends = [p.end for ps in ctx.periods.values() for p in ps]
     started = timezone.now()
@@ -249,7 +253,7 @@ def _recompute(
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, family_datasets(ctx))
-            elif settings.KPI_PREFETCH_SCANS:
+            elif settings.KPI_PREFETCH_SCANS and kpis is None:  # scanning ahead pays for every KPI only
                 ctx.prefetch = facts.Prefetch(ctx, family_datasets(ctx))
             try:
                 run.rows = _write(ctx, selected, computed_at=timezone.now(), progress=progress)
@@ -269,6 +273,13 @@ def _recompute(
         raise
     _finish(run, SnapshotRun.Status.OK, clock, ctx)
     bump_generation()
+    # Alerts (KPIS.md §10.8) are decided from the snapshots just committed, in a transaction of their own.
+    from metrics.alerts.services import alerts_after_run
+
+    try:
+        alerts_after_run(run=run, ctx=ctx)
+    except OperationalError:  # transient; the snapshots stand and the next run evaluates them again
+        logger.exception("alerts could not be evaluated after snapshot run %s", run.pk)
     return run
 
 

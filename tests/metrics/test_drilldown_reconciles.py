@@ -19,6 +19,8 @@ from accounts.models import User
 from crm import services
 from crm.data import merge
 from crm.models import Customer, Deal, PipelineStage
+from metrics.forecasts.services import forecasts_reconstruct
+from metrics.health.services import health_refresh
 from metrics.kpis import registry
 from metrics.models import KpiSnapshot, Scope
 from metrics.periods import local_midnight, period_of
@@ -79,6 +81,12 @@ def company(settings):
     _won(
         internal, created=opened, closed=first_of_february + timedelta(hours=1), title="Internal", amount="5"
     )
+    # Forecasts frozen for the history's weeks and months, from its stage history (the accuracy and bias
+    # KPIs and their drill-downs).
+    january = local_midnight(date(2026, 1, 1))
+    forecasts_reconstruct(since=january, until=local_midnight(UNTIL), granularities=GRANULARITIES)
+    # Today's health scores, which the health KPIs of the current periods read (KPIS.md §10.10).
+    health_refresh()
     # The history's last two months, and the current periods (KPIs of the state now).
     now = timezone.now()
     snapshots_recompute(start=date(2026, 1, 1), end=UNTIL, granularities=GRANULARITIES, now=now)

@@ -74,11 +74,17 @@ WHOLE_PERIOD_COMPARED = {
     "sales_growth_yoy": "is itself a like-for-like comparison of revenue",
     "funnel_conversion": "a cohort followed to its outcome",
     "forecast_accuracy": "has no value until its period has ended",
+    "frozen_forecast_accuracy": "has no value until its period has ended",
+    "frozen_forecast_bias": "has no value until its period has ended",
     "cac": "spend is entered per month",
     "retention_cost_per_customer": "spend is entered per month",
     "clv": "from a year of revenue and the churn of whole periods",
     "clv_cac_ratio": "from a year of revenue and the churn of whole periods",
     "crm_roi": "a go-live comparison of whole months",
+    "cohort_retention": "a cohort followed to its outcome",
+    "net_revenue_retention": "two 12-month windows: a running period's end today, as long as any other's",
+    "gross_revenue_retention": "two 12-month windows: a running period's end today, as long as any other's",
+    "revenue_waterfall": "is itself a like-for-like comparison of revenue (the same days while it runs)",
 }
 
 # What a KPI's builder offers the engine's like-for-like comparison (``services._with_like_for_like``).

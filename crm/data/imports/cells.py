@@ -22,7 +22,7 @@ from accounts.text import is_record_id
 from crm import selectors
 from crm.custom_fields import kinds
 from crm.custom_fields.models import CustomField
-from crm.models import ImportJob, PipelineStage
+from crm.models import Campaign, ImportJob, PipelineStage
 
 MAX_AMOUNT = Decimal("999999999999.99")
 
@@ -63,6 +63,7 @@ class Context:
     now: datetime = field(default_factory=timezone.now)
     _users: dict[str, User] | None = None
     _stages: dict[str, PipelineStage] | None = None
+    _campaigns: dict[str, Campaign] | None = None
 
     @property
     def users(self) -> dict[str, User]:
@@ -73,6 +74,13 @@ class Context:
                     if key:
                         self._users[key.strip().casefold()] = user
         return self._users
+
+    @property
+    def campaigns(self) -> dict[str, Campaign]:
+        """Every campaign by its name, case-folded (the campaign column, ``imports.campaigns``)."""
+        if self._campaigns is None:
+            self._campaigns = {c.name.strip().casefold(): c for c in Campaign.objects.all()}
+        return self._campaigns
 
     @property
     def stages(self) -> dict[str, PipelineStage]:

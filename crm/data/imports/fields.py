@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from accounts.models import User
 from crm.custom_fields import services as custom_fields
 from crm.custom_fields.models import CustomField
+from crm.data.imports import campaigns
 from crm.data.imports.cells import (
     ImportField,
     _amount,
@@ -33,7 +34,7 @@ from crm.data.imports.cells import (
     _user,
     normalize_header,
 )
-from crm.models import Customer, Deal, ImportJob, Source, Ticket
+from crm.models import Customer, Deal, ForecastCategory, ImportJob, Source, Ticket
 
 MANAGERS_AND_REPS = (User.Role.REP, User.Role.MANAGER, User.Role.ADMIN)
 SUPPORT = (User.Role.AGENT, User.Role.MANAGER, User.Role.ADMIN)
@@ -176,6 +177,7 @@ FIELDS: dict[str, tuple[ImportField, ...]] = {
             example="referral",
         ),
         ImportField("owner", gettext_lazy("Owner"), _user(*MANAGERS_AND_REPS), synonyms=OWNER_SYNONYMS),
+        campaigns.CAMPAIGN_COLUMN,
         ImportField(
             "status",
             gettext_lazy("Status"),
@@ -250,6 +252,22 @@ FIELDS: dict[str, tuple[ImportField, ...]] = {
             synonyms=("probability", "probabilitypercent", "winprobability", "概率", "赢单率", "成交概率"),
         ),
         ImportField(
+            "forecast_category",
+            gettext_lazy("Forecast category"),
+            _choice(
+                ForecastCategory.choices,
+                extra={
+                    "commit": ("committed", "承诺", "确定"),
+                    "best_case": ("bestcase", "upside", "最佳情况", "乐观"),
+                    "pipeline": ("管道", "储备"),
+                    "omitted": ("omit", "excluded", "省略", "排除"),
+                },
+            ),
+            synonyms=("forecastcategory", "forecast", "预测类别", "预测分类"),
+            example="commit",
+            help=gettext_lazy("Commit, best case, pipeline or omitted; empty: the stage's category."),
+        ),
+        ImportField(
             "source",
             gettext_lazy("Source"),
             _choice(Source.choices),
@@ -271,6 +289,7 @@ FIELDS: dict[str, tuple[ImportField, ...]] = {
             example="2026-09-30",
         ),
         ImportField("owner", gettext_lazy("Owner"), _user(*MANAGERS_AND_REPS), synonyms=OWNER_SYNONYMS),
+        campaigns.CAMPAIGN_COLUMN,
         ImportField(
             "lost_reason",
             gettext_lazy("Lost reason"),
@@ -359,6 +378,7 @@ FIELDS: dict[str, tuple[ImportField, ...]] = {
             synonyms=("solvedat", "solvedon", "resolvedat", "resolvedon", "解决时间", "解决日期"),
         ),
     ),
+    ImportJob.Kind.CAMPAIGNS: campaigns.FIELDS,
 }
 
 
@@ -371,7 +391,9 @@ ENTITIES = {
 
 
 def import_fields(kind: str) -> tuple[ImportField, ...]:
-    """The built-in fields of ``kind``, then its active custom fields (one query)."""
+    """The built-in fields of ``kind``, then its active custom fields (one query; campaigns have none)."""
+    if kind not in ENTITIES:
+        return FIELDS[kind]
     return FIELDS[kind] + tuple(_custom_field(field) for field in custom_fields.fields_of(ENTITIES[kind]))
 
 

@@ -18,6 +18,7 @@ from accounts.models import User
 from crm import normalize, selectors, services
 from crm.custom_fields import services as custom_fields
 from crm.data import quality
+from crm.data.imports import campaigns
 from crm.data.imports.cells import Context, RowError
 from crm.data.imports.fields import CUSTOM_PREFIX, import_fields
 from crm.models import Customer, Deal, ImportJob, PipelineStage, Ticket
@@ -31,6 +32,7 @@ UPDATABLE = {
     ImportJob.Kind.CUSTOMERS: {*services.CUSTOMER_FIELDS, "status"},
     ImportJob.Kind.DEALS: {*services.DEAL_FIELDS, "stage", "lost_reason"} - {"customer"},
     ImportJob.Kind.TICKETS: set(),
+    ImportJob.Kind.CAMPAIGNS: campaigns.UPDATABLE,
 }
 
 
@@ -99,6 +101,8 @@ class Planner:
         self.columns = {int(index): name for index, name in job.mapping.items() if name in self.fields}
         self.ctx = Context(actor=actor, kind=job.kind, date_order=job.date_order)
         self.seen = SeenKeys()
+        # Customer id → the campaign of their latest touch, for the rows of the chunk naming a campaign.
+        self.latest_campaigns: dict[int, int] = {}
 
     def chunks(self, rows: Iterable[tuple[int, list[str]]]) -> Iterator[list[RowPlan]]:
         chunk: list[RowPlan] = []
@@ -117,6 +121,7 @@ class Planner:
             ImportJob.Kind.CUSTOMERS: self._plan_customers,
             ImportJob.Kind.DEALS: self._plan_deals,
             ImportJob.Kind.TICKETS: self._plan_tickets,
+            ImportJob.Kind.CAMPAIGNS: lambda plans: campaigns.plan_campaigns(self, plans),
         }[self.kind]([p for p in chunk if p.action != FAIL])
         return chunk
 
@@ -181,6 +186,8 @@ class Planner:
         matches = [(plan, *self._match_customer(plan, existing)) for plan in plans]
         same_customer = _("Matches the same customer as row %(row)s.")
         self._claim([(plan, "customer", match.pk, same_customer) for plan, match, _how in matches if match])
+        named = [match.pk for plan, match, _how in matches if match and "campaign" in plan.values]
+        self.latest_campaigns = campaigns.latest_campaigns(named)
         for plan, match, how in matches:
             if plan.action != FAIL:
                 self._decide(plan, match, how)
@@ -271,7 +278,10 @@ class Planner:
                 stored = match.custom or {}
                 value = {key: v for key, v in value.items() if stored.get(key) != v}
                 differs = bool(value)
-            elif name in ("owner", "stage"):
+            elif name == "campaign" and self.kind == ImportJob.Kind.CUSTOMERS:
+                # A touch unless it is the customer's first-touch or latest campaign already.
+                differs = value.pk not in (match.campaign_id, self.latest_campaigns.get(match.pk))
+            elif name in ("owner", "stage", "campaign"):
                 differs = getattr(match, f"{name}_id") != value.pk
             elif name == "email":
                 differs = normalize.email_key(match.email) != normalize.email_key(value)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from crm.data.imports import campaigns
 from crm.data.imports.cells import normalize_header
 from crm.data.imports.fields import guess_mapping, import_fields, modes_for
 from crm.data.imports.planning import CREATE, FAIL, SKIP, UPDATE, Planner
@@ -30,6 +31,8 @@ REPORT_LIMIT = 20_000
 def _ensure_may_import(actor: User, kind: str) -> None:
     if not (actor.is_manager or actor.is_rep) or kind not in ImportJob.Kind.values:
         raise PermissionDenied(_("You cannot import these records."))
+    if kind == ImportJob.Kind.CAMPAIGNS and not actor.is_manager:
+        raise PermissionDenied(_("Only managers import campaigns."))
 
 
 def import_job_create(
@@ -365,6 +368,7 @@ def template_rows(kind: str) -> list[list[str]]:
                 "solved_at": "2026-02-04",
             },
         ],
+        ImportJob.Kind.CAMPAIGNS: [{}, campaigns.EXAMPLE],
     }[kind]
     header = [str(f.label) for f in fields]
     rows = [header]

@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import UsageEvent, User
 from crm import services
+from crm.data.imports import campaigns
 from crm.data.imports.planning import CREATE, UPDATE, RowPlan
 from crm.models import ImportJob, PipelineStage, Ticket
 
@@ -157,6 +158,8 @@ def _write(kind: str, plans: list[RowPlan], actor: User, at: datetime) -> None:
         _write_customers(plans, actor, at)
     elif kind == ImportJob.Kind.DEALS:
         _write_one_by_one(plans, _write_deal, actor, at)
+    elif kind == ImportJob.Kind.CAMPAIGNS:
+        _write_one_by_one(plans, campaigns.write_campaign, actor, at)
     else:
         _write_one_by_one(plans, _write_ticket, actor, at)
 

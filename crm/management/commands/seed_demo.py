@@ -58,6 +58,10 @@ class Command(BaseCommand):
                     # Surveys (crm/demo/surveys.py): invitations, answers and follow-ups for the company.
                     for table, rows in demo.seed_surveys(until=config.until, seed=config.seed).items():
                         result.rows[table] = result.rows.get(table, 0) + rows
+                    # Warning signs before most churns (crm/demo/health.py), for the health score's backtest.
+                    warned = demo.seed_health(until=config.until, seed=config.seed, language=config.language)
+                    for table, rows in warned.items():
+                        result.rows[table] = result.rows.get(table, 0) + rows
         except demo.SeedError as exc:
             raise CommandError(str(exc)) from exc
         if result is None:

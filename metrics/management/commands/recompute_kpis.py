@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
+from metrics.health.services import health_refresh
 from metrics.kpis import registry
 from metrics.models import KpiSnapshot
 from metrics.periods import GRANULARITIES, local_midnight
@@ -48,6 +49,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rfm", action="store_true", help="Also score the customers' RFM segments as of today."
         )
+        parser.add_argument(
+            "--health",
+            action="store_true",
+            help="First score every active customer's health as of today and backtest the score (the KPIs "
+            "read the scores).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["if_empty"] and KpiSnapshot.objects.exists():
@@ -65,6 +72,12 @@ class Command(BaseCommand):
         end = local_midnight(_day(options["end"])) if options["end"] else now
         if end <= start:
             raise CommandError(f"--end ({end:%Y-%m-%d}) must be after --start ({start:%Y-%m-%d})")
+        if options["health"]:
+            health = health_refresh()
+            if health is not None:
+                self.stdout.write(
+                    f"Customer health: {health.scored:,} customers scored, {health.get_verdict_display()}"
+                )
         kpis = options["kpis"] or None
         total = len(kpis or registry())
         with tqdm(total=total, unit="kpi", disable=options["no_progress"] or None) as bar:
