@@ -16,7 +16,8 @@ from crm.models import Campaign, CampaignTouch, Customer
 
 
 def _latest_before(customer_id: int, at: datetime) -> CampaignTouch | None:
-    return CampaignTouch.objects.filter(customer_id=customer_id, at__lte=at).order_by("-at", "-id").first()
+    touches = CampaignTouch.objects.filter(customer_id=customer_id, at__lte=at).select_related("campaign")
+    return touches.order_by("-at", "-id").first()
 
 
 def last_touch_campaign(*, customer: Customer, at: datetime) -> Campaign | None:

@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 
 from metrics.health.models import FLAGGED, Band, CustomerHealthRun
 from metrics.kpis.base import MIN_EVENTS
+from metrics.stats import Z95
 
-Z95 = 1.96
 # Fewer churned (or stayed) observations than this over the 12 month starts: not enough data to judge.
 MIN_OUTCOMES = MIN_EVENTS
 Verdict = CustomerHealthRun.Verdict

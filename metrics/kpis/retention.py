@@ -61,7 +61,7 @@ OWNER_SCOPES: ScopePaths = {Scope.USER: "owner_id", Scope.TEAM: "owner__team_id"
 RETENTION_CHART = Chart("chart-retention", _("Churn and retention"), "lines", order=60, y_title="%")
 
 
-def _status_before(instant: Any) -> Subquery:
+def status_before(instant: Any) -> Subquery:
     changes = CustomerStatusChange.objects.filter(customer=OuterRef("pk"), at__lt=instant).order_by(
         "-at", "-id"
     )
@@ -73,7 +73,7 @@ def customers_at(user: User, period: Period, scope: str, scope_id: str) -> Query
     return (
         customer_list(user=user)
         .filter(live(), scope_filter(scope, scope_id, OWNER_SCOPES))
-        .annotate(status_at_start=_status_before(period.start), status_at_end=_status_before(period.end))
+        .annotate(status_at_start=status_before(period.start), status_at_end=status_before(period.end))
     )
 
 

@@ -34,7 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from accounts.models import User
-from crm.models import Customer, CustomerStatusChange, Deal
+from crm.models import Customer, Deal
 from crm.selectors import customer_list
 from metrics.kpis.base import (
     MIN_EVENTS,
@@ -70,6 +70,7 @@ from metrics.kpis.dataset import ScopePaths
 from metrics.kpis.details import CohortDetail, RevenueRetentionDetail, WaterfallDetail
 from metrics.kpis.drilldown import DENOMINATOR, NUMERATOR, Drill, Part, sum_of
 from metrics.kpis.facts import teams_of_users
+from metrics.kpis.retention import status_before
 from metrics.kpis.shared import WON, live
 from metrics.models import Scope
 from metrics.periods import Period, local_date, local_midnight
@@ -80,11 +81,10 @@ COHORT_MONTH = 12
 REVENUE_RETENTION_CHART = Chart(
     "chart-revenue-retention", _("Revenue retention (12 months)"), "lines", order=64, y_title="%"
 )
-CENTS = Decimal(100)
 
 
 def _money(cents: int) -> Decimal:
-    return Decimal(cents) / CENTS
+    return Decimal(cents) / HUNDRED
 
 
 def _day_span(span: tuple[Any, Any]) -> tuple[datetime, datetime]:
@@ -143,20 +143,13 @@ def cohort_members(user: User, period: Period, scope: str, scope_id: str) -> Que
     )
 
 
-def _status_at(instant: datetime) -> Subquery:
-    changes = CustomerStatusChange.objects.filter(customer=OuterRef("pk"), at__lt=instant).order_by(
-        "-at", "-id"
-    )
-    return Subquery(changes.values("to_status")[:1])
-
-
 def cohort_active(user: User, period: Period, scope: str, scope_id: str, month: int | None) -> QuerySet:
     """The cohort's members active at the end of ``month`` months after joining (0: the month they joined)."""
     if month is None:
         return Customer.objects.none()
     end = local_midnight(month_first(month_index(period.first_day) + month + 1))
     members = cohort_members(user, period, scope, scope_id)
-    return members.annotate(status_then=_status_at(end)).filter(status_then=Customer.Status.ACTIVE)
+    return members.annotate(status_then=status_before(end)).filter(status_then=Customer.Status.ACTIVE)
 
 
 def _cohort_retained(user: User, period: Period, scope: str, scope_id: str) -> QuerySet:
