@@ -1341,6 +1341,7 @@ class WebhookSubscription(models.Model):
         TICKET_SOLVED = "ticket.solved", _("A ticket is solved")
         SURVEY_RESPONSE_CREATED = "survey_response.created", _("A survey is answered")
         AUTOMATION_RULE_FIRED = "automation.rule_fired", _("An automation rule sends a webhook")
+        KPI_ALERT = "kpi.alert", _("A KPI alert is raised")
 
     name = models.CharField(_("name"), max_length=100)
     url = models.URLField(_("URL"), max_length=500)

@@ -110,11 +110,22 @@ def webhook_emit(*, event: str | tuple[str, ...], data: Callable[[], dict[str, A
     change that rolls back). ``data`` is only built when someone listens: one indexed query is all a
     write pays otherwise."""
     events = (event,) if isinstance(event, str) else event
+    _outbox(events, lambda: [data()])
+
+
+def webhook_emit_each(*, event: str, data: Callable[[], list[dict[str, Any]]]) -> None:
+    """Like ``webhook_emit`` for several records of one kind at once (a KPI evaluation's alerts): one
+    ``event`` per item of ``data``, which is built only when someone listens, so the caller pays one query
+    whatever the number of records."""
+    _outbox((event,), data)
+
+
+def _outbox(events: tuple[str, ...], data: Callable[[], list[dict[str, Any]]]) -> None:
     subscriptions = list(WebhookSubscription.objects.filter(is_active=True, events__overlap=list(events)))
     if not subscriptions:
         return
     now = timezone.now()
-    payload = data()
+    payloads = data()
     deliveries = WebhookDelivery.objects.bulk_create(
         WebhookDelivery(
             subscription=subscription,
@@ -124,10 +135,13 @@ def webhook_emit(*, event: str | tuple[str, ...], data: Callable[[], dict[str, A
             created_at=now,
             next_attempt_at=now,
         )
+        for payload in payloads
         for subscription in subscriptions
         for name in events
         if name in subscription.events
     )
+    if not deliveries:
+        return
     ids = [delivery.pk for delivery in deliveries]
     transaction.on_commit(lambda: _enqueue(ids), robust=True)
 

@@ -2,6 +2,7 @@
 it is about, its numbers in a sentence, the contribution sentence (KPIS.md §10.4) and the link to the
 records behind the number (the KPI's page with its drill-down, for that period and scope)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -136,6 +137,47 @@ def records_url(alert: Alert) -> str:
 
 def rows_of(alerts: list[Alert], *, base_url: str = "") -> list[AlertRow]:
     return [row for alert in alerts if (row := alert_row(alert, base_url=base_url)) is not None]
+
+
+def webhook_payloads(*, alert_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """The ``data`` of the ``kpi.alert`` webhook of each alert in ``alert_ids`` (one query): which KPI,
+    whose numbers (the scope), which period, the kind of trigger with its numbers, the contribution
+    sentence (KPIS.md §10.4) and the absolute link to the records behind the number."""
+    base = settings.CRM_BASE_URL.rstrip("/")
+    rows = rows_of(list(selectors.alerts_shown(Alert.objects.filter(pk__in=list(alert_ids)))), base_url=base)
+    return [_webhook_payload(row) for row in rows]
+
+
+def _webhook_payload(row: AlertRow) -> dict[str, Any]:
+    alert = row.alert
+
+    def number(value: Decimal | None) -> str | None:
+        return None if value is None else format(value.normalize(), "f")
+
+    return {
+        "id": alert.pk,
+        "kpi": {"code": alert.kpi, "name": str(row.kpi.label)},
+        "scope": {"type": alert.scope, "id": alert.scope_id, "name": row.who},
+        "period": {
+            "granularity": alert.granularity,
+            "start": alert.period_start.isoformat(),
+            "end": alert.period_end.isoformat(),
+            "label": row.period,
+        },
+        "kind": alert.kind,
+        "summary": row.numbers,
+        "value": number(alert.value),
+        "sample_size": alert.sample_size,
+        "target": number(alert.target),
+        "projected": number(alert.projected),
+        "percent_of_target": alert.percent_of_target,
+        "centre": number(alert.centre),
+        "lower_limit": number(alert.lower_limit),
+        "upper_limit": number(alert.upper_limit),
+        "contribution": row.why,
+        "url": row.url,
+        "raised_at": alert.raised_at.isoformat(),
+    }
 
 
 def alert_list_context(*, user: User, filters: dict[str, Any], page: str | None) -> dict[str, Any]:

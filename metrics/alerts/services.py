@@ -18,6 +18,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from crm.models import WebhookSubscription
+from crm.webhooks.services import webhook_emit_each
 from metrics.kpis import registry
 from metrics.kpis.base import Context
 from metrics.kpis.facts import teams_of_users
@@ -25,7 +27,7 @@ from metrics.models import OWNER_SCOPES, KpiTarget, Scope, SnapshotRun
 from metrics.periods import Period, period_of
 from metrics.selectors import PERSONAL_SCOPES
 
-from . import rules
+from . import pages, rules
 from . import selectors as alert_selectors
 from .models import Alert, AlertNotice
 
@@ -79,7 +81,9 @@ def alerts_evaluate(
             Q(kind=Alert.Kind.PACE) | Q(kind=Alert.Kind.ANOMALY, granularity__in=grans)
         )
         resolved = stale.exclude(pk__in=firing).update(resolved_at=now)
-        _tell_in_app([a for a in raised if a.dismissed_at is None], now)
+        told = [a for a in raised if a.dismissed_at is None]
+        _tell_in_app(told, now)
+        _tell_webhooks(told)
     return Evaluation(len(raised), updated, resolved, grans)
 
 
@@ -248,6 +252,17 @@ def _tell_in_app(alerts: Sequence[Alert], now: datetime) -> None:
             for pk in sorted(told)
         ]
     AlertNotice.objects.bulk_create(notices, ignore_conflicts=True)
+
+
+def _tell_webhooks(alerts: Sequence[Alert]) -> None:
+    """Put a ``kpi.alert`` event for each of ``alerts`` in the webhooks' outbox, in the evaluation's
+    transaction: one query when nobody subscribes (the payloads are built only for a subscriber)."""
+    if not alerts:
+        return
+    ids = [alert.pk for alert in alerts]
+    webhook_emit_each(
+        event=WebhookSubscription.Event.KPI_ALERT, data=lambda: pages.webhook_payloads(alert_ids=ids)
+    )
 
 
 def alerts_after_run(*, run: SnapshotRun, ctx: Context) -> Evaluation:

@@ -7,6 +7,7 @@ week or month read in UTC would be the wrong one.
 """
 
 import itertools
+import json
 import re
 import threading
 from datetime import date, datetime, timedelta
@@ -288,6 +289,96 @@ def test_a_team_alert_names_one_of_its_members():
         snap("revenue_won", latest_week(), now, scope=Scope.USER, scope_id=str(person.pk))
     alerts_evaluate(now=NOW, anomalies=["week"])
     assert Alert.objects.get().why["key"] == str(ada.pk)  # not the other team's stranger
+
+
+# The kpi.alert webhook
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver(settings):
+    from tests.crm.test_webhooks import Receiver
+
+    settings.CRM_WEBHOOKS_ALLOW_PRIVATE = True
+    settings.CRM_BASE_URL = "https://crm.example.com/"
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+def test_a_raised_alert_is_sent_to_the_kpi_alert_webhook_once(receiver, django_capture_on_commit_callbacks):
+    """The hand-worked company anomaly above (144 against limits −15.24 – 59.24, North +92) reaches a
+    subscribed receiver, signed, with what it is about, why and where to look; found again, it is not
+    sent again, and a subscriber to other events gets nothing."""
+    from crm.models import WebhookDelivery, WebhookSubscription
+    from crm.webhooks import signing
+    from crm.webhooks.services import subscription_create, webhook_deliver
+
+    manager = make_manager()
+    _subscription, secret = subscription_create(
+        actor=manager, name="Chat", url=receiver.url, events=[WebhookSubscription.Event.KPI_ALERT]
+    )
+    subscription_create(actor=manager, name="Shop", url=receiver.url, events=["deal.won"])
+    north, south = make_team(name="North"), make_team(name="South")
+    chart("revenue_won", 144)
+    before = latest_week().previous()
+    for team, then, now in ((north, 8, 100), (south, 2, 44)):
+        snap("revenue_won", before, then, scope=Scope.TEAM, scope_id=str(team.pk))
+        snap("revenue_won", latest_week(), now, scope=Scope.TEAM, scope_id=str(team.pk))
+    with django_capture_on_commit_callbacks() as callbacks:
+        alerts_evaluate(now=NOW, anomalies=["week"])
+    alert = Alert.objects.get()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.event, delivery.subscription.name, len(callbacks)) == ("kpi.alert", "Chat", 1)
+    webhook_deliver(delivery_id=delivery.pk)
+    headers, body = receiver.requests[0]
+    assert signing.verify(secret, headers, body)
+    payload = json.loads(body)
+    assert payload["type"] == "kpi.alert"
+    data = payload["data"]
+    assert data["id"] == alert.pk
+    assert data["kpi"]["code"] == "revenue_won" and data["kpi"]["name"]
+    assert data["scope"] == {"type": "company", "id": "", "name": "Whole company"}
+    assert data["period"]["granularity"] == "week"
+    assert datetime.fromisoformat(data["period"]["start"]) == local(2026, 2, 23)
+    assert datetime.fromisoformat(data["period"]["end"]) == local(2026, 3, 2)
+    assert data["kind"] == "anomaly"
+    assert (data["value"], data["centre"], data["lower_limit"], data["upper_limit"]) == (
+        "144",
+        "22",
+        "-15.24",
+        "59.24",
+    )
+    assert data["summary"] == "144 EUR, above the control limits -15 EUR – 59 EUR (centre 22 EUR)"
+    assert data["contribution"] == "Mostly Team North: +92 EUR"
+    assert data["url"] == (
+        "https://crm.example.com/metrics/kpi/revenue_won/?granularity=week&period=2026-02-23#drilldown"
+    )
+    snap("revenue_won", latest_week(), 155)  # found again with other numbers: updated, not raised
+    alerts_evaluate(now=NOW + timedelta(minutes=5), anomalies=["week"])
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_a_pace_alert_is_sent_with_its_target_and_nothing_when_nobody_listens(receiver):
+    from crm.models import WebhookDelivery
+    from crm.webhooks.services import subscription_create
+
+    rep = make_user(first_name="Ada", last_name="Lovelace")
+    week = latest_week()
+    target("revenue_won", week, 10000, scope=Scope.USER, scope_id=str(rep.pk))
+    snap("revenue_won", week, 1000, scope=Scope.USER, scope_id=str(rep.pk))
+    alerts_evaluate(now=week.start + timedelta(days=3), anomalies=[])
+    assert Alert.objects.get().kind == "pace"
+    assert not WebhookDelivery.objects.exists()  # raised while nobody subscribed
+    Alert.objects.all().delete()
+    subscription_create(actor=make_manager(), name="Chat", url=receiver.url, events=["kpi.alert"])
+    alerts_evaluate(now=week.start + timedelta(days=3), anomalies=[])
+    data = WebhookDelivery.objects.get().payload["data"]
+    assert data["kind"] == "pace" and data["kpi"]["code"] == "revenue_won"
+    assert data["scope"] == {"type": "user", "id": str(rep.pk), "name": "Ada Lovelace"}
+    assert data["target"] == "10000" and data["percent_of_target"] is not None
+    assert data["summary"].startswith("At this pace:") and data["contribution"] is None
+    assert f"rep={rep.pk}" in data["url"]
 
 
 # One alert per KPI, scope and period
