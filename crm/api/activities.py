@@ -1,4 +1,5 @@
-"""Activities and tasks: list, log one on a customer (or one of its deals or tickets), complete a task."""
+"""Activities and tasks: list, read one, log one on a customer (or one of its deals or tickets), complete
+a task."""
 
 from datetime import datetime
 from typing import Any
@@ -79,6 +80,11 @@ def activity_list(request: HttpRequest, filters: Query[ActivityFilters]) -> dict
     if filters.open:
         qs = qs.filter(done_at=None)
     return paginate(qs, order="-created_at", cursor=filters.cursor, limit=filters.limit)
+
+
+@router.get("/{activity_id}", response={200: ActivityOut, 404: ErrorOut}, summary="Read an activity")
+def activity_detail(request: HttpRequest, activity_id: int) -> Activity:
+    return get_visible(selectors.activity_list(user=request.user), activity_id)
 
 
 @router.post("/", response={201: ActivityOut, 404: ErrorOut, 422: ErrorOut}, summary="Log an activity")

@@ -35,10 +35,12 @@ def _requests(f):
         ("get", f"/tickets/{t}", None),
         ("post", f"/tickets/{t}/messages", {"body": "Hello"}),
         ("post", f"/tickets/{t}/status", {"status": "solved"}),
+        ("post", f"/tickets/{t}/assign", {"assignee": None}),
         ("post", "/tickets/", {"customer": c, "subject": "x", "category": "question", "channel": "email"}),
         ("post", "/activities/", {"customer": c, "kind": "call", "subject": "x"}),
         ("post", "/activities/", {"deal": d, "kind": "call", "subject": "x"}),
         ("post", "/activities/", {"ticket": t, "kind": "call", "subject": "x"}),
+        ("get", f"/activities/{a}", None),
         ("post", f"/activities/{a}/complete", None),
     ]
 
@@ -65,7 +67,9 @@ def test_foreign_records_are_404_everywhere(api, foreign, role):
     )
     assert before == after
     assert Activity.objects.filter(subject="x").count() == 0
-    assert Ticket.objects.get(pk=foreign["ticket"].pk).status == Ticket.Status.NEW
+    unchanged = Ticket.objects.get(pk=foreign["ticket"].pk)
+    assert unchanged.status == Ticket.Status.NEW and unchanged.assignee == foreign["ticket"].assignee
+    assert Activity.objects.get(pk=foreign["task"].pk).done_at is None
     for path in ("/customers/", "/deals/", "/tickets/", "/activities/", "/surveys/responses"):
         assert client.get(path).json()["results"] == [], path
 

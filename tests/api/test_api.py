@@ -246,3 +246,31 @@ def test_a_rate_limited_post_is_not_replayed_for_its_idempotency_key(api, settin
     settings.CRM_API_RATE = "100/d"
     retried = client.post("/customers/", {"name": "Later"}, headers={"Idempotency-Key": "k2"})
     assert retried.status_code == 201 and Customer.objects.filter(name="Later").count() == 1
+
+
+def test_an_activity_is_read_by_whoever_may_see_it_and_a_foreign_one_is_404(api):
+    from tests.factories import make_task
+
+    rep, other, agent = make_user(), make_user(), make_agent()
+    mine = make_task(make_customer(rep), subject="Send the offer")
+    theirs = make_task(make_customer(other))
+    ticket = make_ticket(make_customer(other), assignee=agent)
+    on_ticket = api(agent).post("/activities/", {"ticket": ticket.pk, "kind": "note", "subject": "Called"})
+    assert on_ticket.status_code == 201
+    read = api(rep).get(f"/activities/{mine.pk}")
+    assert read.status_code == 200
+    body = read.json()
+    assert (body["id"], body["kind"], body["subject"], body["customer"], body["user"]) == (
+        mine.pk,
+        "task",
+        "Send the offer",
+        mine.customer_id,
+        rep.pk,
+    )
+    assert body["due_at"] is not None and body["done_at"] is None and body["custom"] == {}
+    for client, pk in ((api(rep), theirs.pk), (api(rep), 10**12), (api(agent), mine.pk)):
+        response = client.get(f"/activities/{pk}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert api(agent).get(f"/activities/{on_ticket.json()['id']}").status_code == 200
+    assert api(make_manager()).get(f"/activities/{theirs.pk}").status_code == 200
+    assert api(rep).get("/activities/nope").status_code == 422
