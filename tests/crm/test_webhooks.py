@@ -305,3 +305,103 @@ def test_without_a_listener_a_change_builds_no_payload_and_writes_no_outbox_row(
     with django_assert_num_queries(1):
         webhook_emit(event=(Event.DEAL_STAGE_CHANGED, Event.DEAL_WON), data=payload)
     assert not WebhookDelivery.objects.exists()
+
+
+def _merge(manager):
+    from crm.data.merge import customer_merge
+
+    survivor, merged = make_customer(), make_customer()
+    return lambda: customer_merge(survivor=survivor, merged=merged, actor=manager), survivor.pk
+
+
+def _churn(manager):
+    customer = make_customer()
+    return (
+        lambda: services.customer_set_status(
+            customer=customer, status="churned", actor=customer.owner, reason="Moved to a rival"
+        ),
+        customer.pk,
+    )
+
+
+def _solve(manager):
+    ticket = make_ticket()
+    return lambda: services.ticket_set_status(ticket=ticket, status="solved", actor=manager), ticket.pk
+
+
+def _reply(manager):
+    ticket = make_ticket()
+    return lambda: services.ticket_reply(ticket=ticket, actor=manager, body="On it"), ticket.pk
+
+
+def _assign(manager):
+    ticket = make_ticket()
+    return lambda: services.ticket_assign(ticket=ticket, assignee=manager, actor=manager), ticket.pk
+
+
+def _answer(manager):
+    from surveys import services as survey_services
+    from surveys.models import SurveyResponse
+    from tests.factories import make_invitation
+
+    invitation = make_invitation()
+
+    def answer() -> None:
+        survey_services.response_submit_score(invitation_id=invitation.pk, score=9)
+
+    return answer, lambda: SurveyResponse.objects.get(invitation=invitation).pk
+
+
+def _lose(manager):
+    deal = make_deal()
+
+    def lose() -> None:
+        services.deal_move_stage(deal=deal, stage=stage("lost"), actor=deal.owner, lost_reason="Price")
+
+    return lose, deal.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("action", "events"),
+    [
+        (_merge, ["customer.merged"]),
+        (_churn, ["customer.churned"]),
+        (_solve, ["ticket.solved"]),
+        (_reply, ["ticket.updated"]),
+        (_assign, ["ticket.updated"]),
+        (_answer, ["survey_response.created"]),
+        (_lose, ["deal.lost", "deal.stage_changed"]),
+    ],
+)
+def test_each_change_sends_its_event_to_a_subscriber_of_every_event(receiver, action, events):
+    """Merged, churned, solved, updated (a reply, an assignment), answered and lost: the change puts
+    exactly its events in the outbox of a webhook that listens to all of them, and the receiver gets
+    each, signed, about the record that changed."""
+    manager = make_manager()
+    change, record = action(manager)
+    _subscription, secret = subscription_create(
+        actor=manager, name="All", url=receiver.url, events=WebhookSubscription.Event.values
+    )
+    change()
+    record_id = record() if callable(record) else record
+    deliveries = list(WebhookDelivery.objects.order_by("event"))
+    assert [d.event for d in deliveries] == events
+    for delivery in deliveries:
+        webhook_deliver(delivery_id=delivery.pk)
+    assert len(receiver.requests) == len(events)
+    for headers, body in receiver.requests:
+        assert signing.verify(secret, headers, body)
+        payload = json.loads(body)
+        assert payload["type"] in events and payload["data"]["id"] == record_id
+    sent = {json.loads(body)["type"]: json.loads(body)["data"] for _headers, body in receiver.requests}
+    if "customer.merged" in sent:
+        assert sent["customer.merged"]["merged_id"] != record_id
+    if "customer.churned" in sent:
+        assert sent["customer.churned"]["status"] == "churned"
+    if "ticket.solved" in sent:
+        assert sent["ticket.solved"]["status"] == "solved"
+    if "deal.lost" in sent:
+        assert sent["deal.lost"]["status"] == "lost" and sent["deal.lost"]["lost_reason"] == "Price"
+    if "survey_response.created" in sent:
+        assert sent["survey_response.created"]["score"] == 9
