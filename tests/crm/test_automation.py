@@ -37,6 +37,7 @@ from tests.factories import (
     make_deal,
     make_manager,
     make_survey,
+    make_team,
     make_ticket,
     make_user,
     stage,
@@ -282,6 +283,46 @@ def test_set_owner_and_a_webhook_action(settings):
     }
 
 
+@pytest.mark.django_db
+def test_send_email_to_the_owner_in_their_language_and_a_failed_run_without_an_address(
+    django_capture_on_commit_callbacks,
+):
+    mailed = rule(
+        Trigger.DEAL_WON,
+        [
+            {
+                "type": "send_email",
+                "to": "owner",
+                "subject_en": "Won: {{ deal }}",
+                "subject_zh": "赢单：{{ deal }}",
+                "body_en": "{{ customer }} signed for {{ amount }}.",
+                "body_zh": "{{ customer }} 签约 {{ amount }}。",
+            }
+        ],
+    )
+    english = make_user(email="ada@example.com", language="en")
+    chinese = make_user(email="li@example.com", language="zh-hans")
+    silent = make_user(email="")
+    deals = {who: make_deal(make_customer(who)) for who in (english, chinese, silent)}
+    for deal in deals.values():
+        services.deal_move_stage(deal=deal, stage=stage("won"), actor=deal.owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_pending()
+    sent = {message.to[0]: message for message in mail.outbox}
+    assert set(sent) == {"ada@example.com", "li@example.com"}  # to the owners, never the customers
+    ada, li = sent["ada@example.com"], sent["li@example.com"]
+    assert ada.subject == f"Won: {deals[english].title}"
+    assert ada.body == f"{deals[english].customer.name} signed for 1000.00."
+    assert li.subject == f"赢单：{deals[chinese].title}"
+    runs = {r.object_id: r for r in mailed.runs.all()}
+    assert (
+        runs[deals[english].pk].status == Status.DONE
+        and "ada@example.com" in runs[deals[english].pk].outcome_text()
+    )
+    failed = runs[deals[silent].pk]
+    assert failed.status == Status.FAILED and "no e-mail address" in failed.outcome_text()
+
+
 # Conditions
 # ---------------------------------------------------------------------------------------------------------
 
@@ -326,6 +367,65 @@ def test_conditions_on_amount_owner_team_and_a_custom_choice_field():
         elsewhere.pk: Status.SKIPPED,
     }
     assert dry_run(big_pumps)["records"] == 1
+
+
+@pytest.mark.django_db
+def test_a_condition_on_the_team_matches_its_members_deals_only():
+    manager = make_manager()
+    north, south = make_team(name="North"), make_team(name="South")
+    in_north, in_south, no_team = make_user(team=north), make_user(team=south), make_user()
+    northern = rule(
+        Trigger.DEAL_CREATED,
+        [TASK],
+        conditions=[{"field": "team", "op": "eq", "value": north.pk}],
+        author=manager,
+    )
+    not_northern = rule(
+        Trigger.DEAL_CREATED,
+        [TASK],
+        conditions=[{"field": "team", "op": "ne", "value": north.pk}],
+        author=manager,
+    )
+    deals = {who: make_deal(make_customer(who)) for who in (in_north, in_south, no_team)}
+    run_pending()
+    assert {r.object_id: r.status for r in northern.runs.all()} == {
+        deals[in_north].pk: Status.DONE,
+        deals[in_south].pk: Status.SKIPPED,
+        deals[no_team].pk: Status.SKIPPED,
+    }
+    assert {r.object_id: r.status for r in not_northern.runs.all()} == {
+        deals[in_north].pk: Status.SKIPPED,
+        deals[in_south].pk: Status.DONE,
+        deals[no_team].pk: Status.DONE,  # no team is not North
+    }
+    assert [t.user for t in tasks_for(deals[in_north])] == [in_north]
+    assert dry_run(northern)["records"] == 1
+
+
+@pytest.mark.django_db
+def test_a_condition_on_the_stage_matches_deals_in_that_stage_only():
+    first, proposal = PipelineStage.objects.filter(kind="open").order_by("order")[:3:2]
+    in_proposal = rule(
+        Trigger.DEAL_CREATED,
+        [{"type": "add_note", "text_en": "Started in {{ stage }}"}],
+        conditions=[{"field": "stage", "op": "eq", "value": proposal.pk}],
+    )
+    elsewhere = rule(
+        Trigger.DEAL_CREATED, [TASK], conditions=[{"field": "stage", "op": "ne", "value": proposal.pk}]
+    )
+    early, late = make_deal(stage=first), make_deal(stage=proposal)
+    run_pending()
+    assert {r.object_id: r.status for r in in_proposal.runs.all()} == {
+        early.pk: Status.SKIPPED,
+        late.pk: Status.DONE,
+    }
+    assert {r.object_id: r.status for r in elsewhere.runs.all()} == {
+        early.pk: Status.DONE,
+        late.pk: Status.SKIPPED,
+    }
+    assert Activity.objects.get(deal=late, kind="note").subject == f"Started in {proposal.name}"
+    assert not Activity.objects.filter(deal=early, kind="note").exists()
+    assert len(tasks_for(early)) == 1 and tasks_for(late) == []
 
 
 @pytest.mark.django_db
