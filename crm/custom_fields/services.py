@@ -125,9 +125,10 @@ def values_clean(
 def _definitions_locked(entity: str, *, shared: bool) -> None:
     """The transaction-long advisory lock on an entity's field definitions (shared: a write of values;
     exclusive: a change of type or choices)."""
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    function = pg.Identifier("pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock")
+    statement = pg.SQL("SELECT {}(hashtext(%s))").format(function)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(hashtext(%s))", [f"minicrm.custom_fields.{entity}"])
+        cursor.execute(statement, [f"minicrm.custom_fields.{entity}"])
 
 
 def _user_ids() -> set[int]:

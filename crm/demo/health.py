@@ -21,7 +21,7 @@ from django.utils import translation
 from psycopg import sql as pg
 
 from crm.demo.surveys import FOLLOW_UP_TEXT, _business_days_later
-from crm.demo.world import COLUMNS, NULL, TICKET_SUBJECTS, _t
+from crm.demo.world import COLUMNS, NULL, TICKET_SUBJECTS, _t, copy_from_stdin
 
 # Share of churns the records warn of, and how long before the churn the warning signs come.
 WARNED = 0.65
@@ -138,7 +138,7 @@ class _Tickets:
 
     def write(self, cursor: Any) -> dict[str, int]:
         for table in TICKET_TABLES:
-            with cursor.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy:
+            with cursor.copy(copy_from_stdin(table, COLUMNS[table])) as copy:
                 copy.write("".join(self.lines[table]))
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)", [table, self.next_id[table]]
@@ -190,7 +190,7 @@ def _follow_up_sour_answers(cursor: Any, language: str) -> int:
     cursor.execute("SELECT COALESCE(MAX(id), 0) FROM crm_activity")
     next_id = cursor.fetchone()[0] + 1
     links = []
-    with cursor.copy(f"COPY crm_activity ({COLUMNS['crm_activity']}) FROM STDIN") as copy:
+    with cursor.copy(copy_from_stdin("crm_activity", COLUMNS["crm_activity"])) as copy:
         for task_id, (response, customer, owner, score, at, kind, survey, top) in enumerate(answers, next_id):
             names = {"kind": kind.upper(), "score": score, "max": top, "survey": survey}
             copy.write_row(

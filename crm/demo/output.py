@@ -5,7 +5,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from crm.demo.world import COLUMNS, NULL
+from crm.demo.world import COLUMNS, NULL, copy_from_stdin
 
 
 class _Loader(threading.Thread):
@@ -22,7 +22,7 @@ class _Loader(threading.Thread):
             with self._connection.cursor() as cursor:
                 while (item := self._queue.get()) is not None:
                     table, data = item
-                    with cursor.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy:
+                    with cursor.copy(copy_from_stdin(table, COLUMNS[table])) as copy:
                         copy.write(data)
         except Exception as exc:  # handed over to the main thread, which raises it
             self.error = exc

@@ -19,6 +19,7 @@ from django.utils import timezone
 from psycopg import sql as pg
 
 from accounts.models import User
+from crm.demo.world import copy_from_stdin
 from crm.models import CompanySettings, Customer, Ticket
 from surveys.models import Survey
 from surveys.services import default_surveys_seed
@@ -120,7 +121,7 @@ class _Writer:
         for name in [table] if table else [*order, "surveys_surveysuppression"]:
             rows = self.rows.pop(name, [])
             if rows:
-                with self.cursor.copy(f"COPY {name} ({TABLES[name]}) FROM STDIN") as copy:
+                with self.cursor.copy(copy_from_stdin(name, TABLES[name])) as copy:
                     for row in rows:
                         copy.write_row(row)
 

@@ -5,6 +5,7 @@ texts of its records (in the language being seeded).
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext_noop
+from psycopg import sql as pg
 
 SIZES = {"tiny": 300, "small": 5_000, "medium": 50_000, "large": 1_000_000, "xl": 2_000_000}
 MAX_DEALS = 5_000_000
@@ -39,6 +40,14 @@ COLUMNS = {
     "crm_spendentry": "id, month, category, channel, amount, note",
     "crm_crmcostitem": "id, name, kind, amount, start_month, end_month",
 }
+
+
+def copy_from_stdin(table: str, columns: str) -> pg.Composed:
+    """``COPY table (columns) FROM STDIN`` with every name quoted; ``columns`` as in ``COLUMNS``."""
+    names = pg.SQL(", ").join(pg.Identifier(name.strip()) for name in columns.split(","))
+    return pg.SQL("COPY {} ({}) FROM STDIN").format(pg.Identifier(table), names)
+
+
 # Kept by --reset: the seeded pipeline, the SLA hours and the company settings row.
 # The demo's deal custom field "product line" (crm.demo.setup), its option picked by the deal's id.
 PRODUCT_LINES = (

