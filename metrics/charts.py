@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from metrics.kpis.base import Kpi, Unit
 from metrics.models import KpiTarget
 from metrics.periods import Period
-from metrics.selectors import SnapshotValues as Snap
+from metrics.selectors import SnapshotValues
 
 PALETTE = ["#2f5bea", "#1f8a4c", "#d9822b", "#c8362f", "#6a42c2", "#0f8b8d", "#8a6d3b"]
 PROMOTER, PASSIVE, DETRACTOR = "#1f8a4c", "#c9ced8", "#c8362f"
@@ -156,7 +156,7 @@ def tidy(spec: Spec) -> Spec:
     return spec
 
 
-def _values(series: dict[date, Snap], periods: Sequence[Period]) -> list[float | None]:
+def _values(series: dict[date, SnapshotValues], periods: Sequence[Period]) -> list[float | None]:
     return [_num(series[p.first_day].value) if p.first_day in series else None for p in periods]
 
 
@@ -216,7 +216,7 @@ def revenue_chart(
     return tidy({"data": data, "layout": layout})
 
 
-def funnel_chart(kpi: Kpi, snapshot: Snap | None) -> Spec | None:
+def funnel_chart(kpi: Kpi, snapshot: SnapshotValues | None) -> Spec | None:
     """Stage-to-stage funnel of the deals created in the period (cohort, implied progression)."""
     steps = kpi.details_of(snapshot.extra).steps if snapshot else []
     if not steps or not any(s.reached for s in steps):
@@ -296,7 +296,7 @@ def by_user_chart(
     return tidy({"data": data, "layout": layout})
 
 
-def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, Snap], title: str) -> Spec:
+def nps_chart(*, kpi: Kpi, periods: Sequence[Period], series: dict[date, SnapshotValues], title: str) -> Spec:
     """Promoter / passive / detractor shares as stacked bars, NPS as a line with its 95 % margin of error."""
     x = [axis_label(p) for p in periods]
     rows = [series.get(p.first_day) for p in periods]

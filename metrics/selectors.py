@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from django.core.paginator import Page
 from django.db import connection
-from django.db.models import Count, DateTimeField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, DateTimeField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.sql.where import WhereNode
 from django.utils import timezone
 from psycopg import sql as pg
@@ -391,6 +391,24 @@ def channel_series(*, period: Period) -> dict[str, dict[str, dict[date, Snapshot
     for source, kpi, start, *columns in rows:
         series.setdefault(source, {}).setdefault(kpi, {})[day_of[start]] = SnapshotValues(*columns)
     return series
+
+
+def campaign_kpi_values(
+    *, kpis: Iterable[str], period: Period, campaign_id: int | None = None
+) -> dict[str, dict[str, Decimal | None]]:
+    """The values of the campaign KPIs ``kpis`` for ``period``, by campaign id ("" for all campaigns
+    together) and code; of one campaign only if ``campaign_id`` is given: one query."""
+    rows = KpiSnapshot.objects.filter(
+        kpi__in=list(kpis), granularity=period.granularity, period_start=period.start
+    )
+    if campaign_id is not None:
+        rows = rows.filter(scope=Scope.CAMPAIGN, scope_id=str(campaign_id))
+    else:
+        rows = rows.filter(Q(scope=Scope.CAMPAIGN) | Q(scope=Scope.COMPANY, scope_id=""))
+    found: dict[str, dict[str, Decimal | None]] = {}
+    for scope_id, code, value in rows.values_list("scope_id", "kpi", "value"):
+        found.setdefault(scope_id, {})[code] = value
+    return found
 
 
 def rfm_as_of_dates() -> list[date]:

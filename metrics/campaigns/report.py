@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q
 from django.utils.translation import gettext as _
 
 from crm.models import Campaign
@@ -15,8 +14,8 @@ from metrics import dashboard
 from metrics.charts import PALETTE, _layout, _num
 from metrics.kpis.base import Kpi, Unit
 from metrics.kpis.campaigns import BY_MODEL, COST, FIRST, LAST
-from metrics.models import KpiSnapshot, Scope
 from metrics.periods import Period
+from metrics.selectors import campaign_kpi_values
 
 KPIS: tuple[Kpi, ...] = (COST, *BY_MODEL[FIRST], *BY_MODEL[LAST])
 LOSS = ("#c8362f", "#e8837d")  # first touch, last touch: a campaign that loses money
@@ -35,24 +34,6 @@ class Cell:
         return self.value is not None and self.value < 0
 
 
-def figures(*, period: Period, campaign: Campaign | None = None) -> dict[str, dict[str, Decimal | None]]:
-    """The campaign KPIs' values for ``period``, by campaign id ("" for all campaigns together) and code:
-    one query."""
-    rows = KpiSnapshot.objects.filter(
-        kpi__in=[kpi.code for kpi in KPIS],
-        granularity=period.granularity,
-        period_start=period.start,
-    )
-    if campaign is not None:
-        rows = rows.filter(scope=Scope.CAMPAIGN, scope_id=str(campaign.pk))
-    else:
-        rows = rows.filter(Q(scope=Scope.CAMPAIGN) | Q(scope=Scope.COMPANY, scope_id=""))
-    found: dict[str, dict[str, Decimal | None]] = {}
-    for scope_id, code, value in rows.values_list("scope_id", "kpi", "value"):
-        found.setdefault(scope_id, {})[code] = value
-    return found
-
-
 def _display(kpi: Kpi, value: Decimal | None) -> str:
     """A figure as the table shows it: amounts without the currency (the table names it once)."""
     if value is not None and kpi.unit == Unit.CURRENCY:
@@ -67,7 +48,9 @@ def _cells(values: dict[str, Decimal | None], kpis: tuple[Kpi, ...]) -> list[Cel
 def report(*, period: Period, campaign: Campaign | None = None) -> dict[str, Any]:
     """The table's rows (campaigns with figures in the period, the latest run first), the total row and the
     ROI chart."""
-    found = figures(period=period, campaign=campaign)
+    found = campaign_kpi_values(
+        kpis=[kpi.code for kpi in KPIS], period=period, campaign_id=None if campaign is None else campaign.pk
+    )
     ids = [int(pk) for pk in found if pk.isdigit()]
     campaigns = Campaign.objects.filter(pk__in=ids).order_by("-start", "name", "id")
     rows = [
