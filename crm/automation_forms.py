@@ -176,7 +176,7 @@ def condition_specs(entity: str, lookups: Lookups) -> dict[str, FieldSpec]:
     """The fields a condition on ``entity`` may test: the built-in ones, then its active custom fields."""
     specs = {}
     for name, (path, how) in rules.CONDITION_FIELDS[entity].items():
-        label = condition_field_label(entity, name, lookups)
+        label = condition_field_label(entity=entity, name=name, lookups=lookups)
         if how == "number":
             specs[name] = FieldSpec(label, ORDERED, None, _number)
         elif how in ("stage", "user", "team"):

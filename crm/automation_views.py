@@ -97,10 +97,10 @@ def automation_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 def _detail_context(request: HttpRequest, rule: AutomationRule) -> dict[str, Any]:
     runs = CappedPaginator(selectors.rule_runs(rule=rule), RUNS_PER_PAGE)
     page = runs.get_page(request.GET.get("page"))
-    page.object_list = selectors.runs_with_records(page.object_list)
+    page.object_list = selectors.runs_with_records(runs=page.object_list)
     return {
         "rule": rule,
-        "definition": selectors.rule_definition(rule, selectors.Lookups()),
+        "definition": selectors.rule_definition(rule=rule, lookups=selectors.Lookups()),
         "page": page,
         "dry_run_days": services.DRY_RUN_DAYS,
     }

@@ -350,7 +350,7 @@ def deals_rotting(*, qs: QuerySet[Deal], now: datetime) -> QuerySet[Deal]:
     )
 
 
-def mark_rotting(deals: Iterable[Deal], *, now: datetime) -> None:
+def mark_rotting(*, deals: Iterable[Deal], now: datetime) -> None:
     """Set ``idle_days`` and ``is_rotting`` on deals fetched with their stage (and ``touched``, if
     annotated), for the board's and the workspace's marks."""
     for deal in deals:
@@ -387,7 +387,7 @@ def deal_board(
         )
         for stage in stages
     }
-    mark_rotting([deal for column in cards.values() for deal in column], now=now or timezone.now())
+    mark_rotting(deals=[deal for column in cards.values() for deal in column], now=now or timezone.now())
     return [
         {
             "stage": stage,
@@ -539,7 +539,7 @@ def _my_rotting(*, user: User, now: datetime, shown: int = 8) -> dict[str, Any]:
     """The user's own rotting deals: how many, and the ``shown`` untouched longest."""
     rotting = deals_rotting(qs=deal_list(user=user).filter(owner=user), now=now)
     deals = list(rotting.order_by(TOUCHED.asc(), "id")[:shown])
-    mark_rotting(deals, now=now)
+    mark_rotting(deals=deals, now=now)
     count = len(deals) if len(deals) < shown else rotting.count()
     return {"rotting_list": deals, "rotting_count": count}
 

@@ -23,7 +23,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
 CAMPAIGN_FILTERS = ("status", "source", "segment", "owner")
 
 
-def token_hash(token: str) -> str:
+def token_hash(*, token: str) -> str:
     """The SHA-256 (hex) under which a link token is stored; the token itself is never stored."""
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -35,7 +35,7 @@ def invitation_by_token(*, token: str) -> SurveyInvitation | None:
     """
     if not TOKEN_RE.match(token):
         return None
-    digest = token_hash(token)
+    digest = token_hash(token=token)
     return (
         SurveyInvitation.objects.select_related("survey", "customer", "response")
         .filter(Q(token_hash=digest) | Q(reminder_token_hash=digest))

@@ -86,7 +86,7 @@ class SendResult:
 def _new_token() -> tuple[str, str]:
     """A 256-bit URL-safe token and its hash; only the hash is ever stored."""
     token = secrets.token_urlsafe(32)
-    return token, selectors.token_hash(token)
+    return token, selectors.token_hash(token=token)
 
 
 def _lock(namespace: int, key: int) -> None:

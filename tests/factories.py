@@ -246,7 +246,7 @@ def make_invitation(
         "status": status,
         "email": customer.email,
         "language": customer.language,
-        "token_hash": token_hash(token),
+        "token_hash": token_hash(token=token),
         "created_at": sent_at,
         "scheduled_for": sent_at,
         "sent_at": sent_at,

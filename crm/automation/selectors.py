@@ -71,7 +71,7 @@ def rule_list(*, lookups: Lookups) -> list[AutomationRule]:
     found = list(AutomationRule.objects.all())
     for rule in found:
         rule.counts = counts.get(rule.pk, {})
-        rule.when = trigger_text(rule, lookups)
+        rule.when = trigger_text(rule=rule, lookups=lookups)
     return found
 
 
@@ -84,7 +84,7 @@ def rule_runs(*, rule: AutomationRule) -> QuerySet[AutomationRun]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def trigger_text(rule: AutomationRule, lookups: Lookups) -> str:
+def trigger_text(*, rule: AutomationRule, lookups: Lookups) -> str:
     """The trigger and its settings: "a deal sits in a stage without activity · for 14 days · Proposal"."""
     from crm.models import Activity, Customer
 
@@ -130,7 +130,7 @@ def _user(value: Any, lookups: Lookups) -> str:
     return lookups.users.get(value, _("a user who left")) if isinstance(value, int) else str(value)
 
 
-def condition_field_label(entity: str, name: str, lookups: Lookups) -> str:
+def condition_field_label(*, entity: str, name: str, lookups: Lookups) -> str:
     """A condition's or a set-field action's field as the forms and pages name it."""
     if name.startswith("custom."):
         field = lookups.field(entity, name)
@@ -144,7 +144,7 @@ def condition_field_label(entity: str, name: str, lookups: Lookups) -> str:
         return name
 
 
-def value_text(entity: str, name: str, value: Any, lookups: Lookups) -> str:
+def value_text(*, entity: str, name: str, value: Any, lookups: Lookups) -> str:
     """A value a condition compares with or an action writes, as people read it."""
     if value is None or value == "":
         return _("empty")
@@ -165,15 +165,17 @@ def value_text(entity: str, name: str, value: Any, lookups: Lookups) -> str:
     return str(choices.get(value, value))
 
 
-def condition_texts(rule: AutomationRule, lookups: Lookups) -> list[str]:
+def condition_texts(*, rule: AutomationRule, lookups: Lookups) -> list[str]:
     """Each condition in words: "Amount is at least 5000"."""
     entity = ENTITY_OF.get(rule.trigger, "deal")
     found = []
     for condition in rule.conditions or []:
         name, op = str(condition.get("field", "")), condition.get("op")
-        text = f"{condition_field_label(entity, name, lookups)} {rules.OPS.get(op, op)}"
+        text = f"{condition_field_label(entity=entity, name=name, lookups=lookups)} {rules.OPS.get(op, op)}"
         if op not in ("empty", "set"):
-            text += f" “{value_text(entity, name, condition.get('value'), lookups)}”"
+            text += (
+                f" “{value_text(entity=entity, name=name, value=condition.get('value'), lookups=lookups)}”"
+            )
         found.append(text)
     return found
 
@@ -184,7 +186,7 @@ def _pick(action: dict[str, Any], name: str) -> str:
     return (chinese or english) if (get_language() or "").startswith("zh") else (english or chinese)
 
 
-def action_text(action: dict[str, Any], entity: str, lookups: Lookups) -> str:
+def action_text(*, action: dict[str, Any], entity: str, lookups: Lookups) -> str:
     """One action in words: "Create a task for the record's owner, due in 2 days: “Call back”"."""
     kind = action.get("type")
     if kind == "create_task":
@@ -207,8 +209,8 @@ def action_text(action: dict[str, Any], entity: str, lookups: Lookups) -> str:
     if kind == "set_field":
         name = str(action.get("field", ""))
         return _("Set %(field)s to “%(value)s”") % {
-            "field": condition_field_label(entity, name, lookups),
-            "value": value_text(entity, name, action.get("value"), lookups),
+            "field": condition_field_label(entity=entity, name=name, lookups=lookups),
+            "value": value_text(entity=entity, name=name, value=action.get("value"), lookups=lookups),
         }
     if kind == "set_stage":
         return _("Move the deal to %(stage)s") % {"stage": _stage(action.get("stage"), lookups)}
@@ -228,14 +230,16 @@ def _quoted(text: str, quote: str) -> str:
     return f"{text}: “{quote[:120]}”" if quote else text
 
 
-def rule_definition(rule: AutomationRule, lookups: Lookups) -> dict[str, Any]:
+def rule_definition(*, rule: AutomationRule, lookups: Lookups) -> dict[str, Any]:
     """The rule's "when", "if" and "then" in words, and what is wrong with it (or "")."""
     entity = ENTITY_OF.get(rule.trigger, "deal")
     found = None if rule.builtin else rules.problem(rule)
     return {
-        "when": trigger_text(rule, lookups),
-        "conditions": condition_texts(rule, lookups),
-        "actions": [action_text(action, entity, lookups) for action in rule.actions or []],
+        "when": trigger_text(rule=rule, lookups=lookups),
+        "conditions": condition_texts(rule=rule, lookups=lookups),
+        "actions": [
+            action_text(action=action, entity=entity, lookups=lookups) for action in rule.actions or []
+        ],
         "problem": note_text(found) if found else "",
     }
 
@@ -244,14 +248,14 @@ def rule_definition(rule: AutomationRule, lookups: Lookups) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def record_link(record: Any) -> tuple[str, str]:
+def record_link(*, record: Any) -> tuple[str, str]:
     """(label, URL) of a deal, customer, ticket or activity (an activity's page is its customer's)."""
     if record._meta.model_name == "activity":
         return str(record), reverse("crm:customer_detail", args=[record.customer_id])
     return str(record), record.get_absolute_url()
 
 
-def runs_with_records(runs: Iterable[AutomationRun]) -> list[AutomationRun]:
+def runs_with_records(*, runs: Iterable[AutomationRun]) -> list[AutomationRun]:
     """Give each run ``record``: (label, URL) of its record while that still exists, else None, and
     ``record_type``; one query per record type on the page. Managers see every record, and only they
     see the run log."""
@@ -263,7 +267,7 @@ def runs_with_records(runs: Iterable[AutomationRun]) -> list[AutomationRun]:
     found: dict[tuple[str, int], tuple[str, str]] = {}
     for entity, ids in wanted.items():
         for record in entity_model(entity)._default_manager.filter(pk__in=ids):
-            found[(entity, record.pk)] = record_link(record)
+            found[(entity, record.pk)] = record_link(record=record)
     for run in runs:
         run.record = found.get((run.object_type, run.object_id))
         known = run.object_type in Entity.values
@@ -294,6 +298,6 @@ def rule_dry_run(*, rule: AutomationRule) -> dict[str, Any]:
         "events": ngettext("(%(count)s event)", "(%(count)s events)", events) % {"count": events}
         if events > records
         else "",
-        "sample": [record_link(record) for record in result["sample"]],
+        "sample": [record_link(record=record) for record in result["sample"]],
         "days": result["days"],
     }

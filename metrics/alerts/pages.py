@@ -183,7 +183,9 @@ def _webhook_payload(row: AlertRow) -> dict[str, Any]:
 def alert_list_context(*, user: User, filters: dict[str, Any], page: str | None) -> dict[str, Any]:
     """One page of the alerts ``user`` may see, narrowed by the (valid) ``filters``; a manager also sees
     who was told of each, and when."""
-    qs = selectors.alerts_shown(selectors.alert_filter(selectors.alert_list(user=user), **filters))
+    qs = selectors.alerts_shown(
+        alerts=selectors.alert_filter(alerts=selectors.alert_list(user=user), **filters)
+    )
     found = CappedPaginator(qs, PAGE_SIZE).get_page(page)
     rows = rows_of(list(found.object_list))
     if user.is_manager and rows:

@@ -54,15 +54,16 @@ def alert_list(*, user: User) -> QuerySet[Alert]:
 
 
 def alert_filter(
-    qs: QuerySet[Alert],
     *,
+    alerts: QuerySet[Alert],
     kind: str = "",
     kpi: str = "",
     state: str = "active",
     granularity: str = "",
     who: str = "",
 ) -> QuerySet[Alert]:
-    """``qs`` narrowed by the list's (validated) filters."""
+    """``alerts`` narrowed by the list's (validated) filters."""
+    qs = alerts
     if who in WHOSE:
         qs = qs.filter(scope__in=WHOSE[who])
     if kind:
@@ -104,8 +105,8 @@ def _name_of(scope: str, key: str) -> Case:
     )
 
 
-def alerts_shown(qs: QuerySet[Alert]) -> QuerySet[Alert]:
-    """``qs`` with the names a page shows (``who_name``, ``why_name``): the pace alerts of the running
+def alerts_shown(*, alerts: QuerySet[Alert]) -> QuerySet[Alert]:
+    """``alerts`` with the names a page shows (``who_name``, ``why_name``): the pace alerts of the running
     periods first (what can still be acted on), the company's before the teams' before the people's, the
     newest first within each."""
     rank = Case(
@@ -115,7 +116,7 @@ def alerts_shown(qs: QuerySet[Alert]) -> QuerySet[Alert]:
         output_field=IntegerField(),
     )
     return (
-        qs.annotate(why_scope=KT("why__scope"), why_key=KT("why__key"))
+        alerts.annotate(why_scope=KT("why__scope"), why_key=KT("why__key"))
         .annotate(
             who_name=_name_of("scope", "scope_id"),
             why_name=_name_of("why_scope", "why_key"),
@@ -130,7 +131,7 @@ def alerts_shown(qs: QuerySet[Alert]) -> QuerySet[Alert]:
 
 def alerts_active(*, user: User, limit: int) -> tuple[int, list[Alert]]:
     """How many active alerts ``user`` may see, and the first ``limit`` of them (one query)."""
-    qs = alerts_shown(alert_filter(alert_list(user=user), state="active"))
+    qs = alerts_shown(alerts=alert_filter(alerts=alert_list(user=user), state="active"))
     rows: list[Alert] = list(qs.annotate(total=Window(Count("id")))[:limit])
     return (getattr(rows[0], "total", 0) if rows else 0), rows
 
@@ -138,7 +139,7 @@ def alerts_active(*, user: User, limit: int) -> tuple[int, list[Alert]]:
 def alerted_people() -> list[int]:
     """The ids of the people with an active alert about their own numbers (one query)."""
     ids = (
-        alert_filter(Alert.objects.filter(scope__in=PERSONAL_SCOPES), state="active")
+        alert_filter(alerts=Alert.objects.filter(scope__in=PERSONAL_SCOPES), state="active")
         .values_list("scope_id", flat=True)
         .distinct()
     )

@@ -40,7 +40,9 @@ def alert_dismiss_view(request: HttpRequest, pk: int) -> HttpResponse:
     alert = get_object_or_404(selectors.alert_list(user=request.user), pk=pk)
     alert = services.alert_dismiss(alert=alert, actor=request.user)
     if request.htmx:
-        shown = selectors.alerts_shown(selectors.alert_list(user=request.user).filter(pk=alert.pk)).get()
+        shown = selectors.alerts_shown(
+            alerts=selectors.alert_list(user=request.user).filter(pk=alert.pk)
+        ).get()
         response = render(request, "metrics/_alert_item.html", {"row": pages.alert_row(shown)})
         return trigger_client_event(response, "alertDismissed", {"id": alert.pk})
     messages.success(request, _("Alert dismissed."))

@@ -174,7 +174,7 @@ def prepare(args: argparse.Namespace) -> dict:
         token = secrets.token_urlsafe(32)
         SurveyInvitation.objects.create(
             survey=survey, customer=customer, trigger=survey.trigger, status="sent", email=customer.email,
-            language=customer.language, token_hash=token_hash(token), created_at=now, scheduled_for=now,
+            language=customer.language, token_hash=token_hash(token=token), created_at=now, scheduled_for=now,
             sent_at=now, expires_at=now + timedelta(days=survey.response_window_days),
         )  # fmt: skip
         tokens.append(token)
@@ -182,7 +182,7 @@ def prepare(args: argparse.Namespace) -> dict:
         "reps": [(make_session(rep), deal.pk) for rep, deal in deals],
         "managers": [make_session(m) for m in managers],
         "tokens": tokens,
-        "token_hashes": [token_hash(t) for t in tokens],
+        "token_hashes": [token_hash(token=t) for t in tokens],
         "deal_form": {deal.pk: deal_form(deal) for _rep, deal in deals},
         "kpis": list(registry())[:12],
     }

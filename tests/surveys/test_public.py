@@ -100,7 +100,7 @@ def test_page_is_in_the_customers_language_whatever_the_browser_says(client):
 def test_the_reminder_link_works_too(client, invitation):
     from surveys.selectors import token_hash
 
-    SurveyInvitation.objects.filter(pk=invitation.pk).update(reminder_token_hash=token_hash("r" * 43))
+    SurveyInvitation.objects.filter(pk=invitation.pk).update(reminder_token_hash=token_hash(token="r" * 43))
     assert client.get(reverse("surveys_public:answer", args=["r" * 43])).status_code == 200
 
 
