@@ -16,8 +16,9 @@ from accounts.models import Team, User
 from crm.api.common import ApiError, ErrorOut, not_found
 from metrics import selectors
 from metrics.kpis import get_kpi, registry
+from metrics.kpis.base import Kpi
 from metrics.models import Granularity, Scope
-from metrics.periods import periods_between, shift_date
+from metrics.periods import Period, periods_between, shift_date
 
 router = Router(tags=["kpis"])
 MAX_PERIODS = 400
@@ -96,48 +97,41 @@ def _scope(user: User, scope: str, scope_id: str) -> tuple[str, str]:
     raise not_found()
 
 
-@router.get("/{code}", response={200: SeriesOut, 404: ErrorOut, 422: ErrorOut}, summary="A KPI's numbers")
-def kpi_series(request: HttpRequest, code: str, q: Query[SeriesQuery]) -> dict[str, Any]:
-    """Snapshots of one KPI per period from ``from`` to ``to`` (default: the last 12, at most 400), for
-    ``scope`` (company, team, user, agent) and ``id``, with the target where one is set."""
+def _kpi(code: str, granularity: str) -> Kpi:
+    """The KPI ``code`` names (404 for none) if it has numbers at ``granularity`` (else 422)."""
     try:
         kpi = get_kpi(code)
     except KeyError:
         raise not_found() from None
-    if q.granularity not in Granularity.values or q.granularity not in kpi.granularities:
+    if granularity not in Granularity.values or granularity not in kpi.granularities:
         raise ApiError(
             422, "invalid", "Unknown granularity.", {"granularity": [", ".join(kpi.granularities)]}
         )
-    scope, scope_id = _scope(request.user, q.scope, q.id)
-    if scope not in kpi.scopes:
-        raise ApiError(422, "invalid", "This KPI has no numbers for that scope.", {"scope": list(kpi.scopes)})
+    return kpi
+
+
+def _periods(q: SeriesQuery) -> list[Period]:
+    """The periods from ``from`` to ``to`` (default: the last 12 up to today, at most MAX_PERIODS)."""
     today = timezone.localdate()
     to = min(q.to or today, today)
     start = q.from_ or shift_date(to, q.granularity, -11)
     if start > to:
         raise ApiError(422, "invalid", "`from` is after `to`.", {"from": ["Choose a day before `to`."]})
     start = max(start, shift_date(to, q.granularity, -MAX_PERIODS + 1))
-    periods = periods_between(q.granularity, start, to + timedelta(days=1))
-    series = selectors.kpi_series(
-        kpis=[kpi.code], granularity=q.granularity, periods=periods, scope=scope, scope_id=scope_id
-    ).get(kpi.code, {})
-    targets = selectors.kpi_targets(
-        kpis=[kpi.code], granularity=q.granularity, periods=periods, scope=scope, scope_id=scope_id
-    ).get(kpi.code, {})
-    points = []
-    for period in periods:
-        values = series.get(period.first_day)
-        target = targets.get(period.first_day)
-        points.append(
-            {
-                "period_start": period.first_day,
-                "value": getattr(values, "value", None),
-                "numerator": getattr(values, "numerator", None),
-                "denominator": getattr(values, "denominator", None),
-                "sample_size": getattr(values, "sample_size", None),
-                "target": None if target is None else target.value,
-            }
-        )
+    return periods_between(q.granularity, start, to + timedelta(days=1))
+
+
+@router.get("/{code}", response={200: SeriesOut, 404: ErrorOut, 422: ErrorOut}, summary="A KPI's numbers")
+def kpi_series(request: HttpRequest, code: str, q: Query[SeriesQuery]) -> dict[str, Any]:
+    """Snapshots of one KPI per period from ``from`` to ``to`` (default: the last 12, at most 400), for
+    ``scope`` (company, team, user, agent) and ``id``, with the target where one is set."""
+    kpi = _kpi(code, q.granularity)
+    scope, scope_id = _scope(request.user, q.scope, q.id)
+    if scope not in kpi.scopes:
+        raise ApiError(422, "invalid", "This KPI has no numbers for that scope.", {"scope": list(kpi.scopes)})
+    points = selectors.kpi_points(
+        kpi=kpi.code, granularity=q.granularity, periods=_periods(q), scope=scope, scope_id=scope_id
+    )
     return {
         "kpi": _kpi_out(kpi),
         "granularity": q.granularity,

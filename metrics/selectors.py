@@ -100,6 +100,32 @@ def kpi_targets(
     return targets
 
 
+def kpi_points(
+    *, kpi: str, granularity: str, periods: Sequence[Period], scope: str, scope_id: str = ""
+) -> list[dict[str, Any]]:
+    """One point per period of ``periods`` for one KPI and scope: its first day, the snapshot's value,
+    numerator, denominator and sample size and the target's value (None where there is none): 2 queries."""
+    series = kpi_series(kpis=[kpi], granularity=granularity, periods=periods, scope=scope, scope_id=scope_id)
+    targets = kpi_targets(
+        kpis=[kpi], granularity=granularity, periods=periods, scope=scope, scope_id=scope_id
+    )
+    points = []
+    for period in periods:
+        values = series.get(kpi, {}).get(period.first_day)
+        target = targets.get(kpi, {}).get(period.first_day)
+        points.append(
+            {
+                "period_start": period.first_day,
+                "value": getattr(values, "value", None),
+                "numerator": getattr(values, "numerator", None),
+                "denominator": getattr(values, "denominator", None),
+                "sample_size": getattr(values, "sample_size", None),
+                "target": None if target is None else target.value,
+            }
+        )
+    return points
+
+
 # The scopes whose rows are one person's numbers.
 PERSONAL_SCOPES = (Scope.USER, Scope.AGENT)
 

@@ -4,12 +4,14 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
 from metrics import charts, dashboard
-from metrics.forecasts import selectors
+from metrics.forecasts import selectors, services
+from metrics.forms import StageProbabilityApplyForm
 from metrics.kpis.base import MIN_EVENTS
 from metrics.kpis.forecasting import FROZEN_FORECAST_ACCURACY, FROZEN_FORECAST_BIAS
 from metrics.models import KpiSnapshot, Scope
@@ -138,3 +140,20 @@ def forecast_page_context(*, user: User, granularity: str, count: int) -> dict[s
         "accuracy_kpi": FROZEN_FORECAST_ACCURACY,
         "bias_kpi": FROZEN_FORECAST_BIAS,
     }
+
+
+def stage_probability_apply(*, form: StageProbabilityApplyForm, actor: User) -> tuple[str | None, str]:
+    """Apply the suggestion the (bound) form carries: (the error to show, or None; the message that says
+    what changed, or "")."""
+    if not form.is_valid():
+        return form.errors_text(), ""
+    stage, probability, expected = (form.cleaned_data[name] for name in ("stage", "probability", "expected"))
+    try:
+        services.stage_probability_apply(stage=stage, probability=probability, expected=expected, actor=actor)
+    except ValidationError as exc:
+        return " ".join(exc.messages), ""
+    done = _(
+        "%(stage)s now has %(new)s %%. Forecasts frozen from now on use it; those frozen "
+        "before keep %(old)s %%."
+    ) % {"stage": stage, "new": probability, "old": expected}
+    return None, done

@@ -21,8 +21,12 @@ from django.db.models.functions import Power
 from django.utils import timezone
 from psycopg import sql as pg
 
+from accounts.models import User
+from crm.forecasting.models import StageProbabilityVersion
 from crm.forecasting.selectors import stage_reached_counts
+from crm.forecasting.services import stage_probability_set
 from crm.models import Deal, PipelineStage
+from metrics.forecasts import selectors
 from metrics.forecasts.models import (
     FROZEN_GRANULARITIES,
     ForecastCalibration,
@@ -347,3 +351,26 @@ def forecast_calibration_compute(*, now: datetime | None = None) -> ForecastCali
         old = ForecastCalibration.objects.order_by("-computed_at", "-id").values_list("pk", flat=True)
         ForecastCalibration.objects.filter(pk__in=list(old[CALIBRATIONS_KEPT:])).delete()
     return calibration
+
+
+def stage_probability_apply(
+    *, stage: PipelineStage, probability: int, expected: int, actor: User
+) -> StageProbabilityVersion:
+    """The calibration page's one click: ``stage``'s probability becomes the suggested ``probability``,
+    with what the latest calibration's suggestion rested on as the version's note. Refused (ValidationError)
+    as ``stage_probability_set`` refuses, e.g. when the stage no longer has ``expected``."""
+    return stage_probability_set(
+        stage_id=stage.pk,
+        probability=probability,
+        expected=expected,
+        actor=actor,
+        note=_calibration_note(stage.pk),
+    )
+
+
+def _calibration_note(stage_id: int) -> str:
+    """What the suggestion rested on, kept with the version."""
+    for row in selectors.stage_calibration_list(calibration=selectors.calibration_latest()):
+        if row.stage.pk == stage_id and row.reached:
+            return f"{row.won} / {row.reached} won ({row.percent:.1f} %)"
+    return ""

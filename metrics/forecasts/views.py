@@ -2,17 +2,14 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.web import partial_template
-from crm.forecasting.services import stage_probability_set
-from metrics.forecasts import pages, selectors
+from metrics.forecasts import pages
 from metrics.forms import ForecastFilterForm, StageProbabilityApplyForm
 
 TEMPLATE = "metrics/forecast_calibration.html"
@@ -50,30 +47,9 @@ def stage_probability_apply_view(request: HttpRequest) -> HttpResponse:
     if not request.user.is_manager:
         raise Http404
     form = StageProbabilityApplyForm(request.POST)
-    error = None
-    if form.is_valid():
-        stage, probability = form.cleaned_data["stage"], form.cleaned_data["probability"]
-        try:
-            stage_probability_set(
-                stage_id=stage.pk,
-                probability=probability,
-                expected=form.cleaned_data["expected"],
-                actor=request.user,
-                note=_calibration_note(stage.pk),
-            )
-        except ValidationError as exc:
-            error = " ".join(exc.messages)
-        else:
-            messages.success(
-                request,
-                _(
-                    "%(stage)s now has %(new)s %%. Forecasts frozen from now on use it; those frozen "
-                    "before keep %(old)s %%."
-                )
-                % {"stage": stage, "new": probability, "old": form.cleaned_data["expected"]},
-            )
-    else:
-        error = form.errors_text()
+    error, done = pages.stage_probability_apply(form=form, actor=request.user)
+    if done:
+        messages.success(request, done)
     if not request.htmx:
         if error:
             messages.error(request, error)
@@ -87,11 +63,3 @@ def stage_probability_apply_view(request: HttpRequest) -> HttpResponse:
         "apply_form": form,
     }
     return render(request, f"{TEMPLATE}#stage-calibration", context)
-
-
-def _calibration_note(stage_id: int) -> str:
-    """What the suggestion rested on, kept with the version."""
-    for row in selectors.stage_calibration_list(calibration=selectors.calibration_latest()):
-        if row.stage.pk == stage_id and row.reached:
-            return f"{row.won} / {row.reached} won ({row.percent:.1f} %)"
-    return ""
