@@ -29,6 +29,7 @@ from crm.forecasting.services import stage_versions_seed
 from crm.models import (
     Activity,
     AutomationRule,
+    Campaign,
     CompanySettings,
     Customer,
     CustomerStatusChange,
@@ -514,7 +515,9 @@ def _lock_current_version(deal: Deal, version: int | None) -> Deal:
     return current
 
 
-def _changes_since(current: Customer | Deal, version: int) -> tuple[dict[str, tuple[Any, Any]], list[User]]:
+def _changes_since(
+    current: Customer | Deal | Campaign, version: int
+) -> tuple[dict[str, tuple[Any, Any]], list[User]]:
     """What the audit trail says changed between ``version`` and now, and who changed it."""
     records = list(
         current.history.filter(version__gte=version)

@@ -49,6 +49,10 @@ class AutomationRule(models.Model):
     created_at = models.DateTimeField(_("created"), validators=[validate_date_in_range])
     updated_at = models.DateTimeField(_("updated"), validators=[validate_date_in_range])
 
+    # Set on the rules list by the selectors (rule_list), not fields.
+    counts: dict[str, int]
+    when: str
+
     class Meta:
         ordering = ["-builtin", "name", "id"]
         verbose_name = _("automation rule")
@@ -96,6 +100,10 @@ class AutomationRun(models.Model):
     finished_at = models.DateTimeField(
         _("finished"), null=True, blank=True, validators=[validate_date_in_range]
     )
+
+    # Set on the run log by the selectors (runs_with_records), not fields.
+    record: tuple[str, str] | None
+    record_type: str
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.urls import reverse
 from django.utils.text import capfirst
 from django.utils.translation import get_language, ngettext
@@ -139,9 +139,10 @@ def condition_field_label(*, entity: str, name: str, lookups: Lookups) -> str:
         return str(capfirst(User._meta.get_field("team").verbose_name))
     path = rules.CONDITION_FIELDS.get(entity, {}).get(name, (name, ""))[0]
     try:
-        return str(capfirst(entity_model(entity)._meta.get_field(path).verbose_name))
+        model_field = entity_model(entity)._meta.get_field(path)
     except (FieldDoesNotExist, ValueError):  # a name a rule made elsewhere may carry
         return name
+    return str(capfirst(model_field.verbose_name)) if isinstance(model_field, Field) else name
 
 
 def value_text(*, entity: str, name: str, value: Any, lookups: Lookups) -> str:
@@ -159,9 +160,10 @@ def value_text(*, entity: str, name: str, value: Any, lookups: Lookups) -> str:
     if how == "team":
         return lookups.teams.get(value, str(value)) if isinstance(value, int) else str(value)
     try:
-        choices = dict(entity_model(entity)._meta.get_field(name).choices or ())
+        model_field = entity_model(entity)._meta.get_field(name)
     except (FieldDoesNotExist, ValueError):
-        choices = {}
+        return str(value)
+    choices: dict[Any, Any] = dict(model_field.choices or ()) if isinstance(model_field, Field) else {}
     return str(choices.get(value, value))
 
 
@@ -188,7 +190,7 @@ def _pick(action: dict[str, Any], name: str) -> str:
 
 def action_text(*, action: dict[str, Any], entity: str, lookups: Lookups) -> str:
     """One action in words: "Create a task for the record's owner, due in 2 days: “Call back”"."""
-    kind = action.get("type")
+    kind = str(action.get("type") or "")
     if kind == "create_task":
         who = action.get("assignee", "owner")
         whom = (
@@ -271,7 +273,7 @@ def runs_with_records(*, runs: Iterable[AutomationRun]) -> list[AutomationRun]:
     for run in runs:
         run.record = found.get((run.object_type, run.object_id))
         known = run.object_type in Entity.values
-        run.record_type = entity_model(run.object_type)._meta.verbose_name if known else run.object_type
+        run.record_type = str(entity_model(run.object_type)._meta.verbose_name) if known else run.object_type
     return runs
 
 

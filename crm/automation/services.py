@@ -170,21 +170,20 @@ def _events_since(rule: AutomationRule, since: Any, now: Any) -> tuple[QuerySet 
         status = Deal.Status.WON if trigger == Trigger.DEAL_WON else Deal.Status.LOST
         return None, Deal.objects.filter(status=status, closed_at__gte=since)
     if trigger == Trigger.DEAL_STAGE_CHANGED:
-        events = DealStageChange.objects.filter(at__gte=since, from_stage__isnull=False)
+        moves = DealStageChange.objects.filter(at__gte=since, from_stage__isnull=False)
         if params.get("stage"):
-            events = events.filter(to_stage_id=params["stage"])
-        events = events.annotate(record=F("deal_id"))
-        return events, Deal.objects.filter(pk__in=events.values("deal_id"))
+            moves = moves.filter(to_stage_id=params["stage"])
+        return moves.annotate(record=F("deal_id")), Deal.objects.filter(pk__in=moves.values("deal_id"))
     if trigger == Trigger.DEAL_IDLE:
         return None, engine.idle_deals(rule, since=since, now=now)
     if trigger == Trigger.CUSTOMER_CREATED:
         return None, Customer.objects.filter(created_at__gte=since)
     if trigger == Trigger.CUSTOMER_STATUS_CHANGED:
-        events = CustomerStatusChange.objects.filter(at__gte=since).exclude(from_status="")
+        changes = CustomerStatusChange.objects.filter(at__gte=since).exclude(from_status="")
         if params.get("status"):
-            events = events.filter(to_status=params["status"])
-        events = events.annotate(record=F("customer_id"))
-        return events, Customer.objects.filter(pk__in=events.values("customer_id"))
+            changes = changes.filter(to_status=params["status"])
+        customers = Customer.objects.filter(pk__in=changes.values("customer_id"))
+        return changes.annotate(record=F("customer_id")), customers
     if trigger == Trigger.TICKET_CREATED:
         return None, Ticket.objects.filter(created_at__gte=since)
     if trigger == Trigger.TICKET_SLA_NEAR:
@@ -196,15 +195,16 @@ def _events_since(rule: AutomationRule, since: Any, now: Any) -> tuple[QuerySet 
         near = Q(solved_at__isnull=True) | Q(solved_at__gte=F("resolution_due_at") - hours)
         return None, tickets.filter(near)
     if trigger == Trigger.TICKET_SOLVED:
-        events = TicketStatusChange.objects.filter(at__gte=since, to_status=Ticket.Status.SOLVED)
-        events = events.annotate(record=F("ticket_id"))
-        return events, Ticket.objects.filter(pk__in=events.values("ticket_id"))
+        solved = TicketStatusChange.objects.filter(at__gte=since, to_status=Ticket.Status.SOLVED)
+        return solved.annotate(record=F("ticket_id")), Ticket.objects.filter(
+            pk__in=solved.values("ticket_id")
+        )
     if trigger == Trigger.SURVEY_ANSWERED:
         responses = apps.get_model("surveys", "SurveyResponse").objects.filter(
             score_submitted_at__gte=since, score__lte=params["score_max"]
         )
-        events = responses.annotate(record=F("customer_id"))
-        return events, Customer.objects.filter(pk__in=responses.values("customer_id"))
+        customers = Customer.objects.filter(pk__in=responses.values("customer_id"))
+        return responses.annotate(record=F("customer_id")), customers
     activities = Activity.objects.filter(created_at__gte=since)
     if params.get("activity_kind"):
         activities = activities.filter(kind=params["activity_kind"])

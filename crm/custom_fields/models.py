@@ -69,6 +69,9 @@ class CustomField(models.Model):
     created_at = models.DateTimeField(_("created"), validators=[validate_date_in_range])
     updated_at = models.DateTimeField(_("updated"), validators=[validate_date_in_range])
 
+    # Set on the fields page by the selectors (field_groups), not a field.
+    values_count: int
+
     class Meta:
         ordering = ["entity", "order", "id"]
         verbose_name = _("custom field")

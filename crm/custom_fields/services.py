@@ -151,7 +151,8 @@ def missing_for_stage(*, deal: Any, stage: Any) -> list[CustomField]:
 def _clean_choices(kind: str, choices: Iterable[Mapping[str, str]] | None) -> list[dict[str, str]]:
     if kind not in (Kind.CHOICE, Kind.MULTI_CHOICE):
         return []
-    cleaned, seen = [], set()
+    cleaned: list[dict[str, str]] = []
+    seen: set[str] = set()
     for option in choices or []:
         key = str(option.get("key", "")).strip()
         english = str(option.get("en", "")).strip()
@@ -275,7 +276,7 @@ def _convert_values(before: CustomField, after: CustomField) -> None:
     """Check every stored value against the new definition, then rewrite them all; or refuse, listing
     the records that would not fit."""
     model = entity_model(after.entity)
-    rows = model.objects.filter(custom__has_key=after.key).values_list("pk", "custom").order_by("pk")
+    rows = model._default_manager.filter(custom__has_key=after.key).values_list("pk", "custom").order_by("pk")
     user_ids = _user_ids() if after.kind == Kind.USER else None
     converted: dict[int, Any] = {}
     misfits: list[tuple[int, Any, str]] = []

@@ -151,7 +151,7 @@ def preview_outcomes(job: ImportJob) -> dict[str, dict[str, int]]:
     """What each mode would do with the previewed rows: {mode: {"create", "update", "skip", "fail"}}."""
     counts = job.preview.get("counts", {})
     new, changed, same, bad = (counts.get(k, 0) for k in (CREATE, UPDATE, SKIP, FAIL))
-    outcomes = {
+    outcomes: dict[str, dict[str, int]] = {
         ImportJob.Mode.CREATE: {"create": new, "update": 0, "skip": changed + same, "fail": bad},
         ImportJob.Mode.UPDATE: {"create": 0, "update": changed, "skip": new + same, "fail": bad},
         ImportJob.Mode.BOTH: {"create": new, "update": changed, "skip": same, "fail": bad},
@@ -205,7 +205,11 @@ def import_progress(job: ImportJob) -> int:
 
 
 class _RollBack(Exception):
-    """All-or-nothing import met a bad row: undo every write of the run."""
+    """All-or-nothing import met a bad row: undo every write of the run (of ``job``)."""
+
+    def __init__(self, job: ImportJob) -> None:
+        super().__init__(job.pk)
+        self.job = job
 
 
 def import_job_run(*, job_id: int) -> ImportJob | None:
@@ -223,11 +227,12 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
                 return None
             _run(job)
             if job.all_or_nothing and job.failed_count:
-                raise _RollBack
+                raise _RollBack(job)
             job.status, job.finished_at, job.content = ImportJob.Status.DONE, timezone.now(), b""
             job.save()
             return job
-    except _RollBack:
+    except _RollBack as rollback:
+        job = rollback.job
         job.status, job.finished_at = ImportJob.Status.FAILED, timezone.now()
         job.created_count = job.updated_count = 0
         job.error = _(
@@ -326,7 +331,7 @@ def report_rows(job: ImportJob) -> Iterator[list[str]]:
 def template_rows(kind: str) -> list[list[str]]:
     """A template for one kind: the header row and two example rows."""
     fields = [f for f in import_fields(kind) if f.name != "id"]
-    examples = {
+    by_kind: dict[str, list[dict[str, str]]] = {
         ImportJob.Kind.CUSTOMERS: [
             {},
             {
@@ -369,9 +374,9 @@ def template_rows(kind: str) -> list[list[str]]:
             },
         ],
         ImportJob.Kind.CAMPAIGNS: [{}, campaigns.EXAMPLE],
-    }[kind]
+    }
     header = [str(f.label) for f in fields]
     rows = [header]
-    for example in examples:
+    for example in by_kind[kind]:
         rows.append([example.get(f.name, f.example) if example else f.example for f in fields])
     return rows
