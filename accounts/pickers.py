@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
@@ -18,7 +19,8 @@ from accounts.text import is_record_id, storable_text
 # A picker shows this many matches; "keep typing" says there are more.
 PICKER_OPTIONS = 12
 # The name of the picker's field, which names its options' ids.
-PICKER_FIELD = re.compile(r"^[a-z_]{1,40}$")
+# A custom field's is ``cf_<key>`` (a key of up to 40 letters, digits and underscores).
+PICKER_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
 
 class RecordPicker(forms.Widget):
@@ -114,18 +116,22 @@ class StaffChoiceField(forms.ModelChoiceField):
         return self.from_text(storable_text(text)[:200])
 
     def from_text(self, text: str) -> Any:
-        found = list(staff_search(qs=self.queryset, q=text)[:2])
-        if not found:
-            raise ValidationError(
-                _("No one matches “%(text)s”."), code="invalid_choice", params={"text": text}
-            )
-        if len(found) > 1:
-            raise ValidationError(
-                _("More than one person matches “%(text)s”: pick one from the list."),
-                code="invalid_choice",
-                params={"text": text},
-            )
-        return found[0]
+        return staff_from_text(qs=self.queryset, text=text)
+
+
+def staff_from_text(*, qs: QuerySet[User], text: str) -> User:
+    """The one person among ``qs`` whose name, user name or e-mail matches ``text`` (typed in a people
+    picker, not picked); a ValidationError says why when no one or several do."""
+    found = list(staff_search(qs=qs, q=text)[:2])
+    if not found:
+        raise ValidationError(_("No one matches “%(text)s”."), code="invalid_choice", params={"text": text})
+    if len(found) > 1:
+        raise ValidationError(
+            _("More than one person matches “%(text)s”: pick one from the list."),
+            code="invalid_choice",
+            params={"text": text},
+        )
+    return found[0]
 
 
 class StaffFilterField(StaffChoiceField):

@@ -51,6 +51,10 @@ STAFF_KINDS: dict[str, StaffKind] = {
     "staff-filter": StaffKind(
         tuple(User.Role.values), include_inactive=True, managers_only=True, empty_label=_("Everyone")
     ),
+    # A custom field of type "user" (``crm.custom_field_forms``): anyone active on the staff; its list filter
+    # also finds people who left (their old records).
+    "custom-user": StaffKind(tuple(User.Role.values)),
+    "custom-user-filter": StaffKind(tuple(User.Role.values), include_inactive=True, empty_label=_("Any")),
 }
 
 

@@ -12,6 +12,8 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from accounts.pickers import StaffPicker, staff_from_text
+from accounts.text import is_record_id, storable_text
 from crm.custom_fields import kinds
 from crm.custom_fields.models import CustomField
 from crm.custom_fields.services import fields_of, required_here
@@ -181,7 +183,27 @@ class CustomValueField(forms.Field):
         return kinds.clean(self.definition, value, user_ids=self.user_ids)
 
 
-def _widget(definition: CustomField, users: list[tuple[int, str]]) -> forms.Widget:
+class UserValueField(CustomValueField):
+    """A user field's value, picked by typing (``StaffPicker``, never a list of the whole staff): anyone
+    active on the staff, or the person the record names already (kept when they have left). Text typed but
+    not picked (no JavaScript) counts when exactly one of them matches it."""
+
+    def __init__(self, definition: CustomField, *, keep: int | None = None, **kwargs: Any) -> None:
+        self.people = User.objects.filter(Q(is_active=True, is_service_account=False) | Q(pk=keep))
+        super().__init__(definition, widget=StaffPicker("custom-user"), **kwargs)
+        self.widget.queryset = self.people
+
+    def to_python(self, value: Any) -> Any:
+        text = "" if value is None else str(value).strip()
+        if "\x00" in text:
+            raise ValidationError(_("Null characters are not allowed."), code="null_characters_not_allowed")
+        if text and not is_record_id(text):
+            return staff_from_text(qs=self.people, text=storable_text(text)[:200]).pk
+        allowed = set(self.people.filter(pk=int(text)).values_list("pk", flat=True)) if text else set()
+        return kinds.clean(self.definition, text, user_ids=allowed)
+
+
+def _widget(definition: CustomField) -> forms.Widget:
     kind = Kind(definition.kind)
     options = list(definition.choice_labels().items())
     empty = [("", "—")]
@@ -199,7 +221,6 @@ def _widget(definition: CustomField, users: list[tuple[int, str]]) -> forms.Widg
         Kind.YES_NO: lambda: forms.Select(choices=[*empty, ("yes", gettext("yes")), ("no", gettext("no"))]),
         Kind.CHOICE: lambda: forms.Select(choices=[*empty, *options]),
         Kind.MULTI_CHOICE: lambda: forms.CheckboxSelectMultiple(choices=options),
-        Kind.USER: lambda: forms.Select(choices=[*empty, *users]),
     }
     return widgets[kind]()
 
@@ -211,28 +232,20 @@ def _initial_value(definition: CustomField, stored: Any) -> Any:
     return kinds.typed(definition, stored)
 
 
-def value_field(
-    definition: CustomField, *, required: bool, stored: Any = None, users: list[tuple[int, str]] = ()
-) -> CustomValueField:
-    """The form field of ``definition``, showing ``stored``; a user field offers ``users`` (id, name)."""
-    return CustomValueField(
-        definition,
-        user_ids={pk for pk, _name in users} if definition.kind == Kind.USER else None,
-        required=required,
-        label=definition.label,
-        help_text=definition.help,
-        initial=_initial_value(definition, stored),
-        widget=_widget(definition, list(users)),
-        error_messages={"required": gettext("Fill in %(field)s.") % {"field": definition.label}},
-    )
-
-
-def _user_choices(keep: set[int]) -> list[tuple[int, str]]:
-    """The people a user field offers: active staff, and whoever the record names already (kept)."""
-    people = User.objects.filter(Q(is_active=True, is_service_account=False) | Q(pk__in=keep)).order_by(
-        "first_name", "last_name", "username", "id"
-    )
-    return [(u.pk, u.get_full_name() or u.username) for u in people]
+def value_field(definition: CustomField, *, required: bool, stored: Any = None) -> CustomValueField:
+    """The form field of ``definition``, showing ``stored`` (a user field keeps offering the person it
+    names, even once they have left)."""
+    kwargs: dict[str, Any] = {
+        "required": required,
+        "label": definition.label,
+        "help_text": definition.help,
+        "initial": _initial_value(definition, stored),
+        "error_messages": {"required": gettext("Fill in %(field)s.") % {"field": definition.label}},
+    }
+    if definition.kind == Kind.USER:
+        keep = stored if isinstance(stored, int) and not isinstance(stored, bool) else None
+        return UserValueField(definition, keep=keep, **kwargs)
+    return CustomValueField(definition, widget=_widget(definition), **kwargs)
 
 
 class CustomFieldsForm(forms.Form):
@@ -257,17 +270,9 @@ class CustomFieldsForm(forms.Form):
             or (initial_stage if hasattr(initial_stage, "pipeline_id") else None)
         )
         current = self._stored()
-        users: list[tuple[int, str]] = []
-        if any(d.kind == Kind.USER for d in self.custom_definitions):
-            users = _user_choices(
-                {v for v in current.values() if isinstance(v, int) and not isinstance(v, bool)}
-            )
         for definition in self.custom_definitions:
             self.fields[definition.form_name] = value_field(
-                definition,
-                required=required_here(definition, stage),
-                stored=current.get(definition.key),
-                users=users,
+                definition, required=required_here(definition, stage), stored=current.get(definition.key)
             )
 
     def _stored(self) -> dict[str, Any]:

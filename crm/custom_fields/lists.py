@@ -1,9 +1,10 @@
 """Custom fields on the customer, deal and ticket lists: a filter per field, their part of the text search,
 and the columns each user picks (kept in their session, per list).
 
-Filters are named after the field's form name: ``cf_<key>`` for a choice, yes/no or user (a select, "any"
-by default), ``cf_<key>_from`` and ``cf_<key>_to`` for a date or number range. A value is read by
-``kinds.clean``, so a filter accepts what a record's form accepts and says the same when it does not.
+Filters are named after the field's form name: ``cf_<key>`` for a choice or yes/no (a select, "any" by
+default) or a user (a type-ahead people picker), ``cf_<key>_from`` and ``cf_<key>_to`` for a date or number
+range. A value is read by ``kinds.clean``, so a filter accepts what a record's form accepts and says the same
+when it does not.
 """
 
 from typing import Any
@@ -13,11 +14,10 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core.paginator import Page
 from django.http import HttpRequest, QueryDict
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
 
 from accounts.dates import EARLIEST, LATEST
 from accounts.models import User
-from accounts.text import is_record_id
+from accounts.pickers import StaffChoiceField
 from crm.custom_fields import kinds, query
 from crm.custom_fields.models import CustomField
 from crm.custom_fields.services import fields_of
@@ -51,17 +51,12 @@ class RangeEndField(forms.CharField):
         return kinds.clean(self.definition, text) if text else None
 
 
-class UserFilterField(forms.ModelChoiceField):
-    """A user field's filter: anyone on the staff (people who left too: their old records are found)."""
+class UserFilterField(StaffChoiceField):
+    """A user field's filter, picked by typing (``StaffPicker``): anyone on the staff (people who left too:
+    their old records are found); nobody picked means any."""
 
     def __init__(self, **kwargs: Any) -> None:
-        people = User.objects.filter(is_service_account=False).order_by("first_name", "last_name", "username")
-        super().__init__(queryset=people, required=False, empty_label=_("Any"), **kwargs)
-
-    def to_python(self, value: Any) -> Any:
-        if value not in self.empty_values and not is_record_id(str(value)):
-            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
-        return super().to_python(value)
+        super().__init__("custom-user-filter", required=False, **kwargs)
 
 
 def _range_widget(definition: CustomField) -> forms.Widget:

@@ -6,6 +6,7 @@ from datetime import date
 import pytest
 from django.urls import reverse
 
+from accounts.models import User
 from crm import selectors
 from crm.custom_fields import query
 from crm.custom_fields.services import field_create
@@ -127,7 +128,22 @@ def test_deal_list_filters_by_choice_multi_choice_and_user(client, rep, deal_fie
     assert _deals(client, cf_regions="apac") == {"Deal sw"}
     assert _deals(client, cf_regions="eu") == {"Deal hw", "Deal sw"}
     assert _deals(client, cf_champion=str(rep.pk)) == {"Deal hw"}
+    assert _deals(client, cf_champion_search="rita") == {"Deal hw"}  # typed, not picked (no JavaScript)
     assert _deals(client, cf_product_line="") == {"Deal hw", "Deal sw", "Deal none"}  # "any"
+
+
+def test_a_user_field_filter_is_a_type_ahead_that_finds_people_who_left(client, rep, deal_fields):
+    left = make_user(first_name="Lena", last_name="Left")
+    make_deal(make_customer(rep), title="Deal of Lena", custom={"champion": left.pk})
+    User.objects.filter(pk=left.pk).update(is_active=False)
+    form = client.get(reverse("crm:deal_list")).context["form"]
+    picker = str(form["cf_champion"])
+    assert 'role="combobox"' in picker and "<option" not in picker and "Lena" not in picker
+    url = reverse("accounts:staff_options", args=["custom-user-filter"])
+    found = client.get(url, {"field": "cf_champion", "cf_champion_search": "lena"}, headers=HTMX)
+    assert f'data-value="{left.pk}"' in found.content.decode()
+    assert _deals(client, cf_champion=str(left.pk)) == {"Deal of Lena"}
+    assert _deals(client, cf_champion_search="Lena Left") == {"Deal of Lena"}
 
 
 def test_deal_list_filters_by_date_and_money_ranges(client, rep, deal_fields):

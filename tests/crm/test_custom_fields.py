@@ -331,18 +331,50 @@ def test_every_type_through_the_customer_form(client, rep, kind, good, stored, b
     assert Customer.objects.get().custom == {"extra": stored}
 
 
+def _people(client, text: str, field: str = "cf_buddy") -> str:
+    """What a user field's type-ahead offers for ``text`` (the options the picker asks for)."""
+    url = reverse("accounts:staff_options", args=["custom-user"])
+    return client.get(url, {"field": field, f"{field}_search": text}, headers=HTMX).content.decode()
+
+
 def test_a_user_field_offers_active_staff_and_refuses_others(client, rep):
     make_field(key="buddy", kind="user")
     colleague = make_user(first_name="Carl", last_name="Colleague")
     gone = make_user(first_name="Gina", last_name="Gone")
     User.objects.filter(pk=gone.pk).update(is_active=False)
-    page = client.get(reverse("crm:customer_create")).content.decode()
-    assert "Carl Colleague" in page and "Gina Gone" not in page
-    for bad in (str(gone.pk), "999999999", "9" * 30, "abc"):
+    assert f'data-value="{colleague.pk}"' in _people(client, "carl")
+    assert "Gina Gone" not in _people(client, "gina") and "No one matches." in _people(client, "gina")
+    for bad, message in [
+        (str(gone.pk), "Choose one of the CRM's users."),
+        ("999999999", "Choose one of the CRM's users."),
+        ("9" * 30, "No one matches"),
+        ("abc", "No one matches “abc”."),
+    ]:
         response = client.post(reverse("crm:customer_create"), _customer_payload(cf_buddy=bad), headers=HTMX)
-        assert "Choose one of the CRM's users." in " ".join(_errors(response)["cf_buddy"])
+        assert message in " ".join(_errors(response)["cf_buddy"])
+    # Typed without picking (no JavaScript): the name counts when it names one active person.
+    response = client.post(reverse("crm:customer_create"), _customer_payload(cf_buddy_search="Gina Gone"))
+    assert "No one matches “Gina Gone”." in " ".join(_errors(response)["cf_buddy"])
+    client.post(reverse("crm:customer_create"), _customer_payload(cf_buddy_search="carl colleague"))
+    assert Customer.objects.get().custom == {"buddy": colleague.pk}
+    Customer.objects.all().delete()
     client.post(reverse("crm:customer_create"), _customer_payload(cf_buddy=str(colleague.pk)))
     assert Customer.objects.get().custom == {"buddy": colleague.pk}
+
+
+def test_a_user_field_is_a_type_ahead_picker_not_a_list_of_the_staff(client, rep):
+    make_field(key="buddy", kind="user")
+    people = [make_user(first_name="Person", last_name=f"Number {i:02d}") for i in range(30)]
+    page = client.get(reverse("crm:customer_create")).content.decode()
+    field = str(client.get(reverse("crm:customer_create")).context["form"]["cf_buddy"])
+    assert 'role="combobox"' in field and 'name="cf_buddy_search"' in field and "<option" not in field
+    assert not any(f'value="{person.pk}"' in page or str(person) in page for person in people)
+    assert reverse("accounts:staff_options", args=["custom-user"]) in field
+    # A typed search finds the person (and caps the list).
+    found = _people(client, "number 07")
+    assert f'data-value="{people[7].pk}"' in found and "Person Number 07" in found
+    assert found.count('role="option" id=') == 1
+    assert _people(client, "person").count('role="option" id=') == 12
 
 
 def test_a_user_no_longer_active_stays_chosen_when_other_fields_are_edited(client, rep):
@@ -351,7 +383,8 @@ def test_a_user_no_longer_active_stays_chosen_when_other_fields_are_edited(clien
     customer = make_customer(rep, custom={"buddy": leaver.pk})
     User.objects.filter(pk=leaver.pk).update(is_active=False)
     page = client.get(reverse("crm:customer_update", args=[customer.pk])).content.decode()
-    assert f'<option value="{leaver.pk}" selected>Lee' in page
+    assert f'name="cf_buddy" value="{leaver.pk}"' in page
+    assert f'value="{leaver}" name="cf_buddy_search"' in page
     payload = _customer_payload(name="Renamed", version=1, cf_buddy=str(leaver.pk))
     assert client.post(reverse("crm:customer_update", args=[customer.pk]), payload).status_code == 302
     customer.refresh_from_db()
