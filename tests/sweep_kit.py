@@ -14,11 +14,13 @@
 import ast
 import inspect
 import json
+import logging
 import re
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from html.parser import HTMLParser
@@ -35,6 +37,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RegexPattern
+from django.utils import translation
 
 PROJECT = Path(__file__).resolve().parent.parent
 SITE_PACKAGES = Path(django.__file__).resolve().parent.parent
@@ -657,20 +660,86 @@ class Harness:
             self.login(role)  # the request signed the role out (a logout): sign in again
         return response
 
-    def run_task(self, task: Any, *args: Any, sent: Sent) -> None:
+    def run_task(
+        self,
+        task: Any,
+        *args: Any,
+        sent: Sent,
+        crashed: Callable[[], str] | None = None,
+        logger: str = "",
+    ) -> None:
         """Run a Celery task here, as a worker would (``apply``: Celery keeps its exception), kept unless
-        it fails; a failure or a slow run is a finding like a 500."""
+        it fails; a failure or a slow run is a finding like a 500.
+
+        A task whose catch-all turns a crash into a recorded outcome (an import job "failed because of an
+        unexpected error") does not fail: ``crashed`` reads that outcome after the run ("" when there was
+        none), and the crash is a finding too, with the exception the catch-all logged to ``logger``."""
         started, cpu = time.perf_counter(), time.process_time()
-        with transaction.atomic():
+        with logged_exceptions(logger) as logged, transaction.atomic():
             result = task.apply(args=args)
-            if result.failed():
+            crash = "" if result.failed() or crashed is None else crashed()
+            if result.failed() or crash:
                 transaction.set_rollback(True)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         self.ledger.count()
         if result.failed():
             self.ledger.server_error(result.result, sent, 500, task.name)
+        elif crash:
+            exc = logged[-1] if logged else CaughtCrash(crash)
+            self.ledger.server_error(exc, sent, 500, task.name)
         if seconds > SLOW_SECONDS:
             self.ledger.too_slow(seconds, cpu, sent, task.name)
+
+
+class CaughtCrash(Exception):
+    """A crash a task's catch-all recorded without logging its exception (the finding shows the record)."""
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.exceptions: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.exceptions.append(record.exc_info[1])
+
+
+@contextmanager
+def logged_exceptions(name: str) -> Iterator[list[BaseException]]:
+    """The exceptions logger ``name`` logs meanwhile (``logger.exception`` in a catch-all), with their
+    tracebacks, kept here instead of printed, even while the sweep silences logging (errors only)."""
+    if not name:
+        yield []
+        return
+    logger, handler = logging.getLogger(name), _Kept()
+    silenced, propagate = logging.root.manager.disable, logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    logging.disable(min(silenced, logging.WARNING))
+    try:
+        yield handler.exceptions
+    finally:
+        logging.disable(silenced)
+        logger.propagate = propagate
+        logger.removeHandler(handler)
+
+
+def import_crash(job_id: int) -> str:
+    """The error an import job recorded when its run crashed (the catch-all of ``import_job_run`` marks it
+    failed with ``UNEXPECTED_ERROR``, in the language active then), else ""."""
+    from crm.data.imports.services import UNEXPECTED_ERROR
+    from crm.models import ImportJob
+
+    job = ImportJob.objects.without_content().filter(pk=job_id, status=ImportJob.Status.FAILED).first()
+    if job is None:
+        return ""
+    for code, _name in settings.LANGUAGES:
+        with translation.override(code):
+            pattern = re.escape(str(UNEXPECTED_ERROR)).replace(re.escape("%(error)s"), ".+")
+        if re.fullmatch(pattern, job.error, re.S):
+            return job.error
+    return ""
 
 
 def _drain(response: HttpResponse) -> BaseException | None:

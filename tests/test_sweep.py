@@ -60,7 +60,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import resolve, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from openpyxl import Workbook
 
 from accounts.models import ApiToken
@@ -70,6 +70,9 @@ from crm.automation.services import rule_create
 from crm.custom_fields.models import CustomField
 from crm.custom_fields.services import field_create
 from crm.data import imports, merge
+from crm.data.imports import import_job_run
+from crm.data.imports import services as import_services
+from crm.data.imports import writing as import_writing
 from crm.models import Customer, ImportJob
 from crm.tasks import check_import, run_import
 from metrics.health.services import health_refresh
@@ -96,7 +99,7 @@ from tests.factories import (
     make_webhook,
 )
 from tests.fault_kit import celery_broker, redis_server
-from tests.sweep_kit import HOSTILE, Endpoint, Harness, Ledger, PageScan, Sent
+from tests.sweep_kit import HOSTILE, Endpoint, Harness, Ledger, PageScan, Sent, import_crash
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -512,6 +515,48 @@ def test_every_url_as_every_role_survives_hostile_input(sweep, ledger):
     assert not found, _report(found)
 
 
+def test_an_import_run_that_crashed_is_a_finding_although_its_task_succeeded(monkeypatch):
+    """``import_job_run`` keeps a crash from failing the task (the job says "unexpected error"): the sweep
+    reads the job's outcome, so a crash inside a run is a finding with its exception and frame."""
+    manager = make_manager()
+    ledger = Ledger()
+    harness = Harness({}, lambda role: None, ledger)
+
+    def run(job: ImportJob) -> None:
+        imports.import_job_start(job=job, actor=manager, mode="both", all_or_nothing=True)
+        sent = Sent("TASK", f"run_import({job.pk})", "manager", False)
+        harness.run_task(
+            run_import,
+            job.pk,
+            sent=sent,
+            crashed=lambda: import_crash(job.pk),
+            logger=import_services.__name__,
+        )
+
+    run(make_import_job(manager, "name,email\nGood GmbH,good@example.com\n"))
+    assert ledger.server_errors == 0 and not ledger.findings
+    assert Customer.objects.filter(name="Good GmbH").exists()
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug inside the run")
+
+    monkeypatch.setattr(import_writing, "_write_customers", explode)
+    job = make_import_job(manager, "name,email\nBad GmbH,bad@example.com\n")
+    with _quiet_logs():  # as in the sweep, which silences logging
+        run(job)
+    assert ledger.requests == 2 and ledger.server_errors == 1
+    [finding] = ledger.findings.values()
+    assert finding.kind == "ZeroDivisionError" and finding.where.startswith("crm/data/imports/writing.py")
+    [(message, _sent)] = finding.examples.values()
+    assert message == "a bug inside the run"
+    # The run's catch-all is unchanged: the job says so, the task itself did not fail.
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.QUEUED  # the harness rolled the crashed run back
+    with translation.override("zh-hans"):
+        import_job_run(job_id=job.pk)
+    assert import_crash(job.pk) and "ZeroDivisionError" in import_crash(job.pk)
+
+
 def _report(found: list[sweep_kit.Finding]) -> str:
     lines = [f"{len(found)} distinct server errors or slow requests (details in {FINDINGS}):"]
     for finding in found:
@@ -695,8 +740,11 @@ class ImportWalk:
             self.run_task(run_import, job)
 
     def run_task(self, task: Any, job: ImportJob) -> None:
+        """Run the check or the import; an import that crashed fails the sweep although its task does not
+        (the run's catch-all marks the job failed "because of an unexpected error" and logs the crash)."""
         sent = Sent("TASK", f"{task.name}({job.pk})", self.role, False, param=f"file {self.label}")
-        self.sweep.harness.run_task(task, job.pk, sent=sent)
+        crashed = (lambda: import_crash(job.pk)) if task is run_import else None
+        self.sweep.harness.run_task(task, job.pk, sent=sent, crashed=crashed, logger=import_services.__name__)
 
 
 class Upload(NamedTuple):

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from crm.data.imports import campaigns
@@ -204,6 +205,12 @@ def import_progress(job: ImportJob) -> int:
         return 0
 
 
+# How a job tells that its run crashed (the catch-all of ``import_job_run``); the hostile sweep looks for it.
+UNEXPECTED_ERROR = gettext_lazy(
+    "The import stopped because of an unexpected error; nothing was imported. (%(error)s)"
+)
+
+
 class _RollBack(Exception):
     """All-or-nothing import met a bad row: undo every write of the run (of ``job``)."""
 
@@ -247,8 +254,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
         ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
             status=ImportJob.Status.FAILED,
             finished_at=timezone.now(),
-            error=_("The import stopped because of an unexpected error; nothing was imported. (%(error)s)")
-            % {"error": type(exc).__name__},
+            error=UNEXPECTED_ERROR % {"error": type(exc).__name__},
             created_count=0,
             updated_count=0,
         )
