@@ -549,12 +549,16 @@ def test_an_import_run_that_crashed_is_a_finding_although_its_task_succeeded(mon
     assert finding.kind == "ZeroDivisionError" and finding.where.startswith("crm/data/imports/writing.py")
     [(message, _sent)] = finding.examples.values()
     assert message == "a bug inside the run"
-    # The run's catch-all is unchanged: the job says so, the task itself did not fail.
     job.refresh_from_db()
     assert job.status == ImportJob.Status.QUEUED  # the harness rolled the crashed run back
-    with translation.override("zh-hans"):
+    # The catch-all stays for production: the job says what happened, in the language of the run, and
+    # the sweep reads it in either language.
+    with translation.override("zh-hans"), _quiet_logs():
         import_job_run(job_id=job.pk)
-    assert import_crash(job.pk) and "ZeroDivisionError" in import_crash(job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED
+    assert "意外错误" in job.error and "ZeroDivisionError" in job.error
+    assert import_crash(job.pk) == job.error
 
 
 def _report(found: list[sweep_kit.Finding]) -> str:
