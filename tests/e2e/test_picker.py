@@ -1,11 +1,12 @@
-"""The type-ahead customer picker in a real browser: typed, chosen with the keyboard, saved; and the
-pipeline board on a phone shows one stage at a time."""
+"""The type-ahead pickers in a real browser: a customer and a user custom field's colleague typed, chosen
+with the keyboard, saved; and the pipeline board on a phone shows one stage at a time."""
 
 import re
 
 import pytest
 from playwright.sync_api import expect
 
+from crm.custom_fields.services import field_create
 from crm.models import Customer, Deal
 from tests.e2e.conftest import PHONE, sign_in
 from tests.factories import make_customer, make_deal, make_manager, make_user
@@ -95,3 +96,25 @@ def test_manager_filters_the_deal_list_by_picking_an_owner(page):
     expect(page).to_have_url(re.compile(f"owner={bert.pk}&"))
     expect(table).to_contain_text("Deal Bert")
     expect(table).not_to_contain_text("Deal Anna")
+
+
+def test_rep_picks_a_colleague_in_a_user_custom_field_by_typing(page):
+    field_create(actor=make_manager(), entity="customer", key="buddy", label_en="Buddy", kind="user")
+    make_user(username="rita")
+    carl = make_user(first_name="Carl", last_name="Colleague")
+    make_user(first_name="Carla", last_name="Other")
+    sign_in(page, "rita")
+    page.goto("/crm/customers/new/")
+    expect(page.locator("select[name=cf_buddy]")).to_have_count(0)
+    page.get_by_label("Name", exact=True).fill("Nordlicht Solar GmbH")
+    picker = page.get_by_role("combobox", name="Buddy")
+    picker.fill("carl")
+    expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(2)
+    picker.fill("carl coll")
+    expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(1)
+    picker.press("ArrowDown")
+    picker.press("Enter")
+    expect(picker).to_have_value("Carl Colleague")
+    page.get_by_role("button", name="Create customer").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Nordlicht Solar GmbH")
+    assert Customer.objects.get(name="Nordlicht Solar GmbH").custom == {"buddy": carl.pk}
