@@ -1,6 +1,7 @@
 """Every write to the CRM's domain models. Each service validates, writes history and a usage event."""
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -922,17 +923,28 @@ def activity_complete(
 
 @atomic_retrying
 def custom_values_set(
-    *, obj: Customer | Deal | Ticket | Activity, actor: User | None, changes: Mapping[str, Any], via: str
+    *,
+    obj: Customer | Deal | Ticket | Activity,
+    actor: User | None,
+    changes: Mapping[str, Any],
+    via: str,
+    seen: Mapping[str, Any] | None = None,
 ) -> Customer | Deal | Ticket | Activity:
-    """Change some of a record's custom-field values (the others stay), validated, with history."""
+    """Change some of a record's custom-field values (the others stay), validated, with history.
+
+    ``seen``: the values as the caller read them; a change to a field whose value someone else changed
+    since raises ConcurrentEditError (``custom.<key>`` → (value read, value now)) and writes nothing."""
     if actor is not None:
         _ensure_owns_customer(actor, obj if isinstance(obj, Customer) else obj.customer)
     model = type(obj)
     current = model.objects.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
     entity = str(model._meta.model_name)
+    before = dict(current.custom or {})
     current.custom = custom_fields.values_clean(
         entity=entity, current=current.custom, changes=changes, stage=getattr(current, "stage", None)
     )
+    if seen is not None:
+        _refuse_overwritten_values(current, entity=entity, before=before, keys=list(changes), seen=seen)
     if hasattr(current, "version"):
         current.version += 1
     if hasattr(current, "updated_at"):
@@ -943,6 +955,51 @@ def custom_values_set(
         usage_record(user=actor, verb=UsageEvent.Verb.UPDATE, obj=current, via=via)
     _emit_updated(current)
     return current
+
+
+def _refuse_overwritten_values(
+    current: Customer | Deal | Ticket | Activity,
+    *,
+    entity: str,
+    before: dict[str, Any],
+    keys: list[str],
+    seen: Mapping[str, Any],
+) -> None:
+    """Raise ConcurrentEditError when a changed key's stored value is no longer the one ``seen`` (read as
+    its field reads input, so "South" or 1250.5 match what is stored as "south" or "1250.50") and the new
+    value differs from it; ``changed_by`` names who last changed each such field, from the history."""
+    by_key = {f.key: f for f in custom_fields.fields_of(entity, active_only=False)}
+    overwritten: dict[str, tuple[Any, Any]] = {}
+    for key in map(str, keys):
+        read = seen.get(key)
+        if key in by_key:
+            with suppress(ValidationError):
+                read = kinds.clean(by_key[key], read)
+        now = before.get(key)
+        if now != read and current.custom.get(key) != now:
+            overwritten[key] = (read, now)
+    if overwritten:
+        raise ConcurrentEditError(
+            current,
+            {f"custom.{key}": values for key, values in overwritten.items()},
+            _custom_changed_by(current, list(overwritten)),
+        )
+
+
+def _custom_changed_by(record: models.Model, keys: list[str]) -> list[User]:
+    """Who last changed each of the custom ``keys``, from the record's latest 100 history rows."""
+    history = getattr(record, "history", None)
+    if history is None:
+        return []
+    rows = list(history.select_related("history_user").order_by("-history_date", "-pk")[:100])
+    found: list[User] = []
+    for key in keys:
+        for newer, older in zip(rows, [*rows[1:], None], strict=True):
+            if older is None or (newer.custom or {}).get(key) != (older.custom or {}).get(key):
+                if newer.history_user is not None and newer.history_user not in found:
+                    found.append(newer.history_user)
+                break
+    return found
 
 
 def _emit_updated(record: Customer | Deal | Ticket | Activity) -> None:

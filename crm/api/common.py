@@ -24,7 +24,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Schema
+from ninja import Field, Schema
 from ninja.throttling import BaseThrottle
 
 from accounts.models import UsageEvent
@@ -303,6 +303,18 @@ class ConflictOut(Schema):
     error: Body
 
 
+class CustomConflictOut(Schema):
+    class Body(Schema):
+        code: str
+        message: str
+        changes: dict[str, list[Any]] = Field(
+            description="``custom.<key>`` → [the value you read, the value now], as ``custom`` reads them."
+        )
+        changed_by: list[str]
+
+    error: Body
+
+
 def client_version(payload_version: int | None, if_match: str | None) -> int | None:
     """The version the client read: the body's ``version``, else the ``If-Match`` ETag (``"3"``)."""
     if payload_version is not None:
@@ -342,3 +354,18 @@ def conflict_is_409() -> Iterator[None]:
         yield
     except services.ConcurrentEditError as exc:
         raise _conflict(exc) from None
+
+
+@contextmanager
+def custom_conflict_is_409() -> Iterator[None]:
+    """A custom value changed by someone else since the client read it: 409 with the values (no version)."""
+    try:
+        yield
+    except services.ConcurrentEditError as exc:
+        raise ApiError(
+            409,
+            "conflict",
+            "Someone else changed these fields since you read them; nothing was written.",
+            changes={name: [then, now] for name, (then, now) in exc.changes.items()},
+            changed_by=[str(user) for user in exc.changed_by],
+        ) from None

@@ -1,4 +1,5 @@
-"""Tickets: list (the queues), read with messages, create, reply or note, change status, assign."""
+"""Tickets: list (the queues), read with messages, create, change custom values, reply or note, change
+status, assign."""
 
 from typing import Any
 
@@ -12,11 +13,13 @@ from crm.api.common import (
     CUSTOM_IN,
     CUSTOM_OUT,
     VIA,
+    CustomConflictOut,
     ErrorOut,
     Page,
     builtin_form,
     clean_payload,
     custom_changes,
+    custom_conflict_is_409,
     get_visible,
     paginate,
     validated,
@@ -91,6 +94,18 @@ class TicketIn(Schema):
     custom: dict[str, Any] | None = Field(None, description=CUSTOM_IN)
 
 
+class TicketUpdateIn(Schema):
+    custom: dict[str, Any] = Field(description=CUSTOM_IN)
+    seen: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "The ticket's ``custom`` as you read it. With it, a key you change that someone else changed "
+            "since is refused (409 with the value you read and the value now, and who changed it) and "
+            "nothing is written; without it, the keys sent are written as they are."
+        ),
+    )
+
+
 class ReplyIn(Schema):
     body: str
     public: bool = True
@@ -129,6 +144,23 @@ def ticket_create(request: HttpRequest, payload: TicketIn) -> Status[Ticket]:
     data = validated(ticket_form(clean_payload(payload.dict(exclude={"custom"})), customers=customers))
     data |= custom_changes(payload)
     return Status(201, services.ticket_create(actor=request.user, via=VIA, **data))
+
+
+@router.patch(
+    "/{ticket_id}",
+    response={200: TicketOut, 404: ErrorOut, 409: CustomConflictOut, 422: ErrorOut},
+    summary="Change a ticket's custom-field values",
+)
+def ticket_update(request: HttpRequest, ticket_id: int, payload: TicketUpdateIn) -> Ticket:
+    """What the ticket page edits: its custom fields (only the keys sent change; null clears one). Its
+    status, assignee and messages change through their own endpoints."""
+    ticket = get_visible(selectors.ticket_list(user=request.user), ticket_id)
+    if not payload.custom:
+        return ticket
+    with custom_conflict_is_409():
+        return services.custom_values_set(
+            obj=ticket, actor=request.user, changes=payload.custom, seen=payload.seen, via=VIA
+        )
 
 
 @router.post(

@@ -33,6 +33,7 @@ def _requests(f):
         ("post", f"/deals/{d}/move", {"stage": stage("won").pk}),
         ("post", "/deals/", {"customer": c, "title": "On a foreign customer"}),
         ("get", f"/tickets/{t}", None),
+        ("patch", f"/tickets/{t}", {"custom": {}}),
         ("post", f"/tickets/{t}/messages", {"body": "Hello"}),
         ("post", f"/tickets/{t}/status", {"status": "solved"}),
         ("post", f"/tickets/{t}/assign", {"assignee": None}),
