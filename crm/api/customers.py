@@ -24,6 +24,7 @@ from crm.api.common import (
     paginate,
     validated,
 )
+from crm.api.custom_filters import custom_filter_query, custom_filters
 from crm.models import Customer
 
 router = Router(tags=["customers"])
@@ -95,11 +96,18 @@ def _form(request: HttpRequest, data: dict, customer: Customer | None = None) ->
     return form.record_fields()
 
 
-@router.get("/", response={200: CustomerPage, 422: ErrorOut}, summary="List customers")
+@router.get(
+    "/",
+    response={200: CustomerPage, 422: ErrorOut},
+    summary="List customers",
+    openapi_extra=custom_filters("customer"),
+)
 def customer_list(request: HttpRequest, filters: Query[CustomerFilters]) -> dict:
-    """The customers you may see; the filters of the customer list; ``order`` is one of name, created_at,
-    updated_at (``-`` for descending); follow ``next`` as ``cursor`` for the next page."""
+    """The customers you may see; the filters of the customer list, its custom-field filters included
+    (``cf_…``); ``order`` is one of name, created_at, updated_at (``-`` for descending); follow ``next``
+    as ``cursor`` for the next page."""
     query = clean_payload(filters.dict(exclude={"order", "cursor", "limit"}))
+    query |= custom_filter_query(request, "customer")
     data = validated(forms.CustomerFilterForm(query, user=request.user))
     qs = selectors.customer_filter(qs=selectors.customer_list(user=request.user), data=data)
     order = filters.order if filters.order in ORDERS else "name"

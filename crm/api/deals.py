@@ -29,6 +29,7 @@ from crm.api.common import (
     paginate,
     validated,
 )
+from crm.api.custom_filters import custom_filter_query, custom_filters
 from crm.models import Customer, Deal, PipelineStage
 
 router = Router(tags=["deals"])
@@ -131,11 +132,18 @@ def _deal_form(request: HttpRequest, data: dict, deal: Deal | None = None) -> fo
     )
 
 
-@router.get("/", response={200: DealPage, 422: ErrorOut}, summary="List deals")
+@router.get(
+    "/",
+    response={200: DealPage, 422: ErrorOut},
+    summary="List deals",
+    openapi_extra=custom_filters("deal"),
+)
 def deal_list(request: HttpRequest, filters: Query[DealFilters]) -> dict:
-    """The deals you may see, with the deal list's filters; ``order``: created_at, updated_at, title."""
+    """The deals you may see, with the deal list's filters, its custom-field filters included (``cf_…``);
+    ``order``: created_at, updated_at, title."""
     stages = selectors.stage_list()
     query = clean_payload(filters.dict(exclude={"order", "cursor", "limit"}))
+    query |= custom_filter_query(request, "deal")
     data = validated(forms.DealFilterForm(query, user=request.user, stages=stages))
     qs = selectors.deal_filter(qs=selectors.deal_list(user=request.user), data=data)
     order = filters.order if filters.order in ORDERS else "-created_at"

@@ -8,6 +8,7 @@ served from our own static files (django-ninja ships Swagger UI), for signed-in 
 
 import logging
 import math
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,14 +16,25 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.errors import ValidationError as SchemaError
+from ninja.openapi.schema import OpenAPISchema
 
 from accounts.api import TokenAuth
 from crm.api.common import ApiError, TokenRateThrottle, error_response, validation_fields
+from crm.api.custom_filters import document_custom_filters
 from crm.transactions import WriteConflict
 
 logger = logging.getLogger(__name__)
 
-api = NinjaAPI(
+
+class CrmApi(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
+        """The document, with the lists' custom-field filters as the fields are defined now."""
+        schema = super().get_openapi_schema(**kwargs)
+        document_custom_filters(schema)
+        return schema
+
+
+api = CrmApi(
     title="Mini CRM API",
     version="1",
     description=(

@@ -24,6 +24,7 @@ from crm.api.common import (
     paginate,
     validated,
 )
+from crm.api.custom_filters import custom_filter_query, custom_filters
 from crm.models import Ticket, TicketMessage
 
 router = Router(tags=["tickets"])
@@ -76,6 +77,7 @@ class TicketPage(Page):
 
 
 class TicketFilters(Schema):
+    q: str = Field("", description="Search the subject, the customer's name and the text custom fields.")
     queue: str = "all"
     status: str = ""
     order: str = "-created_at"
@@ -119,15 +121,24 @@ class AssignIn(Schema):
     assignee: int | None = None
 
 
-@router.get("/", response={200: TicketPage, 422: ErrorOut}, summary="List tickets")
+@router.get(
+    "/",
+    response={200: TicketPage, 422: ErrorOut},
+    summary="List tickets",
+    openapi_extra=custom_filters("ticket"),
+)
 def ticket_list(request: HttpRequest, filters: Query[TicketFilters]) -> dict:
-    """The tickets you may see; ``queue``: mine, unassigned, open or all, as on the tickets page."""
+    """The tickets you may see; ``queue``: mine, unassigned, open or all, as on the tickets page; its
+    search and custom-field filters (``cf_…``)."""
+    query = clean_payload({"q": filters.q}) | custom_filter_query(request, "ticket")
+    data = validated(forms.TicketFilterForm(query))
     qs = selectors.ticket_queue(
         qs=selectors.ticket_list(user=request.user),
         user=request.user,
         queue=filters.queue,
         status=filters.status or None,
     )
+    qs = selectors.ticket_filter(qs=qs, data=data)
     order = filters.order if filters.order in ORDERS else "-created_at"
     return paginate(qs, order=order, cursor=filters.cursor, limit=filters.limit)
 

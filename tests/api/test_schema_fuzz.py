@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
+from crm.custom_fields.services import field_create
 from tests.api.conftest import token_for
 from tests.factories import make_customer, make_deal, make_manager, make_ticket, make_user
 
@@ -27,6 +28,7 @@ def _operations():
 @pytest.mark.parametrize("role", ["rep", "manager"])
 def test_every_operation_answers_within_its_schema(role, settings_rate):
     user = make_user() if role == "rep" else make_manager()
+    _custom_fields()  # the lists document (and take) a filter per field
     customer = make_customer(user if role == "rep" else None)
     make_deal(customer)
     make_ticket(customer)
@@ -42,6 +44,18 @@ def test_every_operation_answers_within_its_schema(role, settings_rate):
             case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()
+
+
+def _custom_fields():
+    manager = make_manager()
+    options = [{"key": "a", "en": "A"}, {"key": "b", "en": "B"}]
+    kinds = ("choice", "multi_choice", "yes_no", "user", "date", "integer", "decimal", "money", "text")
+    for entity in ("customer", "deal", "ticket"):
+        for kind in kinds:
+            choices = options if "choice" in kind else None
+            field_create(
+                actor=manager, entity=entity, key=f"f_{kind}", label_en=kind, kind=kind, choices=choices
+            )
 
 
 @pytest.fixture
