@@ -174,3 +174,12 @@ def test_any_filter_value_is_answered_or_refused_never_a_500(api, customer_field
             assert set(response.json()["error"]["fields"]) <= set(params)
 
     query()
+
+
+def test_an_unknown_filter_is_named_in_the_language_asked_for(api, customer_fields):
+    client = api(make_user())
+    response = client.client.get(
+        "/api/v1/customers/", {"cf_nope": "1"}, headers={**client.headers, "Accept-Language": "zh-hans"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"] == {"cf_nope": ["没有这个筛选条件。"]}
