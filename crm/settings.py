@@ -119,6 +119,8 @@ MIDDLEWARE = [
     # An API POST with an Idempotency-Key that was seen in the last 24 h gets the first answer again.
     "crm.api.common.IdempotencyMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # GETs of the dashboard, KPI pages, exports and API may read from the replica; a user who wrote is pinned.
+    "crm.ops.replica.ReplicaReadsMiddleware",
     "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # A session that skipped its user's two-factor code (any login path but ours) is signed out.
@@ -178,6 +180,37 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("DJANGO_TEST_DATABASE") or None
 if not DATABASES["default"]["TEST"]["NAME"]:
     del DATABASES["default"]["TEST"]["NAME"]
+# A PostgreSQL streaming replica for read-only traffic (crm.ops.replica). Without one the alias names the
+# primary and nothing is routed to it; in tests it mirrors the test database (TEST MIRROR).
+DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
+DATABASES["replica"] = {
+    **(
+        dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 60))
+        if DATABASE_REPLICA_URL
+        else {k: v for k, v in DATABASES["default"].items() if k != "TEST"}
+    ),
+    "CONN_HEALTH_CHECKS": True,
+    "TEST": {"MIRROR": "default"},
+}
+DATABASE_ROUTERS = ["crm.ops.replica.ReplicaRouter"]
+READ_REPLICA = bool(DATABASE_REPLICA_URL)
+# Namespaces and view names whose GET and HEAD requests may read from the replica.
+READ_REPLICA_ROUTES = env_list(
+    "READ_REPLICA_ROUTES",
+    ["metrics", "api", "crm:customer_export", "crm:deal_export", "crm:ticket_export", "crm:activity_export"],
+)
+# The request's own bookkeeping: always read from the primary, and writing it pins nobody.
+READ_REPLICA_PRIMARY_MODELS = [
+    "sessions.session",
+    "accounts.apitoken",
+    "accounts.usageevent",
+    "accounts.securityevent",
+    "accounts.loginevent",
+]
+# A user who wrote reads from the primary for this long (at least the lag allowed, so they see the write).
+READ_REPLICA_PIN_SECONDS = env_int("READ_REPLICA_PIN_SECONDS", 5)
+READ_REPLICA_MAX_LAG_SECONDS = env_int("READ_REPLICA_MAX_LAG_SECONDS", 5)
+READ_REPLICA_LAG_CHECK_SECONDS = env_int("READ_REPLICA_LAG_CHECK_SECONDS", 2)
 
 # REDIS: cache (locks, rate limits) and the Celery broker
 # ------------------------------------------------------------------------------
