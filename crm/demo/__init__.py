@@ -9,8 +9,9 @@ The package, by what it holds: ``world`` (sizes, tables, the company's parameter
 accounts), ``identities`` (who the customers are), ``history`` with its ``deals`` and ``tickets`` parts
 (the company lived customer by customer), ``company`` (staff rows, spend, costs, calibration),
 ``output`` (COPY), ``seeding`` (the database side), ``surveys`` (the survey history, seeded after the
-CRM and read back from it) and ``health`` (the warning signs before churns). ``manage.py seed_demo`` calls
-``seed``, ``seed_surveys`` then ``seed_health``.
+CRM and read back from it) and ``health`` (the warning signs before churns); the other apps' parts (the
+metrics app's alerts' story) are registered in ``crm.demo_stories`` and run by ``seed``. ``manage.py
+seed_demo`` calls ``seed``, ``seed_surveys`` then ``seed_health``.
 """
 
 from crm.demo.config import SeedConfig, SeedError, SeedResult

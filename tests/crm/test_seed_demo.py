@@ -30,6 +30,9 @@ from crm.models import (
     Ticket,
     TicketStatusChange,
 )
+from metrics.alerts.demo import USUAL_WEEKS
+from metrics.models import KpiTarget, Scope
+from metrics.periods import period_of
 from tests.factories import make_customer
 
 pytestmark = pytest.mark.django_db
@@ -235,6 +238,19 @@ def test_seed_demo_texts_come_in_the_language_asked_for_and_the_data_stays_the_s
     assert not Activity.objects.filter(subject__startswith="Follow up: ").exists()
     assert Deal.objects.filter(title__endswith="版").exists()  # 入门版, 团队版, 商业版, 企业版
     assert not Ticket.objects.filter(subject__regex=r"^[A-Za-z ?:]+$").exists()
+
+
+def test_seed_demo_tells_the_alerts_story_that_the_metrics_app_registered():
+    """The incident week and the targets off pace (metrics/alerts/demo.py), which the CRM's seed runs
+    through crm.demo_stories without importing metrics."""
+    call_command("seed_demo", "--size", "tiny", "--no-progress", stdout=io.StringIO())  # until today
+    week = period_of(timezone.localdate(), "week").previous()
+    weeks = [week.previous(steps) for steps in range(USUAL_WEEKS + 1)]
+    tickets = [Ticket.objects.filter(created_at__gte=w.start, created_at__lt=w.end) for w in weeks]
+    assert tickets[0].count() > 2 * max(t.count() for t in tickets[1:])  # the week of the incident
+    assert tickets[0].filter(subject="Sync fails since the update", status=Ticket.Status.SOLVED).count() >= 10
+    targets = KpiTarget.objects.filter(kpi="revenue_won", scope=Scope.COMPANY)
+    assert targets.filter(granularity="quarter", period_start=period_of(timezone.now(), "quarter").start)
 
 
 def test_seed_demo_is_deterministic():

@@ -11,8 +11,9 @@
   falls from here: once a fifth of a period has gone its projection misses the target and an alert says so
   — the managers' list shows the company's, rep1's own numbers page shows theirs.
 
-Targets are the metrics app's rows: the demo, which seeds every app, is the one part of the CRM that writes
-them (pyproject.toml's import contracts say so).
+Targets are the metrics app's rows and the CRM never imports metrics, so the story lives here:
+``MetricsConfig.ready()`` registers it in ``crm.demo_stories`` and ``crm.demo.seeding.seed`` runs it once the
+CRM's own demo data is in, in the seed's transaction.
 """
 
 import random
