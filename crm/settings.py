@@ -14,6 +14,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from django.utils.translation import gettext_lazy as _
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -349,10 +350,33 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Time limits stay well below the Redis visibility timeout, or a running task would be delivered twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
-CELERY_TASK_SOFT_TIME_LIMIT = 50 * 60
-CELERY_TASK_TIME_LIMIT = 55 * 60
+# A task whose worker died with its host goes back to the queue once the Redis visibility timeout has
+# passed (a worker that lost only a pool process requeues at once). Time limits stay well below it, or a
+# running task would be delivered twice.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # How often a worker looks for such tasks (every interval × throttle seconds).
+    "unacked_restore_interval": min(10, max(1, CELERY_VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1 if CELERY_VISIBILITY_TIMEOUT < 600 else 10,
+}
+CELERY_TASK_SOFT_TIME_LIMIT = min(50 * 60, CELERY_VISIBILITY_TIMEOUT * 5 // 6)
+CELERY_TASK_TIME_LIMIT = min(55 * 60, CELERY_VISIBILITY_TIMEOUT * 11 // 12)
+# One queue per kind of work, so each can have workers of its own on any host (docker-compose runs a
+# worker per group). A worker started without -Q consumes every queue (the demo's, the tests').
+CELERY_TASK_DEFAULT_QUEUE = "celery"  # automation runs and housekeeping
+TASK_QUEUES = ("celery", "kpis", "mail", "imports", "surveys", "webhooks")
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in TASK_QUEUES]
+CELERY_TASK_ROUTES = {
+    "metrics.tasks.send_weekly_reports": {"queue": "mail"},
+    "metrics.tasks.*": {"queue": "kpis"},
+    "crm.tasks.run_import": {"queue": "imports"},
+    "crm.tasks.check_import": {"queue": "imports"},
+    "crm.tasks.scan_duplicates": {"queue": "imports"},
+    "crm.tasks.deliver_webhook": {"queue": "webhooks"},
+    "crm.tasks.sweep_webhooks": {"queue": "webhooks"},
+    "surveys.tasks.*": {"queue": "surveys"},
+}
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Each beat entry states its cadence and why; apps add theirs in their own settings block below.
 CELERY_BEAT_SCHEDULE: dict = {

@@ -13,6 +13,7 @@ from crm.models import Customer
 from crm.ops import replica
 from metrics.services import bump_generation
 from tests.api.conftest import token_for
+from tests.conftest import seed_defaults
 from tests.factories import make_customer, make_manager, make_usage_event, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "repl
 @pytest.fixture
 def routed(settings):
     settings.READ_REPLICA = True
+    seed_defaults()  # an emptied test database would create the company settings row: a write
     replica.forget_lag()
     bump_generation()  # the dashboard renders afresh, not from fragments another test cached
     yield settings
