@@ -181,6 +181,21 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("DJANGO_TEST_DATABASE") or None
 if not DATABASES["default"]["TEST"]["NAME"]:
     del DATABASES["default"]["TEST"]["NAME"]
+# Connections. By default each process keeps one connection open (DJANGO_CONN_MAX_AGE seconds): with one
+# thread per process that is all a pool would hold too (tests/bench/bench_connections.py measured both).
+# DATABASE_POOL=<max size> switches to Django's psycopg pool (needs psycopg-pool; for threaded servers).
+# Behind PgBouncer in transaction mode set DATABASE_PGBOUNCER=true: a server-side cursor lives in one
+# server session, which transaction pooling does not keep, so they are switched off.
+if env_int("DATABASE_POOL", 0):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL", 0),
+    }
+if env_bool("DATABASE_PGBOUNCER", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None  # no prepared statements
+
 # A PostgreSQL streaming replica for read-only traffic (crm.ops.replica). Without one the alias names the
 # primary and nothing is routed to it; in tests it mirrors the test database (TEST MIRROR).
 DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
