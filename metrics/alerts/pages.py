@@ -144,7 +144,9 @@ def webhook_payloads(*, alert_ids: Iterable[int]) -> list[dict[str, Any]]:
     whose numbers (the scope), which period, the kind of trigger with its numbers, the contribution
     sentence (KPIS.md §10.4) and the absolute link to the records behind the number."""
     base = settings.CRM_BASE_URL.rstrip("/")
-    rows = rows_of(list(selectors.alerts_shown(Alert.objects.filter(pk__in=list(alert_ids)))), base_url=base)
+    rows = rows_of(
+        list(selectors.alerts_shown(alerts=Alert.objects.filter(pk__in=list(alert_ids)))), base_url=base
+    )
     return [_webhook_payload(row) for row in rows]
 
 
