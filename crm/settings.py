@@ -208,6 +208,8 @@ DATABASES["replica"] = {
     "CONN_HEALTH_CHECKS": True,
     "TEST": {"MIRROR": "default"},
 }
+# A replica host that is gone must not hold a page for the kernel's two minutes of connection retries.
+DATABASES["replica"]["OPTIONS"] = {**DATABASES["replica"].get("OPTIONS", {}), "connect_timeout": 2}
 DATABASE_ROUTERS = ["crm.ops.replica.ReplicaRouter"]
 READ_REPLICA = bool(DATABASE_REPLICA_URL)
 # Namespaces and view names whose GET and HEAD requests may read from the replica.
@@ -223,10 +225,18 @@ READ_REPLICA_PRIMARY_MODELS = [
     "accounts.securityevent",
     "accounts.loginevent",
 ]
-# A user who wrote reads from the primary for this long (at least the lag allowed, so they see the write).
-READ_REPLICA_PIN_SECONDS = env_int("READ_REPLICA_PIN_SECONDS", 5)
+# A replica further behind than this is left for the primary; each process trusts a lag reading this long.
 READ_REPLICA_MAX_LAG_SECONDS = env_int("READ_REPLICA_MAX_LAG_SECONDS", 5)
 READ_REPLICA_LAG_CHECK_SECONDS = env_int("READ_REPLICA_LAG_CHECK_SECONDS", 2)
+# A user who wrote reads from the primary for this long: at least the lag allowed plus how long a reading
+# is trusted, so the replica has their write by then.
+READ_REPLICA_PIN_SECONDS = env_int("READ_REPLICA_PIN_SECONDS", 8)
+if READ_REPLICA_PIN_SECONDS < READ_REPLICA_MAX_LAG_SECONDS + READ_REPLICA_LAG_CHECK_SECONDS:
+    raise ImproperlyConfigured(
+        "READ_REPLICA_PIN_SECONDS must be at least READ_REPLICA_MAX_LAG_SECONDS +"
+        " READ_REPLICA_LAG_CHECK_SECONDS, or a user could read from the replica before their own write"
+        " reached it."
+    )
 
 # REDIS: cache (locks, rate limits) and the Celery broker
 # ------------------------------------------------------------------------------

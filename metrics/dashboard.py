@@ -6,6 +6,7 @@ tables, so the page costs the same with a thousand deals or a million.
 """
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import Team, User
 from crm.models import Campaign, Source
+from crm.ops import replica
 from metrics import contribution, selectors, stats
 from metrics.kpis import charts as kpi_charts
 from metrics.kpis import in_section, registry
@@ -1097,9 +1099,13 @@ def _per_run(freshness: dict[str, Any], key: tuple, compute: Callable[[], Any]) 
         value = None
     if value is None:
         value = compute()
-        # Redis may have gone away since freshness(): the page is whole without the cache.
-        with suppress(RedisError, OSError):
-            cache.set(full_key, value, FRAGMENT_CACHE_SECONDS)
+        # Read from the replica just after a change (a new target), it may not show it yet: shown, not kept.
+        young = isinstance(generation, int) and time.time_ns() - generation < replica.settle_seconds() * 10**9
+        settling = young and replica.on_replica()
+        if not settling:
+            # Redis may have gone away since freshness(): the page is whole without the cache.
+            with suppress(RedisError, OSError):
+                cache.set(full_key, value, FRAGMENT_CACHE_SECONDS)
     return value
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.fault_kit import child_database_url
+
 ROOT = Path(__file__).resolve().parents[1]
 PRINT = (
     "import django, json; django.setup(); from django.conf import settings as s; "
@@ -22,7 +24,7 @@ def databases(**env: str) -> dict:
         env={
             **clean,
             "DJANGO_SETTINGS_MODULE": "crm.settings",
-            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "DATABASE_URL": child_database_url(),
             **env,
         },
         capture_output=True,

@@ -4,6 +4,7 @@ on a connection of its own: which connection ran a query shows where it was rout
 same against a real streaming replica."""
 
 import pytest
+from django.core.cache import cache
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -84,7 +85,9 @@ def test_a_user_who_wrote_reads_from_the_primary_until_the_pin_expires(client, r
     assert response.status_code == 200 and "Gamma AG" in body
     assert "crm_customer" in primary and "crm_customer" not in mirror
 
-    del client.cookies["crm_primary"]  # what the browser does once max-age has passed
+    del client.cookies["crm_primary"]  # what the browser does once max-age has passed …
+    assert "crm_customer" not in _get(client, reverse("crm:customer_export"))[3]  # … the user's pin holds
+    cache.delete(f"replica-pin:{rep.pk}")  # … and so does the cache
     response, body, primary, mirror = _get(client, reverse("crm:customer_export"))
     assert "Gamma AG" in body
     assert "crm_customer" in mirror and "crm_customer" not in primary
@@ -122,6 +125,7 @@ def test_a_lagging_replica_is_left_for_the_primary(client, routed):
 
 
 def test_the_lag_is_asked_once_per_check_interval(client, routed):
+    routed.READ_REPLICA_LAG_CHECK_SECONDS = 3600  # however slow the requests
     client.force_login(make_user())
     url = reverse("crm:customer_export")
     asked = [_get(client, url)[3].count("pg_is_in_recovery") for _ in range(3)]
@@ -164,3 +168,11 @@ def test_api_reads_go_to_the_replica_and_api_writes_to_the_primary(client, route
         )
     assert response.status_code == 201, response.content
     assert "crm_customer" not in _sql(mirror_write)
+
+    # A script keeps no cookie: its user is pinned in the cache, so its next read has the new customer.
+    client.cookies.clear()
+    response, body, primary, mirror = _get(client, "/api/v1/customers/", headers=headers)
+    assert "Zeta AG" in body and "crm_customer" in primary and "crm_customer" not in mirror
+    cache.delete(f"replica-pin:{rep.pk}")  # the pin has run out
+    response, body, primary, mirror = _get(client, "/api/v1/customers/", headers=headers)
+    assert "crm_customer" in mirror and "crm_customer" not in primary
