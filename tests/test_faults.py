@@ -126,7 +126,7 @@ def test_worker_killed_mid_rebuild_keeps_old_snapshots_and_the_redelivered_task_
         make_closed_deal(customer, amount=5000)  # the next rebuild changes the revenue snapshots
 
         with snapshot_table_locked() as lock:
-            sender = Celery("fault-probe", broker=redis_url)
+            sender = Celery("fault-probe", broker=redis_url, set_as_current=False)
             sender.send_task("metrics.tasks.rebuild_all_kpi_snapshots")
             sender.close()
             blocked = wait_until(blocked_upserts, timeout=60, what="the worker's upsert")
