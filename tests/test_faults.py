@@ -77,20 +77,30 @@ def wait_until(predicate, *, timeout: float, what: str):
 
 
 @contextmanager
-def celery_worker(redis_url: str, log_path: Path) -> Iterator[subprocess.Popen]:
-    """A prefork worker with one child, on our Redis and the test database."""
+def celery_worker(
+    redis_url: str,
+    log_path: Path,
+    *,
+    name: str = "fault",
+    queues: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """A prefork worker with one child, on our Redis and the test database (every queue unless ``queues``)."""
     env = {
         **os.environ,
         "DATABASE_URL": child_database_url(),
         "REDIS_URL": redis_url,
         "CRM_CACHE_PREFIX": "fault-worker",
         "DJANGO_CONN_MAX_AGE": "0",
+        **(env or {}),
     }
     command = [
         sys.executable, "-m", "celery", "-A", "crm", "worker", "--pool", "prefork", "--concurrency", "1",
-        "--loglevel", "info", "--hostname", f"fault-{os.getpid()}@%h",
+        "--loglevel", "info", "--hostname", f"{name}-{os.getpid()}@%h",
         "--without-heartbeat", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if queues:
+        command += ["--queues", ",".join(queues)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

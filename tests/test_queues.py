@@ -3,10 +3,6 @@ workers per queue group, and a worker lost with its host without losing or repea
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -19,10 +15,9 @@ from crm.models import Customer, ImportJob
 from metrics.models import SnapshotRun
 from tests.conftest import seed_defaults
 from tests.factories import make_import_job, make_user
-from tests.fault_kit import celery_broker, child_database_url, redis_server, stop
-from tests.test_faults import pool_children, wait_until
+from tests.fault_kit import celery_broker, child_database_url, redis_server
+from tests.test_faults import celery_worker, pool_children, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 # A task whose worker died goes back to its queue after this long (the production default is 2 hours).
 VISIBILITY_TIMEOUT = 30
 
@@ -48,28 +43,10 @@ def test_each_kind_of_work_has_its_queue_and_every_task_a_declared_one():
     assert [q.name for q in app.conf.task_queues] == list(settings.TASK_QUEUES)
 
 
-@contextmanager
-def worker(redis_url: str, name: str, queues: list[str], log_dir: Path) -> Iterator[subprocess.Popen]:
-    """A named prefork worker with one pool process, consuming only ``queues``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": child_database_url(),
-        "REDIS_URL": redis_url,
-        "CRM_CACHE_PREFIX": "queues-worker",
-        "DJANGO_CONN_MAX_AGE": "0",
-        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-    }
-    command = [
-        sys.executable, "-m", "celery", "-A", "crm", "worker", "--pool", "prefork", "--concurrency", "1",
-        "--loglevel", "info", "--hostname", f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues),
-        "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    with (log_dir / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield process
-        finally:
-            stop(process, timeout=20)
+def worker(redis_url: str, name: str, queues: list[str], log_dir: Path):
+    """A named worker consuming only ``queues``, whose lost tasks come back after ``VISIBILITY_TIMEOUT``."""
+    env = {"CRM_CACHE_PREFIX": "queues-worker", "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)}
+    return celery_worker(redis_url, log_dir / f"{name}.log", name=name, queues=queues, env=env)
 
 
 def waiting_on_a_lock() -> list[tuple[int]]:

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.fault_kit import free_port  # noqa: E402
 
 
 def bindir() -> Path:
@@ -43,14 +46,6 @@ def bindir() -> Path:
     if not candidates:
         sys.exit("no PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) found")
     return Path(candidates[-1])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:
