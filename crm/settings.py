@@ -419,6 +419,13 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "accounts.tasks.clear_expired_sessions",
         "schedule": crontab(minute=17, hour=3),
     },
+    # Nightly: the monthly partitions of the growing tables (events, histories, KPI facts) three months
+    # ahead, so rows never wait for one; and those of months that landed in a default partition.
+    "partitions-ahead": {
+        "task": "crm.tasks.create_partitions_ahead",
+        "schedule": crontab(minute=47, hour=1),
+        "options": {"expires": 6 * 3600},
+    },
 }
 # METRICS: KPI snapshots and RFM segments (metrics/tasks.py). Every run takes a PostgreSQL advisory lock,
 # so a run that would overlap the previous one is recorded as skipped instead of piling up.
@@ -507,6 +514,9 @@ CELERY_BEAT_SCHEDULE |= {
 # Full rebuilds scan the records on a second database connection ahead of the first (metrics.kpis.facts.
 # Prefetch): both cores work. Off, a rebuild scans them one by one on its own connection.
 KPI_PREFETCH_SCANS = env_bool("KPI_PREFETCH_SCANS", True)
+# The nightly full rebuild in parts across the workers of the kpis queue (metrics.services.fanout): pays
+# with two worker processes or more (docker-compose); with one, a rebuild in one process is faster.
+KPI_REBUILD_FANOUT = env_bool("KPI_REBUILD_FANOUT", False)
 
 # SURVEYS: NPS / CES / CSAT links (surveys/; KPIS.md §9.2). Throttling is checked at send time.
 # ------------------------------------------------------------------------------

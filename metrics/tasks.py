@@ -6,7 +6,8 @@ so an overlapping or redelivered run is recorded as skipped. Only transient data
 
 from datetime import date, datetime
 
-from celery import shared_task
+from celery import chord, shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -92,10 +93,58 @@ def recompute_long_period_statistics() -> int:
     **RETRY,
 )
 def rebuild_all_kpi_snapshots() -> int:
-    """Recompute every KPI over the whole history (the nightly reconciliation)."""
+    """Recompute every KPI over the whole history (the nightly reconciliation): in this process, or with
+    ``KPI_REBUILD_FANOUT`` in parts across the workers of the ``kpis`` queue, as a chord whose last step
+    writes the snapshots in one transaction (``metrics.services.fanout``). Returns the run's id."""
+    if settings.KPI_REBUILD_FANOUT:
+        from metrics.services.fanout import REBUILD_PARTS, rebuild_start
+
+        run, start, now = rebuild_start()
+        parts = [rebuild_kpi_snapshots_part.s(run.pk, part, start, now) for part in range(len(REBUILD_PARTS))]
+        last = finish_kpi_snapshots_rebuild.s(run.pk, start, now).on_error(
+            fail_kpi_snapshots_rebuild.si(run.pk)
+        )
+        chord(parts)(last)
+        return run.pk
     from metrics.services import snapshots_rebuild_all
 
     return snapshots_rebuild_all().pk
+
+
+@shared_task(
+    name="metrics.tasks.rebuild_kpi_snapshots_part",
+    soft_time_limit=30 * 60,
+    time_limit=35 * 60,
+    **RETRY,
+)
+def rebuild_kpi_snapshots_part(run_id: int, part: int, start_iso: str, now_iso: str) -> dict:
+    """One part of a fanned-out rebuild: its families' rows into tables of its own (its result, which
+    datasets' facts it stored, goes to the last step)."""
+    from metrics.services.fanout import rebuild_part
+
+    return rebuild_part(run_id=run_id, part=part, start=_instant(start_iso), now=_instant(now_iso))
+
+
+@shared_task(
+    name="metrics.tasks.finish_kpi_snapshots_rebuild",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    ignore_result=True,
+    **RETRY,
+)
+def finish_kpi_snapshots_rebuild(parts: list[dict], run_id: int, start_iso: str, now_iso: str) -> int:
+    """The last step of a fanned-out rebuild: every part's rows into the snapshots in one transaction."""
+    from metrics.services.fanout import rebuild_finish
+
+    return rebuild_finish(run_id=run_id, start=_instant(start_iso), now=_instant(now_iso), parts=parts).pk
+
+
+@shared_task(name="metrics.tasks.fail_kpi_snapshots_rebuild", ignore_result=True, **RETRY)
+def fail_kpi_snapshots_rebuild(run_id: int) -> None:
+    """A part of a fanned-out rebuild failed for good: the run is recorded as failed, its tables dropped."""
+    from metrics.services.fanout import rebuild_fail
+
+    rebuild_fail(run_id=run_id)
 
 
 @shared_task(

@@ -290,6 +290,9 @@ class Context:
     _answered: dict[tuple[Period, int], bool] = field(default_factory=dict)
     # Dataset name -> milliseconds per step and rows: a slow run explains itself (SnapshotRun.datasets).
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    # A part of a rebuild fanned out across workers (``metrics.services.fanout``): the datasets whose facts
+    # this part stores; it builds the others' periods from the records without storing them. None: all.
+    stores_facts: frozenset[str] | None = None
 
     @property
     def periods(self) -> Mapping[str, Sequence[Period]]:
@@ -364,6 +367,10 @@ class Context:
         for key, deps in list(self._memo_deps.items()):
             if deps and not deps & keep:
                 del self._memo[key], self._memo_deps[key]
+
+    def stores(self, dataset: str) -> bool:
+        """Whether this run stores the facts of ``dataset`` when it builds them."""
+        return self.stores_facts is None or dataset in self.stores_facts
 
     def start_kpi(self) -> None:
         """Forget what the previous KPI read."""

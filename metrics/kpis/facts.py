@@ -189,7 +189,8 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
     try:
         with connection.cursor() as cursor:
             cursor.execute(pg.SQL("CREATE TEMP TABLE {} AS {}").format(pg.Identifier(periods), grouped_by))
-        _store(ds, days, periods, start, after, horizon(ctx.now))
+        if ctx.stores(ds.name):
+            _store(ds, days, periods, start, after, horizon(ctx.now))
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
@@ -709,12 +710,15 @@ class Prefetch:
 
     PREFIX = "kpi_prefetch_"
 
-    def __init__(self, ctx: Context, datasets: Iterable[Dataset]) -> None:
+    def __init__(self, ctx: Context, datasets: Iterable[Dataset], *, drop_leftovers: bool = True) -> None:
+        """``drop_leftovers``: drop what crashed runs left first; not in a part of a rebuild fanned out
+        across workers (the other parts' tables are in use), whose last step drops them instead."""
         self.token = secrets.token_hex(4)
         self.jobs: dict[str, tuple[Future, str, Query | None]] = {}
         self.taken: list[str] = []
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-prefetch")
-        self.executor.submit(_drop_leftovers, f"{self.PREFIX}{self.token}_")
+        if drop_leftovers:
+            self.executor.submit(_drop_leftovers, f"{self.PREFIX}{self.token}_")
         for ds in list(datasets)[1:]:
             grans = ctx.requested(ds.granularities)
             if not grans or ds.always or ds.day_rows is not None:
@@ -765,19 +769,25 @@ class Prefetch:
 
 
 def _drop_leftovers(own_prefix: str) -> None:
-    """Drop the scan tables a crashed run left behind (runs are one at a time: they are not in use)."""
+    """On this thread's own connection: ``drop_scan_tables`` but the caller's own."""
     conn = connections[DEFAULT_DB_ALIAS]
     try:
         with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename LIKE %s AND tablename NOT LIKE %s",
-                [f"{Prefetch.PREFIX}%", f"{own_prefix}%"],
-            )
-            for (table,) in cursor.fetchall():
-                cursor.execute(pg.SQL("DROP TABLE IF EXISTS {}").format(pg.Identifier(table)))
+            drop_scan_tables(cursor, keep=own_prefix)
     finally:
         conn.close()
+
+
+def drop_scan_tables(cursor: Any, *, keep: str | None = None) -> None:
+    """Drop the scan tables crashed runs left behind (called where no other run can be scanning: they are
+    not in use); ``keep``: the prefix of the caller's own."""
+    cursor.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE %s",
+        [f"{Prefetch.PREFIX}%"],
+    )
+    for (table,) in cursor.fetchall():
+        if keep is None or not table.startswith(keep):
+            cursor.execute(pg.SQL("DROP TABLE IF EXISTS {}").format(pg.Identifier(table)))
 
 
 def _run_statements(statements: Statements) -> None:

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from itertools import batched
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -193,14 +194,21 @@ def snapshots_recompute_long_statistics(
 
 def snapshots_rebuild_all(*, now: datetime | None = None, progress: Progress | None = None) -> SnapshotRun:
     """Recompute every KPI for every period of the data's whole history, at every granularity, and
-    rebuild every fact from the records (the nightly reconciliation)."""
-    start, end = history_range(now=now)
-    now = now or end
+    rebuild every fact from the records (the nightly reconciliation), in this process."""
+    ctx = Context(rebuild_run(now=now))
+    return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.FULL, progress=progress)
+
+
+def rebuild_run(*, now: datetime | None = None, start: datetime | None = None) -> Run:
+    """What a full rebuild answers: every period of every granularity from ``start`` (the data's first
+    record) to ``now``."""
+    if start is None:
+        start, end = history_range(now=now)
+        now = now or end
+    now = now or timezone.now()
     # At least the periods the every-few-minutes run keeps up to date, so either run leaves the same rows.
     start = min(start, *(recent_periods(g, now, RECENT_PERIODS_BACK)[0].start for g in GRANULARITIES))
-    periods = {g: periods_between(g, start, now) for g in GRANULARITIES}
-    ctx = Context(Run(periods=periods, now=now))
-    return _recompute(ctx, kpis=None, kind=SnapshotRun.Kind.FULL, progress=progress)
+    return Run(periods={g: periods_between(g, start, now) for g in GRANULARITIES}, now=now)
 
 
 def _granularities(granularities: Sequence[str] | None) -> list[str]:
@@ -272,15 +280,20 @@ def _recompute(
         _finish(run, SnapshotRun.Status.FAILED, clock, ctx)
         raise
     _finish(run, SnapshotRun.Status.OK, clock, ctx)
+    after_run(run, ctx)
+    return run
+
+
+def after_run(run: SnapshotRun, ctx: Context) -> None:
+    """Once a run's snapshots are committed: cached fragments are stale; the alerts (KPIS.md §10.8) are
+    decided from the new snapshots, in a transaction of their own."""
     bump_generation()
-    # Alerts (KPIS.md §10.8) are decided from the snapshots just committed, in a transaction of their own.
     from metrics.alerts.services import alerts_after_run
 
     try:
         alerts_after_run(run=run, ctx=ctx)
     except OperationalError:  # transient; the snapshots stand and the next run evaluates them again
         logger.exception("alerts could not be evaluated after snapshot run %s", run.pk)
-    return run
 
 
 def _try_lock(key: int) -> bool:
@@ -290,11 +303,16 @@ def _try_lock(key: int) -> bool:
 
 
 def _finish(run: SnapshotRun, status: str, clock: float, ctx: Context | None = None) -> None:
-    run.status = status
-    run.finished_at = timezone.now()
-    run.duration_seconds = round(time.perf_counter() - clock, 3)
     if ctx is not None:
         run.datasets = ctx.timings
+    finish_run(run, status, seconds=time.perf_counter() - clock)
+
+
+def finish_run(run: SnapshotRun, status: str, *, seconds: float) -> None:
+    """Record how ``run`` ended (its rows, error and timings as set on it)."""
+    run.status = status
+    run.finished_at = timezone.now()
+    run.duration_seconds = round(seconds, 3)
     run.save(update_fields=["status", "finished_at", "duration_seconds", "rows", "error", "datasets"])
 
 
@@ -309,19 +327,32 @@ def bump_generation() -> None:
 
 def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress: Progress | None) -> int:
     """Stage every KPI's rows with COPY, then upsert them in one statement and drop stale rows."""
+    staged, covered = stage_rows(ctx, kpis, computed_at=computed_at, progress=progress)
+    with connection.cursor() as cursor:
+        apply_staged(cursor, covered)
+    return staged
+
+
+STAGE_TABLES_SQL = """
+    CREATE TEMP TABLE kpi_stage (
+        kpi varchar(60), granularity varchar(8), period_start timestamptz, period_end timestamptz,
+        scope varchar(8), scope_id varchar(40), value numeric(24, 6), numerator numeric(24, 6),
+        denominator numeric(24, 6), sample_size integer, extra jsonb, is_provisional boolean,
+        computed_at timestamptz, definition_version smallint
+    );
+    CREATE TEMP TABLE kpi_cover (kpi varchar(60), granularity varchar(8), period_start timestamptz);
+"""
+
+
+def stage_rows(
+    ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress: Progress | None
+) -> tuple[int, int]:
+    """Compute ``kpis`` into the temporary tables ``kpi_stage`` (their rows) and ``kpi_cover`` (the
+    periods they answered), releasing each dataset once no KPI still to compute reads it. Returns the
+    numbers of rows and of periods staged."""
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover, kpi_diff")
-        cursor.execute(
-            """
-            CREATE TEMP TABLE kpi_stage (
-                kpi varchar(60), granularity varchar(8), period_start timestamptz, period_end timestamptz,
-                scope varchar(8), scope_id varchar(40), value numeric(24, 6), numerator numeric(24, 6),
-                denominator numeric(24, 6), sample_size integer, extra jsonb, is_provisional boolean,
-                computed_at timestamptz, definition_version smallint
-            );
-            CREATE TEMP TABLE kpi_cover (kpi varchar(60), granularity varchar(8), period_start timestamptz);
-            """
-        )
+        cursor.execute(STAGE_TABLES_SQL)
         staged = covered = 0
         kpis = list(kpis)
         for i, kpi in enumerate(kpis):
@@ -339,18 +370,23 @@ def _write(ctx: Context, kpis: Iterable[Kpi], *, computed_at: datetime, progress
             later = {k.family for k in kpis[i + 1 :]}
             if kpi.family not in later:
                 ctx.release(keep={ds.name for ds in family_datasets(ctx, later)})
-        # Row counts and rough distributions are all the upsert's plan needs: a small sample will do.
-        cursor.execute("SET LOCAL default_statistics_target = 10")
-        cursor.execute("ANALYZE kpi_stage, kpi_cover")
-        # A merge join would sort both sides on their text keys: hash the staged rows instead. Each
-        # recomputed period is looked up once, so memoising the lookups only costs memory; where most
-        # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
-        plans = ["mergejoin", "memoize", *(["nestloop"] if covered > WHOLE_TABLE else [])]
-        cursor.execute(with_plans_off(plans, DIFF_SQL))
-        cursor.execute(UPSERT_SQL)
-        cursor.execute(DELETE_STALE_SQL)
-        cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
-    return staged
+    return staged, covered
+
+
+def apply_staged(cursor: Any, covered: int) -> None:
+    """Write the staged rows (``kpi_stage``, ``kpi_cover``) into the snapshots: new and changed rows
+    upserted, rows of the covered periods that the run did not produce deleted; then drop the tables."""
+    # Row counts and rough distributions are all the upsert's plan needs: a small sample will do.
+    cursor.execute("SET LOCAL default_statistics_target = 10")
+    cursor.execute("ANALYZE kpi_stage, kpi_cover")
+    # A merge join would sort both sides on their text keys: hash the staged rows instead. Each
+    # recomputed period is looked up once, so memoising the lookups only costs memory; where most
+    # periods are recomputed (a rebuild), one pass over the stored rows beats an index scan per period.
+    plans = ["mergejoin", "memoize", *(["nestloop"] if covered > WHOLE_TABLE else [])]
+    cursor.execute(with_plans_off(plans, DIFF_SQL))
+    cursor.execute(UPSERT_SQL)
+    cursor.execute(DELETE_STALE_SQL)
+    cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
 
 
 def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tuple[str, Period]]]:
