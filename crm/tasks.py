@@ -1,7 +1,7 @@
 """Celery tasks of the crm app: thin wrappers that take JSON-safe arguments and call one service."""
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 
 
 @shared_task(name="crm.tasks.run_import", soft_time_limit=45 * 60, time_limit=50 * 60, ignore_result=True)
@@ -111,3 +111,19 @@ def sweep_automation() -> None:
     from crm.automation.engine import sweep
 
     sweep()
+
+
+@shared_task(
+    name="crm.tasks.create_partitions_ahead",
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+    expires=6 * 3600,
+    ignore_result=True,
+)
+def create_partitions_ahead() -> int:
+    """The monthly partitions of the growing tables for the coming months, and for months whose rows
+    landed in a default partition (crm/ops/partitions.py); returns how many were created."""
+    from crm.ops.partitions import create_ahead
+
+    with transaction.atomic():
+        return len(create_ahead())
