@@ -558,7 +558,8 @@ class Deal(models.Model):
                 condition=Q(status="won") & Q(campaign__isnull=False),
                 name="deal_won_campaign",
             ),
-            BrinIndex(fields=["created_at"], name="deal_created_brin"),
+            # No BRIN on created_at: deals are not stored in creation order (correlation 0.52 at 1 M deals),
+            # so it removed 941 008 of 1 004 489 rows by recheck for a month's 63 481; deal_created_id serves.
         ]
 
     def __str__(self) -> str:
@@ -922,7 +923,7 @@ class Activity(models.Model):
                 condition=Q(kind="task", done_at__isnull=True),
                 name="activity_open_tasks_due",
             ),
-            BrinIndex(fields=["created_at"], name="activity_created_brin"),
+            # No BRIN on created_at either (correlation 0.51): activity_created serves ranges.
             GinIndex(fields=["custom"], name="activity_custom"),
         ]
 
