@@ -7,8 +7,15 @@ from django.utils import translation
 from django.utils.translation import gettext_noop
 from psycopg import sql as pg
 
-SIZES = {"tiny": 300, "small": 5_000, "medium": 50_000, "large": 1_000_000, "xl": 2_000_000}
-MAX_DEALS = 5_000_000
+SIZES = {
+    "tiny": 300,
+    "small": 5_000,
+    "medium": 50_000,
+    "large": 1_000_000,
+    "xl": 2_000_000,
+    "xxl": 10_000_000,  # the scale-out measurements: about 45 GB
+}
+MAX_DEALS = 10_000_000
 MAX_YEARS = 10
 DEMO_PASSWORD = "minicrm-demo"  # noqa: S105 (printed with the demo logins)
 DEALS_PER_CUSTOMER = 10

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import LoginEvent, Seat, UsageEvent, User
 from crm import normalize
-from crm.demo import seeding
+from crm.demo import MAX_DEALS, seeding
 from crm.models import (
     Activity,
     CompanySettings,
@@ -307,7 +307,7 @@ def test_seed_demo_reset_replaces_data_and_moves_sequences():
     [
         (["--deals", "0"], "positive"),
         (["--deals", "-5"], "positive"),
-        (["--deals", "5000001"], "at most"),
+        (["--deals", str(MAX_DEALS + 1)], "at most"),
         (["--years", "0"], "between 1 and 10"),
         (["--years", "11"], "between 1 and 10"),
         (["--size", "huge"], "Unknown --size"),
