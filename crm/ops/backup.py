@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 BACKUP_DIR = BASE_DIR / "var" / "backups"
@@ -101,8 +102,22 @@ def restore(*, url: str, file: Path) -> None:
     if not file.is_file():
         sys.exit(f"No such backup file: {file}")
     pg_restore = find_tool("pg_restore", server_major(url))
+    _drop_partitioned_tables(url)
     command = [pg_restore, "--clean", "--if-exists", "--no-owner", "--exit-on-error", f"--dbname={url}", file]
     subprocess.run(command, check=True)  # noqa: S603
+
+
+def _drop_partitioned_tables(url: str) -> None:
+    """Drop the database's partitioned tables (and their partitions) before a restore replaces them:
+    ``pg_restore --clean`` drops a partition's inherited primary key before its parent's, which
+    PostgreSQL refuses ("cannot drop inherited constraint")."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'p' AND n.nspname = current_schema() AND NOT c.relispartition"
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def main(argv: list[str] | None = None) -> int:
