@@ -43,7 +43,7 @@ def month_starts(first: date, last: date) -> list[date]:
     month, months = first.replace(day=1), []
     while month <= last:
         months.append(month)
-        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        month = _next_month(month)
     return months
 
 
