@@ -2,11 +2,12 @@
 collected by pytest).
 
     .venv/bin/python manage.py seed_demo --size large --reset     # ≈ 1 000 000 deals, 3 years
-    .venv/bin/python tests/bench/bench_fanout.py [--rounds 2] [--workers 1,2]
+    .venv/bin/python tests/bench/bench_fanout.py [--rounds 2] [--workers local,1,2] [--skip-warmup]
 
 Needs PostgreSQL (``DATABASE_URL``) and Redis (``REDIS_URL``: a database no running worker consumes, or
 that worker takes parts too). First a warm-up rebuild in this process (the facts
-stored, the tables analysed), with the seconds each family took. Then, in rounds that interleave the
+stored, the tables analysed), with the seconds each family took (``--skip-warmup`` when they are stored
+already: at 10 M deals a rebuild is long). Then, in rounds that interleave the
 variants (the shared machine drifts): the rebuild in this process, and the chord
 (``KPI_REBUILD_FANOUT``) on one worker with ``--concurrency N`` for each N of ``--workers`` (with the
 parts scanning ahead on a second connection or not, ``--part-prefetch on|off|both``): wall seconds
@@ -115,26 +116,38 @@ def fanned_out(processes: int, *, prefetch: bool) -> tuple[float, list[float], l
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--workers", default="1,2", help="worker pool sizes to measure (default 1,2)")
+    parser.add_argument(
+        "--workers",
+        default="local,1,2",
+        help="what to measure: local (the rebuild in this process) and worker pool sizes (default local,1,2)",
+    )
+    parser.add_argument(
+        "--skip-warmup",
+        action="store_true",
+        help="no warm-up rebuild (the facts are already stored, e.g. by bench_kpis.py)",
+    )
     parser.add_argument(
         "--part-prefetch", default="on", help="on, off or both: the parts scan ahead on a second connection"
     )
     args = parser.parse_args()
-    sizes = [int(n) for n in args.workers.split(",")]
+    variants = args.workers.split(",")
+    local, sizes = "local" in variants, [int(n) for n in variants if n != "local"]
     prefetches = {"on": [True], "off": [False], "both": [True, False]}[args.part_prefetch]
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM crm_deal")
         deals = cursor.fetchone()[0]
     print(f"{deals:,} deals; CPU check {cpu_check():.2f} s; parts {[list(p) for p in REBUILD_PARTS]}")
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    warm = family_seconds()
-    print("warm-up rebuild per family (s): " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()))
+    if not args.skip_warmup:
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+        warm = family_seconds()
+        print("warm-up rebuild per family (s): " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()))
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE metrics_kpifact, metrics_kpisnapshot")
     for round_ in range(1, args.rounds + 1):
-        seconds, peak = in_process()
-        print(f"round {round_}: one process        {seconds:6.1f} s, peak {peak:.0f} MB")
+        if local:
+            seconds, peak = in_process()
+            print(f"round {round_}: one process        {seconds:6.1f} s, peak {peak:.0f} MB")
         for n, prefetch in [(n, p) for n in sizes for p in prefetches]:
             wall, parts, peaks = fanned_out(n, prefetch=prefetch)
             print(
