@@ -86,8 +86,8 @@ def recompute_long_period_statistics() -> int:
 
 @shared_task(
     name="metrics.tasks.rebuild_all_kpi_snapshots",
-    soft_time_limit=30 * 60,
-    time_limit=35 * 60,
+    soft_time_limit=settings.KPI_REBUILD_TIME_LIMIT,
+    time_limit=settings.KPI_REBUILD_TIME_LIMIT + 5 * 60,
     expires=6 * 3600,
     ignore_result=True,
     **RETRY,
@@ -113,8 +113,8 @@ def rebuild_all_kpi_snapshots() -> int:
 
 @shared_task(
     name="metrics.tasks.rebuild_kpi_snapshots_part",
-    soft_time_limit=30 * 60,
-    time_limit=35 * 60,
+    soft_time_limit=settings.KPI_REBUILD_TIME_LIMIT,
+    time_limit=settings.KPI_REBUILD_TIME_LIMIT + 5 * 60,
     **RETRY,
 )
 def rebuild_kpi_snapshots_part(run_id: int, part: int, start_iso: str, now_iso: str) -> dict:

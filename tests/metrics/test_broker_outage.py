@@ -1,5 +1,10 @@
 """Celery must neither lose nor repeat work: the settings, and a request made while the broker is down."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 
@@ -13,6 +18,12 @@ from tests.fault_kit import celery_broker, free_port
 pytestmark = pytest.mark.django_db
 
 OUR_APPS = ("metrics.", "surveys.", "crm.", "accounts.")
+ROOT = Path(__file__).resolve().parents[2]
+REBUILD_LIMITS = (
+    "import django, json; django.setup(); from metrics import tasks; "
+    "print(json.dumps([(t.soft_time_limit, t.time_limit) for t in "
+    "(tasks.rebuild_all_kpi_snapshots, tasks.rebuild_kpi_snapshots_part)]))"
+)
 
 
 def deal_form_data(deal: Deal, **overrides: object) -> dict[str, object]:
@@ -60,6 +71,27 @@ def test_every_time_limit_is_below_the_visibility_timeout():
         soft = task.soft_time_limit or celery_app.conf.task_soft_time_limit
         assert hard is not None and hard < visibility, name
         assert soft is not None and soft < hard, name
+
+
+def rebuild_limits(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", REBUILD_LIMITS],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "crm.settings", **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_rebuild_time_limit_follows_the_setting_and_stays_below_the_visibility_timeout():
+    """A 10 M-deal rebuild needs more than the default half hour: the limit is a setting, which the
+    settings refuse above the visibility timeout (the rebuild would be delivered again while it runs)."""
+    found = rebuild_limits(KPI_REBUILD_TIME_LIMIT="3600")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip().splitlines()[-1] == "[[3600, 3900], [3600, 3900]]"
+    refused = rebuild_limits(KPI_REBUILD_TIME_LIMIT="3600", CELERY_VISIBILITY_TIMEOUT="3600")
+    assert refused.returncode != 0
+    assert "KPI_REBUILD_TIME_LIMIT (3600 s) must be at least 60 s" in refused.stderr
 
 
 def test_recompute_request_succeeds_while_the_queue_is_unreachable(client, dead_redis):
