@@ -11,7 +11,7 @@ Everything comes from one ``random.Random(seed)`` and is written with COPY.
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -286,7 +286,9 @@ class _History:
 
     def moments(self, plan: _Plan) -> _Moments:
         """When the invitation was answered, reminded, opened and finished (None: not before the end)."""
-        rng, survey, at = self.rng, plan.survey, plan.at
+        # In UTC: adding to a time of the reporting zone is wall-clock arithmetic, and an answer that falls
+        # into the hour the clocks skip in spring ends up after the finish a few minutes later.
+        rng, survey, at = self.rng, plan.survey, plan.at.astimezone(UTC)
         expires = at + timedelta(days=survey.response_window_days)
         answered_at = None
         if rng.random() < RESPONSE_RATE[survey.kind]:

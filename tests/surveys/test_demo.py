@@ -92,3 +92,45 @@ def test_seeded_surveys_are_deterministic(seeded):
     args = ("--size", "small", "--years", "2", "--until", UNTIL.isoformat(), "--no-progress", "--reset")
     call_command("seed_demo", *args, stdout=out)
     assert survey_fingerprint() == first
+
+
+@pytest.mark.django_db
+def test_survey_moments_keep_their_order_across_the_hour_the_clocks_skip(settings):
+    """Answers falling into the spring-forward hour (02:00–03:00 in Berlin on 29 March 2026) once finished
+    "before" they were answered: the moments were added in wall-clock time, and the 10 M-deal seed failed
+    on the response's check constraint. In absolute time every finish follows its answer."""
+    import random
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from crm.demo.surveys import _History, _Plan
+    from surveys.services import default_surveys_seed
+
+    settings.TIME_ZONE = "Europe/Berlin"
+    default_surveys_seed()
+    survey = Survey.objects.get(kind=Survey.Kind.CES)
+    berlin = ZoneInfo("Europe/Berlin")
+    end = datetime(2026, 4, 30, tzinfo=UTC)
+    history = _History(
+        writer=None, rng=random.Random(7), seed=7, start=datetime(2026, 1, 1, tzinfo=UTC), end=end
+    )
+    finished = in_the_gap_night = 0
+    for minute in range(0, 24 * 60, 2):  # invitations every 2 minutes of the day before
+        plan = _Plan(at=datetime(2026, 3, 28, tzinfo=berlin) + timedelta(minutes=minute), survey=survey)
+        for _ in range(12):
+            moments = history.moments(plan)
+            if moments.answered_at is None:
+                continue
+            if (
+                datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+                <= moments.answered_at
+                < datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+            ):
+                in_the_gap_night += 1
+            if moments.finished_at is not None:
+                finished += 1
+                # timestamps: two datetimes of one zone compare by their wall-clock times
+                assert moments.finished_at.timestamp() > moments.answered_at.timestamp(), plan
+            if moments.opened_at is not None:
+                assert moments.opened_at.timestamp() < moments.answered_at.timestamp(), plan
+    assert finished > 1000 and in_the_gap_night > 50
