@@ -517,16 +517,18 @@ KPI_PREFETCH_SCANS = env_bool("KPI_PREFETCH_SCANS", True)
 # The nightly full rebuild in parts across the workers of the kpis queue (metrics.services.fanout): pays
 # with two worker processes or more (docker-compose); with one, a rebuild in one process is faster.
 KPI_REBUILD_FANOUT = env_bool("KPI_REBUILD_FANOUT", False)
-# Soft time limit in seconds of the full rebuild's task and of each of its parts (the hard limit is 5 minutes
-# more). At 10 M deals a rebuild runs about half an hour on 2 cores: raise it with the data, and the
-# visibility timeout with it, which must stay above the hard limit or a rebuild still running is delivered
-# again.
-KPI_REBUILD_TIME_LIMIT = env_int("KPI_REBUILD_TIME_LIMIT", 30 * 60)
-if not 60 <= KPI_REBUILD_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT - 5 * 60:
+# Soft time limit in seconds of the full rebuild's task and of each of its parts; the hard limit is up to
+# 5 minutes more, below the visibility timeout (or a rebuild still running is delivered again). At 10 M
+# deals a rebuild runs about the default half hour on 2 cores: raise both with the data.
+KPI_REBUILD_TIME_LIMIT = env_int("KPI_REBUILD_TIME_LIMIT", min(30 * 60, CELERY_VISIBILITY_TIMEOUT * 2 // 3))
+if not 0 < KPI_REBUILD_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT - 1:
     raise ImproperlyConfigured(
-        f"KPI_REBUILD_TIME_LIMIT ({KPI_REBUILD_TIME_LIMIT} s) must be at least 60 s and, with the 5 minutes "
-        f"of its hard limit, below CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s)."
+        f"KPI_REBUILD_TIME_LIMIT ({KPI_REBUILD_TIME_LIMIT} s) must be positive and below "
+        f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s): raise that too."
     )
+KPI_REBUILD_HARD_TIME_LIMIT = KPI_REBUILD_TIME_LIMIT + min(
+    5 * 60, (CELERY_VISIBILITY_TIMEOUT - KPI_REBUILD_TIME_LIMIT) // 2
+)
 
 # SURVEYS: NPS / CES / CSAT links (surveys/; KPIS.md §9.2). Throttling is checked at send time.
 # ------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def recompute_long_period_statistics() -> int:
 @shared_task(
     name="metrics.tasks.rebuild_all_kpi_snapshots",
     soft_time_limit=settings.KPI_REBUILD_TIME_LIMIT,
-    time_limit=settings.KPI_REBUILD_TIME_LIMIT + 5 * 60,
+    time_limit=settings.KPI_REBUILD_HARD_TIME_LIMIT,
     expires=6 * 3600,
     ignore_result=True,
     **RETRY,
@@ -114,7 +114,7 @@ def rebuild_all_kpi_snapshots() -> int:
 @shared_task(
     name="metrics.tasks.rebuild_kpi_snapshots_part",
     soft_time_limit=settings.KPI_REBUILD_TIME_LIMIT,
-    time_limit=settings.KPI_REBUILD_TIME_LIMIT + 5 * 60,
+    time_limit=settings.KPI_REBUILD_HARD_TIME_LIMIT,
     **RETRY,
 )
 def rebuild_kpi_snapshots_part(run_id: int, part: int, start_iso: str, now_iso: str) -> dict:
