@@ -59,7 +59,8 @@ class KpiSnapshot(models.Model):
     value = models.DecimalField(_("value"), **KPI_VALUE, null=True, blank=True)
     numerator = models.DecimalField(_("numerator"), **KPI_VALUE, null=True, blank=True)
     denominator = models.DecimalField(_("denominator"), **KPI_VALUE, null=True, blank=True)
-    sample_size = models.PositiveIntegerField(_("sample size"), null=True, blank=True)
+    # bigint: a ratio's sample size is its denominator, a sum of amounts for some (rotting share)
+    sample_size = models.PositiveBigIntegerField(_("sample size"), null=True, blank=True)
     extra = models.JSONField(_("details"), default=dict, blank=True, encoder=StorableJSONEncoder)
     # A cohort or grace window that is still open: the value may still change (KPIS.md G5).
     is_provisional = models.BooleanField(_("provisional"), default=False)

@@ -337,7 +337,7 @@ STAGE_TABLES_SQL = """
     CREATE TEMP TABLE kpi_stage (
         kpi varchar(60), granularity varchar(8), period_start timestamptz, period_end timestamptz,
         scope varchar(8), scope_id varchar(40), value numeric(24, 6), numerator numeric(24, 6),
-        denominator numeric(24, 6), sample_size integer, extra jsonb, is_provisional boolean,
+        denominator numeric(24, 6), sample_size bigint, extra jsonb, is_provisional boolean,
         computed_at timestamptz, definition_version smallint
     );
     CREATE TEMP TABLE kpi_cover (kpi varchar(60), granularity varchar(8), period_start timestamptz);

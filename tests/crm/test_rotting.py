@@ -140,3 +140,28 @@ def test_the_rotting_kpis_count_value_and_share_by_hand_per_rep_and_company():
         rows = compute(code, first_day=first_day, now=now)
         assert Decimal(rows[(Scope.COMPANY, "")].value) == company, code
         assert Decimal(rows[(Scope.USER, str(ana.pk))].value) == ana_value, code
+
+
+def test_a_pipeline_worth_billions_is_stored():
+    """The rotting share's sample size is its denominator, the open pipeline's amount: at 5 M demo deals it
+    passed 2³¹ and the nightly rebuild failed writing it. It is a bigint now, through the staging table."""
+    from decimal import Decimal
+
+    from metrics.models import KpiSnapshot, Scope
+    from metrics.services import snapshots_recompute
+
+    PipelineStage.objects.filter(pk=stage().pk).update(rotting_days=10)
+    owner = make_user()
+    for _ in range(2):
+        made = make_deal(make_customer(owner), amount=Decimal(1_600_000_000))
+        touched(made, days_ago=30, activity_days_ago=31)
+    today = timezone.localdate()
+    run = snapshots_recompute(
+        start=today.replace(day=1),
+        end=today + timedelta(days=1),
+        granularities=["month"],
+        kpis=["rotting_share"],
+    )
+    assert run.status == "ok", run.error
+    company = KpiSnapshot.objects.get(kpi="rotting_share", granularity="month", scope=Scope.COMPANY)
+    assert company.sample_size == 3_200_000_000 and company.value == Decimal(100)
