@@ -21,6 +21,24 @@ BEFORE = [("crm", "0027_webhook_kpi_alert_event")]
 AFTER = [("crm", "0028_monthly_partitions")]
 
 
+@pytest.fixture(autouse=True)
+def drop_the_partitions_made():
+    """Drop the monthly partitions a test made (its rows are flushed after it anyway). Left behind, a seeded
+    history's months add up to thousands of tables and indexes over the session, and a later seed's
+    reset, which locks them all in one transaction, runs out of PostgreSQL's shared lock table."""
+    with connection.cursor() as cursor:
+        before = {
+            table: set(partitions_of(cursor, table)) for table in PARTITIONED if is_partitioned(cursor, table)
+        }
+    yield
+    with connection.cursor() as cursor:
+        for table, kept in before.items():
+            if not is_partitioned(cursor, table):
+                continue
+            for name in set(partitions_of(cursor, table)) - kept:
+                cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+
+
 def fingerprints() -> dict[str, tuple[int, str]]:
     """Per partitioned table: its rows and a digest of every row, in id order."""
     found = {}
