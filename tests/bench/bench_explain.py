@@ -116,19 +116,20 @@ def explain(cursor, query: str, params: dict) -> dict:
     return (json.loads(document) if isinstance(document, str) else document)[0]
 
 
-def nodes(plan: dict, depth: int = 0):
-    yield depth, plan
+def nodes(plan: dict):
+    """The plan's nodes, depth first."""
+    yield plan
     for child in plan.get("Plans", []):
-        yield from nodes(child, depth + 1)
+        yield from nodes(child)
 
 
 def summary(result: dict) -> str:
     plan = result["Plan"]
     all_nodes = list(nodes(plan))
-    indexes = sorted({n["Index Name"] for _d, n in all_nodes if "Index Name" in n})
-    rechecked = sum(n.get("Rows Removed by Index Recheck", 0) for _d, n in all_nodes)
-    partitions = sum(1 for _d, n in all_nodes if PARTITION.search(n.get("Relation Name", "")))
-    shape = " > ".join(n["Node Type"] for d, n in all_nodes[:4])
+    indexes = sorted({n["Index Name"] for n in all_nodes if "Index Name" in n})
+    rechecked = sum(n.get("Rows Removed by Index Recheck", 0) for n in all_nodes)
+    partitions = sum(1 for n in all_nodes if PARTITION.search(n.get("Relation Name", "")))
+    shape = " > ".join(n["Node Type"] for n in all_nodes[:4])
     parts = [shape]
     if indexes:
         parts.append(
