@@ -276,6 +276,16 @@ class Context:
     touched: dict[str, set[Period]] | None = None
     # Dataset name -> touched periods it left out (statistics of quarters and years, hourly).
     skipped: dict[str, set[Period]] = field(default_factory=dict)
+    # Incremental runs: dataset name -> the periods its own changes touch (datasets not here, computed in
+    # every run, go by ``touched``). A dataset computes just these, and a KPI answers the periods that
+    # the datasets it read touch: an edit of last month's deal recomputes last month's pipeline, not
+    # last month's ticket medians.
+    touched_by: dict[str, set[Period]] = field(default_factory=dict)
+    # Dataset name -> periods it computes on top of its own, for a KPI that reads it with a dataset that
+    # touches them (``widen``).
+    widened: dict[str, set[Period]] = field(default_factory=dict)
+    # Incremental runs: every dataset by name.
+    datasets: dict[str, Any] = field(default_factory=dict)
     # Names of the datasets of statistics (not additive: computed from the records, not from facts).
     statistics: set[str] = field(default_factory=set)
     # What the KPI being computed has read (dataset names).
@@ -403,12 +413,69 @@ class Context:
             )
         return answer
 
-    def needed(self, granularity: str, compare: Callable[[Period], Iterable[Period]] | None) -> list[Period]:
+    def needed(
+        self,
+        granularity: str,
+        compare: Callable[[Period], Iterable[Period]] | None,
+        dataset: str | None = None,
+    ) -> list[Period]:
         """The periods of ``granularity`` a dataset computes: the requested ones (in an incremental run
-        the touched ones) and those they are compared with."""
-        periods = [p for p in self.periods.get(granularity, []) if self.touches(p)]
+        those that ``dataset``'s changes touch, or any change without one) and those they are compared
+        with."""
+        periods = [p for p in self.periods.get(granularity, []) if self.computes(dataset, p)]
         extra = [c for p in periods for c in (compare(p) if compare else ())]
         return sorted({*periods, *extra})
+
+    def computes(self, dataset: str | None, period: Period) -> bool:
+        """Whether ``dataset`` computes ``period`` in this run."""
+        if dataset is None or dataset not in self.touched_by:
+            return self.touches(period)
+        return period in self.touched_by[dataset] or period in self.widened.get(dataset, ())
+
+    def answered_by_reads(self, period: Period, reads: Iterable[str] | None = None) -> bool:
+        """Once a KPI is computed: whether the datasets it read (``reads``, by default what the KPI just
+        computed read) touch ``period``; any change does for a KPI that read none."""
+        reads = self.reads if reads is None else reads
+        if self.touched is None or self.everything or not reads:
+            return self.touches(period)
+        return any(
+            period in self.touched_by[name] if name in self.touched_by else self.touches(period)
+            for name in reads
+        )
+
+    def widen(self, periods: set[Period], reads: Iterable[str] | None = None) -> bool:
+        """Make every dataset in ``reads`` (by default those the KPI just computed read) compute
+        ``periods`` too, forgetting what was computed without them; False if each already does (the
+        KPI's rows are complete)."""
+        short = {}
+        for name in self.reads if reads is None else reads:
+            ds = self.datasets.get(name)
+            own = {p for p in periods if ds is None or self._computable(ds, p)}
+            if any(not self.computes(name, p) for p in own):
+                short[name] = own
+        for name, own in short.items():
+            self.widened.setdefault(name, set()).update(own)
+            entry = self.timings.setdefault(name, {})
+            entry["widened"] = entry.get("widened", 0) + 1
+        for key, deps in list(self._memo_deps.items()):
+            if deps & short.keys():
+                del self._memo[key], self._memo_deps[key]
+        return bool(short)
+
+    def widen_ahead(self, reads: Iterable[Iterable[str]]) -> None:
+        """Before any KPI is computed: widen the datasets that KPIs read together (``reads``: the datasets
+        each KPI read the last time), so that each is computed once."""
+        every = [p for periods in self.periods.values() for p in periods]
+        for names in reads:
+            names = list(names)
+            if len(names) > 1:
+                self.widen({p for p in every if self.answered_by_reads(p, names)}, names)
+
+    def _computable(self, ds: Any, period: Period) -> bool:
+        """Whether ``ds`` can compute ``period`` at all (its granularities; the current period only)."""
+        if period.granularity not in ds.granularities:
+            return False
+        return not ds.current_only or period == self.current(period.granularity)
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def _every_time(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
     query over the periods the run needs."""
     if ds.current_only:
         return current_grouped(ctx, ds, grans)
-    needed = [p for g in grans for p in ctx.needed(g, ds.compare)]
+    needed = [p for g in grans for p in ctx.needed(g, ds.compare, ds.name)]
     if not needed:
         return {}
     spans = [(min(p.first_day for p in needed), max(p.next().first_day for p in needed))]
@@ -105,7 +105,7 @@ def _from_records(ctx: Context, ds: Dataset, grans: list[str]) -> Grouped:
         return facts.run_records_query(ctx, ds, grans)
     out: Grouped = {}
     for g in grans:
-        needed = [p for p in ctx.needed(g, ds.compare) if p not in ctx.skipped.get(ds.name, ())]
+        needed = [p for p in ctx.needed(g, ds.compare, ds.name) if p not in ctx.skipped.get(ds.name, ())]
         if needed:
             spans = [(p.first_day, p.next().first_day) for p in needed]
             out.update(records_query(ctx, ds, [g], spans).run())

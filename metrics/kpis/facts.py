@@ -117,7 +117,8 @@ LONG_PERIODS = ("quarter", "year")
 
 def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
     """The first step of an incremental run: for every dataset, find the days whose records changed
-    since its watermark and rewrite their facts; then mark the periods those days count for as touched.
+    since its watermark and rewrite their facts; then mark the periods those days count for as touched,
+    per dataset (``Context.touched_by``) and in all.
 
     Statistics (medians, percentiles) of quarters and years need every record of the period, a second
     or more at a million deals: the every-few-minutes run leaves them out, an hourly run
@@ -126,6 +127,8 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
     """
     columns = ("dataset", "signature", "long_refreshed_at" if ctx.long_statistics else "refreshed_at")
     states = {name: state for name, *state in KpiFactState.objects.values_list(*columns)}
+    datasets = list(datasets)
+    ctx.datasets = {ds.name: ds for ds in datasets}
     for ds in datasets:
         if ds.always:
             continue
@@ -140,10 +143,24 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
         ctx.dirty[ds.name] = Dirty(frozenset(days), ds.compare, ds.opening_balance)
         if ds.uses_facts and days:
             ctx.timed(ds.name, "changed_days", partial(rewrite, ctx, ds, days))
+    every = [p for periods in ctx.periods.values() for p in periods]
+    ctx.touched_by = {
+        name: {p for p in every if ctx.everything or dirty.touches(p)} for name, dirty in ctx.dirty.items()
+    }
     ctx.touched = {
-        g: {p for p in periods if ctx.everything or any(d.touches(p) for d in ctx.dirty.values())}
+        g: {p for p in periods if any(p in own for own in ctx.touched_by.values()) or ctx.everything}
         for g, periods in ctx.periods.items()
     }
+    # A running week or month is compared with the same days of the period before (KPIS.md §10.1), from
+    # a stock's level at that period's start: stocks compute that period too.
+    running = [ctx.current(g) for g in (WEEK, MONTH) if g in ctx.periods]
+    before = {p.previous() for p in running if ctx.touches(p)}
+    for ds in ctx.datasets.values():
+        if ds.always and ds.current_only:
+            # The current state, computed in every run, counts for the current periods only.
+            ctx.touched_by[ds.name] = {p for p in every if p == ctx.current(p.granularity) and ctx.touches(p)}
+        elif ds.opening_balance and ds.name in ctx.touched_by:
+            ctx.widened[ds.name] = {p for p in every if p in before}
     if not ctx.long_statistics:
         for name in ctx.statistics:
             ctx.skipped[name] = {p for g in LONG_PERIODS for p in ctx.touched.get(g, ())}
@@ -404,7 +421,7 @@ def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE
         rows = pg.SQL("SELECT * FROM {} WHERE grain = %s").format(pg.Identifier(source))
         key = []
     for grain, wanted in ((WEEK, [g for g in grans if g == WEEK]), (MONTH, [g for g in grans if g != WEEK])):
-        needed = [p for g in wanted for p in ctx.needed(g, ds.compare)]
+        needed = [p for g in wanted for p in ctx.needed(g, ds.compare, ds.name)]
         if ds.current_only:
             needed = [p for p in needed if p == ctx.current(p.granularity)]
         if not needed:

@@ -261,6 +261,7 @@ def _recompute(
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, family_datasets(ctx))
+                ctx.widen_ahead(LAST_READS[k.code] for k in selected if k.code in LAST_READS)
             elif settings.KPI_PREFETCH_SCANS and kpis is None:  # scanning ahead pays for every KPI only
                 ctx.prefetch = facts.Prefetch(ctx, family_datasets(ctx))
             try:
@@ -389,29 +390,49 @@ def apply_staged(cursor: Any, covered: int) -> None:
     cursor.execute("DROP TABLE kpi_stage, kpi_cover, kpi_diff")
 
 
+# KPI code -> the datasets it read when this process last computed it. An incremental run widens the
+# datasets read together up front (``Context.widen_ahead``), so each is computed once rather than again
+# when a KPI finds it short; a KPI that reads otherwise is still checked (``kpi_rows``).
+LAST_READS: dict[str, frozenset[str]] = {}
+
+
 def kpi_rows(ctx: Context, kpi: Kpi) -> tuple[list[tuple[Row, Period]], list[tuple[str, Period]]]:
     """One KPI's rows for the periods and scopes it answers, and every period it answered.
 
-    An incremental run answers only the periods that the changes since the last run count for.
+    An incremental run answers only the periods that the changes since the last run count for: those
+    the datasets the KPI read touch. Each dataset computes the periods its own changes touch; where a
+    KPI reads it with a dataset touching more, it is computed again with those, and so is the KPI.
     """
     wanted = {g: {p.first_day: p for p in ctx.periods[g]} for g in ctx.requested(kpi.granularities)}
     if kpi.current_only:
         wanted = {g: {d: p for d, p in ps.items() if p == ctx.current(g)} for g, ps in wanted.items()}
+    while True:
+        ctx.start_kpi()
+        computed = list(kpi.compute(ctx, kpi))
+        answered = {p for ps in wanted.values() for p in ps.values() if answers(ctx, p)}
+        if ctx.touched is None or not ctx.widen(answered):
+            break
+    LAST_READS[kpi.code] = frozenset(ctx.reads)
     scopes = set(kpi.scopes)
     out: list[tuple[Row, Period]] = []
     seen: set[tuple] = set()
-    ctx.start_kpi()
-    for row in kpi.compute(ctx, kpi):
+    for row in computed:
         period = wanted.get(row.granularity, {}).get(row.first_day)
-        if period is None or row.scope not in scopes or not ctx.answers(period):
+        if period not in answered or row.scope not in scopes:
             continue
         row_key = row[:4]  # granularity, first day, scope, scope id
         if row_key in seen:
             raise ValueError(f"{kpi.code} produced {row_key} twice")
         seen.add(row_key)
         out.append((row, period))
-    cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if ctx.answers(p)]
+    cover = [(g, p) for g, ps in wanted.items() for p in ps.values() if p in answered]
     return _with_like_for_like(ctx, kpi, out), cover
+
+
+def answers(ctx: Context, period: Period) -> bool:
+    """Whether the KPI just computed is recomputed for ``period`` (``Context.answers``), given every
+    dataset it read."""
+    return ctx.answers(period) and ctx.answered_by_reads(period)
 
 
 # Running periods compared like for like (KPIS.md §10.1): weeks and months, whose day facts are kept.

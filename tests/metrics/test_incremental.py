@@ -5,7 +5,7 @@ run and recomputes the periods those days count for; the hourly run does the sam
 percentiles of quarters and years. Whatever they skip must be what a full rebuild would leave as is.
 """
 
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from crm import services
 from crm.models import Customer, Deal
+from metrics import services as metrics_services
 from metrics.kpis import facts, family_datasets, registry
 from metrics.kpis.base import Context, Run
 from metrics.models import KpiFact, KpiFactState, KpiSnapshot, SnapshotRun
@@ -143,8 +144,13 @@ def work_now(company) -> None:
     survey_services.response_submit_score(invitation_id=company["invitation"].pk, score=3)
 
 
-def test_incremental_runs_leave_what_a_full_rebuild_leaves(company):
+@pytest.mark.parametrize("learned", [True, False], ids=["reads-learned", "reads-unknown"])
+def test_incremental_runs_leave_what_a_full_rebuild_leaves(company, monkeypatch, learned):
+    """``learned``: the datasets each KPI reads are known from the rebuild before (datasets read together
+    are widened up front), or not (a KPI that finds a dataset short has it computed again)."""
     snapshots_rebuild_all()
+    if not learned:
+        monkeypatch.setattr(metrics_services, "LAST_READS", {})
     work_now(company)
     recent = snapshots_recompute_recent()
     long = snapshots_recompute_long_statistics()
@@ -187,6 +193,52 @@ def test_recent_run_recomputes_only_the_periods_changes_count_for(company):
     assert not KpiSnapshot.objects.filter(
         computed_at__gte=quiet.started_at, kpi="median_deal_size", granularity__in=["quarter", "year"]
     ).exists()
+
+
+def answered(*codes: str) -> dict[str, set[tuple[str, date]]]:
+    """The periods an incremental run now would recompute for each KPI of ``codes`` (nothing written)."""
+    now = timezone.now()
+    ctx = Context(
+        Run(periods={g: recent_periods(g, now, 3) for g in GRANULARITIES}, now=now, incremental=True)
+    )
+    facts.prepare(ctx, family_datasets(ctx))
+    ctx.widen_ahead(metrics_services.LAST_READS[c] for c in codes if c in metrics_services.LAST_READS)
+    return {code: {(g, p.first_day) for g, p in kpi_rows(ctx, registry()[code])[1]} for code in codes}
+
+
+@pytest.mark.parametrize("learned", [True, False], ids=["reads-learned", "reads-unknown"])
+def test_an_old_change_recomputes_that_period_only_for_the_kpis_whose_data_it_changes(
+    company, monkeypatch, learned
+):
+    snapshots_rebuild_all()
+    snapshots_recompute_recent()  # the current periods' changes are taken in
+    if not learned:
+        monkeypatch.setattr(metrics_services, "LAST_READS", {})
+    won = Deal.objects.get(pk=company["won_earlier"].pk)
+    week = recent_periods("week", won.closed_at, 0)[0]  # 20 days ago: a recent week, never the current one
+    this_week = recent_periods("week", timezone.now(), 0)[0]
+    services.deal_move_stage(deal=won, stage=stage("open", 20), actor=won.owner)  # reopened
+    kpis = (
+        "win_rate",
+        "revenue_won",
+        "clv",
+        "pipeline_velocity",
+        "frt_median",
+        "tickets_created",
+        "nps_relationship",
+    )
+    periods = answered(*kpis)
+    # The deals closed in that week changed: the KPIs read from them (alone or with other data) again.
+    assert all(("week", week.first_day) in periods[k] for k in kpis[:4])
+    # Its tickets and answers did not: their KPIs stand as computed; the current week is recomputed.
+    assert all(("week", week.first_day) not in periods[k] for k in kpis[4:])
+    assert all(("week", this_week.first_day) in periods[k] for k in kpis)
+    # With the hourly run's medians of quarters and years, the same numbers a full rebuild gives.
+    snapshots_recompute_recent()
+    snapshots_recompute_long_statistics()
+    incremental = recent_table()
+    snapshots_rebuild_all()
+    assert recent_table() == incremental
 
 
 def test_recent_run_without_facts_rebuilds_everything(company):
