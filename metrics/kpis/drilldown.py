@@ -138,7 +138,8 @@ def dataset_part(dataset: "Dataset", name: str, gives: str, *, label: Promise | 
 
     def records(user: "User", period: Period, scope: str, scope_id: str) -> QuerySet:
         rows = measure_rows(dataset, measure, period, scope, scope_id)
-        return visible(rows.model, user).filter(pk__in=rows.values("pk"))
+        date = dataset.date if isinstance(dataset.date, str) else "pk"  # measure_rows refuses the others
+        return _visible_rows(rows, user, newest_by=date)
 
     def total(records_: QuerySet, period: Period, scope: str, scope_id: str) -> Decimal | int | None:
         rows = measure_rows(dataset, measure, period, scope, scope_id).filter(pk__in=records_.values("pk"))
@@ -150,6 +151,19 @@ def dataset_part(dataset: "Dataset", name: str, gives: str, *, label: Promise | 
         return value
 
     return Part(records=records, gives=gives, total=total, label=label)
+
+
+def _visible_rows(rows: QuerySet, user: "User", *, newest_by: str) -> QuerySet:
+    """``rows`` that ``user`` may see. Plain conditions are added to the access selector's query, newest
+    first by ``newest_by`` (the date that puts them in the period): one query the planner reads whole,
+    so the page of a quarter's deals in a company of millions reads the index on their date instead of
+    walking every deal by creation time. Rows shaped otherwise (annotations, distinct) are matched by
+    primary key, in the selector's order."""
+    allowed = visible(rows.model, user)
+    query = rows.query
+    if query.annotations or query.distinct or query.is_sliced or query.combinator or query.extra:
+        return allowed.filter(pk__in=rows.values("pk"))
+    return (allowed & rows.order_by()).order_by(f"-{newest_by}", "-pk")
 
 
 def visible(model: type, user: "User") -> QuerySet:

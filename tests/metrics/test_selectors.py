@@ -13,6 +13,7 @@ from metrics.models import KpiSnapshot, Scope
 from metrics.periods import Period
 from metrics.selectors import (
     DrilldownError,
+    drill_page,
     kpi_breakdown,
     kpi_drilldown,
     kpi_series,
@@ -75,6 +76,32 @@ def test_drilldown_rep_sees_only_own_records(two_reps):
     assert len(drill(rep_a, "win_rate", part="denominator")) == 2
     assert len(drill(manager, "complaint_rate")) == 2
     assert len(drill(rep_a, "complaint_rate")) == 1
+
+
+def test_a_kpis_records_come_newest_first_by_the_date_that_counts_them(no_auto_assign):
+    rep, other = make_user(), make_user()
+    customer = make_customer(rep, at=local(2025, 1, 1))
+    # Created in the opposite order to their closing: the list follows the closing.
+    closed = [
+        make_closed_deal(
+            customer, created=local(2026, 2, 28 - day), closed=local(2026, 3, 2 + day), won=day % 2 == 0
+        )
+        for day in range(6)
+    ]
+    make_closed_deal(make_customer(other), created=local(2026, 3, 1), closed=local(2026, 3, 20))
+    make_closed_deal(customer, created=local(2026, 2, 1), closed=local(2026, 4, 2))  # closed in April
+    for user, expected in ((rep, closed), (make_manager(), None)):
+        records = kpi_drilldown(
+            user=user, kpi_code="win_rate", granularity="month", period_start=MARCH, part="denominator"
+        )
+        ids = list(records.values_list("pk", flat=True))
+        if expected is not None:
+            assert ids == [d.pk for d in reversed(expected)]
+        else:
+            assert len(ids) == 7  # the other rep's deal too, for the manager
+        # Beyond the cap, SQL sorts the ids: the same order.
+        page = drill_page(records=records, number=1, per_page=4, cap=2)
+        assert [d.pk for d in page.object_list] == ids[:4]
 
 
 def test_every_kpi_drills_down_for_every_part(two_reps):
