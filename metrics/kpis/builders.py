@@ -191,12 +191,17 @@ class DayFactsComparison(ABC):
 @dataclass(frozen=True)
 class Ratio(DayFactsComparison):
     """KPI = measure ``numerator`` ÷ measure ``denominator`` of one dataset (× 100 for percent KPIs);
-    NULL on 0. Its drill-down parts are the records of the two measures."""
+    NULL on 0. Its sample size is the denominator, or the count measure ``sample`` where the denominator
+    is not a count (a sum of money). Its drill-down parts are the records of the two measures."""
 
     dataset: Dataset | Callable[[Context], Grouped]
     numerator: str
     denominator: str
     provisional: Callable[[Context, Period], bool] | None = None
+    sample: str | None = None
+
+    def _n(self, values: Mapping[str, Any], den: Decimal) -> int:
+        return int(den) if self.sample is None else int(values.get(self.sample) or 0)
 
     def __call__(self, ctx: Context, kpi: Kpi) -> Iterator[Row]:
         ds = self.dataset
@@ -206,7 +211,7 @@ class Ratio(DayFactsComparison):
         def fn(values: Mapping[str, Any], period: Period, scope: str, scope_id: str) -> tuple:
             num, den = dec(values.get(self.numerator)), dec(values.get(self.denominator))
             is_prov = bool(self.provisional and self.provisional(ctx, period))
-            return divide(num, den, scale), num, den, int(den), None, is_prov
+            return divide(num, den, scale), num, den, self._n(values, den), None, is_prov
 
         return rows_from(ctx, kpi, data, fn)
 
@@ -219,7 +224,7 @@ class Ratio(DayFactsComparison):
     def to_date(self, kpi: Kpi, values: Mapping[str, Any]) -> tuple:
         """(value, numerator, denominator, n) of the measures summed over a span of days."""
         num, den = dec(values.get(self.numerator)), dec(values.get(self.denominator))
-        return divide(num, den, HUNDRED if kpi.is_percent else Decimal(1)), num, den, int(den)
+        return divide(num, den, HUNDRED if kpi.is_percent else Decimal(1)), num, den, self._n(values, den)
 
     @property
     def drill(self) -> Drill | None:
@@ -239,9 +244,11 @@ def ratio(
     denominator: str,
     *,
     provisional: Callable[[Context, Period], bool] | None = None,
+    sample: str | None = None,
 ) -> Ratio:
-    """KPI = measure ``numerator`` ÷ measure ``denominator`` (× 100 for percent KPIs); NULL on 0."""
-    return Ratio(dataset, numerator, denominator, provisional)
+    """KPI = measure ``numerator`` ÷ measure ``denominator`` (× 100 for percent KPIs); NULL on 0.
+    ``sample``: the count measure that is its sample size when the denominator is a sum of money."""
+    return Ratio(dataset, numerator, denominator, provisional, sample)
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,7 @@ ROTTING_SHARE = Kpi(
     unit=Unit.PERCENT,
     better=Better.DOWN,
     formula=_("Σ amount of the rotting deals ÷ Σ amount of all open deals, now"),
-    compute=ratio(ROTTING_NOW, "rotting_amount", "amount"),
+    compute=ratio(ROTTING_NOW, "rotting_amount", "amount", sample="open"),
     basis=Basis.CURRENT,
 )
 

@@ -142,9 +142,10 @@ def test_the_rotting_kpis_count_value_and_share_by_hand_per_rep_and_company():
         assert Decimal(rows[(Scope.USER, str(ana.pk))].value) == ana_value, code
 
 
-def test_a_pipeline_worth_billions_is_stored():
-    """The rotting share's sample size is its denominator, the open pipeline's amount: at 5 M demo deals it
-    passed 2³¹ and the nightly rebuild failed writing it. It is a bigint now, through the staging table."""
+def test_a_pipeline_worth_billions_is_stored_and_its_share_counts_deals():
+    """The rotting share's sample size was its denominator, the open pipeline's amount: at 5 M demo deals it
+    passed 2³¹ and the nightly rebuild failed writing it. Sample sizes are bigints now, and the share's is
+    the number of open deals (what significance and the low-n warning read), not a sum of euros."""
     from decimal import Decimal
 
     from metrics.models import KpiSnapshot, Scope
@@ -164,4 +165,5 @@ def test_a_pipeline_worth_billions_is_stored():
     )
     assert run.status == "ok", run.error
     company = KpiSnapshot.objects.get(kpi="rotting_share", granularity="month", scope=Scope.COMPANY)
-    assert company.sample_size == 3_200_000_000 and company.value == Decimal(100)
+    assert company.value == Decimal(100) and company.denominator == Decimal(3_200_000_000)
+    assert company.sample_size == 2
