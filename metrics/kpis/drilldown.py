@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Aggregate, Avg, Count, FloatField, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.functional import Promise
@@ -154,16 +155,23 @@ def dataset_part(dataset: "Dataset", name: str, gives: str, *, label: Promise | 
 
 
 def _visible_rows(rows: QuerySet, user: "User", *, newest_by: str) -> QuerySet:
-    """``rows`` that ``user`` may see. Plain conditions are added to the access selector's query, newest
-    first by ``newest_by`` (the date that puts them in the period): one query the planner reads whole,
-    so the page of a quarter's deals in a company of millions reads the index on their date instead of
-    walking every deal by creation time. Rows shaped otherwise (annotations, distinct) are matched by
-    primary key, in the selector's order."""
+    """``rows`` that ``user`` may see, newest first by ``newest_by`` (the date that puts them in the
+    period) where it is a field of theirs. Plain conditions are added to the access selector's query,
+    so the planner reads them whole; rows shaped otherwise (annotations, distinct) are matched by
+    primary key. Either way the page of a big period sorts the period's rows: ordered by creation time
+    instead, the planner walks every record from the newest looking for the period's (minutes for the
+    renewals due in a month at 10 M deals)."""
     allowed = visible(rows.model, user)
     query = rows.query
     if query.annotations or query.distinct or query.is_sliced or query.combinator or query.extra:
-        return allowed.filter(pk__in=rows.values("pk"))
-    return (allowed & rows.order_by()).order_by(f"-{newest_by}", "-pk")
+        found = allowed.filter(pk__in=rows.values("pk"))
+    else:
+        found = allowed & rows.order_by()
+    try:
+        rows.model._meta.get_field(newest_by)
+    except FieldDoesNotExist:
+        return found
+    return found.order_by(f"-{newest_by}", "-pk")
 
 
 def visible(model: type, user: "User") -> QuerySet:
