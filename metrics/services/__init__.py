@@ -261,6 +261,7 @@ def _recompute(
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, family_datasets(ctx))
+                _recall_reads()
                 ctx.widen_ahead(LAST_READS[k.code] for k in selected if k.code in LAST_READS)
             elif settings.KPI_PREFETCH_SCANS and kpis is None:  # scanning ahead pays for every KPI only
                 ctx.prefetch = facts.Prefetch(ctx, family_datasets(ctx))
@@ -351,6 +352,8 @@ def stage_rows(
     """Compute ``kpis`` into the temporary tables ``kpi_stage`` (their rows) and ``kpi_cover`` (the
     periods they answered), releasing each dataset once no KPI still to compute reads it. Returns the
     numbers of rows and of periods staged."""
+    _recall_reads()
+    declared: dict[str, set[str]] = {}
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover, kpi_diff")
         cursor.execute(STAGE_TABLES_SQL)
@@ -368,10 +371,49 @@ def stage_rows(
             covered += len(cover)
             if progress:
                 progress(kpi.code)
-            later = {k.family for k in kpis[i + 1 :]}
-            if kpi.family not in later:
-                ctx.release(keep={ds.name for ds in family_datasets(ctx, later)})
+            ctx.release(keep=_still_read(ctx, kpis[i + 1 :], declared))
+    _remember_reads()
     return staged, covered
+
+
+def _still_read(ctx: Context, later: Sequence[Kpi], declared: dict[str, set[str]]) -> set[str]:
+    """The datasets the KPIs still to compute read: what each of them read last time (``LAST_READS``)
+    where every one of its family's is known, else every dataset its family declares. A dataset is
+    released once none of them reads it, so a rebuild holds a family's datasets only while needed (the
+    funnel's stages were held through the rest of the sales KPIs); one released too early is computed
+    again, which costs time, not correctness."""
+    keep: set[str] = set()
+    for family in {k.family for k in later}:
+        members = [k for k in later if k.family == family]
+        if all(k.code in LAST_READS for k in members):
+            keep.update(*(LAST_READS[k.code] for k in members))
+        else:
+            if family not in declared:
+                declared[family] = {ds.name for ds in family_datasets(ctx, [family])}
+            keep |= declared[family]
+    return keep
+
+
+# Where the datasets each KPI read are kept between processes: a worker's first rebuild of the night
+# releases datasets as early as the runs before it learned.
+READS_CACHE_KEY = "metrics:kpi-reads"
+
+
+def _recall_reads() -> None:
+    """Take in what other processes learned about the datasets each KPI reads (a cache outage: nothing)."""
+    try:
+        known = cache.get(READS_CACHE_KEY) or {}
+    except (RedisError, OSError):
+        return
+    for code, names in known.items():
+        LAST_READS.setdefault(code, frozenset(names))
+
+
+def _remember_reads() -> None:
+    try:
+        cache.set(READS_CACHE_KEY, {code: sorted(names) for code, names in LAST_READS.items()}, timeout=None)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not store what each KPI reads: %s", exc)
 
 
 def apply_staged(cursor: Any, covered: int) -> None:

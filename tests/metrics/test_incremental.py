@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
@@ -150,7 +151,7 @@ def test_incremental_runs_leave_what_a_full_rebuild_leaves(company, monkeypatch,
     are widened up front), or not (a KPI that finds a dataset short has it computed again)."""
     snapshots_rebuild_all()
     if not learned:
-        monkeypatch.setattr(metrics_services, "LAST_READS", {})
+        forget_reads(monkeypatch)
     work_now(company)
     recent = snapshots_recompute_recent()
     long = snapshots_recompute_long_statistics()
@@ -195,6 +196,12 @@ def test_recent_run_recomputes_only_the_periods_changes_count_for(company):
     ).exists()
 
 
+def forget_reads(monkeypatch) -> None:
+    """This process and the cache forget which datasets each KPI read."""
+    monkeypatch.setattr(metrics_services, "LAST_READS", {})
+    cache.delete(metrics_services.READS_CACHE_KEY)
+
+
 def answered(*codes: str) -> dict[str, set[tuple[str, date]]]:
     """The periods an incremental run now would recompute for each KPI of ``codes`` (nothing written)."""
     now = timezone.now()
@@ -213,7 +220,7 @@ def test_an_old_change_recomputes_that_period_only_for_the_kpis_whose_data_it_ch
     snapshots_rebuild_all()
     snapshots_recompute_recent()  # the current periods' changes are taken in
     if not learned:
-        monkeypatch.setattr(metrics_services, "LAST_READS", {})
+        forget_reads(monkeypatch)
     won = Deal.objects.get(pk=company["won_earlier"].pk)
     week = recent_periods("week", won.closed_at, 0)[0]  # 20 days ago: a recent week, never the current one
     this_week = recent_periods("week", timezone.now(), 0)[0]
@@ -313,3 +320,29 @@ def test_every_family_declares_the_datasets_its_kpis_read(company):
         kpi_rows(ctx, kpi)
         declared = {ds.name for ds in family_datasets(ctx, [kpi.family])}
         assert ctx.reads <= declared, f"{kpi.code} reads {sorted(ctx.reads - declared)} undeclared"
+
+
+def test_a_rebuild_releases_each_dataset_after_the_last_kpi_that_reads_it(company, monkeypatch):
+    snapshots_rebuild_all()  # learns which datasets each KPI reads; the cache shares it
+    monkeypatch.setattr(metrics_services, "LAST_READS", {})  # a new worker process: recalled from the cache
+    kept: dict[str, set[str]] = {}
+    computed: list[str] = []
+    release = Context.release
+
+    def recording(self, keep):
+        kept[computed[-1]] = set(keep)
+        return release(self, keep)
+
+    monkeypatch.setattr(Context, "release", recording)
+    snapshots_rebuild_all(progress=computed.append)
+    # The funnel's stages are read by the funnel's KPI alone: held until it is computed, not to the end
+    # of the sales KPIs; the closed deals are still read by later ones.
+    before = computed[computed.index("funnel_conversion") - 1]
+    assert "funnel" in kept[before]
+    assert "funnel" not in kept["funnel_conversion"]
+    assert "closed_deals" in kept["funnel_conversion"]
+    # Without what the runs before learned, a family's declared datasets are held to its end.
+    forget_reads(monkeypatch)
+    kept.clear()
+    snapshots_rebuild_all(progress=computed.append)
+    assert "funnel" in kept["funnel_conversion"]
