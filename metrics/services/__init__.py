@@ -261,8 +261,6 @@ def _recompute(
                 # Teams, seats, spend or settings changed: every recent period is recomputed.
                 ctx.everything = facts.inputs_changed(ctx)
                 facts.prepare(ctx, family_datasets(ctx))
-                _recall_reads()
-                ctx.widen_ahead(LAST_READS[k.code] for k in selected if k.code in LAST_READS)
             elif settings.KPI_PREFETCH_SCANS and kpis is None:  # scanning ahead pays for every KPI only
                 ctx.prefetch = facts.Prefetch(ctx, family_datasets(ctx))
             try:
@@ -352,13 +350,15 @@ def stage_rows(
     """Compute ``kpis`` into the temporary tables ``kpi_stage`` (their rows) and ``kpi_cover`` (the
     periods they answered), releasing each dataset once no KPI still to compute reads it. Returns the
     numbers of rows and of periods staged."""
+    kpis = list(kpis)
     _recall_reads()
+    if ctx.touched is not None:  # incremental: the datasets read together are widened before any KPI
+        ctx.widen_ahead(LAST_READS[k.code] for k in kpis if k.code in LAST_READS)
     declared: dict[str, set[str]] = {}
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS kpi_stage, kpi_cover, kpi_diff")
         cursor.execute(STAGE_TABLES_SQL)
         staged = covered = 0
-        kpis = list(kpis)
         for i, kpi in enumerate(kpis):
             rows, cover = kpi_rows(ctx, kpi)
             with cursor.cursor.copy(f"COPY kpi_stage ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN") as copy:
