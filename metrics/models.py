@@ -261,6 +261,18 @@ class KpiFactState(models.Model):
         ),
     )
 
+    days_from = models.DateField(
+        _("day facts from"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The first day whose day facts are complete: a change to a later day rewrites that day and "
+            "re-adds its week and month from the day facts; an earlier change rescans its whole week and "
+            "month from the records."
+        ),
+        validators=[validate_date_in_range],
+    )
+
     class Meta:
         verbose_name = _("KPI fact state")
         verbose_name_plural = _("KPI fact states")

@@ -292,6 +292,9 @@ class Context:
     reads: set[str] = field(default_factory=set)
     # Every dataset kept as facts or tracked by a watermark that this run computed.
     tracked: dict[str, Any] = field(default_factory=dict)
+    # Dataset name -> the first day of its complete day facts: read from the fact states by an incremental
+    # run; set by a full build from the days it stored (``facts.days_from``).
+    days_from: dict[str, date] = field(default_factory=dict)
     # Full builds: the scans running ahead on a second connection (facts.Prefetch), if any.
     prefetch: Any = None
     # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).

@@ -1,12 +1,12 @@
 """KPI facts: each additive dataset's totals per day, ISO week and month, per user or source.
 
-A full rebuild scans each dataset's records once into a temporary day table, stores its facts (days
-from the *horizon* on, every week and every month) and sums the periods from the day table. An
-incremental run finds the days whose records changed since the dataset's watermark
-(:func:`dirty_days`), scans only those days again (whole weeks or months from the records where they
-start before the horizon), rewrites their facts, re-adds the weeks and months that contain them from
-the day facts, and reads every period from the week and month facts: a few thousand rows per dataset
-instead of the records. Facts hold integers: counts, and sums of money in cents.
+A full rebuild scans each dataset's records once into a temporary day table, stores its facts (every
+day, week and month of the range it scanned) and sums the periods from the day table. An incremental
+run finds the days whose records changed since the dataset's watermark (:func:`dirty_days`), scans
+only those days again, rewrites their facts, re-adds the weeks and months that contain them from the
+day facts, and reads every period from the week and month facts: a few thousand rows per dataset
+instead of the records. Only a change to a day before the stored day facts (:func:`days_from`)
+rescans its whole week and month from the records. Facts hold integers: counts, and sums of money in cents.
 
 Correctness does not rest on the incremental run alone: the nightly rebuild recomputes every fact
 from the records, which also takes in what the incremental run does not see (an edit of a record's
@@ -62,13 +62,19 @@ DAY, WEEK, MONTH = "day", "week", "month"
 
 
 def horizon(now: datetime) -> date:
-    """The first day kept as day facts: the Monday on or before the first day of the previous month.
-
-    Every week and month that can hold today or yesterday then starts on or after it, so they are
-    re-added from day facts; older days are rescanned from the records by whole week and month.
-    """
+    """The first day of complete day facts of a dataset built before their first day was recorded:
+    facts then kept days from the Monday on or before the first day of the previous month on."""
     previous_month = shift_date(local_date(now).replace(day=1), "month", -1)
     return floor_date(previous_month, "week")
+
+
+def days_from(ctx: Context, ds: Dataset) -> date:
+    """The first day of the dataset's complete day facts (the first day its last full build scanned).
+
+    A week or month starting on or after it is re-added from its day facts when one of its days
+    changes; an older one is rescanned from the records, whole.
+    """
+    return ctx.days_from.get(ds.name) or horizon(ctx.now)
 
 
 def _next(day: date, grain: str) -> date:
@@ -125,8 +131,14 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
     (``long_statistics``) computes just them, with a watermark of its own.
     Raises FactsMissing when a dataset has no facts of its current definition.
     """
-    columns = ("dataset", "signature", "long_refreshed_at" if ctx.long_statistics else "refreshed_at")
+    columns = (
+        "dataset",
+        "signature",
+        "long_refreshed_at" if ctx.long_statistics else "refreshed_at",
+        "days_from",
+    )
     states = {name: state for name, *state in KpiFactState.objects.values_list(*columns)}
+    ctx.days_from = {name: state[2] for name, state in states.items() if state[2] is not None}
     datasets = list(datasets)
     ctx.datasets = {ds.name: ds for ds in datasets}
     for ds in datasets:
@@ -207,32 +219,32 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         with connection.cursor() as cursor:
             cursor.execute(pg.SQL("CREATE TEMP TABLE {} AS {}").format(pg.Identifier(periods), grouped_by))
         if ctx.stores(ds.name):
-            _store(ds, days, periods, start, after, horizon(ctx.now))
+            _store(ds, days, periods, start, after)
+            ctx.days_from[ds.name] = min(start, ctx.days_from.get(ds.name, start))
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(pg.SQL("DROP TABLE {}").format(pg.SQL(", ").join(dropped)))
 
 
-def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:
+def _store(ds: Dataset, days: str, periods: str, start: date, after: date) -> None:
     """Replace the dataset's facts with those of the day table ``days`` and its weeks and months
-    (``periods``): days in [max(first_day, start), after), weeks and months lying wholly in it.
+    (``periods``): days in [start, after), weeks and months lying wholly in it.
 
     Only what differs is written: a nightly rebuild finds almost every fact as it left it, and
     rewriting them all (hundreds of thousands of rows and their index entries) cost seconds.
     """
     n = len(fact_columns(ds))
-    first_day = max(first_day, start)
-    params: dict[str, str | date] = {"name": ds.name, "first_day": first_day, "start": start, "after": after}
+    params: dict[str, str | date] = {"name": ds.name, "start": start, "after": after}
     stored_facts = pg.SQL(
         "FROM {} f WHERE f.dataset = %(name)s AND ("
-        "(f.grain = 'day' AND f.day >= %(first_day)s AND f.day < %(after)s) "
+        "(f.grain = 'day' AND f.day >= %(start)s AND f.day < %(after)s) "
         "OR (f.grain <> 'day' AND {}))"
     ).format(FACTS, _whole(pg.SQL("f.day"), pg.SQL("f.grain")))
     same = pg.SQL("n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id")
     new = pg.SQL(
         "SELECT 'day'::text AS grain, on_day AS day, scope, scope_id, {values} AS values "
-        "FROM {days} WHERE on_day >= %(first_day)s AND on_day < %(after)s "
+        "FROM {days} WHERE on_day >= %(start)s AND on_day < %(after)s "
         "UNION ALL SELECT grain, on_day, scope, scope_id, {values} FROM {periods} WHERE {whole}"
     ).format(
         values=_values_sql(n),
@@ -321,10 +333,10 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     """Recompute the facts of ``days`` from the records and re-add their weeks and months.
 
     Two statements after the scan: one delete, one insert of the new day facts and of the weeks and
-    months around them (from the day facts where the week or month starts on or after the horizon,
-    else from the records, scanned for the whole week or month).
+    months around them (from the day facts where the week or month starts on or after the first day of
+    the dataset's day facts, else from the records, scanned for the whole week or month).
     """
-    hz = horizon(ctx.now)
+    hz = days_from(ctx, ds)
     recent = sorted({d for d in days if d >= hz})
     spans: list[tuple[date, date]] = [(d, _next(d, DAY)) for d in recent]
     from_days: dict[str, set[date]] = {WEEK: set(), MONTH: set()}
@@ -332,7 +344,7 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     for d in days:
         for grain in (WEEK, MONTH):
             first = floor_date(d, grain)
-            # A week or month that starts before the horizon has no complete day facts to add up.
+            # A week or month that starts before the day facts has none to add up.
             if first >= hz:
                 from_days[grain].add(first)
             else:
@@ -456,7 +468,7 @@ def _with_opening(
     first = min(p.first_day for p in needed)
     end = max(p.next().first_day for p in needed)
     cut = floor_date(first, MONTH)
-    if source == TABLE and grain == WEEK and cut >= horizon(ctx.now):
+    if source == TABLE and grain == WEEK and cut >= days_from(ctx, ds):
         # Before the first week: month facts, then the days of the month up to it (a few dozen rows per
         # scope instead of every week since the first record).
         before = pg.SQL(
@@ -580,6 +592,7 @@ def mark(ctx: Context, datasets: Iterable[Dataset], *, at: datetime, rebuilt: bo
                     "signature": signature(ctx, ds),
                     "measures": measures(ds),
                     "built_at": at,
+                    "days_from": ctx.days_from.get(ds.name),
                     "refreshed_at": at,
                     "long_refreshed_at": at,
                     "inputs": inputs,

@@ -22,7 +22,7 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from importlib import import_module
 from typing import Any
 
@@ -115,6 +115,8 @@ def rebuild_part(*, run_id: int, part: int, start: datetime, now: datetime) -> d
         "rows": staged,
         "covered": covered,
         "stored": stored,
+        # The first day of each stored dataset's day facts (as an ISO date: the result travels as JSON).
+        "days_from": {name: ctx.days_from[name].isoformat() for name in stored if name in ctx.days_from},
         "seconds": seconds,
         # A dataset's scan under its name in the part storing its facts, under "name (part n)" in others.
         "timings": {
@@ -151,6 +153,10 @@ def rebuild_finish(*, run_id: int, start: datetime, now: datetime, parts: Sequen
                 facts.drop_scan_tables(cursor)
             stored = {name for p in parts for name in p["stored"]}
             datasets = [ds for ds in family_datasets(ctx) if ds.name in stored]
+            for p in parts:
+                ctx.days_from.update(
+                    {name: date.fromisoformat(d) for name, d in p.get("days_from", {}).items()}
+                )
             facts.mark(ctx, datasets, at=run.started_at, rebuilt=True)
             run.rows = sum(p["rows"] for p in parts)
             run.datasets = {f"part {p['part']}": {"seconds": p["seconds"], "rows": p["rows"]} for p in parts}

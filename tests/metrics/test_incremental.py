@@ -196,6 +196,55 @@ def test_recent_run_recomputes_only_the_periods_changes_count_for(company):
     ).exists()
 
 
+def scanned_spans(monkeypatch) -> dict[str, list[tuple[date, date]]]:
+    """Dataset name -> the spans of days an incremental run scans from its records, as the run goes."""
+    scanned: dict[str, list[tuple[date, date]]] = {}
+    scan = facts.create_day_table
+
+    def recording(ctx, ds, table, *, spans, opening_before):
+        scanned.setdefault(ds.name, []).extend(spans)
+        return scan(ctx, ds, table, spans=spans, opening_before=opening_before)
+
+    monkeypatch.setattr(facts, "create_day_table", recording)
+    return scanned
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["day-facts-recorded", "built-before-recorded"])
+def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(company, monkeypatch, recorded):
+    """The rebuild stores day facts from the first day it scans: a deal won 100 days ago and reopened now
+    has that day scanned again, not its month. Facts built before their first day was recorded hold days
+    from the Monday before the previous month only: there the whole week and month are rescanned."""
+    snapshots_rebuild_all()
+    first_days = dict(KpiFactState.objects.values_list("dataset", "days_from"))
+    oldest = KpiFact.objects.filter(dataset="closed_deals", grain="day").order_by("day").first()
+    assert first_days["closed_deals"] <= oldest.day
+    # Every dataset with facts knows where its day facts start.
+    assert None not in {first_days[name] for name in KpiFact.objects.values_list("dataset", flat=True)}
+    if not recorded:
+        KpiFactState.objects.update(days_from=None)
+        KpiFact.objects.filter(grain="day", day__lt=facts.horizon(timezone.now())).delete()
+    snapshots_recompute_recent()
+    old = Deal.objects.get(status=Deal.Status.WON, amount=Decimal(1200))
+    day = old.closed_at.astimezone(timezone.get_current_timezone()).date()
+    spans = scanned_spans(monkeypatch)
+    services.deal_move_stage(deal=old, stage=stage("open", 20), actor=old.owner)  # reopened
+
+    snapshots_recompute_recent()
+    old_spans = [(lo, hi) for lo, hi in spans["closed_deals"] if lo <= day < hi]
+    if recorded:
+        assert old_spans == [(day, day + timedelta(days=1))]
+    else:
+        assert old_spans and all(hi - lo >= timedelta(days=28) for lo, hi in old_spans)
+    snapshots_recompute_long_statistics()
+    incremental, incremental_facts = recent_table(), facts_table()
+    snapshots_rebuild_all()
+    assert recent_table() == incremental
+    if recorded:
+        assert facts_table() == incremental_facts
+    else:  # the rebuild stores the old days again
+        assert [f for f in facts_table() if f[1] != "day"] == [f for f in incremental_facts if f[1] != "day"]
+
+
 def forget_reads(monkeypatch) -> None:
     """This process and the cache forget which datasets each KPI read."""
     monkeypatch.setattr(metrics_services, "LAST_READS", {})

@@ -47,7 +47,14 @@ def facts_table() -> list[tuple]:
 
 
 def fact_states() -> list[tuple]:
-    return list(KpiFactState.objects.order_by("dataset").values_list("dataset", "signature", "measures"))
+    """Each dataset's definition, what its values hold and the first day of its day facts (known for every
+    dataset with facts)."""
+    states = list(
+        KpiFactState.objects.order_by("dataset").values_list("dataset", "signature", "measures", "days_from")
+    )
+    with_facts = set(KpiFact.objects.values_list("dataset", flat=True))
+    assert with_facts and all(days_from for name, *_rest, days_from in states if name in with_facts)
+    return states
 
 
 def part_tables() -> list[str]:
