@@ -373,13 +373,21 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
             rows = pg.SQL("SELECT on_day, scope, scope_id, {} FROM {}").format(columns, table)
             if source == "days":
                 # The day rows of a week or month re-added from days: the new ones of the rewritten
-                # days, and the stored day facts of its other days.
-                params[f"{key}_lo"], params[f"{key}_hi"] = min(firsts), _next(max(firsts), grain)
+                # days, and the stored day facts of its other days (read by the weeks' or months' own
+                # ranges: a month two years ago and this one must not read every day in between).
+                ranges = _merge((first, _next(first, grain)) for first in firsts)
+                for i, (lo, hi) in enumerate(ranges):
+                    params[f"{key}_lo_{i}"], params[f"{key}_hi_{i}"] = lo, hi
+                within = pg.SQL(" OR ").join(
+                    pg.SQL("(day >= {} AND day < {})").format(
+                        pg.Placeholder(f"{key}_lo_{i}"), pg.Placeholder(f"{key}_hi_{i}")
+                    )
+                    for i in range(len(ranges))
+                )
                 rows = pg.SQL(
                     "{} UNION ALL SELECT day AS on_day, scope, scope_id, {} FROM {} "
-                    "WHERE dataset = %(name)s AND grain = 'day' AND day >= {} AND day < {} "
-                    "AND NOT day = ANY(%(recent)s)"
-                ).format(new_days, unpacked, FACTS, pg.Placeholder(f"{key}_lo"), pg.Placeholder(f"{key}_hi"))
+                    "WHERE dataset = %(name)s AND grain = 'day' AND ({}) AND NOT day = ANY(%(recent)s)"
+                ).format(new_days, unpacked, FACTS, within)
             selects.append(
                 pg.SQL(
                     "SELECT {grain}, {first}, scope, scope_id, {sums} FROM ({rows}) AS r "
