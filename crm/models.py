@@ -505,7 +505,8 @@ class Deal(models.Model):
                 fields=["id"], condition=Q(term_end__lte=F("term_start")), name="dq_deal_term_order"
             ),
             # A rep's open deals by stage; what the KPI engine reads of every open deal on each run (the
-            # pipeline, forecast and staleness of the current period) rides along for index-only scans.
+            # pipeline, forecast, staleness and rotting of the current period: rotting reads when the deal
+            # was last touched, updated_at among them) rides along for index-only scans.
             models.Index(
                 fields=["owner", "stage"],
                 include=[
@@ -515,6 +516,7 @@ class Deal(models.Model):
                     "expected_close_date",
                     "created_at",
                     "last_activity_at",
+                    "updated_at",
                 ],
                 condition=Q(status="open"),
                 name="deal_open_owner",
