@@ -548,33 +548,40 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
         columns = pg.SQL(", ").join(
             pg.SQL("{}::bigint AS {}").format(m, part(i)) for i, m in enumerate(measures)
         )
-        # A few days' rescan reads the history of those days' deals only (by index), and only the months
-        # of history from the first of those days on (a deal's history starts when it is created): one
-        # old month's deals looked up in every month's partition took 11 s at 10 M deals. A scan of years
-        # reads all of it (the join on the deals keeps those in range): filtering first costs a second.
+        # A scan of years reads the whole stage history once, grouped by deal. A few days' rescan looks up
+        # each deal's history by index instead, only in the months of its life (from its creation to its
+        # last update, which every stage move stamps): PostgreSQL prunes the monthly partitions per deal.
+        # Reading the history from the first rescanned day on took seconds at 10 M deals once an old
+        # deal's day was among them (every month since, for every deal).
         few_days = sum((hi - lo).days for lo, hi in spans) <= FUNNEL_FILTER_DAYS
-        in_range = (
-            pg.SQL("AND c.at >= %s AND c.deal_id IN (SELECT d.id FROM crm_deal d WHERE {})").format(ranges)
-            if few_days
-            else pg.SQL("")
+        history = pg.SQL("""
+            SELECT {deal} max(s."order") AS top
+            FROM crm_dealstagechange c JOIN crm_pipelinestage s ON s.id = c.to_stage_id
+            WHERE s.kind <> %s {per_deal}
+        """).format(
+            deal=pg.SQL("") if few_days else pg.SQL("c.deal_id,"),
+            per_deal=(
+                pg.SQL("AND c.deal_id = d.id AND c.at >= d.created_at AND c.at <= d.updated_at")
+                if few_days
+                else pg.SQL("GROUP BY c.deal_id")
+            ),
         )
+        joined = (
+            pg.SQL("LEFT JOIN LATERAL ({}) AS r ON true")
+            if few_days
+            else pg.SQL("LEFT JOIN ({}) AS r ON r.deal_id = d.id")
+        ).format(history)
         sql = pg.SQL("""
             SELECT (d.created_at AT TIME ZONE %s)::date AS on_day, 'user' AS scope,
                    COALESCE(d.owner_id::text, '') AS scope_id, {columns}
             FROM crm_deal d
             JOIN crm_pipelinestage st ON st.id = d.stage_id
             JOIN crm_pipeline p ON p.id = st.pipeline_id AND p.is_default
-            LEFT JOIN (
-                SELECT c.deal_id, max(s."order") AS top
-                FROM crm_dealstagechange c JOIN crm_pipelinestage s ON s.id = c.to_stage_id
-                WHERE s.kind <> %s {in_range}
-                GROUP BY c.deal_id
-            ) AS r ON r.deal_id = d.id
+            {joined}
             WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
             GROUP BY 1, 3
-        """).format(columns=columns, in_range=in_range, ranges=ranges, excluded=EXCLUDED_CUSTOMERS_SQL)
-        in_range_params = [min(bounds), *bounds] if few_days else []
-        return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *in_range_params, *bounds]
+        """).format(columns=columns, joined=joined, ranges=ranges, excluded=EXCLUDED_CUSTOMERS_SQL)
+        return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *bounds]
 
     return day_sql
 
