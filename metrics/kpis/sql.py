@@ -167,9 +167,15 @@ def stored_parts(n: int) -> pg.Composed:
 PLAN_SWITCHES = {"on": True}
 # The 5-minute run's index reads hit cached pages: at the default cost of a random page PostgreSQL reads
 # the open deals through the heap (16 000 pages) rather than from the covering index alone (1 000 pages).
-# Measured at 1 M deals: 15 % of that run (--variants no_random_page_cost). The other run-wide settings
-# once set (work_mem, jit, parallel costs) each bought under 15 % of either run and are gone.
-INCREMENTAL_SETTINGS = {"random_page_cost": "SET LOCAL random_page_cost = 1.1"}
+# Measured at 1 M deals: 15 % of that run (--variants no_random_page_cost). JIT compilation is off in that
+# run too: its queries read little, but a rescan's per-deal lookups (the funnel's) are estimated costly
+# enough to compile, about a second per query on this machine; at 1 M deals, two pairs of runs alternated:
+# 6.42 / 7.03 s with JIT, 5.07 / 5.60 s without (8 December). The other run-wide settings once set
+# (work_mem, parallel costs; JIT then for the rebuild too) each bought under 15 % and are gone.
+INCREMENTAL_SETTINGS = {
+    "random_page_cost": "SET LOCAL random_page_cost = 1.1",
+    "jit": "SET LOCAL jit = off",
+}
 
 
 def with_plans_off(plans: Sequence[str], sql: pg.Composable) -> pg.Composable:
