@@ -7,7 +7,10 @@ import pytest
 
 from crm import services
 from crm.models import Ticket
+from metrics.kpis import registry
+from metrics.kpis.drilldown import NUMERATOR
 from metrics.models import Scope
+from metrics.periods import period_of
 from tests.factories import make_agent, make_customer, make_ticket, make_user
 from tests.metrics.kit import compute, d, detail, local, row, value
 
@@ -121,6 +124,29 @@ def test_backlog_at_period_end_from_history(no_auto_assign):
     assert r.value == 2
     assert detail(r.extra) == {"net_change": 1}
     assert value("backlog", first_day=APRIL) == d("2")
+
+
+def test_the_backlogs_records_are_the_tickets_unsolved_at_the_periods_end(no_auto_assign):
+    """Only tickets changed after the end are looked up in the history; the others still have the status
+    they had then."""
+    manager = make_user(role="manager")
+    customer = make_customer(at=local(2025, 1, 1))
+    solved_since = make_ticket(customer, at=local(2026, 2, 10))
+    set_status(solved_since, "solved", local(2026, 3, 4))
+    still_open = make_ticket(customer, at=local(2026, 2, 11))
+    reopened_since = make_ticket(customer, at=local(2026, 2, 12))
+    set_status(reopened_since, "solved", local(2026, 2, 13))
+    set_status(reopened_since, "open", local(2026, 3, 5))
+    solved_then = make_ticket(customer, at=local(2026, 2, 14))
+    set_status(solved_then, "solved", local(2026, 2, 15))
+    make_ticket(customer, at=local(2026, 3, 1))  # created after the end
+    closed_since = make_ticket(customer, at=local(2026, 2, 16))
+    set_status(closed_since, "closed", local(2026, 3, 6))
+    drill = registry()["backlog"].drilldown
+    february = period_of(date(2026, 2, 1), "month")
+    records = drill.parts[NUMERATOR].records(manager, february, Scope.COMPANY, "")
+    assert set(records.values_list("pk", flat=True)) == {solved_since.pk, still_open.pk, closed_since.pk}
+    assert value("backlog", first_day=date(2026, 2, 1)) == d("3")
 
 
 def test_a_running_month_compares_its_backlog_with_the_same_day_of_the_month_before(no_auto_assign):
