@@ -299,6 +299,8 @@ class Context:
     prefetch: Any = None
     # While a scan is compiled: the ranges of dates it reads ((None, end): everything before end).
     scan: list[tuple[Any, Any]] = field(default_factory=list)
+    # While a dataset's days are rescanned for some users only (``Dataset.by_user``): their ids.
+    scan_users: list[int] | None = None
     # ``answers`` of the KPI being computed, by (period, number of datasets it had read).
     _answered: dict[tuple[Period, int], bool] = field(default_factory=dict)
     # Dataset name -> milliseconds per step and rows: a slow run explains itself (SnapshotRun.datasets).

@@ -169,6 +169,7 @@ DQ_DEALS = Dataset(
     opening_balance=True,
     current_only=True,
     scopes=DEAL_SCOPES,
+    by_user="owner_id",
     measures={
         "records": count(),
         "open": count(Q(status=OPEN)),

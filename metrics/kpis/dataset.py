@@ -144,6 +144,11 @@ class Dataset:
     current_only: bool = False
     # A state as of the run (``date`` is the run's instant): every record counts in every current period.
     as_of_run: bool = False
+    # Facts kept per user only, the user being this field of the record (``owner``): an incremental run
+    # rescans a day whose only changes are records stamped as changed (``updated_at``) for their users
+    # alone, now and before (the model's history), not every record of the day (20 000 deals a day at
+    # 10 M). The scan narrows itself to ``Context.scan_users`` (``rows`` by this field; ``day_sql`` too).
+    by_user: str | None = None
 
     @property
     def additive(self) -> bool:

@@ -43,6 +43,7 @@ from metrics.kpis.sql import (
     parts,
     periods_from_days,
     records_query,
+    scope_sets,
     stored,
     stored_parts,
     sum_parts,
@@ -151,10 +152,10 @@ def prepare(ctx: Context, datasets: Iterable[Dataset]) -> None:
             ctx.dirty[ds.name] = Dirty(frozenset(), ds.compare, ds.opening_balance)
             continue
         since = watermark(ctx, ds, states.get(ds.name))
-        days = dirty_days(ctx, ds, since) if ds.refresh else set()
-        ctx.dirty[ds.name] = Dirty(frozenset(days), ds.compare, ds.opening_balance)
-        if ds.uses_facts and days:
-            ctx.timed(ds.name, "changed_days", partial(rewrite, ctx, ds, days))
+        days, users = dirty_days(ctx, ds, since) if ds.refresh else (set(), {})
+        ctx.dirty[ds.name] = Dirty(frozenset(days | users.keys()), ds.compare, ds.opening_balance)
+        if ds.uses_facts and (days or users):
+            ctx.timed(ds.name, "changed_days", partial(rewrite, ctx, ds, days, users))
     every = [p for periods in ctx.periods.values() for p in periods]
     ctx.touched_by = {
         name: {p for p in every if ctx.everything or dirty.touches(p)} for name, dirty in ctx.dirty.items()
@@ -307,15 +308,75 @@ def changed_paths(ctx: Context, ds: Dataset) -> tuple[str, ...]:
     return ("updated_at",) if any(f.name == "updated_at" for f in model._meta.concrete_fields) else ()
 
 
-def dirty_days(ctx: Context, ds: Dataset, since: datetime) -> set[date]:
+def dirty_days(ctx: Context, ds: Dataset, since: datetime) -> tuple[set[date], dict[date, set[int]]]:
     """The days whose rows may have changed since ``since``: every day from then to now, the days of
-    rows stamped as changed since then, and the days the dataset's ``touches`` name."""
+    rows stamped as changed since then, and the days the dataset's ``touches`` name.
+
+    For a dataset kept per user (``Dataset.by_user``), the days only changed rows make dirty come apart,
+    each with the users whose facts those rows count for: (days rescanned whole, {day: users}).
+    """
     days = set(_day_range(local_date(since), local_date(ctx.now)))
-    for path in changed_paths(ctx, ds):
-        days |= days_of(ds.rows(ctx).filter(**{f"{path}__gte": since}), ds)
     for touch in ds.touches:
         days |= set(touch(ctx, since))
-    return days
+    paths = changed_paths(ctx, ds)
+    users = changed_users(ctx, ds, since) if _per_user(ctx, ds) and paths == ("updated_at",) else None
+    if users is None:
+        for path in paths:
+            days |= days_of(ds.rows(ctx).filter(**{f"{path}__gte": since}), ds)
+        return days, {}
+    days |= {d for d, ids in users.items() if ids is None}
+    return days, {d: ids for d, ids in users.items() if ids is not None and d not in days}
+
+
+# More changed rows than this in one run (a bulk edit): their days are rescanned whole.
+MAX_USER_RESCAN_ROWS = 5_000
+
+
+def _per_user(ctx: Context, ds: Dataset) -> bool:
+    """Whether the dataset's facts are kept per user only, that user being its ``by_user`` field."""
+    return (
+        ds.by_user is not None
+        and scope_sets(ds) == [Scope.USER]
+        and ds.scopes[Scope.USER] == ds.by_user
+        and hasattr(ds.rows(ctx).model, "history")
+    )
+
+
+def changed_users(ctx: Context, ds: Dataset, since: datetime) -> dict[date, set[int] | None] | None:
+    """The days of rows stamped as changed since ``since``, each with the users their facts count for:
+    the row's user now and every user the model's history gives it (a reassigned deal leaves its former
+    owner's facts). A day with a row of no user maps to None (rescanned whole); None: too many rows."""
+    rows = (
+        ds.rows(ctx)
+        .filter(updated_at__gte=since)
+        .order_by()
+        .annotate(key_day=key_day(ds))
+        .values_list("key_day", "pk", ds.by_user)
+    )[: MAX_USER_RESCAN_ROWS + 1]
+    found = list(rows)
+    if len(found) > MAX_USER_RESCAN_ROWS:
+        return None
+    out: dict[date, set[int] | None] = {}
+    day_of: dict[int, date] = {}
+    for day, pk, user in found:
+        if day is None:
+            continue
+        day_of[pk] = day
+        _add_user(out, day, user)
+    if day_of:
+        history = ds.rows(ctx).model.history
+        for pk, user in history.filter(id__in=list(day_of)).values_list("id", ds.by_user).distinct():
+            _add_user(out, day_of[pk], user)
+    return out
+
+
+def _add_user(out: dict[date, set[int] | None], day: date, user: int | None) -> None:
+    if user is None:
+        out[day] = None
+    elif day not in out:
+        out[day] = {user}
+    elif (users := out[day]) is not None:
+        users.add(user)
 
 
 def watermark(ctx: Context, ds: Dataset, state: Sequence[Any] | None) -> datetime:
@@ -329,19 +390,30 @@ def watermark(ctx: Context, ds: Dataset, state: Sequence[Any] | None) -> datetim
     return state[1] - WATERMARK_MARGIN
 
 
-def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
-    """Recompute the facts of ``days`` from the records and re-add their weeks and months.
+def rewrite(
+    ctx: Context, ds: Dataset, days: Iterable[date], users_by_day: Mapping[date, set[int]] | None = None
+) -> None:
+    """Recompute the facts of ``days`` from the records and re-add their weeks and months; those of the
+    days of ``users_by_day`` only for their users (a dataset kept per user, ``Dataset.by_user``).
 
     Two statements after the scan: one delete, one insert of the new day facts and of the weeks and
     months around them (from the day facts where the week or month starts on or after the first day of
     the dataset's day facts, else from the records, scanned for the whole week or month).
     """
     hz = days_from(ctx, ds)
-    recent = sorted({d for d in days if d >= hz})
-    spans: list[tuple[date, date]] = [(d, _next(d, DAY)) for d in recent]
+    # A day is rescanned for some users only where its week and month are re-added from day facts.
+    narrow = {
+        d: ids
+        for d, ids in (users_by_day or {}).items()
+        if min(floor_date(d, WEEK), floor_date(d, MONTH)) >= hz
+    }
+    days = {*days, *((users_by_day or {}).keys() - narrow.keys())}
+    whole = sorted({d for d in days if d >= hz})
+    recent = sorted({*whole, *narrow})
+    spans: list[tuple[date, date]] = [(d, _next(d, DAY)) for d in whole]
     from_days: dict[str, set[date]] = {WEEK: set(), MONTH: set()}
     from_records: dict[str, set[date]] = {WEEK: set(), MONTH: set()}
-    for d in days:
+    for d in {*days, *narrow}:
         for grain in (WEEK, MONTH):
             first = floor_date(d, grain)
             # A week or month that starts before the day facts has none to add up.
@@ -350,12 +422,24 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
             else:
                 from_records[grain].add(first)
                 spans.append((first, _next(first, grain)))
+    users = sorted({u for ids in narrow.values() for u in ids})
+    _day_table(ctx, ds, f"kpi_day_{ds.name}", _merge(spans), sorted(narrow), users)
     table = pg.Identifier(f"kpi_day_{ds.name}")
-    create_day_table(ctx, ds, f"kpi_day_{ds.name}", spans=_merge(spans), opening_before=None)
     n = len(fact_columns(ds))
     columns = parts(n)
     unpacked = each_value(n, stored)
-    params: dict[str, Any] = {"name": ds.name, "recent": recent}
+    params: dict[str, Any] = {
+        "name": ds.name,
+        "recent": recent,
+        "whole": whole,
+        "narrow": sorted(narrow),
+        "users": [str(u) for u in users],
+    }
+    # The day facts this rewrite replaces: every user's on the days rescanned whole, the users' on the
+    # others.
+    replaced = pg.SQL(
+        "(day = ANY(%(whole)s) OR (day = ANY(%(narrow)s) AND scope = 'user' AND scope_id = ANY(%(users)s)))"
+    )
     new_days = pg.SQL("SELECT on_day, scope, scope_id, {} FROM {} WHERE on_day = ANY(%(recent)s)").format(
         columns, table
     )
@@ -386,8 +470,8 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
                 )
                 rows = pg.SQL(
                     "{} UNION ALL SELECT day AS on_day, scope, scope_id, {} FROM {} "
-                    "WHERE dataset = %(name)s AND grain = 'day' AND ({}) AND NOT day = ANY(%(recent)s)"
-                ).format(new_days, unpacked, FACTS, within)
+                    "WHERE dataset = %(name)s AND grain = 'day' AND ({}) AND NOT {}"
+                ).format(new_days, unpacked, FACTS, within, replaced)
             selects.append(
                 pg.SQL(
                     "SELECT {grain}, {first}, scope, scope_id, {sums} FROM ({rows}) AS r "
@@ -407,9 +491,9 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             pg.SQL(
-                "DELETE FROM {} WHERE dataset = %(name)s AND ((grain = 'day' AND day = ANY(%(recent)s)) "
+                "DELETE FROM {} WHERE dataset = %(name)s AND ((grain = 'day' AND {}) "
                 "OR (grain = 'week' AND day = ANY(%(weeks)s)) OR (grain = 'month' AND day = ANY(%(months)s)))"
-            ).format(FACTS),
+            ).format(FACTS, replaced),
             {**params, "weeks": weeks, "months": months},
         )
         cursor.execute(
@@ -420,6 +504,40 @@ def rewrite(ctx: Context, ds: Dataset, days: Iterable[date]) -> None:
             params,
         )
         cursor.execute(pg.SQL("DROP TABLE {}").format(table))
+
+
+def _day_table(
+    ctx: Context,
+    ds: Dataset,
+    table: str,
+    spans: list[tuple[date, date]],
+    narrow: list[date],
+    users: list[int],
+) -> None:
+    """The day table of a rewrite: ``spans`` scanned whole, the ``narrow`` days for ``users`` only."""
+    if not narrow:
+        create_day_table(ctx, ds, table, spans=spans, opening_before=None)
+        return
+    some = f"{table}_users"
+    ctx.scan_users = users
+    try:
+        create_day_table(ctx, ds, some, spans=_merge((d, _next(d, DAY)) for d in narrow), opening_before=None)
+    finally:
+        ctx.scan_users = None
+    with connection.cursor() as cursor:
+        if spans:
+            create_day_table(ctx, ds, table, spans=spans, opening_before=None)
+            cursor.execute(
+                pg.SQL("INSERT INTO {0} SELECT * FROM {1}; DROP TABLE {1}").format(
+                    pg.Identifier(table), pg.Identifier(some)
+                )
+            )
+        else:
+            cursor.execute(
+                pg.SQL("DROP TABLE IF EXISTS {0}; ALTER TABLE {1} RENAME TO {0}").format(
+                    pg.Identifier(table), pg.Identifier(some)
+                )
+            )
 
 
 def read(ctx: Context, ds: Dataset, grans: Sequence[str], *, source: str = TABLE) -> Grouped:

@@ -578,10 +578,18 @@ def _funnel_day_sql(stages: list[PipelineStage]) -> Any:
             JOIN crm_pipelinestage st ON st.id = d.stage_id
             JOIN crm_pipeline p ON p.id = st.pipeline_id AND p.is_default
             {joined}
-            WHERE ({ranges}) AND d.customer_id NOT IN ({excluded})
+            WHERE ({ranges}) AND d.customer_id NOT IN ({excluded}){users}
             GROUP BY 1, 3
-        """).format(columns=columns, joined=joined, ranges=ranges, excluded=EXCLUDED_CUSTOMERS_SQL)
-        return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *bounds]
+        """).format(
+            columns=columns,
+            joined=joined,
+            ranges=ranges,
+            excluded=EXCLUDED_CUSTOMERS_SQL,
+            # A rescan of some users' deals only (Dataset.by_user).
+            users=pg.SQL(" AND d.owner_id = ANY(%s)") if ctx.scan_users is not None else pg.SQL(""),
+        )
+        users = [ctx.scan_users] if ctx.scan_users is not None else []
+        return sql, [settings.TIME_ZONE, *params, PipelineStage.Kind.LOST, *bounds, *users]
 
     return day_sql
 
@@ -603,6 +611,7 @@ def _funnel_dataset() -> tuple[Dataset, list[PipelineStage]]:
         scopes=DEAL_SCOPES,
         measures=measures,
         day_sql=_funnel_day_sql(stages),
+        by_user="owner_id",
     )
     return dataset, stages
 

@@ -283,6 +283,8 @@ def inner_query(
         qs: QuerySet = ds.rows(ctx).order_by().annotate(**annotations)
     finally:
         ctx.scan = []
+    if ctx.scan_users is not None and ds.by_user:
+        qs = qs.filter(**{f"{ds.by_user}__in": ctx.scan_users})
     where: pg.Composable = NOTHING
     where_params: list[Any] = []
     if ds.window:

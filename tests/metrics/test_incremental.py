@@ -245,6 +245,38 @@ def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(com
         assert [f for f in facts_table() if f[1] != "day"] == [f for f in incremental_facts if f[1] != "day"]
 
 
+def test_a_reassigned_deal_rescans_its_day_for_its_owners_now_and_before(company, monkeypatch):
+    """The funnel's and the deals' data quality facts are kept per user: a deal handed from one rep to
+    another rescans its day for those two only, and leaves the facts a rebuild would."""
+    snapshots_rebuild_all()
+    snapshots_recompute_recent()
+    r1, r2 = company["reps"]
+    deal = Deal.objects.get(pk=company["other_open"].pk)  # r1's, created 12 days ago
+    day = deal.created_at.astimezone(timezone.get_current_timezone()).date()
+    narrowed: dict[str, list] = {}
+    scan = facts.create_day_table
+
+    def recording(ctx, ds, table, *, spans, opening_before):
+        if ctx.scan_users is not None:
+            narrowed.setdefault(ds.name, []).append((spans, sorted(ctx.scan_users)))
+        return scan(ctx, ds, table, spans=spans, opening_before=opening_before)
+
+    monkeypatch.setattr(facts, "create_day_table", recording)
+    manager = make_user(role="manager")
+    services.deal_update(deal=deal, actor=manager, data={"owner": r2}, version=deal.version)
+
+    snapshots_recompute_recent()
+    kept_per_user = ("funnel", "dq_deals")
+    for name in kept_per_user:
+        assert narrowed[name] == [([(day, day + timedelta(days=1))], sorted([r1.pk, r2.pk]))], name
+    incremental = [f for f in facts_table() if f[0] in kept_per_user]
+    assert any(f[2] == day and f[4] == str(r2.pk) for f in incremental)
+    # (Datasets kept by other dates, such as the pipeline's stage moves, take an owner's change on earlier
+    # days at the nightly rebuild, as before.)
+    snapshots_rebuild_all()
+    assert [f for f in facts_table() if f[0] in kept_per_user] == incremental
+
+
 def forget_reads(monkeypatch) -> None:
     """This process and the cache forget which datasets each KPI read."""
     monkeypatch.setattr(metrics_services, "LAST_READS", {})
