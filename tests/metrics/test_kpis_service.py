@@ -4,6 +4,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from crm import services
 from crm.models import Ticket
@@ -139,7 +140,7 @@ def test_the_backlogs_records_are_the_tickets_unsolved_at_the_periods_end(no_aut
     set_status(reopened_since, "open", local(2026, 3, 5))
     solved_then = make_ticket(customer, at=local(2026, 2, 14))
     set_status(solved_then, "solved", local(2026, 2, 15))
-    make_ticket(customer, at=local(2026, 3, 1))  # created after the end
+    created_after = make_ticket(customer, at=local(2026, 3, 1))
     closed_since = make_ticket(customer, at=local(2026, 2, 16))
     set_status(closed_since, "closed", local(2026, 3, 6))
     drill = registry()["backlog"].drilldown
@@ -147,6 +148,10 @@ def test_the_backlogs_records_are_the_tickets_unsolved_at_the_periods_end(no_aut
     records = drill.parts[NUMERATOR].records(manager, february, Scope.COMPANY, "")
     assert set(records.values_list("pk", flat=True)) == {solved_since.pk, still_open.pk, closed_since.pk}
     assert value("backlog", first_day=date(2026, 2, 1)) == d("3")
+    # The running month: the tickets unsolved now.
+    running = period_of(timezone.localdate(), "month")
+    records = drill.parts[NUMERATOR].records(manager, running, Scope.COMPANY, "")
+    assert set(records.values_list("pk", flat=True)) == {still_open.pk, reopened_since.pk, created_after.pk}
 
 
 def test_a_running_month_compares_its_backlog_with_the_same_day_of_the_month_before(no_auto_assign):
