@@ -514,6 +514,12 @@ CELERY_BEAT_SCHEDULE |= {
 # Full rebuilds scan the records on a second database connection ahead of the first (metrics.kpis.facts.
 # Prefetch): both cores work. Off, a rebuild scans them one by one on its own connection.
 KPI_PREFETCH_SCANS = env_bool("KPI_PREFETCH_SCANS", True)
+# Months of KPI day facts a rebuild keeps (from the Monday before the first of the month this many back):
+# a change to a record of a later day rewrites that day; an earlier one rescans its week and month from the
+# records. Every day of 3 years made the rebuild 28 % slower at 1 M deals.
+KPI_DAY_FACTS_MONTHS = env_int("KPI_DAY_FACTS_MONTHS", 12)
+if KPI_DAY_FACTS_MONTHS < 1:
+    raise ImproperlyConfigured(f"KPI_DAY_FACTS_MONTHS ({KPI_DAY_FACTS_MONTHS}) must be 1 or more.")
 # The nightly full rebuild in parts across the workers of the kpis queue (metrics.services.fanout): pays
 # with two worker processes or more (docker-compose); with one, a rebuild in one process is faster.
 KPI_REBUILD_FANOUT = env_bool("KPI_REBUILD_FANOUT", False)

@@ -1,7 +1,8 @@
 """KPI facts: each additive dataset's totals per day, ISO week and month, per user or source.
 
 A full rebuild scans each dataset's records once into a temporary day table, stores its facts (every
-day, week and month of the range it scanned) and sums the periods from the day table. An incremental
+week and month of the range it scanned, and the days of the last ``KPI_DAY_FACTS_MONTHS`` months) and
+sums the periods from the day table. An incremental
 run finds the days whose records changed since the dataset's watermark (:func:`dirty_days`), scans
 only those days again, rewrites their facts, re-adds the weeks and months that contain them from the
 day facts, and reads every period from the week and month facts: a few thousand rows per dataset
@@ -22,6 +23,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import DateField, F, QuerySet
 from django.db.models.functions import Trunc
@@ -62,15 +64,16 @@ WATERMARK_MARGIN = timedelta(minutes=5)
 DAY, WEEK, MONTH = "day", "week", "month"
 
 
-def horizon(now: datetime) -> date:
-    """The first day of complete day facts of a dataset built before their first day was recorded:
-    facts then kept days from the Monday on or before the first day of the previous month on."""
-    previous_month = shift_date(local_date(now).replace(day=1), "month", -1)
-    return floor_date(previous_month, "week")
+def horizon(now: datetime, months: int = 1) -> date:
+    """The Monday on or before the first day of the month ``months`` back: a rebuild keeps day facts from
+    it on (``settings.KPI_DAY_FACTS_MONTHS``); facts built before their first day was recorded kept them
+    from the previous month's (``months=1``)."""
+    first = shift_date(local_date(now).replace(day=1), "month", -months)
+    return floor_date(first, "week")
 
 
 def days_from(ctx: Context, ds: Dataset) -> date:
-    """The first day of the dataset's complete day facts (the first day its last full build scanned).
+    """The first day of the dataset's complete day facts (recorded by its last full build).
 
     A week or month starting on or after it is re-added from its day facts when one of its days
     changes; an older one is rescanned from the records, whole.
@@ -220,23 +223,28 @@ def build(ctx: Context, ds: Dataset, grans: Sequence[str]) -> Grouped:
         with connection.cursor() as cursor:
             cursor.execute(pg.SQL("CREATE TEMP TABLE {} AS {}").format(pg.Identifier(periods), grouped_by))
         if ctx.stores(ds.name):
-            _store(ds, days, periods, start, after)
-            ctx.days_from[ds.name] = min(start, ctx.days_from.get(ds.name, start))
+            first_day = max(start, horizon(ctx.now, settings.KPI_DAY_FACTS_MONTHS))
+            _store(ds, days, periods, start, after, first_day)
+            ctx.days_from[ds.name] = min(first_day, ctx.days_from.get(ds.name, first_day))
         return read(ctx, ds, grans, source=periods)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(pg.SQL("DROP TABLE {}").format(pg.SQL(", ").join(dropped)))
 
 
-def _store(ds: Dataset, days: str, periods: str, start: date, after: date) -> None:
+def _store(ds: Dataset, days: str, periods: str, start: date, after: date, first_day: date) -> None:
     """Replace the dataset's facts with those of the day table ``days`` and its weeks and months
-    (``periods``): days in [start, after), weeks and months lying wholly in it.
+    (``periods``): days in [first_day, after) (earlier day facts of the range go), weeks and months lying
+    wholly in [start, after).
+
+    Every day's facts of 3 years made the rebuild at 1 M deals 28 % slower (60.9 → 77.9 s): hence
+    ``KPI_DAY_FACTS_MONTHS``.
 
     Only what differs is written: a nightly rebuild finds almost every fact as it left it, and
     rewriting them all (hundreds of thousands of rows and their index entries) cost seconds.
     """
     n = len(fact_columns(ds))
-    params: dict[str, str | date] = {"name": ds.name, "start": start, "after": after}
+    params: dict[str, str | date] = {"name": ds.name, "start": start, "after": after, "first_day": first_day}
     stored_facts = pg.SQL(
         "FROM {} f WHERE f.dataset = %(name)s AND ("
         "(f.grain = 'day' AND f.day >= %(start)s AND f.day < %(after)s) "
@@ -245,7 +253,7 @@ def _store(ds: Dataset, days: str, periods: str, start: date, after: date) -> No
     same = pg.SQL("n.grain = f.grain AND n.day = f.day AND n.scope = f.scope AND n.scope_id = f.scope_id")
     new = pg.SQL(
         "SELECT 'day'::text AS grain, on_day AS day, scope, scope_id, {values} AS values "
-        "FROM {days} WHERE on_day >= %(start)s AND on_day < %(after)s "
+        "FROM {days} WHERE on_day >= %(first_day)s AND on_day < %(after)s "
         "UNION ALL SELECT grain, on_day, scope, scope_id, {values} FROM {periods} WHERE {whole}"
     ).format(
         values=_values_sql(n),

@@ -209,18 +209,24 @@ def scanned_spans(monkeypatch) -> dict[str, list[tuple[date, date]]]:
     return scanned
 
 
-@pytest.mark.parametrize("recorded", [True, False], ids=["day-facts-recorded", "built-before-recorded"])
-def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(company, monkeypatch, recorded):
-    """The rebuild stores day facts from the first day it scans: a deal won 100 days ago and reopened now
-    has that day scanned again, not its month. Facts built before their first day was recorded hold days
-    from the Monday before the previous month only: there the whole week and month are rescanned."""
+@pytest.mark.parametrize("kept", ["recorded", "fewer-months", "built-before-recorded"])
+def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(
+    company, monkeypatch, settings, kept
+):
+    """The rebuild stores day facts of the last KPI_DAY_FACTS_MONTHS months: a deal won 100 days ago and
+    reopened now has that day scanned again, not its month. Where day facts do not reach back that far
+    (fewer months kept, or facts built before their first day was recorded, which kept the days from the
+    Monday before the previous month), the whole week and month are rescanned."""
+    if kept == "fewer-months":
+        settings.KPI_DAY_FACTS_MONTHS = 2
     snapshots_rebuild_all()
     first_days = dict(KpiFactState.objects.values_list("dataset", "days_from"))
-    oldest = KpiFact.objects.filter(dataset="closed_deals", grain="day").order_by("day").first()
-    assert first_days["closed_deals"] <= oldest.day
+    days = KpiFact.objects.filter(dataset="closed_deals", grain="day").order_by("day")
+    assert first_days["closed_deals"] == facts.horizon(timezone.now(), settings.KPI_DAY_FACTS_MONTHS)
+    assert days.first().day >= first_days["closed_deals"]
     # Every dataset with facts knows where its day facts start.
     assert None not in {first_days[name] for name in KpiFact.objects.values_list("dataset", flat=True)}
-    if not recorded:
+    if kept == "built-before-recorded":
         KpiFactState.objects.update(days_from=None)
         KpiFact.objects.filter(grain="day", day__lt=facts.horizon(timezone.now())).delete()
     snapshots_recompute_recent()
@@ -231,7 +237,7 @@ def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(com
 
     snapshots_recompute_recent()
     old_spans = [(lo, hi) for lo, hi in spans["closed_deals"] if lo <= day < hi]
-    if recorded:
+    if kept == "recorded":
         assert old_spans == [(day, day + timedelta(days=1))]
     else:
         assert old_spans and all(hi - lo >= timedelta(days=28) for lo, hi in old_spans)
@@ -239,10 +245,10 @@ def test_a_change_months_ago_rescans_its_day_only_where_day_facts_reach_back(com
     incremental, incremental_facts = recent_table(), facts_table()
     snapshots_rebuild_all()
     assert recent_table() == incremental
-    if recorded:
-        assert facts_table() == incremental_facts
-    else:  # the rebuild stores the old days again
+    if kept == "built-before-recorded":  # the rebuild stores the old days again
         assert [f for f in facts_table() if f[1] != "day"] == [f for f in incremental_facts if f[1] != "day"]
+    else:
+        assert facts_table() == incremental_facts
 
 
 def test_a_reassigned_deal_rescans_its_day_for_its_owners_now_and_before(company, monkeypatch):
